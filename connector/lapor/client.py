@@ -1,0 +1,450 @@
+"""The SP4N-LAPOR! API client: tokens, retries, request budget, feed paging.
+
+The client never opens sockets itself: an ``httpx`` transport is passed in
+(the sandbox app through ``httpx.ASGITransport`` in tests, the network in
+production). Clock, wall time, sleep and randomness are injectable so tests
+never wait for a real Retry-After.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import tempfile
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+from pydantic import ValidationError
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type
+
+from connector import __version__
+from connector.errors import (
+    AuthRefused,
+    CursorExpired,
+    LaporUnavailable,
+    Rejected,
+    SkipRecord,
+)
+from connector.lapor import models as m
+from connector.lapor import wire
+from connector.lapor.budget import RequestBudget
+from connector.lapor.policy import Outcome, backoff, classify, parse_retry_after
+from connector.settings import Config, Credentials
+from connector.timeutil import utcnow
+
+API = "/api/v3"
+MAX_ATTEMPTS = 12
+MAX_CURSOR_RESTARTS = 5
+
+
+class _Transient(Exception):
+    def __init__(self, what: str, status: int | None = None, kode: str | None = None,
+                 retry_after: float | None = None):
+        super().__init__(what)
+        self.what = what
+        self.status = status
+        self.kode = kode
+        self.retry_after = retry_after
+
+
+@dataclass
+class _Answer:
+    status: int
+    headers: httpx.Headers
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+def _error_parts(answer: _Answer) -> tuple[str | None, list[str]]:
+    try:
+        err = answer.json().get("error") or {}
+        kode = err.get("kode")
+        rincian = err.get("rincian")
+        fields = sorted(str(k) for k in rincian) if isinstance(rincian, dict) else []
+        return (kode if isinstance(kode, str) else None), fields
+    except (ValueError, AttributeError):
+        return None, []
+
+
+class _Tokens:
+    """One bearer token shared by all concurrent callers; one refresh at a time."""
+
+    def __init__(self, client: LaporClient, credentials: Credentials, margin_s: float):
+        self._client = client
+        self._creds = credentials
+        self._margin = margin_s
+        self._token: str | None = None
+        self._valid_until = 0.0
+        self._lock = asyncio.Lock()
+        self.fetched = 0
+
+    async def get(self) -> str:
+        async with self._lock:
+            if self._token is None or self._client.clock() >= self._valid_until:
+                await self._fetch()
+            assert self._token is not None
+            return self._token
+
+    def invalidate(self, token: str) -> None:
+        # Only the caller holding the stale token drops it; others may already hold a new one.
+        if self._token == token:
+            self._token = None
+
+    async def _fetch(self) -> None:
+        answer = await self._client.call(
+            "POST", f"{API}/auth/token",
+            json={"client_id": self._creds.client_id, "client_secret": self._creds.client_secret},
+            auth=False,
+        )
+        try:
+            token = wire.Token.model_validate(answer.json().get("data"))
+        except (ValueError, ValidationError, AttributeError):
+            raise LaporUnavailable("LAPOR! token answer malformed") from None
+        self.fetched += 1
+        self._token = token.access_token
+        margin = min(self._margin, token.expires_in / 2)
+        self._valid_until = self._client.clock() + token.expires_in - margin
+
+
+class LaporClient:
+    def __init__(
+        self,
+        base_url: str,
+        credentials: Credentials,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+        timeout_s: float = 30.0,
+        call_deadline_s: float = 120.0,
+        max_retry_after_s: float = 300.0,
+        requests_per_minute: int = 60,
+        token_refresh_margin_s: float = 60.0,
+        max_response_bytes: int = 8 * 1024 * 1024,
+        backoff_base_s: float = 1.0,
+        backoff_cap_s: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], datetime] = utcnow,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        rng: Callable[[], float] = random.random,
+    ):
+        self.base_url = httpx.URL(base_url)
+        self.clock = clock
+        self._wall = wall
+        self._sleep = sleep
+        self._rng = rng
+        self._deadline_s = call_deadline_s
+        self._max_retry_after = max_retry_after_s
+        self._max_bytes = max_response_bytes
+        self._backoff = (backoff_base_s, backoff_cap_s)
+        self._http = httpx.AsyncClient(
+            base_url=base_url,
+            transport=transport,
+            timeout=httpx.Timeout(timeout_s),
+            follow_redirects=False,
+            verify=True,
+            headers={"User-Agent": f"mahulu-lapor-connector/{__version__}"},
+            limits=httpx.Limits(max_connections=16, max_keepalive_connections=8),
+        )
+        self.budget = RequestBudget(requests_per_minute, clock, sleep)
+        self.tokens = _Tokens(self, credentials, token_refresh_margin_s)
+        self.requests: Counter[str] = Counter()
+        self.retries = 0
+
+    @classmethod
+    def from_config(
+        cls, config: Config, credentials: Credentials, *,
+        transport: httpx.AsyncBaseTransport | None = None, base_url: str | None = None,
+        **overrides: Any,
+    ) -> LaporClient:
+        s = config.settings.lapor
+        return cls(
+            base_url or s.base_url, credentials, transport=transport, timeout_s=s.timeout_s,
+            call_deadline_s=s.call_deadline_s, max_retry_after_s=s.max_retry_after_s,
+            requests_per_minute=s.requests_per_minute,
+            token_refresh_margin_s=s.token_refresh_margin_s,
+            max_response_bytes=s.max_response_bytes, **overrides,
+        )
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> LaporClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    # -- the request machinery -------------------------------------------------------
+
+    def _wait(self, state: RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        if isinstance(exc, _Transient) and exc.retry_after is not None:
+            return exc.retry_after
+        base, cap = self._backoff
+        return backoff(state.attempt_number, base, cap, self._rng())
+
+    async def call(
+        self, method: str, path: str, *, params: dict[str, Any] | None = None,
+        json: Any = None, headers: dict[str, str] | None = None, auth: bool = True,
+    ) -> _Answer:
+        """One logical call: retried on transient failures within the call's deadline."""
+        deadline = self.clock() + self._deadline_s
+
+        def stop(state: RetryCallState) -> bool:
+            upcoming = state.upcoming_sleep or 0.0
+            return state.attempt_number >= MAX_ATTEMPTS or self.clock() + upcoming > deadline
+
+        retrying = AsyncRetrying(
+            retry=retry_if_exception_type(_Transient), stop=stop, wait=self._wait,
+            sleep=self._sleep, reraise=True,
+        )
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    if attempt.retry_state.attempt_number > 1:
+                        self.retries += 1
+                    return await self._attempt(method, path, params, json, headers, auth)
+        except _Transient as exc:
+            raise LaporUnavailable(
+                f"LAPOR! unavailable: {exc.what} (gave up after the call's deadline)",
+                status=exc.status, kode=exc.kode,
+            ) from None
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _attempt(
+        self, method: str, path: str, params: dict[str, Any] | None, body: Any,
+        headers: dict[str, str] | None, auth: bool,
+    ) -> _Answer:
+        refreshed = False
+        while True:
+            hdrs = dict(headers or {})
+            token = None
+            if auth:
+                token = await self.tokens.get()
+                hdrs["Authorization"] = f"Bearer {token}"
+            await self.budget.acquire()
+            answer = await self._send(method, path, params, body, hdrs)
+            kode, fields = _error_parts(answer) if answer.status >= 400 else (None, [])
+            outcome = classify(answer.status, kode)
+            if outcome is Outcome.OK:
+                return answer
+            if outcome is Outcome.REFRESH_TOKEN and token is not None and not refreshed:
+                self.tokens.invalidate(token)
+                refreshed = True
+                continue
+            if outcome is Outcome.REFRESH_TOKEN:
+                raise _Transient(f"token refused twice ({kode})", answer.status, kode)
+            if outcome is Outcome.FATAL_AUTH:
+                raise AuthRefused(
+                    "LAPOR! refused the client credentials (kredensial_tidak_valid): check "
+                    "LAPOR_CLIENT_ID / LAPOR_CLIENT_SECRET"
+                )
+            if outcome is Outcome.CURSOR_EXPIRED:
+                raise CursorExpired("feed cursor expired")
+            if outcome is Outcome.RETRY:
+                retry_after = parse_retry_after(
+                    answer.headers.get("Retry-After"), self._wall(), self._max_retry_after
+                )
+                raise _Transient(f"HTTP {answer.status} {kode or ''}".strip(), answer.status,
+                                 kode, retry_after)
+            raise Rejected(answer.status, kode or f"http_{answer.status}", fields)
+
+    async def _send(
+        self, method: str, path: str, params: dict[str, Any] | None, body: Any,
+        headers: dict[str, str],
+    ) -> _Answer:
+        self.requests[_kind(method, path)] += 1
+        try:
+            async with self._http.stream(method, path, params=params, json=body,
+                                         headers=headers) as resp:
+                declared = resp.headers.get("Content-Length")
+                if declared and declared.isdigit() and int(declared) > self._max_bytes:
+                    raise Rejected(resp.status_code, "respons_terlalu_besar")
+                chunks: list[bytes] = []
+                size = 0
+                async for chunk in resp.aiter_bytes():
+                    size += len(chunk)
+                    if size > self._max_bytes:
+                        raise Rejected(resp.status_code, "respons_terlalu_besar")
+                    chunks.append(chunk)
+                return _Answer(resp.status_code, resp.headers, b"".join(chunks))
+        except (httpx.TimeoutException, httpx.TransportError) as exc:
+            raise _Transient(exc.__class__.__name__) from None
+
+    async def _data(self, method: str, path: str, **kw: Any) -> tuple[Any, dict[str, Any]]:
+        answer = await self.call(method, path, **kw)
+        try:
+            doc = answer.json()
+            return doc["data"], doc.get("meta") or {}
+        except (ValueError, KeyError, TypeError, AttributeError):
+            raise LaporUnavailable(f"LAPOR! answered {path} with a malformed envelope") from None
+
+    # -- the API ------------------------------------------------------------------------
+
+    async def ping(self) -> datetime:
+        data, _ = await self._data("GET", f"{API}/ping", auth=False)
+        try:
+            return wire.parse_wib(data["waktu_server"])
+        except (KeyError, TypeError, ValueError):
+            raise LaporUnavailable("LAPOR! ping answer malformed") from None
+
+    async def feed(
+        self, since: Callable[[], datetime | None], page_size: int = 100
+    ) -> AsyncIterator[m.Page]:
+        """Pages of the feed from ``since()``.
+
+        On cursor expiry (410) the feed restarts from ``since()`` again: the caller's
+        committed watermark, never this client's clock.
+        """
+        cursor: str | None = None
+        seen: set[str] = set()
+        restarts = 0
+        while True:
+            if cursor is None:
+                start = since()
+                params: dict[str, Any] = {"batas": page_size}
+                if start is not None:
+                    params["diperbarui_sejak"] = wire.since_param(start)
+            else:
+                params = {"kursor": cursor}
+            try:
+                data, meta = await self._data("GET", f"{API}/laporan", params=params)
+            except CursorExpired:
+                restarts += 1
+                if restarts > MAX_CURSOR_RESTARTS:
+                    raise LaporUnavailable("feed cursor kept expiring") from None
+                cursor, seen = None, set()
+                continue
+            page = _parse_page(data, meta)
+            yield page
+            if page.next_cursor is None:
+                return
+            if page.next_cursor in seen:
+                raise LaporUnavailable("LAPOR! feed repeated a cursor; stopping this pass")
+            seen.add(page.next_cursor)
+            cursor = page.next_cursor
+
+    async def complaint(self, tracking_id: str) -> m.Complaint:
+        try:
+            data, _ = await self._data("GET", f"{API}/laporan/{tracking_id}")
+        except Rejected as exc:
+            if exc.kode == "bukan_disposisi":
+                raise SkipRecord(tracking_id, "not_disposed") from None
+            if exc.status == 404:
+                raise SkipRecord(tracking_id, "not_found") from None
+            if exc.kode == "respons_terlalu_besar":
+                raise SkipRecord(tracking_id, "response_too_large") from None
+            raise
+        return wire.parse_complaint(data, tracking_id)
+
+    async def post_follow_up(
+        self, tracking_id: str, request: m.FollowUpRequest, idempotency_key: str
+    ) -> m.Receipt:
+        answer = await self.call(
+            "POST", f"{API}/laporan/{tracking_id}/tindak-lanjut",
+            json=wire.follow_up_body(request), headers={"Idempotency-Key": idempotency_key},
+        )
+        try:
+            got = wire.TindakLanjutDibuat.model_validate(answer.json()["data"])
+        except (ValueError, KeyError, TypeError, ValidationError):
+            raise LaporUnavailable("LAPOR! follow-up answer malformed") from None
+        return m.Receipt(str(got.id), str(got.tracking_id), got.dibuat,
+                         replayed=answer.status == 200)
+
+    async def units(self) -> list[m.Unit]:
+        data, _ = await self._data("GET", f"{API}/unit-kerja")
+        try:
+            return [wire.UnitKerja.model_validate(u).to_domain() for u in data]
+        except (ValidationError, TypeError):
+            raise LaporUnavailable("LAPOR! unit-kerja answer malformed") from None
+
+    async def categories(self) -> list[m.Category]:
+        data, _ = await self._data("GET", f"{API}/kategori")
+        try:
+            return [wire.Kategori.model_validate(k).to_domain() for k in data]
+        except (ValidationError, TypeError):
+            raise LaporUnavailable("LAPOR! kategori answer malformed") from None
+
+    async def download(
+        self, attachment: m.Attachment, dest_dir: Path, *, max_bytes: int,
+        allowed_types: tuple[str, ...],
+    ) -> Path:
+        """Stream one attachment into ``dest_dir`` (mode 0700, files 0600).
+
+        Only from the API's own host, with no redirects; size capped and content
+        type allowlisted. Raises ``Rejected`` with a reason code otherwise.
+        """
+        url = httpx.URL(attachment.url)
+        if (url.scheme, url.host, url.port) != (
+            self.base_url.scheme, self.base_url.host, self.base_url.port
+        ):
+            raise Rejected(0, "lampiran_host_asing")
+        dest_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(dest_dir, 0o700)
+        token = await self.tokens.get()
+        await self.budget.acquire()
+        self.requests["lampiran"] += 1
+        try:
+            async with self._http.stream(
+                "GET", url, headers={"Authorization": f"Bearer {token}"}
+            ) as resp:
+                if resp.status_code != 200:
+                    raise Rejected(resp.status_code, f"http_{resp.status_code}")
+                mime = resp.headers.get("Content-Type", "").split(";")[0].strip().lower()
+                if mime not in allowed_types:
+                    raise Rejected(200, "lampiran_jenis_ditolak")
+                declared = resp.headers.get("Content-Length", "")
+                if declared.isdigit() and int(declared) > max_bytes:
+                    raise Rejected(200, "lampiran_terlalu_besar")
+                fd, tmp = tempfile.mkstemp(dir=dest_dir, prefix=".part-")
+                size = 0
+                try:
+                    with os.fdopen(fd, "wb") as out:
+                        async for chunk in resp.aiter_bytes():
+                            size += len(chunk)
+                            if size > max_bytes:
+                                raise Rejected(200, "lampiran_terlalu_besar")
+                            out.write(chunk)
+                    final = dest_dir / _safe_name(attachment.id)
+                    os.replace(tmp, final)
+                    os.chmod(final, 0o600)
+                    return final
+                except BaseException:
+                    Path(tmp).unlink(missing_ok=True)
+                    raise
+        except (httpx.TimeoutException, httpx.TransportError) as exc:
+            raise LaporUnavailable(f"attachment download failed: {exc.__class__.__name__}") from None
+
+
+def _safe_name(attachment_id: str) -> str:
+    cleaned = "".join(c if c.isalnum() or c in "-_" else "_" for c in attachment_id)
+    return cleaned[:100] or "lampiran"
+
+
+def _kind(method: str, path: str) -> str:
+    parts = path.removeprefix(API).strip("/").split("/")
+    if parts[0] == "laporan":
+        if len(parts) == 1:
+            return "feed"
+        return "tindak_lanjut" if len(parts) > 2 else "detail"
+    return parts[0] or "root"
+
+
+def _parse_page(data: Any, meta: dict[str, Any]) -> m.Page:
+    try:
+        parsed_meta = wire.FeedMeta.model_validate(meta)
+    except ValidationError:
+        raise LaporUnavailable("LAPOR! feed page has malformed meta") from None
+    if not isinstance(data, list):
+        raise LaporUnavailable("LAPOR! feed page data is not a list")
+    items = tuple(wire.parse_summary(raw) for raw in data)
+    return m.Page(items, parsed_meta.kursor_berikutnya, parsed_meta.waktu_server)

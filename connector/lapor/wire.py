@@ -1,0 +1,228 @@
+"""Wire models: LAPOR!'s JSON with its Indonesian keys, validated by pydantic.
+
+Unknown keys are ignored. Naive WIB timestamps become aware UTC. A record
+that fails validation becomes an ``InvalidRecord`` naming fields, never values.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+
+from connector.errors import InvalidRecord
+from connector.lapor import models as m
+from connector.timeutil import format_wib, parse_wib
+
+
+def _wib(value: Any) -> datetime:
+    if isinstance(value, datetime):
+        raise ValueError("expected a WIB timestamp string")
+    return parse_wib(value)
+
+
+WibTime = Annotated[datetime, BeforeValidator(_wib)]
+StatusLiteral = Literal["terdisposisi", "ditindaklanjuti", "selesai", "ditutup", "diarsipkan"]
+PositiveId = Annotated[int, Field(gt=0, strict=True)]
+
+
+class _Wire(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class LaporanRingkas(_Wire):
+    tracking_id: PositiveId
+    judul: str
+    status: StatusLiteral
+    diperbarui: WibTime
+    unit_ids: list[Annotated[int, Field(strict=True)]]
+
+    def to_domain(self) -> m.Summary:
+        return m.Summary(
+            tracking_id=str(self.tracking_id),
+            status=self.status,
+            updated_at=self.diperbarui,
+            unit_ids=tuple(self.unit_ids),
+        )
+
+
+class Kategori(_Wire):
+    id: int
+    nama: str
+    induk_id: int | None
+
+    def to_domain(self) -> m.Category:
+        return m.Category(id=self.id, name=self.nama, parent_id=self.induk_id)
+
+
+class Pelapor(_Wire):
+    nama: str
+    email: str | None
+    telepon: str | None
+
+
+class Lokasi(_Wire):
+    provinsi: str
+    kabupaten: str | None
+    kecamatan: str | None
+    desa: str | None
+    lat: float | None
+    lon: float | None
+
+
+class Disposisi(_Wire):
+    unit_id: int
+    unit_nama: str
+    instansi_id: int
+    tanggal: WibTime
+
+
+class Lampiran(_Wire):
+    id: str
+    nama: str
+    mime: str
+    ukuran: Annotated[int, Field(ge=0)]
+    url: str
+
+
+class TindakLanjut(_Wire):
+    id: int
+    oleh: Literal["instansi", "pelapor", "admin"]
+    unit_id: int | None
+    status: str | None
+    isi: str
+    dibuat: WibTime
+
+
+class Laporan(_Wire):
+    tracking_id: PositiveId
+    judul: str
+    isi: str
+    klasifikasi: Literal["pengaduan", "aspirasi", "permintaan_informasi"]
+    kategori: Kategori
+    status: StatusLiteral
+    anonim: bool
+    rahasia: bool
+    pelapor: Pelapor | None
+    sumber: Literal["web", "sms", "android", "ios", "twitter", "integrasi"]
+    lokasi: Lokasi | None
+    disposisi: list[Disposisi]
+    lampiran: list[Lampiran]
+    tindak_lanjut: list[TindakLanjut]
+    dibuat: WibTime
+    diperbarui: WibTime
+    batas_tindak_lanjut: WibTime | None
+
+    def to_domain(self) -> m.Complaint:
+        # Privacy: an anonymous complaint never carries identity, whatever the wire says.
+        reporter = None
+        if not self.anonim and self.pelapor is not None:
+            reporter = m.Reporter(self.pelapor.nama, self.pelapor.email, self.pelapor.telepon)
+        loc = self.lokasi
+        return m.Complaint(
+            tracking_id=str(self.tracking_id),
+            title=self.judul,
+            body=self.isi,
+            classification=self.klasifikasi,
+            category=self.kategori.to_domain(),
+            status=self.status,
+            anonymous=self.anonim,
+            confidential=self.rahasia,
+            reporter=reporter,
+            channel=self.sumber,
+            location=None
+            if loc is None
+            else m.Location(loc.provinsi, loc.kabupaten, loc.kecamatan, loc.desa, loc.lat, loc.lon),
+            dispositions=tuple(
+                m.Disposition(d.unit_id, d.unit_nama, d.instansi_id, d.tanggal)
+                for d in self.disposisi
+            ),
+            attachments=tuple(
+                m.Attachment(a.id, a.nama, a.mime, a.ukuran, a.url) for a in self.lampiran
+            ),
+            follow_ups=tuple(
+                m.FollowUp(str(t.id), t.oleh, t.unit_id, t.status, t.isi, t.dibuat)
+                for t in self.tindak_lanjut
+            ),
+            submitted_at=self.dibuat,
+            updated_at=self.diperbarui,
+            deadline=self.batas_tindak_lanjut,
+        )
+
+
+class UnitKerja(_Wire):
+    id: int
+    nama: str
+    instansi_id: int
+    induk_id: int | None
+    aktif: bool
+
+    def to_domain(self) -> m.Unit:
+        return m.Unit(self.id, self.nama, self.instansi_id, self.induk_id, self.aktif)
+
+
+class FeedMeta(_Wire):
+    kursor_berikutnya: str | None
+    waktu_server: WibTime
+
+
+class TindakLanjutDibuat(_Wire):
+    id: int
+    tracking_id: int
+    dibuat: WibTime
+
+
+class Token(_Wire):
+    access_token: Annotated[str, Field(min_length=1)]
+    token_type: str
+    expires_in: Annotated[int, Field(ge=1)]
+
+
+def field_names(exc: ValidationError) -> list[str]:
+    """The dotted locations of a validation error: field names only, never input values."""
+    names = {".".join(str(p) for p in err["loc"]) or "(record)" for err in exc.errors()}
+    return sorted(names)
+
+
+def raw_tracking_id(raw: Any) -> str:
+    tid = raw.get("tracking_id") if isinstance(raw, dict) else None
+    if isinstance(tid, int) and not isinstance(tid, bool) and tid > 0:
+        return str(tid)
+    if isinstance(tid, str) and tid.isdigit() and len(tid) < 30:
+        return tid
+    return "unknown"
+
+
+def parse_summary(raw: Any) -> m.Summary | m.BadSummary:
+    try:
+        return LaporanRingkas.model_validate(raw).to_domain()
+    except ValidationError as exc:
+        updated = None
+        if isinstance(raw, dict):
+            try:
+                updated = parse_wib(raw.get("diperbarui"))  # type: ignore[arg-type]
+            except (ValueError, TypeError):
+                updated = None
+        return m.BadSummary(raw_tracking_id(raw), tuple(field_names(exc)), updated)
+
+
+def parse_complaint(raw: Any, expected_id: str) -> m.Complaint:
+    try:
+        complaint = Laporan.model_validate(raw).to_domain()
+    except ValidationError as exc:
+        raise InvalidRecord(expected_id, field_names(exc)) from None
+    if complaint.tracking_id != expected_id:
+        raise InvalidRecord(expected_id, ["tracking_id"])
+    return complaint
+
+
+def follow_up_body(req: m.FollowUpRequest) -> dict[str, Any]:
+    body: dict[str, Any] = {"unit_id": req.unit_id, "status": req.status, "isi": req.text}
+    if req.attachments:
+        body["lampiran"] = [dict(a) for a in req.attachments]
+    return body
+
+
+def since_param(moment: datetime) -> str:
+    return format_wib(moment)

@@ -1,0 +1,262 @@
+"""Settings: ``settings.toml`` plus ``LAPOR_CONNECTOR_<SECTION>__<KEY>`` overrides.
+
+Built once at start, validated, and passed in; nothing reads them as globals.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from connector.errors import ConfigError
+
+ENV_PREFIX = "LAPOR_CONNECTOR_"
+CONFIG_ENV = "LAPOR_CONNECTOR_CONFIG"
+SANDBOX = "sandbox"
+# The sandbox's published demo credentials (see shared/spec and the sandbox module).
+DEMO_CLIENT_ID = "mahulu-demo"
+DEMO_CLIENT_SECRET = "rahasia-demo-6411"  # noqa: S105 - public demo value, sandbox only
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class LaporSettings(_Section):
+    base_url: str = SANDBOX
+    instansi_id: int = Field(6411, gt=0)
+    requests_per_minute: int = Field(60, ge=0)
+    timeout_s: float = Field(30.0, gt=0)
+    call_deadline_s: float = Field(120.0, gt=0)
+    max_retry_after_s: float = Field(300.0, gt=0)
+    page_size: int = Field(100, ge=1, le=100)
+    detail_concurrency: int = Field(4, ge=1, le=32)
+    token_refresh_margin_s: float = Field(60.0, ge=0)
+    max_response_bytes: int = Field(8 * 1024 * 1024, ge=1024)
+
+    @field_validator("base_url")
+    @classmethod
+    def _check_url(cls, value: str) -> str:
+        if value == SANDBOX:
+            return value
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an http(s) URL or \"sandbox\"")
+        if parts.scheme == "http" and not _is_loopback(parts.hostname):
+            raise ValueError(
+                "plain http:// is only allowed for loopback hosts; use https:// "
+                "(TLS verification is always on)"
+            )
+        return value.rstrip("/")
+
+
+def _is_loopback(host: str) -> bool:
+    return host in ("localhost", "::1") or host.startswith("127.")
+
+
+class StorageSettings(_Section):
+    url: str = "sqlite:///var/connector.db"
+
+
+class MappingsSettings(_Section):
+    dir: str = "mappings"
+    reload_interval_s: float = Field(2.0, gt=0)
+
+
+class SyncSettings(_Section):
+    pull_interval_s: float = Field(60.0, gt=0)
+    push_interval_s: float = Field(30.0, gt=0)
+    jitter_s: float = Field(2.0, ge=0)
+    overlap_s: int = Field(300, ge=0)
+    max_backoff_s: float = Field(900.0, gt=0)
+    push_batch: int = Field(50, ge=1)
+    stale_after_intervals: int = Field(3, ge=1)
+    demo_officer: bool = False
+
+
+class AttachmentSettings(_Section):
+    download: bool = False
+    dir: str = "var/attachments"
+    max_bytes: int = Field(20 * 1024 * 1024, ge=1)
+    allowed_types: tuple[str, ...] = (
+        "image/jpeg",
+        "image/png",
+        "application/pdf",
+    )
+
+
+class LogSettings(_Section):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["auto", "json", "console"] = "auto"
+
+
+class SandboxSettings(_Section):
+    seed: int = 6411
+    complaints: int = Field(120, ge=0)
+    generator: bool = True
+    generator_interval_s: float = Field(5.0, gt=0)
+    cursor_ttl_s: float = Field(600.0, gt=0)
+    token_ttl_s: int = Field(3600, ge=1)
+    rate_limit_per_minute: int = Field(60, ge=0)
+    extra_keys: bool = True
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+        case_sensitive=False,
+    )
+
+    lapor: LaporSettings = LaporSettings()
+    storage: StorageSettings = StorageSettings()
+    mappings: MappingsSettings = MappingsSettings()
+    sync: SyncSettings = SyncSettings()
+    attachments: AttachmentSettings = AttachmentSettings()
+    log: LogSettings = LogSettings()
+    sandbox: SandboxSettings = SandboxSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Environment beats the file; the file arrives as init kwargs.
+        return (env_settings, init_settings)
+
+
+@dataclass(frozen=True)
+class Config:
+    """Validated settings plus where they came from (to resolve relative paths)."""
+
+    settings: Settings
+    path: Path
+
+    @property
+    def base_dir(self) -> Path:
+        return self.path.parent
+
+    def resolve(self, value: str) -> Path:
+        p = Path(value)
+        return p if p.is_absolute() else self.base_dir / p
+
+    @property
+    def database_url(self) -> str:
+        url = self.settings.storage.url
+        prefix = "sqlite:///"
+        if url.startswith(prefix) and url != "sqlite:///:memory:":
+            rest = url[len(prefix) :]
+            if not rest.startswith("/"):
+                return prefix + str(self.resolve(rest))
+        return url
+
+    @property
+    def mappings_dir(self) -> Path:
+        return self.resolve(self.settings.mappings.dir)
+
+    @property
+    def attachments_dir(self) -> Path:
+        return self.resolve(self.settings.attachments.dir)
+
+    @property
+    def var_dir(self) -> Path:
+        return self.resolve("var")
+
+    @property
+    def sandbox_mode(self) -> bool:
+        return self.settings.lapor.base_url == SANDBOX
+
+
+def default_config_path(environ: Mapping[str, str] | None = None) -> Path:
+    env = os.environ if environ is None else environ
+    return Path(env.get(CONFIG_ENV) or "settings.toml")
+
+
+def load_toml(path: Path) -> dict[str, Any]:
+    """Read a TOML file; syntax errors name the file, line and column."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.__class__.__name__}") from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: TOML syntax error: {exc}") from None
+
+
+def load_config(path: Path | None = None, environ: Mapping[str, str] | None = None) -> Config:
+    """Build and validate the settings once. Errors raise ConfigError (exit 2)."""
+    env = dict(os.environ if environ is None else environ)
+    cfg_path = (path or default_config_path(env)).resolve()
+    data = load_toml(cfg_path) if cfg_path.exists() or path is not None else {}
+    # pydantic-settings reads os.environ itself; hand it exactly the variables meant for us.
+    saved = dict(os.environ)
+    try:
+        os.environ.clear()
+        os.environ.update({k: v for k, v in env.items() if k.upper().startswith(ENV_PREFIX)})
+        os.environ.pop(CONFIG_ENV, None)
+        settings = Settings(**data)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(cfg_path, exc)) from None
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    return Config(settings=settings, path=cfg_path)
+
+
+def format_validation_error(path: Path, exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"])
+        env_name = ENV_PREFIX + "__".join(str(p) for p in err["loc"]).upper()
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        lines.append(f"{path}: {key}: {msg} (or environment {env_name})")
+    return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class Credentials:
+    client_id: str
+    client_secret: str
+
+    def __repr__(self) -> str:  # never print the secret, even in a traceback
+        return f"Credentials(client_id={self.client_id!r}, client_secret='***')"
+
+
+def load_credentials(config: Config, environ: Mapping[str, str] | None = None) -> Credentials:
+    """Secrets come from the environment or ``$CREDENTIALS_DIRECTORY``, never settings."""
+    if config.sandbox_mode:
+        return Credentials(DEMO_CLIENT_ID, DEMO_CLIENT_SECRET)
+    env = os.environ if environ is None else environ
+    values: dict[str, str] = {}
+    cred_dir = env.get("CREDENTIALS_DIRECTORY")
+    for name in ("LAPOR_CLIENT_ID", "LAPOR_CLIENT_SECRET"):
+        if env.get(name):
+            values[name] = env[name]
+        elif cred_dir and (Path(cred_dir) / name).is_file():
+            values[name] = (Path(cred_dir) / name).read_text(encoding="utf-8").strip()
+    missing = [n for n in ("LAPOR_CLIENT_ID", "LAPOR_CLIENT_SECRET") if not values.get(n)]
+    if missing:
+        raise ConfigError(
+            f"{config.path}: lapor.base_url is a real LAPOR! but {', '.join(missing)} "
+            "is not set (environment, or a file in $CREDENTIALS_DIRECTORY)"
+        )
+    return Credentials(values["LAPOR_CLIENT_ID"], values["LAPOR_CLIENT_SECRET"])

@@ -1,0 +1,73 @@
+"""Time on the wire (naive WIB), in storage (UTC) and for people (WITA)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import date, datetime, time, timedelta, timezone
+from functools import lru_cache
+
+import holidays
+
+UTC = timezone.utc  # noqa: UP017
+WIB = timezone(timedelta(hours=7), "WIB")
+WITA = timezone(timedelta(hours=8), "WITA")
+WIRE_FORMAT = "%Y-%m-%d %H:%M:%S"
+
+Clock = Callable[[], datetime]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC).replace(microsecond=0)
+
+
+def parse_wib(text: str) -> datetime:
+    """Parse a naive ``YYYY-MM-DD HH:MM:SS`` WIB string into an aware UTC datetime."""
+    if not isinstance(text, str) or len(text) != 19:
+        raise ValueError("expected 'YYYY-MM-DD HH:MM:SS'")
+    naive = datetime.strptime(text, WIRE_FORMAT)
+    return naive.replace(tzinfo=WIB).astimezone(UTC)
+
+
+def format_wib(moment: datetime) -> str:
+    """Format an aware datetime as the wire's naive WIB string (second precision)."""
+    if moment.tzinfo is None:
+        raise ValueError("naive datetime: refuse to guess its zone")
+    return moment.astimezone(WIB).strftime(WIRE_FORMAT)
+
+
+def as_utc(moment: datetime) -> datetime:
+    """Aware UTC; naive values (as some DB drivers return them) are taken as UTC."""
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC)
+
+
+def iso(moment: datetime | None) -> str | None:
+    return None if moment is None else as_utc(moment).isoformat()
+
+
+def iso_wita(moment: datetime | None) -> str | None:
+    return None if moment is None else as_utc(moment).astimezone(WITA).isoformat()
+
+
+@lru_cache(maxsize=64)
+def _holidays(year: int) -> frozenset[date]:
+    # "government" adds cuti bersama (joint leave days) to the public holidays.
+    found = holidays.country_holidays("ID", years=year, categories=("public", "government"))
+    return frozenset(found.keys())
+
+
+def is_working_day(day: date) -> bool:
+    return day.weekday() < 5 and day not in _holidays(day.year)
+
+
+def add_working_days(start: datetime, days: int) -> datetime:
+    """End (23:59:59 WITA) of the ``days``-th working day after ``start``'s WITA date."""
+    local = as_utc(start).astimezone(WITA).date()
+    counted = 0
+    while counted < days:
+        local += timedelta(days=1)
+        if is_working_day(local):
+            counted += 1
+    end = datetime.combine(local, time(23, 59, 59), tzinfo=WITA)
+    return end.astimezone(UTC)
