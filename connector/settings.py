@@ -100,7 +100,7 @@ class LogSettings(_Section):
 
 class SandboxSettings(_Section):
     seed: int = 6411
-    complaints: int = Field(120, ge=0)
+    complaints: int = Field(60, ge=0)
     generator: bool = True
     generator_interval_s: float = Field(5.0, gt=0)
     cursor_ttl_s: float = Field(600.0, gt=0)

@@ -127,6 +127,7 @@ class World:
         # serves the same world, deterministic for the seed.
         today = datetime.fromtimestamp(self._clock(), WIB).replace(
             hour=0, minute=0, second=0, microsecond=0)
+        self.anchor = today.astimezone(UTC)
         for _ in range(complaints):
             self._new_complaint(today - timedelta(seconds=self.rng.randint(3600, 45 * 86400)),
                                 initial=True)
@@ -211,31 +212,36 @@ class World:
                 "ukuran": rng.randint(2_000, 60_000),
             })
         if initial:
-            self._age(record, disposed)
+            self._age(record, disposed, created)
         self.records[tid] = record
         self.ever_instansi[tid] = {data.INSTANSI}
         return record
 
-    def _age(self, record: dict[str, Any], disposed: datetime) -> None:
-        """Give an initial complaint a plausible history."""
+    def _age(self, record: dict[str, Any], disposed: datetime, created: datetime) -> None:
+        """Give an initial complaint a plausible history, all of it before the anchor."""
         rng = self.rng
         roll = rng.random()
-        moment = disposed
+        anchor = self.anchor
+        # Squeeze the history into the time between submission and the anchor.
+        span = max(60.0, (anchor - created).total_seconds() - 60)
+        moment = min(disposed, created + timedelta(seconds=span * 0.2))
+        record["disposisi"][0]["tanggal"] = moment
+        step = span * 0.8 / 4
         unit = record["disposisi"][0]["unit_id"]
         if roll > 0.45:
-            moment += timedelta(hours=rng.randint(5, 90))
+            moment += timedelta(seconds=step * rng.random())
             self._append_fu(record, "instansi", unit, "diproses",
                             "Laporan sudah kami terima dan sedang ditindaklanjuti.", moment)
             record["status"] = "ditindaklanjuti"
         if roll > 0.7:
-            moment += timedelta(hours=rng.randint(5, 90))
+            moment += timedelta(seconds=step * rng.random())
             self._append_fu(record, "instansi", unit, "selesai",
                             "Perbaikan sudah dilaksanakan. Terima kasih atas laporannya.", moment)
             record["status"] = "selesai"
         if roll > 0.85:
             record["status"] = "ditutup"
         if 0.2 < roll < 0.25:
-            moment += timedelta(hours=rng.randint(1, 48))
+            moment += timedelta(seconds=step * rng.random())
             self._append_fu(record, "pelapor", None, None, rng.choice(data.REPORTER_REPLIES),
                             moment)
         record["diperbarui"] = moment

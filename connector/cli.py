@@ -1,0 +1,467 @@
+"""The command line: ``lapor-connector`` and ``python -m connector`` (see CONTRACT.md)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from connector import __version__
+from connector.errors import ConfigError, ConnectorError, Fatal, RetryLater
+from connector.mappings import LOCAL_STATUSES, MappingError
+from connector.mappings import load as load_mappings
+from connector.mappings import suggest as suggest_mappings
+from connector.settings import Config, load_config
+from connector.timeutil import utcnow
+
+EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> Any:  # usage errors exit 2 with a clear line
+        self.print_usage(sys.stderr)
+        print(f"{self.prog}: error: {message}", file=sys.stderr)
+        raise SystemExit(EXIT_USAGE)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", type=Path, default=None,
+                        help="settings file (default: $LAPOR_CONNECTOR_CONFIG or ./settings.toml)")
+    p = _Parser(prog="lapor-connector", parents=[common],
+                description="Mahulu SP4N-LAPOR! connector")
+    p.add_argument("--version", action="version", version=__version__)
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    sub.add_parser("run", parents=[common], help="the daemon (same as python scheduler.py)")
+    sub.add_parser("sync", parents=[common], help="one pull and one push cycle, then exit")
+
+    t = sub.add_parser("tickets", parents=[common], help="local tickets (built-in tracker)")
+    ts = t.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    tl = ts.add_parser("list", parents=[common])
+    tl.add_argument("--json", action="store_true")
+    tl.add_argument("--agency")
+    tl.add_argument("--status", choices=LOCAL_STATUSES)
+    tsh = ts.add_parser("show", parents=[common])
+    tsh.add_argument("id")
+    tsh.add_argument("--json", action="store_true")
+    tu = ts.add_parser("update", parents=[common])
+    tu.add_argument("id")
+    tu.add_argument("--status")
+    tu.add_argument("--reply", help="public reply: goes to LAPOR! (max 5,000 characters)")
+    tu.add_argument("--note", help="internal note: never leaves this system")
+    tu.add_argument("--author", default="petugas")
+
+    mp = sub.add_parser("mappings", parents=[common], help="check or suggest mapping files")
+    ms = mp.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    mc = ms.add_parser("check", parents=[common])
+    mc.add_argument("--online", action="store_true",
+                    help="also check unit ids against LAPOR!'s /unit-kerja")
+    ms.add_parser("suggest", parents=[common])
+
+    st = sub.add_parser("status", parents=[common], help="health report; exit 1 when degraded")
+    st.add_argument("--json", action="store_true")
+
+    q = sub.add_parser("quarantine", parents=[common], help="records held back")
+    qs = q.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    ql = qs.add_parser("list", parents=[common])
+    ql.add_argument("--json", action="store_true")
+    qr = qs.add_parser("retry", parents=[common])
+    qr.add_argument("id", nargs="?")
+
+    o = sub.add_parser("outbox", parents=[common], help="follow-ups waiting or refused")
+    os_ = o.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    ol = os_.add_parser("list", parents=[common])
+    ol.add_argument("--json", action="store_true")
+    ol.add_argument("--state", choices=("pending", "sent", "failed"))
+    orr = os_.add_parser("retry", parents=[common])
+    orr.add_argument("id", nargs="?", type=int)
+
+    sb = sub.add_parser("sandbox", parents=[common], help="serve the LAPOR! sandbox on loopback")
+    sb.add_argument("--port", type=int, default=8765)
+    sb.add_argument("--seed", type=int)
+    sb.add_argument("--complaints", type=int)
+    sb.add_argument("--no-generator", action="store_true")
+    sb.add_argument("--faults", help="JSON object of initial faults")
+
+    db = sub.add_parser("db", parents=[common], help="database maintenance")
+    dbs = db.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    dbs.add_parser("upgrade", parents=[common])
+
+    rel = sub.add_parser("reliability", parents=[common],
+                         help="run the crash and fault campaign and print the figures")
+    rel.add_argument("--kills", type=int, default=25)
+    rel.add_argument("--complaints", type=int, default=1500)
+    rel.add_argument("--changes", type=int, default=30)
+    rel.add_argument("--seed", type=int, default=6411)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    handler = HANDLERS[(args.command, getattr(args, "action", None))]
+    try:
+        if args.command == "sandbox":
+            return handler(None, args)
+        config = load_config(args.config)
+        return handler(config, args)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except Fatal as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except RetryLater as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAIL
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:  # e.g. `tickets list | head`
+        sys.stderr.close()
+        return EXIT_OK
+
+
+def _logging(config: Config) -> None:
+    from connector.logging import configure
+    from connector.settings import load_credentials
+
+    secret = ""
+    try:
+        secret = load_credentials(config).client_secret
+    except ConnectorError:
+        pass
+    configure(config.settings.log.level, config.settings.log.format, secrets=[secret])
+
+
+def _runtime(config: Config, need_mappings: bool = True) -> Any:
+    from connector.runtime import open_runtime
+
+    return open_runtime(config, need_mappings=need_mappings)
+
+
+def _print_json(obj: Any) -> None:
+    print(json.dumps(obj, ensure_ascii=False, indent=2))
+
+
+# -- commands ---------------------------------------------------------------------------------
+
+def cmd_run(config: Config, args: argparse.Namespace) -> int:
+    from connector.service import run
+
+    return run(config)
+
+
+def cmd_sync(config: Config, args: argparse.Namespace) -> int:
+    from connector.status import MAPPING_VERSION
+    from connector.store import state
+    from connector.sync.cycle import run_cycle, summary_line
+
+    _logging(config)
+    rt = _runtime(config)
+
+    async def go() -> int:
+        try:
+            ctx = rt.context()
+            await ctx.db(lambda c: state.set_value(c, MAPPING_VERSION, rt.mappings().version))
+            pulled = await run_cycle(ctx, "pull")
+            pushed = await run_cycle(ctx, "push")
+            print("sync ok: " + summary_line(pulled, pushed))
+            return EXIT_OK
+        except (RetryLater, Fatal) as exc:
+            print(f"sync failed: {exc}", file=sys.stderr)
+            return exc.exit_code if isinstance(exc, Fatal) else EXIT_FAIL
+        finally:
+            await rt.aclose()
+
+    return asyncio.run(go())
+
+
+def _store(config: Config) -> Any:
+    from connector.runtime import open_store
+
+    return open_store(config)
+
+
+def _tracker() -> Any:
+    from connector.tracker.builtin import BuiltinTracker
+
+    return BuiltinTracker(LOCAL_STATUSES)
+
+
+def cmd_tickets_list(config: Config, args: argparse.Namespace) -> int:
+    store = _store(config)
+    try:
+        rows = store.run(lambda c: _tracker().list(c, args.agency, args.status))
+    finally:
+        store.close()
+    if args.json:
+        _print_json(rows)
+        return EXIT_OK
+    if not rows:
+        print("no tickets")
+        return EXIT_OK
+    print(f"{'ID':>5}  {'TRACKING':<10} {'AGENCY':<12} {'STATUS':<12} {'LAPOR':<16} "
+          f"{'DUE (WITA)':<16}  TITLE")
+    for r in rows:
+        due = (r["due_at_wita"] or "-")[:16].replace("T", " ")
+        flag = "[RAHASIA] " if r["confidential"] else ""
+        print(f"{r['id']:>5}  {r['tracking_id']:<10} {r['agency']:<12} {r['status']:<12} "
+              f"{r['lapor_status']:<16} {due:<16}  {flag}{r['title'][:60]}")
+    return EXIT_OK
+
+
+def cmd_tickets_show(config: Config, args: argparse.Namespace) -> int:
+    store = _store(config)
+    try:
+        ticket = store.run(lambda c: _tracker().show(c, args.id))
+    finally:
+        store.close()
+    if ticket is None:
+        print(f"error: no ticket with id {args.id}", file=sys.stderr)
+        return EXIT_FAIL
+    if args.json:
+        _print_json(ticket)
+        return EXIT_OK
+    rep = ticket["reporter"]
+    print(f"Ticket {ticket['id']}  (LAPOR! {ticket['tracking_id']})"
+          + ("  [RAHASIA: restricted]" if ticket["confidential"] else ""))
+    print(f"  Agency:    {ticket['agency']}")
+    print(f"  Status:    {ticket['status']}  (LAPOR!: {ticket['lapor_status']})")
+    print(f"  Category:  {ticket['category']}   Channel: {ticket['channel']}")
+    print(f"  Submitted: {ticket['submitted_at']}   Due (WITA): {ticket['due_at_wita'] or '-'}")
+    if ticket["anonymous"]:
+        print("  Reporter:  anonim")
+    elif rep:
+        print(f"  Reporter:  {rep['name']}  {rep['email'] or ''}  {rep['phone'] or ''}")
+    print(f"  Title:     {ticket['title']}")
+    print(f"\n{ticket['body']}\n")
+    for a in ticket["attachments"]:
+        print(f"  attachment: {a['name']} ({a['mime']}, {a['size']} bytes)")
+    for m in ticket["messages"]:
+        print(f"  [{m['at']}] {m['direction']:<8} {m['author']}: {m['text']}")
+    return EXIT_OK
+
+
+def cmd_tickets_update(config: Config, args: argparse.Namespace) -> int:
+    from connector.runtime import MappingHolder
+    from connector.sync.push import ingest
+    from connector.tracker.builtin import OfficerAction, TrackerRefusal
+
+    if args.status is None and args.reply is None and args.note is None:
+        print("error: give at least one of --status, --reply, --note", file=sys.stderr)
+        return EXIT_USAGE
+    if args.status is not None and args.status not in LOCAL_STATUSES:
+        print(f"error: unknown status {args.status!r} (one of {', '.join(LOCAL_STATUSES)})",
+              file=sys.stderr)
+        return EXIT_USAGE
+    holder = MappingHolder(config.mappings_dir)
+    try:
+        mappings = holder.load_initial()
+    except ConfigError as exc:
+        mappings = None
+        print(f"warning: {exc}\nthe change is recorded; the daemon sends it once the mapping "
+              "is valid", file=sys.stderr)
+    store = _store(config)
+    tracker = _tracker()
+    action = OfficerAction(args.status, args.reply, args.note, args.author)
+
+    def tx(conn: Any) -> Any:
+        now = utcnow()
+        change = tracker.officer_update(conn, args.id, action, now)
+        if change is not None and mappings is not None:
+            # The outbox entry is written in the same transaction as the change itself.
+            ingest(conn, tracker, mappings, now)
+        return change
+
+    try:
+        change = store.run(tx)
+    except TrackerRefusal as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    finally:
+        store.close()
+    print(f"ticket {args.id} updated" + (" (queued for LAPOR!)" if change else ""))
+    return EXIT_OK
+
+
+def cmd_mappings_check(config: Config, args: argparse.Namespace) -> int:
+    try:
+        mappings = load_mappings(config.mappings_dir)
+    except MappingError as exc:
+        for line in exc.problems:
+            print(line, file=sys.stderr)
+        return EXIT_FAIL
+    if args.online:
+        from connector.runtime import make_client
+
+        async def units() -> Any:
+            async with make_client(config) as client:
+                return await client.units()
+
+        known = {u.id: u for u in asyncio.run(units())}
+        problems = []
+        for i, agency in enumerate(mappings.agencies, start=1):
+            for unit in agency.lapor_unit_ids:
+                found = known.get(unit)
+                if found is None:
+                    problems.append(f"agencies.toml: agency[{i}] {agency.code}: lapor_unit_ids: "
+                                    f"unit {unit} does not exist on LAPOR!")
+                elif not found.active:
+                    problems.append(f"agencies.toml: agency[{i}] {agency.code}: lapor_unit_ids: "
+                                    f"unit {unit} is not active on LAPOR!")
+        if problems:
+            for line in problems:
+                print(line, file=sys.stderr)
+            return EXIT_FAIL
+    print(f"mappings OK (version {mappings.version}, {len(mappings.agencies)} agencies, "
+          f"{len(mappings.unit_to_agency)} units)")
+    return EXIT_OK
+
+
+def cmd_mappings_suggest(config: Config, args: argparse.Namespace) -> int:
+    from connector.runtime import make_client
+
+    try:
+        existing = load_mappings(config.mappings_dir)
+    except MappingError:
+        existing = None
+
+    async def units() -> Any:
+        async with make_client(config) as client:
+            return await client.units()
+
+    instansi = config.settings.lapor.instansi_id
+    found = [(u.id, u.name) for u in asyncio.run(units()) if u.instansi_id == instansi and u.active]
+    text = suggest_mappings(found, existing)
+    print(text if text else "# every active unit of the instansi is already mapped")
+    return EXIT_OK
+
+
+def cmd_status(config: Config, args: argparse.Namespace) -> int:
+    from connector.status import render, report
+
+    store = _store(config)
+    try:
+        rep = store.run(lambda c: report(c, config, _tracker(), utcnow()))
+    finally:
+        store.close()
+    if args.json:
+        _print_json(rep)
+    else:
+        print(render(rep))
+    return EXIT_OK if rep["healthy"] else EXIT_FAIL
+
+
+def cmd_quarantine_list(config: Config, args: argparse.Namespace) -> int:
+    from connector.store import state
+
+    store = _store(config)
+    try:
+        rows = store.run(state.list_quarantine)
+    finally:
+        store.close()
+    if args.json:
+        _print_json(rows)
+    elif not rows:
+        print("quarantine is empty")
+    else:
+        print(f"{'TRACKING':<12} {'REASON':<18} {'TRIES':>5}  {'SINCE':<25} DETAIL")
+        for r in rows:
+            print(f"{r['tracking_id']:<12} {r['reason']:<18} {r['attempts']:>5}  "
+                  f"{r['first_seen']:<25} {r['detail']}")
+    return EXIT_OK
+
+
+def cmd_quarantine_retry(config: Config, args: argparse.Namespace) -> int:
+    from connector.store import state
+
+    store = _store(config)
+    try:
+        n = store.run(lambda c: state.request_retry(c, args.id))
+    finally:
+        store.close()
+    if args.id and not n:
+        print(f"error: {args.id} is not in quarantine", file=sys.stderr)
+        return EXIT_FAIL
+    print(f"{n} record(s) will be retried on the next pull")
+    return EXIT_OK
+
+
+def cmd_outbox_list(config: Config, args: argparse.Namespace) -> int:
+    from connector.store import state
+
+    store = _store(config)
+    try:
+        rows = store.run(lambda c: state.list_outbox(c, args.state))
+    finally:
+        store.close()
+    if args.json:
+        _print_json(rows)
+    elif not rows:
+        print("outbox is empty")
+    else:
+        print(f"{'ID':>5}  {'TRACKING':<10} {'STATUS':<9} {'STATE':<8} {'TRIES':>5}  ERROR")
+        for r in rows:
+            print(f"{r['id']:>5}  {r['tracking_id']:<10} {r['lapor_status']:<9} {r['state']:<8} "
+                  f"{r['attempts']:>5}  {r['last_error'] or ''}")
+    return EXIT_OK
+
+
+def cmd_outbox_retry(config: Config, args: argparse.Namespace) -> int:
+    from connector.store import state
+
+    store = _store(config)
+    try:
+        n = store.run(lambda c: state.retry_failed(c, args.id, utcnow()))
+    finally:
+        store.close()
+    if args.id is not None and not n:
+        print(f"error: outbox entry {args.id} is not failed (or does not exist)", file=sys.stderr)
+        return EXIT_FAIL
+    print(f"{n} follow-up(s) queued again; the same Idempotency-Key is reused")
+    return EXIT_OK
+
+
+def cmd_sandbox(config: Config | None, args: argparse.Namespace) -> int:
+    from connector.sandbox.serve import serve
+
+    return serve(args)
+
+
+def cmd_db_upgrade(config: Config, args: argparse.Namespace) -> int:
+    store = _store(config)
+    try:
+        current, head = store.revision()
+    finally:
+        store.close()
+    print(f"database at revision {current} (head {head}): {store.backend.describe()}")
+    return EXIT_OK
+
+
+def cmd_reliability(config: Config, args: argparse.Namespace) -> int:
+    from connector.reliability import main as reliability_main
+
+    return reliability_main(config, args)
+
+
+HANDLERS: dict[tuple[str, str | None], Callable[..., int]] = {
+    ("run", None): cmd_run,
+    ("sync", None): cmd_sync,
+    ("tickets", "list"): cmd_tickets_list,
+    ("tickets", "show"): cmd_tickets_show,
+    ("tickets", "update"): cmd_tickets_update,
+    ("mappings", "check"): cmd_mappings_check,
+    ("mappings", "suggest"): cmd_mappings_suggest,
+    ("status", None): cmd_status,
+    ("quarantine", "list"): cmd_quarantine_list,
+    ("quarantine", "retry"): cmd_quarantine_retry,
+    ("outbox", "list"): cmd_outbox_list,
+    ("outbox", "retry"): cmd_outbox_retry,
+    ("sandbox", None): cmd_sandbox,
+    ("db", "upgrade"): cmd_db_upgrade,
+    ("reliability", None): cmd_reliability,
+}

@@ -1,0 +1,115 @@
+"""structlog set-up and the redaction processor.
+
+Redaction is a pure function over the event dict, so tests feed it dicts and
+assert on what comes out. It is allow-by-shape: free text survives only under
+a few keys the connector fills itself (event names, its own error messages);
+everything else must look like an identifier, and identity patterns (emails,
+phone numbers, bearer tokens, configured secrets) are masked anywhere.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+import traceback
+from collections.abc import Iterable, MutableMapping
+from typing import Any, TextIO
+
+import structlog
+
+from connector.errors import ConnectorError
+
+REDACTED = "[redacted]"
+DENY_KEYS = frozenset({
+    "isi", "body", "text", "reply", "note", "judul", "title", "pelapor", "reporter", "nama",
+    "name", "email", "telepon", "phone", "token", "access_token", "client_secret", "secret",
+    "password", "authorization", "credentials", "konten_base64", "content", "message", "lokasi",
+    "location",
+})
+# Keys whose free text the connector composes itself from ids, codes and field names.
+TEXT_KEYS = frozenset({"event", "error", "detail", "logger", "level", "timestamp", "hint",
+                       "mapping_error", "exception", "path", "file", "summary"})
+_SAFE_SHAPE = re.compile(r"^[\w\-.:/@+=,\[\]#]{0,100}$")
+_EMAIL = re.compile(r"[\w.+-]+@[\w-]+(\.[\w-]+)+")
+_PHONE = re.compile(r"(?<!\d)(\+?62|0)8\d{7,12}(?!\d)")
+_BEARER = re.compile(r"(?i)bearer\s+[\w\-.~+/=]+")
+_TOKENISH = re.compile(r"(?<![\w-])(?=[\w-]*[A-Z])(?=[\w-]*[a-z])(?=[\w-]*\d)[\w-]{20,}(?![\w-])")
+
+
+class Redactor:
+    """The redaction processor. ``secrets`` are masked wherever they appear."""
+
+    def __init__(self, secrets: Iterable[str] = ()):
+        self.secrets = tuple(s for s in secrets if s and len(s) >= 4)
+
+    def __call__(self, _logger: Any, _method: str,
+                 event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+        exc_info = event.pop("exc_info", None)
+        if exc_info:
+            event["exception"] = _format_exception(exc_info)
+        return {k: self._value(k, v) for k, v in event.items()}
+
+    def _value(self, key: str, value: Any) -> Any:
+        if key.lower() in DENY_KEYS:
+            return REDACTED
+        if value is None or isinstance(value, (bool, int, float)):
+            return value
+        if isinstance(value, dict):
+            return {k: self._value(str(k), v) for k, v in value.items()}
+        if isinstance(value, (list, tuple, set, frozenset)):
+            return [self._value(key, v) for v in value]
+        text = value if isinstance(value, str) else str(value)
+        if key not in TEXT_KEYS and not _SAFE_SHAPE.match(text):
+            return REDACTED
+        return self._mask(text)
+
+    def _mask(self, text: str) -> str:
+        for secret in self.secrets:
+            text = text.replace(secret, REDACTED)
+        text = _BEARER.sub("Bearer " + REDACTED, text)
+        text = _EMAIL.sub(REDACTED, text)
+        text = _PHONE.sub(REDACTED, text)
+        return _TOKENISH.sub(REDACTED, text)
+
+
+def _format_exception(exc_info: Any) -> str:
+    """Traceback frames (our code) and the exception type; a message only if it is ours."""
+    if exc_info is True:
+        exc_info = sys.exc_info()
+    if isinstance(exc_info, BaseException):
+        exc_info = (type(exc_info), exc_info, exc_info.__traceback__)
+    etype, exc, tb = exc_info
+    if etype is None:
+        return ""
+    frames = "".join(traceback.format_tb(tb))
+    message = str(exc) if isinstance(exc, ConnectorError) else "[message redacted]"
+    return f"{frames}{etype.__name__}: {message}"
+
+
+def configure(level: str = "info", fmt: str = "auto", *, secrets: Iterable[str] = (),
+              stream: TextIO | None = None) -> None:
+    """Configure structlog once per process: JSON lines or a coloured console."""
+    out = stream or sys.stderr
+    if fmt == "auto":
+        fmt = "console" if out.isatty() else "json"
+    renderer: Any = (structlog.processors.JSONRenderer(ensure_ascii=False) if fmt == "json"
+                     else structlog.dev.ConsoleRenderer(colors=out.isatty()))
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            Redactor(secrets),
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(
+            getattr(logging, level.upper(), logging.INFO)),
+        logger_factory=structlog.PrintLoggerFactory(out),
+        cache_logger_on_first_use=False,
+    )
+    # Libraries that log through stdlib (uvicorn, apscheduler, httpx) stay quiet and short.
+    logging.basicConfig(level=logging.WARNING, stream=out, format="%(levelname)s %(name)s: "
+                        "%(message)s")
+    for noisy in ("httpx", "httpcore", "apscheduler", "uvicorn.access"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -1,0 +1,270 @@
+"""Admin-edited mapping files: agencies, statuses, categories.
+
+Every problem is reported as ``FILE: ENTRY: FIELD: MESSAGE`` so an admin can
+find it; TOML syntax errors carry line and column.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+
+from connector.lapor.models import LAPOR_STATUSES, PUSH_STATUSES
+
+LOCAL_STATUSES = ("new", "in_progress", "resolved", "closed")
+AGENCIES = "agencies.toml"
+STATUSES = "statuses.toml"
+CATEGORIES = "categories.toml"
+FILES = (AGENCIES, STATUSES, CATEGORIES)
+
+Code = Annotated[str, StringConstraints(pattern=r"^[A-Z0-9_]+$", min_length=1, max_length=64)]
+UnitId = Annotated[int, Field(gt=0, strict=True)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Agency(_Model):
+    code: Code
+    name: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+    lapor_unit_ids: Annotated[list[UnitId], Field(min_length=1)]
+
+
+class AgenciesFile(_Model):
+    agency: Annotated[list[Agency], Field(min_length=1)]
+
+
+class StatusRow(_Model):
+    lapor: str
+    local: str
+
+
+class ReplyRow(_Model):
+    local: str
+    lapor: str
+    template: Annotated[str, StringConstraints(min_length=1, max_length=5000)]
+
+
+class StatusesFile(_Model):
+    status: list[StatusRow]
+    reply: list[ReplyRow]
+
+
+class CategoryRow(_Model):
+    code: Code
+    name: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+    lapor_kategori_ids: Annotated[list[UnitId], Field(min_length=1)]
+
+
+class CategoriesFile(_Model):
+    category: list[CategoryRow] = []
+
+
+class MappingError(Exception):
+    """One or more problems in the mapping files; ``problems`` are ready to print."""
+
+    def __init__(self, problems: list[str]):
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+@dataclass(frozen=True)
+class Outbound:
+    lapor: str
+    template: str
+
+
+@dataclass(frozen=True)
+class Mappings:
+    agencies: tuple[Agency, ...]
+    inbound: dict[str, str]
+    outbound: dict[str, Outbound]
+    categories: dict[int, str]
+    version: str
+    unit_to_agency: dict[int, str] = field(default_factory=dict)
+
+    def agency(self, code: str) -> Agency | None:
+        return next((a for a in self.agencies if a.code == code), None)
+
+    def units_of(self, code: str) -> tuple[int, ...]:
+        a = self.agency(code)
+        return tuple(a.lapor_unit_ids) if a else ()
+
+    def category_for(self, kategori_id: int, parent_id: int | None) -> str | None:
+        return self.categories.get(kategori_id) or (
+            self.categories.get(parent_id) if parent_id is not None else None)
+
+
+def _entry(loc: tuple[Any, ...], data: dict[str, Any]) -> tuple[str, str]:
+    """Split a pydantic location into (ENTRY, FIELD) for the message."""
+    if len(loc) >= 2 and isinstance(loc[1], int):
+        table, index = str(loc[0]), loc[1]
+        rows = data.get(table)
+        label = f"{table}[{index + 1}]"
+        if isinstance(rows, list) and index < len(rows) and isinstance(rows[index], dict):
+            ident = rows[index].get("code") or rows[index].get("lapor") or rows[index].get("local")
+            if isinstance(ident, str):
+                label += f" {ident}"
+        rest = ".".join(str(p) for p in loc[2:]) or "-"
+        return label, rest
+    return "-", ".".join(str(p) for p in loc) or "-"
+
+
+def _read(path: Path, problems: list[str]) -> dict[str, Any] | None:
+    name = path.name
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        problems.append(f"{name}: -: -: file not found in {path.parent}")
+        return None
+    except (OSError, UnicodeDecodeError) as exc:
+        problems.append(f"{name}: -: -: cannot read ({exc.__class__.__name__})")
+        return None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        problems.append(f"{name}: -: -: TOML syntax error: {exc}")
+        return None
+
+
+def _validate(name: str, model: type[_Model], data: dict[str, Any],
+              problems: list[str]) -> Any:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        for err in exc.errors():
+            entry, fld = _entry(tuple(err["loc"]), data)
+            msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+            if err["type"] == "string_pattern_mismatch":
+                msg = "must be upper-case letters, digits and _ only (e.g. DINKES)"
+            problems.append(f"{name}: {entry}: {fld}: {msg}")
+        return None
+
+
+def _check_agencies(parsed: AgenciesFile, problems: list[str]) -> dict[int, str]:
+    unit_to_agency: dict[int, str] = {}
+    codes: dict[str, int] = {}
+    for i, agency in enumerate(parsed.agency, start=1):
+        entry = f"agency[{i}] {agency.code}"
+        if agency.code in codes:
+            problems.append(f"{AGENCIES}: {entry}: code: duplicate code, also agency[{codes[agency.code]}]")
+        codes.setdefault(agency.code, i)
+        for unit in agency.lapor_unit_ids:
+            owner = unit_to_agency.get(unit)
+            if owner is not None:
+                problems.append(f"{AGENCIES}: {entry}: lapor_unit_ids: unit {unit} is already "
+                                f"routed to {owner}; each unit may be in one agency only")
+            else:
+                unit_to_agency[unit] = agency.code
+    return unit_to_agency
+
+
+def _check_statuses(parsed: StatusesFile, problems: list[str]) -> None:
+    seen: set[str] = set()
+    for i, row in enumerate(parsed.status, start=1):
+        entry = f"status[{i}] {row.lapor}"
+        if row.lapor not in LAPOR_STATUSES:
+            problems.append(f"{STATUSES}: {entry}: lapor: unknown LAPOR! status "
+                            f"(one of {', '.join(LAPOR_STATUSES)})")
+        elif row.lapor in seen:
+            problems.append(f"{STATUSES}: {entry}: lapor: mapped twice")
+        seen.add(row.lapor)
+        if row.local not in LOCAL_STATUSES:
+            problems.append(f"{STATUSES}: {entry}: local: unknown local status "
+                            f"(one of {', '.join(LOCAL_STATUSES)})")
+    for missing in [s for s in LAPOR_STATUSES if s not in seen]:
+        problems.append(f"{STATUSES}: -: status: LAPOR! status {missing} is not mapped")
+    locals_seen: set[str] = set()
+    for i, reply in enumerate(parsed.reply, start=1):
+        entry = f"reply[{i}] {reply.local}"
+        if reply.local not in LOCAL_STATUSES:
+            problems.append(f"{STATUSES}: {entry}: local: unknown local status")
+        elif reply.local in locals_seen:
+            problems.append(f"{STATUSES}: {entry}: local: listed twice")
+        locals_seen.add(reply.local)
+        if reply.lapor not in PUSH_STATUSES:
+            problems.append(f"{STATUSES}: {entry}: lapor: must be one of "
+                            f"{', '.join(PUSH_STATUSES)} (what LAPOR! accepts from an agency)")
+
+
+def _check_categories(parsed: CategoriesFile, problems: list[str]) -> dict[int, str]:
+    out: dict[int, str] = {}
+    codes: set[str] = set()
+    for i, row in enumerate(parsed.category, start=1):
+        entry = f"category[{i}] {row.code}"
+        if row.code in codes:
+            problems.append(f"{CATEGORIES}: {entry}: code: duplicate code")
+        codes.add(row.code)
+        for kid in row.lapor_kategori_ids:
+            if kid in out:
+                problems.append(f"{CATEGORIES}: {entry}: lapor_kategori_ids: kategori {kid} "
+                                f"is already in {out[kid]}")
+            else:
+                out[kid] = row.code
+    return out
+
+
+def load(directory: Path) -> Mappings:
+    """Load and validate every mapping file; raise MappingError listing all problems."""
+    problems: list[str] = []
+    if not directory.is_dir():
+        raise MappingError([f"{AGENCIES}: -: -: mappings folder {directory} not found"])
+    digest = hashlib.sha256()
+    raw: dict[str, dict[str, Any] | None] = {}
+    for name in FILES:
+        path = directory / name
+        if name == CATEGORIES and not path.exists():
+            raw[name] = {}
+            continue
+        raw[name] = _read(path, problems)
+        if path.exists():
+            try:
+                digest.update(name.encode() + path.read_bytes())
+            except OSError:
+                pass
+    agencies = statuses = categories = None
+    unit_to_agency: dict[int, str] = {}
+    cats: dict[int, str] = {}
+    if raw[AGENCIES] is not None:
+        agencies = _validate(AGENCIES, AgenciesFile, raw[AGENCIES] or {}, problems)
+        if agencies is not None:
+            unit_to_agency = _check_agencies(agencies, problems)
+    if raw[STATUSES] is not None:
+        statuses = _validate(STATUSES, StatusesFile, raw[STATUSES] or {}, problems)
+        if statuses is not None:
+            _check_statuses(statuses, problems)
+    if raw[CATEGORIES] is not None:
+        categories = _validate(CATEGORIES, CategoriesFile, raw[CATEGORIES] or {}, problems)
+        if categories is not None:
+            cats = _check_categories(categories, problems)
+    if problems or agencies is None or statuses is None:
+        raise MappingError(problems or [f"{AGENCIES}: -: -: could not be loaded"])
+    return Mappings(
+        agencies=tuple(agencies.agency),
+        inbound={row.lapor: row.local for row in statuses.status},
+        outbound={row.local: Outbound(row.lapor, row.template) for row in statuses.reply},
+        categories=cats,
+        version=digest.hexdigest()[:12],
+        unit_to_agency=unit_to_agency,
+    )
+
+
+def suggest(units: list[tuple[int, str]], existing: Mappings | None) -> str:
+    """Ready-to-paste TOML for units that no agency maps yet."""
+    mapped = existing.unit_to_agency if existing else {}
+    out = []
+    for unit_id, name in units:
+        if unit_id in mapped:
+            continue
+        code = "".join(w[0] for w in name.replace(",", " ").split() if w[:1].isalpha()).upper()
+        out.append(
+            f"[[agency]]\ncode = \"{code or 'UNIT'}_{unit_id}\"   # choose a short code\n"
+            f"name = \"{name}\"\nlapor_unit_ids = [{unit_id}]\n"
+        )
+    return "\n".join(out)

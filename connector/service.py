@@ -1,0 +1,149 @@
+"""The daemon's wiring: settings, logging, store, client, jobs, shutdown.
+
+``python scheduler.py`` and ``lapor-connector run`` both end up in ``main``.
+Logic lives elsewhere (``daemon.py``, ``sync/``); this module only connects it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import structlog
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.interval import IntervalTrigger
+
+from connector.daemon import Coordinator, DemoOfficer, sd_notify, watchdog_interval
+from connector.errors import ConfigError, Fatal
+from connector.runtime import Runtime, open_runtime
+from connector.sandbox.app import run_generator
+from connector.settings import Config, load_config
+from connector.status import MAPPING_ERROR, MAPPING_VERSION
+from connector.store import state
+from connector.sync.cycle import run_cycle
+
+log = structlog.get_logger("connector.service")
+STOP_GRACE_S = 12.0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="scheduler.py", description="the connector daemon")
+    parser.add_argument("--config", type=Path, default=None)
+    args = parser.parse_args(argv)
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return run(config)
+
+
+def run(config: Config) -> int:
+    from connector.cli import _logging
+
+    _logging(config)
+    try:
+        rt = open_runtime(config)
+        rt.store.lock_instance()
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except Fatal as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    try:
+        return asyncio.run(_serve(rt))
+    finally:
+        rt.store.close()
+
+
+async def _serve(rt: Runtime) -> int:
+    s = rt.config.settings.sync
+    ctx = rt.context()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+    async def publish_mapping() -> None:
+        await ctx.db(lambda c: (state.set_value(c, MAPPING_VERSION, rt.mappings().version),
+                                state.set_value(c, MAPPING_ERROR, rt.mappings.error or "")))
+
+    async def reload_mappings() -> None:
+        before = rt.mappings.error
+        changed = rt.mappings.reload_if_changed()
+        if changed or rt.mappings.error != before:
+            await publish_mapping()
+
+    pull = Coordinator("pull", lambda: run_cycle(ctx, "pull"), s.pull_interval_s, s.max_backoff_s)
+    push = Coordinator("push", lambda: run_cycle(ctx, "push"), s.push_interval_s, s.max_backoff_s)
+    coordinators = [pull, push]
+    scheduler = AsyncIOScheduler(event_loop=loop)
+    # max_instances=1 plus the coordinator's own guard: a cycle never overlaps itself.
+    opts: dict[str, Any] = {"max_instances": 1, "coalesce": True, "misfire_grace_time": None}
+    scheduler.add_job(pull.tick, IntervalTrigger(seconds=s.pull_interval_s, jitter=s.jitter_s),
+                      id="pull", **opts)
+    scheduler.add_job(push.tick, IntervalTrigger(seconds=s.push_interval_s, jitter=s.jitter_s),
+                      id="push", **opts)
+    scheduler.add_job(reload_mappings,
+                      IntervalTrigger(seconds=rt.config.settings.mappings.reload_interval_s),
+                      id="mappings", **opts)
+    background: list[asyncio.Task[Any]] = []
+    gen_stop = asyncio.Event()
+    if rt.world is not None:
+        background.append(asyncio.create_task(
+            run_generator(rt.world, rt.config.settings.sandbox.generator_interval_s, gen_stop)))
+        if s.demo_officer:
+            officer = DemoOfficer()
+
+            async def act() -> None:
+                def tx(c: Any) -> Any:
+                    return officer.act(c, rt.tracker, rt.mappings(), ctx.now())
+                tid = await ctx.db(tx)
+                if tid:
+                    log.info("demo_officer_acted", tracking_id=tid)
+            scheduler.add_job(act, IntervalTrigger(seconds=max(5.0, s.push_interval_s)),
+                              id="demo_officer", **opts)
+    wd = watchdog_interval()
+    if wd:
+        scheduler.add_job(lambda: sd_notify("WATCHDOG=1"), IntervalTrigger(seconds=wd),
+                          id="watchdog")
+    await publish_mapping()
+    scheduler.start()
+    log.info("daemon_started", storage=rt.store.backend.describe(),
+             lapor="sandbox" if rt.config.sandbox_mode else rt.config.settings.lapor.base_url,
+             mapping_version=rt.mappings().version)
+    sd_notify("READY=1\nSTATUS=running")
+    # First cycles right away rather than one interval after start.
+    first = asyncio.create_task(_first_cycles(pull, push))
+    await stop.wait()
+    log.info("daemon_stopping")
+    sd_notify("STOPPING=1")
+    scheduler.shutdown(wait=False)
+    gen_stop.set()
+    exit_code = 0
+    inflight = [c.running for c in coordinators if c.running is not None] + [first]
+    if inflight:
+        _, pending = await asyncio.wait(inflight, timeout=STOP_GRACE_S)
+        for task in pending:
+            task.cancel()  # a transaction in its thread still commits or rolls back whole
+        if pending:
+            await asyncio.wait(pending, timeout=2)
+    for task in background:
+        await task
+    for c in coordinators:
+        if c.fatal is not None:
+            exit_code = 1
+    await rt.aclose()
+    log.info("daemon_stopped")
+    return exit_code
+
+
+async def _first_cycles(pull: Coordinator, push: Coordinator) -> None:
+    await pull.tick()
+    await push.tick()

@@ -1,0 +1,132 @@
+"""The store: one database for the connector's state and the built-in tracker.
+
+Backends differ only in how an engine is made and how a single instance is
+enforced; everything else is portable SQLAlchemy Core. Each backend is one
+module (``sqlite.py``, ``postgres.py``) behind the ``Backend`` ABC.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from importlib import resources
+from typing import TypeVar
+
+from alembic import command
+from alembic.config import Config as AlembicConfig
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection, Engine
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
+
+from connector.errors import ConfigError, StorageBusy, StorageError
+
+T = TypeVar("T")
+
+
+class Backend(abc.ABC):
+    """How one kind of database is opened and locked."""
+
+    name: str
+
+    def __init__(self, url: str):
+        self.url = url
+
+    @abc.abstractmethod
+    def create_engine(self) -> Engine: ...
+
+    @abc.abstractmethod
+    def acquire_instance_lock(self, engine: Engine) -> None:
+        """Refuse (``InstanceLocked``) when another connector runs on this storage."""
+
+    @abc.abstractmethod
+    def release_instance_lock(self) -> None: ...
+
+    def is_busy(self, exc: DBAPIError) -> bool:
+        """Whether an error is transient (locked, restarted) rather than a real fault."""
+        return isinstance(exc, OperationalError)
+
+    def describe(self) -> str:
+        return make_url(self.url).render_as_string(hide_password=True)
+
+
+def backend_for(url: str) -> Backend:
+    try:
+        driver = make_url(url).get_backend_name()
+    except Exception:
+        raise ConfigError(f"storage.url: not a database URL: {url!r}") from None
+    if driver == "sqlite":
+        from connector.store.sqlite import SqliteBackend
+
+        return SqliteBackend(url)
+    if driver == "postgresql":
+        from connector.store.postgres import PostgresBackend
+
+        return PostgresBackend(url)
+    raise ConfigError(f"storage.url: unsupported database {driver!r} (use sqlite or postgresql)")
+
+
+def _alembic_config(connection: Connection) -> AlembicConfig:
+    cfg = AlembicConfig()
+    cfg.set_main_option(
+        "script_location", str(resources.files("connector.store").joinpath("migrations"))
+    )
+    cfg.attributes["connection"] = connection
+    return cfg
+
+
+class Store:
+    def __init__(self, url: str):
+        self.backend = backend_for(url)
+        try:
+            self.engine = self.backend.create_engine()
+        except SQLAlchemyError as exc:
+            raise StorageError(f"storage: cannot open {self.backend.describe()}: "
+                               f"{exc.__class__.__name__}") from None
+
+    def upgrade(self) -> None:
+        """Apply every pending migration (idempotent)."""
+        try:
+            with self.engine.begin() as conn:
+                command.upgrade(_alembic_config(conn), "head")
+        except DBAPIError as exc:
+            raise StorageError(f"storage: migration failed on {self.backend.describe()}: "
+                               f"{_short(exc)}") from None
+
+    def revision(self) -> tuple[str | None, str | None]:
+        """(current, head) schema revisions."""
+        with self.engine.connect() as conn:
+            current = MigrationContext.configure(conn).get_current_revision()
+            head = ScriptDirectory.from_config(_alembic_config(conn)).get_current_head()
+        return current, head
+
+    @contextmanager
+    def begin(self) -> Iterator[Connection]:
+        """One transaction; storage trouble becomes StorageBusy (retry) or StorageError."""
+        try:
+            with self.engine.begin() as conn:
+                yield conn
+        except DBAPIError as exc:
+            if self.backend.is_busy(exc):
+                raise StorageBusy(f"storage busy: {_short(exc)}") from None
+            raise StorageError(f"storage error: {_short(exc)}") from None
+
+    def run(self, fn: Callable[[Connection], T]) -> T:
+        with self.begin() as conn:
+            return fn(conn)
+
+    def lock_instance(self) -> None:
+        self.backend.acquire_instance_lock(self.engine)
+
+    def close(self) -> None:
+        self.backend.release_instance_lock()
+        self.engine.dispose()
+
+
+def _short(exc: DBAPIError) -> str:
+    # The driver's first line only: no SQL, no bound parameters (they may hold complaint text).
+    orig = getattr(exc, "orig", None)
+    text = str(orig) if orig is not None else exc.__class__.__name__
+    return text.splitlines()[0][:200] if text else exc.__class__.__name__

@@ -1,0 +1,145 @@
+"""Table definitions for queries. The DDL itself lives in the Alembic migrations."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    Boolean,
+    Column,
+    DateTime,
+    ForeignKey,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+metadata = MetaData()
+TS = DateTime(timezone=True)
+
+# -- the built-in tracker -------------------------------------------------------------------
+
+tickets = Table(
+    "tickets", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("tracking_id", String(32), nullable=False, unique=True),
+    Column("agency", String(64), nullable=False),
+    Column("status", String(20), nullable=False),
+    Column("lapor_status", String(20), nullable=False),
+    Column("title", Text, nullable=False),
+    Column("body", Text, nullable=False),
+    Column("classification", String(32), nullable=False),
+    Column("category", String(200)),
+    Column("channel", String(20), nullable=False),
+    Column("anonymous", Boolean, nullable=False),
+    Column("confidential", Boolean, nullable=False),
+    Column("reporter_name", Text),
+    Column("reporter_email", Text),
+    Column("reporter_phone", Text),
+    Column("location", Text),  # JSON
+    Column("attachments", Text, nullable=False),  # JSON list of metadata
+    Column("submitted_at", TS, nullable=False),
+    Column("due_at", TS),
+    Column("created_at", TS, nullable=False),
+    Column("updated_at", TS, nullable=False),
+)
+
+messages = Table(
+    "messages", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("ticket_id", Integer, ForeignKey("tickets.id"), nullable=False, index=True),
+    Column("direction", String(10), nullable=False),  # in | out | internal
+    Column("author", String(200), nullable=False),
+    Column("text", Text, nullable=False),
+    Column("at", TS, nullable=False),
+    Column("source", String(10), nullable=False),  # lapor | officer | sync
+    Column("lapor_followup_id", String(32)),
+    UniqueConstraint("ticket_id", "lapor_followup_id", name="uq_messages_followup"),
+)
+
+status_history = Table(
+    "status_history", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("ticket_id", Integer, ForeignKey("tickets.id"), nullable=False, index=True),
+    Column("from_status", String(20)),
+    Column("to_status", String(20), nullable=False),
+    Column("source", String(10), nullable=False),  # lapor | officer
+    Column("reason", String(200)),
+    Column("at", TS, nullable=False),
+)
+
+# Officer actions only: what the push side reads. Sync-applied changes never land here.
+tracker_changes = Table(
+    "tracker_changes", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("ticket_id", Integer, ForeignKey("tickets.id"), nullable=False, index=True),
+    Column("status", String(20)),  # the new status, when the officer changed it
+    Column("ticket_status", String(20), nullable=False),  # the ticket's status after the change
+    Column("reply", Text),
+    Column("at", TS, nullable=False),
+)
+
+# -- the connector's own state --------------------------------------------------------------
+
+links = Table(
+    "links", metadata,
+    Column("tracking_id", String(32), primary_key=True),
+    Column("ticket_ref", String(64), nullable=False),
+    Column("agency", String(64), nullable=False),
+    Column("lapor_status", String(20), nullable=False),
+    Column("lapor_updated_at", TS, nullable=False),
+    Column("unit_ids", Text, nullable=False),  # JSON list
+    Column("seen_followups", Text, nullable=False),  # JSON list of follow-up ids
+    Column("closed", Boolean, nullable=False),
+    Column("created_at", TS, nullable=False),
+    Column("updated_at", TS, nullable=False),
+)
+
+kv = Table(
+    "connector_state", metadata,
+    Column("key", String(64), primary_key=True),
+    Column("value", Text, nullable=False),
+)
+
+outbox = Table(
+    "outbox", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("change_id", String(100), nullable=False, unique=True),
+    Column("tracking_id", String(32), nullable=False, index=True),
+    Column("ticket_ref", String(64), nullable=False),
+    Column("idempotency_key", String(128), nullable=False, unique=True),
+    Column("lapor_status", String(20), nullable=False),
+    Column("text", Text, nullable=False),
+    Column("state", String(10), nullable=False, index=True),  # pending | sent | failed
+    Column("attempts", Integer, nullable=False),
+    Column("next_attempt_at", TS),
+    Column("last_error", String(100)),
+    Column("remote_id", String(32)),
+    Column("created_at", TS, nullable=False),
+    Column("sent_at", TS),
+)
+
+quarantine = Table(
+    "quarantine", metadata,
+    Column("tracking_id", String(32), primary_key=True),
+    Column("reason", String(40), nullable=False),
+    Column("detail", String(500), nullable=False),
+    Column("lapor_updated_at", TS),
+    Column("unit_ids", Text, nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("retry_requested", Boolean, nullable=False),
+    Column("first_seen", TS, nullable=False),
+    Column("last_seen", TS, nullable=False),
+)
+
+runs = Table(
+    "runs", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("kind", String(10), nullable=False, index=True),  # pull | push
+    Column("started_at", TS, nullable=False),
+    Column("finished_at", TS, nullable=False),
+    Column("ok", Boolean, nullable=False),
+    Column("summary", Text, nullable=False),  # JSON counts
+    Column("error", String(300)),
+)

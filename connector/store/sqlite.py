@@ -1,0 +1,84 @@
+"""SQLite backend: a file under ``var/``, WAL, busy timeout, mode 0600."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.pool import NullPool
+
+from connector.errors import InstanceLocked
+from connector.store.base import Backend
+
+BUSY_TIMEOUT_MS = 10_000
+
+
+class SqliteBackend(Backend):
+    name = "sqlite"
+
+    def __init__(self, url: str):
+        super().__init__(url)
+        db = make_url(url).database
+        self.path = Path(db) if db and db != ":memory:" else None
+        self._lock_fd: int | None = None
+
+    def create_engine(self) -> Engine:
+        if self.path is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            # Create the file ourselves so it is never world-readable, not even for a moment.
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+            os.close(fd)
+            os.chmod(self.path, 0o600)
+        engine = create_engine(
+            self.url, poolclass=NullPool,
+            connect_args={"timeout": BUSY_TIMEOUT_MS / 1000, "check_same_thread": False},
+        )
+
+        @event.listens_for(engine, "connect")
+        def _on_connect(dbapi_conn: Any, _: Any) -> None:
+            # Manage transactions ourselves so writers take the lock at BEGIN (no upgrade
+            # deadlocks between the daemon and `tickets update`).
+            dbapi_conn.isolation_level = None
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.close()
+
+        @event.listens_for(engine, "begin")
+        def _on_begin(conn: Any) -> None:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+        return engine
+
+    def acquire_instance_lock(self, engine: Engine) -> None:
+        if self.path is None:
+            return
+        lock_path = self.path.with_name(self.path.name + ".lock")
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise InstanceLocked(
+                f"another connector is already running on {self.path} (lock {lock_path}); "
+                "stop it first"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        self._lock_fd = fd
+
+    def release_instance_lock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def is_busy(self, exc: DBAPIError) -> bool:
+        text = str(getattr(exc, "orig", exc)).lower()
+        return "locked" in text or "busy" in text

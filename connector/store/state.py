@@ -1,0 +1,257 @@
+"""The connector's own state: links, watermark, outbox, quarantine, runs.
+
+Plain functions over an open transaction, so a shell can combine them with
+tracker writes and commit everything at once.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, delete, func, insert, select, update
+
+from connector.store.schema import kv, links, outbox, quarantine, runs
+from connector.sync.core import Held, LinkState, OutboxPlan, OwnPost
+from connector.timeutil import as_utc, iso
+
+WATERMARK = "pull_watermark"
+TRACKER_CURSOR = "tracker_cursor"
+
+
+# -- key/value ----------------------------------------------------------------------------
+
+def get_value(conn: Connection, key: str) -> str | None:
+    return conn.execute(select(kv.c.value).where(kv.c.key == key)).scalar_one_or_none()
+
+
+def set_value(conn: Connection, key: str, value: str) -> None:
+    if conn.execute(update(kv).where(kv.c.key == key).values(value=value)).rowcount == 0:
+        conn.execute(insert(kv).values(key=key, value=value))
+
+
+def get_watermark(conn: Connection) -> datetime | None:
+    raw = get_value(conn, WATERMARK)
+    return datetime.fromisoformat(raw) if raw else None
+
+
+def advance_watermark(conn: Connection, candidate: datetime) -> datetime:
+    """Move the watermark forward only (never back)."""
+    current = get_watermark(conn)
+    if current is None or candidate > current:
+        set_value(conn, WATERMARK, as_utc(candidate).isoformat())
+        return candidate
+    return current
+
+
+# -- links --------------------------------------------------------------------------------
+
+def _link(r: Any) -> LinkState:
+    return LinkState(
+        tracking_id=r.tracking_id, ticket_ref=r.ticket_ref, agency=r.agency,
+        lapor_status=r.lapor_status, lapor_updated_at=as_utc(r.lapor_updated_at),
+        unit_ids=tuple(json.loads(r.unit_ids)),
+        seen_followups=frozenset(json.loads(r.seen_followups)), closed=r.closed)
+
+
+def get_links(conn: Connection, ids: list[str]) -> dict[str, LinkState]:
+    if not ids:
+        return {}
+    return {r.tracking_id: _link(r)
+            for r in conn.execute(select(links).where(links.c.tracking_id.in_(ids)))}
+
+
+def get_link(conn: Connection, tracking_id: str) -> LinkState | None:
+    return get_links(conn, [tracking_id]).get(tracking_id)
+
+
+def save_link(conn: Connection, link: LinkState, now: datetime) -> None:
+    values = {
+        "ticket_ref": link.ticket_ref, "agency": link.agency, "lapor_status": link.lapor_status,
+        "lapor_updated_at": link.lapor_updated_at, "unit_ids": json.dumps(list(link.unit_ids)),
+        "seen_followups": json.dumps(sorted(link.seen_followups, key=_num)),
+        "closed": link.closed, "updated_at": now,
+    }
+    done = conn.execute(update(links).where(links.c.tracking_id == link.tracking_id)
+                        .values(**values)).rowcount
+    if not done:
+        conn.execute(insert(links).values(tracking_id=link.tracking_id, created_at=now, **values))
+
+
+def add_seen(conn: Connection, tracking_id: str, followup_id: str) -> None:
+    link = get_link(conn, tracking_id)
+    if link is not None and followup_id not in link.seen_followups:
+        conn.execute(update(links).where(links.c.tracking_id == tracking_id).values(
+            seen_followups=json.dumps(sorted(link.seen_followups | {followup_id}, key=_num))))
+
+
+def _num(value: str) -> tuple[int, str]:
+    return (int(value), "") if value.isdigit() else (0, value)
+
+
+# -- quarantine -------------------------------------------------------------------------------
+
+def get_held(conn: Connection, ids: list[str]) -> dict[str, Held]:
+    if not ids:
+        return {}
+    return {r.tracking_id: _held(r)
+            for r in conn.execute(select(quarantine).where(quarantine.c.tracking_id.in_(ids)))}
+
+
+def _held(r: Any) -> Held:
+    return Held(r.reason, as_utc(r.lapor_updated_at) if r.lapor_updated_at else None,
+                tuple(json.loads(r.unit_ids)), r.retry_requested)
+
+
+def hold(conn: Connection, tracking_id: str, reason: str, detail: str,
+         updated_at: datetime | None, unit_ids: tuple[int, ...], now: datetime) -> bool:
+    """Quarantine a record; returns True when it is newly quarantined."""
+    values = {"reason": reason, "detail": detail[:500], "lapor_updated_at": updated_at,
+              "unit_ids": json.dumps(list(unit_ids)), "last_seen": now, "retry_requested": False}
+    done = conn.execute(update(quarantine).where(quarantine.c.tracking_id == tracking_id)
+                        .values(attempts=quarantine.c.attempts + 1, **values)).rowcount
+    if not done:
+        conn.execute(insert(quarantine).values(tracking_id=tracking_id, attempts=1,
+                                               first_seen=now, **values))
+    return not done
+
+
+def release(conn: Connection, tracking_id: str) -> None:
+    conn.execute(delete(quarantine).where(quarantine.c.tracking_id == tracking_id))
+
+
+def retry_candidates(conn: Connection) -> dict[str, Held]:
+    return {r.tracking_id: _held(r) for r in conn.execute(select(quarantine))}
+
+
+def request_retry(conn: Connection, tracking_id: str | None) -> int:
+    q = update(quarantine).values(retry_requested=True)
+    if tracking_id is not None:
+        q = q.where(quarantine.c.tracking_id == tracking_id)
+    return conn.execute(q).rowcount
+
+
+def list_quarantine(conn: Connection) -> list[dict[str, Any]]:
+    return [{"tracking_id": r.tracking_id, "reason": r.reason, "detail": r.detail,
+             "attempts": r.attempts, "retry_requested": r.retry_requested,
+             "first_seen": iso(r.first_seen), "last_seen": iso(r.last_seen)}
+            for r in conn.execute(select(quarantine).order_by(quarantine.c.first_seen,
+                                                              quarantine.c.tracking_id))]
+
+
+def quarantine_by_reason(conn: Connection) -> dict[str, int]:
+    return dict(conn.execute(select(quarantine.c.reason, func.count())
+                             .group_by(quarantine.c.reason)).all())
+
+
+# -- outbox ------------------------------------------------------------------------------------
+
+def enqueue(conn: Connection, plan: OutboxPlan, now: datetime) -> bool:
+    """Add an outbox entry unless this change is already there (idempotent by change id)."""
+    exists = conn.execute(select(outbox.c.id).where(outbox.c.change_id == plan.change_id)).first()
+    if exists:
+        return False
+    conn.execute(insert(outbox).values(
+        change_id=plan.change_id, tracking_id=plan.tracking_id, ticket_ref=plan.ticket_ref,
+        idempotency_key=plan.idempotency_key, lapor_status=plan.lapor_status, text=plan.text,
+        state="failed" if plan.failed_with else "pending", attempts=0, next_attempt_at=now,
+        last_error=plan.failed_with, remote_id=None, created_at=now, sent_at=None))
+    return True
+
+
+def due_entries(conn: Connection, now: datetime, limit: int) -> list[Any]:
+    """The oldest pending entry of each complaint, if it is due: one per complaint, in order."""
+    firsts = (select(func.min(outbox.c.id).label("id")).where(outbox.c.state == "pending")
+              .group_by(outbox.c.tracking_id).subquery())
+    q = (select(outbox).join(firsts, firsts.c.id == outbox.c.id)
+         .where(outbox.c.next_attempt_at <= now).order_by(outbox.c.id).limit(limit))
+    return list(conn.execute(q))
+
+
+def get_entry(conn: Connection, entry_id: int) -> Any:
+    return conn.execute(select(outbox).where(outbox.c.id == entry_id)).one_or_none()
+
+
+def own_posts(conn: Connection, tracking_ids: list[str]) -> dict[str, tuple[OwnPost, ...]]:
+    """Pending entries per complaint: posts that may have reached LAPOR! unacknowledged."""
+    out: dict[str, list[OwnPost]] = {}
+    if tracking_ids:
+        q = select(outbox.c.tracking_id, outbox.c.lapor_status, outbox.c.text).where(
+            outbox.c.tracking_id.in_(tracking_ids), outbox.c.state == "pending")
+        for r in conn.execute(q):
+            out.setdefault(r.tracking_id, []).append(OwnPost(r.lapor_status, r.text))
+    return {k: tuple(v) for k, v in out.items()}
+
+
+def mark_sent(conn: Connection, entry_id: int, remote_id: str, now: datetime) -> None:
+    conn.execute(update(outbox).where(outbox.c.id == entry_id).values(
+        state="sent", remote_id=remote_id, sent_at=now, last_error=None,
+        attempts=outbox.c.attempts + 1))
+
+
+def mark_failed(conn: Connection, entry_id: int, code: str) -> None:
+    conn.execute(update(outbox).where(outbox.c.id == entry_id).values(
+        state="failed", last_error=code[:100], attempts=outbox.c.attempts + 1))
+
+
+def mark_retry(conn: Connection, entry_id: int, code: str, delay_s: float,
+               now: datetime) -> None:
+    conn.execute(update(outbox).where(outbox.c.id == entry_id).values(
+        last_error=code[:100], attempts=outbox.c.attempts + 1,
+        next_attempt_at=now + timedelta(seconds=delay_s)))
+
+
+def fail_pending(conn: Connection, tracking_id: str, code: str) -> int:
+    return conn.execute(update(outbox).where(
+        outbox.c.tracking_id == tracking_id, outbox.c.state == "pending").values(
+        state="failed", last_error=code)).rowcount
+
+
+def retry_failed(conn: Connection, entry_id: int | None, now: datetime) -> int:
+    q = update(outbox).where(outbox.c.state == "failed").values(
+        state="pending", next_attempt_at=now)
+    if entry_id is not None:
+        q = q.where(outbox.c.id == entry_id)
+    return conn.execute(q).rowcount
+
+
+def list_outbox(conn: Connection, state: str | None = None) -> list[dict[str, Any]]:
+    q = select(outbox).order_by(outbox.c.id)
+    if state:
+        q = q.where(outbox.c.state == state)
+    return [{"id": r.id, "tracking_id": r.tracking_id, "ticket_id": r.ticket_ref,
+             "lapor_status": r.lapor_status, "state": r.state, "attempts": r.attempts,
+             "last_error": r.last_error, "remote_id": r.remote_id,
+             "next_attempt_at": iso(r.next_attempt_at), "created_at": iso(r.created_at),
+             "sent_at": iso(r.sent_at), "idempotency_key": r.idempotency_key}
+            for r in conn.execute(q)]
+
+
+def outbox_counts(conn: Connection) -> dict[str, int]:
+    return dict(conn.execute(select(outbox.c.state, func.count()).group_by(outbox.c.state)).all())
+
+
+# -- runs ---------------------------------------------------------------------------------------
+
+def record_run(conn: Connection, kind: str, started: datetime, finished: datetime, ok: bool,
+               summary: dict[str, Any], error: str | None) -> None:
+    conn.execute(insert(runs).values(kind=kind, started_at=started, finished_at=finished, ok=ok,
+                                     summary=json.dumps(summary), error=(error or None) and
+                                     error[:300]))
+    # Keep the table small: the last 500 runs of each kind are plenty for `status`.
+    old = select(runs.c.id).where(runs.c.kind == kind).order_by(runs.c.id.desc()).offset(500)
+    conn.execute(delete(runs).where(runs.c.id.in_(old.scalar_subquery())))
+
+
+def last_runs(conn: Connection, kind: str) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """(last run, last successful run) of a kind."""
+    def one(q: Any) -> dict[str, Any] | None:
+        r = conn.execute(q.order_by(runs.c.id.desc()).limit(1)).first()
+        if r is None:
+            return None
+        return {"started_at": iso(r.started_at), "finished_at": iso(r.finished_at), "ok": r.ok,
+                "summary": json.loads(r.summary), "error": r.error,
+                "_finished": as_utc(r.finished_at)}
+    base = select(runs).where(runs.c.kind == kind)
+    return one(base), one(base.where(runs.c.ok.is_(True)))

@@ -1,0 +1,1 @@
+"""Two-way sync: a pure core (``core``) and thin shells (``pull``, ``push``)."""

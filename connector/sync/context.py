@@ -1,0 +1,34 @@
+"""What the sync shells need, built once by the CLI or the daemon and passed in."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TypeVar
+
+from sqlalchemy import Connection
+
+from connector.lapor.client import LaporClient
+from connector.mappings import Mappings
+from connector.settings import Config
+from connector.store import Store
+from connector.timeutil import utcnow
+from connector.tracker.base import Tracker
+
+T = TypeVar("T")
+
+
+@dataclass
+class SyncContext:
+    config: Config
+    store: Store
+    client: LaporClient
+    tracker: Tracker
+    mappings: Callable[[], Mappings]  # the mapping in force now (live reload swaps it)
+    now: Callable[[], datetime] = utcnow
+
+    async def db(self, fn: Callable[[Connection], T]) -> T:
+        """Run one transaction off the event loop (SQLite may wait on its busy timeout)."""
+        return await asyncio.to_thread(self.store.run, fn)

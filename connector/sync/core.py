@@ -1,0 +1,290 @@
+"""The sync core: pure functions from (upstream record, link state, mappings) to decisions.
+
+No I/O here. The shells in ``pull.py`` and ``push.py`` fetch, then execute
+what these functions return inside one database transaction.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+
+from connector.lapor import models as m
+from connector.mappings import Mappings
+from connector.timeutil import add_working_days
+from connector.tracker.base import NewMessage, NewTicket, OfficerChange, TicketUpdate
+
+WORKING_DAYS_TO_FOLLOW_UP = 5
+AUTHORS = {"pelapor": "Pelapor (LAPOR!)", "admin": "Admin LAPOR!", "instansi": "Instansi (LAPOR!)"}
+
+
+class Reason(str, enum.Enum):
+    UNMAPPED_UNIT = "unmapped_unit"
+    INVALID_RECORD = "invalid_record"
+    NOT_FOUND = "not_found"
+    NOT_DISPOSED = "not_disposed"
+    OUTSIDE_INSTANSI = "outside_instansi"
+    RESPONSE_TOO_LARGE = "response_too_large"
+
+
+@dataclass(frozen=True)
+class LinkState:
+    tracking_id: str
+    ticket_ref: str
+    agency: str
+    lapor_status: str
+    lapor_updated_at: datetime
+    unit_ids: tuple[int, ...]
+    seen_followups: frozenset[str]
+    closed: bool
+
+
+@dataclass(frozen=True)
+class Held:
+    """A quarantine entry as the core needs it."""
+
+    reason: str
+    lapor_updated_at: datetime | None
+    unit_ids: tuple[int, ...]
+    retry_requested: bool
+
+
+@dataclass(frozen=True)
+class OwnPost:
+    """A follow-up this connector sent or is sending, to recognise it in the feed."""
+
+    lapor_status: str
+    text: str
+
+
+class Kind(str, enum.Enum):
+    CREATE = "created"
+    UPDATE = "updated"
+    UNCHANGED = "unchanged"
+    HOLD = "held"  # waiting for an admin's mapping
+    QUARANTINE = "quarantined"
+
+
+@dataclass(frozen=True)
+class Decision:
+    kind: Kind
+    tracking_id: str
+    ticket: NewTicket | None = None
+    update: TicketUpdate | None = None
+    link: LinkState | None = None
+    reason: str | None = None
+    detail: str = ""
+    lapor_updated_at: datetime | None = None
+    unit_ids: tuple[int, ...] = ()
+    fail_outbox: str | None = None  # LAPOR! code to fail pending follow-ups with
+    own_seen: tuple[str, ...] = field(default=())
+
+
+# -- what to fetch -------------------------------------------------------------------------
+
+
+def needs_detail(summary: m.Summary, link: LinkState | None, held: Held | None,
+                 mappings: Mappings) -> bool:
+    """Whether a feed summary warrants a detail request. An idle feed needs none."""
+    if held is not None:
+        if held.retry_requested:
+            return True
+        if held.lapor_updated_at is None or summary.updated_at > held.lapor_updated_at:
+            return True
+        if tuple(summary.unit_ids) != held.unit_ids:
+            return True
+        return held.reason == Reason.UNMAPPED_UNIT and unmapped_now_mapped(held, mappings)
+    if link is None:
+        return True
+    return (summary.updated_at > link.lapor_updated_at
+            or tuple(sorted(summary.unit_ids)) != tuple(sorted(link.unit_ids))
+            or summary.status != link.lapor_status)
+
+
+def unmapped_now_mapped(held: Held, mappings: Mappings) -> bool:
+    return any(u in mappings.unit_to_agency for u in held.unit_ids)
+
+
+def dedupe(items: tuple[m.Summary | m.BadSummary, ...]) -> list[m.Summary | m.BadSummary]:
+    """One item per tracking id, the newest, at the position of its newest appearance.
+
+    The feed is ascending by (updated, id), so keeping the later position keeps the
+    result ascending: a committed prefix never holds a record newer than what follows.
+    """
+    best: dict[str, m.Summary | m.BadSummary] = {}
+    for item in items:
+        prev = best.get(item.tracking_id)
+        if prev is None or _newer(item, prev):
+            best.pop(item.tracking_id, None)
+            best[item.tracking_id] = item
+    return list(best.values())
+
+
+def _newer(a: m.Summary | m.BadSummary, b: m.Summary | m.BadSummary) -> bool:
+    if isinstance(a, m.BadSummary) or a.updated_at is None:
+        return False
+    return isinstance(b, m.BadSummary) or a.updated_at >= b.updated_at
+
+
+# -- what to do with one complaint -----------------------------------------------------------
+
+
+def quarantine(tracking_id: str, reason: str, detail: str, updated_at: datetime | None = None,
+               unit_ids: tuple[int, ...] = ()) -> Decision:
+    kind = Kind.HOLD if reason == Reason.UNMAPPED_UNIT else Kind.QUARANTINE
+    return Decision(kind, tracking_id, reason=reason, detail=detail[:500],
+                    lapor_updated_at=updated_at, unit_ids=unit_ids)
+
+
+def decide(c: m.Complaint, link: LinkState | None, mappings: Mappings, instansi_id: int,
+           own_posts: tuple[OwnPost, ...] = ()) -> Decision:
+    """The one decision for a complaint's current detail."""
+    ours = [d for d in c.dispositions if d.instansi_id == instansi_id]
+    routed = [(d, mappings.unit_to_agency[d.unit_id]) for d in ours
+              if d.unit_id in mappings.unit_to_agency]
+    if ours and not routed:
+        units = tuple(d.unit_id for d in ours)
+        return quarantine(c.tracking_id, Reason.UNMAPPED_UNIT,
+                          "unit " + ", ".join(map(str, units)) + " is in no agency of "
+                          "agencies.toml", c.updated_at, units)
+    if link is None and not ours:
+        return quarantine(c.tracking_id, Reason.OUTSIDE_INSTANSI,
+                          "disposed only to units of other instansi", c.updated_at, c.unit_ids)
+    local_status = mappings.inbound[c.status]
+    new_msgs, seen = _messages(c, link.seen_followups if link else frozenset(), own_posts)
+    agency = routed[0][1] if routed else (link.agency if link else "")
+    new_link = LinkState(
+        tracking_id=c.tracking_id, ticket_ref=link.ticket_ref if link else "", agency=agency,
+        lapor_status=c.status, lapor_updated_at=c.updated_at,
+        unit_ids=tuple(sorted(c.unit_ids)), seen_followups=seen,
+        closed=c.status in m.CLOSED_STATUSES or not ours,
+    )
+    if link is None:
+        first = min((d.at for d, _ in routed), default=c.submitted_at)
+        extra = [f"Juga didisposisikan ke unit {d.unit_id} ({a})" for d, a in routed[1:]
+                 if a != agency]
+        msgs = new_msgs + tuple(NewMessage("internal", "Konektor LAPOR!", t, c.updated_at)
+                                for t in extra)
+        ticket = NewTicket(
+            tracking_id=c.tracking_id, agency=agency, status=local_status, lapor_status=c.status,
+            title=c.title, body=c.body, classification=c.classification,
+            category=mappings.category_for(c.category.id, c.category.parent_id) or c.category.name,
+            channel=c.channel, anonymous=c.anonymous, confidential=c.confidential,
+            reporter=None if c.anonymous or c.reporter is None else {
+                "name": c.reporter.name, "email": c.reporter.email, "phone": c.reporter.phone},
+            location=None if c.location is None else {
+                "province": c.location.province, "regency": c.location.regency,
+                "district": c.location.district, "village": c.location.village,
+                "lat": c.location.lat, "lon": c.location.lon},
+            attachments=tuple({"id": a.id, "name": a.name, "mime": a.mime, "size": a.size}
+                              for a in c.attachments),
+            submitted_at=c.submitted_at,
+            due_at=c.deadline or add_working_days(first, WORKING_DAYS_TO_FOLLOW_UP),
+            messages=msgs,
+        )
+        return Decision(Kind.CREATE, c.tracking_id, ticket=ticket, link=new_link,
+                        fail_outbox=_fail_code(c, ours))
+    # An existing ticket.
+    status = None
+    reason = None
+    msgs = list(new_msgs)
+    if not ours:
+        status, reason = "closed", "didisposisikan ke instansi lain di LAPOR!"
+        msgs.append(NewMessage("internal", "Konektor LAPOR!",
+                               "Laporan dialihkan ke instansi lain; tiket ditutup.", c.updated_at))
+    elif c.status != link.lapor_status or (link.closed and not new_link.closed):
+        status = local_status
+        reason = {"ditutup": "ditutup di LAPOR!", "diarsipkan": "diarsipkan di LAPOR!"}.get(
+            c.status, f"status LAPOR! menjadi {c.status}")
+        if link.lapor_status == "selesai" and c.status == "ditindaklanjuti":
+            reason = "pelapor menyatakan keberatan; tiket dibuka kembali"
+    moved = None
+    if ours and agency != link.agency:
+        moved = agency
+        msgs.append(NewMessage("internal", "Konektor LAPOR!",
+                               f"Didisposisikan ulang di LAPOR!: dipindah dari {link.agency} "
+                               f"ke {agency}.", c.updated_at))
+    changed = status is not None or moved is not None or bool(msgs) or new_link != replace(
+        link, lapor_updated_at=new_link.lapor_updated_at)
+    update = TicketUpdate(lapor_status=c.status, status=status, agency=moved,
+                          due_at=c.deadline, reason=reason, messages=tuple(msgs))
+    kind = Kind.UPDATE if changed else Kind.UNCHANGED
+    return Decision(kind, c.tracking_id, update=update, link=new_link,
+                    fail_outbox=_fail_code(c, ours))
+
+
+def _fail_code(c: m.Complaint, ours: list[m.Disposition]) -> str | None:
+    if c.status in m.CLOSED_STATUSES:
+        return "laporan_ditutup"
+    if not ours:
+        return "bukan_disposisi"
+    return None
+
+
+def _messages(c: m.Complaint, seen: frozenset[str],
+              own_posts: tuple[OwnPost, ...]) -> tuple[tuple[NewMessage, ...], frozenset[str]]:
+    """New follow-ups as messages; our own posts are recognised, never re-imported."""
+    out: list[NewMessage] = []
+    own = list(own_posts)
+    now_seen = set(seen)
+    for fu in c.follow_ups:
+        if fu.id in now_seen:
+            continue
+        now_seen.add(fu.id)
+        if fu.by == "instansi":
+            match = next((p for p in own if p.text == fu.text
+                          and (fu.status is None or fu.status == p.lapor_status)), None)
+            if match is not None:
+                own.remove(match)
+                continue
+            out.append(NewMessage("out", AUTHORS["instansi"], fu.text, fu.at, fu.id))
+        else:
+            out.append(NewMessage("in", AUTHORS.get(fu.by, fu.by), fu.text, fu.at, fu.id))
+    return tuple(out), frozenset(now_seen)
+
+
+# -- push -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class OutboxPlan:
+    change_id: str
+    tracking_id: str
+    ticket_ref: str
+    idempotency_key: str
+    lapor_status: str
+    text: str
+    failed_with: str | None = None  # recorded as failed at once (e.g. complaint closed)
+
+
+def plan_outbox(change: OfficerChange, link: LinkState | None,
+                mappings: Mappings) -> OutboxPlan | None:
+    """The outbox entry for one officer change, or None when nothing goes to LAPOR!."""
+    if change.status is None and not change.reply:
+        return None
+    if change.status is not None:
+        outbound = mappings.outbound.get(change.status)
+        if outbound is None and not change.reply:
+            return None  # e.g. back to "new": LAPOR! has no such agency status
+    else:
+        outbound = mappings.outbound.get(change.ticket_status)
+    lapor_status = outbound.lapor if outbound else "diproses"
+    text = change.reply or (outbound.template if outbound else "")
+    failed = None
+    if link is None:
+        failed = "laporan_tidak_ditemukan"
+    elif link.closed:
+        failed = "laporan_ditutup" if link.lapor_status in m.CLOSED_STATUSES else "bukan_disposisi"
+    return OutboxPlan(
+        change_id=f"builtin:{change.change_id}", tracking_id=change.tracking_id,
+        ticket_ref=change.ticket_ref,
+        idempotency_key=f"mahulu-{change.tracking_id}-{change.change_id}",
+        lapor_status=lapor_status, text=text, failed_with=failed,
+    )
+
+
+def posting_unit(link: LinkState, mappings: Mappings) -> int | None:
+    """The disposed unit that maps to the ticket's agency."""
+    mine = set(mappings.units_of(link.agency))
+    return next((u for u in link.unit_ids if u in mine), None)

@@ -1,0 +1,55 @@
+"""One recorded cycle: run pull or push, write its run record, log its summary line."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import structlog
+
+from connector.errors import ConnectorError
+from connector.store import state
+from connector.sync.context import SyncContext
+from connector.sync.pull import pull
+from connector.sync.push import push
+
+log = structlog.get_logger("connector.cycle")
+
+
+async def run_cycle(ctx: SyncContext, kind: str) -> dict[str, Any]:
+    """Run one pull or push; its run record is written whether it succeeds or fails."""
+    started, t0 = ctx.now(), time.monotonic()
+    fn = pull if kind == "pull" else push
+    try:
+        stats = (await fn(ctx)).as_dict()
+    except (ConnectorError, OSError) as exc:
+        await _record(ctx, kind, started, False, {"duration_s": _dur(t0)}, str(exc))
+        raise
+    stats["duration_s"] = _dur(t0)
+    await _record(ctx, kind, started, True, stats, None)
+    log.info(f"{kind}_cycle", **stats)
+    return stats
+
+
+def _dur(t0: float) -> float:
+    return round(time.monotonic() - t0, 3)
+
+
+async def _record(ctx: SyncContext, kind: str, started: Any, ok: bool, summary: dict[str, Any],
+                  error: str | None) -> None:
+    try:
+        await ctx.db(lambda conn: state.record_run(conn, kind, started, ctx.now(), ok, summary,
+                                                   error))
+    except ConnectorError:
+        # The storage itself failed; the caller reports the original error.
+        log.warning("run_record_failed", kind=kind)
+
+
+def summary_line(pulled: dict[str, Any], pushed: dict[str, Any]) -> str:
+    keys_pull = ("fetched", "created", "updated", "unchanged", "held", "quarantined")
+    keys_push = ("pushed", "failed")
+    parts = [f"{k}={pulled.get(k, 0)}" for k in keys_pull]
+    parts += [f"{k}={pushed.get(k, 0)}" for k in keys_push]
+    duration = float(pulled.get("duration_s", 0)) + float(pushed.get("duration_s", 0))
+    parts.append(f"duration={duration:.2f}s")
+    return " ".join(parts)

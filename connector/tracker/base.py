@@ -1,0 +1,86 @@
+"""The tracker adapter interface: what the sync engine needs of a local tracker.
+
+Methods take the store's open transaction so the built-in tracker commits
+ticket and connector state together. An adapter for an external tracker
+would make ``create_ticket`` idempotent by tracking id instead.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection
+
+
+@dataclass(frozen=True)
+class NewMessage:
+    direction: str  # in | out | internal
+    author: str
+    text: str
+    at: datetime
+    followup_id: str | None = None
+
+
+@dataclass(frozen=True)
+class NewTicket:
+    tracking_id: str
+    agency: str
+    status: str
+    lapor_status: str
+    title: str
+    body: str
+    classification: str
+    category: str | None
+    channel: str
+    anonymous: bool
+    confidential: bool
+    reporter: dict[str, str | None] | None
+    location: dict[str, Any] | None
+    attachments: tuple[dict[str, Any], ...]
+    submitted_at: datetime
+    due_at: datetime | None
+    messages: tuple[NewMessage, ...] = field(default=())
+
+
+@dataclass(frozen=True)
+class TicketUpdate:
+    """Upstream changes for one ticket. ``None`` fields stay as they are."""
+
+    lapor_status: str
+    status: str | None = None
+    agency: str | None = None
+    due_at: datetime | None = None
+    reason: str | None = None
+    messages: tuple[NewMessage, ...] = field(default=())
+
+
+@dataclass(frozen=True)
+class OfficerChange:
+    """One officer action that may go to LAPOR!: a status change and/or a public reply."""
+
+    change_id: str
+    ticket_ref: str
+    tracking_id: str
+    status: str | None  # the new status, when it changed
+    ticket_status: str  # the status after the change
+    reply: str | None
+    at: datetime
+
+
+class Tracker(abc.ABC):
+    @abc.abstractmethod
+    def create_ticket(self, conn: Connection, ticket: NewTicket, now: datetime) -> str:
+        """Create the ticket; returns its reference (local id, as text)."""
+
+    @abc.abstractmethod
+    def apply_update(self, conn: Connection, ref: str, update: TicketUpdate,
+                     now: datetime) -> None:
+        """Apply upstream changes. Never recorded as officer changes (no echo)."""
+
+    @abc.abstractmethod
+    def officer_changes(self, conn: Connection, cursor: str | None,
+                        limit: int) -> list[OfficerChange]:
+        """Officer changes after ``cursor`` (oldest first); ``change_id`` is the next cursor."""

@@ -1,0 +1,215 @@
+"""The built-in tracker: tickets, messages and status history in the store."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, func, insert, select, update
+
+from connector.store.schema import messages, status_history, tickets, tracker_changes
+from connector.timeutil import as_utc, iso, iso_wita
+from connector.tracker.base import NewMessage, NewTicket, OfficerChange, TicketUpdate, Tracker
+
+MAX_REPLY = 5000
+
+
+class TrackerRefusal(Exception):
+    """An officer action the tracker refuses; ``exit_code`` per CONTRACT."""
+
+    def __init__(self, message: str, exit_code: int):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+@dataclass(frozen=True)
+class OfficerAction:
+    status: str | None = None
+    reply: str | None = None
+    note: str | None = None
+    author: str = "petugas"
+
+
+class BuiltinTracker(Tracker):
+    def __init__(self, local_statuses: tuple[str, ...]):
+        self.statuses = local_statuses
+
+    def create_ticket(self, conn: Connection, ticket: NewTicket, now: datetime) -> str:
+        values = {
+            "tracking_id": ticket.tracking_id, "agency": ticket.agency, "status": ticket.status,
+            "lapor_status": ticket.lapor_status, "title": ticket.title, "body": ticket.body,
+            "classification": ticket.classification, "category": ticket.category,
+            "channel": ticket.channel, "anonymous": ticket.anonymous,
+            "confidential": ticket.confidential,
+            "location": json.dumps(ticket.location) if ticket.location else None,
+            "attachments": json.dumps(list(ticket.attachments)),
+            "submitted_at": ticket.submitted_at, "due_at": ticket.due_at,
+            "created_at": now, "updated_at": now,
+            "reporter_name": None, "reporter_email": None, "reporter_phone": None,
+        }
+        if ticket.reporter is not None and not ticket.anonymous:
+            values.update(reporter_name=ticket.reporter.get("name"),
+                          reporter_email=ticket.reporter.get("email"),
+                          reporter_phone=ticket.reporter.get("phone"))
+        ticket_id = conn.execute(insert(tickets).values(**values)).inserted_primary_key[0]
+        conn.execute(insert(status_history).values(
+            ticket_id=ticket_id, from_status=None, to_status=ticket.status, source="lapor",
+            reason="dibuat dari LAPOR!", at=now))
+        self._add_messages(conn, ticket_id, ticket.messages, "lapor")
+        return str(ticket_id)
+
+    def apply_update(self, conn: Connection, ref: str, upd: TicketUpdate,
+                     now: datetime) -> None:
+        ticket_id = int(ref)
+        row = conn.execute(select(tickets.c.status).where(tickets.c.id == ticket_id)).one()
+        values: dict[str, Any] = {"lapor_status": upd.lapor_status, "updated_at": now}
+        if upd.agency is not None:
+            values["agency"] = upd.agency
+        if upd.due_at is not None:
+            values["due_at"] = upd.due_at
+        if upd.status is not None and upd.status != row.status:
+            values["status"] = upd.status
+            conn.execute(insert(status_history).values(
+                ticket_id=ticket_id, from_status=row.status, to_status=upd.status,
+                source="lapor", reason=(upd.reason or "")[:200] or None, at=now))
+        conn.execute(update(tickets).where(tickets.c.id == ticket_id).values(**values))
+        self._add_messages(conn, ticket_id, upd.messages, "lapor")
+
+    def _add_messages(self, conn: Connection, ticket_id: int, msgs: tuple[NewMessage, ...],
+                      source: str) -> None:
+        if msgs:
+            conn.execute(insert(messages), [
+                {"ticket_id": ticket_id, "direction": m.direction, "author": m.author[:200],
+                 "text": m.text, "at": m.at, "source": source,
+                 "lapor_followup_id": m.followup_id} for m in msgs])
+
+    def officer_changes(self, conn: Connection, cursor: str | None,
+                        limit: int) -> list[OfficerChange]:
+        q = (select(tracker_changes, tickets.c.tracking_id)
+             .join(tickets, tickets.c.id == tracker_changes.c.ticket_id)
+             .where(tracker_changes.c.id > int(cursor or 0))
+             .order_by(tracker_changes.c.id).limit(limit))
+        return [OfficerChange(str(r.id), str(r.ticket_id), r.tracking_id, r.status,
+                              r.ticket_status, r.reply, as_utc(r.at))
+                for r in conn.execute(q)]
+
+    # -- the officer's side (the `tickets` commands) ---------------------------------------
+
+    def officer_update(self, conn: Connection, ticket_id: str, action: OfficerAction,
+                       now: datetime) -> OfficerChange | None:
+        """Record an officer action and, when it is public, its change record."""
+        if action.status is not None and action.status not in self.statuses:
+            raise TrackerRefusal(f"unknown status {action.status!r} (one of "
+                                 f"{', '.join(self.statuses)})", 2)
+        if action.reply is not None and not action.reply.strip():
+            raise TrackerRefusal("the public reply is empty", 2)
+        if action.reply is not None and len(action.reply) > MAX_REPLY:
+            raise TrackerRefusal(f"the public reply has {len(action.reply)} characters; "
+                                 f"LAPOR! accepts at most {MAX_REPLY}", 2)
+        row = conn.execute(select(tickets.c.id, tickets.c.status, tickets.c.tracking_id)
+                           .where(tickets.c.id == _int(ticket_id))).one_or_none()
+        if row is None:
+            raise TrackerRefusal(f"no ticket with id {ticket_id}", 1)
+        if row.status == "closed" and (action.status is not None or action.reply is not None):
+            raise TrackerRefusal(f"ticket {ticket_id} is closed: no status change or public "
+                                 "reply is possible (an internal note is)", 1)
+        new_status = action.status if action.status not in (None, row.status) else None
+        if new_status is not None:
+            conn.execute(update(tickets).where(tickets.c.id == row.id)
+                         .values(status=new_status, updated_at=now))
+            conn.execute(insert(status_history).values(
+                ticket_id=row.id, from_status=row.status, to_status=new_status,
+                source="officer", reason=None, at=now))
+        if action.note:
+            self._add_messages(conn, row.id, (NewMessage("internal", action.author, action.note,
+                                                         now),), "officer")
+        if action.reply:
+            self._add_messages(conn, row.id, (NewMessage("out", action.author, action.reply,
+                                                         now),), "officer")
+        if new_status is None and not action.reply:
+            return None
+        change_id = conn.execute(insert(tracker_changes).values(
+            ticket_id=row.id, status=new_status, ticket_status=new_status or row.status,
+            reply=action.reply or None, at=now)).inserted_primary_key[0]
+        return OfficerChange(str(change_id), str(row.id), row.tracking_id, new_status,
+                             new_status or row.status, action.reply or None, now)
+
+    # -- reading ------------------------------------------------------------------------
+
+    def list(self, conn: Connection, agency: str | None = None,
+             status: str | None = None) -> list[dict[str, Any]]:
+        q = select(tickets).order_by(tickets.c.id)
+        if agency:
+            q = q.where(tickets.c.agency == agency)
+        if status:
+            q = q.where(tickets.c.status == status)
+        rows = conn.execute(q).all()
+        ids = [r.id for r in rows]
+        msgs: dict[int, list[dict[str, Any]]] = {i: [] for i in ids}
+        if ids:
+            for m in conn.execute(select(messages).where(messages.c.ticket_id.in_(ids))
+                                  .order_by(messages.c.at, messages.c.id)):
+                msgs[m.ticket_id].append(_message(m))
+        return [_ticket(r, msgs[r.id]) for r in rows]
+
+    def show(self, conn: Connection, ticket_id: str) -> dict[str, Any] | None:
+        row = conn.execute(select(tickets).where(tickets.c.id == _int(ticket_id))).one_or_none()
+        if row is None:
+            return None
+        msgs = [_message(m) for m in conn.execute(
+            select(messages).where(messages.c.ticket_id == row.id)
+            .order_by(messages.c.at, messages.c.id))]
+        out = _ticket(row, msgs)
+        out["status_history"] = [
+            {"from": h.from_status, "to": h.to_status, "source": h.source, "reason": h.reason,
+             "at": iso(h.at)}
+            for h in conn.execute(select(status_history)
+                                  .where(status_history.c.ticket_id == row.id)
+                                  .order_by(status_history.c.id))]
+        return out
+
+    def counts(self, conn: Connection) -> list[tuple[str, str, int]]:
+        q = (select(tickets.c.agency, tickets.c.status, func.count())
+             .group_by(tickets.c.agency, tickets.c.status)
+             .order_by(tickets.c.agency, tickets.c.status))
+        return [(a, s, n) for a, s, n in conn.execute(q)]
+
+    def overdue(self, conn: Connection, now: datetime) -> list[dict[str, Any]]:
+        q = (select(tickets.c.id, tickets.c.tracking_id, tickets.c.agency, tickets.c.due_at)
+             .where(tickets.c.status.in_(("new",)), tickets.c.due_at.is_not(None),
+                    tickets.c.due_at < now)
+             .order_by(tickets.c.due_at))
+        return [{"id": str(r.id), "tracking_id": r.tracking_id, "agency": r.agency,
+                 "due_at": iso(r.due_at)} for r in conn.execute(q)]
+
+
+def _int(value: str) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        return -1
+
+
+def _message(m: Any) -> dict[str, Any]:
+    return {"direction": m.direction, "author": m.author, "text": m.text, "at": iso(m.at)}
+
+
+def _ticket(r: Any, msgs: list[dict[str, Any]]) -> dict[str, Any]:
+    reporter = None
+    if not r.anonymous and r.reporter_name is not None:
+        reporter = {"name": r.reporter_name, "email": r.reporter_email, "phone": r.reporter_phone}
+    return {
+        "id": str(r.id), "tracking_id": r.tracking_id, "agency": r.agency, "status": r.status,
+        "lapor_status": r.lapor_status, "title": r.title, "body": r.body,
+        "classification": r.classification, "category": r.category, "channel": r.channel,
+        "anonymous": r.anonymous, "confidential": r.confidential,
+        "restricted": r.confidential, "reporter": reporter,
+        "location": json.loads(r.location) if r.location else None,
+        "attachments": json.loads(r.attachments),
+        "submitted_at": iso(r.submitted_at), "due_at": iso(r.due_at),
+        "due_at_wita": iso_wita(r.due_at),
+        "created_at": iso(r.created_at), "updated_at": iso(r.updated_at),
+        "messages": msgs,
+    }
