@@ -59,7 +59,8 @@ class Faults:
                 if isinstance(value, bool) or not isinstance(value, (int, float)):
                     raise ValueError(f"{key} must be a number")
                 value = type(current)(value)
-                if value < 0 or (key.startswith("rate_") or key.endswith("_rate")) and value > 1:
+                is_rate = key in ("rate_429", "rate_5xx") or key.endswith("_rate")
+                if value < 0 or (is_rate and value > 1):
                     raise ValueError(f"{key} out of range")
             setattr(self, key, value)
 

@@ -1,0 +1,116 @@
+"""Shared fixtures: a fake clock, the sandbox in-process, real SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from connector.lapor.client import LaporClient
+from connector.sandbox import Faults, World, create_app
+from connector.settings import DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, Credentials
+
+ROOT = Path(__file__).resolve().parent.parent
+PG_URL = os.environ.get("LAPOR_TEST_PG_URL")  # set by .ci/run; without it: SQLite only
+DEMO = Credentials(DEMO_CLIENT_ID, DEMO_CLIENT_SECRET)
+BASE = "http://sandbox.test"
+
+
+def pytest_report_header(config: Any) -> str:
+    return ("storage backends: sqlite + postgresql" if PG_URL else
+            "storage backends: sqlite only (set LAPOR_TEST_PG_URL for the PostgreSQL leg)")
+
+
+class FakeTime:
+    """One clock for the sandbox and the client; sleeping advances it instantly."""
+
+    def __init__(self) -> None:
+        self.t = float(int(time.time()))
+        self.slept: list[float] = []
+
+    def __call__(self) -> float:
+        return self.t
+
+    async def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.t += seconds
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+def fake_time() -> FakeTime:
+    return FakeTime()
+
+
+@pytest.fixture
+def world(fake_time: FakeTime) -> World:
+    return World(seed=7, complaints=40, faults=Faults(rate_limit_per_minute=0), clock=fake_time)
+
+
+def make_client(world: World, fake_time: FakeTime, *, transport: Any = None,
+                creds: Credentials = DEMO, **kw: Any) -> LaporClient:
+    kw.setdefault("requests_per_minute", 0)
+    return LaporClient(
+        BASE, creds, transport=transport or httpx.ASGITransport(app=create_app(world)),
+        clock=fake_time, sleep=fake_time.sleep, rng=lambda: 0.5,
+        wall=lambda: __import__("datetime").datetime.fromtimestamp(
+            fake_time.t, __import__("datetime").timezone.utc), **kw)
+
+
+@pytest.fixture
+def client(world: World, fake_time: FakeTime) -> LaporClient:
+    return make_client(world, fake_time)
+
+
+def _pg_database() -> Iterator[str]:
+    import psycopg
+
+    assert PG_URL is not None
+    name = "t_" + uuid.uuid4().hex[:12]
+    admin = PG_URL.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    base, _, _ = PG_URL.rpartition("/")
+    try:
+        yield f"{base}/{name}"
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+BACKENDS = ["sqlite"] + (["postgresql"] if PG_URL else [])
+
+
+@pytest.fixture(params=BACKENDS)
+def db_url(request: Any, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path}/var/connector.db"
+    else:
+        yield from _pg_database()
+
+
+def write_config(directory: Path, db_url: str, extra: str = "", *,
+                 mappings_src: Path | None = None) -> Path:
+    """A settings file and a copy of the shipped mappings in ``directory``."""
+    directory.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(mappings_src or ROOT / "mappings", directory / "mappings",
+                    dirs_exist_ok=True)
+    path = directory / "settings.toml"
+    path.write_text(
+        f'[lapor]\nbase_url = "sandbox"\nrequests_per_minute = 0\n'
+        f'[storage]\nurl = "{db_url}"\n[log]\nlevel = "debug"\nformat = "json"\n'
+        f'[sandbox]\nrate_limit_per_minute = 0\n' + extra,
+        encoding="utf-8",
+    )
+    return path
