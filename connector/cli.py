@@ -29,8 +29,10 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    # --config is accepted before or after the command; SUPPRESS keeps a subcommand's
+    # default from overwriting a value given before it.
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--config", type=Path, default=None,
+    common.add_argument("--config", type=Path, default=argparse.SUPPRESS,
                         help="settings file (default: $LAPOR_CONNECTOR_CONFIG or ./settings.toml)")
     p = _Parser(prog="lapor-connector", parents=[common],
                 description="Mahulu SP4N-LAPOR! connector")
@@ -107,7 +109,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "sandbox":
             return handler(None, args)
-        config = load_config(args.config)
+        config = load_config(getattr(args, "config", None))
         return handler(config, args)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -16,7 +16,7 @@ from connector.settings import load_config
 
 def serve(args: argparse.Namespace) -> int:
     try:
-        s = load_config(args.config).settings.sandbox
+        s = load_config(getattr(args, "config", None)).settings.sandbox
     except Exception as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -1,0 +1,171 @@
+"""A table of mapping files, valid and invalid, each with its expected message."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from connector.mappings import MappingError, load, suggest
+from tests.conftest import ROOT
+
+GOOD_AGENCIES = """
+[[agency]]
+code = "DINKES"
+name = "Dinas Kesehatan"
+lapor_unit_ids = [6411003]
+
+[[agency]]
+code = "DISDUKCAPIL"
+name = "Dinas Kependudukan dan Pencatatan Sipil"
+lapor_unit_ids = [6411001]
+"""
+
+
+@pytest.fixture
+def mdir(tmp_path: Path) -> Path:
+    d = tmp_path / "mappings"
+    shutil.copytree(ROOT / "mappings", d)
+    return d
+
+
+def test_shipped_mappings_are_valid() -> None:
+    m = load(ROOT / "mappings")
+    assert m.unit_to_agency[6411001] == "DISDUKCAPIL"
+    assert m.inbound["diarsipkan"] == "closed" and m.outbound["resolved"].lapor == "selesai"
+    assert m.category_for(101, 1) == "KESEHATAN" and m.category_for(999, None) is None
+
+
+AGENCY_CASES = [
+    ("duplicate unit", GOOD_AGENCIES.replace("[6411001]", "[6411001, 6411003]"),
+     "agencies.toml: agency[2] DISDUKCAPIL: lapor_unit_ids: unit 6411003 is already routed to "
+     "DINKES"),
+    ("duplicate code", GOOD_AGENCIES.replace('"DISDUKCAPIL"', '"DINKES"'),
+     "agencies.toml: agency[2] DINKES: code: duplicate code"),
+    ("unknown key", GOOD_AGENCIES.replace('code = "DINKES"', 'code = "DINKES"\nkepala = "x"'),
+     "agencies.toml: agency[1] DINKES: kepala: unknown key"),
+    ("bad code", GOOD_AGENCIES.replace('"DINKES"', '"dinas kesehatan"'),
+     "agencies.toml: agency[1] dinas kesehatan: code: must be upper-case"),
+    ("broken toml", GOOD_AGENCIES.replace('name = "Dinas Kesehatan"', 'name = "Dinas Kesehatan'),
+     "agencies.toml: -: -: TOML syntax error"),
+    ("wrong type", GOOD_AGENCIES.replace("[6411003]", '"6411003"'),
+     "agencies.toml: agency[1] DINKES: lapor_unit_ids: Input should be a valid list"),
+    ("wrong item type", GOOD_AGENCIES.replace("[6411003]", '["6411003"]'),
+     "agencies.toml: agency[1] DINKES: lapor_unit_ids.0: Input should be a valid integer"),
+    ("empty units", GOOD_AGENCIES.replace("[6411003]", "[]"),
+     "agencies.toml: agency[1] DINKES: lapor_unit_ids: List should have at least 1 item"),
+    ("missing name", GOOD_AGENCIES.replace('name = "Dinas Kesehatan"\n', ""),
+     "agencies.toml: agency[1] DINKES: name: Field required"),
+    ("no agencies", "", "agencies.toml: -: agency: Field required"),
+]
+
+
+@pytest.mark.parametrize(("label", "text", "expected"), AGENCY_CASES,
+                         ids=[c[0] for c in AGENCY_CASES])
+def test_invalid_agencies(mdir: Path, label: str, text: str, expected: str) -> None:
+    (mdir / "agencies.toml").write_text(text, encoding="utf-8")
+    with pytest.raises(MappingError) as info:
+        load(mdir)
+    assert any(p.startswith(expected) for p in info.value.problems), info.value.problems
+
+
+def test_toml_syntax_error_gives_line_and_column(mdir: Path) -> None:
+    (mdir / "agencies.toml").write_text("[[agency]]\ncode = \n", encoding="utf-8")
+    with pytest.raises(MappingError) as info:
+        load(mdir)
+    assert "line 2, column" in info.value.problems[0]
+
+
+STATUS_CASES = [
+    ('lapor = "ditutup"', 'lapor = "tutup"', "statuses.toml: status[4] tutup: lapor: unknown"),
+    ('local = "resolved"\n\n[[status]]', 'local = "done"\n\n[[status]]',
+     "statuses.toml: status[3] selesai: local: unknown local status"),
+    ('lapor = "diarsipkan"', 'lapor = "ditutup"', "statuses.toml: status[5] ditutup: lapor: "
+                                                  "mapped twice"),
+    ('lapor = "diproses"', 'lapor = "ditutup"', "statuses.toml: reply[1] in_progress: lapor: "
+                                                "must be one of diproses, selesai"),
+]
+
+
+@pytest.mark.parametrize(("old", "new", "expected"), STATUS_CASES)
+def test_invalid_statuses(mdir: Path, old: str, new: str, expected: str) -> None:
+    path = mdir / "statuses.toml"
+    text = path.read_text()
+    assert old in text
+    path.write_text(text.replace(old, new, 1), encoding="utf-8")
+    with pytest.raises(MappingError) as info:
+        load(mdir)
+    assert any(p.startswith(expected) for p in info.value.problems), info.value.problems
+
+
+def test_unmapped_lapor_status_is_named(mdir: Path) -> None:
+    path = mdir / "statuses.toml"
+    path.write_text(path.read_text().replace('[[status]]\nlapor = "diarsipkan"\nlocal = "closed"\n',
+                                             ""))
+    with pytest.raises(MappingError) as info:
+        load(mdir)
+    assert "statuses.toml: -: status: LAPOR! status diarsipkan is not mapped" in info.value.problems
+
+
+def test_categories_are_optional_but_validated(mdir: Path) -> None:
+    (mdir / "categories.toml").unlink()
+    assert load(mdir).categories == {}
+    (mdir / "categories.toml").write_text('[[category]]\ncode = "A"\nname = "a"\n'
+                                          'lapor_kategori_ids = [1]\n[[category]]\ncode = "B"\n'
+                                          'name = "b"\nlapor_kategori_ids = [1]\n')
+    with pytest.raises(MappingError) as info:
+        load(mdir)
+    assert info.value.problems == ["categories.toml: category[2] B: lapor_kategori_ids: "
+                                   "kategori 1 is already in A"]
+
+
+def test_missing_file_and_folder(mdir: Path) -> None:
+    (mdir / "statuses.toml").unlink()
+    with pytest.raises(MappingError, match="statuses.toml: -: -: file not found"):
+        load(mdir)
+    with pytest.raises(MappingError, match="not found"):
+        load(mdir / "nope")
+
+
+def test_unreadable_file(mdir: Path) -> None:
+    (mdir / "agencies.toml").write_bytes(b"\xff\xfe\x00 bad")
+    with pytest.raises(MappingError, match="agencies.toml: -: -: cannot read"):
+        load(mdir)
+
+
+def test_suggest_prints_pasteable_toml_for_unmapped_units(mdir: Path) -> None:
+    m = load(mdir)
+    text = suggest([(6411001, "Dinas Kependudukan"), (6411777, "Dinas Pariwisata")], m)
+    assert "6411001" not in text and "lapor_unit_ids = [6411777]" in text
+    (mdir / "agencies.toml").write_text((mdir / "agencies.toml").read_text() + "\n" + text)
+    assert load(mdir).unit_to_agency[6411777].endswith("_6411777")
+
+
+def cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "connector", *args], capture_output=True,
+                          text=True, cwd=cwd)
+
+
+def test_mappings_check_command(tmp_path: Path, mdir: Path) -> None:
+    (tmp_path / "settings.toml").write_text("[lapor]\nrequests_per_minute = 0\n"
+                                            "[sandbox]\nrate_limit_per_minute = 0\n")
+    ok = cli(["mappings", "check"], tmp_path)
+    assert ok.returncode == 0 and "mappings OK" in ok.stdout
+    online = cli(["mappings", "check", "--online"], tmp_path)
+    assert online.returncode == 0, online.stderr
+    suggested = cli(["mappings", "suggest"], tmp_path)
+    assert suggested.returncode == 0 and "already mapped" in suggested.stdout
+    text = (mdir / "agencies.toml").read_text()
+    (mdir / "agencies.toml").write_text(text.replace("[6411001]", "[6411001, 6411099, 6419999]"))
+    online = cli(["mappings", "check", "--online"], tmp_path)
+    assert online.returncode == 1
+    assert "unit 6411099 is not active" in online.stderr
+    assert "unit 6419999 does not exist" in online.stderr
+    (mdir / "agencies.toml").write_text(text.replace("[6411001]", "[6411003]"))
+    bad = cli(["mappings", "check"], tmp_path)
+    assert bad.returncode == 1 and bad.stderr.startswith("agencies.toml: agency[")
+    suggested = cli(["mappings", "suggest"], tmp_path)
+    assert "lapor_unit_ids = [6411001]" in suggested.stdout

@@ -1,0 +1,119 @@
+"""Storage on every backend: migrations, atomicity, locking, file modes."""
+
+from __future__ import annotations
+
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from sqlalchemy import inspect, select
+
+from connector.errors import InstanceLocked, StorageError
+from connector.store import Store
+from connector.store import state
+from connector.store.schema import links, tickets
+from connector.sync.core import LinkState, OutboxPlan
+from connector.tracker.base import NewTicket
+from connector.tracker.builtin import BuiltinTracker
+
+NOW = datetime(2026, 11, 27, 3, 0, tzinfo=UTC)
+TABLES = {"tickets", "messages", "status_history", "tracker_changes", "links",
+          "connector_state", "outbox", "quarantine", "runs", "alembic_version"}
+
+
+def ticket(tid: str = "4100001") -> NewTicket:
+    return NewTicket(tracking_id=tid, agency="DINKES", status="new", lapor_status="terdisposisi",
+                     title="t", body="b", classification="pengaduan", category=None,
+                     channel="web", anonymous=False, confidential=True,
+                     reporter={"name": "N", "email": None, "phone": None}, location=None,
+                     attachments=(), submitted_at=NOW, due_at=None)
+
+
+def test_migrations_from_empty(db_url: str) -> None:
+    store = Store(db_url)
+    store.upgrade()
+    store.upgrade()  # idempotent
+    assert set(inspect(store.engine).get_table_names()) == TABLES
+    assert store.revision() == ("0001", "0001")
+    store.close()
+
+
+def test_sqlite_file_modes(tmp_path: Path) -> None:
+    store = Store(f"sqlite:///{tmp_path}/var/c.db")
+    store.upgrade()
+    assert oct(os.stat(tmp_path / "var" / "c.db").st_mode & 0o777) == "0o600"
+    assert oct(os.stat(tmp_path / "var").st_mode & 0o777) == "0o700"
+    store.close()
+
+
+def test_failure_mid_transaction_leaves_nothing(db_url: str) -> None:
+    store = Store(db_url)
+    store.upgrade()
+    tracker = BuiltinTracker(("new", "in_progress", "resolved", "closed"))
+
+    def half(conn: object) -> None:
+        ref = tracker.create_ticket(conn, ticket(), NOW)  # type: ignore[arg-type]
+        state.save_link(conn, LinkState("4100001", ref, "DINKES", "terdisposisi", NOW, (1,),  # type: ignore[arg-type]
+                                        frozenset(), False), NOW)
+        state.advance_watermark(conn, NOW)  # type: ignore[arg-type]
+        raise RuntimeError("crash in the middle")
+
+    with pytest.raises(RuntimeError):
+        store.run(half)
+    with store.begin() as conn:
+        assert conn.execute(select(tickets)).first() is None
+        assert conn.execute(select(links)).first() is None
+        assert state.get_watermark(conn) is None
+    store.close()
+
+
+def test_unique_tracking_id_is_the_last_line_of_defence(db_url: str) -> None:
+    store = Store(db_url)
+    store.upgrade()
+    tracker = BuiltinTracker(("new",))
+    store.run(lambda c: tracker.create_ticket(c, ticket(), NOW))
+    with pytest.raises(StorageError):
+        store.run(lambda c: tracker.create_ticket(c, ticket(), NOW))
+    store.close()
+
+
+def test_watermark_only_moves_forward(db_url: str) -> None:
+    store = Store(db_url)
+    store.upgrade()
+    later = NOW.replace(hour=5)
+    store.run(lambda c: state.advance_watermark(c, later))
+    store.run(lambda c: state.advance_watermark(c, NOW))
+    assert store.run(state.get_watermark) == later
+    store.close()
+
+
+def test_outbox_enqueue_is_idempotent_and_ordered(db_url: str) -> None:
+    store = Store(db_url)
+    store.upgrade()
+    plans = [OutboxPlan(f"builtin:{i}", "41", "1", f"k{i}", "diproses", "x") for i in (1, 2)]
+    plans.append(OutboxPlan("builtin:3", "42", "2", "k3", "selesai", "y"))
+    for p in plans + plans:
+        store.run(lambda c, p=p: state.enqueue(c, p, NOW))
+    assert len(store.run(state.list_outbox)) == 3
+    due = store.run(lambda c: state.due_entries(c, NOW, 10))
+    assert [d.idempotency_key for d in due] == ["k1", "k3"]  # one per complaint, oldest first
+    store.close()
+
+
+def test_second_instance_refused(db_url: str) -> None:
+    a, b = Store(db_url), Store(db_url)
+    a.upgrade()
+    a.lock_instance()
+    with pytest.raises(InstanceLocked, match="already running"):
+        b.lock_instance()
+    a.close()
+    b.lock_instance()
+    b.close()
+
+
+def test_unsupported_url_is_a_config_error() -> None:
+    from connector.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="unsupported database"):
+        Store("mysql://x/y")
