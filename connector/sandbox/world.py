@@ -60,7 +60,7 @@ class Faults:
                     raise ValueError(f"{key} must be a number")
                 value = type(current)(value)
                 is_rate = key in ("rate_429", "rate_5xx") or key.endswith("_rate")
-                if value < 0 or (is_rate and value > 1):
+                if (value < 0 and key != "clock_offset_s") or (is_rate and value > 1):
                     raise ValueError(f"{key} out of range")
             setattr(self, key, value)
 
