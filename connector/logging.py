@@ -82,7 +82,9 @@ def _format_exception(exc_info: Any) -> str:
     etype, exc, tb = exc_info
     if etype is None:
         return ""
-    frames = "".join(traceback.format_tb(tb))
+    # Locations only: a source line could quote anything, so it is left out.
+    frames = "".join(f'  File "{f.filename}", line {f.lineno}, in {f.name}\n'
+                     for f in traceback.extract_tb(tb))
     message = str(exc) if isinstance(exc, ConnectorError) else "[message redacted]"
     return f"{frames}{etype.__name__}: {message}"
 
