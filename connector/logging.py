@@ -113,5 +113,7 @@ def configure(level: str = "info", fmt: str = "auto", *, secrets: Iterable[str] 
     # Libraries that log through stdlib (uvicorn, apscheduler, httpx) stay quiet and short.
     logging.basicConfig(level=logging.WARNING, stream=out, format="%(levelname)s %(name)s: "
                         "%(message)s")
-    for noisy in ("httpx", "httpcore", "apscheduler", "uvicorn.access"):
+    for noisy in ("httpx", "httpcore", "uvicorn.access"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # "skipped: maximum number of running instances" is by design (cycles never overlap).
+    logging.getLogger("apscheduler").setLevel(logging.ERROR)

@@ -28,7 +28,7 @@ from connector.store import state
 from connector.sync.cycle import run_cycle
 
 log = structlog.get_logger("connector.service")
-STOP_GRACE_S = 12.0
+STOP_GRACE_S = 8.0  # then cut off; systemd and the contract allow 15 s
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -124,16 +124,21 @@ async def _serve(rt: Runtime) -> int:
     await stop.wait()
     log.info("daemon_stopping")
     sd_notify("STOPPING=1")
-    scheduler.shutdown(wait=False)
+    ctx.stopping.set()  # cycles end at their next commit point
+    scheduler.pause()
     gen_stop.set()
     exit_code = 0
     inflight = [c.running for c in coordinators if c.running is not None] + [first]
+    inflight = [t for t in inflight if t is not None and not t.done()]
     if inflight:
         _, pending = await asyncio.wait(inflight, timeout=STOP_GRACE_S)
         for task in pending:
-            task.cancel()  # a transaction in its thread still commits or rolls back whole
+            # Cut off mid-request: a transaction already in its thread still commits or
+            # rolls back whole, and an unanswered POST is resent later with the same key.
+            task.cancel()
         if pending:
             await asyncio.wait(pending, timeout=2)
+    scheduler.shutdown(wait=False)
     for task in background:
         await task
     for c in coordinators:

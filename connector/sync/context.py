@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TypeVar
 
@@ -28,6 +28,8 @@ class SyncContext:
     tracker: Tracker
     mappings: Callable[[], Mappings]  # the mapping in force now (live reload swaps it)
     now: Callable[[], datetime] = utcnow
+    # Set on SIGTERM: cycles stop at their next commit point instead of being cut off.
+    stopping: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def db(self, fn: Callable[[Connection], T]) -> T:
         """Run one transaction off the event loop (SQLite may wait on its busy timeout)."""

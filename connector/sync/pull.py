@@ -54,6 +54,8 @@ async def pull(ctx: SyncContext) -> PullStats:
         stats.fetched += len(page.items)
         items = core.dedupe(page.items)
         for start in range(0, len(items), chunk):
+            if ctx.stopping.is_set():
+                return stats  # everything so far is committed with its watermark
             part = items[start:start + chunk]
             watermark[0] = await _process(ctx, part, stats)
             processed.update(i.tracking_id for i in part)

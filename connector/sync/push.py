@@ -63,6 +63,8 @@ async def push(ctx: SyncContext) -> PushStats:
         if not entries:
             break
         for entry in entries:
+            if ctx.stopping.is_set():
+                return stats
             sends += 1
             await _send(ctx, entry, mappings, stats)
     return stats
