@@ -100,7 +100,7 @@ def db_url(request: Any, tmp_path: Path) -> Iterator[str]:
         yield from _pg_database()
 
 
-def write_config(directory: Path, db_url: str, extra: str = "", *,
+def write_config(directory: Path, db_url: str, extra: str = "", *, sandbox: str = "",
                  mappings_src: Path | None = None) -> Path:
     """A settings file and a copy of the shipped mappings in ``directory``."""
     directory.mkdir(parents=True, exist_ok=True)
@@ -110,7 +110,7 @@ def write_config(directory: Path, db_url: str, extra: str = "", *,
     path.write_text(
         f'[lapor]\nbase_url = "sandbox"\nrequests_per_minute = 0\n'
         f'[storage]\nurl = "{db_url}"\n[log]\nlevel = "debug"\nformat = "json"\n'
-        f'[sandbox]\nrate_limit_per_minute = 0\n' + extra,
+        f'[sandbox]\nrate_limit_per_minute = 0\n{sandbox}\n' + extra,
         encoding="utf-8",
     )
     return path

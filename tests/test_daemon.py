@@ -1,0 +1,217 @@
+"""The daemon as a real subprocess: start, pull, live mapping reload, stop, single instance."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from connector.daemon import Coordinator
+from connector.errors import LaporUnavailable
+from connector.sandbox import World, data
+from tests.conftest import ROOT, write_config
+
+pytestmark = pytest.mark.slow
+
+FAST = """
+[sync]
+pull_interval_s = 2
+push_interval_s = 2
+jitter_s = 0.2
+demo_officer = true
+[mappings]
+reload_interval_s = 0.5
+"""
+SANDBOX = "complaints = 30\ngenerator_interval_s = 1\n"
+
+
+class Daemon:
+    def __init__(self, site: Path, fmt: str = "json", level: str = "debug"):
+        self.site = site
+        self.log = site / f"daemon-{fmt}.log"
+        env = {**os.environ, "LAPOR_CONNECTOR_LOG__FORMAT": fmt,
+               "LAPOR_CONNECTOR_LOG__LEVEL": level}
+        self.proc = subprocess.Popen(
+            [sys.executable, str(ROOT / "scheduler.py"), "--config", str(site / "settings.toml")],
+            cwd=site, env=env, stdout=self.log.open("w"), stderr=subprocess.STDOUT)
+
+    def text(self) -> str:
+        return self.log.read_text(encoding="utf-8", errors="replace")
+
+    def stop(self) -> tuple[int, float]:
+        t0 = time.monotonic()
+        self.proc.send_signal(signal.SIGTERM)
+        code = self.proc.wait(timeout=30)
+        return code, time.monotonic() - t0
+
+
+def query(site: Path, sql: str) -> list[tuple[Any, ...]]:
+    db = site / "var" / "connector.db"
+    if not db.exists():
+        return []
+    try:
+        with sqlite3.connect(db, timeout=5) as conn:
+            return list(conn.execute(sql))
+    except sqlite3.OperationalError:
+        return []
+
+
+def wait_for(cond: Callable[[], bool], timeout: float = 60, what: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return
+        time.sleep(0.3)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def count(site: Path, sql: str) -> int:
+    rows = query(site, sql)
+    return int(rows[0][0]) if rows else 0
+
+
+@pytest.fixture
+def site(tmp_path: Path) -> Iterator[Path]:
+    s = tmp_path / "site"
+    write_config(s, "sqlite:///var/connector.db", FAST, sandbox=SANDBOX)
+    yield s
+
+
+def test_starts_pulls_pushes_stops_and_refuses_a_second_instance(site: Path) -> None:
+    d = Daemon(site, level="info")
+    try:
+        wait_for(lambda: count(site, "SELECT count(*) FROM tickets") > 0, what="tickets")
+        wait_for(lambda: count(site, "SELECT count(*) FROM runs WHERE kind='pull' AND ok") > 0,
+                 what="a recorded pull")
+        wait_for(lambda: count(site, "SELECT count(*) FROM outbox WHERE state='sent'") > 0,
+                 what="demo officer follow-ups sent")
+        second = subprocess.run([sys.executable, str(ROOT / "scheduler.py"), "--config",
+                                 str(site / "settings.toml")], cwd=site, capture_output=True,
+                                text=True, timeout=60)
+        assert second.returncode != 0 and "already running" in second.stderr
+    finally:
+        code, took = d.stop()
+    assert code == 0 and took < 15
+    text = d.text()
+    assert "daemon_stopped" in text and "Traceback" not in text
+    summaries = [json.loads(line) for line in text.splitlines()
+                 if line.startswith("{") and '"pull_cycle"' in line]
+    assert summaries and {"fetched", "created", "updated", "unchanged", "held", "quarantined",
+                          "duration_s"} <= set(summaries[0])
+
+
+def test_live_mapping_reload_bad_then_good(site: Path) -> None:
+    agencies = site / "mappings" / "agencies.toml"
+    good = agencies.read_text()
+    narrowed = good.replace("lapor_unit_ids = [6411019, 6411021, 6411022, 6411023, 6411024, "
+                            "6411025]", "lapor_unit_ids = [6411019]")
+    agencies.write_text(narrowed)
+    d = Daemon(site, level="info")
+    try:
+        wait_for(lambda: count(site, "SELECT count(*) FROM runs WHERE kind='pull' AND ok") > 0,
+                 what="first pull")
+        n0 = count(site, "SELECT count(*) FROM tickets")
+        agencies.write_text(narrowed.replace('code = "DINKES"', 'code = "dinkes"'))
+        wait_for(lambda: "mapping_invalid" in d.text(), 20, "the invalid mapping to be logged")
+        expected = subprocess.run([sys.executable, "-m", "connector", "--config",
+                                   str(site / "settings.toml"), "mappings", "check"],
+                                  cwd=site, capture_output=True, text=True).stderr.strip()
+        assert expected and expected.split(": ")[0] == "agencies.toml"
+        assert expected in d.text().replace('\\"', '"')  # the same message `mappings check` gives
+        status = subprocess.run([sys.executable, "-m", "connector", "--config",
+                                 str(site / "settings.toml"), "status", "--json"],
+                                cwd=site, capture_output=True, text=True)
+        assert status.returncode == 1 and "mapping_error" in status.stdout
+        # Routing goes on with the last good mapping.
+        wait_for(lambda: count(site, "SELECT count(*) FROM tickets") > n0, 30, "new tickets")
+        agencies.write_text(good)  # now extends routing to the kecamatan units
+        wait_for(lambda: "mapping_loaded" in d.text(), 20, "the good mapping")
+        wait_for(lambda: count(site, "SELECT count(*) FROM quarantine "
+                                     "WHERE reason='unmapped_unit'") == 0, 30,
+                 "held complaints to be routed")
+        assert count(site, "SELECT count(*) FROM tickets WHERE agency='SETDA'") > 0
+    finally:
+        code, _ = d.stop()
+    assert code == 0
+
+
+def personal_strings() -> list[str]:
+    """Identity and text the sandbox world carries today (same seed, same day)."""
+    w = World(seed=6411, complaints=30)
+    found: set[str] = set()
+    for r in w.records.values():
+        found.update({r["isi"], r["judul"]})
+        if r["pelapor"]:
+            found.update(v for v in r["pelapor"].values() if v)
+    # Whatever the generator adds later comes from these pools.
+    found.update(data.REPORTER_REPLIES + data.OBJECTIONS)
+    found.update(f"{a} {b}" for a in data.FIRST_NAMES for b in data.LAST_NAMES)
+    from connector.daemon import DemoOfficer
+    found.update(DemoOfficer.REPLIES)
+    found.update({"rahasia-demo-6411", "Perbaikan sudah dilaksanakan",
+                  "Laporan sudah kami terima"})
+    return sorted(found)
+
+
+@pytest.mark.parametrize("fmt", ["json", "console"])
+def test_debug_logs_carry_no_personal_data(site: Path, fmt: str) -> None:
+    d = Daemon(site, fmt=fmt, level="debug")
+    try:
+        wait_for(lambda: count(site, "SELECT count(*) FROM outbox WHERE state='sent'") > 1,
+                 what="follow-ups sent")
+        time.sleep(2)
+    finally:
+        code, _ = d.stop()
+    assert code == 0
+    text = d.text()
+    assert "record_synced" in text and "followup_sent" in text
+    leaks = [s for s in personal_strings() if s in text]
+    assert not leaks
+    assert not re.search(r"[\w.]+@contoh\.id", text)
+    assert not re.search(r"(?<!\d)08\d{9,}", text)
+    assert "Bearer " not in text.replace("Bearer [redacted]", "")
+    sync = subprocess.run([sys.executable, "-m", "connector", "--config",
+                           str(site / "settings.toml"), "sync"], cwd=site, capture_output=True,
+                          text=True, env={**os.environ, "LAPOR_CONNECTOR_LOG__FORMAT": fmt,
+                                          "LAPOR_CONNECTOR_LOG__LEVEL": "debug"})
+    assert sync.returncode == 0
+    assert not [s for s in personal_strings() if s in sync.stderr + sync.stdout]
+
+
+# -- the coordinator, without a process ----------------------------------------------------
+
+@pytest.mark.anyio
+async def test_coordinator_logs_failure_once_recovery_once_and_backs_off() -> None:
+    import structlog.testing
+
+    now = [0.0]
+    outcomes = [LaporUnavailable("down")] * 4 + [None, None]
+    calls = []
+
+    async def job() -> None:
+        calls.append(now[0])
+        result = outcomes.pop(0) if outcomes else None
+        if result is not None:
+            raise result
+
+    c = Coordinator("pull", job, interval_s=10, max_backoff_s=100, clock=lambda: now[0],
+                    rng=lambda: 0.0)
+    with structlog.testing.capture_logs() as logs:
+        for _ in range(60):
+            await c.tick()
+            now[0] += 5
+    events = [e["event"] for e in logs]
+    assert events.count("pull_failing") == 1 and events.count("pull_recovered") == 1
+    gaps = [b - a for a, b in zip(calls, calls[1:], strict=False)][:4]
+    assert gaps == sorted(gaps) and gaps[0] >= 10 and gaps[3] >= 80  # backs off on its own
+    assert c.failures == 0
