@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import sys
 from collections.abc import Callable, Sequence
@@ -31,7 +32,7 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     # --config is accepted before or after the command; SUPPRESS keeps a subcommand's
     # default from overwriting a value given before it.
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     common.add_argument("--config", type=Path, default=argparse.SUPPRESS,
                         help="settings file (default: $LAPOR_CONNECTOR_CONFIG or ./settings.toml)")
     p = _Parser(prog="lapor-connector", parents=[common],
@@ -132,10 +133,8 @@ def _logging(config: Config) -> None:
     from connector.settings import load_credentials
 
     secret = ""
-    try:
+    with contextlib.suppress(ConnectorError):
         secret = load_credentials(config).client_secret
-    except ConnectorError:
-        pass
     configure(config.settings.log.level, config.settings.log.format, secrets=[secret])
 
 
@@ -197,7 +196,7 @@ def _tracker() -> Any:
 def cmd_tickets_list(config: Config, args: argparse.Namespace) -> int:
     store = _store(config)
     try:
-        rows = store.run(lambda c: _tracker().list(c, args.agency, args.status))
+        rows = store.run(lambda c: _tracker().list_tickets(c, args.agency, args.status))
     finally:
         store.close()
     if args.json:

@@ -109,8 +109,8 @@ class DemoOfficer:
         from connector.sync.push import ingest
         from connector.tracker.builtin import OfficerAction
 
-        open_ = [t for t in tracker.list(conn, status="new")] + \
-            [t for t in tracker.list(conn, status="in_progress")]
+        open_ = tracker.list_tickets(conn, status="new") + \
+            tracker.list_tickets(conn, status="in_progress")
         if not open_:
             return None
         ticket = self.rng.choice(open_)

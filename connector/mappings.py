@@ -6,6 +6,7 @@ find it; TOML syntax errors carry line and column.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import tomllib
 from dataclasses import dataclass, field
@@ -153,7 +154,8 @@ def _check_agencies(parsed: AgenciesFile, problems: list[str]) -> dict[int, str]
     for i, agency in enumerate(parsed.agency, start=1):
         entry = f"agency[{i}] {agency.code}"
         if agency.code in codes:
-            problems.append(f"{AGENCIES}: {entry}: code: duplicate code, also agency[{codes[agency.code]}]")
+            problems.append(f"{AGENCIES}: {entry}: code: duplicate code, also "
+                            f"agency[{codes[agency.code]}]")
         codes.setdefault(agency.code, i)
         for unit in agency.lapor_unit_ids:
             owner = unit_to_agency.get(unit)
@@ -224,10 +226,8 @@ def load(directory: Path) -> Mappings:
             continue
         raw[name] = _read(path, problems)
         if path.exists():
-            try:
+            with contextlib.suppress(OSError):
                 digest.update(name.encode() + path.read_bytes())
-            except OSError:
-                pass
     agencies = statuses = categories = None
     unit_to_agency: dict[int, str] = {}
     cats: dict[int, str] = {}

@@ -165,7 +165,7 @@ def campaign(workdir: Path, *, complaints: int = 1500, changes: int = 30, kills:
     faults = faults if faults is not None else {
         "rate_5xx": 0.03, "move_rate": 0.3, "duplicate_rate": 0.2, "token_max_uses": 50,
         "late_commit_s": 20, "late_commit_rate": 0.05}
-    fig = Figures(complaints=complaints, faults=sorted(faults) + ["sigkill"])
+    fig = Figures(complaints=complaints, faults=[*sorted(faults), "sigkill"])
     sandbox = Sandbox(workdir, complaints, seed, faults)
     try:
         conn = Connector(workdir, sandbox)

@@ -70,9 +70,12 @@ async def _serve(rt: Runtime) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
 
+    def write_mapping_state(c: Any) -> None:
+        state.set_value(c, MAPPING_VERSION, rt.mappings().version)
+        state.set_value(c, MAPPING_ERROR, rt.mappings.error or "")
+
     async def publish_mapping() -> None:
-        await ctx.db(lambda c: (state.set_value(c, MAPPING_VERSION, rt.mappings().version),
-                                state.set_value(c, MAPPING_ERROR, rt.mappings.error or "")))
+        await ctx.db(write_mapping_state)
 
     async def reload_mappings() -> None:
         before = rt.mappings.error

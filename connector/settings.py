@@ -118,13 +118,13 @@ class Settings(BaseSettings):
         case_sensitive=False,
     )
 
-    lapor: LaporSettings = LaporSettings()
-    storage: StorageSettings = StorageSettings()
-    mappings: MappingsSettings = MappingsSettings()
-    sync: SyncSettings = SyncSettings()
-    attachments: AttachmentSettings = AttachmentSettings()
-    log: LogSettings = LogSettings()
-    sandbox: SandboxSettings = SandboxSettings()
+    lapor: LaporSettings = Field(default_factory=LaporSettings)
+    storage: StorageSettings = Field(default_factory=StorageSettings)
+    mappings: MappingsSettings = Field(default_factory=MappingsSettings)
+    sync: SyncSettings = Field(default_factory=SyncSettings)
+    attachments: AttachmentSettings = Field(default_factory=AttachmentSettings)
+    log: LogSettings = Field(default_factory=LogSettings)
+    sandbox: SandboxSettings = Field(default_factory=SandboxSettings)
 
     @classmethod
     def settings_customise_sources(

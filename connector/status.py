@@ -105,7 +105,8 @@ def render(rep: dict[str, Any]) -> str:
     q = rep["quarantine"]
     lines.append("Quarantine: " + (", ".join(f"{k}={v}" for k, v in sorted(q.items())) or "empty"))
     mp = rep["mapping"]
+    error = f"; error: {mp['error']}" if mp["error"] else ""
     lines.append(f"Mapping: files {mp['files_version'] or 'INVALID'}, daemon loaded "
-                 f"{mp['loaded_version'] or '-'}" + (f"; error: {mp['error']}" if mp["error"] else ""))
+                 f"{mp['loaded_version'] or '-'}{error}")
     lines.append(f"Overdue tickets (new, past due): {rep['overdue']['count']}")
     return "\n".join(lines)

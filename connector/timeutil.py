@@ -63,7 +63,11 @@ def is_working_day(day: date) -> bool:
 
 def add_working_days(start: datetime, days: int) -> datetime:
     """End (23:59:59 WITA) of the ``days``-th working day after ``start``'s WITA date."""
-    local = as_utc(start).astimezone(WITA).date()
+    return _working_days_after(as_utc(start).astimezone(WITA).date(), days)
+
+
+@lru_cache(maxsize=4096)
+def _working_days_after(local: date, days: int) -> datetime:
     counted = 0
     while counted < days:
         local += timedelta(days=1)

@@ -47,7 +47,7 @@ class Harness:
         return await self.pull(), await self.push()
 
     def tickets(self) -> list[dict[str, Any]]:
-        return self.store.run(lambda c: self.tracker.list(c))
+        return self.store.run(lambda c: self.tracker.list_tickets(c))
 
     def ticket(self, tracking_id: int | str) -> dict[str, Any]:
         return next(t for t in self.tickets() if t["tracking_id"] == str(tracking_id))

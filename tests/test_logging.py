@@ -42,6 +42,11 @@ def test_redactor_is_a_pure_function(event: dict[str, Any], expected: dict[str, 
     assert event == before
 
 
+def test_short_plain_secret_is_masked_even_on_the_fast_path() -> None:
+    out = Redactor(["s3cret-key"])(None, "info", {"event": "x", "value": "s3cret-key"})
+    assert out["value"] == REDACTED
+
+
 def test_configured_secrets_are_masked_anywhere() -> None:
     out = Redactor(["rahasia-demo-6411"])(None, "info", {
         "event": "login with rahasia-demo-6411", "detail": "x rahasia-demo-6411"})

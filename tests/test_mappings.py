@@ -124,7 +124,7 @@ def test_categories_are_optional_but_validated(mdir: Path) -> None:
 
 def test_missing_file_and_folder(mdir: Path) -> None:
     (mdir / "statuses.toml").unlink()
-    with pytest.raises(MappingError, match="statuses.toml: -: -: file not found"):
+    with pytest.raises(MappingError, match=r"statuses\.toml: -: -: file not found"):
         load(mdir)
     with pytest.raises(MappingError, match="not found"):
         load(mdir / "nope")
@@ -132,7 +132,7 @@ def test_missing_file_and_folder(mdir: Path) -> None:
 
 def test_unreadable_file(mdir: Path) -> None:
     (mdir / "agencies.toml").write_bytes(b"\xff\xfe\x00 bad")
-    with pytest.raises(MappingError, match="agencies.toml: -: -: cannot read"):
+    with pytest.raises(MappingError, match=r"agencies\.toml: -: -: cannot read"):
         load(mdir)
 
 

@@ -10,8 +10,7 @@ import pytest
 from sqlalchemy import inspect, select
 
 from connector.errors import InstanceLocked, StorageError
-from connector.store import Store
-from connector.store import state
+from connector.store import Store, state
 from connector.store.schema import links, tickets
 from connector.sync.core import LinkState, OutboxPlan
 from connector.tracker.base import NewTicket

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -77,8 +76,9 @@ async def test_upstream_changes_reach_the_tickets(h: Harness, world: World,
                                                   fake_time: FakeTime) -> None:
     await h.sync()
     recs = world.records
-    selesai = next(t for t, r in recs.items() if r["status"] == "selesai" and world._visible(t, 6411))
-    open_ = [t for t, r in recs.items() if r["status"] == "terdisposisi" and world._visible(t, 6411)]
+    mine = [t for t in recs if world._visible(t, 6411)]
+    selesai = next(t for t in mine if recs[t]["status"] == "selesai")
+    open_ = [t for t in mine if recs[t]["status"] == "terdisposisi"]
     archive, moved, out, reply = open_[:4]
     fake_time.t += 5
     world.event("objection", selesai)
@@ -133,7 +133,8 @@ async def test_entries_for_one_complaint_go_in_order(h: Harness, world: World) -
     h.officer(t["id"], reply="Kedua.")
     h.officer(t["id"], status="resolved", reply="Ketiga.")
     await h.sync()
-    fu = [f for f in world.records[int(t["tracking_id"])]["tindak_lanjut"] if f["oleh"] == "instansi"]
+    rec = world.records[int(t["tracking_id"])]
+    fu = [f for f in rec["tindak_lanjut"] if f["oleh"] == "instansi"]
     assert [f["isi"] for f in fu][-3:] == ["Pertama.", "Kedua.", "Ketiga."]
     assert world.records[int(t["tracking_id"])]["status"] == "selesai"
 

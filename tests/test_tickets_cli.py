@@ -49,7 +49,8 @@ def test_ticket_json_shape(synced: Path, capsys: Any) -> None:
         assert r["due_at"] is None or r["due_at"].endswith("+00:00")
         assert r["restricted"] == r["confidential"]
         for m in r["messages"]:
-            assert m["direction"] in ("in", "out", "internal") and {"author", "text", "at"} <= set(m)
+            assert m["direction"] in ("in", "out", "internal")
+            assert {"author", "text", "at"} <= set(m)
     assert any(r["confidential"] for r in rows) and any(r["anonymous"] for r in rows)
 
 

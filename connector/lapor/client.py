@@ -422,7 +422,8 @@ class LaporClient:
                     Path(tmp).unlink(missing_ok=True)
                     raise
         except (httpx.TimeoutException, httpx.TransportError) as exc:
-            raise LaporUnavailable(f"attachment download failed: {exc.__class__.__name__}") from None
+            raise LaporUnavailable(
+                f"attachment download failed: {exc.__class__.__name__}") from None
 
 
 def _safe_name(attachment_id: str) -> str:

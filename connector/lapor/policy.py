@@ -14,7 +14,7 @@ from datetime import datetime
 class Outcome(enum.Enum):
     OK = "ok"
     RETRY = "retry"  # back off (honouring Retry-After) within the call's deadline
-    REFRESH_TOKEN = "refresh_token"  # fetch a new token once, repeat the call
+    REFRESH_TOKEN = "refresh_token"  # noqa: S105 - fetch a new token once, repeat the call
     FATAL_AUTH = "fatal_auth"  # credentials refused: a person must act
     CURSOR_EXPIRED = "cursor_expired"  # restart the feed from the caller's watermark
     REJECT = "reject"  # a permanent answer for this request: raise a typed error at once

@@ -101,10 +101,11 @@ TEXTS: dict[int, list[tuple[str, str]]] = {
            "Saya membawa anak berobat dari {kampung} dan menunggu lebih dari lima jam. Mohon "
            "ditambah petugas pendaftaran.")],
     103: [("Kartu BPJS belum aktif",
-           "Kartu jaminan kesehatan keluarga kami di {kampung} belum aktif padahal sudah didaftarkan "
-           "sejak tiga bulan lalu.")],
+           "Kartu jaminan kesehatan keluarga kami di {kampung} belum aktif padahal sudah "
+           "didaftarkan sejak tiga bulan lalu.")],
     201: [("Atap SD di {kampung} bocor",
-           "Atap ruang kelas SD di {kampung} bocor sehingga murid belajar di lantai basah saat hujan.")],
+           "Atap ruang kelas SD di {kampung} bocor sehingga murid belajar di lantai basah "
+           "saat hujan.")],
     202: [("Guru jarang hadir di {kampung}",
            "Guru kelas rendah di {kampung} jarang hadir, anak-anak pulang sebelum jam sembilan.")],
     203: [("Pencairan beasiswa terlambat",
@@ -144,7 +145,8 @@ TEXTS: dict[int, list[tuple[str, str]]] = {
     802: [("Jadwal penerbangan Datah Dawai tidak pasti",
            "Penerbangan perintis dari Datah Dawai sering batal tanpa informasi kepada penumpang.")],
     901: [("Sinyal internet hilang",
-           "Sinyal internet di {kampung} hilang sejak menara rusak, sekolah tidak bisa ujian daring.")],
+           "Sinyal internet di {kampung} hilang sejak menara rusak, sekolah tidak bisa "
+           "ujian daring.")],
 }
 
 FIRST_NAMES = [

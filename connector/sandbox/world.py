@@ -502,7 +502,7 @@ class World:
             "redispose_out": ("terdisposisi", "ditindaklanjuti"),
             "archive": ("terdisposisi", "ditindaklanjuti"),
             "close": ("selesai",),
-            "touch": OPEN_FOR_POSTING + ("ditutup", "diarsipkan"),
+            "touch": (*OPEN_FOR_POSTING, "ditutup", "diarsipkan"),
         }
         if kind not in wants:
             raise ValueError(f"unknown event {kind!r}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import zlib
 
 from sqlalchemy import Connection, Engine, create_engine, text
@@ -40,10 +41,8 @@ class PostgresBackend(Backend):
 
     def release_instance_lock(self) -> None:
         if self._lock_conn is not None:
-            try:
+            with contextlib.suppress(DBAPIError):
                 self._lock_conn.close()
-            except DBAPIError:
-                pass
             self._lock_conn = None
 
     def is_busy(self, exc: DBAPIError) -> bool:

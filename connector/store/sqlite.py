@@ -10,7 +10,6 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.pool import NullPool
 
 from connector.errors import InstanceLocked
 from connector.store.base import Backend
@@ -34,8 +33,10 @@ class SqliteBackend(Backend):
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
             os.close(fd)
             os.chmod(self.path, 0o600)
+        # A small pool: connections (and their PRAGMAs) are reused across transactions;
+        # check_same_thread is off because transactions run in worker threads.
         engine = create_engine(
-            self.url, poolclass=NullPool,
+            self.url, pool_size=4, max_overflow=4, pool_pre_ping=False,
             connect_args={"timeout": BUSY_TIMEOUT_MS / 1000, "check_same_thread": False},
         )
 

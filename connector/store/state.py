@@ -10,11 +10,16 @@ import json
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, delete, func, insert, select, update
+from sqlalchemy import Connection, bindparam, delete, func, insert, select, update
 
 from connector.store.schema import kv, links, outbox, quarantine, runs
 from connector.sync.core import Held, LinkState, OutboxPlan, OwnPost
 from connector.timeutil import as_utc, iso
+
+# Statements with their parameters bound at execution: compiled once, cached (hot path).
+_KV_UPDATE = update(kv).where(kv.c.key == bindparam("k"))
+_LINK_UPDATE = update(links).where(links.c.tracking_id == bindparam("tid"))
+_QUARANTINE_DELETE = delete(quarantine).where(quarantine.c.tracking_id == bindparam("tid"))
 
 WATERMARK = "pull_watermark"
 TRACKER_CURSOR = "tracker_cursor"
@@ -27,8 +32,8 @@ def get_value(conn: Connection, key: str) -> str | None:
 
 
 def set_value(conn: Connection, key: str, value: str) -> None:
-    if conn.execute(update(kv).where(kv.c.key == key).values(value=value)).rowcount == 0:
-        conn.execute(insert(kv).values(key=key, value=value))
+    if conn.execute(_KV_UPDATE, {"k": key, "value": value}).rowcount == 0:
+        conn.execute(insert(kv), {"key": key, "value": value})
 
 
 def get_watermark(conn: Connection) -> datetime | None:
@@ -66,17 +71,26 @@ def get_link(conn: Connection, tracking_id: str) -> LinkState | None:
     return get_links(conn, [tracking_id]).get(tracking_id)
 
 
-def save_link(conn: Connection, link: LinkState, now: datetime) -> None:
-    values = {
+def _link_values(link: LinkState, now: datetime) -> dict[str, Any]:
+    return {
         "ticket_ref": link.ticket_ref, "agency": link.agency, "lapor_status": link.lapor_status,
         "lapor_updated_at": link.lapor_updated_at, "unit_ids": json.dumps(list(link.unit_ids)),
         "seen_followups": json.dumps(sorted(link.seen_followups, key=_num)),
         "closed": link.closed, "updated_at": now,
     }
-    done = conn.execute(update(links).where(links.c.tracking_id == link.tracking_id)
-                        .values(**values)).rowcount
+
+
+def insert_links(conn: Connection, new: list[LinkState], now: datetime) -> None:
+    if new:
+        conn.execute(insert(links), [{"tracking_id": link.tracking_id, "created_at": now,
+                                      **_link_values(link, now)} for link in new])
+
+
+def save_link(conn: Connection, link: LinkState, now: datetime) -> None:
+    done = conn.execute(_LINK_UPDATE, {"tid": link.tracking_id,
+                                       **_link_values(link, now)}).rowcount
     if not done:
-        conn.execute(insert(links).values(tracking_id=link.tracking_id, created_at=now, **values))
+        insert_links(conn, [link], now)
 
 
 def add_seen(conn: Connection, tracking_id: str, followup_id: str) -> None:
@@ -118,7 +132,7 @@ def hold(conn: Connection, tracking_id: str, reason: str, detail: str,
 
 
 def release(conn: Connection, tracking_id: str) -> None:
-    conn.execute(delete(quarantine).where(quarantine.c.tracking_id == tracking_id))
+    conn.execute(_QUARANTINE_DELETE, {"tid": tracking_id})
 
 
 def retry_candidates(conn: Connection) -> dict[str, Held]:

@@ -32,5 +32,10 @@ class SyncContext:
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def db(self, fn: Callable[[Connection], T]) -> T:
-        """Run one transaction off the event loop (SQLite may wait on its busy timeout)."""
-        return await asyncio.to_thread(self.store.run, fn)
+        """Run one transaction, whole: no await inside, so no cancellation can split it.
+
+        Run on the loop's own thread on purpose: in a worker thread, SQLite's per-row
+        release of the GIL convoys behind the event loop and a commit takes many times
+        longer. Transactions are short; the loop waits at most the busy timeout.
+        """
+        return self.store.run(fn)

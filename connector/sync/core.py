@@ -19,7 +19,7 @@ WORKING_DAYS_TO_FOLLOW_UP = 5
 AUTHORS = {"pelapor": "Pelapor (LAPOR!)", "admin": "Admin LAPOR!", "instansi": "Instansi (LAPOR!)"}
 
 
-class Reason(str, enum.Enum):
+class Reason(enum.StrEnum):
     UNMAPPED_UNIT = "unmapped_unit"
     INVALID_RECORD = "invalid_record"
     NOT_FOUND = "not_found"
@@ -58,7 +58,7 @@ class OwnPost:
     text: str
 
 
-class Kind(str, enum.Enum):
+class Kind(enum.StrEnum):
     CREATE = "created"
     UPDATE = "updated"
     UNCHANGED = "unchanged"
@@ -164,8 +164,8 @@ def decide(c: m.Complaint, link: LinkState | None, mappings: Mappings, instansi_
         first = min((d.at for d, _ in routed), default=c.submitted_at)
         extra = [f"Juga didisposisikan ke unit {d.unit_id} ({a})" for d, a in routed[1:]
                  if a != agency]
-        msgs = new_msgs + tuple(NewMessage("internal", "Konektor LAPOR!", t, c.updated_at)
-                                for t in extra)
+        first_msgs = new_msgs + tuple(NewMessage("internal", "Konektor LAPOR!", t, c.updated_at)
+                                      for t in extra)
         ticket = NewTicket(
             tracking_id=c.tracking_id, agency=agency, status=local_status, lapor_status=c.status,
             title=c.title, body=c.body, classification=c.classification,
@@ -181,7 +181,7 @@ def decide(c: m.Complaint, link: LinkState | None, mappings: Mappings, instansi_
                               for a in c.attachments),
             submitted_at=c.submitted_at,
             due_at=c.deadline or add_working_days(first, WORKING_DAYS_TO_FOLLOW_UP),
-            messages=msgs,
+            messages=first_msgs,
         )
         return Decision(Kind.CREATE, c.tracking_id, ticket=ticket, link=new_link,
                         fail_outbox=_fail_code(c, ours))

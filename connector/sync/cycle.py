@@ -21,7 +21,7 @@ async def run_cycle(ctx: SyncContext, kind: str) -> dict[str, Any]:
     started, t0 = ctx.now(), time.monotonic()
     fn = pull if kind == "pull" else push
     try:
-        stats = (await fn(ctx)).as_dict()
+        stats: dict[str, Any] = dict((await fn(ctx)).as_dict())
     except (ConnectorError, OSError) as exc:
         await _record(ctx, kind, started, False, {"duration_s": _dur(t0)}, str(exc))
         raise

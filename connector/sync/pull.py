@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -38,7 +39,7 @@ async def pull(ctx: SyncContext) -> PullStats:
     stats = PullStats()
     overlap = timedelta(seconds=ctx.config.settings.sync.overlap_s)
     watermark: list[datetime | None] = [await ctx.db(state.get_watermark)]
-    processed: set[str] = set()
+    processed: dict[str, datetime | None] = {}
 
     def since() -> datetime | None:
         # Always from the committed watermark, never this machine's clock.
@@ -47,25 +48,53 @@ async def pull(ctx: SyncContext) -> PullStats:
 
     page_size = ctx.config.settings.lapor.page_size
     # Commit in chunks, in feed order: tickets appear while a large backlog is read, and a
-    # crash loses at most one chunk of work, never a record.
-    chunk = max(10, ctx.config.settings.lapor.detail_concurrency * 5)
-    async for page in ctx.client.feed(since, page_size):
-        stats.pages += 1
-        stats.fetched += len(page.items)
-        items = core.dedupe(page.items)
-        for start in range(0, len(items), chunk):
-            if ctx.stopping.is_set():
-                return stats  # everything so far is committed with its watermark
-            part = items[start:start + chunk]
-            watermark[0] = await _process(ctx, part, stats)
-            processed.update(i.tracking_id for i in part)
-    await _retry_held(ctx, stats, processed)
+    # crash loses at most one chunk of work, never a record. The commit of one chunk runs
+    # while the details of the next are fetched; decisions are made inside the commit's
+    # transaction, on fresh state.
+    chunk = max(20, ctx.config.settings.lapor.detail_concurrency * 10)
+    pending: asyncio.Task[_Committed] | None = None
+
+    def settle(done: _Committed) -> None:
+        watermark[0] = done.watermark
+        _count(stats, done.decisions)
+
+    try:
+        async for page in ctx.client.feed(since, page_size):
+            stats.pages += 1
+            stats.fetched += len(page.items)
+            items = core.dedupe(page.items)
+            for start in range(0, len(items), chunk):
+                if ctx.stopping.is_set():
+                    return stats  # everything before is committed with its watermark
+                part = items[start:start + chunk]
+                work = await _fetch(ctx, part, stats, processed)
+                if pending is not None:
+                    settle(await pending)
+                pending = asyncio.create_task(ctx.db(_committer(ctx, work)))
+                processed.update((i.tracking_id, i.updated_at) for i in part)
+        if pending is not None:
+            settle(await pending)
+            pending = None
+    finally:
+        if pending is not None:  # an error or a stop: let the commit in flight finish whole
+            await asyncio.wait([pending])
+    await _retry_held(ctx, stats, set(processed))
     return stats
 
 
-async def _process(ctx: SyncContext, items: list[m.Summary | m.BadSummary],
-                   stats: PullStats) -> datetime | None:
-    """Decide a run of feed items and commit them with the watermark after them."""
+@dataclass
+class _Work:
+    """One chunk between fetch and commit."""
+
+    ids: list[str]
+    fetched: dict[str, m.Complaint | core.Decision]
+    bad: list[core.Decision]
+    high: datetime | None
+
+
+async def _fetch(ctx: SyncContext, items: list[m.Summary | m.BadSummary], stats: PullStats,
+                 processed: dict[str, datetime | None]) -> _Work:
+    """Pick what needs a detail request (on possibly stale state) and fetch it."""
     ids = [i.tracking_id for i in items]
     mappings = ctx.mappings()
 
@@ -73,7 +102,7 @@ async def _process(ctx: SyncContext, items: list[m.Summary | m.BadSummary],
         return state.get_links(conn, ids), state.get_held(conn, ids)
 
     links, held = await ctx.db(load)
-    decisions: list[core.Decision] = []
+    bad: list[core.Decision] = []
     wanted: list[str] = []
     for item in items:
         if isinstance(item, m.BadSummary):
@@ -82,52 +111,78 @@ async def _process(ctx: SyncContext, items: list[m.Summary | m.BadSummary],
                 continue
             prev = held.get(item.tracking_id)
             if prev is None or prev.retry_requested or prev.lapor_updated_at != item.updated_at:
-                decisions.append(core.quarantine(
+                bad.append(core.quarantine(
                     item.tracking_id, core.Reason.INVALID_RECORD,
                     "invalid fields: " + ", ".join(item.fields), item.updated_at))
             else:
                 stats.unchanged += 1
-        elif core.needs_detail(item, links.get(item.tracking_id), held.get(item.tracking_id),
-                               mappings):
+        elif processed.get(item.tracking_id) != item.updated_at and core.needs_detail(
+                item, links.get(item.tracking_id), held.get(item.tracking_id), mappings):
             wanted.append(item.tracking_id)
         else:
             stats.unchanged += 1
-    decisions += await _details(ctx, wanted, links, mappings)
     stats.details += len(wanted)
     high = max((i.updated_at for i in items if i.updated_at is not None), default=None)
-    result = await ctx.db(lambda conn: _apply(ctx, conn, decisions, high))
-    _count(stats, decisions)
-    return result
+    return _Work(ids, await _fetch_details(ctx, wanted), bad, high)
 
 
-async def _details(ctx: SyncContext, ids: list[str], links: dict[str, core.LinkState],
-                   mappings: Any) -> list[core.Decision]:
-    """Fetch details concurrently (the client's budget paces them) and decide each."""
+async def _fetch_details(ctx: SyncContext, ids: list[str]) -> dict[str, m.Complaint |
+                                                                   core.Decision]:
+    """Details, concurrently (the client's budget paces them); skips become quarantine."""
     if not ids:
-        return []
-    own = await ctx.db(lambda conn: state.own_posts(conn, ids))
+        return {}
     sem = asyncio.Semaphore(ctx.config.settings.lapor.detail_concurrency)
-    instansi = ctx.config.settings.lapor.instansi_id
 
-    async def one(tid: str) -> core.Decision:
+    async def one(tid: str) -> m.Complaint | core.Decision:
         async with sem:
             try:
-                complaint = await ctx.client.complaint(tid)
+                return await ctx.client.complaint(tid)
             except SkipRecord as exc:
                 return core.quarantine(tid, exc.reason, exc.detail)
             except Rejected as exc:
                 return core.quarantine(tid, exc.kode, f"LAPOR! answered {exc.status}")
-        return core.decide(complaint, links.get(tid), mappings, instansi, own.get(tid, ()))
 
     async with asyncio.TaskGroup() as tg:
-        tasks = [tg.create_task(one(tid)) for tid in ids]
-    return [t.result() for t in tasks]
+        tasks = {tid: tg.create_task(one(tid)) for tid in ids}
+    return {tid: t.result() for tid, t in tasks.items()}
+
+
+@dataclass
+class _Committed:
+    watermark: datetime | None
+    decisions: list[core.Decision]
+
+
+def _committer(ctx: SyncContext, work: _Work) -> Callable[[Connection], _Committed]:
+    return lambda conn: _commit(ctx, conn, work)
+
+
+def _commit(ctx: SyncContext, conn: Connection, work: _Work) -> _Committed:
+    """Decide on fresh state and commit the chunk with its watermark, in one transaction."""
+    mappings = ctx.mappings()
+    instansi = ctx.config.settings.lapor.instansi_id
+    ids = list(work.fetched)
+    links = state.get_links(conn, ids)
+    held = state.get_held(conn, ids)
+    own = state.own_posts(conn, ids)
+    decisions = list(work.bad)
+    for tid, got in work.fetched.items():
+        if isinstance(got, core.Decision):
+            decisions.append(got)
+        else:
+            decisions.append(core.decide(got, links.get(tid), mappings, instansi,
+                                         own.get(tid, ())))
+    return _Committed(_apply(ctx, conn, decisions, work.high, held), decisions)
 
 
 def _apply(ctx: SyncContext, conn: Connection, decisions: list[core.Decision],
-           page_max: datetime | None) -> datetime | None:
-    """Commit every decision of a page and the watermark in one transaction."""
+           page_max: datetime | None, held: dict[str, core.Held]) -> datetime | None:
+    """Execute decisions and move the watermark, inside the caller's transaction."""
     now = ctx.now()
+    creates = [d for d in decisions if d.kind is core.Kind.CREATE]
+    refs = ctx.tracker.create_tickets(conn, [d.ticket for d in creates if d.ticket], now)
+    state.insert_links(conn, [replace(d.link, ticket_ref=ref)
+                              for d, ref in zip(creates, refs, strict=True) if d.link], now)
     for d in decisions:
         if d.kind in (core.Kind.HOLD, core.Kind.QUARANTINE):
             state.hold(conn, d.tracking_id, d.reason or "unknown", d.detail,
@@ -136,17 +191,15 @@ def _apply(ctx: SyncContext, conn: Connection, decisions: list[core.Decision],
                      reason=d.reason)
             continue
         assert d.link is not None
-        link = d.link
-        if d.kind is core.Kind.CREATE:
-            assert d.ticket is not None
-            link = replace(link, ticket_ref=ctx.tracker.create_ticket(conn, d.ticket, now))
-        elif d.kind is core.Kind.UPDATE:
-            assert d.update is not None
-            ctx.tracker.apply_update(conn, link.ticket_ref, d.update, now)
-        state.save_link(conn, link, now)
-        state.release(conn, d.tracking_id)
-        if d.fail_outbox:
-            state.fail_pending(conn, d.tracking_id, d.fail_outbox)
+        if d.kind is not core.Kind.CREATE:
+            if d.kind is core.Kind.UPDATE:
+                assert d.update is not None
+                ctx.tracker.apply_update(conn, d.link.ticket_ref, d.update, now)
+            state.save_link(conn, d.link, now)
+            if d.fail_outbox:  # a new ticket has no outbox entries yet
+                state.fail_pending(conn, d.tracking_id, d.fail_outbox)
+        if d.tracking_id in held:
+            state.release(conn, d.tracking_id)
         if d.kind is not core.Kind.UNCHANGED:
             log.info("record_synced", tracking_id=d.tracking_id, action=d.kind.value)
     if page_max is None:
@@ -169,11 +222,10 @@ async def _retry_held(ctx: SyncContext, stats: PullStats, processed: set[str]) -
                               and core.unmapped_now_mapped(h, mappings)))]
     if not ids:
         return
-    links = await ctx.db(lambda conn: state.get_links(conn, ids))
     try:
-        decisions = await _details(ctx, ids, links, mappings)
+        fetched = await _fetch_details(ctx, ids)
     except* RetryLater as group:
         raise group.exceptions[0] from None
     stats.details += len(ids)
-    await ctx.db(lambda conn: _apply(ctx, conn, decisions, None))
-    _count(stats, decisions)
+    done = await ctx.db(_committer(ctx, _Work(ids, fetched, [], None)))
+    _count(stats, done.decisions)

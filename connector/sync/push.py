@@ -86,15 +86,16 @@ async def _send(ctx: SyncContext, e: Any, mappings: Mappings, stats: PushStats) 
         receipt = await ctx.client.post_follow_up(
             tid, request, e.idempotency_key)
     except Rejected as exc:
-        await ctx.db(lambda conn: state.mark_failed(conn, eid, exc.kode))
+        kode = exc.kode
+        await ctx.db(lambda conn: state.mark_failed(conn, eid, kode))
         stats.failed += 1
-        log.warning("followup_failed", tracking_id=tid, outbox_id=eid, code=exc.kode)
+        log.warning("followup_failed", tracking_id=tid, outbox_id=eid, code=kode)
         return
     except LaporUnavailable as exc:
         attempts = e.attempts + 1
         delay = backoff(attempts, 30.0, ctx.config.settings.sync.max_backoff_s, 0.0)
-        await ctx.db(lambda conn: state.mark_retry(conn, eid, exc.kode or "unavailable",
-                                                   delay, ctx.now()))
+        reason = exc.kode or "unavailable"
+        await ctx.db(lambda conn: state.mark_retry(conn, eid, reason, delay, ctx.now()))
         stats.deferred += 1
         raise
 

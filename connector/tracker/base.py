@@ -75,6 +75,11 @@ class Tracker(abc.ABC):
     def create_ticket(self, conn: Connection, ticket: NewTicket, now: datetime) -> str:
         """Create the ticket; returns its reference (local id, as text)."""
 
+    def create_tickets(self, conn: Connection, new: list[NewTicket],
+                       now: datetime) -> list[str]:
+        """Create several tickets at once (a backlog); the same as one by one, in order."""
+        return [self.create_ticket(conn, t, now) for t in new]
+
     @abc.abstractmethod
     def apply_update(self, conn: Connection, ref: str, update: TicketUpdate,
                      now: datetime) -> None:
