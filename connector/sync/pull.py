@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timedelta
-from typing import Any
 
 import structlog
 from sqlalchemy import Connection
@@ -18,6 +18,8 @@ from connector.sync import core
 from connector.sync.context import SyncContext
 
 log = structlog.get_logger("connector.pull")
+CHUNK = 100
+COMMIT_EVERY_S = 5.0
 
 
 @dataclass
@@ -47,61 +49,69 @@ async def pull(ctx: SyncContext) -> PullStats:
         return None if wm is None else wm - overlap
 
     page_size = ctx.config.settings.lapor.page_size
-    # Commit in chunks, in feed order: tickets appear while a large backlog is read, and a
-    # crash loses at most one chunk of work, never a record. The commit of one chunk runs
-    # while the details of the next are fetched; decisions are made inside the commit's
+    batch = ctx.config.settings.lapor.detail_concurrency * 2
+    # Commit in feed order, at the latest every COMMIT_EVERY_S or CHUNK records: tickets
+    # appear while a large backlog is read under the request budget, and a crash loses at
+    # most one chunk of work, never a record. Decisions are made inside the commit's
     # transaction, on fresh state.
-    chunk = max(20, ctx.config.settings.lapor.detail_concurrency * 10)
-    pending: asyncio.Task[_Committed] | None = None
+    acc: list[_Work] = []
+    since_first = [0.0]
 
-    def settle(done: _Committed) -> None:
-        watermark[0] = done.watermark
-        _count(stats, done.decisions)
+    async def flush() -> None:
+        if acc:
+            done = await ctx.db(_committer(ctx, _Work.merge(acc)))
+            acc.clear()
+            watermark[0] = done.watermark
+            _count(stats, done.decisions)
 
-    try:
-        async for page in ctx.client.feed(since, page_size):
-            stats.pages += 1
-            stats.fetched += len(page.items)
-            items = core.dedupe(page.items)
-            for start in range(0, len(items), chunk):
-                if ctx.stopping.is_set():
-                    return stats  # everything before is committed with its watermark
-                part = items[start:start + chunk]
-                work = await _fetch(ctx, part, stats, processed)
-                if pending is not None:
-                    settle(await pending)
-                pending = asyncio.create_task(ctx.db(_committer(ctx, work)))
-                processed.update((i.tracking_id, i.updated_at) for i in part)
-        if pending is not None:
-            settle(await pending)
-            pending = None
-    finally:
-        if pending is not None:  # an error or a stop: let the commit in flight finish whole
-            await asyncio.wait([pending])
+    async for page in ctx.client.feed(since, page_size):
+        stats.pages += 1
+        stats.fetched += len(page.items)
+        items = core.dedupe(page.items)
+        ids = [i.tracking_id for i in items]
+        # State as of the last commit; decisions re-read it inside their transaction.
+        known = await ctx.db(_loader(ids))
+        for start in range(0, len(items), batch):
+            if ctx.stopping.is_set():
+                await flush()
+                return stats  # everything fetched is committed with its watermark
+            part = items[start:start + batch]
+            if not acc:
+                since_first[0] = time.monotonic()
+            acc.append(await _fetch(ctx, part, known, stats, processed))
+            processed.update((i.tracking_id, i.updated_at) for i in part)
+            if (sum(len(w.items) for w in acc) >= CHUNK
+                    or time.monotonic() - since_first[0] >= COMMIT_EVERY_S):
+                await flush()
+        await flush()
     await _retry_held(ctx, stats, set(processed))
     return stats
 
 
 @dataclass
 class _Work:
-    """One chunk between fetch and commit."""
+    """Feed items between fetch and commit."""
 
-    ids: list[str]
+    items: list[str]
     fetched: dict[str, m.Complaint | core.Decision]
     bad: list[core.Decision]
     high: datetime | None
 
+    @staticmethod
+    def merge(works: list[_Work]) -> _Work:
+        highs = [w.high for w in works if w.high is not None]
+        return _Work([i for w in works for i in w.items],
+                     {k: v for w in works for k, v in w.fetched.items()},
+                     [b for w in works for b in w.bad], max(highs) if highs else None)
 
-async def _fetch(ctx: SyncContext, items: list[m.Summary | m.BadSummary], stats: PullStats,
-                 processed: dict[str, datetime | None]) -> _Work:
+
+async def _fetch(ctx: SyncContext, items: list[m.Summary | m.BadSummary],
+                 known: tuple[dict[str, core.LinkState], dict[str, core.Held]],
+                 stats: PullStats, processed: dict[str, datetime | None]) -> _Work:
     """Pick what needs a detail request (on possibly stale state) and fetch it."""
     ids = [i.tracking_id for i in items]
     mappings = ctx.mappings()
-
-    def load(conn: Connection) -> tuple[Any, Any]:
-        return state.get_links(conn, ids), state.get_held(conn, ids)
-
-    links, held = await ctx.db(load)
+    links, held = known
     bad: list[core.Decision] = []
     wanted: list[str] = []
     for item in items:
@@ -151,6 +161,11 @@ async def _fetch_details(ctx: SyncContext, ids: list[str]) -> dict[str, m.Compla
 class _Committed:
     watermark: datetime | None
     decisions: list[core.Decision]
+
+
+def _loader(ids: list[str]) -> Callable[[Connection], tuple[dict[str, core.LinkState],
+                                                             dict[str, core.Held]]]:
+    return lambda conn: (state.get_links(conn, ids), state.get_held(conn, ids))
 
 
 def _committer(ctx: SyncContext, work: _Work) -> Callable[[Connection], _Committed]:
