@@ -94,7 +94,7 @@ class Runtime:
 
 
 def open_store(config: Config) -> Store:
-    store = Store(config.database_url)
+    store = Store(config.database_url, busy_timeout_s=config.settings.storage.busy_timeout_s)
     store.upgrade()
     return store
 

@@ -64,6 +64,7 @@ def _is_loopback(host: str) -> bool:
 
 class StorageSettings(_Section):
     url: str = "sqlite:///var/connector.db"
+    busy_timeout_s: float = Field(10.0, gt=0)  # SQLite: how long a writer waits for a lock
 
 
 class MappingsSettings(_Section):

@@ -308,6 +308,7 @@ class LaporClient:
         cursor: str | None = None
         seen: set[str] = set()
         restarts = 0
+        start: datetime | None = None
         while True:
             if cursor is None:
                 start = since()
@@ -319,7 +320,9 @@ class LaporClient:
             try:
                 data, meta = await self._data("GET", f"{API}/laporan", params=params)
             except CursorExpired:
-                restarts += 1
+                # Only restarts without progress count: a feed that keeps expiring cursors
+                # while the caller's watermark moves still gets read to the end.
+                restarts = restarts + 1 if since() == start else 1
                 if restarts > MAX_CURSOR_RESTARTS:
                     raise LaporUnavailable("feed cursor kept expiring") from None
                 cursor, seen = None, set()

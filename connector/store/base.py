@@ -31,8 +31,9 @@ class Backend(abc.ABC):
 
     name: str
 
-    def __init__(self, url: str):
+    def __init__(self, url: str, busy_timeout_s: float = 10.0):
         self.url = url
+        self.busy_timeout_s = busy_timeout_s
 
     @abc.abstractmethod
     def create_engine(self) -> Engine: ...
@@ -52,7 +53,7 @@ class Backend(abc.ABC):
         return make_url(self.url).render_as_string(hide_password=True)
 
 
-def backend_for(url: str) -> Backend:
+def backend_for(url: str, busy_timeout_s: float = 10.0) -> Backend:
     try:
         driver = make_url(url).get_backend_name()
     except Exception:
@@ -60,11 +61,11 @@ def backend_for(url: str) -> Backend:
     if driver == "sqlite":
         from connector.store.sqlite import SqliteBackend
 
-        return SqliteBackend(url)
+        return SqliteBackend(url, busy_timeout_s)
     if driver == "postgresql":
         from connector.store.postgres import PostgresBackend
 
-        return PostgresBackend(url)
+        return PostgresBackend(url, busy_timeout_s)
     raise ConfigError(f"storage.url: unsupported database {driver!r} (use sqlite or postgresql)")
 
 
@@ -78,8 +79,8 @@ def _alembic_config(connection: Connection) -> AlembicConfig:
 
 
 class Store:
-    def __init__(self, url: str):
-        self.backend = backend_for(url)
+    def __init__(self, url: str, *, busy_timeout_s: float = 10.0):
+        self.backend = backend_for(url, busy_timeout_s)
         try:
             self.engine = self.backend.create_engine()
         except SQLAlchemyError as exc:

@@ -17,10 +17,10 @@ LOCK_KEY = zlib.crc32(b"mahulu-lapor-connector")
 class PostgresBackend(Backend):
     name = "postgresql"
 
-    def __init__(self, url: str):
+    def __init__(self, url: str, busy_timeout_s: float = 10.0):
         if url.startswith("postgresql://") or url.startswith("postgres://"):
             url = "postgresql+psycopg://" + url.split("://", 1)[1]
-        super().__init__(url)
+        super().__init__(url, busy_timeout_s)
         self._lock_conn: Connection | None = None
 
     def create_engine(self) -> Engine:

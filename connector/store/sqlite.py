@@ -14,14 +14,12 @@ from sqlalchemy.exc import DBAPIError
 from connector.errors import InstanceLocked
 from connector.store.base import Backend
 
-BUSY_TIMEOUT_MS = 10_000
-
 
 class SqliteBackend(Backend):
     name = "sqlite"
 
-    def __init__(self, url: str):
-        super().__init__(url)
+    def __init__(self, url: str, busy_timeout_s: float = 10.0):
+        super().__init__(url, busy_timeout_s)
         db = make_url(url).database
         self.path = Path(db) if db and db != ":memory:" else None
         self._lock_fd: int | None = None
@@ -37,7 +35,7 @@ class SqliteBackend(Backend):
         # check_same_thread is off because transactions run in worker threads.
         engine = create_engine(
             self.url, pool_size=4, max_overflow=4, pool_pre_ping=False,
-            connect_args={"timeout": BUSY_TIMEOUT_MS / 1000, "check_same_thread": False},
+            connect_args={"timeout": self.busy_timeout_s, "check_same_thread": False},
         )
 
         @event.listens_for(engine, "connect")
@@ -47,7 +45,7 @@ class SqliteBackend(Backend):
             dbapi_conn.isolation_level = None
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+            cur.execute(f"PRAGMA busy_timeout={int(self.busy_timeout_s * 1000)}")
             cur.execute("PRAGMA foreign_keys=ON")
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.close()

@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timedelta
+from typing import Any
 
 import structlog
 from sqlalchemy import Connection
@@ -63,6 +64,7 @@ async def pull(ctx: SyncContext) -> PullStats:
             acc.clear()
             watermark[0] = done.watermark
             _count(stats, done.decisions)
+            await _download(ctx, done.new_files)
 
     async for page in ctx.client.feed(since, page_size):
         stats.pages += 1
@@ -161,6 +163,7 @@ async def _fetch_details(ctx: SyncContext, ids: list[str]) -> dict[str, m.Compla
 class _Committed:
     watermark: datetime | None
     decisions: list[core.Decision]
+    new_files: list[tuple[str, str, tuple[m.Attachment, ...]]]  # (ticket ref, tid, files)
 
 
 def _loader(ids: list[str]) -> Callable[[Connection], tuple[dict[str, core.LinkState],
@@ -187,7 +190,16 @@ def _commit(ctx: SyncContext, conn: Connection, work: _Work) -> _Committed:
         else:
             decisions.append(core.decide(got, links.get(tid), mappings, instansi,
                                          own.get(tid, ())))
-    return _Committed(_apply(ctx, conn, decisions, work.high, held), decisions)
+    watermark = _apply(ctx, conn, decisions, work.high, held)
+    new_files = []
+    if ctx.config.settings.attachments.download:
+        created = {d.tracking_id: d for d in decisions if d.kind is core.Kind.CREATE}
+        refs = state.get_links(conn, list(created))
+        for tid in created:
+            complaint = work.fetched.get(tid)
+            if isinstance(complaint, m.Complaint) and complaint.attachments and tid in refs:
+                new_files.append((refs[tid].ticket_ref, tid, complaint.attachments))
+    return _Committed(watermark, decisions, new_files)
 
 
 def _apply(ctx: SyncContext, conn: Connection, decisions: list[core.Decision],
@@ -220,6 +232,37 @@ def _apply(ctx: SyncContext, conn: Connection, decisions: list[core.Decision],
     if page_max is None:
         return state.get_watermark(conn)
     return state.advance_watermark(conn, page_max)
+
+
+async def _download(ctx: SyncContext,
+                    new_files: list[tuple[str, str, tuple[m.Attachment, ...]]]) -> None:
+    """Fetch attachment files of new tickets; a failure is noted, never fatal."""
+    cfg = ctx.config.settings.attachments
+    for ref, tid, files in new_files:
+        meta: list[dict[str, Any]] = []
+        for att in files:
+            entry: dict[str, Any] = {"id": att.id, "name": att.name, "mime": att.mime,
+                                     "size": att.size}
+            try:
+                path = await ctx.client.download(
+                    att, ctx.config.attachments_dir / _safe_dir(tid), max_bytes=cfg.max_bytes,
+                    allowed_types=cfg.allowed_types)
+                entry["stored"] = str(path)
+            except (Rejected, RetryLater) as exc:
+                entry["error"] = getattr(exc, "kode", None) or "unavailable"
+                log.warning("attachment_skipped", tracking_id=tid, attachment=att.id,
+                            reason=entry["error"])
+            meta.append(entry)
+        await ctx.db(_recorder(ctx, ref, meta))
+
+
+def _recorder(ctx: SyncContext, ref: str, meta: list[dict[str, Any]]) -> Callable[[Connection],
+                                                                                  None]:
+    return lambda conn: ctx.tracker.record_attachments(conn, ref, meta)
+
+
+def _safe_dir(tracking_id: str) -> str:
+    return "".join(c for c in tracking_id if c.isdigit()) or "unknown"
 
 
 def _count(stats: PullStats, decisions: list[core.Decision]) -> None:

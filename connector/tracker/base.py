@@ -85,6 +85,11 @@ class Tracker(abc.ABC):
                      now: datetime) -> None:
         """Apply upstream changes. Never recorded as officer changes (no echo)."""
 
+    def record_attachments(self, conn: Connection, ref: str,
+                           attachments: list[dict[str, Any]]) -> None:
+        """Store attachment metadata after downloads (where the files went, or why not)."""
+        return None
+
     @abc.abstractmethod
     def officer_changes(self, conn: Connection, cursor: str | None,
                         limit: int) -> list[OfficerChange]:

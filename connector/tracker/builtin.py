@@ -75,6 +75,11 @@ class BuiltinTracker(Tracker):
                      {"tid": ticket_id, **values})
         self._add_messages(conn, ticket_id, upd.messages, "lapor")
 
+    def record_attachments(self, conn: Connection, ref: str,
+                           attachments: list[dict[str, Any]]) -> None:
+        conn.execute(update(tickets).where(tickets.c.id == int(ref)).values(
+            attachments=json.dumps(attachments)))
+
     def _add_messages(self, conn: Connection, ticket_id: int, msgs: tuple[NewMessage, ...],
                       source: str) -> None:
         if msgs:

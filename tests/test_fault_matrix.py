@@ -1,0 +1,285 @@
+"""The fault matrix: each row a fault against the sandbox, driven like the daemon drives it.
+
+For every row: nothing lost, nothing duplicated (both sides), and the operator told once.
+"""
+
+from __future__ import annotations
+
+import random
+import subprocess
+import sys
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import structlog.testing
+from sqlalchemy import text
+
+from connector.daemon import Coordinator
+from connector.errors import StorageBusy
+from connector.sandbox import Faults, World, create_app
+from tests.conftest import PG_URL, FakeTime, write_config
+from tests.harness import Harness
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def world(fake_time: FakeTime) -> World:
+    return World(seed=41, complaints=60, faults=Faults(rate_limit_per_minute=0), clock=fake_time)
+
+
+@pytest.fixture
+def h(tmp_path: Path, db_url: str, world: World, fake_time: FakeTime) -> Harness:
+    return Harness(tmp_path / "site", db_url, world, fake_time)
+
+
+async def drive(h: Harness, rounds: int, during: Callable[[int], Any] | None = None,
+                officer_every: int = 2) -> list[dict[str, Any]]:
+    """Run daemon-like cycles on the fake clock; an officer acts now and then."""
+    async def cycle() -> None:
+        await h.pull()
+        await h.push()
+
+    coord = Coordinator("sync", cycle, 60, 900, clock=h.time, rng=lambda: 0.0)
+    rng = random.Random(rounds)
+    with structlog.testing.capture_logs() as logs:
+        for r in range(rounds):
+            if during:
+                during(r)
+            h.world.tick()
+            await coord.tick()
+            if r % officer_every == 0:
+                try:
+                    opened = [t for t in h.tickets() if t["status"] in ("new", "in_progress")]
+                    if opened:
+                        t = rng.choice(opened)
+                        h.officer(t["id"], status=rng.choice(["in_progress", "resolved"]),
+                                  reply=rng.choice([None, f"Balasan putaran {r}."]))
+                except StorageBusy:
+                    pass  # the officer's command failed whole; they try again later
+            h.time.t += 61
+    return logs
+
+
+async def settle(h: Harness, faults_off: dict[str, Any] | None = None) -> None:
+    h.world.set_faults({"rate_429": 0, "rate_5xx": 0, "maintenance_s": 0, "move_rate": 0,
+                        "late_commit_rate": 0, "duplicate_rate": 0, "drop_post_rate": 0,
+                        **(faults_off or {})})
+    for _ in range(3):
+        h.time.t += 3600  # past any push backoff
+        await h.pull()
+        await h.push()
+
+
+def told_once(logs: list[dict[str, Any]]) -> None:
+    events = [e["event"] for e in logs]
+    assert events.count("sync_failing") <= 1
+    assert events.count("sync_recovered") == events.count("sync_failing")
+    assert not [e for e in logs if e.get("log_level") == "error"
+                and e["event"] != "sync_failing"]
+
+
+def whole(h: Harness) -> None:
+    h.check_consistent()
+    h.check_follow_ups_once()
+    assert all(e["state"] in ("sent", "failed") for e in h.outbox())
+
+
+ROWS = {
+    "429_storm_with_retry_after": {"rate_429": 0.5, "retry_after_s": 9},
+    "500s": {"rate_5xx": 0.3},
+    "token_expiring_after_n_uses": {"token_max_uses": 3},
+    "records_moving_while_paging": {"move_rate": 1.0},
+    "late_commits": {"late_commit_s": 20, "late_commit_rate": 1.0},
+    "duplicated_record_on_a_page": {"duplicate_rate": 1.0},
+    "extra_keys": {"extra_keys": True},
+    "server_clock_10_min_ahead": {"clock_offset_s": 600},
+    "server_clock_10_min_behind": {"clock_offset_s": -600},
+    "post_answers_lost": {"drop_post_rate": 1.0},
+}
+
+
+@pytest.mark.parametrize("row", sorted(ROWS))
+async def test_fault_row(h: Harness, row: str) -> None:
+    h.config.settings.lapor.__dict__["page_size"] = 15
+    h.world.set_faults(ROWS[row])
+    logs = await drive(h, 6)
+    told_once(logs)
+    await settle(h)
+    whole(h)
+
+
+async def test_503_maintenance_longer_than_a_cycle(h: Harness) -> None:
+    def during(r: int) -> None:
+        if r == 2:
+            h.world.set_faults({"maintenance_s": 150})  # about three cycles
+    logs = await drive(h, 8, during)
+    events = [e["event"] for e in logs]
+    assert events.count("sync_failing") == 1 and events.count("sync_recovered") == 1
+    await settle(h)
+    whole(h)
+
+
+class Timeouts(httpx.AsyncBaseTransport):
+    def __init__(self, inner: httpx.AsyncBaseTransport, rate: float):
+        self.inner, self.rate, self.rng = inner, rate, random.Random(3)
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if self.rng.random() < self.rate:
+            raise httpx.ReadTimeout("simulated", request=request)
+        return await self.inner.handle_async_request(request)
+
+
+async def test_timeouts(tmp_path: Path, db_url: str, world: World, fake_time: FakeTime) -> None:
+    h = Harness(tmp_path / "site", db_url, world, fake_time,
+                transport=Timeouts(httpx.ASGITransport(app=create_app(world)), 0.25))
+    told_once(await drive(h, 5))
+    h.client._http._transport.rate = 0.0  # type: ignore[attr-defined]
+    await settle(h)
+    whole(h)
+
+
+class Clock(httpx.AsyncBaseTransport):
+    """Each request takes 2 s of the fake clock: cursors (TTL 15 s) expire mid-feed."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport, time: FakeTime):
+        self.inner, self.time = inner, time
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        self.time.t += 2
+        return await self.inner.handle_async_request(request)
+
+
+async def test_cursor_expiry_mid_feed(tmp_path: Path, db_url: str, world: World,
+                                      fake_time: FakeTime) -> None:
+    world.set_faults({"cursor_ttl_s": 15})
+    h = Harness(tmp_path / "site", db_url, world, fake_time,
+                transport=Clock(httpx.ASGITransport(app=create_app(world)), fake_time))
+    h.config.settings.lapor.__dict__["page_size"] = 10
+    pulled = await h.pull()
+    assert pulled["pages"] > len(h.visible()) / 10  # restarts happened, and progress too
+    told_once(await drive(h, 3))
+    await settle(h)
+    whole(h)
+
+
+async def test_malformed_records(h: Harness) -> None:
+    h.world.set_faults({"malformed_rate": 0.25})
+    told_once(await drive(h, 4))
+    assert h.quarantine()
+    await settle(h, {"malformed_rate": 0.0})
+    from connector.store import state
+    h.store.run(lambda c: state.request_retry(c, None))
+    await settle(h)
+    assert h.quarantine() == []
+    whole(h)
+
+
+def test_connection_refused_sync_exits_1_with_a_clear_message(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # nobody listens here once closed
+    site = tmp_path / "site"
+    cfg = write_config(site, f"sqlite:///{tmp_path}/c.db",
+                       '\n[sync]\noverlap_s = 300\n')
+    cfg.write_text(cfg.read_text().replace('base_url = "sandbox"',
+                                           f'base_url = "http://127.0.0.1:{port}"\n'
+                                           'call_deadline_s = 3'))
+    env = {"LAPOR_CLIENT_ID": "x", "LAPOR_CLIENT_SECRET": "y", "PATH": "/usr/bin:/bin"}
+    r = subprocess.run([sys.executable, "-m", "connector", "--config", str(cfg), "sync"],
+                       capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 1
+    assert "LAPOR! unavailable: ConnectError" in r.stderr and "Traceback" not in r.stderr
+
+
+async def test_sqlite_busy_or_locked(tmp_path: Path, world: World,
+                                     fake_time: FakeTime) -> None:
+    import sqlite3
+
+    h = Harness(tmp_path / "site", f"sqlite:///{tmp_path}/busy.db", world, fake_time,
+                extra_settings="")
+    h.store.engine.dispose()
+    h.store.backend.busy_timeout_s = 0.2
+    h.store.engine = h.store.backend.create_engine()
+    blocker = sqlite3.connect(tmp_path / "busy.db", isolation_level=None)
+
+    def during(r: int) -> None:
+        if r == 1:
+            blocker.execute("BEGIN EXCLUSIVE")  # another writer holds the lock
+        if r == 3:
+            blocker.execute("COMMIT")
+
+    logs = await drive(h, 6, during)
+    events = [e["event"] for e in logs]
+    assert events.count("sync_failing") == 1 and events.count("sync_recovered") == 1
+    failing = next(e for e in logs if e["event"] == "sync_failing")
+    assert "storage busy" in failing["error"]
+    await settle(h)
+    whole(h)
+
+
+@pytest.mark.skipif(not (PG_URL and __import__("os").environ.get("LAPOR_TEST_PG_LOG")),
+                    reason="needs the PostgreSQL started by .ci/run (LAPOR_TEST_PG_CTL)")
+async def test_postgresql_restarted_mid_cycle(tmp_path: Path, world: World,
+                                              fake_time: FakeTime) -> None:
+    import os
+    import time
+
+    from tests.conftest import _pg_database
+
+    gen = _pg_database()
+    url = next(gen)
+    try:
+        h = Harness(tmp_path / "site", url, world, fake_time)
+        world.set_faults({"latency_ms": 20})
+
+        def restart() -> None:
+            time.sleep(0.4)
+            # -l: the new postmaster must not hold our pipes open.
+            subprocess.run([*os.environ["LAPOR_TEST_PG_CTL"].split(), "restart", "-m", "fast",
+                            "-w", "-l", os.environ["LAPOR_TEST_PG_LOG"]], check=True,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+        restarter = threading.Thread(target=restart)
+
+        def during(r: int) -> None:
+            if r == 0:
+                restarter.start()  # lands in the middle of the first cycle
+            if r == 2:
+                restarter.join()
+                world.set_faults({"latency_ms": 0})
+                h.time.t += 1000  # past the coordinator's backoff
+
+        logs = await drive(h, 5, during)
+        told_once(logs)
+        await settle(h)
+        whole(h)
+        with h.store.begin() as conn:
+            assert conn.execute(text("SELECT 1")).scalar() == 1
+        h.store.close()
+    finally:
+        gen.close()
+
+
+@pytest.mark.parametrize("how", ["deleted", "unreadable"])
+async def test_mapping_file_deleted_or_unreadable(h: Harness, how: str) -> None:
+    agencies = h.config.mappings_dir / "agencies.toml"
+    good_version = h.mappings().version
+    with structlog.testing.capture_logs() as logs:
+        agencies.unlink()
+        if how == "unreadable":
+            agencies.mkdir()  # reading fails (root reads any file mode, so use a folder)
+        for _ in range(3):
+            assert not h.mappings.reload_if_changed()
+    errors = [e for e in logs if e["event"] == "mapping_invalid"]
+    assert len(errors) == 1 and errors[0]["error"].startswith("agencies.toml: -: -:")
+    assert h.mappings().version == good_version  # the last good mapping stays in force
+    told_once(await drive(h, 3))
+    await settle(h)
+    whole(h)
