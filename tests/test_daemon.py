@@ -259,3 +259,36 @@ def test_systemd_unit_is_hardened() -> None:
     match = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", r.stdout)
     assert match, r.stdout[-500:] + r.stderr[-500:]
     assert float(match.group(1)) <= 2.0
+
+
+def test_daemon_keeps_trying_when_lapor_refuses_connections(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    site = tmp_path / "site"
+    cfg = write_config(site, "sqlite:///var/connector.db",
+                       "[sync]\npull_interval_s = 1\npush_interval_s = 1\njitter_s = 0.1\n"
+                       "max_backoff_s = 2\n")
+    cfg.write_text(cfg.read_text().replace(
+        'base_url = "sandbox"', f'base_url = "http://127.0.0.1:{port}"\ncall_deadline_s = 1'))
+    env = {**os.environ, "LAPOR_CLIENT_ID": "x", "LAPOR_CLIENT_SECRET": "sangat-rahasia-99",
+           "LAPOR_CONNECTOR_LOG__LEVEL": "info"}
+    log = site / "refused.log"
+    proc = subprocess.Popen([sys.executable, str(ROOT / "scheduler.py"), "--config", str(cfg)],
+                            cwd=site, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
+    try:
+        wait_for(lambda: count(site, "SELECT count(*) FROM runs WHERE kind='pull'") >= 3, 40,
+                 "several failed pulls")
+        assert proc.poll() is None  # still running, still trying
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(timeout=20)
+    text = log.read_text()
+    assert code == 0
+    assert text.count('"pull_failing"') == 1  # told once, not at every attempt
+    assert "ConnectError" in text and "sangat-rahasia-99" not in text
+    status = subprocess.run([sys.executable, "-m", "connector", "--config", str(cfg), "status",
+                             "--json"], cwd=site, env=env, capture_output=True, text=True)
+    assert status.returncode == 1 and "sangat-rahasia-99" not in status.stdout

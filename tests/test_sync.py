@@ -251,18 +251,6 @@ async def test_invalid_records_are_quarantined_and_retried(h: Harness, world: Wo
     h.check_consistent()
 
 
-@pytest.mark.parametrize("offset", [600, -600])
-async def test_server_clock_ahead_or_behind(h: Harness, world: World, fake_time: FakeTime,
-                                            offset: int) -> None:
-    world.set_faults({"clock_offset_s": offset})
-    await h.sync()
-    for _ in range(4):
-        world.tick()
-        fake_time.t += 5
-        await h.sync()
-    h.check_consistent()
-
-
 async def test_due_date_from_working_days_when_lapor_gives_none(h: Harness, world: World) -> None:
     from connector.timeutil import add_working_days
     tid = next(t for t, r in world.records.items()
@@ -279,3 +267,31 @@ async def test_confidential_complaints_are_marked_restricted(h: Harness, world: 
     for tid in h.visible():
         t = h.ticket(tid)
         assert t["confidential"] == t["restricted"] == world.records[int(tid)]["rahasia"]
+
+
+async def test_attachments_downloaded_when_enabled(tmp_path: Path, db_url: str, world: World,
+                                                   fake_time: FakeTime) -> None:
+    import os
+
+    h = Harness(tmp_path / "site", db_url, world, fake_time, extra_settings=(
+        '[attachments]\ndownload = true\nallowed_types = ["image/jpeg", "image/png"]\n'))
+    await h.sync()
+    files = [a for t in h.tickets() for a in t["attachments"]]
+    stored = [a for a in files if "stored" in a]
+    refused = [a for a in files if a.get("error") == "lampiran_jenis_ditolak"]
+    assert stored and refused and len(stored) + len(refused) == len(files)
+    assert all(a["mime"] == "application/pdf" for a in refused)
+    folder = h.config.attachments_dir
+    for a in stored:
+        path = Path(a["stored"])
+        assert folder in path.parents and path.stat().st_size == a["size"]
+        assert oct(path.stat().st_mode & 0o777) == "0o600"
+        assert oct(os.stat(path.parent).st_mode & 0o777) == "0o700"
+
+
+async def test_attachment_metadata_without_downloads(h: Harness, world: World) -> None:
+    await h.sync()
+    files = [a for t in h.tickets() for a in t["attachments"]]
+    assert files and all("stored" not in a and {"id", "name", "mime", "size"} <= set(a)
+                         for a in files)
+    assert not h.config.attachments_dir.exists()

@@ -1,0 +1,120 @@
+"""Fuzzing what the outside world can reach: never a traceback, always a clear error."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from connector.errors import ConfigError, InvalidRecord
+from connector.lapor import models as m
+from connector.lapor import wire
+from connector.mappings import MappingError, load
+from connector.settings import load_config
+from tests.conftest import ROOT
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=30),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner,
+                                                                max_size=6),
+    max_leaves=25,
+)
+# Records shaped like LAPOR!'s, with fields randomly wrong, missing or extra.
+field_values = {
+    "tracking_id": st.one_of(st.integers(-5, 10**12), st.text(max_size=8), st.none()),
+    "judul": st.one_of(st.text(max_size=20), st.integers()),
+    "status": st.one_of(st.sampled_from(m.LAPOR_STATUSES), st.text(max_size=10)),
+    "diperbarui": st.one_of(st.just("2026-11-27 10:00:00"), st.text(max_size=22), st.integers()),
+    "unit_ids": st.one_of(st.lists(st.integers(), max_size=3), st.text(max_size=5)),
+}
+
+
+@settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow])
+@given(st.one_of(json_values, st.fixed_dictionaries({}, optional=field_values)))
+def test_feed_items_never_raise(raw: Any) -> None:
+    out = wire.parse_summary(raw)
+    assert isinstance(out, m.Summary | m.BadSummary)
+    if isinstance(out, m.BadSummary):
+        assert out.fields and all(isinstance(f, str) for f in out.fields)
+
+
+def good_record() -> dict[str, Any]:
+    return {
+        "tracking_id": 4100001, "judul": "t", "isi": "b", "klasifikasi": "pengaduan",
+        "kategori": {"id": 1, "nama": "K", "induk_id": None}, "status": "terdisposisi",
+        "anonim": False, "rahasia": False,
+        "pelapor": {"nama": "N", "email": None, "telepon": None}, "sumber": "web",
+        "lokasi": None, "disposisi": [{"unit_id": 6411001, "unit_nama": "u", "instansi_id": 6411,
+                                       "tanggal": "2026-11-27 10:00:00"}],
+        "lampiran": [], "tindak_lanjut": [], "dibuat": "2026-11-27 09:00:00",
+        "diperbarui": "2026-11-27 10:00:00", "batas_tindak_lanjut": None,
+    }
+
+
+@settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow])
+@given(st.dictionaries(st.sampled_from(sorted(good_record())), json_values, max_size=5),
+       st.sets(st.sampled_from(sorted(good_record())), max_size=3))
+def test_details_are_parsed_or_named_invalid(changes: dict[str, Any], drop: set[str]) -> None:
+    raw = {**good_record(), **changes}
+    for key in drop:
+        raw.pop(key, None)
+    try:
+        c = wire.parse_complaint(raw, "4100001")
+    except InvalidRecord as exc:
+        assert exc.tracking_id == "4100001" and exc.fields
+        for value in changes.values():  # the message names fields, never values
+            if isinstance(value, str) and len(value) > 3:
+                assert value not in str(exc)
+    else:
+        assert c.tracking_id == "4100001"
+        assert c.reporter is None or not c.anonymous
+
+
+toml_text = st.one_of(
+    st.text(max_size=200),
+    st.lists(st.sampled_from([
+        "[lapor]", "[storage]", "[sync]", "[log]", "[nosuch]", "base_url = \"sandbox\"",
+        "instansi_id = 6411", "instansi_id = \"x\"", "overlap_s = -1", "pull_interval_s = 0",
+        "level = \"debug\"", "format = \"xml\"", "url = 5", "x = [1, 2", "= 3", "[[agency]]",
+        "requests_per_minute = 1e9", "page_size = 500",
+    ]), max_size=8).map("\n".join),
+)
+
+
+@settings(max_examples=250, suppress_health_check=[HealthCheck.too_slow])
+@given(toml_text)
+def test_settings_files_validate_or_name_the_problem(text: str) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "settings.toml"
+        path.write_text(text, encoding="utf-8")
+        try:
+            load_config(path, environ={})
+        except ConfigError as exc:
+            assert str(path) in str(exc)
+
+
+mapping_lines = st.lists(st.sampled_from([
+    "[[agency]]", 'code = "DINKES"', 'code = "dinkes"', 'code = "X"', 'name = "Dinas"',
+    "name = 5", "lapor_unit_ids = [6411001]", "lapor_unit_ids = [6411001, 6411001]",
+    'lapor_unit_ids = ["a"]', "lapor_unit_ids = []", "extra = 1", "[agency]", "lapor_unit_ids",
+    '"unterminated', "[[status]]", 'lapor = "selesai"',
+]), max_size=12).map("\n".join)
+
+
+@settings(max_examples=250, suppress_health_check=[HealthCheck.too_slow])
+@given(mapping_lines | st.text(max_size=120))
+def test_mapping_files_validate_or_name_the_file(text: str) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        d = Path(tmp) / "mappings"
+        shutil.copytree(ROOT / "mappings", d)
+        (d / "agencies.toml").write_text(text, encoding="utf-8")
+        try:
+            load(d)
+        except MappingError as exc:
+            assert exc.problems
+            assert all(p.split(": ")[0] in ("agencies.toml", "statuses.toml", "categories.toml")
+                       and p.count(": ") >= 3 for p in exc.problems)
