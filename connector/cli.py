@@ -187,6 +187,15 @@ def _store(config: Config) -> Any:
     return open_store(config)
 
 
+def _in_store(config: Config, fn: Callable[[Any], Any]) -> Any:
+    """One transaction on the connector's database, for a command."""
+    store = _store(config)
+    try:
+        return store.run(fn)
+    finally:
+        store.close()
+
+
 def _tracker() -> Any:
     from connector.tracker.builtin import BuiltinTracker
 
@@ -194,11 +203,7 @@ def _tracker() -> Any:
 
 
 def cmd_tickets_list(config: Config, args: argparse.Namespace) -> int:
-    store = _store(config)
-    try:
-        rows = store.run(lambda c: _tracker().list_tickets(c, args.agency, args.status))
-    finally:
-        store.close()
+    rows = _in_store(config, lambda c: _tracker().list_tickets(c, args.agency, args.status))
     if args.json:
         _print_json(rows)
         return EXIT_OK
@@ -216,11 +221,7 @@ def cmd_tickets_list(config: Config, args: argparse.Namespace) -> int:
 
 
 def cmd_tickets_show(config: Config, args: argparse.Namespace) -> int:
-    store = _store(config)
-    try:
-        ticket = store.run(lambda c: _tracker().show(c, args.id))
-    finally:
-        store.close()
+    ticket = _in_store(config, lambda c: _tracker().show(c, args.id))
     if ticket is None:
         print(f"error: no ticket with id {args.id}", file=sys.stderr)
         return EXIT_FAIL
@@ -266,7 +267,6 @@ def cmd_tickets_update(config: Config, args: argparse.Namespace) -> int:
         mappings = None
         print(f"warning: {exc}\nthe change is recorded; the daemon sends it once the mapping "
               "is valid", file=sys.stderr)
-    store = _store(config)
     tracker = _tracker()
     action = OfficerAction(args.status, args.reply, args.note, args.author)
 
@@ -279,12 +279,10 @@ def cmd_tickets_update(config: Config, args: argparse.Namespace) -> int:
         return change
 
     try:
-        change = store.run(tx)
+        change = _in_store(config, tx)
     except TrackerRefusal as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
-    finally:
-        store.close()
     print(f"ticket {args.id} updated" + (" (queued for LAPOR!)" if change else ""))
     return EXIT_OK
 
@@ -345,11 +343,7 @@ def cmd_mappings_suggest(config: Config, args: argparse.Namespace) -> int:
 def cmd_status(config: Config, args: argparse.Namespace) -> int:
     from connector.status import render, report
 
-    store = _store(config)
-    try:
-        rep = store.run(lambda c: report(c, config, _tracker(), utcnow()))
-    finally:
-        store.close()
+    rep = _in_store(config, lambda c: report(c, config, _tracker(), utcnow()))
     if args.json:
         _print_json(rep)
     else:
@@ -360,11 +354,7 @@ def cmd_status(config: Config, args: argparse.Namespace) -> int:
 def cmd_quarantine_list(config: Config, args: argparse.Namespace) -> int:
     from connector.store import state
 
-    store = _store(config)
-    try:
-        rows = store.run(state.list_quarantine)
-    finally:
-        store.close()
+    rows = _in_store(config, state.list_quarantine)
     if args.json:
         _print_json(rows)
     elif not rows:
@@ -380,11 +370,7 @@ def cmd_quarantine_list(config: Config, args: argparse.Namespace) -> int:
 def cmd_quarantine_retry(config: Config, args: argparse.Namespace) -> int:
     from connector.store import state
 
-    store = _store(config)
-    try:
-        n = store.run(lambda c: state.request_retry(c, args.id))
-    finally:
-        store.close()
+    n = _in_store(config, lambda c: state.request_retry(c, args.id))
     if args.id and not n:
         print(f"error: {args.id} is not in quarantine", file=sys.stderr)
         return EXIT_FAIL
@@ -395,11 +381,7 @@ def cmd_quarantine_retry(config: Config, args: argparse.Namespace) -> int:
 def cmd_outbox_list(config: Config, args: argparse.Namespace) -> int:
     from connector.store import state
 
-    store = _store(config)
-    try:
-        rows = store.run(lambda c: state.list_outbox(c, args.state))
-    finally:
-        store.close()
+    rows = _in_store(config, lambda c: state.list_outbox(c, args.state))
     if args.json:
         _print_json(rows)
     elif not rows:
@@ -415,11 +397,7 @@ def cmd_outbox_list(config: Config, args: argparse.Namespace) -> int:
 def cmd_outbox_retry(config: Config, args: argparse.Namespace) -> int:
     from connector.store import state
 
-    store = _store(config)
-    try:
-        n = store.run(lambda c: state.retry_failed(c, args.id, utcnow()))
-    finally:
-        store.close()
+    n = _in_store(config, lambda c: state.retry_failed(c, args.id, utcnow()))
     if args.id is not None and not n:
         print(f"error: outbox entry {args.id} is not failed (or does not exist)", file=sys.stderr)
         return EXIT_FAIL

@@ -217,7 +217,7 @@ async def test_cursor_expiry_restarts_from_the_callers_watermark(client: Any, wo
         seen.extend(page.items)
         if len(starts) == 1 and len(seen) >= 10:
             fake_time.t += 60  # the cursor just handed out is now expired
-    assert len(starts) == 2  # restarted once, from the caller's own value
+    assert len(starts) >= 2 and set(starts) == {first}  # restarted from the caller's value
     assert {i.tracking_id for i in seen} >= {str(t) for t in world.records
                                             if world._visible(t, 6411)}
 

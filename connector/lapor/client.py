@@ -19,10 +19,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type
 
 from connector import __version__
@@ -41,6 +41,7 @@ from connector.settings import Config, Credentials
 from connector.timeutil import utcnow
 
 API = "/api/v3"
+W = TypeVar("W", bound=BaseModel)
 MAX_ATTEMPTS = 12
 MAX_CURSOR_RESTARTS = 5
 
@@ -364,18 +365,17 @@ class LaporClient:
                          replayed=answer.status == 200)
 
     async def units(self) -> list[m.Unit]:
-        data, _ = await self._data("GET", f"{API}/unit-kerja")
-        try:
-            return [wire.UnitKerja.model_validate(u).to_domain() for u in data]
-        except (ValidationError, TypeError):
-            raise LaporUnavailable("LAPOR! unit-kerja answer malformed") from None
+        return [u.to_domain() for u in await self._list("unit-kerja", wire.UnitKerja)]
 
     async def categories(self) -> list[m.Category]:
-        data, _ = await self._data("GET", f"{API}/kategori")
+        return [k.to_domain() for k in await self._list("kategori", wire.Kategori)]
+
+    async def _list(self, name: str, model: type[W]) -> list[W]:
+        data, _ = await self._data("GET", f"{API}/{name}")
         try:
-            return [wire.Kategori.model_validate(k).to_domain() for k in data]
+            return [model.model_validate(item) for item in data]
         except (ValidationError, TypeError):
-            raise LaporUnavailable("LAPOR! kategori answer malformed") from None
+            raise LaporUnavailable(f"LAPOR! {name} answer malformed") from None
 
     async def download(
         self, attachment: m.Attachment, dest_dir: Path, *, max_bytes: int,
