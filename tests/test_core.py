@@ -78,6 +78,25 @@ def test_own_pending_post_is_recognised_not_imported() -> None:
     assert d.ticket is not None and [x.direction for x in d.ticket.messages] == ["out"]
 
 
+def test_our_own_status_echo_does_not_overwrite_the_local_status() -> None:
+    c = complaint("1", "ditindaklanjuti", (6411003,), (), T0)
+    link = core.decide(c, None, MAPPINGS, 6411).link
+    assert link is not None
+    # The officer closed the ticket; we posted "selesai"; LAPOR! now says selesai.
+    later = replace(c, status="selesai", updated_at=T0 + timedelta(minutes=1))
+    d = core.decide(later, link, MAPPINGS, 6411, current_status="closed")
+    assert d.update is not None and d.update.status is None
+    # Without that officer action the same upstream change is applied.
+    d = core.decide(later, link, MAPPINGS, 6411, current_status="in_progress")
+    assert d.update is not None and d.update.status == "resolved"
+    # An objection reopens even a ticket closed locally.
+    link2 = d.link
+    assert link2 is not None
+    objected = replace(c, updated_at=T0 + timedelta(minutes=2))
+    d = core.decide(objected, link2, MAPPINGS, 6411, current_status="closed")
+    assert d.update is not None and d.update.status == "in_progress"
+
+
 def test_plan_outbox_rules() -> None:
     c = complaint("1", "terdisposisi", (6411003,), (), T0)
     link = core.decide(c, None, MAPPINGS, 6411).link
@@ -129,7 +148,8 @@ class Model:
         return complaint("1", status, tuple(units), tuple(self.fus), self.at)
 
     def apply(self, c: m.Complaint) -> core.Decision:
-        d = core.decide(c, self.link, MAPPINGS, 6411)
+        current = self.tickets["1"]["status"] if "1" in self.tickets else None
+        d = core.decide(c, self.link, MAPPINGS, 6411, current_status=current)
         if d.kind is core.Kind.CREATE:
             assert "1" not in self.tickets, "a second ticket for one complaint"
             assert d.ticket is not None

@@ -126,6 +126,22 @@ async def test_each_officer_change_is_one_follow_up_even_when_responses_are_lost
     assert t0["lapor_status"] == "ditindaklanjuti" and t0["status"] == "in_progress"
 
 
+async def test_officer_closing_a_ticket_is_not_undone_by_its_echo(h: Harness, world: World,
+                                                                  fake_time: FakeTime) -> None:
+    await h.sync()
+    t = next(x for x in h.tickets() if x["status"] == "new")
+    h.officer(t["id"], status="closed")
+    await h.sync()
+    fake_time.t += 5
+    await h.sync()
+    after = h.ticket(t["tracking_id"])
+    assert after["lapor_status"] == "selesai" and after["status"] == "closed"
+    world.event("objection", int(t["tracking_id"]))
+    fake_time.t += 5
+    await h.sync()
+    assert h.ticket(t["tracking_id"])["status"] == "in_progress"  # the reporter objected
+
+
 async def test_entries_for_one_complaint_go_in_order(h: Harness, world: World) -> None:
     await h.sync()
     t = next(x for x in h.tickets() if x["status"] == "new")

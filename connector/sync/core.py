@@ -138,8 +138,13 @@ def quarantine(tracking_id: str, reason: str, detail: str, updated_at: datetime 
 
 
 def decide(c: m.Complaint, link: LinkState | None, mappings: Mappings, instansi_id: int,
-           own_posts: tuple[OwnPost, ...] = ()) -> Decision:
-    """The one decision for a complaint's current detail."""
+           own_posts: tuple[OwnPost, ...] = (), current_status: str | None = None) -> Decision:
+    """The one decision for a complaint's current detail.
+
+    ``current_status`` is the ticket's local status: an upstream status that this status
+    already explains (an officer closed the ticket, so LAPOR! shows ``selesai``) is the
+    echo of our own follow-up and does not overwrite it.
+    """
     ours = [d for d in c.dispositions if d.instansi_id == instansi_id]
     routed = [(d, mappings.unit_to_agency[d.unit_id]) for d in ours
               if d.unit_id in mappings.unit_to_agency]
@@ -193,7 +198,9 @@ def decide(c: m.Complaint, link: LinkState | None, mappings: Mappings, instansi_
         status, reason = "closed", "didisposisikan ke instansi lain di LAPOR!"
         msgs.append(NewMessage("internal", "Konektor LAPOR!",
                                "Laporan dialihkan ke instansi lain; tiket ditutup.", c.updated_at))
-    elif c.status != link.lapor_status or (link.closed and not new_link.closed):
+    elif link.closed and not new_link.closed:
+        status, reason = local_status, "didisposisikan kembali ke Mahulu"
+    elif c.status != link.lapor_status and not _echo(current_status, c.status, mappings):
         status = local_status
         reason = {"ditutup": "ditutup di LAPOR!", "diarsipkan": "diarsipkan di LAPOR!"}.get(
             c.status, f"status LAPOR! menjadi {c.status}")
@@ -212,6 +219,15 @@ def decide(c: m.Complaint, link: LinkState | None, mappings: Mappings, instansi_
     kind = Kind.UPDATE if changed else Kind.UNCHANGED
     return Decision(kind, c.tracking_id, update=update, link=new_link,
                     fail_outbox=_fail_code(c, ours))
+
+
+# What a posted follow-up status makes of the complaint on LAPOR!.
+POSTED_RESULT = {"diproses": "ditindaklanjuti", "selesai": "selesai"}
+
+
+def _echo(current_status: str | None, lapor_status: str, mappings: Mappings) -> bool:
+    outbound = mappings.outbound.get(current_status or "")
+    return outbound is not None and POSTED_RESULT.get(outbound.lapor) == lapor_status
 
 
 def _fail_code(c: m.Complaint, ours: list[m.Disposition]) -> str | None:

@@ -183,13 +183,15 @@ def _commit(ctx: SyncContext, conn: Connection, work: _Work) -> _Committed:
     links = state.get_links(conn, ids)
     held = state.get_held(conn, ids)
     own = state.own_posts(conn, ids)
+    local = ctx.tracker.statuses(conn, [link.ticket_ref for link in links.values()])
     decisions = list(work.bad)
     for tid, got in work.fetched.items():
         if isinstance(got, core.Decision):
             decisions.append(got)
         else:
-            decisions.append(core.decide(got, links.get(tid), mappings, instansi,
-                                         own.get(tid, ())))
+            link = links.get(tid)
+            decisions.append(core.decide(got, link, mappings, instansi, own.get(tid, ()),
+                                         local.get(link.ticket_ref) if link else None))
     watermark = _apply(ctx, conn, decisions, work.high, held)
     new_files = []
     if ctx.config.settings.attachments.download:

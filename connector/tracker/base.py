@@ -81,6 +81,10 @@ class Tracker(abc.ABC):
         return [self.create_ticket(conn, t, now) for t in new]
 
     @abc.abstractmethod
+    def statuses(self, conn: Connection, refs: list[str]) -> dict[str, str]:
+        """The local status of each ticket (by reference)."""
+
+    @abc.abstractmethod
     def apply_update(self, conn: Connection, ref: str, update: TicketUpdate,
                      now: datetime) -> None:
         """Apply upstream changes. Never recorded as officer changes (no echo)."""

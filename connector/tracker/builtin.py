@@ -34,7 +34,7 @@ class OfficerAction:
 
 class BuiltinTracker(Tracker):
     def __init__(self, local_statuses: tuple[str, ...]):
-        self.statuses = local_statuses
+        self.local_statuses = local_statuses
 
     def create_ticket(self, conn: Connection, ticket: NewTicket, now: datetime) -> str:
         return self.create_tickets(conn, [ticket], now)[0]
@@ -56,6 +56,11 @@ class BuiltinTracker(Tracker):
         if msgs:
             conn.execute(insert(messages), [_message_values(i, m, "lapor") for i, m in msgs])
         return [str(i) for i in ids]
+
+    def statuses(self, conn: Connection, refs: list[str]) -> dict[str, str]:
+        ids = [_int(r) for r in refs]
+        q = select(tickets.c.id, tickets.c.status).where(tickets.c.id.in_(ids))
+        return {str(i): s for i, s in conn.execute(q)}
 
     def apply_update(self, conn: Connection, ref: str, upd: TicketUpdate,
                      now: datetime) -> None:
@@ -100,9 +105,9 @@ class BuiltinTracker(Tracker):
     def officer_update(self, conn: Connection, ticket_id: str, action: OfficerAction,
                        now: datetime) -> OfficerChange | None:
         """Record an officer action and, when it is public, its change record."""
-        if action.status is not None and action.status not in self.statuses:
+        if action.status is not None and action.status not in self.local_statuses:
             raise TrackerRefusal(f"unknown status {action.status!r} (one of "
-                                 f"{', '.join(self.statuses)})", 2)
+                                 f"{', '.join(self.local_statuses)})", 2)
         if action.reply is not None and not action.reply.strip():
             raise TrackerRefusal("the public reply is empty", 2)
         if action.reply is not None and len(action.reply) > MAX_REPLY:
