@@ -163,6 +163,11 @@ def cmd_sync(config: Config, args: argparse.Namespace) -> int:
 
     _logging(config)
     rt = _runtime(config)
+    try:
+        rt.store.lock_instance()  # never beside a running daemon on the same storage
+    except Fatal:
+        rt.store.close()
+        raise
 
     async def go() -> int:
         try:

@@ -100,6 +100,10 @@ def test_starts_pulls_pushes_stops_and_refuses_a_second_instance(site: Path) -> 
                                  str(site / "settings.toml")], cwd=site, capture_output=True,
                                 text=True, timeout=60)
         assert second.returncode != 0 and "already running" in second.stderr
+        beside = subprocess.run([sys.executable, "-m", "connector", "--config",
+                                 str(site / "settings.toml"), "sync"], cwd=site,
+                                capture_output=True, text=True, timeout=60)
+        assert beside.returncode == 1 and "already running" in beside.stderr
     finally:
         code, took = d.stop()
     assert code == 0 and took < 15
