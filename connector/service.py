@@ -136,8 +136,8 @@ async def _serve(rt: Runtime) -> int:
     if inflight:
         _, pending = await asyncio.wait(inflight, timeout=STOP_GRACE_S)
         for task in pending:
-            # Cut off mid-request: a transaction already in its thread still commits or
-            # rolls back whole, and an unanswered POST is resent later with the same key.
+            # Cut off mid-request: transactions run whole between awaits, so nothing is
+            # half-written, and an unanswered POST is resent later with the same key.
             task.cancel()
         if pending:
             await asyncio.wait(pending, timeout=2)

@@ -7,6 +7,7 @@ import shutil
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -64,8 +65,7 @@ def make_client(world: World, fake_time: FakeTime, *, transport: Any = None,
     return LaporClient(
         BASE, creds, transport=transport or httpx.ASGITransport(app=create_app(world)),
         clock=fake_time, sleep=fake_time.sleep, rng=lambda: 0.5,
-        wall=lambda: __import__("datetime").datetime.fromtimestamp(
-            fake_time.t, __import__("datetime").timezone.utc), **kw)
+        wall=lambda: datetime.fromtimestamp(fake_time.t, UTC), **kw)
 
 
 @pytest.fixture

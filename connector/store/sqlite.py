@@ -32,7 +32,7 @@ class SqliteBackend(Backend):
             os.close(fd)
             os.chmod(self.path, 0o600)
         # A small pool: connections (and their PRAGMAs) are reused across transactions;
-        # check_same_thread is off because transactions run in worker threads.
+        # check_same_thread is off: a pooled connection may serve another thread later.
         engine = create_engine(
             self.url, pool_size=4, max_overflow=4, pool_pre_ping=False,
             connect_args={"timeout": self.busy_timeout_s, "check_same_thread": False},
