@@ -148,6 +148,20 @@ def _print_json(obj: Any) -> None:
     print(json.dumps(obj, ensure_ascii=False, indent=2))
 
 
+def _show_rows(as_json: bool, rows: list[dict[str, Any]], empty: str, header: str,
+               line: Callable[[dict[str, Any]], str]) -> int:
+    """JSON for programs, or a table for a person."""
+    if as_json:
+        _print_json(rows)
+    elif not rows:
+        print(empty)
+    else:
+        print(header)
+        for r in rows:
+            print(line(r))
+    return EXIT_OK
+
+
 # -- commands ---------------------------------------------------------------------------------
 
 def cmd_run(config: Config, args: argparse.Namespace) -> int:
@@ -359,17 +373,11 @@ def cmd_status(config: Config, args: argparse.Namespace) -> int:
 def cmd_quarantine_list(config: Config, args: argparse.Namespace) -> int:
     from connector.store import state
 
-    rows = _in_store(config, state.list_quarantine)
-    if args.json:
-        _print_json(rows)
-    elif not rows:
-        print("quarantine is empty")
-    else:
-        print(f"{'TRACKING':<12} {'REASON':<18} {'TRIES':>5}  {'SINCE':<25} DETAIL")
-        for r in rows:
-            print(f"{r['tracking_id']:<12} {r['reason']:<18} {r['attempts']:>5}  "
+    return _show_rows(
+        args.json, _in_store(config, state.list_quarantine), "quarantine is empty",
+        f"{'TRACKING':<12} {'REASON':<18} {'TRIES':>5}  {'SINCE':<25} DETAIL",
+        lambda r: f"{r['tracking_id']:<12} {r['reason']:<18} {r['attempts']:>5}  "
                   f"{r['first_seen']:<25} {r['detail']}")
-    return EXIT_OK
 
 
 def cmd_quarantine_retry(config: Config, args: argparse.Namespace) -> int:
@@ -386,17 +394,12 @@ def cmd_quarantine_retry(config: Config, args: argparse.Namespace) -> int:
 def cmd_outbox_list(config: Config, args: argparse.Namespace) -> int:
     from connector.store import state
 
-    rows = _in_store(config, lambda c: state.list_outbox(c, args.state))
-    if args.json:
-        _print_json(rows)
-    elif not rows:
-        print("outbox is empty")
-    else:
-        print(f"{'ID':>5}  {'TRACKING':<10} {'STATUS':<9} {'STATE':<8} {'TRIES':>5}  ERROR")
-        for r in rows:
-            print(f"{r['id']:>5}  {r['tracking_id']:<10} {r['lapor_status']:<9} {r['state']:<8} "
-                  f"{r['attempts']:>5}  {r['last_error'] or ''}")
-    return EXIT_OK
+    return _show_rows(
+        args.json, _in_store(config, lambda c: state.list_outbox(c, args.state)),
+        "outbox is empty",
+        f"{'ID':>5}  {'TRACKING':<10} {'STATUS':<9} {'STATE':<8} {'TRIES':>5}  ERROR",
+        lambda r: f"{r['id']:>5}  {r['tracking_id']:<10} {r['lapor_status']:<9} "
+                  f"{r['state']:<8} {r['attempts']:>5}  {r['last_error'] or ''}")
 
 
 def cmd_outbox_retry(config: Config, args: argparse.Namespace) -> int:
