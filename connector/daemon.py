@@ -50,6 +50,10 @@ class Coordinator:
             self.fatal = exc
         except (ConnectorError, OSError) as exc:
             self._failed(exc)
+        except Exception as exc:  # a bug: report it (redacted), back off, keep the daemon up
+            if self.failures == 0:
+                log.error(f"{self.name}_crashed", exc_info=exc)
+            self._failed(exc)
         else:
             if self.failures:
                 log.info(f"{self.name}_recovered", after_failures=self.failures)

@@ -101,22 +101,28 @@ def configure(level: str = "info", fmt: str = "auto", *, secrets: Iterable[str] 
         fmt = "console" if out.isatty() else "json"
     renderer: Any = (structlog.processors.JSONRenderer(ensure_ascii=False) if fmt == "json"
                      else structlog.dev.ConsoleRenderer(colors=out.isatty()))
+    redactor = Redactor(secrets)
+    shared: list[Any] = [
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        redactor,
+    ]
     structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            Redactor(secrets),
-            renderer,
-        ],
+        processors=[structlog.contextvars.merge_contextvars, *shared, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(
             getattr(logging, level.upper(), logging.INFO)),
         logger_factory=structlog.PrintLoggerFactory(out),
         cache_logger_on_first_use=False,
     )
-    # Libraries that log through stdlib (uvicorn, apscheduler, httpx) stay quiet and short.
-    logging.basicConfig(level=logging.WARNING, stream=out, format="%(levelname)s %(name)s: "
-                        "%(message)s")
+    # Libraries that log through stdlib (uvicorn, apscheduler, httpx) go through the same
+    # redaction and renderer, so a library's traceback cannot carry complaint text either.
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=[structlog.stdlib.add_logger_name, *shared],
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer]))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.WARNING)
     for noisy in ("httpx", "httpcore", "uvicorn.access"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     # "skipped: maximum number of running instances" is by design (cycles never overlap).

@@ -296,3 +296,24 @@ def test_daemon_keeps_trying_when_lapor_refuses_connections(tmp_path: Path) -> N
     status = subprocess.run([sys.executable, "-m", "connector", "--config", str(cfg), "status",
                              "--json"], cwd=site, env=env, capture_output=True, text=True)
     assert status.returncode == 1 and "sangat-rahasia-99" not in status.stdout
+
+
+@pytest.mark.anyio
+async def test_coordinator_survives_a_bug_reports_it_once_and_backs_off() -> None:
+    import structlog.testing
+
+    now = [0.0]
+    calls = []
+
+    async def job() -> None:
+        calls.append(now[0])
+        raise KeyError("a bug")
+
+    c = Coordinator("push", job, interval_s=10, max_backoff_s=60, clock=lambda: now[0],
+                    rng=lambda: 0.0)
+    with structlog.testing.capture_logs() as logs:
+        for _ in range(40):
+            await c.tick()
+            now[0] += 5
+    assert [e["event"] for e in logs].count("push_crashed") == 1
+    assert len(calls) < 10 and c.running is None

@@ -103,3 +103,22 @@ async def test_debug_sync_logs_no_personal_data(tmp_path: Path, fmt: str,
     assert not leaks
     tokens = set(world.tokens)
     assert tokens and not any(tok in text for tok in tokens)
+
+
+def test_library_logs_through_stdlib_are_redacted_too() -> None:
+    import logging
+
+    out = io.StringIO()
+    configure("debug", "json", secrets=["s3cret-value"], stream=out)
+    try:
+        try:
+            raise ValueError("input_value='Maria Bulan' maria@contoh.id")
+        except ValueError:
+            logging.getLogger("apscheduler.executors").exception("Job failed s3cret-value")
+    finally:
+        configure("info", "json")
+    line = json.loads(out.getvalue().strip().splitlines()[-1])
+    assert line["logger"] == "apscheduler.executors" and line["level"] == "error"
+    text = out.getvalue()
+    assert "Maria" not in text and "contoh.id" not in text and "s3cret-value" not in text
+    assert "ValueError: [message redacted]" in line["exception"]
