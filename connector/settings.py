@@ -174,10 +174,6 @@ class Config:
         return self.resolve(self.settings.attachments.dir)
 
     @property
-    def var_dir(self) -> Path:
-        return self.resolve("var")
-
-    @property
     def sandbox_mode(self) -> bool:
         return self.settings.lapor.base_url == SANDBOX
 

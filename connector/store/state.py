@@ -183,10 +183,6 @@ def due_entries(conn: Connection, now: datetime, limit: int) -> list[Any]:
     return list(conn.execute(q))
 
 
-def get_entry(conn: Connection, entry_id: int) -> Any:
-    return conn.execute(select(outbox).where(outbox.c.id == entry_id)).one_or_none()
-
-
 def own_posts(conn: Connection, tracking_ids: list[str]) -> dict[str, tuple[OwnPost, ...]]:
     """Pending entries per complaint: posts that may have reached LAPOR! unacknowledged."""
     out: dict[str, list[OwnPost]] = {}
