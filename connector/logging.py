@@ -93,10 +93,23 @@ def _format_exception(exc_info: Any) -> str:
     return f"{frames}{etype.__name__}: {message}"
 
 
+class _CurrentStderr:
+    """Whatever ``sys.stderr`` is at the time of writing (it may be replaced later)."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+    def isatty(self) -> bool:
+        return sys.stderr.isatty()
+
+
 def configure(level: str = "info", fmt: str = "auto", *, secrets: Iterable[str] = (),
               stream: TextIO | None = None) -> None:
     """Configure structlog once per process: JSON lines or a coloured console."""
-    out = stream or sys.stderr
+    out: Any = stream or _CurrentStderr()
     if fmt == "auto":
         fmt = "console" if out.isatty() else "json"
     renderer: Any = (structlog.processors.JSONRenderer(ensure_ascii=False) if fmt == "json"

@@ -33,7 +33,16 @@ def report(conn: Connection, config: Config, tracker: BuiltinTracker,
                        "last_ok_age_s": ok_age}
         if kind == "pull":
             limit = interval * s.stale_after_intervals
-            if ok_age is None:
+            raw = state.get_value(conn, state.PULL_PROGRESS)
+            progress_age = (now - datetime.fromisoformat(raw)).total_seconds() if raw else None
+            pulls[kind]["progress_age_s"] = progress_age
+            # A long first pull (a backlog under the request budget) commits as it goes: it
+            # is alive while its commits are recent, though no whole cycle has ended yet.
+            if ok_age is not None and progress_age is not None:
+                ok_age = min(ok_age, progress_age)
+            if ok_age is None and progress_age is not None and progress_age <= limit:
+                pass
+            elif ok_age is None:
                 findings.append({"code": "never_pulled",
                                  "message": "no successful pull yet"})
             elif ok_age > limit:

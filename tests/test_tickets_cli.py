@@ -139,3 +139,20 @@ def test_quarantine_and_outbox_commands_when_empty(synced: Path, capsys: Any) ->
     code, _, err = run(capsys, synced, "outbox", "retry", "77")
     assert code == 1 and "not failed" in err
     assert run(capsys, synced, "db", "upgrade")[0] == 0
+
+
+def test_a_long_first_pull_that_commits_is_not_reported_stale(cfg: Path, capsys: Any) -> None:
+    from connector.runtime import open_store
+    from connector.settings import load_config
+    from connector.store import state
+    from connector.timeutil import utcnow
+
+    store = open_store(load_config(cfg))
+    try:
+        store.run(lambda c: state.advance_watermark(c, utcnow(), utcnow()))
+    finally:
+        store.close()
+    code, out, _ = run(capsys, cfg, "status", "--json")
+    rep = json.loads(out)
+    assert "never_pulled" not in out and rep["pull"]["progress_age_s"] is not None
+    assert code == 0

@@ -14,7 +14,7 @@ from sqlalchemy import Connection, bindparam, delete, func, insert, select, upda
 
 from connector.store.schema import kv, links, outbox, quarantine, runs
 from connector.sync.core import Held, LinkState, OutboxPlan, OwnPost
-from connector.timeutil import as_utc, iso
+from connector.timeutil import as_utc, iso, utcnow
 
 # Statements with their parameters bound at execution: compiled once, cached (hot path).
 _KV_UPDATE = update(kv).where(kv.c.key == bindparam("k"))
@@ -23,6 +23,7 @@ _QUARANTINE_DELETE = delete(quarantine).where(quarantine.c.tracking_id == bindpa
 
 WATERMARK = "pull_watermark"
 TRACKER_CURSOR = "tracker_cursor"
+PULL_PROGRESS = "pull_progress_at"  # the last commit of a pull, even one still running
 
 
 # -- key/value ----------------------------------------------------------------------------
@@ -41,8 +42,10 @@ def get_watermark(conn: Connection) -> datetime | None:
     return datetime.fromisoformat(raw) if raw else None
 
 
-def advance_watermark(conn: Connection, candidate: datetime) -> datetime:
-    """Move the watermark forward only (never back)."""
+def advance_watermark(conn: Connection, candidate: datetime,
+                      now: datetime | None = None) -> datetime:
+    """Move the watermark forward only (never back); note when the pull last committed."""
+    set_value(conn, PULL_PROGRESS, (now or utcnow()).isoformat())
     current = get_watermark(conn)
     if current is None or candidate > current:
         set_value(conn, WATERMARK, as_utc(candidate).isoformat())

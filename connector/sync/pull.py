@@ -233,7 +233,7 @@ def _apply(ctx: SyncContext, conn: Connection, decisions: list[core.Decision],
             log.info("record_synced", tracking_id=d.tracking_id, action=d.kind.value)
     if page_max is None:
         return state.get_watermark(conn)
-    return state.advance_watermark(conn, page_max)
+    return state.advance_watermark(conn, page_max, now)
 
 
 async def _download(ctx: SyncContext,
