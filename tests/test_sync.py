@@ -311,3 +311,33 @@ async def test_attachment_metadata_without_downloads(h: Harness, world: World) -
     assert files and all("stored" not in a and {"id", "name", "mime", "size"} <= set(a)
                          for a in files)
     assert not h.config.attachments_dir.exists()
+
+
+async def test_attachment_downloads_that_fail_transiently_are_retried(
+        tmp_path: Path, db_url: str, world: World, fake_time: FakeTime) -> None:
+    import httpx
+
+    from connector.sandbox import create_app
+
+    class FlakyFiles(httpx.AsyncBaseTransport):
+        def __init__(self) -> None:
+            self.inner = httpx.ASGITransport(app=create_app(world))
+            self.down = True
+
+        async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+            if self.down and "/lampiran/" in request.url.path:
+                return httpx.Response(503, json={"status": "error", "error": {
+                    "kode": "pemeliharaan", "pesan": "x"}})
+            return await self.inner.handle_async_request(request)
+
+    flaky = FlakyFiles()
+    h = Harness(tmp_path / "site", db_url, world, fake_time, transport=flaky,
+                extra_settings='[attachments]\ndownload = true\n')
+    await h.sync()
+    files = [a for t in h.tickets() for a in t["attachments"]]
+    assert files and all(a.get("retry") is True for a in files)
+    flaky.down = False
+    for _ in range(20):  # a few tickets per pull
+        await h.pull()
+    files = [a for t in h.tickets() for a in t["attachments"]]
+    assert all("stored" in a and "error" not in a for a in files)

@@ -36,7 +36,13 @@ from connector.errors import (
 from connector.lapor import models as m
 from connector.lapor import wire
 from connector.lapor.budget import RequestBudget
-from connector.lapor.policy import Outcome, backoff, classify, parse_retry_after
+from connector.lapor.policy import (
+    RETRY_STATUSES,
+    Outcome,
+    backoff,
+    classify,
+    parse_retry_after,
+)
 from connector.settings import Config, Credentials
 from connector.timeutil import utcnow
 
@@ -400,6 +406,9 @@ class LaporClient:
             async with self._http.stream(
                 "GET", url, headers={"Authorization": f"Bearer {token}"}
             ) as resp:
+                if resp.status_code in RETRY_STATUSES:
+                    raise LaporUnavailable(f"attachment download: HTTP {resp.status_code}",
+                                           status=resp.status_code)
                 if resp.status_code != 200:
                     raise Rejected(resp.status_code, f"http_{resp.status_code}")
                 mime = resp.headers.get("Content-Type", "").split(";")[0].strip().lower()

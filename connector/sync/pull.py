@@ -87,6 +87,7 @@ async def pull(ctx: SyncContext) -> PullStats:
                 await flush()
         await flush()
     await _retry_held(ctx, stats, set(processed))
+    await _retry_downloads(ctx)
     return stats
 
 
@@ -237,14 +238,21 @@ def _apply(ctx: SyncContext, conn: Connection, decisions: list[core.Decision],
 
 
 async def _download(ctx: SyncContext,
-                    new_files: list[tuple[str, str, tuple[m.Attachment, ...]]]) -> None:
-    """Fetch attachment files of new tickets; a failure is noted, never fatal."""
+                    new_files: list[tuple[str, str, tuple[m.Attachment, ...]]],
+                    stored: dict[str, str] | None = None) -> None:
+    """Fetch attachment files of new tickets; a failure is noted, never fatal.
+
+    A transient failure is marked ``retry`` and tried again on a later pull.
+    """
     cfg = ctx.config.settings.attachments
     for ref, tid, files in new_files:
         meta: list[dict[str, Any]] = []
         for att in files:
             entry: dict[str, Any] = {"id": att.id, "name": att.name, "mime": att.mime,
                                      "size": att.size}
+            if stored and att.id in stored:
+                meta.append({**entry, "stored": stored[att.id]})
+                continue
             try:
                 path = await ctx.client.download(
                     att, ctx.config.attachments_dir / _safe_dir(tid), max_bytes=cfg.max_bytes,
@@ -252,10 +260,25 @@ async def _download(ctx: SyncContext,
                 entry["stored"] = str(path)
             except (Rejected, RetryLater) as exc:
                 entry["error"] = getattr(exc, "kode", None) or "unavailable"
+                entry["retry"] = isinstance(exc, RetryLater)
                 log.warning("attachment_skipped", tracking_id=tid, attachment=att.id,
                             reason=entry["error"])
             meta.append(entry)
         await ctx.db(_recorder(ctx, ref, meta))
+
+
+async def _retry_downloads(ctx: SyncContext, limit: int = 10) -> None:
+    """Attachments that failed for a transient reason, tried again (a few per pull)."""
+    if not ctx.config.settings.attachments.download:
+        return
+    todo = await ctx.db(lambda conn: ctx.tracker.attachments_to_retry(conn, limit))
+    for ref, tid, meta in todo:
+        try:
+            complaint = await ctx.client.complaint(tid)
+        except SkipRecord:
+            continue
+        stored = {a["id"]: a["stored"] for a in meta if "stored" in a}
+        await _download(ctx, [(ref, tid, complaint.attachments)], stored)
 
 
 def _recorder(ctx: SyncContext, ref: str, meta: list[dict[str, Any]]) -> Callable[[Connection],

@@ -94,6 +94,12 @@ class Tracker(abc.ABC):
         """Store attachment metadata after downloads (where the files went, or why not)."""
         return None
 
+    def attachments_to_retry(self, conn: Connection,
+                             limit: int) -> list[tuple[str, str, list[dict[str, Any]]]]:
+        """Tickets whose attachment downloads failed for a transient reason:
+        (ref, tracking id, metadata). Trackers that keep no files return none."""
+        return []
+
     @abc.abstractmethod
     def officer_changes(self, conn: Connection, cursor: str | None,
                         limit: int) -> list[OfficerChange]:

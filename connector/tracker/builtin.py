@@ -85,6 +85,12 @@ class BuiltinTracker(Tracker):
         conn.execute(update(tickets).where(tickets.c.id == int(ref)).values(
             attachments=json.dumps(attachments)))
 
+    def attachments_to_retry(self, conn: Connection,
+                             limit: int) -> list[tuple[str, str, list[dict[str, Any]]]]:
+        q = (select(tickets.c.id, tickets.c.tracking_id, tickets.c.attachments)
+             .where(tickets.c.attachments.contains('"retry": true')).limit(limit))
+        return [(str(i), tid, json.loads(meta)) for i, tid, meta in conn.execute(q)]
+
     def _add_messages(self, conn: Connection, ticket_id: int, msgs: tuple[NewMessage, ...],
                       source: str) -> None:
         if msgs:
