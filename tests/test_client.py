@@ -322,3 +322,13 @@ async def test_attachment_download_only_from_the_api_host(client: Any, world: Wo
     with pytest.raises(Rejected, match="lampiran_terlalu_besar"):
         await client.download(att, tmp_path / "att", max_bytes=10, allowed_types=(att.mime,))
     assert sorted(p.name for p in (tmp_path / "att").iterdir()) == [path.name]
+
+
+async def test_budget_room_counts_the_last_minute(world: World, fake_time: FakeTime) -> None:
+    client = make_client(world, fake_time, requests_per_minute=5)
+    assert client.budget.room() == 5
+    for _ in range(3):
+        await client.units()
+    assert client.budget.room() == 5 - 3 - 1  # three calls and the token request
+    fake_time.t += 61
+    assert client.budget.room() == 5

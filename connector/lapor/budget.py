@@ -27,6 +27,13 @@ class RequestBudget:
         self._lock = asyncio.Lock()
         self.waited_s = 0.0
 
+    def room(self) -> int:
+        """How many requests may start now without waiting."""
+        if self.per_minute <= 0:
+            return 1 << 30
+        now = self._clock()
+        return self.per_minute - sum(1 for s in self._starts if now - s < WINDOW_S)
+
     async def acquire(self) -> None:
         if self.per_minute <= 0:
             return

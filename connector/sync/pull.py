@@ -78,6 +78,8 @@ async def pull(ctx: SyncContext) -> PullStats:
                 await flush()
                 return stats  # everything fetched is committed with its watermark
             part = items[start:start + batch]
+            if acc and ctx.client.budget.room() < len(part):
+                await flush()  # commit what is fetched before waiting for the budget
             if not acc:
                 since_first[0] = time.monotonic()
             acc.append(await _fetch(ctx, part, known, stats, processed))
