@@ -357,3 +357,26 @@ async def test_under_the_budget_tickets_are_committed_before_waiting(
     await h.pull()
     assert committed_before_wait and committed_before_wait[0] > 0  # tickets before the wait
     assert len(h.tickets()) == len(h.visible())
+
+
+async def test_an_outage_during_detail_fetches_is_a_plain_retry_later(
+        tmp_path: Path, db_url: str, world: World, fake_time: FakeTime) -> None:
+    import httpx
+
+    from connector.errors import LaporUnavailable
+    from connector.sandbox import create_app
+
+    class DetailsDown(httpx.AsyncBaseTransport):
+        def __init__(self) -> None:
+            self.inner = httpx.ASGITransport(app=create_app(world))
+
+        async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+            if request.url.path.count("/") == 4 and "/laporan/" in request.url.path:
+                raise httpx.ConnectError("down", request=request)
+            return await self.inner.handle_async_request(request)
+
+    h = Harness(tmp_path / "site", db_url, world, fake_time, transport=DetailsDown(),
+                call_deadline_s=5)
+    with pytest.raises(LaporUnavailable):  # not an ExceptionGroup: callers map it to exit 1
+        await h.pull()
+    assert h.tickets() == []

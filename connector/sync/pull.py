@@ -12,7 +12,7 @@ from typing import Any
 import structlog
 from sqlalchemy import Connection
 
-from connector.errors import Rejected, RetryLater, SkipRecord
+from connector.errors import ConnectorError, Rejected, RetryLater, SkipRecord
 from connector.lapor import models as m
 from connector.store import state
 from connector.sync import core
@@ -157,8 +157,12 @@ async def _fetch_details(ctx: SyncContext, ids: list[str]) -> dict[str, m.Compla
             except Rejected as exc:
                 return core.quarantine(tid, exc.kode, f"LAPOR! answered {exc.status}")
 
-    async with asyncio.TaskGroup() as tg:
-        tasks = {tid: tg.create_task(one(tid)) for tid in ids}
+    try:
+        async with asyncio.TaskGroup() as tg:
+            tasks = {tid: tg.create_task(one(tid)) for tid in ids}
+    except* ConnectorError as group:
+        # Callers handle one error by what it asks of them (retry, fatal), not a group.
+        raise group.exceptions[0] from None
     return {tid: t.result() for tid, t in tasks.items()}
 
 
@@ -307,10 +311,7 @@ async def _retry_held(ctx: SyncContext, stats: PullStats, processed: set[str]) -
                               and core.unmapped_now_mapped(h, mappings)))]
     if not ids:
         return
-    try:
-        fetched = await _fetch_details(ctx, ids)
-    except* RetryLater as group:
-        raise group.exceptions[0] from None
+    fetched = await _fetch_details(ctx, ids)
     stats.details += len(ids)
     done = await ctx.db(_committer(ctx, _Work(ids, fetched, [], None)))
     _count(stats, done.decisions)
