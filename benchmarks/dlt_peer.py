@@ -28,7 +28,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from first_sync import CREDS, sandbox_process, sync_process, write_settings  # noqa: E402
+from first_sync import CREDS, sandbox_process, sync_process, write_settings
 
 
 def dlt_pull(base: str, workdir: Path) -> tuple[float, int]:
