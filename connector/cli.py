@@ -34,7 +34,9 @@ def build_parser() -> argparse.ArgumentParser:
     # default from overwriting a value given before it.
     common = _Parser(add_help=False)
     common.add_argument("--config", type=Path, default=argparse.SUPPRESS,
-                        help="settings file (default: $LAPOR_CONNECTOR_CONFIG or ./settings.toml)")
+                        help="settings file (default: $LAPOR_CONNECTOR_CONFIG, else "
+                             "./settings.toml if it exists, else "
+                             "/etc/lapor-connector/settings.toml)")
     p = _Parser(prog="lapor-connector", parents=[common],
                 description="Mahulu SP4N-LAPOR! connector")
     p.add_argument("--version", action="version", version=__version__)
