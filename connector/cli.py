@@ -113,6 +113,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "sandbox":
             return handler(None, args)
         config = load_config(getattr(args, "config", None))
+        check_identity(config)
         return handler(config, args)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -128,6 +129,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # e.g. `tickets list | head`
         sys.stderr.close()
         return EXIT_OK
+
+
+def check_identity(config: Config, euid: int | None = None) -> None:
+    """Refuse root on a SQLite database that belongs to the service's user.
+
+    Root would leave root-owned journal/WAL files that the service cannot open.
+    """
+    import os
+    import pwd
+
+    uid = os.geteuid() if euid is None else euid
+    url = config.database_url
+    if uid != 0 or not url.startswith("sqlite:///"):
+        return
+    folder = Path(url.removeprefix("sqlite:///")).parent
+    try:
+        owner = folder.stat().st_uid
+    except OSError:
+        return
+    if owner != 0:
+        try:
+            name = pwd.getpwuid(owner).pw_name
+        except KeyError:
+            name = str(owner)
+        raise ConfigError(f"{folder} belongs to {name}: run this command as that user "
+                          f"(sudo -u {name} lapor-connector ...), not as root, so that the "
+                          "database files keep their owner")
 
 
 def _logging(config: Config) -> None:

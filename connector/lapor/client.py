@@ -178,9 +178,9 @@ class LaporClient:
         return cls(
             base_url or s.base_url, credentials, transport=transport, timeout_s=s.timeout_s,
             call_deadline_s=s.call_deadline_s, max_retry_after_s=s.max_retry_after_s,
-            requests_per_minute=s.requests_per_minute,
             token_refresh_margin_s=s.token_refresh_margin_s,
-            max_response_bytes=s.max_response_bytes, **overrides,
+            max_response_bytes=s.max_response_bytes,
+            **{"requests_per_minute": s.requests_per_minute, **overrides},
         )
 
     async def aclose(self) -> None:

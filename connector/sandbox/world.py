@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from connector.sandbox import data
-from connector.timeutil import UTC, WIB, format_wib, parse_wib
+from connector.timeutil import UTC, WIB, add_working_days, format_wib, parse_wib
 
 DEMO_CLIENTS = {"mahulu-demo": ("rahasia-demo-6411", data.INSTANSI)}
 OPEN_FOR_POSTING = ("terdisposisi", "ditindaklanjuti", "selesai")
@@ -204,7 +204,8 @@ class World:
             "batas_tindak_lanjut": None,
         }
         if rng.random() < 0.5:
-            record["batas_tindak_lanjut"] = disposed + timedelta(days=7)
+            # As LAPOR!: the end of the 5th working day after disposition.
+            record["batas_tindak_lanjut"] = add_working_days(disposed, 5)
         for n in range(rng.choices([0, 1, 2], [0.6, 0.3, 0.1])[0]):
             mime, ext = rng.choice([("image/jpeg", "jpg"), ("image/png", "png"),
                                     ("application/pdf", "pdf")])
