@@ -19,7 +19,14 @@ from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import structlog
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    make_wsgi_app,
+)
 from prometheus_client.exposition import ThreadingWSGIServer
 
 from connector import __version__
@@ -82,6 +89,9 @@ class Metrics:
         for job in ("pull", "push"):
             self.failures.labels(job)
         self._last: dict[str, dict[str, int]] = {}
+
+    def exposition(self) -> str:
+        return generate_latest(self.registry).decode()
 
     # -- the SyncContext observer ---------------------------------------------------------
 

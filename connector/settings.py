@@ -216,13 +216,13 @@ class Config:
 
 
 def default_config_path(environ: Mapping[str, str] | None = None,
-                        cwd: Path | None = None, system: Path = SYSTEM_CONFIG) -> Path:
+                        cwd: Path | None = None) -> Path:
     """``$LAPOR_CONNECTOR_CONFIG``, else ``./settings.toml`` if it exists, else the system file."""
     env = os.environ if environ is None else environ
     if env.get(CONFIG_ENV):
         return Path(env[CONFIG_ENV])
     local = (cwd or Path.cwd()) / "settings.toml"
-    return local if local.exists() else system
+    return local if local.exists() else SYSTEM_CONFIG
 
 
 def load_toml(path: Path) -> dict[str, Any]:
