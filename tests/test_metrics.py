@@ -180,3 +180,18 @@ def test_a_port_in_use_is_logged_and_the_daemon_runs_on(tmp_path: Path) -> None:
             d.send_signal(signal.SIGTERM)
             code = d.wait(timeout=30)
     assert code == 0 and "metrics_unavailable" in log.read_text()
+
+
+def test_alert_rules_use_only_metrics_the_connector_exports() -> None:
+    import yaml
+
+    rules = yaml.safe_load((ROOT / "deploy" / "prometheus-alerts.yml").read_text())
+    exported = {f.name for f in text_string_to_metric_families(Metrics().exposition())}
+    exported |= {n + "_total" for n in exported}
+    alerts = {r["alert"]: r["expr"] for g in rules["groups"] for r in g["rules"]}
+    assert {"LaporConnectorNoPull", "LaporConnectorFollowUpsFailed",
+            "LaporConnectorQuarantineGrowing", "LaporConnectorOverdueTickets"} <= set(alerts)
+    assert "600" in alerts["LaporConnectorNoPull"]  # ten minutes
+    for expr in alerts.values():
+        for name in re.findall(r"\blapor_connector_\w+", expr):
+            assert name in exported, name

@@ -228,6 +228,8 @@ class World:
         span = max(60.0, (anchor - created).total_seconds() - 60)
         moment = min(disposed, created + timedelta(seconds=span * 0.2))
         record["disposisi"][0]["tanggal"] = moment
+        if record["batas_tindak_lanjut"] is not None:  # the deadline follows the disposition
+            record["batas_tindak_lanjut"] = add_working_days(moment, 5)
         step = span * 0.8 / 4
         unit = record["disposisi"][0]["unit_id"]
         if roll > 0.45:
