@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -118,17 +118,19 @@ async def _serve(rt: Runtime) -> int:
                               id="demo_officer", **opts)
     monitor = _start_metrics(rt, ctx, pull, push)
     probing: list[asyncio.Task[Any]] = []
+
+    async def health() -> None:
+        if monitor is None:
+            return
+        try:
+            monitor.refresh()
+        except ConnectorError as exc:
+            monitor.failed(str(exc))
+        if monitor.should_probe(pull.running is not None) and not any(
+                not t.done() for t in probing):
+            probing[:] = [asyncio.create_task(probe(rt.client))]
+
     if monitor is not None:
-
-        async def health() -> None:
-            try:
-                monitor.refresh()
-            except ConnectorError as exc:
-                monitor.failed(str(exc))
-            if monitor.should_probe(pull.running is not None) and not any(
-                    not t.done() for t in probing):
-                probing[:] = [asyncio.create_task(probe(rt.client))]
-
         scheduler.add_job(health, IntervalTrigger(seconds=HEALTH_REFRESH_S), id="health", **opts)
         await health()
     wd = watchdog_interval()
@@ -142,7 +144,7 @@ async def _serve(rt: Runtime) -> int:
              mapping_version=rt.mappings().version)
     sd_notify("READY=1\nSTATUS=running")
     # First cycles right away rather than one interval after start.
-    first = asyncio.create_task(_first_cycles(pull, push))
+    first = asyncio.create_task(_first_cycles(pull, push, health if monitor else None))
     await stop.wait()
     log.info("daemon_stopping")
     sd_notify("STOPPING=1")
@@ -204,6 +206,9 @@ def _start_metrics(rt: Runtime, ctx: SyncContext, pull: Coordinator,
     return monitor
 
 
-async def _first_cycles(pull: Coordinator, push: Coordinator) -> None:
+async def _first_cycles(pull: Coordinator, push: Coordinator,
+                        then: Callable[[], Awaitable[None]] | None = None) -> None:
     await pull.tick()
     await push.tick()
+    if then is not None:
+        await then()  # /healthz and the gauges reflect the first cycles at once
