@@ -23,9 +23,10 @@ def _age(run: dict[str, Any] | None, now: datetime) -> float | None:
 
 def _running(progress: dict[str, Any] | None, last: dict[str, Any] | None,
              now: datetime) -> dict[str, Any] | None:
-    """The pull now running (no run record yet for its start), with its own counts."""
-    if progress is None or (last is not None and
-                            progress["started_at"] <= last["started_at"]):
+    """The pull now running (started after the last recorded pull ended), with its counts."""
+    if progress is None or (last is not None and (
+            datetime.fromisoformat(progress["started_at"])
+            <= datetime.fromisoformat(last["finished_at"]))):
         return None
     updated = datetime.fromisoformat(progress["updated_at"])
     return {**progress, "progress_age_s": round((now - updated).total_seconds(), 1)}
