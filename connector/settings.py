@@ -50,6 +50,9 @@ class LaporSettings(_Section):
     def _check_url(cls, value: str) -> str:
         if value == SANDBOX:
             return value
+        if not value:
+            raise ValueError('is not set: give the LAPOR! API base URL ("https://…"), or '
+                             '"sandbox" for the built-in demo')
         parts = urlsplit(value)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError("must be an http(s) URL or \"sandbox\"")

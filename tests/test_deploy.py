@@ -50,7 +50,7 @@ def test_install_is_idempotent_and_keeps_the_admins_files(tmp_path: Path) -> Non
         assert stat.S_IMODE(private.stat().st_mode) == 0o700
     assert "wrote /etc/lapor-connector/settings.toml" in first.stdout
     # The shipped settings refuse to start until the admin sets lapor.base_url.
-    with pytest.raises(ConfigError, match=r"lapor\.base_url"):
+    with pytest.raises(ConfigError, match=r"lapor\.base_url: Value error, is not set"):
         load_config(etc / "settings.toml", environ={})
     edited = (etc / "settings.toml").read_text().replace('base_url = ""',
                                                          'base_url = "https://lapor.example"')
