@@ -114,3 +114,28 @@ def test_the_guides_safe_commands_run_against_a_sandbox_site(
             assert f"{site}/var/connector.db" in out.out
         ran += 1
     assert ran >= 10
+
+
+def test_checking_a_copy_as_the_guide_says_checks_the_copy(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    live = write_config(tmp_path / "etc", "sqlite:///var/connector.db")
+    copy = tmp_path / "salinan"
+    copy.mkdir()
+    (copy / "mappings").mkdir()
+    for f in (tmp_path / "etc" / "mappings").iterdir():
+        (copy / "mappings" / f.name).write_text(f.read_text())
+    agencies = copy / "mappings" / "agencies.toml"
+    agencies.write_text(agencies.read_text().replace("lapor_unit_ids = [6411004]",
+                                                     "lapor_unit_ids = [6411004, 6411003]"))
+    # The guide: a settings.toml beside the copy, with [mappings] dir = "mappings".
+    (copy / "settings.toml").write_text('[mappings]\ndir = "mappings"\n')
+    elsewhere = tmp_path / "home"
+    elsewhere.mkdir()
+    assert run_as_guide(["mappings", "check"], live, elsewhere, monkeypatch) == 0
+    capsys.readouterr()
+    code = run_as_guide(["--config", str(copy / "settings.toml"), "mappings", "check"], live,
+                        elsewhere, monkeypatch)
+    assert code == 1
+    assert "RSP_DATAH_DAWAI: lapor_unit_ids: unit 6411003 is already routed to DKP2KB" in \
+        capsys.readouterr().err
