@@ -113,6 +113,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "sandbox":
             return handler(None, args)
         config = load_config(getattr(args, "config", None))
+        _note_local_settings(config, getattr(args, "config", None))
         check_identity(config)
         return handler(config, args)
     except ConfigError as exc:
@@ -129,6 +130,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # e.g. `tickets list | head`
         sys.stderr.close()
         return EXIT_OK
+
+
+def _note_local_settings(config: Config, given: Path | None) -> None:
+    """On a server, a ./settings.toml that wins over the service's file is worth a line."""
+    import os
+
+    from connector import settings
+
+    if (given is None and not os.environ.get(settings.CONFIG_ENV)
+            and config.path != settings.SYSTEM_CONFIG and settings.SYSTEM_CONFIG.exists()):
+        print(f"note: using {config.path}, not the service's {settings.SYSTEM_CONFIG} "
+              "(run from another folder, or give --config)", file=sys.stderr)
 
 
 def check_identity(config: Config, euid: int | None = None) -> None:

@@ -62,7 +62,9 @@ install -d -m 0700 "$ETC/credentials" "$STATE"
 if [ "$LIVE" = 1 ]; then chown "$USER_NAME:$USER_NAME" "$STATE"; chmod 0700 "$STATE"; fi
 
 # 3. The program and its venv under /opt.
+# Without the demo settings.toml: from /opt, commands must find the service's file.
 tar -C "$SRC" --exclude=./.venv --exclude=./var --exclude=./.git --exclude='*.pyc' \
+  --exclude=./settings.toml --exclude=./build --exclude='./*.egg-info' \
   --exclude=./.pytest_cache --exclude=./.mypy_cache --exclude=./.ruff_cache -cf - . \
   | tar -C "$OPT" -xf -
 if [ "$VENV" = 1 ]; then

@@ -44,6 +44,8 @@ def test_install_is_idempotent_and_keeps_the_admins_files(tmp_path: Path) -> Non
     assert (root / "usr/lib/sysusers.d/lapor-connector.conf").exists()
     assert (root / "opt/lapor-connector/connector/cli.py").exists()
     assert not (root / "opt/lapor-connector/.git").exists()
+    # No demo settings in /opt: a command run from there finds the service's file.
+    assert not (root / "opt/lapor-connector/settings.toml").exists()
     assert os.readlink(root / "usr/local/bin/lapor-connector") == \
         "/opt/lapor-connector/.venv/bin/lapor-connector"
     for private in (etc / "credentials", root / "var/lib/lapor-connector"):

@@ -139,3 +139,18 @@ def test_checking_a_copy_as_the_guide_says_checks_the_copy(
     assert code == 1
     assert "RSP_DATAH_DAWAI: lapor_unit_ids: unit 6411003 is already routed to DKP2KB" in \
         capsys.readouterr().err
+
+
+def test_a_local_settings_file_that_wins_over_the_services_is_named(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    service = write_config(tmp_path / "etc", "sqlite:///var/connector.db")
+    here = tmp_path / "checkout"
+    local = write_config(here, "sqlite:///var/connector.db")
+    run_as_guide(["status"], service, here, monkeypatch)
+    out = capsys.readouterr()
+    assert f"note: using {local}, not the service's {service}" in out.err
+    assert f"Settings: {local}" in out.out
+    run_as_guide(["status"], service, tmp_path, monkeypatch)  # no ./settings.toml: no note
+    out = capsys.readouterr()
+    assert "note:" not in out.err and f"Settings: {service}" in out.out
