@@ -163,12 +163,13 @@ class Monitor:
             {"code": "starting", "message": "the daemon is starting"}]}).encode()
         self._healthy = False
         self._server: WSGIServer | None = None
+        self._reasons: set[str] = set()
 
     def refresh(self) -> dict[str, Any]:
         """One transaction's worth of reading; call on the loop (as every DB access)."""
-        rep = self._compute()
+        rep = dict(self._compute())
         failures = dict(self._failures())
-        findings = rep["findings"]
+        findings = rep["findings"] = list(rep["findings"])
         for job, n in failures.items():
             self.metrics.failures.labels(job).set(n)
         if failures.get("pull"):
@@ -189,8 +190,11 @@ class Monitor:
         for st in OUTBOX_STATES:
             m.outbox.labels(st).set(rep["outbox"].get(st, 0))
         m.quarantine.set(sum(rep["quarantine"].values()))
+        for reason in self._reasons - set(rep["quarantine"]):
+            m.quarantine_by_reason.labels(reason).set(0)  # emptied since: 0, not the old count
         for reason, n in rep["quarantine"].items():
             m.quarantine_by_reason.labels(reason).set(n)
+        self._reasons |= set(rep["quarantine"])
         m.overdue.set(rep["overdue"]["count"])
         m.healthy.set(1 if rep["healthy"] else 0)
         self._body = json.dumps(rep, ensure_ascii=False, indent=2).encode()

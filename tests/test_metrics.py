@@ -195,3 +195,57 @@ def test_alert_rules_use_only_metrics_the_connector_exports() -> None:
     for expr in alerts.values():
         for name in re.findall(r"\blapor_connector_\w+", expr):
             assert name in exported, name
+
+
+def fake_report(quarantine: dict[str, int], healthy: bool = True) -> dict[str, object]:
+    return {"healthy": healthy, "findings": [] if healthy else [{"code": "pull_stale"}],
+            "pull": {"last_ok": {"finished_at": "2026-11-28T00:00:00+00:00"}},
+            "push": {"last_ok": None}, "outbox": {"pending": 2, "sent": 5, "failed": 1},
+            "quarantine": quarantine, "overdue": {"count": 3}}
+
+
+def test_monitor_serves_health_and_gauges_from_what_the_loop_computed() -> None:
+    from datetime import UTC, datetime
+
+    from connector.metrics import Monitor
+
+    now = [0.0]
+    reports = [fake_report({"unmapped_unit": 2}), fake_report({})]
+    failures = {"pull": 0, "push": 0}
+    reach = Reachability(clock=lambda: now[0])
+    mon = Monitor(Metrics(), lambda: reports[0], lambda: failures, reach,
+                  lambda: datetime.now(UTC))
+    host, port = mon.start("127.0.0.1", 0)
+    base = f"http://{host}:{port}"
+    try:
+        assert get(base + "/healthz")[0] == 503  # nothing computed yet: starting
+        mon.refresh()
+        code, body = get(base + "/healthz")
+        assert code == 200 and json.loads(body)["overdue"]["count"] == 3
+        got = samples(get(base + "/metrics")[1])
+        assert got[("lapor_connector_outbox_entries", (("state", "failed"),))] == 1
+        assert got[("lapor_connector_quarantine_entries", ())] == 2
+        assert got[("lapor_connector_overdue_tickets", ())] == 3
+        assert got[("lapor_connector_pull_last_success_timestamp_seconds", ())] == \
+            datetime(2026, 11, 28, tzinfo=UTC).timestamp()
+        reports[0] = reports[1]
+        failures["pull"] = 2
+        mon.refresh()
+        code, body = get(base + "/healthz")
+        assert code == 503 and [f["code"] for f in json.loads(body)["findings"]] == \
+            ["pull_failing"]
+        got = samples(get(base + "/metrics")[1])
+        assert got[("lapor_connector_quarantine_entries_by_reason",
+                    (("reason", "unmapped_unit"),))] == 0
+        failures["pull"] = 0
+        reach.observe("ConnectError")
+        now[0] = 11
+        mon.refresh()
+        assert "lapor_unreachable" in get(base + "/healthz")[1]
+        reach.observe("200")
+        mon.refresh()
+        assert get(base + "/healthz")[0] == 200
+        mon.failed("database is locked")
+        assert "storage_error" in get(base + "/healthz")[1]
+    finally:
+        mon.stop()
