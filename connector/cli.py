@@ -34,7 +34,9 @@ def build_parser() -> argparse.ArgumentParser:
     # default from overwriting a value given before it.
     common = _Parser(add_help=False)
     common.add_argument("--config", type=Path, default=argparse.SUPPRESS,
-                        help="settings file (default: $LAPOR_CONNECTOR_CONFIG or ./settings.toml)")
+                        help="settings file (default: $LAPOR_CONNECTOR_CONFIG, else "
+                             "./settings.toml if it exists, else "
+                             "/etc/lapor-connector/settings.toml)")
     p = _Parser(prog="lapor-connector", parents=[common],
                 description="Mahulu SP4N-LAPOR! connector")
     p.add_argument("--version", action="version", version=__version__)
@@ -111,6 +113,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "sandbox":
             return handler(None, args)
         config = load_config(getattr(args, "config", None))
+        _note_local_settings(config, getattr(args, "config", None))
+        check_identity(config)
         return handler(config, args)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -126,6 +130,45 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # e.g. `tickets list | head`
         sys.stderr.close()
         return EXIT_OK
+
+
+def _note_local_settings(config: Config, given: Path | None) -> None:
+    """On a server, a ./settings.toml that wins over the service's file is worth a line."""
+    import os
+
+    from connector import settings
+
+    if (given is None and not os.environ.get(settings.CONFIG_ENV)
+            and config.path != settings.SYSTEM_CONFIG and settings.SYSTEM_CONFIG.exists()):
+        print(f"note: using {config.path}, not the service's {settings.SYSTEM_CONFIG} "
+              "(run from another folder, or give --config)", file=sys.stderr)
+
+
+def check_identity(config: Config, euid: int | None = None) -> None:
+    """Refuse root on a SQLite database that belongs to the service's user.
+
+    Root would leave root-owned journal/WAL files that the service cannot open.
+    """
+    import os
+    import pwd
+
+    uid = os.geteuid() if euid is None else euid
+    url = config.database_url
+    if uid != 0 or not url.startswith("sqlite:///"):
+        return
+    folder = Path(url.removeprefix("sqlite:///")).parent
+    try:
+        owner = folder.stat().st_uid
+    except OSError:
+        return
+    if owner != 0:
+        try:
+            name = pwd.getpwuid(owner).pw_name
+        except KeyError:
+            name = str(owner)
+        raise ConfigError(f"{folder} belongs to {name}: run this command as that user "
+                          f"(sudo -u {name} lapor-connector ...), not as root, so that the "
+                          "database files keep their owner")
 
 
 def _logging(config: Config) -> None:

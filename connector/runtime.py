@@ -111,9 +111,12 @@ def make_client(config: Config, world: World | None = None,
     creds = load_credentials(config)
     if config.sandbox_mode:
         world = world or sandbox_world(config)
+        # The embedded sandbox may allow more than LAPOR! does (a quick demo): the client's
+        # budget is the sandbox's own limit, not lapor.requests_per_minute.
         return LaporClient.from_config(
             config, creds, transport=transport or httpx.ASGITransport(app=create_app(world)),
-            base_url=SANDBOX_URL)
+            base_url=SANDBOX_URL,
+            requests_per_minute=config.settings.sandbox.rate_limit_per_minute)
     return LaporClient.from_config(config, creds, transport=transport)
 
 

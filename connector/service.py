@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,16 +20,19 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
 from connector.daemon import Coordinator, DemoOfficer, sd_notify, watchdog_interval
-from connector.errors import ConfigError, Fatal
+from connector.errors import ConfigError, ConnectorError, Fatal
+from connector.metrics import Metrics, Monitor, Reachability, probe
 from connector.runtime import Runtime, open_runtime
 from connector.sandbox.app import run_generator
 from connector.settings import Config, load_config
-from connector.status import MAPPING_ERROR, MAPPING_VERSION
+from connector.status import MAPPING_ERROR, MAPPING_VERSION, report
 from connector.store import state
+from connector.sync.context import SyncContext
 from connector.sync.cycle import run_cycle
 
 log = structlog.get_logger("connector.service")
 STOP_GRACE_S = 8.0  # then cut off; systemd and the contract allow 15 s
+HEALTH_REFRESH_S = 5.0  # how fresh /healthz and the gauges are
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -112,6 +116,23 @@ async def _serve(rt: Runtime) -> int:
                     log.info("demo_officer_acted", tracking_id=tid)
             scheduler.add_job(act, IntervalTrigger(seconds=max(5.0, s.push_interval_s)),
                               id="demo_officer", **opts)
+    monitor = _start_metrics(rt, ctx, pull, push)
+    probing: list[asyncio.Task[Any]] = []
+
+    async def health() -> None:
+        if monitor is None:
+            return
+        try:
+            monitor.refresh()
+        except ConnectorError as exc:
+            monitor.failed(str(exc))
+        if monitor.should_probe(pull.running is not None) and not any(
+                not t.done() for t in probing):
+            probing[:] = [asyncio.create_task(probe(rt.client))]
+
+    if monitor is not None:
+        scheduler.add_job(health, IntervalTrigger(seconds=HEALTH_REFRESH_S), id="health", **opts)
+        await health()
     wd = watchdog_interval()
     if wd:
         scheduler.add_job(lambda: sd_notify("WATCHDOG=1"), IntervalTrigger(seconds=wd),
@@ -123,7 +144,7 @@ async def _serve(rt: Runtime) -> int:
              mapping_version=rt.mappings().version)
     sd_notify("READY=1\nSTATUS=running")
     # First cycles right away rather than one interval after start.
-    first = asyncio.create_task(_first_cycles(pull, push))
+    first = asyncio.create_task(_first_cycles(pull, push, health if monitor else None))
     await stop.wait()
     log.info("daemon_stopping")
     sd_notify("STOPPING=1")
@@ -144,6 +165,12 @@ async def _serve(rt: Runtime) -> int:
     scheduler.shutdown(wait=False)
     for task in background:
         await task
+    for task in probing:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    if monitor is not None:
+        monitor.stop()
     for c in coordinators:
         if c.fatal is not None:
             exit_code = 1
@@ -152,6 +179,36 @@ async def _serve(rt: Runtime) -> int:
     return exit_code
 
 
-async def _first_cycles(pull: Coordinator, push: Coordinator) -> None:
+def _start_metrics(rt: Runtime, ctx: SyncContext, pull: Coordinator,
+                   push: Coordinator) -> Monitor | None:
+    """/metrics and /healthz on metrics.listen; a port in use is logged, never fatal."""
+    address = rt.config.settings.metrics.address
+    if address is None:
+        return None
+    metrics, reach = Metrics(), Reachability()
+    ctx.observer = metrics
+
+    def on_request(endpoint: str, code: str, seconds: float) -> None:
+        metrics.request(endpoint, code, seconds)
+        reach.observe(code)
+
+    rt.client.observer = on_request
+    monitor = Monitor(
+        metrics, lambda: rt.store.run(lambda c: report(c, rt.config, rt.tracker, ctx.now())),
+        lambda: {"pull": pull.failures, "push": push.failures}, reach, ctx.now)
+    try:
+        host, port = monitor.start(*address)
+    except OSError as exc:
+        log.error("metrics_unavailable", listen=rt.config.settings.metrics.listen,
+                  error=str(exc))
+        return None
+    log.info("metrics_listening", listen=f"{host}:{port}", paths="/metrics /healthz")
+    return monitor
+
+
+async def _first_cycles(pull: Coordinator, push: Coordinator,
+                        then: Callable[[], Awaitable[None]] | None = None) -> None:
     await pull.tick()
     await push.tick()
+    if then is not None:
+        await then()  # /healthz and the gauges reflect the first cycles at once

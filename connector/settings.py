@@ -20,6 +20,9 @@ from connector.errors import ConfigError
 
 ENV_PREFIX = "LAPOR_CONNECTOR_"
 CONFIG_ENV = "LAPOR_CONNECTOR_CONFIG"
+# The installed service's settings (deploy/settings.toml); the CLI falls back to it, so
+# an operator's command reaches the same database as the unit without any option.
+SYSTEM_CONFIG = Path("/etc/lapor-connector/settings.toml")
 SANDBOX = "sandbox"
 # The sandbox's published demo credentials (see shared/spec and the sandbox module).
 DEMO_CLIENT_ID = "mahulu-demo"
@@ -47,6 +50,9 @@ class LaporSettings(_Section):
     def _check_url(cls, value: str) -> str:
         if value == SANDBOX:
             return value
+        if not value:
+            raise ValueError('is not set: give the LAPOR! API base URL ("https://…"), or '
+                             '"sandbox" for the built-in demo')
         parts = urlsplit(value)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError("must be an http(s) URL or \"sandbox\"")
@@ -94,6 +100,28 @@ class AttachmentSettings(_Section):
     )
 
 
+class MetricsSettings(_Section):
+    # host:port for /metrics and /healthz; "" turns the listener off.
+    listen: str = "127.0.0.1:9840"
+
+    @field_validator("listen")
+    @classmethod
+    def _check_listen(cls, value: str) -> str:
+        if value == "":
+            return value
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError('must be "host:port" (e.g. "127.0.0.1:9840") or "" for off')
+        return value
+
+    @property
+    def address(self) -> tuple[str, int] | None:
+        if not self.listen:
+            return None
+        host, _, port = self.listen.rpartition(":")
+        return host.strip("[]"), int(port)
+
+
 class LogSettings(_Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["auto", "json", "console"] = "auto"
@@ -125,6 +153,7 @@ class Settings(BaseSettings):
     sync: SyncSettings = Field(default_factory=SyncSettings)
     attachments: AttachmentSettings = Field(default_factory=AttachmentSettings)
     log: LogSettings = Field(default_factory=LogSettings)
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     sandbox: SandboxSettings = Field(default_factory=SandboxSettings)
 
     @classmethod
@@ -166,6 +195,17 @@ class Config:
         return url
 
     @property
+    def database_display(self) -> str:
+        """The database URL for people: any password masked."""
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError
+
+        try:
+            return make_url(self.database_url).render_as_string(hide_password=True)
+        except ArgumentError:
+            return "<invalid storage.url>"
+
+    @property
     def mappings_dir(self) -> Path:
         return self.resolve(self.settings.mappings.dir)
 
@@ -178,9 +218,14 @@ class Config:
         return self.settings.lapor.base_url == SANDBOX
 
 
-def default_config_path(environ: Mapping[str, str] | None = None) -> Path:
+def default_config_path(environ: Mapping[str, str] | None = None,
+                        cwd: Path | None = None) -> Path:
+    """``$LAPOR_CONNECTOR_CONFIG``, else ``./settings.toml`` if it exists, else the system file."""
     env = os.environ if environ is None else environ
-    return Path(env.get(CONFIG_ENV) or "settings.toml")
+    if env.get(CONFIG_ENV):
+        return Path(env[CONFIG_ENV])
+    local = (cwd or Path.cwd()) / "settings.toml"
+    return local if local.exists() else SYSTEM_CONFIG
 
 
 def load_toml(path: Path) -> dict[str, Any]:
@@ -201,7 +246,10 @@ def load_config(path: Path | None = None, environ: Mapping[str, str] | None = No
     """Build and validate the settings once. Errors raise ConfigError (exit 2)."""
     env = dict(os.environ if environ is None else environ)
     cfg_path = (path or default_config_path(env)).resolve()
-    data = load_toml(cfg_path) if cfg_path.exists() or path is not None else {}
+    if path is None and not cfg_path.exists():
+        raise ConfigError(f"{cfg_path}: file not found (no ./settings.toml here; give "
+                          f"--config PATH or set ${CONFIG_ENV})")
+    data = load_toml(cfg_path)
     # pydantic-settings reads os.environ itself; hand it exactly the variables meant for us.
     saved = dict(os.environ)
     try:

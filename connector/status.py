@@ -21,6 +21,17 @@ def _age(run: dict[str, Any] | None, now: datetime) -> float | None:
     return None if run is None else round((now - run.pop("_finished")).total_seconds(), 1)
 
 
+def _running(progress: dict[str, Any] | None, last: dict[str, Any] | None,
+             now: datetime) -> dict[str, Any] | None:
+    """The pull now running (started after the last recorded pull ended), with its counts."""
+    if progress is None or (last is not None and (
+            datetime.fromisoformat(progress["started_at"])
+            <= datetime.fromisoformat(last["finished_at"]))):
+        return None
+    updated = datetime.fromisoformat(progress["updated_at"])
+    return {**progress, "progress_age_s": round((now - updated).total_seconds(), 1)}
+
+
 def report(conn: Connection, config: Config, tracker: BuiltinTracker,
            now: datetime) -> dict[str, Any]:
     s = config.settings.sync
@@ -36,6 +47,7 @@ def report(conn: Connection, config: Config, tracker: BuiltinTracker,
             raw = state.get_value(conn, state.PULL_PROGRESS)
             progress_age = (now - datetime.fromisoformat(raw)).total_seconds() if raw else None
             pulls[kind]["progress_age_s"] = progress_age
+            pulls[kind]["running"] = _running(state.get_pull_running(conn), last, now)
             # A long first pull (a backlog under the request budget) commits as it goes: it
             # is alive while its commits are recent, though no whole cycle has ended yet.
             if ok_age is not None and progress_age is not None:
@@ -73,6 +85,8 @@ def report(conn: Connection, config: Config, tracker: BuiltinTracker,
         "healthy": not findings,
         "findings": findings,
         "now": iso(now),
+        "settings": str(config.path),
+        "database": config.database_display,
         "pull": pulls["pull"],
         "push": pulls["push"],
         "watermark": iso(state.get_watermark(conn)),
@@ -94,6 +108,8 @@ def render(rep: dict[str, Any]) -> str:
     lines = [f"Status: {'OK' if rep['healthy'] else 'DEGRADED'}  (at {rep['now']})"]
     for f in rep["findings"]:
         lines.append(f"  ! {f['code']}: {f['message']}")
+    lines.append(f"Settings: {rep['settings']}")
+    lines.append(f"Database: {rep['database']}")
     for kind in ("pull", "push"):
         info = rep[kind]
         last = info["last"]
@@ -102,6 +118,12 @@ def render(rep: dict[str, Any]) -> str:
         else:
             res = "ok" if last["ok"] else f"FAILED ({last['error']})"
             lines.append(f"Last {kind}: {last['finished_at']} ({info['last_age_s']} s ago) {res}")
+        run = info.get("running")
+        if run:
+            lines.append(f"Pull running since {run['started_at']}: pages={run['pages']} "
+                         f"fetched={run['fetched']} created={run['created']} "
+                         f"updated={run['updated']} quarantined={run['quarantined']} "
+                         f"(last progress {run['progress_age_s']} s ago)")
     lines.append(f"Watermark: {rep['watermark'] or '-'}")
     lines.append("Tickets by agency:")
     for agency, by_status in sorted(rep["tickets"].items()):

@@ -67,10 +67,11 @@ class Harness:
         return self.store.run(state.list_quarantine)
 
     def dump(self) -> dict[str, list[Any]]:
-        """Every table but the run log, for "nothing changed" comparisons."""
+        """Every table but the run log (and a pull's live progress), for "nothing changed"."""
         tables = [t for t in schema.metadata.sorted_tables if t.name != "runs"]
         with self.store.begin() as conn:
-            return {t.name: [tuple(r) for r in conn.execute(select(t).order_by(*t.primary_key))]
+            return {t.name: [tuple(r) for r in conn.execute(select(t).order_by(*t.primary_key))
+                             if not (t is schema.kv and r[0] == state.PULL_RUNNING)]
                     for t in tables}
 
     def visible(self) -> set[str]:

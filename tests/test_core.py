@@ -37,7 +37,7 @@ def summary(c: m.Complaint) -> m.Summary:
 def test_new_mapped_complaint_is_created_with_mapped_status_and_category() -> None:
     d = core.decide(complaint("1", "terdisposisi", (6411003,), (), T0), None, MAPPINGS, 6411)
     assert d.kind is core.Kind.CREATE and d.ticket is not None
-    assert (d.ticket.agency, d.ticket.status, d.ticket.category) == ("DINKES", "new", "KESEHATAN")
+    assert (d.ticket.agency, d.ticket.status, d.ticket.category) == ("DKP2KB", "new", "KESEHATAN")
     assert d.ticket.due_at is not None and d.ticket.due_at > T0
 
 

@@ -126,7 +126,7 @@ def test_live_mapping_reload_bad_then_good(site: Path) -> None:
         wait_for(lambda: count(site, "SELECT count(*) FROM runs WHERE kind='pull' AND ok") > 0,
                  what="first pull")
         n0 = count(site, "SELECT count(*) FROM tickets")
-        agencies.write_text(narrowed.replace('code = "DINKES"', 'code = "dinkes"'))
+        agencies.write_text(narrowed.replace('code = "DKP2KB"', 'code = "dinkes"'))
         wait_for(lambda: "mapping_invalid" in d.text(), 20, "the invalid mapping to be logged")
         expected = subprocess.run([sys.executable, "-m", "connector", "--config",
                                    str(site / "settings.toml"), "mappings", "check"],
@@ -254,8 +254,13 @@ def test_systemd_unit_is_hardened() -> None:
     unit = ROOT / "deploy" / "lapor-connector.service"
     text = unit.read_text()
     for line in ("Type=notify", "Restart=on-failure", "LoadCredential=LAPOR_CLIENT_SECRET",
-                 "DynamicUser=yes", "WatchdogSec="):
+                 "User=lapor-connector", "WatchdogSec=",
+                 "ExecStart=/opt/lapor-connector/.venv/bin/lapor-connector --config "
+                 "/etc/lapor-connector/settings.toml run"):
         assert line in text
+    # One configuration: no path through the environment (commands would not see it), and a
+    # fixed user rather than DynamicUser (operators run commands as it with sudo -u).
+    assert "Environment=" not in text and "DynamicUser=yes" not in text
     if shutil.which("systemd-analyze") is None:
         pytest.skip("systemd-analyze is not installed here; the unit text was checked")
     r = subprocess.run(["systemd-analyze", "security", "--offline=true", str(unit)],

@@ -105,7 +105,7 @@ mapping_lines = st.lists(st.sampled_from([
 ]), max_size=12).map("\n".join)
 
 
-@settings(max_examples=250, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(mapping_lines | st.text(max_size=120))
 def test_mapping_files_validate_or_name_the_file(text: str) -> None:
     with tempfile.TemporaryDirectory() as tmp:

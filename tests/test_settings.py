@@ -92,3 +92,34 @@ def test_cli_exits_2_with_the_message(tmp_path: Path) -> None:
     r = subprocess.run([sys.executable, "-m", "connector", "nosuchcommand"],
                        capture_output=True, text=True, cwd=tmp_path)
     assert r.returncode == 2
+
+
+def test_config_resolution_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from connector import settings
+
+    system = tmp_path / "etc" / "settings.toml"
+    monkeypatch.setattr(settings, "SYSTEM_CONFIG", system)
+    here = tmp_path / "here"
+    here.mkdir()
+    assert settings.default_config_path({}, cwd=here) == system
+    (here / "settings.toml").write_text("")
+    assert settings.default_config_path({}, cwd=here) == here / "settings.toml"
+    env = {settings.CONFIG_ENV: "/x/settings.toml"}
+    assert settings.default_config_path(env, cwd=here) == Path("/x/settings.toml")
+    # Nothing found: a clear error naming the system file, not a silent new database.
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match=r"etc/settings.toml: file not found.*--config"):
+        load_config(None, environ={})
+
+
+def test_database_display_masks_the_password(tmp_path: Path) -> None:
+    cfg = load_config(write(tmp_path, '[storage]\nurl = "postgresql+psycopg://lapor:geheim'
+                                      '@db.local/lapor"\n'), environ={})
+    assert cfg.database_display == "postgresql+psycopg://lapor:***@db.local/lapor"
+    assert "geheim" not in cfg.database_display
+
+
+@pytest.mark.parametrize("value", ["9840", "localhost", "127.0.0.1:99999", ":80"])
+def test_bad_metrics_listen_is_refused(tmp_path: Path, value: str) -> None:
+    with pytest.raises(ConfigError, match=r"metrics\.listen"):
+        load_config(write(tmp_path, f'[metrics]\nlisten = "{value}"\n'), environ={})

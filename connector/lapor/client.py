@@ -165,6 +165,8 @@ class LaporClient:
         self.tokens = _Tokens(self, credentials, token_refresh_margin_s)
         self.requests: Counter[str] = Counter()
         self.retries = 0
+        # Optional: told (endpoint, HTTP code or error class, seconds) after every request.
+        self.observer: Callable[[str, str, float], None] | None = None
 
     @classmethod
     def from_config(
@@ -176,9 +178,9 @@ class LaporClient:
         return cls(
             base_url or s.base_url, credentials, transport=transport, timeout_s=s.timeout_s,
             call_deadline_s=s.call_deadline_s, max_retry_after_s=s.max_retry_after_s,
-            requests_per_minute=s.requests_per_minute,
             token_refresh_margin_s=s.token_refresh_margin_s,
-            max_response_bytes=s.max_response_bytes, **overrides,
+            max_response_bytes=s.max_response_bytes,
+            **{"requests_per_minute": s.requests_per_minute, **overrides},
         )
 
     async def aclose(self) -> None:
@@ -269,10 +271,13 @@ class LaporClient:
         self, method: str, path: str, params: dict[str, Any] | None, body: Any,
         headers: dict[str, str],
     ) -> _Answer:
-        self.requests[_kind(method, path)] += 1
+        kind = _kind(method, path)
+        self.requests[kind] += 1
+        t0, code = time.monotonic(), "error"
         try:
             async with self._http.stream(method, path, params=params, json=body,
                                          headers=headers) as resp:
+                code = str(resp.status_code)
                 declared = resp.headers.get("Content-Length")
                 if declared and declared.isdigit() and int(declared) > self._max_bytes:
                     raise Rejected(resp.status_code, "respons_terlalu_besar")
@@ -285,7 +290,11 @@ class LaporClient:
                     chunks.append(chunk)
                 return _Answer(resp.status_code, resp.headers, b"".join(chunks))
         except (httpx.TimeoutException, httpx.TransportError) as exc:
+            code = exc.__class__.__name__
             raise _Transient(exc.__class__.__name__) from None
+        finally:
+            if self.observer is not None:
+                self.observer(kind, code, time.monotonic() - t0)
 
     async def _data(self, method: str, path: str, **kw: Any) -> tuple[Any, dict[str, Any]]:
         answer = await self.call(method, path, **kw)

@@ -8,12 +8,12 @@ INSTANSI = 6411
 UNITS: list[tuple[int, str, int | None, bool]] = [
     (6411001, "Dinas Kependudukan dan Pencatatan Sipil", None, True),
     (6411002, "Dinas Pendidikan dan Kebudayaan", None, True),
-    (6411003, "Dinas Kesehatan", None, True),
-    (6411004, "RSUD Datah Dawai", 6411003, True),
+    (6411003, "Dinas Kesehatan, Pengendalian Penduduk dan Keluarga Berencana", None, True),
+    (6411004, "RS Pratama Nawacita Datah Dawai", 6411003, True),
     (6411005, "Dinas Pekerjaan Umum dan Penataan Ruang", None, True),
     (6411006, "Dinas Perhubungan", None, True),
     (6411007, "Dinas Sosial", None, True),
-    (6411008, "Dinas Pemberdayaan Masyarakat dan Pemerintahan Kampung", None, True),
+    (6411008, "Dinas Pemberdayaan Masyarakat dan Kampung", None, True),
     (6411009, "Dinas Lingkungan Hidup", None, True),
     (6411010, "Dinas Komunikasi, Informatika, Statistik dan Persandian", None, True),
     (6411011, "Dinas Pertanian dan Ketahanan Pangan", None, True),
@@ -30,6 +30,9 @@ UNITS: list[tuple[int, str, int | None, bool]] = [
     (6411023, "Kecamatan Laham", 6411019, True),
     (6411024, "Kecamatan Long Apari", 6411019, True),
     (6411025, "Kecamatan Long Pahangai", 6411019, True),
+    (6411026, "Dinas Kepemudaan, Olahraga dan Pariwisata", None, True),
+    (6411027, "Badan Pendapatan Daerah", None, True),
+    (6411028, "RS Pratama Gerbang Sehat Mahulu", 6411003, True),
     (6411099, "Kantor Pengolahan Data Elektronik (lama)", None, False),
 ]
 
@@ -43,11 +46,12 @@ FOREIGN_UNITS: list[tuple[int, str, int]] = [
 KECAMATAN: dict[str, list[str]] = {
     "Long Bagun": [
         "Ujoh Bilang", "Long Bagun Ulu", "Long Bagun Ilir", "Long Melaham", "Batoq Kelo",
-        "Long Merah", "Rukun Damai", "Memahak Teboq", "Long Hurai", "Batu Majang",
+        "Long Merah", "Rukun Damai", "Mamahak Besar", "Long Hurai", "Batu Majang",
     ],
     "Long Hubung": [
         "Long Hubung", "Lutan", "Datah Bilang Ulu", "Datah Bilang Ilir", "Datah Bilang Baru",
-        "Long Hubung Ulu", "Mamahak Besar", "Matalibaq", "Sirau", "Wana Pariq", "Tri Pariq Makmur",
+        "Long Hubung Ulu", "Memahak Teboq", "Memahak Ulu", "Matalibaq", "Sirau", "Wana Pariq",
+        "Tri Pariq Makmur",
     ],
     "Laham": ["Laham", "Long Gelawang", "Muara Ratah", "Danum Paroy", "Nyaribungan"],
     "Long Apari": [
@@ -57,7 +61,7 @@ KECAMATAN: dict[str, list[str]] = {
     "Long Pahangai": [
         "Long Pahangai I", "Long Pahangai II", "Long Lunuk", "Long Lunuk Baru", "Naha Aruq",
         "Long Isun", "Datah Naha", "Long Tuyoq", "Lirung Ubing", "Delang Kerohong",
-        "Liu Mulang", "Long Pakaq", "Long Pakaq Baru", "Long Pahangai Ulu",
+        "Liu Mulang", "Long Pakaq", "Long Pakaq Baru",
     ],
 }
 
@@ -69,7 +73,7 @@ KECAMATAN_UNIT = {
 # (id, name, parent): the topic tree.
 CATEGORIES: list[tuple[int, str, int | None]] = [
     (1, "Kesehatan", None), (101, "Pelayanan Puskesmas", 1), (102, "Rumah Sakit", 1),
-    (103, "Jaminan Kesehatan", 1),
+    (103, "Jaminan Kesehatan", 1), (104, "RS Pratama Gerbang Sehat Mahulu", 1),
     (2, "Pendidikan", None), (201, "Sekolah Dasar dan Menengah", 2), (202, "Guru", 2),
     (203, "Beasiswa", 2),
     (3, "Infrastruktur", None), (301, "Jalan dan Jembatan", 3), (302, "Dermaga", 3),
@@ -82,6 +86,9 @@ CATEGORIES: list[tuple[int, str, int | None]] = [
     (702, "Pelayanan Kantor Kampung", 7),
     (8, "Perhubungan", None), (801, "Angkutan Sungai", 8), (802, "Bandara Datah Dawai", 8),
     (9, "Komunikasi dan Informatika", None), (901, "Sinyal dan Internet", 9),
+    (10, "Kepemudaan, Olahraga dan Pariwisata", None), (1001, "Objek Wisata", 10),
+    (1002, "Sarana Olahraga", 10),
+    (11, "Pajak dan Retribusi Daerah", None), (1101, "Pajak Daerah", 11),
 ]
 
 # Leaf category -> the unit LAPOR! usually disposes it to.
@@ -89,7 +96,8 @@ CATEGORY_UNIT: dict[int, int] = {
     101: 6411003, 102: 6411004, 103: 6411003, 201: 6411002, 202: 6411002, 203: 6411002,
     301: 6411005, 302: 6411006, 303: 6411005, 304: 6411012, 401: 6411001, 402: 6411001,
     403: 6411001, 501: 6411007, 502: 6411007, 601: 6411009, 602: 6411014, 701: 6411008,
-    702: 6411008, 801: 6411006, 802: 6411006, 901: 6411010,
+    702: 6411008, 801: 6411006, 802: 6411006, 901: 6411010, 104: 6411028, 1001: 6411026,
+    1002: 6411026, 1101: 6411027,
 }
 
 # Complaint texts per leaf category: (title, body); {kampung} and {kecamatan} are filled in.
@@ -97,12 +105,15 @@ TEXTS: dict[int, list[tuple[str, str]]] = {
     101: [("Puskesmas {kampung} sering tutup",
            "Puskesmas di {kampung}, Kecamatan {kecamatan}, sudah tiga minggu sering tutup pada "
            "jam pelayanan. Warga harus menunggu di dermaga untuk ke Ujoh Bilang.")],
-    102: [("Antrean panjang di RSUD Datah Dawai",
+    102: [("Antrean panjang di RS Pratama Nawacita Datah Dawai",
            "Saya membawa anak berobat dari {kampung} dan menunggu lebih dari lima jam. Mohon "
            "ditambah petugas pendaftaran.")],
     103: [("Kartu BPJS belum aktif",
            "Kartu jaminan kesehatan keluarga kami di {kampung} belum aktif padahal sudah "
            "didaftarkan sejak tiga bulan lalu.")],
+    104: [("Dokter spesialis jarang ada di RS Pratama Gerbang Sehat Mahulu",
+           "Kami dari {kampung} sudah dua kali datang ke RS Pratama Gerbang Sehat Mahulu, "
+           "dokter spesialis tidak ada di tempat dan pasien dirujuk ke Samarinda.")],
     201: [("Atap SD di {kampung} bocor",
            "Atap ruang kelas SD di {kampung} bocor sehingga murid belajar di lantai basah "
            "saat hujan.")],
@@ -144,6 +155,15 @@ TEXTS: dict[int, list[tuple[str, str]]] = {
            "Tarif longboat dari {kampung} ke Ujoh Bilang naik tanpa pemberitahuan resmi.")],
     802: [("Jadwal penerbangan Datah Dawai tidak pasti",
            "Penerbangan perintis dari Datah Dawai sering batal tanpa informasi kepada penumpang.")],
+    1001: [("Jalan ke air terjun di {kampung} tidak terawat",
+            "Jalan setapak menuju objek wisata air terjun dekat {kampung} tertutup semak dan "
+            "jembatan kayunya patah; wisatawan tidak bisa lewat.")],
+    1002: [("Lapangan olahraga {kampung} rusak",
+            "Lapangan voli dan sepak bola di {kampung}, Kecamatan {kecamatan}, berlubang dan "
+            "tiang gawangnya roboh sejak banjir.")],
+    1101: [("Tagihan PBB tidak sesuai",
+            "Tagihan Pajak Bumi dan Bangunan rumah kami di {kampung} naik dua kali lipat tanpa "
+            "penjelasan dari Bapenda.")],
     901: [("Sinyal internet hilang",
            "Sinyal internet di {kampung} hilang sejak menara rusak, sekolah tidak bisa "
            "ujian daring.")],

@@ -11,12 +11,17 @@ import uvicorn
 
 from connector.sandbox.app import create_app, run_generator
 from connector.sandbox.world import Faults, World
-from connector.settings import load_config
+from connector.settings import SandboxSettings, default_config_path, load_config
 
 
 def serve(args: argparse.Namespace) -> int:
+    path = getattr(args, "config", None)
     try:
-        s = load_config(getattr(args, "config", None)).settings.sandbox
+        # The sandbox needs no settings file: without one it runs on the defaults.
+        if path is None and not default_config_path().exists():
+            s = SandboxSettings()
+        else:
+            s = load_config(path).settings.sandbox
     except Exception as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from connector.sandbox import data
-from connector.timeutil import UTC, WIB, format_wib, parse_wib
+from connector.timeutil import UTC, WIB, add_working_days, format_wib, parse_wib
 
 DEMO_CLIENTS = {"mahulu-demo": ("rahasia-demo-6411", data.INSTANSI)}
 OPEN_FOR_POSTING = ("terdisposisi", "ditindaklanjuti", "selesai")
@@ -204,7 +204,8 @@ class World:
             "batas_tindak_lanjut": None,
         }
         if rng.random() < 0.5:
-            record["batas_tindak_lanjut"] = disposed + timedelta(days=7)
+            # As LAPOR!: the end of the 5th working day after disposition.
+            record["batas_tindak_lanjut"] = add_working_days(disposed, 5)
         for n in range(rng.choices([0, 1, 2], [0.6, 0.3, 0.1])[0]):
             mime, ext = rng.choice([("image/jpeg", "jpg"), ("image/png", "png"),
                                     ("application/pdf", "pdf")])
@@ -227,6 +228,8 @@ class World:
         span = max(60.0, (anchor - created).total_seconds() - 60)
         moment = min(disposed, created + timedelta(seconds=span * 0.2))
         record["disposisi"][0]["tanggal"] = moment
+        if record["batas_tindak_lanjut"] is not None:  # the deadline follows the disposition
+            record["batas_tindak_lanjut"] = add_working_days(moment, 5)
         step = span * 0.8 / 4
         unit = record["disposisi"][0]["unit_id"]
         if roll > 0.45:

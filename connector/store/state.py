@@ -24,6 +24,7 @@ _QUARANTINE_DELETE = delete(quarantine).where(quarantine.c.tracking_id == bindpa
 WATERMARK = "pull_watermark"
 TRACKER_CURSOR = "tracker_cursor"
 PULL_PROGRESS = "pull_progress_at"  # the last commit of a pull, even one still running
+PULL_RUNNING = "pull_running"  # JSON: start, last progress and counts of the current pull
 
 
 # -- key/value ----------------------------------------------------------------------------
@@ -51,6 +52,17 @@ def advance_watermark(conn: Connection, candidate: datetime,
         set_value(conn, WATERMARK, as_utc(candidate).isoformat())
         return candidate
     return current
+
+
+def set_pull_running(conn: Connection, started: datetime, now: datetime,
+                     counts: dict[str, int]) -> None:
+    set_value(conn, PULL_RUNNING, json.dumps({"started_at": iso(started), "updated_at": iso(now),
+                                              **counts}))
+
+
+def get_pull_running(conn: Connection) -> dict[str, Any] | None:
+    raw = get_value(conn, PULL_RUNNING)
+    return json.loads(raw) if raw else None
 
 
 # -- links --------------------------------------------------------------------------------

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 from sqlalchemy import Connection
 
@@ -20,6 +20,20 @@ from connector.tracker.base import Tracker
 T = TypeVar("T")
 
 
+class Observer(Protocol):
+    """Told the running totals of a cycle as it goes (metrics); never record content.
+
+    A cycle starts by reporting all-zero totals.
+    """
+
+    def progress(self, kind: str, counts: Mapping[str, int]) -> None: ...
+
+
+class NullObserver:
+    def progress(self, kind: str, counts: Mapping[str, int]) -> None:
+        pass
+
+
 @dataclass
 class SyncContext:
     config: Config
@@ -30,6 +44,7 @@ class SyncContext:
     now: Callable[[], datetime] = utcnow
     # Set on SIGTERM: cycles stop at their next commit point instead of being cut off.
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
+    observer: Observer = field(default_factory=NullObserver)
 
     async def db(self, fn: Callable[[Connection], T]) -> T:
         """Run one transaction, whole: no await inside, so no cancellation can split it.

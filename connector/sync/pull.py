@@ -40,6 +40,8 @@ class PullStats:
 
 async def pull(ctx: SyncContext) -> PullStats:
     stats = PullStats()
+    started = ctx.now()
+    await _progress(ctx, stats, started)
     overlap = timedelta(seconds=ctx.config.settings.sync.overlap_s)
     watermark: list[datetime | None] = [await ctx.db(state.get_watermark)]
     processed: dict[str, datetime | None] = {}
@@ -64,6 +66,7 @@ async def pull(ctx: SyncContext) -> PullStats:
             acc.clear()
             watermark[0] = done.watermark
             _count(stats, done.decisions)
+            await _progress(ctx, stats, started)
             await _download(ctx, done.new_files)
 
     async for page in ctx.client.feed(since, page_size):
@@ -89,8 +92,16 @@ async def pull(ctx: SyncContext) -> PullStats:
                 await flush()
         await flush()
     await _retry_held(ctx, stats, set(processed))
+    await _progress(ctx, stats, started)
     await _retry_downloads(ctx)
     return stats
+
+
+async def _progress(ctx: SyncContext, stats: PullStats, started: datetime) -> None:
+    """A running pull's own counts, for `status` (another process) and the metrics."""
+    counts = stats.as_dict()
+    ctx.observer.progress("pull", counts)
+    await ctx.db(lambda conn: state.set_pull_running(conn, started, ctx.now(), counts))
 
 
 @dataclass

@@ -54,6 +54,7 @@ def ingest(conn: Connection, tracker: Tracker, mappings: Mappings, now: datetime
 
 async def push(ctx: SyncContext) -> PushStats:
     stats = PushStats()
+    ctx.observer.progress("push", stats.as_dict())  # all zero: a new cycle's totals begin
     mappings = ctx.mappings()
     stats.queued = await ctx.db(lambda conn: ingest(conn, ctx.tracker, mappings, ctx.now()))
     sends = 0
@@ -66,7 +67,10 @@ async def push(ctx: SyncContext) -> PushStats:
             if ctx.stopping.is_set():
                 return stats
             sends += 1
-            await _send(ctx, entry, mappings, stats)
+            try:
+                await _send(ctx, entry, mappings, stats)
+            finally:
+                ctx.observer.progress("push", stats.as_dict())
     return stats
 
 

@@ -1,0 +1,48 @@
+"""`status` while a pull runs: its own counts and start time, from another connection."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from connector.sandbox import World
+from connector.status import render, report
+from tests.conftest import FakeTime
+from tests.harness import Harness
+
+pytestmark = pytest.mark.anyio
+
+
+class Peek:
+    """An observer that reads `status` the way another process would, mid-pull."""
+
+    def __init__(self, h: Harness):
+        self.h = h
+        self.seen: list[dict[str, Any]] = []
+
+    def progress(self, kind: str, counts: Mapping[str, int]) -> None:
+        if kind == "pull" and counts.get("created"):
+            self.seen.append(self.h.store.run(
+                lambda c: report(c, self.h.config, self.h.tracker, self.h.ctx.now())))
+
+
+async def test_status_shows_a_running_pull_and_forgets_it_when_done(
+        tmp_path: Path, db_url: str, world: World, fake_time: FakeTime) -> None:
+    h = Harness(tmp_path, db_url, world, fake_time)
+    peek = Peek(h)
+    h.ctx.observer = peek
+    stats = await h.pull()
+    assert peek.seen
+    running = peek.seen[-1]["pull"]["running"]
+    assert running is not None and running["created"] == stats["created"] > 0
+    assert running["fetched"] == stats["fetched"] and running["pages"] >= 1
+    assert running["started_at"]
+    text = render(peek.seen[-1])
+    assert f"Pull running since {running['started_at']}: pages=" in text
+    assert f"created={stats['created']}" in text
+    done = h.store.run(lambda c: report(c, h.config, h.tracker, h.ctx.now()))
+    assert done["pull"]["running"] is None and "Pull running" not in render(done)
+    assert done["settings"] == str(h.cfg_path) and done["database"]
