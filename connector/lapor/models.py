@@ -108,6 +108,9 @@ class Complaint:
     submitted_at: datetime
     updated_at: datetime
     deadline: datetime | None
+    # Repairs made on the way in (NUL stripped, surrogates replaced, zero dates dropped):
+    # field names and what was done, never values.
+    repairs: tuple[str, ...] = ()
 
     @property
     def unit_ids(self) -> tuple[int, ...]:

@@ -24,6 +24,7 @@ _QUARANTINE_DELETE = delete(quarantine).where(quarantine.c.tracking_id == bindpa
 WATERMARK = "pull_watermark"
 TRACKER_CURSOR = "tracker_cursor"
 PULL_PROGRESS = "pull_progress_at"  # the last commit of a pull, even one still running
+LAST_SWEEP = "last_sweep_at"  # the last reconciliation sweep that finished
 
 
 # -- key/value ----------------------------------------------------------------------------
@@ -60,7 +61,8 @@ def _link(r: Any) -> LinkState:
         tracking_id=r.tracking_id, ticket_ref=r.ticket_ref, agency=r.agency,
         lapor_status=r.lapor_status, lapor_updated_at=as_utc(r.lapor_updated_at),
         unit_ids=tuple(json.loads(r.unit_ids)),
-        seen_followups=frozenset(json.loads(r.seen_followups)), closed=r.closed)
+        seen_followups=frozenset(json.loads(r.seen_followups)), closed=r.closed,
+        content_hash=r.content_hash)
 
 
 def get_links(conn: Connection, ids: list[str]) -> dict[str, LinkState]:
@@ -79,7 +81,7 @@ def _link_values(link: LinkState, now: datetime) -> dict[str, Any]:
         "ticket_ref": link.ticket_ref, "agency": link.agency, "lapor_status": link.lapor_status,
         "lapor_updated_at": link.lapor_updated_at, "unit_ids": json.dumps(list(link.unit_ids)),
         "seen_followups": json.dumps(sorted(link.seen_followups, key=_num)),
-        "closed": link.closed, "updated_at": now,
+        "closed": link.closed, "updated_at": now, "content_hash": link.content_hash,
     }
 
 
@@ -142,6 +144,15 @@ def retry_candidates(conn: Connection) -> dict[str, Held]:
     return {r.tracking_id: _held(r) for r in conn.execute(select(quarantine))}
 
 
+def transient_due(conn: Connection, reasons: frozenset[str], now: datetime,
+                  delay: Any) -> list[str]:
+    """Quarantined ids with a transient-looking reason whose backoff has run out."""
+    q = select(quarantine.c.tracking_id, quarantine.c.attempts, quarantine.c.last_seen).where(
+        quarantine.c.reason.in_(sorted(reasons)))
+    return [r.tracking_id for r in conn.execute(q)
+            if (now - as_utc(r.last_seen)).total_seconds() >= delay(r.attempts)]
+
+
 def request_retry(conn: Connection, tracking_id: str | None) -> int:
     q = update(quarantine).values(retry_requested=True)
     if tracking_id is not None:
@@ -160,6 +171,13 @@ def list_quarantine(conn: Connection) -> list[dict[str, Any]]:
 def quarantine_by_reason(conn: Connection) -> dict[str, int]:
     return dict(conn.execute(select(quarantine.c.reason, func.count())
                              .group_by(quarantine.c.reason)).all())
+
+
+def quarantine_oldest(conn: Connection) -> dict[str, datetime]:
+    """The first_seen of the oldest entry of each reason."""
+    return {reason: as_utc(first) for reason, first in conn.execute(
+        select(quarantine.c.reason, func.min(quarantine.c.first_seen))
+        .group_by(quarantine.c.reason))}
 
 
 # -- outbox ------------------------------------------------------------------------------------
