@@ -128,8 +128,12 @@ def hold(conn: Connection, tracking_id: str, reason: str, detail: str,
     """Quarantine a record; returns True when it is newly quarantined."""
     values = {"reason": reason, "detail": detail[:500], "lapor_updated_at": updated_at,
               "unit_ids": json.dumps(list(unit_ids)), "last_seen": now, "retry_requested": False}
+    # A retry without a summary at hand keeps what the feed last said of the record.
+    kept = {k: v for k, v in values.items()
+            if not (k == "lapor_updated_at" and v is None)
+            and not (k == "unit_ids" and not unit_ids and updated_at is None)}
     done = conn.execute(update(quarantine).where(quarantine.c.tracking_id == tracking_id)
-                        .values(attempts=quarantine.c.attempts + 1, **values)).rowcount
+                        .values(attempts=quarantine.c.attempts + 1, **kept)).rowcount
     if not done:
         conn.execute(insert(quarantine).values(tracking_id=tracking_id, attempts=1,
                                                first_seen=now, **values))

@@ -166,8 +166,10 @@ async def _fetch(ctx: SyncContext, items: list[m.Summary | m.BadSummary],
             updated = by_id[tid].updated_at
             if updated is not None and updated < late_before:
                 stats.late += 1
+                # Lag: how far behind the watermark LAPOR! committed it.
+                lag = late_before - updated + timedelta(seconds=ctx.config.settings.sync.overlap_s)
                 log.warning("late_record_recovered", tracking_id=tid,
-                            lag_s=int((late_before - updated).total_seconds()))
+                            lag_s=int(lag.total_seconds()))
     high = max((i.updated_at for i in items if i.updated_at is not None), default=None)
     if high is not None and high > server_time:
         # A node whose clock ran ahead: the record is processed, but the watermark never
@@ -179,7 +181,16 @@ async def _fetch(ctx: SyncContext, items: list[m.Summary | m.BadSummary],
                 log.warning("record_from_the_future", tracking_id=i.tracking_id,
                             skew_s=int((i.updated_at - server_time).total_seconds()))
         high = server_time
-    return _Work(ids, await _fetch_details(ctx, wanted), bad, high)
+    fetched = await _fetch_details(ctx, wanted)
+    for tid, got in fetched.items():
+        summary = by_id[tid]
+        if isinstance(got, core.Decision) and got.lapor_updated_at is None \
+                and isinstance(summary, m.Summary):
+            # Remember what the feed said: an unchanged summary then costs no detail request,
+            # and transient reasons are retried on their backoff instead.
+            fetched[tid] = replace(got, lapor_updated_at=summary.updated_at,
+                                   unit_ids=summary.unit_ids)
+    return _Work(ids, fetched, bad, high)
 
 
 async def _fetch_details(ctx: SyncContext, ids: list[str]) -> dict[str, m.Complaint |
