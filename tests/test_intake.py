@@ -325,3 +325,41 @@ def test_zero_dates_and_overflow_are_named_never_raised() -> None:
                                "4100001")
     assert far.deadline == datetime(9999, 12, 31, 16, 59, 59, tzinfo=UTC)
     assert format_wib(far.deadline).startswith("9999")
+
+
+async def test_one_unsendable_follow_up_does_not_stop_the_others(
+        h: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    await h.sync()
+    opened = [t for t in h.tickets() if t["status"] == "new"][:3]
+    for t in opened:
+        h.officer(t["id"], status="in_progress", reply=f"Ditangani {t['id']}.")
+    poisoned = opened[0]["tracking_id"]
+    original = wire.follow_up_body
+
+    def body(req: m.FollowUpRequest) -> dict[str, Any]:
+        if req.text == f"Ditangani {opened[0]['id']}.":
+            raise ValueError("cannot encode")
+        return original(req)
+
+    monkeypatch.setattr(wire, "follow_up_body", body)
+    _, pushed = await h.sync()
+    states = {e["tracking_id"]: e for e in h.outbox()}
+    assert states[poisoned]["state"] == "failed"
+    assert states[poisoned]["last_error"] == "data_lokal_tidak_valid"
+    assert pushed["pushed"] == 2 and all(states[t["tracking_id"]]["state"] == "sent"
+                                         for t in opened[1:])
+
+
+def test_officer_text_is_repaired_before_storage(tmp_path: Path, db_url: str,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    from connector.cli import main
+    from tests.conftest import write_config
+
+    cfg = write_config(tmp_path / "site", db_url)
+    assert main(["--config", str(cfg), "sync"]) == 0
+    # Undecodable bytes in argv arrive as lone surrogates (surrogateescape).
+    assert main(["--config", str(cfg), "tickets", "update", "1", "--note", "catatan \udcff"]) == 0
+    capsys.readouterr()
+    assert main(["--config", str(cfg), "tickets", "show", "1", "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert any(msg["text"] == "catatan \ufffd" for msg in shown["messages"])

@@ -126,7 +126,9 @@ def _held(r: Any) -> Held:
 def hold(conn: Connection, tracking_id: str, reason: str, detail: str,
          updated_at: datetime | None, unit_ids: tuple[int, ...], now: datetime) -> bool:
     """Quarantine a record; returns True when it is newly quarantined."""
-    values = {"reason": reason, "detail": detail[:500], "lapor_updated_at": updated_at,
+    # Cut to the columns' sizes here, so that both backends store the same (a reason can be
+    # an error code from LAPOR!, of any length).
+    values = {"reason": reason[:40], "detail": detail[:500], "lapor_updated_at": updated_at,
               "unit_ids": json.dumps(list(unit_ids)), "last_seen": now, "retry_requested": False}
     # A retry without a summary at hand keeps what the feed last said of the record.
     kept = {k: v for k, v in values.items()
