@@ -363,3 +363,25 @@ def test_officer_text_is_repaired_before_storage(tmp_path: Path, db_url: str,
     assert main(["--config", str(cfg), "tickets", "show", "1", "--json"]) == 0
     shown = json.loads(capsys.readouterr().out)
     assert any(msg["text"] == "catatan \ufffd" for msg in shown["messages"])
+
+
+async def test_raw_control_bytes_and_broken_utf8_are_repaired(h: Harness, rw: Rewriter) -> None:
+    await h.sync()
+    tid = new_complaints(h, 1)[0]
+    feed_tid = new_complaints(h, 1)[0]
+
+    def rewrite(path: str, doc: dict[str, Any]) -> bytes | None:
+        raw = json.dumps(doc).encode()
+        if path == detail_path(tid):
+            # A raw NUL and a raw tab inside strings, and bytes that are not UTF-8.
+            return raw.replace(b'"isi": "', b'"isi": "a\x00\tb\xff\xfe ', 1)
+        if path == "/api/v3/laporan" and feed_tid.encode() in raw:
+            return raw.replace(b'"judul": "', b'"judul": "\xc3\x28\x07', 1)
+        return None
+
+    rw.rewrite = rewrite
+    await h.sync()
+    t = h.ticket(tid)
+    assert t["body"].startswith("a\tb\ufffd\ufffd ") and "\x00" not in t["body"]
+    assert feed_tid in {x["tracking_id"] for x in h.tickets()}
+    assert h.quarantine() == []

@@ -69,7 +69,13 @@ class _Answer:
     body: bytes
 
     def json(self) -> Any:
-        return json.loads(self.body)
+        # Lenient where leniency keeps the meaning: raw control characters inside strings
+        # (strict=False) and bytes that are not UTF-8 (replaced by U+FFFD). A cut-off or
+        # otherwise broken document still raises ValueError.
+        try:
+            return json.loads(self.body, strict=False)
+        except UnicodeDecodeError:
+            return json.loads(self.body.decode("utf-8", "replace"), strict=False)
 
 
 def _error_parts(answer: _Answer) -> tuple[str | None, list[str]]:

@@ -35,7 +35,7 @@ class BadSummary:
 class Page:
     items: tuple[Summary | BadSummary, ...]
     next_cursor: str | None
-    server_time: datetime
+    server_time: datetime | None  # meta.waktu_server; None when LAPOR! sent no usable one
 
 
 @dataclass(frozen=True)

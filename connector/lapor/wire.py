@@ -219,9 +219,17 @@ class UnitKerja(_Wire):
         return m.Unit(self.id, self.nama, self.instansi_id, self.induk_id, self.aktif)
 
 
+def _lenient_wib(value: Any) -> datetime | None:
+    try:
+        return _wib(value)
+    except (ValueError, TypeError):
+        return None
+
+
 class FeedMeta(_Wire):
     kursor_berikutnya: str | None
-    waktu_server: WibTime
+    # Only a cap for the watermark: an unusable server clock must not stop the feed.
+    waktu_server: Annotated[datetime | None, BeforeValidator(_lenient_wib)]
 
 
 class TindakLanjutDibuat(_Wire):
@@ -268,8 +276,10 @@ def parse_summary(raw: Any) -> m.Summary | m.BadSummary:
 
 
 def needs_cleaning(body: bytes) -> bool:
-    """Whether a JSON answer can hold a NUL or a lone surrogate (both arrive escaped)."""
-    return b"\\u0000" in body or _ESCAPED_SURROGATE.search(body) is not None
+    """Whether a JSON answer can hold a NUL or a lone surrogate (escaped, or a raw NUL
+    inside a string, which the client's lenient decoding lets through)."""
+    return (b"\\u0000" in body or b"\x00" in body
+            or _ESCAPED_SURROGATE.search(body) is not None)
 
 
 def parse_complaint(raw: Any, expected_id: str, cleaning: bool = True) -> m.Complaint:

@@ -132,7 +132,7 @@ class _Work:
 async def _fetch(ctx: SyncContext, items: list[m.Summary | m.BadSummary],
                  known: tuple[dict[str, core.LinkState], dict[str, core.Held]],
                  stats: PullStats, processed: dict[str, datetime | None],
-                 server_time: datetime, late_before: datetime | None = None) -> _Work:
+                 server_time: datetime | None, late_before: datetime | None = None) -> _Work:
     """Pick what needs a detail request (on possibly stale state) and fetch it.
 
     ``late_before`` (a sweep): what is fetched from before it was missed by the pulls.
@@ -171,7 +171,7 @@ async def _fetch(ctx: SyncContext, items: list[m.Summary | m.BadSummary],
                 log.warning("late_record_recovered", tracking_id=tid,
                             lag_s=int(lag.total_seconds()))
     high = max((i.updated_at for i in items if i.updated_at is not None), default=None)
-    if high is not None and high > server_time:
+    if high is not None and server_time is not None and high > server_time:
         # A node whose clock ran ahead: the record is processed, but the watermark never
         # passes the server's own clock, or every record after it would be missed.
         for i in items:
