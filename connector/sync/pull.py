@@ -13,7 +13,7 @@ import structlog
 from sqlalchemy import Connection
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, StatementError
 
-from connector.errors import ConnectorError, Rejected, RetryLater, SkipRecord
+from connector.errors import Rejected, RetryLater, SkipRecord
 from connector.lapor import models as m
 from connector.store import state
 from connector.sync import core
@@ -215,7 +215,7 @@ async def _fetch_details(ctx: SyncContext, ids: list[str]) -> dict[str, m.Compla
     try:
         async with asyncio.TaskGroup() as tg:
             tasks = {tid: tg.create_task(one(tid)) for tid in ids}
-    except* ConnectorError as group:
+    except* Exception as group:
         # Callers handle one error by what it asks of them (retry, fatal), not a group.
         raise group.exceptions[0] from None
     return {tid: t.result() for tid, t in tasks.items()}
