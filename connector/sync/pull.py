@@ -161,15 +161,6 @@ async def _fetch(ctx: SyncContext, items: list[m.Summary | m.BadSummary],
             stats.unchanged += 1
     stats.details += len(wanted)
     by_id = {i.tracking_id: i for i in items}
-    if late_before is not None:
-        for tid in wanted:
-            updated = by_id[tid].updated_at
-            if updated is not None and updated < late_before:
-                stats.late += 1
-                # Lag: how far behind the watermark LAPOR! committed it.
-                lag = late_before - updated + timedelta(seconds=ctx.config.settings.sync.overlap_s)
-                log.warning("late_record_recovered", tracking_id=tid,
-                            lag_s=int(lag.total_seconds()))
     high = max((i.updated_at for i in items if i.updated_at is not None), default=None)
     if high is not None and server_time is not None and high > server_time:
         # A node whose clock ran ahead: the record is processed, but the watermark never
@@ -190,6 +181,13 @@ async def _fetch(ctx: SyncContext, items: list[m.Summary | m.BadSummary],
             # and transient reasons are retried on their backoff instead.
             fetched[tid] = replace(got, lapor_updated_at=summary.updated_at,
                                    unit_ids=summary.unit_ids)
+        updated = summary.updated_at
+        if late_before is not None and updated is not None and updated < late_before \
+                and isinstance(got, m.Complaint):
+            stats.late += 1
+            # Lag: how far behind the watermark LAPOR! committed it.
+            lag = late_before - updated + timedelta(seconds=ctx.config.settings.sync.overlap_s)
+            log.warning("late_record_recovered", tracking_id=tid, lag_s=int(lag.total_seconds()))
     return _Work(ids, fetched, bad, high)
 
 
