@@ -17,6 +17,7 @@ from connector.mappings import LOCAL_STATUSES, MappingError
 from connector.mappings import load as load_mappings
 from connector.mappings import suggest as suggest_mappings
 from connector.settings import Config, load_config
+from connector.term import SafeWriter, safe
 from connector.timeutil import utcnow
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
@@ -43,7 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     sub.add_parser("run", parents=[common], help="the daemon (same as python scheduler.py)")
-    sub.add_parser("sync", parents=[common], help="one pull and one push cycle, then exit")
+    sy = sub.add_parser("sync", parents=[common], help="one pull and one push cycle, then exit")
+    sy.add_argument("--sweep", action="store_true",
+                    help="a reconciliation sweep over sync.sweep_window_s instead of the pull")
 
     t = sub.add_parser("tickets", parents=[common], help="local tickets (built-in tracker)")
     ts = t.add_subparsers(dest="action", required=True, parser_class=_Parser)
@@ -106,8 +109,25 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+# Commands whose plain-text output carries LAPOR!'s text: neutralised on the way out.
+SAFE_STDOUT = frozenset({"sync", "tickets", "status", "quarantine", "outbox", "mappings", "db"})
+SAFE_STDERR = SAFE_STDOUT - {"sync"}  # sync's stderr carries the (coloured) log
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    out, err = sys.stdout, sys.stderr
+    if args.command in SAFE_STDOUT and not getattr(args, "json", False):
+        sys.stdout = SafeWriter(out)
+    if args.command in SAFE_STDERR:
+        sys.stderr = SafeWriter(err)
+    try:
+        return _main(args)
+    finally:
+        sys.stdout, sys.stderr = out, err
+
+
+def _main(args: argparse.Namespace) -> int:
     handler = HANDLERS[(args.command, getattr(args, "action", None))]
     try:
         if args.command == "sandbox":
@@ -230,12 +250,15 @@ def cmd_sync(config: Config, args: argparse.Namespace) -> int:
         try:
             ctx = rt.context()
             await ctx.db(lambda c: state.set_value(c, MAPPING_VERSION, rt.mappings().version))
-            pulled = await run_cycle(ctx, "pull")
+            pulled = await run_cycle(ctx, "sweep" if args.sweep else "pull")
             pushed = await run_cycle(ctx, "push")
-            print("sync ok: " + summary_line(pulled, pushed))
+            line = summary_line(pulled, pushed)
+            if args.sweep:
+                line += f" sweep=1 late={pulled.get('late', 0)}"
+            print("sync ok: " + line)
             return EXIT_OK
         except (RetryLater, Fatal) as exc:
-            print(f"sync failed: {exc}", file=sys.stderr)
+            print(safe(f"sync failed: {exc}"), file=sys.stderr)
             return exc.exit_code if isinstance(exc, Fatal) else EXIT_FAIL
         finally:
             await rt.aclose()
@@ -278,7 +301,7 @@ def cmd_tickets_list(config: Config, args: argparse.Namespace) -> int:
         due = (r["due_at_wita"] or "-")[:16].replace("T", " ")
         flag = "[RAHASIA] " if r["confidential"] else ""
         print(f"{r['id']:>5}  {r['tracking_id']:<10} {r['agency']:<12} {r['status']:<12} "
-              f"{r['lapor_status']:<16} {due:<16}  {flag}{r['title'][:60]}")
+              f"{r['lapor_status']:<16} {due:<16}  {flag}{safe(r['title'][:60], inline=True)}")
     return EXIT_OK
 
 
@@ -301,7 +324,7 @@ def cmd_tickets_show(config: Config, args: argparse.Namespace) -> int:
         print("  Reporter:  anonim")
     elif rep:
         print(f"  Reporter:  {rep['name']}  {rep['email'] or ''}  {rep['phone'] or ''}")
-    print(f"  Title:     {ticket['title']}")
+    print(f"  Title:     {safe(ticket['title'], inline=True)}")
     print(f"\n{ticket['body']}\n")
     for a in ticket["attachments"]:
         print(f"  attachment: {a['name']} ({a['mime']}, {a['size']} bytes)")
@@ -420,7 +443,7 @@ def cmd_quarantine_list(config: Config, args: argparse.Namespace) -> int:
         args.json, _in_store(config, state.list_quarantine), "quarantine is empty",
         f"{'TRACKING':<12} {'REASON':<18} {'TRIES':>5}  {'SINCE':<25} DETAIL",
         lambda r: f"{r['tracking_id']:<12} {r['reason']:<18} {r['attempts']:>5}  "
-                  f"{r['first_seen']:<25} {r['detail']}")
+                  f"{r['first_seen']:<25} {safe(r['detail'], inline=True)}")
 
 
 def cmd_quarantine_retry(config: Config, args: argparse.Namespace) -> int:
@@ -442,7 +465,8 @@ def cmd_outbox_list(config: Config, args: argparse.Namespace) -> int:
         "outbox is empty",
         f"{'ID':>5}  {'TRACKING':<10} {'STATUS':<9} {'STATE':<8} {'TRIES':>5}  ERROR",
         lambda r: f"{r['id']:>5}  {r['tracking_id']:<10} {r['lapor_status']:<9} "
-                  f"{r['state']:<8} {r['attempts']:>5}  {r['last_error'] or ''}")
+                  f"{r['state']:<8} {r['attempts']:>5}  "
+                  f"{safe(r['last_error'] or '', inline=True)}")
 
 
 def cmd_outbox_retry(config: Config, args: argparse.Namespace) -> int:

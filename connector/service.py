@@ -12,6 +12,7 @@ import contextlib
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ from connector.status import MAPPING_ERROR, MAPPING_VERSION, report
 from connector.store import state
 from connector.sync.context import SyncContext
 from connector.sync.cycle import run_cycle
+from connector.sync.sweep import sweep_due
 
 log = structlog.get_logger("connector.service")
 STOP_GRACE_S = 8.0  # then cut off; systemd and the contract allow 15 s
@@ -87,7 +89,14 @@ async def _serve(rt: Runtime) -> int:
         if changed or rt.mappings.error != before:
             await publish_mapping()
 
-    pull = Coordinator("pull", lambda: run_cycle(ctx, "pull"), s.pull_interval_s, s.max_backoff_s)
+    async def pull_or_sweep() -> Any:
+        # The daily sweep takes a pull's turn: never beside a pull, same request budget.
+        raw = await ctx.db(lambda c: state.get_value(c, state.LAST_SWEEP))
+        last = datetime.fromisoformat(raw) if raw else None
+        return await run_cycle(ctx, "sweep" if sweep_due(ctx.now(), last, s.sweep_interval_s)
+                               else "pull")
+
+    pull = Coordinator("pull", pull_or_sweep, s.pull_interval_s, s.max_backoff_s)
     push = Coordinator("push", lambda: run_cycle(ctx, "push"), s.push_interval_s, s.max_backoff_s)
     coordinators = [pull, push]
     scheduler = AsyncIOScheduler(event_loop=loop)

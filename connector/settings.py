@@ -5,6 +5,7 @@ Built once at start, validated, and passed in; nothing reads them as globals.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import tomllib
 from collections.abc import Mapping
@@ -65,7 +66,14 @@ class LaporSettings(_Section):
 
 
 def _is_loopback(host: str) -> bool:
-    return host in ("localhost", "::1") or host.startswith("127.")
+    """The host must BE loopback (127.0.0.0/8, ::1, localhost), not merely start like it:
+    ``127.0.0.1.example.org`` is a public name."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 class StorageSettings(_Section):
@@ -87,6 +95,8 @@ class SyncSettings(_Section):
     push_batch: int = Field(50, ge=1)
     stale_after_intervals: int = Field(3, ge=1)
     demo_officer: bool = False
+    sweep_interval_s: float = Field(86400.0, gt=0)
+    sweep_window_s: int = Field(604800, ge=0)
 
 
 class AttachmentSettings(_Section):

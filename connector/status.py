@@ -10,11 +10,13 @@ from sqlalchemy import Connection
 from connector.mappings import MappingError, load
 from connector.settings import Config
 from connector.store import state
+from connector.sync.core import SETTLED_REASONS
 from connector.timeutil import iso
 from connector.tracker.builtin import BuiltinTracker
 
 MAPPING_VERSION = "mapping_version"
 MAPPING_ERROR = "mapping_error"
+QUARANTINE_MAX_AGE_S = 86400  # older quarantine makes status degraded: someone must look
 
 
 def _age(run: dict[str, Any] | None, now: datetime) -> float | None:
@@ -77,6 +79,15 @@ def report(conn: Connection, config: Config, tracker: BuiltinTracker,
     if mapping_error:
         findings.append({"code": "mapping_error", "message": mapping_error})
     quarantine = state.quarantine_by_reason(conn)
+    oldest = {r: round((now - t).total_seconds()) for r, t in
+              state.quarantine_oldest(conn).items()}
+    stuck = sorted(r for r, age in oldest.items()
+                   if age > QUARANTINE_MAX_AGE_S and r not in SETTLED_REASONS)
+    if stuck:
+        findings.append({"code": "quarantine_old",
+                         "message": "records in quarantine for more than a day ("
+                                    + ", ".join(stuck) + "); see `quarantine list`"})
+    last_sweep = state.get_value(conn, state.LAST_SWEEP)
     overdue = tracker.overdue(conn, now)
     counts: dict[str, dict[str, int]] = {}
     for agency, status, n in tracker.counts(conn):
@@ -97,11 +108,22 @@ def report(conn: Connection, config: Config, tracker: BuiltinTracker,
                                  "code": f["last_error"], "attempts": f["attempts"]}
                                 for f in failed]},
         "quarantine": quarantine,
+        "quarantine_oldest_age_s": oldest,
+        "last_sweep": last_sweep,
         "mapping": {"files_version": files_version,
                     "loaded_version": state.get_value(conn, MAPPING_VERSION),
                     "error": mapping_error},
         "overdue": {"count": len(overdue), "tickets": overdue[:50]},
     }
+
+
+def _human(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.1f} {unit}"
+    return f"{int(seconds)} s"
 
 
 def render(rep: dict[str, Any]) -> str:
@@ -133,8 +155,10 @@ def render(rep: dict[str, Any]) -> str:
     lines.append(f"Outbox: pending={ob['pending']} sent={ob['sent']} failed={ob['failed']}")
     for f in ob["failures"]:
         lines.append(f"  failed #{f['id']} laporan {f['tracking_id']}: {f['code']}")
-    q = rep["quarantine"]
-    lines.append("Quarantine: " + (", ".join(f"{k}={v}" for k, v in sorted(q.items())) or "empty"))
+    q, ages = rep["quarantine"], rep.get("quarantine_oldest_age_s", {})
+    lines.append("Quarantine: " + (", ".join(
+        f"{k}={v} (oldest {_human(ages.get(k))})" for k, v in sorted(q.items())) or "empty"))
+    lines.append(f"Last sweep: {rep.get('last_sweep') or 'never'}")
     mp = rep["mapping"]
     error = f"; error: {mp['error']}" if mp["error"] else ""
     lines.append(f"Mapping: files {mp['files_version'] or 'INVALID'}, daemon loaded "

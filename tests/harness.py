@@ -40,6 +40,9 @@ class Harness:
     async def pull(self) -> dict[str, Any]:
         return await run_cycle(self.ctx, "pull")
 
+    async def sweep(self) -> dict[str, Any]:
+        return await run_cycle(self.ctx, "sweep")
+
     async def push(self) -> dict[str, Any]:
         return await run_cycle(self.ctx, "push")
 

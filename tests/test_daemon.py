@@ -322,3 +322,21 @@ async def test_coordinator_survives_a_bug_reports_it_once_and_backs_off() -> Non
             now[0] += 5
     assert [e["event"] for e in logs].count("push_crashed") == 1
     assert len(calls) < 10 and c.running is None
+
+
+def test_daemon_runs_the_sweep_in_a_pulls_turn(tmp_path: Path) -> None:
+    s = tmp_path / "site"
+    # Intervals under a day do not wait for the quiet hour WITA.
+    write_config(s, "sqlite:///var/connector.db", FAST.replace(
+        "demo_officer = true", "demo_officer = false\nsweep_interval_s = 3"), sandbox=SANDBOX)
+    d = Daemon(s, level="info")
+    try:
+        wait_for(lambda: count(s, "SELECT count(*) FROM connector_state "
+                                  "WHERE key = 'last_sweep_at'") > 0, what="a sweep")
+        wait_for(lambda: '"pull_cycle"' in d.text(), what="an ordinary pull as well")
+    finally:
+        code, _ = d.stop()
+    assert code == 0
+    sweeps = [json.loads(line) for line in d.text().splitlines()
+              if line.startswith("{") and '"sweep_cycle"' in line]
+    assert sweeps and sweeps[0]["sweep"] == 1

@@ -21,6 +21,7 @@ from sqlalchemy import text
 from connector.daemon import Coordinator
 from connector.errors import StorageBusy
 from connector.sandbox import Faults, World, create_app
+from connector.store import state
 from tests.conftest import PG_URL, FakeTime, write_config
 from tests.harness import Harness
 
@@ -100,7 +101,17 @@ ROWS = {
     "server_clock_10_min_ahead": {"clock_offset_s": 600},
     "server_clock_10_min_behind": {"clock_offset_s": -600},
     "post_answers_lost": {"drop_post_rate": 1.0},
+    # Dirty data (spec: "as clean as the 1708 SMS gateway makes it"): repaired or retried,
+    # never a stall; after settling, none of it is left in quarantine.
+    "zero_dates": {"zero_date_rate": 0.3},
+    "lone_surrogates": {"surrogate_rate": 0.3},
+    "nul_bytes": {"nul_rate": 0.3},
+    "truncated_details": {"truncated_rate": 0.2},
+    "404_once": {"not_found_once_rate": 0.3},
+    "records_from_a_clock_a_day_ahead": {"future_rate": 0.2, "future_s": 86400},
 }
+DIRTY = {"zero_dates", "lone_surrogates", "nul_bytes", "truncated_details", "404_once",
+         "records_from_a_clock_a_day_ahead"}
 
 
 @pytest.mark.parametrize("row", sorted(ROWS))
@@ -109,6 +120,25 @@ async def test_fault_row(h: Harness, row: str) -> None:
     h.world.set_faults(ROWS[row])
     logs = await drive(h, 6)
     told_once(logs)
+    await settle(h, {k: 0.0 for k in ROWS[row] if k.endswith("_rate")})
+    whole(h)
+    if row in DIRTY:
+        assert not [q for q in h.quarantine() if q["reason"] != "outside_instansi"]
+    if row == "records_from_a_clock_a_day_ahead":
+        wm = h.store.run(state.get_watermark)
+        assert wm is not None and wm <= h.world.now()
+
+
+async def test_commits_hours_late_are_found_by_the_sweep(h: Harness) -> None:
+    h.config.settings.lapor.__dict__["page_size"] = 15
+    await drive(h, 2)
+    h.world.set_faults({"late_commit_s": 3 * 3600, "late_commit_rate": 0.5})
+    logs = await drive(h, 4)
+    told_once(logs)
+    h.world.set_faults({"late_commit_rate": 0.0})
+    with structlog.testing.capture_logs() as swept:
+        await h.sweep()
+    assert [e for e in swept if e["event"] == "late_record_recovered"]
     await settle(h)
     whole(h)
 

@@ -17,8 +17,26 @@ from connector.mappings import MappingError, load
 from connector.settings import load_config
 from tests.conftest import ROOT
 
+ZERO_DATES = st.sampled_from(["0001-01-01 00:00:00", "0000-00-00 00:00:00",
+                              "9999-12-31 23:59:59", "0001-01-01 06:59:59"])
+# Text as dirty as LAPOR!'s: NUL bytes, lone UTF-16 surrogates, control characters.
+dirty_text = st.text(st.characters(codec=None, blacklist_categories=()), max_size=30) | \
+    st.builds(lambda a, b, c: a + b + c, st.text(max_size=8),
+              st.sampled_from(["\x00", "\ud800", "\udfff", "\x1b[2J", "\u202e", "\x07"]),
+              st.text(max_size=8))
+
+
+def nested(depth: int) -> Any:
+    value: Any = "x"
+    for i in range(depth):
+        value = [value] if i % 2 else {"k": value}
+    return value
+
+
+deep_values = st.integers(30, 3000).map(nested)
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=30),
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=30)
+    | dirty_text | ZERO_DATES,
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner,
                                                                 max_size=6),
     max_leaves=25,
@@ -28,13 +46,14 @@ field_values = {
     "tracking_id": st.one_of(st.integers(-5, 10**12), st.text(max_size=8), st.none()),
     "judul": st.one_of(st.text(max_size=20), st.integers()),
     "status": st.one_of(st.sampled_from(m.LAPOR_STATUSES), st.text(max_size=10)),
-    "diperbarui": st.one_of(st.just("2026-11-27 10:00:00"), st.text(max_size=22), st.integers()),
+    "diperbarui": st.one_of(st.just("2026-11-27 10:00:00"), st.text(max_size=22), st.integers(),
+                            ZERO_DATES),
     "unit_ids": st.one_of(st.lists(st.integers(), max_size=3), st.text(max_size=5)),
 }
 
 
 @settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow])
-@given(st.one_of(json_values, st.fixed_dictionaries({}, optional=field_values)))
+@given(st.one_of(json_values, deep_values, st.fixed_dictionaries({}, optional=field_values)))
 def test_feed_items_never_raise(raw: Any) -> None:
     out = wire.parse_summary(raw)
     assert isinstance(out, m.Summary | m.BadSummary)
@@ -56,7 +75,8 @@ def good_record() -> dict[str, Any]:
 
 
 @settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow])
-@given(st.dictionaries(st.sampled_from(sorted(good_record())), json_values, max_size=5),
+@given(st.dictionaries(st.sampled_from(sorted(good_record())),
+                       json_values | deep_values | dirty_text | ZERO_DATES, max_size=5),
        st.sets(st.sampled_from(sorted(good_record())), max_size=3))
 def test_details_are_parsed_or_named_invalid(changes: dict[str, Any], drop: set[str]) -> None:
     raw = {**good_record(), **changes}
@@ -72,6 +92,23 @@ def test_details_are_parsed_or_named_invalid(changes: dict[str, Any], drop: set[
     else:
         assert c.tracking_id == "4100001"
         assert c.reporter is None or not c.anonymous
+        # Whatever was kept is storable on every backend: no NUL, encodable as UTF-8.
+        for text in (c.title, c.body, c.category.name):
+            assert "\x00" not in text
+            text.encode("utf-8")
+        assert all(r.endswith(("NUL removed", "lone surrogate replaced",
+                               "zero date treated as absent")) for r in c.repairs)
+
+
+@settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow])
+@given(st.text(max_size=40) | dirty_text)
+def test_terminal_output_is_neutralised(text: str) -> None:
+    from connector.term import safe
+
+    shown = safe(text, inline=True)
+    assert not any(ord(ch) < 0x20 or 0x7F <= ord(ch) <= 0x9F or 0xD800 <= ord(ch) <= 0xDFFF
+                   or ch in "\u202a\u202b\u202c\u202d\u202e" for ch in shown)
+    shown.encode("utf-8")
 
 
 toml_text = st.one_of(

@@ -69,7 +69,13 @@ class _Answer:
     body: bytes
 
     def json(self) -> Any:
-        return json.loads(self.body)
+        # Lenient where leniency keeps the meaning: raw control characters inside strings
+        # (strict=False) and bytes that are not UTF-8 (replaced by U+FFFD). A cut-off or
+        # otherwise broken document still raises ValueError.
+        try:
+            return json.loads(self.body, strict=False)
+        except UnicodeDecodeError:
+            return json.loads(self.body.decode("utf-8", "replace"), strict=False)
 
 
 def _error_parts(answer: _Answer) -> tuple[str | None, list[str]]:
@@ -301,7 +307,7 @@ class LaporClient:
         try:
             doc = answer.json()
             return doc["data"], doc.get("meta") or {}
-        except (ValueError, KeyError, TypeError, AttributeError):
+        except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
             raise LaporUnavailable(f"LAPOR! answered {path} with a malformed envelope") from None
 
     # -- the API ------------------------------------------------------------------------
@@ -353,8 +359,11 @@ class LaporClient:
             cursor = page.next_cursor
 
     async def complaint(self, tracking_id: str) -> m.Complaint:
+        """One complaint's detail. Whatever is wrong with this one answer (cut off,
+        unreadable, nested absurdly deep, invalid) is a ``SkipRecord`` for this record
+        alone; only failures of LAPOR! itself (outage, auth) stop the caller."""
         try:
-            data, _ = await self._data("GET", f"{API}/laporan/{tracking_id}")
+            answer = await self.call("GET", f"{API}/laporan/{tracking_id}")
         except Rejected as exc:
             if exc.kode == "bukan_disposisi":
                 raise SkipRecord(tracking_id, "not_disposed") from None
@@ -363,7 +372,17 @@ class LaporClient:
             if exc.kode == "respons_terlalu_besar":
                 raise SkipRecord(tracking_id, "response_too_large") from None
             raise
-        return wire.parse_complaint(data, tracking_id)
+        try:
+            doc = answer.json()
+            data = doc["data"]
+        except RecursionError:
+            raise SkipRecord(tracking_id, "invalid_record",
+                             "invalid fields: (nesting too deep)") from None
+        except (ValueError, KeyError, TypeError):
+            # A body cut off mid-JSON (or otherwise unreadable): transient-looking.
+            raise SkipRecord(tracking_id, "truncated_response",
+                             "the detail answer is not complete JSON") from None
+        return wire.parse_complaint(data, tracking_id, wire.needs_cleaning(answer.body))
 
     async def post_follow_up(
         self, tracking_id: str, request: m.FollowUpRequest, idempotency_key: str

@@ -35,7 +35,7 @@ class BadSummary:
 class Page:
     items: tuple[Summary | BadSummary, ...]
     next_cursor: str | None
-    server_time: datetime
+    server_time: datetime | None  # meta.waktu_server; None when LAPOR! sent no usable one
 
 
 @dataclass(frozen=True)
@@ -108,6 +108,9 @@ class Complaint:
     submitted_at: datetime
     updated_at: datetime
     deadline: datetime | None
+    # Repairs made on the way in (NUL stripped, surrogates replaced, zero dates dropped):
+    # field names and what was done, never values.
+    repairs: tuple[str, ...] = ()
 
     @property
     def unit_ids(self) -> tuple[int, ...]:

@@ -6,6 +6,7 @@ that fails validation becomes an ``InvalidRecord`` naming fields, never values.
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -15,16 +16,71 @@ from connector.errors import InvalidRecord
 from connector.lapor import models as m
 from connector.timeutil import format_wib, parse_wib
 
+ZERO_DATES = ("0001-01-01 00:00:00", "0000-00-00 00:00:00")
+MAX_DEPTH = 32  # LAPOR!'s records nest 3 levels; anything far deeper is hostile
+_SURROGATES = re.compile("[\ud800-\udfff]")
+_ESCAPED_SURROGATE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+class TooDeep(Exception):
+    """A JSON value nested deeper than any LAPOR! record."""
+
+
+def is_zero_date(value: Any) -> bool:
+    return isinstance(value, str) and value.strip() in ZERO_DATES
+
+
+def clean_text(text: str) -> str:
+    """NUL bytes stripped, lone UTF-16 surrogates replaced by U+FFFD: same meaning,
+    storable and encodable everywhere (PostgreSQL refuses NUL; UTF-8 refuses surrogates)."""
+    if "\x00" in text:
+        text = text.replace("\x00", "")
+    return _SURROGATES.sub("\ufffd", text)
+
+
+def clean(value: Any, repairs: list[str], path: str = "", depth: int = 0) -> Any:
+    """A copy of decoded JSON with every string cleaned; repairs name fields, never values."""
+    if depth > MAX_DEPTH:
+        raise TooDeep
+    if isinstance(value, str):
+        fixed = clean_text(value)
+        if fixed != value:
+            if "\x00" in value:
+                repairs.append(f"{path or '(record)'}: NUL removed")
+            if _SURROGATES.search(value):
+                repairs.append(f"{path or '(record)'}: lone surrogate replaced")
+        return fixed
+    if isinstance(value, dict):
+        out = {}
+        for k, v in value.items():
+            key = clean_text(str(k))
+            out[key] = clean(v, repairs, f"{path}.{key}" if path else key, depth + 1)
+        return out
+    if isinstance(value, list):
+        return [clean(v, repairs, f"{path}.{i}", depth + 1) for i, v in enumerate(value)]
+    return value
+
 
 def _wib(value: Any) -> datetime:
     if isinstance(value, datetime):
         raise ValueError("expected a WIB timestamp string")
-    return parse_wib(value)
+    if is_zero_date(value):
+        raise ValueError("zero date")
+    try:
+        return parse_wib(value)
+    except OverflowError:  # e.g. year 1 WIB has no UTC
+        raise ValueError("timestamp out of range") from None
 
 
 WibTime = Annotated[datetime, BeforeValidator(_wib)]
 StatusLiteral = Literal["terdisposisi", "ditindaklanjuti", "selesai", "ditutup", "diarsipkan"]
-PositiveId = Annotated[int, Field(gt=0, strict=True)]
+# Ids are stored as text in columns of 32 characters: 31 digits is far beyond any real id,
+# and the limit holds the same on every backend (checked here, before the database).
+MAX_ID = 10**31 - 1
+PositiveId = Annotated[int, Field(gt=0, le=MAX_ID, strict=True)]
+BoundedId = Annotated[int, Field(le=MAX_ID, ge=-MAX_ID)]
+# Text that lands in bounded columns (tickets.category is 200 characters).
+Name200 = Annotated[str, Field(max_length=200)]
 
 
 class _Wire(BaseModel):
@@ -49,7 +105,7 @@ class LaporanRingkas(_Wire):
 
 class Kategori(_Wire):
     id: int
-    nama: str
+    nama: Name200
     induk_id: int | None
 
     def to_domain(self) -> m.Category:
@@ -79,7 +135,7 @@ class Disposisi(_Wire):
 
 
 class Lampiran(_Wire):
-    id: str
+    id: Name200
     nama: str
     mime: str
     ukuran: Annotated[int, Field(ge=0)]
@@ -87,7 +143,7 @@ class Lampiran(_Wire):
 
 
 class TindakLanjut(_Wire):
-    id: int
+    id: BoundedId
     oleh: Literal["instansi", "pelapor", "admin"]
     unit_id: int | None
     status: str | None
@@ -114,7 +170,7 @@ class Laporan(_Wire):
     diperbarui: WibTime
     batas_tindak_lanjut: WibTime | None
 
-    def to_domain(self) -> m.Complaint:
+    def to_domain(self, repairs: tuple[str, ...] = ()) -> m.Complaint:
         # Privacy: an anonymous complaint never carries identity, whatever the wire says.
         reporter = None
         if not self.anonim and self.pelapor is not None:
@@ -148,6 +204,7 @@ class Laporan(_Wire):
             submitted_at=self.dibuat,
             updated_at=self.diperbarui,
             deadline=self.batas_tindak_lanjut,
+            repairs=repairs,
         )
 
 
@@ -162,13 +219,21 @@ class UnitKerja(_Wire):
         return m.Unit(self.id, self.nama, self.instansi_id, self.induk_id, self.aktif)
 
 
+def _lenient_wib(value: Any) -> datetime | None:
+    try:
+        return _wib(value)
+    except (ValueError, TypeError):
+        return None
+
+
 class FeedMeta(_Wire):
     kursor_berikutnya: str | None
-    waktu_server: WibTime
+    # Only a cap for the watermark: an unusable server clock must not stop the feed.
+    waktu_server: Annotated[datetime | None, BeforeValidator(_lenient_wib)]
 
 
 class TindakLanjutDibuat(_Wire):
-    id: int
+    id: Annotated[int, Field(ge=0, le=MAX_ID)]
     tracking_id: int
     dibuat: WibTime
 
@@ -187,7 +252,7 @@ def field_names(exc: ValidationError) -> list[str]:
 
 def raw_tracking_id(raw: Any) -> str:
     tid = raw.get("tracking_id") if isinstance(raw, dict) else None
-    if isinstance(tid, int) and not isinstance(tid, bool) and tid > 0:
+    if isinstance(tid, int) and not isinstance(tid, bool) and 0 < tid <= MAX_ID:
         return str(tid)
     if isinstance(tid, str) and tid.isdigit() and len(tid) < 30:
         return tid
@@ -196,20 +261,39 @@ def raw_tracking_id(raw: Any) -> str:
 
 def parse_summary(raw: Any) -> m.Summary | m.BadSummary:
     try:
+        raw = clean(raw, [])
         return LaporanRingkas.model_validate(raw).to_domain()
+    except (TooDeep, RecursionError):
+        return m.BadSummary(raw_tracking_id(raw), ("(nesting too deep)",), None)
     except ValidationError as exc:
         updated = None
         if isinstance(raw, dict):
             try:
-                updated = parse_wib(raw.get("diperbarui"))  # type: ignore[arg-type]
+                updated = _wib(raw.get("diperbarui"))
             except (ValueError, TypeError):
                 updated = None
         return m.BadSummary(raw_tracking_id(raw), tuple(field_names(exc)), updated)
 
 
-def parse_complaint(raw: Any, expected_id: str) -> m.Complaint:
+def needs_cleaning(body: bytes) -> bool:
+    """Whether a JSON answer can hold a NUL or a lone surrogate (escaped, or a raw NUL
+    inside a string, which the client's lenient decoding lets through)."""
+    return (b"\\u0000" in body or b"\x00" in body
+            or _ESCAPED_SURROGATE.search(body) is not None)
+
+
+def parse_complaint(raw: Any, expected_id: str, cleaning: bool = True) -> m.Complaint:
+    """A validated complaint; repairs that keep the meaning are made and listed on it."""
+    repairs: list[str] = []
     try:
-        complaint = Laporan.model_validate(raw).to_domain()
+        if cleaning:
+            raw = clean(raw, repairs)
+        if isinstance(raw, dict) and is_zero_date(raw.get("batas_tindak_lanjut")):
+            raw = {**raw, "batas_tindak_lanjut": None}  # optional: a zero date means none
+            repairs.append("batas_tindak_lanjut: zero date treated as absent")
+        complaint = Laporan.model_validate(raw).to_domain(tuple(sorted(set(repairs))))
+    except (TooDeep, RecursionError):
+        raise InvalidRecord(expected_id, ["(nesting too deep)"]) from None
     except ValidationError as exc:
         raise InvalidRecord(expected_id, field_names(exc)) from None
     if complaint.tracking_id != expected_id:
@@ -218,7 +302,8 @@ def parse_complaint(raw: Any, expected_id: str) -> m.Complaint:
 
 
 def follow_up_body(req: m.FollowUpRequest) -> dict[str, Any]:
-    body: dict[str, Any] = {"unit_id": req.unit_id, "status": req.status, "isi": req.text}
+    body: dict[str, Any] = {"unit_id": req.unit_id, "status": req.status,
+                            "isi": clean_text(req.text)}
     if req.attachments:
         body["lampiran"] = [dict(a) for a in req.attachments]
     return body

@@ -7,6 +7,7 @@ control surface (faults, life events, inspection); the real API never has it.
 from __future__ import annotations
 
 import asyncio
+import json
 from importlib import resources
 from typing import Any
 
@@ -19,11 +20,19 @@ from connector.sandbox import data
 from connector.sandbox.world import ApiFault, World
 
 
+class _Json(JSONResponse):
+    # ASCII-escaped: a lone surrogate (the dirty-data knobs) travels as "\ud83d", as a
+    # real server's JSON would carry it, instead of failing to encode.
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, ensure_ascii=True, allow_nan=False,
+                          separators=(",", ":")).encode("ascii")
+
+
 def _ok(payload: Any, meta: dict[str, Any] | None = None, status: int = 200) -> JSONResponse:
     body: dict[str, Any] = {"status": "ok", "data": payload}
     if meta is not None:
         body["meta"] = meta
-    return JSONResponse(body, status_code=status)
+    return _Json(body, status_code=status)
 
 
 def _error(fault: ApiFault) -> JSONResponse:
@@ -79,7 +88,14 @@ def create_app(world: World) -> Starlette:
     async def detail(request: Request) -> Response:
         async def h(req: Request, instansi: int) -> Response:
             record = world.get(_tid(req), instansi)
-            return _ok(world.detail(record, _base_url(req)))
+            fault = world.detail_fault(record["tracking_id"])
+            if fault == "not_found":
+                raise ApiFault(404, "laporan_tidak_ditemukan", "Laporan tidak ditemukan.")
+            answer = _ok(world.detail(record, _base_url(req)))
+            if fault == "truncated":  # cut off mid-JSON, as a dropped proxy connection does
+                return Response(answer.body[: len(answer.body) // 2],
+                                media_type="application/json")
+            return answer
         return await api(request, h)
 
     async def follow_up(request: Request) -> Response:

@@ -45,6 +45,14 @@ class Faults:
     rate_limit_per_minute: int = 60  # LAPOR!'s budget; 0 = off
     extra_keys: bool = True
     cursor_ttl_s: float = 600.0
+    # Dirty data as the spec promises it (shares of records, chosen by tracking id).
+    zero_date_rate: float = 0.0  # batas_tindak_lanjut "0001-01-01 00:00:00"
+    surrogate_rate: float = 0.0  # half a UTF-16 surrogate pair in judul
+    nul_rate: float = 0.0  # a NUL byte in isi
+    truncated_rate: float = 0.0  # per detail request: the answer is cut off mid-JSON
+    not_found_once_rate: float = 0.0  # the first detail request answers 404 (lagging replica)
+    future_rate: float = 0.0  # updates stamped future_s ahead of the server's clock...
+    future_s: int = 86400  # ...by this much (a node whose clock ran ahead)
 
     def update(self, changes: dict[str, Any]) -> None:
         known = {f.name: f.type for f in fields(self)}
@@ -117,6 +125,7 @@ class World:
         self.cursors: dict[str, _Cursor] = {}
         self.idempotency: dict[str, tuple[str, int, dict[str, Any]]] = {}
         self.follow_up_keys: dict[int, str] = {}  # follow-up id -> idempotency key
+        self.served_404: set[int] = set()  # records whose one 404 was served
         self.posts_created = 0
         self.posts_replayed = 0
         self.requests = 0
@@ -152,6 +161,8 @@ class World:
         f = self.faults
         if f.late_commit_s and self.fault_rng.random() < f.late_commit_rate:
             moment -= timedelta(seconds=f.late_commit_s)
+        elif f.future_rate and self.fault_rng.random() < f.future_rate:
+            moment += timedelta(seconds=f.future_s)
         return moment
 
     # -- building records -----------------------------------------------------------------
@@ -280,6 +291,22 @@ class World:
         digest = hashlib.sha256(f"{self.seed}:{tid}".encode()).digest()
         return digest[0] / 256 < rate
 
+    def _picked(self, kind: str, tid: int, rate: float) -> bool:
+        if rate <= 0:
+            return False
+        digest = hashlib.sha256(f"{self.seed}:{kind}:{tid}".encode()).digest()
+        return digest[0] / 256 < rate
+
+    def detail_fault(self, tid: int) -> str | None:
+        """How this detail request misbehaves: "not_found" (once per record), "truncated"."""
+        f = self.faults
+        if self._picked("404", tid, f.not_found_once_rate) and tid not in self.served_404:
+            self.served_404.add(tid)
+            return "not_found"
+        if f.truncated_rate and self.fault_rng.random() < f.truncated_rate:
+            return "truncated"
+        return None
+
     def _extra(self, obj: dict[str, Any]) -> dict[str, Any]:
         if self.faults.extra_keys:
             obj["x_versi_skema"] = "3.1"
@@ -321,6 +348,13 @@ class World:
         if self._malformed(tid) and tid % 2 == 1:
             out["klasifikasi"] = "keluhan"
             out["dibuat"] = "27/11/2026"
+        f = self.faults
+        if self._picked("zero", tid, f.zero_date_rate):
+            out["batas_tindak_lanjut"] = "0001-01-01 00:00:00"
+        if self._picked("surrogate", tid, f.surrogate_rate):
+            out["judul"] = out["judul"][:10] + "\ud83d" + out["judul"][10:]
+        if self._picked("nul", tid, f.nul_rate):
+            out["isi"] = out["isi"][:5] + "\x00" + out["isi"][5:]
         return out
 
     def before_request(self, *, auth_call: bool = False) -> None:

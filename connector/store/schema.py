@@ -94,6 +94,7 @@ links = Table(
     Column("closed", Boolean, nullable=False),
     Column("created_at", TS, nullable=False),
     Column("updated_at", TS, nullable=False),
+    Column("content_hash", String(64)),  # title, body, anonim, rahasia as last applied
 )
 
 kv = Table(

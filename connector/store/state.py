@@ -25,6 +25,7 @@ WATERMARK = "pull_watermark"
 TRACKER_CURSOR = "tracker_cursor"
 PULL_PROGRESS = "pull_progress_at"  # the last commit of a pull, even one still running
 PULL_RUNNING = "pull_running"  # JSON: start, last progress and counts of the current pull
+LAST_SWEEP = "last_sweep_at"  # the last reconciliation sweep that finished
 
 
 # -- key/value ----------------------------------------------------------------------------
@@ -72,7 +73,8 @@ def _link(r: Any) -> LinkState:
         tracking_id=r.tracking_id, ticket_ref=r.ticket_ref, agency=r.agency,
         lapor_status=r.lapor_status, lapor_updated_at=as_utc(r.lapor_updated_at),
         unit_ids=tuple(json.loads(r.unit_ids)),
-        seen_followups=frozenset(json.loads(r.seen_followups)), closed=r.closed)
+        seen_followups=frozenset(json.loads(r.seen_followups)), closed=r.closed,
+        content_hash=r.content_hash)
 
 
 def get_links(conn: Connection, ids: list[str]) -> dict[str, LinkState]:
@@ -91,7 +93,7 @@ def _link_values(link: LinkState, now: datetime) -> dict[str, Any]:
         "ticket_ref": link.ticket_ref, "agency": link.agency, "lapor_status": link.lapor_status,
         "lapor_updated_at": link.lapor_updated_at, "unit_ids": json.dumps(list(link.unit_ids)),
         "seen_followups": json.dumps(sorted(link.seen_followups, key=_num)),
-        "closed": link.closed, "updated_at": now,
+        "closed": link.closed, "updated_at": now, "content_hash": link.content_hash,
     }
 
 
@@ -136,10 +138,16 @@ def _held(r: Any) -> Held:
 def hold(conn: Connection, tracking_id: str, reason: str, detail: str,
          updated_at: datetime | None, unit_ids: tuple[int, ...], now: datetime) -> bool:
     """Quarantine a record; returns True when it is newly quarantined."""
-    values = {"reason": reason, "detail": detail[:500], "lapor_updated_at": updated_at,
+    # Cut to the columns' sizes here, so that both backends store the same (a reason can be
+    # an error code from LAPOR!, of any length).
+    values = {"reason": reason[:40], "detail": detail[:500], "lapor_updated_at": updated_at,
               "unit_ids": json.dumps(list(unit_ids)), "last_seen": now, "retry_requested": False}
+    # A retry without a summary at hand keeps what the feed last said of the record.
+    kept = {k: v for k, v in values.items()
+            if not (k == "lapor_updated_at" and v is None)
+            and not (k == "unit_ids" and not unit_ids and updated_at is None)}
     done = conn.execute(update(quarantine).where(quarantine.c.tracking_id == tracking_id)
-                        .values(attempts=quarantine.c.attempts + 1, **values)).rowcount
+                        .values(attempts=quarantine.c.attempts + 1, **kept)).rowcount
     if not done:
         conn.execute(insert(quarantine).values(tracking_id=tracking_id, attempts=1,
                                                first_seen=now, **values))
@@ -152,6 +160,15 @@ def release(conn: Connection, tracking_id: str) -> None:
 
 def retry_candidates(conn: Connection) -> dict[str, Held]:
     return {r.tracking_id: _held(r) for r in conn.execute(select(quarantine))}
+
+
+def transient_due(conn: Connection, reasons: frozenset[str], now: datetime,
+                  delay: Any) -> list[str]:
+    """Quarantined ids with a transient-looking reason whose backoff has run out."""
+    q = select(quarantine.c.tracking_id, quarantine.c.attempts, quarantine.c.last_seen).where(
+        quarantine.c.reason.in_(sorted(reasons)))
+    return [r.tracking_id for r in conn.execute(q)
+            if (now - as_utc(r.last_seen)).total_seconds() >= delay(r.attempts)]
 
 
 def request_retry(conn: Connection, tracking_id: str | None) -> int:
@@ -172,6 +189,13 @@ def list_quarantine(conn: Connection) -> list[dict[str, Any]]:
 def quarantine_by_reason(conn: Connection) -> dict[str, int]:
     return dict(conn.execute(select(quarantine.c.reason, func.count())
                              .group_by(quarantine.c.reason)).all())
+
+
+def quarantine_oldest(conn: Connection) -> dict[str, datetime]:
+    """The first_seen of the oldest entry of each reason."""
+    return {reason: as_utc(first) for reason, first in conn.execute(
+        select(quarantine.c.reason, func.min(quarantine.c.first_seen))
+        .group_by(quarantine.c.reason))}
 
 
 # -- outbox ------------------------------------------------------------------------------------

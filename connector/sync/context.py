@@ -45,6 +45,8 @@ class SyncContext:
     # Set on SIGTERM: cycles stop at their next commit point instead of being cut off.
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
     observer: Observer = field(default_factory=NullObserver)
+    # Records already reported as dated after the server's clock (warned once each).
+    warned_future: set[str] = field(default_factory=set)
 
     async def db(self, fn: Callable[[Connection], T]) -> T:
         """Run one transaction, whole: no await inside, so no cancellation can split it.

@@ -7,6 +7,8 @@ what these functions return inside one database transaction.
 from __future__ import annotations
 
 import enum
+import hashlib
+import json
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
@@ -26,6 +28,22 @@ class Reason(enum.StrEnum):
     NOT_DISPOSED = "not_disposed"
     OUTSIDE_INSTANSI = "outside_instansi"
     RESPONSE_TOO_LARGE = "response_too_large"
+    TRUNCATED_RESPONSE = "truncated_response"
+
+
+# Reasons that look transient (a lagging replica, a cut-off answer): retried by themselves.
+TRANSIENT_REASONS = frozenset({Reason.NOT_FOUND, Reason.TRUNCATED_RESPONSE,
+                               Reason.RESPONSE_TOO_LARGE})
+# Reasons that need nobody: they do not make `status` degraded however old.
+SETTLED_REASONS = frozenset({Reason.OUTSIDE_INSTANSI})
+
+
+def retry_delay_s(attempts: int) -> float:
+    """Backoff for a transient quarantine: the next few cycles at once, then doubling
+    from a minute up to six hours."""
+    if attempts <= 3:
+        return 0.0
+    return float(min(6 * 3600, 60 * 2 ** (attempts - 4)))
 
 
 @dataclass(frozen=True)
@@ -38,6 +56,8 @@ class LinkState:
     unit_ids: tuple[int, ...]
     seen_followups: frozenset[str]
     closed: bool
+    # Fingerprint of title, body and privacy flags as last applied (None: not known yet).
+    content_hash: str | None = None
 
 
 @dataclass(frozen=True)
@@ -107,16 +127,20 @@ def unmapped_now_mapped(held: Held, mappings: Mappings) -> bool:
 
 
 def dedupe(items: tuple[m.Summary | m.BadSummary, ...]) -> list[m.Summary | m.BadSummary]:
-    """One item per tracking id, the newest, at the position of its newest appearance.
+    """One item per tracking id, the newest, in feed order.
 
-    The feed is ascending by (updated, id), so keeping the later position keeps the
-    result ascending: a committed prefix never holds a record newer than what follows.
+    A strictly newer copy moves to its later position (the feed is ascending by
+    (updated, id), so that keeps the result ascending). A copy that is not newer leaves
+    the first one where it was: moving it behind newer records would let a commit in
+    mid-page carry the watermark past a record not yet committed.
     """
     best: dict[str, m.Summary | m.BadSummary] = {}
     for item in items:
         prev = best.get(item.tracking_id)
-        if prev is None or _newer(item, prev):
-            best.pop(item.tracking_id, None)
+        if prev is None:
+            best[item.tracking_id] = item
+        elif _newer(item, prev):
+            del best[item.tracking_id]
             best[item.tracking_id] = item
     return list(best.values())
 
@@ -124,7 +148,13 @@ def dedupe(items: tuple[m.Summary | m.BadSummary, ...]) -> list[m.Summary | m.Ba
 def _newer(a: m.Summary | m.BadSummary, b: m.Summary | m.BadSummary) -> bool:
     if isinstance(a, m.BadSummary) or a.updated_at is None:
         return False
-    return isinstance(b, m.BadSummary) or a.updated_at >= b.updated_at
+    return isinstance(b, m.BadSummary) or a.updated_at > b.updated_at
+
+
+def content_hash(c: m.Complaint) -> str:
+    """What LAPOR!'s admins may edit later (text, privacy flags), as one fingerprint."""
+    raw = json.dumps([c.title, c.body, c.anonymous, c.confidential], ensure_ascii=True)
+    return hashlib.sha256(raw.encode()).hexdigest()[:32]
 
 
 # -- what to do with one complaint -----------------------------------------------------------
@@ -163,12 +193,15 @@ def decide(c: m.Complaint, link: LinkState | None, mappings: Mappings, instansi_
         tracking_id=c.tracking_id, ticket_ref=link.ticket_ref if link else "", agency=agency,
         lapor_status=c.status, lapor_updated_at=c.updated_at,
         unit_ids=tuple(sorted(c.unit_ids)), seen_followups=seen,
-        closed=c.status in m.CLOSED_STATUSES or not ours,
+        closed=c.status in m.CLOSED_STATUSES or not ours, content_hash=content_hash(c),
     )
     if link is None:
         first = min((d.at for d, _ in routed), default=c.submitted_at)
         extra = [f"Juga didisposisikan ke unit {d.unit_id} ({a})" for d, a in routed[1:]
                  if a != agency]
+        if c.repairs:
+            extra.append("Data dari LAPOR! diperbaiki saat diterima (makna tetap): "
+                         + "; ".join(c.repairs)[:900])
         first_msgs = new_msgs + tuple(NewMessage("internal", "Konektor LAPOR!", t, c.updated_at)
                                       for t in extra)
         ticket = NewTicket(
@@ -214,8 +247,14 @@ def decide(c: m.Complaint, link: LinkState | None, mappings: Mappings, instansi_
                                f"ke {agency}.", c.updated_at))
     changed = status is not None or moved is not None or bool(msgs) or new_link != replace(
         link, lapor_updated_at=new_link.lapor_updated_at)
+    # Edited text and later privacy reach the ticket (LAPOR!'s admins remove personal data
+    # by editing; privacy only ever tightens locally).
+    edited = link.content_hash != new_link.content_hash
     update = TicketUpdate(lapor_status=c.status, status=status, agency=moved,
-                          due_at=c.deadline, reason=reason, messages=tuple(msgs))
+                          due_at=c.deadline, reason=reason, messages=tuple(msgs),
+                          title=c.title if edited else None, body=c.body if edited else None,
+                          anonymous=c.anonymous if edited else None,
+                          confidential=c.confidential if edited else None)
     kind = Kind.UPDATE if changed else Kind.UNCHANGED
     return Decision(kind, c.tracking_id, update=update, link=new_link,
                     fail_outbox=_fail_code(c, ours))

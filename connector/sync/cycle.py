@@ -17,17 +17,30 @@ log = structlog.get_logger("connector.cycle")
 
 
 async def run_cycle(ctx: SyncContext, kind: str) -> dict[str, Any]:
-    """Run one pull or push; its run record is written whether it succeeds or fails."""
+    """Run one pull, sweep or push; its run record is written whether it succeeds or fails.
+
+    A sweep is a pull over a wider window: it is recorded as a pull (with ``sweep``), and
+    its success is noted as the last sweep.
+    """
     started, t0 = ctx.now(), time.monotonic()
-    fn = pull if kind == "pull" else push
+    sweep = kind == "sweep"
     try:
-        stats: dict[str, Any] = dict((await fn(ctx)).as_dict())
+        if kind == "push":
+            stats: dict[str, Any] = dict((await push(ctx)).as_dict())
+        else:
+            stats = dict((await pull(ctx, sweep=sweep)).as_dict())
+            if sweep:
+                stats["sweep"] = 1
+                when = ctx.now().isoformat()
+                await ctx.db(lambda conn: state.set_value(conn, state.LAST_SWEEP, when))
+            kind = "pull"
     except (ConnectorError, OSError) as exc:
-        await _record(ctx, kind, started, False, {"duration_s": _dur(t0)}, str(exc))
+        await _record(ctx, "push" if kind == "push" else "pull", started, False,
+                      {"duration_s": _dur(t0), **({"sweep": 1} if sweep else {})}, str(exc))
         raise
     stats["duration_s"] = _dur(t0)
     await _record(ctx, kind, started, True, stats, None)
-    log.info(f"{kind}_cycle", **stats)
+    log.info("sweep_cycle" if sweep else f"{kind}_cycle", **stats)
     return stats
 
 

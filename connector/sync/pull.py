@@ -11,8 +11,9 @@ from typing import Any
 
 import structlog
 from sqlalchemy import Connection
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, StatementError
 
-from connector.errors import ConnectorError, Rejected, RetryLater, SkipRecord
+from connector.errors import Rejected, RetryLater, SkipRecord
 from connector.lapor import models as m
 from connector.store import state
 from connector.sync import core
@@ -21,6 +22,9 @@ from connector.sync.context import SyncContext
 log = structlog.get_logger("connector.pull")
 CHUNK = 100
 COMMIT_EVERY_S = 5.0
+FUTURE_TOLERANCE = timedelta(seconds=60)  # clocks of LAPOR!'s nodes differ a little
+# Failures one record's data can cause while it is read or decided on.
+RECORD_ERRORS = (ValueError, TypeError, KeyError, OverflowError, RecursionError, UnicodeError)
 
 
 @dataclass
@@ -33,21 +37,32 @@ class PullStats:
     held: int = 0
     quarantined: int = 0
     pages: int = 0
+    late: int = 0  # a sweep's finds that the ordinary pulls had missed
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)
 
 
-async def pull(ctx: SyncContext) -> PullStats:
+async def pull(ctx: SyncContext, sweep: bool = False) -> PullStats:
+    """One pull. A sweep reads the feed over ``sync.sweep_window_s`` behind the watermark
+    instead of the overlap: records committed hours "in the past" are found there, and
+    since only summaries that differ from what is stored cost a detail, an unchanged
+    feed costs pages only."""
     stats = PullStats()
     started = ctx.now()
     await _progress(ctx, stats, started)
-    overlap = timedelta(seconds=ctx.config.settings.sync.overlap_s)
+    s = ctx.config.settings.sync
+    overlap = timedelta(seconds=s.overlap_s)
     watermark: list[datetime | None] = [await ctx.db(state.get_watermark)]
+    wm_start = watermark[0]
+    sweep_from = None if wm_start is None else wm_start - timedelta(seconds=s.sweep_window_s)
     processed: dict[str, datetime | None] = {}
+    fetched_ids: set[str] = set()
 
     def since() -> datetime | None:
         # Always from the committed watermark, never this machine's clock.
+        if sweep:
+            return sweep_from
         wm = watermark[0]
         return None if wm is None else wm - overlap
 
@@ -85,15 +100,20 @@ async def pull(ctx: SyncContext) -> PullStats:
                 await flush()  # commit what is fetched before waiting for the budget
             if not acc:
                 since_first[0] = time.monotonic()
-            acc.append(await _fetch(ctx, part, known, stats, processed))
+            work = await _fetch(ctx, part, known, stats, processed, page.server_time,
+                                wm_start - overlap if sweep and wm_start is not None else None)
+            acc.append(work)
+            fetched_ids.update(work.fetched)
             processed.update((i.tracking_id, i.updated_at) for i in part)
             if (sum(len(w.items) for w in acc) >= CHUNK
                     or time.monotonic() - since_first[0] >= COMMIT_EVERY_S):
                 await flush()
         await flush()
-    await _retry_held(ctx, stats, set(processed))
+    if not sweep:
+        await _retry_held(ctx, stats, fetched_ids)
     await _progress(ctx, stats, started)
-    await _retry_downloads(ctx)
+    if not sweep:
+        await _retry_downloads(ctx)
     return stats
 
 
@@ -123,8 +143,12 @@ class _Work:
 
 async def _fetch(ctx: SyncContext, items: list[m.Summary | m.BadSummary],
                  known: tuple[dict[str, core.LinkState], dict[str, core.Held]],
-                 stats: PullStats, processed: dict[str, datetime | None]) -> _Work:
-    """Pick what needs a detail request (on possibly stale state) and fetch it."""
+                 stats: PullStats, processed: dict[str, datetime | None],
+                 server_time: datetime | None, late_before: datetime | None = None) -> _Work:
+    """Pick what needs a detail request (on possibly stale state) and fetch it.
+
+    ``late_before`` (a sweep): what is fetched from before it was missed by the pulls.
+    """
     ids = [i.tracking_id for i in items]
     mappings = ctx.mappings()
     links, held = known
@@ -148,8 +172,35 @@ async def _fetch(ctx: SyncContext, items: list[m.Summary | m.BadSummary],
         else:
             stats.unchanged += 1
     stats.details += len(wanted)
+    by_id = {i.tracking_id: i for i in items}
     high = max((i.updated_at for i in items if i.updated_at is not None), default=None)
-    return _Work(ids, await _fetch_details(ctx, wanted), bad, high)
+    if high is not None and server_time is not None and high > server_time:
+        # A node whose clock ran ahead: the record is processed, but the watermark never
+        # passes the server's own clock, or every record after it would be missed.
+        for i in items:
+            if i.updated_at is not None and i.updated_at > server_time + FUTURE_TOLERANCE \
+                    and i.tracking_id not in ctx.warned_future:
+                ctx.warned_future.add(i.tracking_id)
+                log.warning("record_from_the_future", tracking_id=i.tracking_id,
+                            skew_s=int((i.updated_at - server_time).total_seconds()))
+        high = server_time
+    fetched = await _fetch_details(ctx, wanted)
+    for tid, got in fetched.items():
+        summary = by_id[tid]
+        if isinstance(got, core.Decision) and got.lapor_updated_at is None \
+                and isinstance(summary, m.Summary):
+            # Remember what the feed said: an unchanged summary then costs no detail request,
+            # and transient reasons are retried on their backoff instead.
+            fetched[tid] = replace(got, lapor_updated_at=summary.updated_at,
+                                   unit_ids=summary.unit_ids)
+        updated = summary.updated_at
+        if late_before is not None and updated is not None and updated < late_before \
+                and isinstance(got, m.Complaint):
+            stats.late += 1
+            # Lag: how far behind the watermark LAPOR! committed it.
+            lag = late_before - updated + timedelta(seconds=ctx.config.settings.sync.overlap_s)
+            log.warning("late_record_recovered", tracking_id=tid, lag_s=int(lag.total_seconds()))
+    return _Work(ids, fetched, bad, high)
 
 
 async def _fetch_details(ctx: SyncContext, ids: list[str]) -> dict[str, m.Complaint |
@@ -167,11 +218,14 @@ async def _fetch_details(ctx: SyncContext, ids: list[str]) -> dict[str, m.Compla
                 return core.quarantine(tid, exc.reason, exc.detail)
             except Rejected as exc:
                 return core.quarantine(tid, exc.kode, f"LAPOR! answered {exc.status}")
+            except RECORD_ERRORS as exc:  # this record alone: never the rest of the page
+                return core.quarantine(tid, core.Reason.INVALID_RECORD,
+                                       f"cannot be read: {exc.__class__.__name__}")
 
     try:
         async with asyncio.TaskGroup() as tg:
             tasks = {tid: tg.create_task(one(tid)) for tid in ids}
-    except* ConnectorError as group:
+    except* Exception as group:
         # Callers handle one error by what it asks of them (retry, fatal), not a group.
         raise group.exceptions[0] from None
     return {tid: t.result() for tid, t in tasks.items()}
@@ -206,11 +260,24 @@ def _commit(ctx: SyncContext, conn: Connection, work: _Work) -> _Committed:
     for tid, got in work.fetched.items():
         if isinstance(got, core.Decision):
             decisions.append(got)
-        else:
-            link = links.get(tid)
+            continue
+        link = links.get(tid)
+        try:
             decisions.append(core.decide(got, link, mappings, instansi, own.get(tid, ()),
                                          local.get(link.ticket_ref) if link else None))
-    watermark = _apply(ctx, conn, decisions, work.high, held)
+        except RECORD_ERRORS as exc:  # e.g. OverflowError on a date at the calendar's end
+            decisions.append(core.quarantine(tid, core.Reason.INVALID_RECORD,
+                                             f"cannot be processed: {exc.__class__.__name__}",
+                                             got.updated_at, got.unit_ids))
+        if got.repairs:
+            log.info("record_repaired", tracking_id=tid, repairs=list(got.repairs))
+    try:
+        with conn.begin_nested():
+            watermark = _apply(ctx, conn, decisions, work.high, held)
+    except Exception as exc:
+        if not _record_caused(exc):
+            raise
+        watermark = _apply_each(ctx, conn, decisions, work.high, held)
     new_files = []
     if ctx.config.settings.attachments.download:
         created = {d.tracking_id: d for d in decisions if d.kind is core.Kind.CREATE}
@@ -220,6 +287,39 @@ def _commit(ctx: SyncContext, conn: Connection, work: _Work) -> _Committed:
             if isinstance(complaint, m.Complaint) and complaint.attachments and tid in refs:
                 new_files.append((refs[tid].ticket_ref, tid, complaint.attachments))
     return _Committed(watermark, decisions, new_files)
+
+
+def _record_caused(exc: BaseException) -> bool:
+    """Whether a database error comes from one record's values (too long, NUL on
+    PostgreSQL, unencodable text, a constraint) rather than from the database itself."""
+    if isinstance(exc, DataError | IntegrityError | UnicodeError | ValueError | OverflowError |
+                  TypeError):
+        return True
+    return isinstance(exc, StatementError) and not isinstance(exc, DBAPIError)
+
+
+def _apply_each(ctx: SyncContext, conn: Connection, decisions: list[core.Decision],
+                page_max: datetime | None, held: dict[str, core.Held]) -> datetime | None:
+    """The chunk again, one record per savepoint: the one whose values the database
+    refuses is quarantined, and the rest commits with the watermark."""
+    for n, d in enumerate(decisions):
+        try:
+            with conn.begin_nested():
+                _apply(ctx, conn, [d], None, held)
+        except Exception as exc:
+            if not _record_caused(exc):
+                raise
+            log.warning("record_refused_by_storage", tracking_id=d.tracking_id,
+                        error=exc.__class__.__name__)
+            decisions[n] = core.quarantine(
+                d.tracking_id, core.Reason.INVALID_RECORD,
+                f"values refused by the database ({exc.__class__.__name__})",
+                d.lapor_updated_at or (d.link.lapor_updated_at if d.link else None),
+                d.unit_ids or (d.link.unit_ids if d.link else ()))
+            _apply(ctx, conn, [decisions[n]], None, held)
+    if page_max is None:
+        return state.get_watermark(conn)
+    return state.advance_watermark(conn, page_max, ctx.now())
 
 
 def _apply(ctx: SyncContext, conn: Connection, decisions: list[core.Decision],
@@ -314,12 +414,15 @@ def _count(stats: PullStats, decisions: list[core.Decision]) -> None:
 
 
 async def _retry_held(ctx: SyncContext, stats: PullStats, processed: set[str]) -> None:
-    """Quarantined records whose mapping now exists, or that an operator asked to retry."""
+    """Quarantined records whose mapping now exists, that an operator asked to retry, or
+    whose reason looks transient (retried with backoff, without an operator)."""
     mappings = ctx.mappings()
     candidates = await ctx.db(state.retry_candidates)
+    due = set(await ctx.db(lambda conn: state.transient_due(
+        conn, core.TRANSIENT_REASONS, ctx.now(), core.retry_delay_s)))
     ids = [tid for tid, h in candidates.items() if tid not in processed and tid != "unknown" and (
-        h.retry_requested or (h.reason == core.Reason.UNMAPPED_UNIT
-                              and core.unmapped_now_mapped(h, mappings)))]
+        h.retry_requested or tid in due or (h.reason == core.Reason.UNMAPPED_UNIT
+                                            and core.unmapped_now_mapped(h, mappings)))]
     if not ids:
         return
     fetched = await _fetch_details(ctx, ids)

@@ -21,6 +21,7 @@ from connector.tracker.base import Tracker
 
 log = structlog.get_logger("connector.push")
 MAX_SENDS_PER_CYCLE = 500
+LOCAL_DATA_ERROR = "data_lokal_tidak_valid"  # the entry's own text could not be sent
 
 
 @dataclass
@@ -89,6 +90,13 @@ async def _send(ctx: SyncContext, e: Any, mappings: Mappings, stats: PushStats) 
     try:
         receipt = await ctx.client.post_follow_up(
             tid, request, e.idempotency_key)
+    except (UnicodeError, ValueError, TypeError, OverflowError) as exc:
+        # This entry's own data cannot be sent: it alone fails, the others go on.
+        await ctx.db(lambda conn: state.mark_failed(conn, eid, LOCAL_DATA_ERROR))
+        stats.failed += 1
+        log.warning("followup_failed", tracking_id=tid, outbox_id=eid, code=LOCAL_DATA_ERROR,
+                    error=exc.__class__.__name__)
+        return
     except Rejected as exc:
         kode = exc.kode
         await ctx.db(lambda conn: state.mark_failed(conn, eid, kode))

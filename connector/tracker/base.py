@@ -55,6 +55,13 @@ class TicketUpdate:
     due_at: datetime | None = None
     reason: str | None = None
     messages: tuple[NewMessage, ...] = field(default=())
+    # LAPOR!'s current text and privacy flags, when they may have changed (else None).
+    # A tracker replaces its copy of the text; ``anonymous`` True removes the reporter
+    # everywhere, ``confidential`` True restricts the ticket. Privacy never loosens.
+    title: str | None = None
+    body: str | None = None
+    anonymous: bool | None = None
+    confidential: bool | None = None
 
 
 @dataclass(frozen=True)

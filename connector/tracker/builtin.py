@@ -9,6 +9,7 @@ from typing import Any
 
 from sqlalchemy import Connection, bindparam, func, insert, select, update
 
+from connector.lapor.wire import clean_text
 from connector.store.schema import messages, status_history, tickets, tracker_changes
 from connector.timeutil import as_utc, iso, iso_wita
 from connector.tracker.base import NewMessage, NewTicket, OfficerChange, TicketUpdate, Tracker
@@ -65,8 +66,9 @@ class BuiltinTracker(Tracker):
     def apply_update(self, conn: Connection, ref: str, upd: TicketUpdate,
                      now: datetime) -> None:
         ticket_id = int(ref)
-        row = conn.execute(select(tickets.c.status).where(tickets.c.id == ticket_id)).one()
+        row = conn.execute(select(tickets).where(tickets.c.id == ticket_id)).one()
         values: dict[str, Any] = {"lapor_status": upd.lapor_status, "updated_at": now}
+        notes = self._privacy(conn, row, upd, values, now)
         if upd.agency is not None:
             values["agency"] = upd.agency
         if upd.due_at is not None:
@@ -78,7 +80,40 @@ class BuiltinTracker(Tracker):
                 "source": "lapor", "reason": (upd.reason or "")[:200] or None, "at": now})
         conn.execute(update(tickets).where(tickets.c.id == bindparam("tid")),
                      {"tid": ticket_id, **values})
-        self._add_messages(conn, ticket_id, upd.messages, "lapor")
+        self._add_messages(conn, ticket_id, upd.messages + notes, "lapor")
+
+    def _privacy(self, conn: Connection, row: Any, upd: TicketUpdate, values: dict[str, Any],
+                 now: datetime) -> tuple[NewMessage, ...]:
+        """Edited text replaces the local copy; anonim later removes the reporter from the
+        ticket, its messages and attachment metadata; rahasia later restricts it."""
+        notes: list[str] = []
+        if upd.title is not None and upd.title != row.title:
+            values["title"] = upd.title
+        if upd.body is not None and upd.body != row.body:
+            values["body"] = upd.body
+        if "title" in values or "body" in values:
+            notes.append("Judul/isi laporan diubah di LAPOR!; salinan di tiket diganti.")
+        if upd.anonymous and not row.anonymous:
+            identity = [v for v in (row.reporter_name, row.reporter_email, row.reporter_phone)
+                        if v and len(v.strip()) >= 3]
+            values.update(anonymous=True, reporter_name=None, reporter_email=None,
+                          reporter_phone=None)
+            for key in ("title", "body"):
+                values[key] = _scrub(values.get(key, getattr(row, key)), identity)
+            if row.attachments:
+                values["attachments"] = json.dumps(_scrub_json(json.loads(row.attachments),
+                                                               identity))
+            for m in conn.execute(select(messages.c.id, messages.c.text, messages.c.author)
+                                  .where(messages.c.ticket_id == row.id)).all():
+                text, author = _scrub(m.text, identity), _scrub(m.author, identity)
+                if (text, author) != (m.text, m.author):
+                    conn.execute(update(messages).where(messages.c.id == m.id).values(
+                        text=text, author=author))
+            notes.append("Laporan kini anonim di LAPOR!; identitas pelapor dihapus dari tiket.")
+        if upd.confidential and not row.confidential:
+            values["confidential"] = True
+            notes.append("Laporan kini rahasia di LAPOR!; tiket dibatasi (restricted).")
+        return tuple(NewMessage("internal", "Konektor LAPOR!", n, now) for n in notes)
 
     def record_attachments(self, conn: Connection, ref: str,
                            attachments: list[dict[str, Any]]) -> None:
@@ -111,6 +146,12 @@ class BuiltinTracker(Tracker):
     def officer_update(self, conn: Connection, ticket_id: str, action: OfficerAction,
                        now: datetime) -> OfficerChange | None:
         """Record an officer action and, when it is public, its change record."""
+        # Text from a terminal can carry NUL or undecodable bytes (as lone surrogates):
+        # the same repair as for LAPOR!'s text, so every backend can store it.
+        action = OfficerAction(action.status,
+                               None if action.reply is None else clean_text(action.reply),
+                               None if action.note is None else clean_text(action.note),
+                               clean_text(action.author))
         if action.status is not None and action.status not in self.local_statuses:
             raise TrackerRefusal(f"unknown status {action.status!r} (one of "
                                  f"{', '.join(self.local_statuses)})", 2)
@@ -217,6 +258,23 @@ def _ticket_values(ticket: NewTicket, now: datetime) -> dict[str, Any]:
 def _message_values(ticket_id: int, m: NewMessage, source: str) -> dict[str, Any]:
     return {"ticket_id": ticket_id, "direction": m.direction, "author": m.author[:200],
             "text": m.text, "at": m.at, "source": source, "lapor_followup_id": m.followup_id}
+
+
+def _scrub(text: str, identity: list[str]) -> str:
+    for value in identity:
+        if value in text:
+            text = text.replace(value, "[identitas dihapus]")
+    return text
+
+
+def _scrub_json(obj: Any, identity: list[str]) -> Any:
+    if isinstance(obj, str):
+        return _scrub(obj, identity)
+    if isinstance(obj, list):
+        return [_scrub_json(v, identity) for v in obj]
+    if isinstance(obj, dict):
+        return {k: _scrub_json(v, identity) for k, v in obj.items()}
+    return obj
 
 
 def _new_id(result: Any) -> int:
