@@ -18,7 +18,8 @@ from connector.tracker.builtin import BuiltinTracker
 
 NOW = datetime(2026, 11, 27, 3, 0, tzinfo=UTC)
 TABLES = {"tickets", "messages", "status_history", "tracker_changes", "links",
-          "connector_state", "outbox", "quarantine", "runs", "alembic_version"}
+          "connector_state", "outbox", "quarantine", "runs", "alembic_version",
+          "followup_complaints", "followup_periods"}
 
 
 def ticket(tid: str = "4100001") -> NewTicket:
@@ -34,7 +35,7 @@ def test_migrations_from_empty(db_url: str) -> None:
     store.upgrade()
     store.upgrade()  # idempotent
     assert set(inspect(store.engine).get_table_names()) == TABLES
-    assert store.revision() == ("0001", "0001")
+    assert store.revision() == ("0004_followups", "0004_followups")
     store.close()
 
 

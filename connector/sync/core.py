@@ -12,10 +12,10 @@ from datetime import datetime
 
 from connector.lapor import models as m
 from connector.mappings import Mappings
-from connector.timeutil import add_working_days
+from connector.sync import clock
 from connector.tracker.base import NewMessage, NewTicket, OfficerChange, TicketUpdate
 
-WORKING_DAYS_TO_FOLLOW_UP = 5
+WORKING_DAYS_TO_FOLLOW_UP = clock.WORKING_DAYS_TO_FOLLOW_UP
 AUTHORS = {"pelapor": "Pelapor (LAPOR!)", "admin": "Admin LAPOR!", "instansi": "Instansi (LAPOR!)"}
 
 
@@ -79,6 +79,7 @@ class Decision:
     unit_ids: tuple[int, ...] = ()
     fail_outbox: str | None = None  # LAPOR! code to fail pending follow-ups with
     own_seen: tuple[str, ...] = field(default=())
+    facts: clock.Facts | None = None  # due periods and first follow-ups, to store
 
 
 # -- what to fetch -------------------------------------------------------------------------
@@ -138,12 +139,14 @@ def quarantine(tracking_id: str, reason: str, detail: str, updated_at: datetime 
 
 
 def decide(c: m.Complaint, link: LinkState | None, mappings: Mappings, instansi_id: int,
-           own_posts: tuple[OwnPost, ...] = (), current_status: str | None = None) -> Decision:
+           own_posts: tuple[OwnPost, ...] = (), current_status: str | None = None,
+           facts: clock.Facts | None = None) -> Decision:
     """The one decision for a complaint's current detail.
 
     ``current_status`` is the ticket's local status: an upstream status that this status
     already explains (an officer closed the ticket, so LAPOR! shows ``selesai``) is the
-    echo of our own follow-up and does not overwrite it.
+    echo of our own follow-up and does not overwrite it. ``facts`` are the complaint's
+    stored due periods; the decision carries them advanced (``connector/sync/clock.py``).
     """
     ours = [d for d in c.dispositions if d.instansi_id == instansi_id]
     routed = [(d, mappings.unit_to_agency[d.unit_id]) for d in ours
@@ -158,15 +161,18 @@ def decide(c: m.Complaint, link: LinkState | None, mappings: Mappings, instansi_
                           "disposed only to units of other instansi", c.updated_at, c.unit_ids)
     local_status = mappings.inbound[c.status]
     new_msgs, seen = _messages(c, link.seen_followups if link else frozenset(), own_posts)
-    agency = routed[0][1] if routed else (link.agency if link else "")
+    # Never flips because LAPOR! reordered its list: see clock.lead_agency.
+    agency = clock.lead_agency(routed, link.agency if link else None)
     new_link = LinkState(
         tracking_id=c.tracking_id, ticket_ref=link.ticket_ref if link else "", agency=agency,
         lapor_status=c.status, lapor_updated_at=c.updated_at,
         unit_ids=tuple(sorted(c.unit_ids)), seen_followups=seen,
         closed=c.status in m.CLOSED_STATUSES or not ours,
     )
+    new_facts = clock.advance(c, facts, routed, agency, new_link.closed, mappings,
+                              link.lapor_status if link else None, link.closed if link else False,
+                              link.unit_ids if link else ())
     if link is None:
-        first = min((d.at for d, _ in routed), default=c.submitted_at)
         extra = [f"Juga didisposisikan ke unit {d.unit_id} ({a})" for d, a in routed[1:]
                  if a != agency]
         first_msgs = new_msgs + tuple(NewMessage("internal", "Konektor LAPOR!", t, c.updated_at)
@@ -185,11 +191,11 @@ def decide(c: m.Complaint, link: LinkState | None, mappings: Mappings, instansi_
             attachments=tuple({"id": a.id, "name": a.name, "mime": a.mime, "size": a.size}
                               for a in c.attachments),
             submitted_at=c.submitted_at,
-            due_at=c.deadline or add_working_days(first, WORKING_DAYS_TO_FOLLOW_UP),
+            due_at=new_facts.current.due_at,
             messages=first_msgs,
         )
         return Decision(Kind.CREATE, c.tracking_id, ticket=ticket, link=new_link,
-                        fail_outbox=_fail_code(c, ours))
+                        fail_outbox=_fail_code(c, ours), facts=new_facts)
     # An existing ticket.
     status = None
     reason = None
@@ -215,10 +221,11 @@ def decide(c: m.Complaint, link: LinkState | None, mappings: Mappings, instansi_
     changed = status is not None or moved is not None or bool(msgs) or new_link != replace(
         link, lapor_updated_at=new_link.lapor_updated_at)
     update = TicketUpdate(lapor_status=c.status, status=status, agency=moved,
-                          due_at=c.deadline, reason=reason, messages=tuple(msgs))
+                          due_at=new_facts.current.due_at, reason=reason,
+                          messages=tuple(msgs))
     kind = Kind.UPDATE if changed else Kind.UNCHANGED
     return Decision(kind, c.tracking_id, update=update, link=new_link,
-                    fail_outbox=_fail_code(c, ours))
+                    fail_outbox=_fail_code(c, ours), facts=new_facts)
 
 
 # What a posted follow-up status makes of the complaint on LAPOR!.

@@ -14,7 +14,7 @@ from sqlalchemy import Connection
 
 from connector.errors import ConnectorError, Rejected, RetryLater, SkipRecord
 from connector.lapor import models as m
-from connector.store import state
+from connector.store import followups, state
 from connector.sync import core
 from connector.sync.context import SyncContext
 
@@ -191,6 +191,7 @@ def _commit(ctx: SyncContext, conn: Connection, work: _Work) -> _Committed:
     held = state.get_held(conn, ids)
     own = state.own_posts(conn, ids)
     local = ctx.tracker.statuses(conn, [link.ticket_ref for link in links.values()])
+    facts = followups.get_facts(conn, ids)
     decisions = list(work.bad)
     for tid, got in work.fetched.items():
         if isinstance(got, core.Decision):
@@ -198,8 +199,9 @@ def _commit(ctx: SyncContext, conn: Connection, work: _Work) -> _Committed:
         else:
             link = links.get(tid)
             decisions.append(core.decide(got, link, mappings, instansi, own.get(tid, ()),
-                                         local.get(link.ticket_ref) if link else None))
-    watermark = _apply(ctx, conn, decisions, work.high, held)
+                                         local.get(link.ticket_ref) if link else None,
+                                         facts.get(tid)))
+    watermark = _apply(ctx, conn, decisions, work.high, held, facts)
     new_files = []
     if ctx.config.settings.attachments.download:
         created = {d.tracking_id: d for d in decisions if d.kind is core.Kind.CREATE}
@@ -212,7 +214,8 @@ def _commit(ctx: SyncContext, conn: Connection, work: _Work) -> _Committed:
 
 
 def _apply(ctx: SyncContext, conn: Connection, decisions: list[core.Decision],
-           page_max: datetime | None, held: dict[str, core.Held]) -> datetime | None:
+           page_max: datetime | None, held: dict[str, core.Held],
+           facts: dict[str, core.clock.Facts] | None = None) -> datetime | None:
     """Execute decisions and move the watermark, inside the caller's transaction."""
     now = ctx.now()
     creates = [d for d in decisions if d.kind is core.Kind.CREATE]
@@ -227,6 +230,8 @@ def _apply(ctx: SyncContext, conn: Connection, decisions: list[core.Decision],
                      reason=d.reason)
             continue
         assert d.link is not None
+        if d.facts is not None:
+            followups.save(conn, d.facts, (facts or {}).get(d.tracking_id), now)
         if d.kind is not core.Kind.CREATE:
             if d.kind is core.Kind.UPDATE:
                 assert d.update is not None
