@@ -104,7 +104,9 @@ def test_plan_outbox_rules() -> None:
     change = OfficerChange("5", "9", "1", "resolved", "resolved", None, T0)
     plan = core.plan_outbox(change, link, MAPPINGS)
     assert plan is not None and plan.lapor_status == "selesai"
-    assert plan.text == MAPPINGS.outbound["resolved"].template
+    name = MAPPINGS.agency(link.agency).name  # type: ignore[union-attr]
+    assert plan.text == MAPPINGS.outbound["resolved"].template.format(agency_name=name)
+    assert name in plan.text and "{" not in plan.text
     assert plan.idempotency_key == "mahulu-1-5" and plan.failed_with is None
     reply = OfficerChange("6", "9", "1", None, "new", "Halo", T0)
     plan = core.plan_outbox(reply, link, MAPPINGS)

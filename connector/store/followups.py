@@ -56,7 +56,7 @@ def _periods_of(conn: Connection, ids: list[str]) -> dict[str, list[Period]]:
 def get_facts(conn: Connection, ids: list[str]) -> dict[str, Facts]:
     if not ids:
         return {}
-    rows = []
+    rows: list[Any] = []
     for start in range(0, len(ids), 500):
         rows += conn.execute(select(fc).where(fc.c.tracking_id.in_(ids[start:start + 500])))\
             .all()

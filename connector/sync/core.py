@@ -282,18 +282,27 @@ class OutboxPlan:
 
 
 def plan_outbox(change: OfficerChange, link: LinkState | None,
-                mappings: Mappings) -> OutboxPlan | None:
-    """The outbox entry for one officer change, or None when nothing goes to LAPOR!."""
+                mappings: Mappings, last_queued: str | None = None) -> OutboxPlan | None:
+    """The outbox entry for one officer change, or None when nothing goes to LAPOR!.
+
+    ``last_queued`` is the LAPOR! status of the complaint's latest outbox entry that was
+    not refused: a local ``closed`` after ``resolved`` must not post a second ``selesai``.
+    """
     if change.status is None and not change.reply:
         return None
     if change.status is not None:
         outbound = mappings.outbound.get(change.status)
         if outbound is None and not change.reply:
             return None  # e.g. back to "new": LAPOR! has no such agency status
+        if (outbound is not None and outbound.lapor == "selesai" and not change.reply
+                and "selesai" in (last_queued, link.lapor_status if link else None)):
+            return None  # already done on LAPOR!: the template would say it twice
     else:
         outbound = mappings.outbound.get(change.ticket_status)
     lapor_status = outbound.lapor if outbound else "diproses"
-    text = change.reply or (outbound.template if outbound else "")
+    agency = mappings.agency(link.agency) if link is not None else None
+    text = change.reply or (outbound.text(agency.name if agency else "Pemerintah Kabupaten "
+                                          "Mahakam Ulu") if outbound else "")
     failed = None
     if link is None:
         failed = "laporan_tidak_ditemukan"

@@ -46,7 +46,8 @@ def ingest(conn: Connection, tracker: Tracker, mappings: Mappings, now: datetime
         if not changes:
             return added
         for change in changes:
-            plan = core.plan_outbox(change, state.get_link(conn, change.tracking_id), mappings)
+            plan = core.plan_outbox(change, state.get_link(conn, change.tracking_id), mappings,
+                                    state.last_queued_status(conn, change.tracking_id))
             if plan is not None and state.enqueue(conn, plan, when):
                 added += 1
         state.set_value(conn, state.TRACKER_CURSOR, changes[-1].change_id)

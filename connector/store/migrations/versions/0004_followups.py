@@ -57,8 +57,8 @@ def _backfill() -> None:
 
     from connector.timeutil import add_calendar_days, add_working_days
 
-    def utc(v: datetime | None) -> datetime | None:
-        return None if v is None else (v.replace(tzinfo=UTC) if v.tzinfo is None else v)
+    def utc(v: datetime) -> datetime:
+        return v.replace(tzinfo=UTC) if v.tzinfo is None else v
 
     conn = op.get_bind()
     names = set(sa.inspect(conn).get_table_names())
@@ -89,7 +89,7 @@ def _backfill() -> None:
                         .join(tickets, tickets.c.tracking_id == links.c.tracking_id)).all()
     for r in rows:
         start = utc(r.submitted_at)
-        due = utc(r.due_at) or add_working_days(start, 5)
+        due = utc(r.due_at) if r.due_at is not None else add_working_days(start, 5)
         fu = first.get(r.tracking_id)
         conn.execute(sa.insert(complaints).values(
             tracking_id=r.tracking_id, agency=r.agency, agencies=f",{r.agency},",
