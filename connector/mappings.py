@@ -135,7 +135,9 @@ def _entry(loc: tuple[Any, ...], data: dict[str, Any]) -> tuple[str, str]:
         rows = data.get(table)
         label = f"{table}[{index + 1}]"
         if isinstance(rows, list) and index < len(rows) and isinstance(rows[index], dict):
-            ident = rows[index].get("code") or rows[index].get("lapor") or rows[index].get("local")
+            ident = rows[index].get("code") or (
+                rows[index].get("local") if table == "reply" else rows[index].get("lapor")
+            ) or rows[index].get("local")
             if ident is None and isinstance(rows[index].get("date"), date):
                 ident = rows[index]["date"].isoformat()
             if isinstance(ident, str):
