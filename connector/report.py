@@ -232,6 +232,7 @@ table {{ border-collapse: collapse; margin-top: 0.6em; }}
 th, td {{ border: 1px solid #bbb; padding: 0.35em 0.6em; }}
 td {{ text-align: right; }}
 thead th {{ background: #eef2f5; font-size: 0.9em; }}
+tbody th {{ text-align: left; font-weight: normal; }}
 tr.total th, tr.total td {{ font-weight: bold; background: #f7f7f7; }}
 dl dt {{ font-weight: bold; margin-top: 0.5em; }}
 </style>
