@@ -43,6 +43,10 @@ def empty_world(fake_time: FakeTime) -> World:
     return World(seed=12, complaints=0, faults=Faults(rate_limit_per_minute=0), clock=fake_time)
 
 
+def prev_day(day: str) -> str:
+    return (datetime.fromisoformat(day) - timedelta(days=1)).date().isoformat()
+
+
 def _rows(text: str) -> dict[str, dict[str, str]]:
     rows = list(csv.DictReader(io.StringIO(text)))
     return {r["agency"]: r for r in rows}
@@ -104,8 +108,16 @@ async def test_done_when_twelve_complaints_two_agencies(tmp_path: Path, db_url: 
         "TOTAL": ["12", "3", "1", "2", "6", "1"],
     }
     assert rows["TOTAL"]["median_working_days_to_first_follow_up"] == "0.0"
-    assert rows["DINAS_TIDAK_ADA" if False else "DINSOS"]["received"] == "0"
+    assert rows["DINSOS"]["received"] == "0"  # every agency has its row
     assert list(rows)[-1] == "TOTAL"
+    code, out, _ = cli(capsys, cfg, "report")  # the current month, a table
+    assert code == 0 and out.splitlines()[-1].split()[0] == "TOTAL" and "WITA" in out
+    code, _, err = cli(capsys, cfg, "report", "--from", day, "--to", prev_day(day))
+    assert code == 2 and "after --to" in err
+    code, _, err = cli(capsys, cfg, "report", "--agency", "NOPE")
+    assert code == 2 and "unknown agency" in err
+    code, out, _ = cli(capsys, cfg, "status")
+    assert "WITA" in out and "Overdue (no follow-up on LAPOR! by the due time): 2" in out
     # The day before holds none of them; --agency gives that agency and the total.
     prev = (datetime.fromisoformat(day) - timedelta(days=1)).date().isoformat()
     _, out, _ = cli(capsys, cfg, "report", "--from", prev, "--to", prev, "--format", "csv")
