@@ -83,10 +83,10 @@ def test_pinned_holidays_know_the_2026_and_2027_cuti_bersama() -> None:
 def test_declared_days_and_working_days_between() -> None:
     from connector.timeutil import working_days_between
 
-    monday = datetime(2027, 1, 4, 1, tzinfo=UTC)  # 09:00 WITA
-    assert add_working_days(monday, 1).astimezone(WITA).date() == date(2027, 1, 5)
-    extra = frozenset({date(2027, 1, 5)})
-    assert add_working_days(monday, 1, extra).astimezone(WITA).date() == date(2027, 1, 6)
+    monday = datetime(2026, 11, 2, 1, tzinfo=UTC)  # 09:00 WITA, a week without holidays
+    assert add_working_days(monday, 1).astimezone(WITA).date() == date(2026, 11, 3)
+    extra = frozenset({date(2026, 11, 3)})
+    assert add_working_days(monday, 1, extra).astimezone(WITA).date() == date(2026, 11, 4)
     assert working_days_between(monday, monday + timedelta(hours=5)) == 0
     assert working_days_between(monday, monday + timedelta(days=7)) == 5
     assert working_days_between(monday, monday + timedelta(days=7), extra) == 4
