@@ -208,3 +208,43 @@ def test_closed_after_resolved_posts_no_second_selesai(lapor_status: str,
 
 def test_units_table_is_shared() -> None:
     assert UNITS[DINKES] == 6411
+
+
+def test_objection_between_two_pulls_is_still_a_new_period() -> None:
+    done = fu(1, T0 + timedelta(days=1), status="selesai")
+    objection = fu(2, T0 + timedelta(days=2), by="pelapor")
+    d = run(complaint("1", "terdisposisi", (DINKES,), (), T0),
+            complaint("1", "ditindaklanjuti", (DINKES,), (done, objection), objection.at))
+    f = d[1].facts
+    assert f is not None and [p.start for p in f.periods] == ["received", "objection"]
+    assert f.periods[0].first_follow_up_at == done.at and f.current.started_at == objection.at
+    # Seen again: no third period.
+    d = run(complaint("1", "terdisposisi", (DINKES,), (), T0),
+            complaint("1", "ditindaklanjuti", (DINKES,), (done, objection), objection.at),
+            complaint("1", "ditindaklanjuti", (DINKES,), (done, objection),
+                      objection.at + timedelta(hours=1)))
+    assert d[2].facts is not None and len(d[2].facts.periods) == 2
+
+
+def test_a_second_unit_of_the_same_agency_keeps_the_clock(tmp_path: Path) -> None:
+    import shutil
+
+    shutil.copytree(Path(__file__).resolve().parent.parent / "mappings", tmp_path / "m")
+    agencies = tmp_path / "m" / "agencies.toml"
+    agencies.write_text(agencies.read_text(encoding="utf-8").replace(
+        "lapor_unit_ids = [6411003]", "lapor_unit_ids = [6411003, 6411777]"), encoding="utf-8")
+    mappings = load(tmp_path / "m")
+    first = m.Disposition(DINKES, "a", 6411, T0)
+    other = m.Disposition(6411777, "b", 6411, T0 + timedelta(days=1))
+    c = replace(complaint("1", "terdisposisi", (DINKES,), (), T0), dispositions=(first,))
+    d0 = core.decide(c, None, mappings, 6411)
+    link = replace(d0.link, ticket_ref="1")  # type: ignore[type-var]
+    added = replace(c, dispositions=(first, other), updated_at=other.at)
+    d1 = core.decide(added, link, mappings, 6411, facts=d0.facts)
+    assert d1.facts is not None and len(d1.facts.periods) == 1
+    # Replaced by the other unit of the same agency: a re-disposition, a new clock.
+    moved = replace(c, dispositions=(other,), updated_at=other.at)
+    d2 = core.decide(moved, link, mappings, 6411, facts=d0.facts)
+    assert d2.facts is not None and [p.start for p in d2.facts.periods] == [
+        "received", "redisposition"]
+    assert d2.facts.current.agency == "DINKES" and d2.facts.current.started_at == other.at

@@ -144,22 +144,28 @@ def _new_period(c: m.Complaint, cur: Period, lead: list[m.Disposition], agency: 
     if prev_closed and not closed:
         return Start.REOPENED, newest if newest and newest > cur.started_at else c.updated_at
     fresh = [d.at for d in lead if d.unit_id not in prev_units and d.at > cur.started_at]
-    if lead and (agency != cur.agency or fresh):
+    kept = any(d.unit_id in prev_units for d in lead)  # a unit added beside it: same clock
+    if lead and (agency != cur.agency or (fresh and not kept)):
         return Start.REDISPOSITION, max(fresh) if fresh else newest or c.updated_at
-    if prev_status == "selesai" and c.status == "ditindaklanjuti":
-        return Start.OBJECTION, _objection_at(c)
+    if c.status == "ditindaklanjuti":
+        objected = _objection_at(c)
+        if prev_status == "selesai":
+            return Start.OBJECTION, objected or c.updated_at
+        if objected is not None and objected > cur.started_at:
+            # selesai and the objection both happened between two pulls
+            return Start.OBJECTION, objected
     return None
 
 
-def _objection_at(c: m.Complaint) -> datetime:
+def _objection_at(c: m.Complaint) -> datetime | None:
     """When the reporter objected: their first follow-up after the last ``selesai``."""
     last_done = max((f.at for f in c.follow_ups if f.by == "instansi" and f.status == "selesai"),
                     default=None)
     if last_done is not None:
-        after = [f.at for f in c.follow_ups if f.by != "instansi" and f.at >= last_done]
+        after = [f.at for f in c.follow_ups if f.by == "pelapor" and f.at >= last_done]
         if after:
             return min(after)
-    return c.updated_at
+    return None
 
 
 def _with_first_follow_up(p: Period, c: m.Complaint, mappings: Mappings,
