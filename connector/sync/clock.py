@@ -137,6 +137,19 @@ def advance(c: m.Complaint, prev: Facts | None, routed: list[tuple[m.Disposition
         lapor_status=c.status, closed=closed, periods=tuple(periods))
 
 
+def posted(facts: Facts, fu: m.FollowUp, mappings: Mappings) -> Facts:
+    """Our own follow-up as LAPOR!'s receipt dates it, recorded at once by the push (the
+    next pull would find the same one): the first of the current period if none yet."""
+    periods = list(facts.periods)
+    cur = periods[-1]
+    if (cur.first_follow_up_at is None and fu.unit_id in mappings.units_of(cur.agency)
+            and (cur.seq == 1 or fu.at >= cur.started_at)):
+        periods[-1] = replace(cur, first_follow_up_at=fu.at, first_follow_up_id=fu.id,
+                              on_time=fu.at <= cur.due_at)
+    status = {"selesai": "selesai", "diproses": "ditindaklanjuti"}.get(fu.status or "")
+    return replace(facts, periods=tuple(periods), lapor_status=status or facts.lapor_status)
+
+
 def _new_period(c: m.Complaint, cur: Period, lead: list[m.Disposition], agency: str,
                 closed: bool, prev_status: str | None, prev_closed: bool,
                 prev_units: tuple[int, ...]) -> tuple[Start, datetime] | None:
