@@ -71,28 +71,42 @@ def _period_values(p: Period) -> dict[str, Any]:
             "ended_at": p.ended_at}
 
 
+def _complaint_values(facts: Facts, now: datetime) -> dict[str, Any]:
+    return {"agency": facts.agency, "agencies": "," + ",".join(facts.agencies) + ",",
+            "received_at": facts.received_at, "settle_by": facts.settle_by,
+            "lapor_status": facts.lapor_status, "closed": facts.closed, "updated_at": now}
+
+
 def save(conn: Connection, facts: Facts, prev: Facts | None, now: datetime) -> None:
-    """Store what changed (inside the pull's transaction)."""
-    if facts == prev:
-        return
-    values = {"agency": facts.agency, "agencies": "," + ",".join(facts.agencies) + ",",
-              "received_at": facts.received_at, "settle_by": facts.settle_by,
-              "lapor_status": facts.lapor_status, "closed": facts.closed, "updated_at": now}
-    if prev is None:
-        # A backfill or an earlier partial write may have left a row: replace it whole.
-        conn.execute(delete(fc).where(fc.c.tracking_id == facts.tracking_id))
-        conn.execute(delete(fp).where(fp.c.tracking_id == facts.tracking_id))
-        conn.execute(insert(fc).values(tracking_id=facts.tracking_id, **values))
-    else:
-        conn.execute(update(fc).where(fc.c.tracking_id == facts.tracking_id).values(**values))
-    old = {p.seq: p for p in (prev.periods if prev else ())}
-    for p in facts.periods:
-        if p.seq not in old:
-            conn.execute(insert(fp).values(tracking_id=facts.tracking_id, seq=p.seq,
-                                           **_period_values(p)))
-        elif old[p.seq] != p:
-            conn.execute(update(fp).where(fp.c.tracking_id == facts.tracking_id,
-                                          fp.c.seq == p.seq).values(**_period_values(p)))
+    """Store what changed (inside the caller's transaction)."""
+    save_many(conn, [(facts, prev)], now)
+
+
+def save_many(conn: Connection, pairs: list[tuple[Facts, Facts | None]], now: datetime) -> None:
+    """Store what changed; new complaints in two batched inserts (a first sync's backlog)."""
+    new = [f for f, prev in pairs if prev is None]
+    if new:
+        # A row without periods (never written so; cheap insurance) would block the insert.
+        ids = [f.tracking_id for f in new]
+        conn.execute(delete(fc).where(fc.c.tracking_id.in_(ids)))
+        conn.execute(delete(fp).where(fp.c.tracking_id.in_(ids)))
+        conn.execute(insert(fc), [{"tracking_id": f.tracking_id, **_complaint_values(f, now)}
+                                  for f in new])
+        conn.execute(insert(fp), [{"tracking_id": f.tracking_id, "seq": p.seq,
+                                   **_period_values(p)} for f in new for p in f.periods])
+    for facts, prev in pairs:
+        if prev is None or facts == prev:
+            continue
+        conn.execute(update(fc).where(fc.c.tracking_id == facts.tracking_id)
+                     .values(**_complaint_values(facts, now)))
+        old = {p.seq: p for p in prev.periods}
+        for p in facts.periods:
+            if p.seq not in old:
+                conn.execute(insert(fp).values(tracking_id=facts.tracking_id, seq=p.seq,
+                                               **_period_values(p)))
+            elif old[p.seq] != p:
+                conn.execute(update(fp).where(fp.c.tracking_id == facts.tracking_id,
+                                              fp.c.seq == p.seq).values(**_period_values(p)))
 
 
 # -- reading ----------------------------------------------------------------------------------

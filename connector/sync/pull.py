@@ -230,8 +230,6 @@ def _apply(ctx: SyncContext, conn: Connection, decisions: list[core.Decision],
                      reason=d.reason)
             continue
         assert d.link is not None
-        if d.facts is not None:
-            followups.save(conn, d.facts, (facts or {}).get(d.tracking_id), now)
         if d.kind is not core.Kind.CREATE:
             if d.kind is core.Kind.UPDATE:
                 assert d.update is not None
@@ -243,6 +241,8 @@ def _apply(ctx: SyncContext, conn: Connection, decisions: list[core.Decision],
             state.release(conn, d.tracking_id)
         if d.kind is not core.Kind.UNCHANGED:
             log.info("record_synced", tracking_id=d.tracking_id, action=d.kind.value)
+    followups.save_many(conn, [(d.facts, (facts or {}).get(d.tracking_id)) for d in decisions
+                               if d.facts is not None], now)
     if page_max is None:
         return state.get_watermark(conn)
     return state.advance_watermark(conn, page_max, now)
