@@ -147,6 +147,8 @@ def test_two_agencies_lead_never_flips_when_lapor_reorders() -> None:
     flipped = replace(c, dispositions=both[::-1], updated_at=T0 + timedelta(hours=2))
     d = run(c, flipped)
     assert d[0].ticket is not None and d[0].ticket.agency == "DINKES"
+    notes = [x.text for x in d[0].ticket.messages if x.direction == "internal"]
+    assert notes == [f"Juga didisposisikan ke unit {DISDUK} (DISDUKCAPIL)"]
     assert d[1].update is not None and d[1].update.agency is None
     assert d[1].link is not None and d[1].link.agency == "DINKES"
     assert d[1].facts is not None and d[1].facts.agencies == ("DINKES", "DISDUKCAPIL")
@@ -154,6 +156,7 @@ def test_two_agencies_lead_never_flips_when_lapor_reorders() -> None:
     # The same complaint seen first in the other order still goes to the earliest.
     d = run(flipped)
     assert d[0].ticket is not None and d[0].ticket.agency == "DINKES"
+    assert [x.text for x in d[0].ticket.messages if x.direction == "internal"] == notes
 
 
 def test_disposition_at_2330_wib_counts_from_the_wita_date() -> None:

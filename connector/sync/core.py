@@ -173,7 +173,7 @@ def decide(c: m.Complaint, link: LinkState | None, mappings: Mappings, instansi_
                               link.lapor_status if link else None, link.closed if link else False,
                               link.unit_ids if link else ())
     if link is None:
-        extra = [f"Juga didisposisikan ke unit {d.unit_id} ({a})" for d, a in routed[1:]
+        extra = [f"Juga didisposisikan ke unit {d.unit_id} ({a})" for d, a in routed
                  if a != agency]
         first_msgs = new_msgs + tuple(NewMessage("internal", "Konektor LAPOR!", t, c.updated_at)
                                       for t in extra)
