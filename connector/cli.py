@@ -8,6 +8,7 @@ import contextlib
 import json
 import sys
 from collections.abc import Callable, Sequence
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ from connector.mappings import load as load_mappings
 from connector.mappings import suggest as suggest_mappings
 from connector.settings import Config, load_config
 from connector.term import SafeWriter, safe
-from connector.timeutil import utcnow
+from connector.timeutil import human_iso, utcnow
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 
@@ -96,6 +97,16 @@ def build_parser() -> argparse.ArgumentParser:
     sb.add_argument("--no-generator", action="store_true")
     sb.add_argument("--faults", help="JSON object of initial faults")
 
+    rp = sub.add_parser("report", parents=[common],
+                        help="on-time follow-up per agency for complaints received in a period")
+    rp.add_argument("--from", dest="date_from", type=_date, metavar="DATE",
+                    help="first WITA date (YYYY-MM-DD; default: first of this month)")
+    rp.add_argument("--to", dest="date_to", type=_date, metavar="DATE",
+                    help="last WITA date, inclusive (default: end of this month)")
+    rp.add_argument("--agency", help="one agency code (default: every agency)")
+    rp.add_argument("--format", choices=("table", "csv", "json", "html"), default="table")
+    rp.add_argument("--out", type=Path, metavar="FILE", help="write here instead of stdout")
+
     db = sub.add_parser("db", parents=[common], help="database maintenance")
     dbs = db.add_subparsers(dest="action", required=True, parser_class=_Parser)
     dbs.add_parser("upgrade", parents=[common])
@@ -112,6 +123,13 @@ def build_parser() -> argparse.ArgumentParser:
 # Commands whose plain-text output carries LAPOR!'s text: neutralised on the way out.
 SAFE_STDOUT = frozenset({"sync", "tickets", "status", "quarantine", "outbox", "mappings", "db"})
 SAFE_STDERR = SAFE_STDOUT - {"sync"}  # sync's stderr carries the (coloured) log
+
+
+def _date(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {text!r}") from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -287,8 +305,26 @@ def _tracker() -> Any:
     return BuiltinTracker(LOCAL_STATUSES)
 
 
+def _tickets_view(conn: Any, agency: str | None, status: str | None,
+                  ticket_id: str | None = None) -> list[dict[str, Any]]:
+    """Tickets with what LAPOR!'s clock adds (overdue, settle_by, due periods, agencies)."""
+    from connector.store import followups
+
+    now = utcnow()
+    if ticket_id is not None:
+        one = _tracker().show(conn, ticket_id)
+        rows = [] if one is None else [one]
+    else:
+        also = followups.tracking_ids_of_agency(conn, agency) if agency else None
+        rows = _tracker().list_tickets(conn, agency, status, also)
+    facts = followups.get_facts(conn, [r["tracking_id"] for r in rows])
+    for r in rows:
+        r.update(followups.ticket_json(facts.get(r["tracking_id"]), now))
+    return rows
+
+
 def cmd_tickets_list(config: Config, args: argparse.Namespace) -> int:
-    rows = _in_store(config, lambda c: _tracker().list_tickets(c, args.agency, args.status))
+    rows = _in_store(config, lambda c: _tickets_view(c, args.agency, args.status))
     if args.json:
         _print_json(rows)
         return EXIT_OK
@@ -296,17 +332,24 @@ def cmd_tickets_list(config: Config, args: argparse.Namespace) -> int:
         print("no tickets")
         return EXIT_OK
     print(f"{'ID':>5}  {'TRACKING':<10} {'AGENCY':<12} {'STATUS':<12} {'LAPOR':<16} "
-          f"{'DUE (WITA)':<16}  TITLE")
+          f"{'DUE (WITA)':<16} !  TITLE")
     for r in rows:
         due = (r["due_at_wita"] or "-")[:16].replace("T", " ")
         flag = "[RAHASIA] " if r["confidential"] else ""
+        if args.agency and r["agency"] != args.agency:
+            flag += f"[juga {args.agency}] "
+        mark = "!" if r["overdue"] else " "
         print(f"{r['id']:>5}  {r['tracking_id']:<10} {r['agency']:<12} {r['status']:<12} "
-              f"{r['lapor_status']:<16} {due:<16}  {flag}{safe(r['title'][:60], inline=True)}")
+              f"{r['lapor_status']:<16} {due:<16} {mark}  "
+              f"{flag}{safe(r['title'][:60], inline=True)}")
+    if any(r["overdue"] for r in rows):
+        print("! = overdue: no follow-up on LAPOR! by the due time")
     return EXIT_OK
 
 
 def cmd_tickets_show(config: Config, args: argparse.Namespace) -> int:
-    ticket = _in_store(config, lambda c: _tracker().show(c, args.id))
+    found = _in_store(config, lambda c: _tickets_view(c, None, None, args.id))
+    ticket = found[0] if found else None
     if ticket is None:
         print(f"error: no ticket with id {args.id}", file=sys.stderr)
         return EXIT_FAIL
@@ -316,10 +359,21 @@ def cmd_tickets_show(config: Config, args: argparse.Namespace) -> int:
     rep = ticket["reporter"]
     print(f"Ticket {ticket['id']}  (LAPOR! {ticket['tracking_id']})"
           + ("  [RAHASIA: restricted]" if ticket["confidential"] else ""))
-    print(f"  Agency:    {ticket['agency']}")
+    others = [a for a in ticket["agencies"] if a != ticket["agency"]]
+    print(f"  Agency:    {ticket['agency']}"
+          + (f"   (also disposed to: {', '.join(others)})" if others else ""))
     print(f"  Status:    {ticket['status']}  (LAPOR!: {ticket['lapor_status']})")
     print(f"  Category:  {ticket['category']}   Channel: {ticket['channel']}")
-    print(f"  Submitted: {ticket['submitted_at']}   Due (WITA): {ticket['due_at_wita'] or '-'}")
+    print(f"  Submitted: {human_iso(ticket['submitted_at'])}")
+    print(f"  Due:       {human_iso(ticket['due_at'])}"
+          + ("   OVERDUE: no follow-up on LAPOR! yet" if ticket["overdue"] else ""))
+    print(f"  Settle by: {human_iso(ticket['settle_by'])}   (Perpres 76/2013: 60 days)")
+    for p in ticket["due_periods"]:
+        fu = ("no follow-up yet" if p["first_follow_up_at"] is None else
+              f"first follow-up {human_iso(p['first_follow_up_at'])} "
+              + ("on time" if p["on_time"] else "LATE"))
+        print(f"  Period {p['seq']}:  {p['start']} {human_iso(p['started_at'])} ({p['agency']}), "
+              f"due {human_iso(p['due_at'])} ({p['due_source']}); {fu}")
     if ticket["anonymous"]:
         print("  Reporter:  anonim")
     elif rep:
@@ -329,7 +383,7 @@ def cmd_tickets_show(config: Config, args: argparse.Namespace) -> int:
     for a in ticket["attachments"]:
         print(f"  attachment: {a['name']} ({a['mime']}, {a['size']} bytes)")
     for m in ticket["messages"]:
-        print(f"  [{m['at']}] {m['direction']:<8} {m['author']}: {m['text']}")
+        print(f"  [{human_iso(m['at'])}] {m['direction']:<8} {m['author']}: {m['text']}")
     return EXIT_OK
 
 
@@ -352,6 +406,12 @@ def cmd_tickets_update(config: Config, args: argparse.Namespace) -> int:
         mappings = None
         print(f"warning: {exc}\nthe change is recorded; the daemon sends it once the mapping "
               "is valid", file=sys.stderr)
+    outbound = mappings.outbound.get(args.status or "") if mappings is not None else None
+    if outbound is not None and outbound.requires_reply and not args.reply:
+        print(f"error: status {args.status} needs a public reply in the officer's own words "
+              "(--reply TEXT): LAPOR!'s admins reject a template alone (statuses.toml: "
+              "requires_reply)", file=sys.stderr)
+        return EXIT_USAGE
     tracker = _tracker()
     action = OfficerAction(args.status, args.reply, args.note, args.author)
 
@@ -480,6 +540,39 @@ def cmd_outbox_retry(config: Config, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_report(config: Config, args: argparse.Namespace) -> int:
+    from connector import report
+    from connector.store import followups
+
+    try:
+        mappings = load_mappings(config.mappings_dir)
+    except MappingError as exc:
+        for line in exc.problems:
+            print(line, file=sys.stderr)
+        return EXIT_USAGE
+    now = utcnow()
+    first, last = report.current_month(now)
+    date_from, date_to = args.date_from or first, args.date_to or last
+    if date_from > date_to:
+        print(f"error: --from {date_from} is after --to {date_to}", file=sys.stderr)
+        return EXIT_USAGE
+    start, end = report.bounds(date_from, date_to)
+    facts = _in_store(config, lambda c: followups.received_between(c, start, end))
+    if args.agency and mappings.agency(args.agency) is None and not any(
+            f.first_response().agency == args.agency for f in facts):
+        print(f"error: --agency: unknown agency {args.agency!r} (see agencies.toml)",
+              file=sys.stderr)
+        return EXIT_USAGE
+    text = report.render(report.build(facts, mappings, date_from, date_to, now, args.agency),
+                         args.format)
+    if args.out is None:
+        sys.stdout.write(text)
+    else:
+        args.out.write_text(text, encoding="utf-8")
+        print(f"report written to {args.out}")
+    return EXIT_OK
+
+
 def cmd_sandbox(config: Config | None, args: argparse.Namespace) -> int:
     from connector.sandbox.serve import serve
 
@@ -515,6 +608,7 @@ HANDLERS: dict[tuple[str, str | None], Callable[..., int]] = {
     ("quarantine", "retry"): cmd_quarantine_retry,
     ("outbox", "list"): cmd_outbox_list,
     ("outbox", "retry"): cmd_outbox_retry,
+    ("report", None): cmd_report,
     ("sandbox", None): cmd_sandbox,
     ("db", "upgrade"): cmd_db_upgrade,
     ("reliability", None): cmd_reliability,

@@ -122,7 +122,9 @@ class DemoOfficer:
             action = OfficerAction(status="in_progress", reply=self.rng.choice(self.REPLIES),
                                    author="demo-petugas")
         else:
-            action = OfficerAction(status="resolved", author="demo-petugas")
+            # statuses.toml requires the officer's own words for "resolved".
+            action = OfficerAction(status="resolved", author="demo-petugas",
+                                   reply="Perbaikan sudah selesai dikerjakan oleh petugas kami.")
         tracker.officer_update(conn, ticket["id"], action, now)
         ingest(conn, tracker, mappings, now)
         return str(ticket["tracking_id"])

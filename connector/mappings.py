@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import re
+import string
 import tomllib
 from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -21,7 +24,15 @@ LOCAL_STATUSES = ("new", "in_progress", "resolved", "closed")
 AGENCIES = "agencies.toml"
 STATUSES = "statuses.toml"
 CATEGORIES = "categories.toml"
-FILES = (AGENCIES, STATUSES, CATEGORIES)
+HOLIDAYS = "holidays.toml"
+FILES = (AGENCIES, STATUSES, CATEGORIES, HOLIDAYS)
+OPTIONAL = (CATEGORIES, HOLIDAYS)
+# Placeholders a reply template may use; filled in when the follow-up is queued.
+TEMPLATE_FIELDS = ("agency_name",)
+# Statuses whose follow-up needs the officer's own words unless statuses.toml says otherwise:
+# LAPOR!'s admins reject a "done" that is boilerplate only.
+REPLY_REQUIRED_BY_DEFAULT = ("resolved",)
+_DOUBLED = re.compile(r"[.,;:!?]\s*[.,;:!?]")
 
 Code = Annotated[str, StringConstraints(pattern=r"^[A-Z0-9_]+$", min_length=1, max_length=64)]
 UnitId = Annotated[int, Field(gt=0, strict=True)]
@@ -50,6 +61,7 @@ class ReplyRow(_Model):
     local: str
     lapor: str
     template: Annotated[str, StringConstraints(min_length=1, max_length=5000)]
+    requires_reply: Annotated[bool, Field(strict=True)] | None = None
 
 
 class StatusesFile(_Model):
@@ -67,6 +79,15 @@ class CategoriesFile(_Model):
     category: list[CategoryRow] = []
 
 
+class HolidayRow(_Model):
+    date: Annotated[date, Field(strict=True)]
+    name: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+
+
+class HolidaysFile(_Model):
+    holiday: list[HolidayRow] = []
+
+
 class MappingError(Exception):
     """One or more problems in the mapping files; ``problems`` are ready to print."""
 
@@ -79,6 +100,10 @@ class MappingError(Exception):
 class Outbound:
     lapor: str
     template: str
+    requires_reply: bool = False
+
+    def text(self, agency_name: str) -> str:
+        return self.template.format(agency_name=agency_name)
 
 
 @dataclass(frozen=True)
@@ -89,6 +114,7 @@ class Mappings:
     categories: dict[int, str]
     version: str
     unit_to_agency: dict[int, str] = field(default_factory=dict)
+    holidays: frozenset[date] = frozenset()  # declared late: holidays.toml
 
     def agency(self, code: str) -> Agency | None:
         return next((a for a in self.agencies if a.code == code), None)
@@ -109,7 +135,11 @@ def _entry(loc: tuple[Any, ...], data: dict[str, Any]) -> tuple[str, str]:
         rows = data.get(table)
         label = f"{table}[{index + 1}]"
         if isinstance(rows, list) and index < len(rows) and isinstance(rows[index], dict):
-            ident = rows[index].get("code") or rows[index].get("lapor") or rows[index].get("local")
+            ident = rows[index].get("code") or (
+                rows[index].get("local") if table == "reply" else rows[index].get("lapor")
+            ) or rows[index].get("local")
+            if ident is None and isinstance(rows[index].get("date"), date):
+                ident = rows[index]["date"].isoformat()
             if isinstance(ident, str):
                 label += f" {ident}"
         rest = ".".join(str(p) for p in loc[2:]) or "-"
@@ -193,6 +223,37 @@ def _check_statuses(parsed: StatusesFile, problems: list[str]) -> None:
         if reply.lapor not in PUSH_STATUSES:
             problems.append(f"{STATUSES}: {entry}: lapor: must be one of "
                             f"{', '.join(PUSH_STATUSES)} (what LAPOR! accepts from an agency)")
+        for problem in _template_problems(reply.template):
+            problems.append(f"{STATUSES}: {entry}: template: {problem}")
+
+
+def _template_problems(template: str) -> list[str]:
+    out = []
+    try:
+        names = [name for _, name, _, _ in string.Formatter().parse(template) if name is not None]
+    except ValueError as exc:
+        return [f"broken placeholder ({exc}); write a literal brace as {{{{ or }}}}"]
+    for name in names:
+        if name not in TEMPLATE_FIELDS:
+            out.append(f"unknown placeholder {{{name}}} (known: "
+                       + ", ".join("{" + f + "}" for f in TEMPLATE_FIELDS) + ")")
+    found = _DOUBLED.search(template)
+    if found:
+        out.append(f"doubled punctuation {found.group()!r}")
+    return out
+
+
+def _check_holidays(parsed: HolidaysFile, problems: list[str]) -> frozenset[date]:
+    seen: dict[date, int] = {}
+    for i, row in enumerate(parsed.holiday, start=1):
+        entry = f"holiday[{i}] {row.date.isoformat()}"
+        if not 2000 <= row.date.year <= 2100:
+            problems.append(f"{HOLIDAYS}: {entry}: date: year out of range 2000..2100")
+        if row.date in seen:
+            problems.append(f"{HOLIDAYS}: {entry}: date: listed twice, also "
+                            f"holiday[{seen[row.date]}]")
+        seen.setdefault(row.date, i)
+    return frozenset(seen)
 
 
 def _check_categories(parsed: CategoriesFile, problems: list[str]) -> dict[int, str]:
@@ -221,7 +282,7 @@ def load(directory: Path) -> Mappings:
     raw: dict[str, dict[str, Any] | None] = {}
     for name in FILES:
         path = directory / name
-        if name == CATEGORIES and not path.exists():
+        if name in OPTIONAL and not path.exists():
             raw[name] = {}
             continue
         raw[name] = _read(path, problems)
@@ -243,15 +304,24 @@ def load(directory: Path) -> Mappings:
         categories = _validate(CATEGORIES, CategoriesFile, raw[CATEGORIES] or {}, problems)
         if categories is not None:
             cats = _check_categories(categories, problems)
+    extra: frozenset[date] = frozenset()
+    if raw[HOLIDAYS] is not None:
+        hols = _validate(HOLIDAYS, HolidaysFile, raw[HOLIDAYS] or {}, problems)
+        if hols is not None:
+            extra = _check_holidays(hols, problems)
     if problems or agencies is None or statuses is None:
         raise MappingError(problems or [f"{AGENCIES}: -: -: could not be loaded"])
     return Mappings(
         agencies=tuple(agencies.agency),
         inbound={row.lapor: row.local for row in statuses.status},
-        outbound={row.local: Outbound(row.lapor, row.template) for row in statuses.reply},
+        outbound={row.local: Outbound(
+            row.lapor, row.template,
+            row.requires_reply if row.requires_reply is not None
+            else row.local in REPLY_REQUIRED_BY_DEFAULT) for row in statuses.reply},
         categories=cats,
         version=digest.hexdigest()[:12],
         unit_to_agency=unit_to_agency,
+        holidays=extra,
     )
 
 

@@ -11,7 +11,7 @@ from connector.mappings import MappingError, load
 from connector.settings import Config
 from connector.store import state
 from connector.sync.core import SETTLED_REASONS
-from connector.timeutil import iso
+from connector.timeutil import human_iso, iso
 from connector.tracker.builtin import BuiltinTracker
 
 MAPPING_VERSION = "mapping_version"
@@ -127,7 +127,7 @@ def _human(seconds: float | None) -> str:
 
 
 def render(rep: dict[str, Any]) -> str:
-    lines = [f"Status: {'OK' if rep['healthy'] else 'DEGRADED'}  (at {rep['now']})"]
+    lines = [f"Status: {'OK' if rep['healthy'] else 'DEGRADED'}  (at {human_iso(rep['now'])})"]
     for f in rep["findings"]:
         lines.append(f"  ! {f['code']}: {f['message']}")
     lines.append(f"Settings: {rep['settings']}")
@@ -139,14 +139,15 @@ def render(rep: dict[str, Any]) -> str:
             lines.append(f"Last {kind}: never")
         else:
             res = "ok" if last["ok"] else f"FAILED ({last['error']})"
-            lines.append(f"Last {kind}: {last['finished_at']} ({info['last_age_s']} s ago) {res}")
+            lines.append(f"Last {kind}: {human_iso(last['finished_at'])} "
+                         f"({info['last_age_s']} s ago) {res}")
         run = info.get("running")
         if run:
-            lines.append(f"Pull running since {run['started_at']}: pages={run['pages']} "
+            lines.append(f"Pull running since {human_iso(run['started_at'])}: pages={run['pages']} "
                          f"fetched={run['fetched']} created={run['created']} "
                          f"updated={run['updated']} quarantined={run['quarantined']} "
                          f"(last progress {run['progress_age_s']} s ago)")
-    lines.append(f"Watermark: {rep['watermark'] or '-'}")
+    lines.append(f"Watermark: {human_iso(rep['watermark'])}")
     lines.append("Tickets by agency:")
     for agency, by_status in sorted(rep["tickets"].items()):
         parts = ", ".join(f"{k}={v}" for k, v in sorted(by_status.items()))
@@ -163,5 +164,10 @@ def render(rep: dict[str, Any]) -> str:
     error = f"; error: {mp['error']}" if mp["error"] else ""
     lines.append(f"Mapping: files {mp['files_version'] or 'INVALID'}, daemon loaded "
                  f"{mp['loaded_version'] or '-'}{error}")
-    lines.append(f"Overdue tickets (new, past due): {rep['overdue']['count']}")
+    od = rep["overdue"]
+    lines.append(f"Overdue (no follow-up on LAPOR! by the due time): {od['count']}")
+    for t in od["tickets"][:10]:
+        lines.append(f"  laporan {t['tracking_id']} {t['agency']}: due {human_iso(t['due_at'])}")
+    if od["count"] > 10:
+        lines.append(f"  ... {od['count'] - 10} more (`status --json`)")
     return "\n".join(lines)

@@ -57,21 +57,62 @@ def _holidays(year: int) -> frozenset[date]:
     return frozenset(found.keys())
 
 
-def is_working_day(day: date) -> bool:
-    return day.weekday() < 5 and day not in _holidays(day.year)
+def is_working_day(day: date, extra: frozenset[date] = frozenset()) -> bool:
+    """Not a weekend, a national holiday or cuti bersama, nor a day of ``extra``
+    (the regency's own declared days, from ``mappings/holidays.toml``)."""
+    return day.weekday() < 5 and day not in _holidays(day.year) and day not in extra
 
 
-def add_working_days(start: datetime, days: int) -> datetime:
-    """End (23:59:59 WITA) of the ``days``-th working day after ``start``'s WITA date."""
-    return _working_days_after(as_utc(start).astimezone(WITA).date(), days)
+def add_working_days(start: datetime, days: int,
+                     extra: frozenset[date] = frozenset()) -> datetime:
+    """End (23:59:59 WITA) of the ``days``-th working day after ``start``'s WITA date.
+
+    The date is Mahulu's (WITA): a disposition at 23:30 WIB is 00:30 WITA the next day,
+    and the count starts from that next day.
+    """
+    return _working_days_after(wita_date(start), days, extra)
 
 
 @lru_cache(maxsize=4096)
-def _working_days_after(local: date, days: int) -> datetime:
+def _working_days_after(local: date, days: int, extra: frozenset[date]) -> datetime:
     counted = 0
     while counted < days:
         local += timedelta(days=1)
-        if is_working_day(local):
+        if is_working_day(local, extra):
             counted += 1
     end = datetime.combine(local, time(23, 59, 59), tzinfo=WITA)
     return end.astimezone(UTC)
+
+
+def working_days_between(start: datetime, end: datetime,
+                         extra: frozenset[date] = frozenset()) -> int:
+    """Working days after ``start``'s WITA date up to and including ``end``'s (0: same day)."""
+    first, last = wita_date(start), wita_date(end)
+    n = 0
+    while first < last:
+        first += timedelta(days=1)
+        n += is_working_day(first, extra)
+    return n
+
+
+def add_calendar_days(start: datetime, days: int) -> datetime:
+    """End (23:59:59 WITA) of the ``days``-th calendar day after ``start``'s WITA date."""
+    end = datetime.combine(wita_date(start) + timedelta(days=days), time(23, 59, 59),
+                           tzinfo=WITA)
+    return end.astimezone(UTC)
+
+
+def wita_date(moment: datetime) -> date:
+    return as_utc(moment).astimezone(WITA).date()
+
+
+def human(moment: datetime | None) -> str:
+    """A time for a person: Mahulu's clock, the zone named (``2026-11-28 08:45 WITA``)."""
+    if moment is None:
+        return "-"
+    return as_utc(moment).astimezone(WITA).strftime("%Y-%m-%d %H:%M") + " WITA"
+
+
+def human_iso(text: str | None) -> str:
+    """``human`` for an ISO string as the JSON faces carry it."""
+    return human(datetime.fromisoformat(text)) if text else "-"

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from connector.lapor import models as m
 from connector.mappings import load
-from connector.sync import core
+from connector.sync import clock, core
 from connector.tracker.base import OfficerChange
 
 MAPPINGS = load(Path(__file__).resolve().parent.parent / "mappings")
@@ -104,7 +104,9 @@ def test_plan_outbox_rules() -> None:
     change = OfficerChange("5", "9", "1", "resolved", "resolved", None, T0)
     plan = core.plan_outbox(change, link, MAPPINGS)
     assert plan is not None and plan.lapor_status == "selesai"
-    assert plan.text == MAPPINGS.outbound["resolved"].template
+    name = MAPPINGS.agency(link.agency).name  # type: ignore[union-attr]
+    assert plan.text == MAPPINGS.outbound["resolved"].template.format(agency_name=name)
+    assert name in plan.text and "{" not in plan.text
     assert plan.idempotency_key == "mahulu-1-5" and plan.failed_with is None
     reply = OfficerChange("6", "9", "1", None, "new", "Halo", T0)
     plan = core.plan_outbox(reply, link, MAPPINGS)
@@ -140,16 +142,21 @@ class Model:
         self.fus: list[m.FollowUp] = []
         self.at = T0
         self.changes = 0
+        self.facts: clock.Facts | None = None
 
     def upstream(self, status: str, units: list[int], by: str) -> m.Complaint:
         self.at += timedelta(minutes=1)
         if by:
-            self.fus.append(m.FollowUp(str(len(self.fus) + 1), by, None, None, "x", self.at))
+            unit = 6411003 if by == "instansi" else None
+            self.fus.append(m.FollowUp(str(len(self.fus) + 1), by, unit, None, "x", self.at))
         return complaint("1", status, tuple(units), tuple(self.fus), self.at)
 
     def apply(self, c: m.Complaint) -> core.Decision:
         current = self.tickets["1"]["status"] if "1" in self.tickets else None
-        d = core.decide(c, self.link, MAPPINGS, 6411, current_status=current)
+        d = core.decide(c, self.link, MAPPINGS, 6411, current_status=current, facts=self.facts)
+        if d.facts is not None:
+            self.check_clock(d.facts, self.facts)
+            self.facts = d.facts
         if d.kind is core.Kind.CREATE:
             assert "1" not in self.tickets, "a second ticket for one complaint"
             assert d.ticket is not None
@@ -164,6 +171,23 @@ class Model:
             self.link = replace(d.link, ticket_ref="1")
         return d
 
+    @staticmethod
+    def check_clock(f: clock.Facts, prev: clock.Facts | None) -> None:
+        """Periods only grow; a verdict once made never changes; only the last is open."""
+        assert [p.seq for p in f.periods] == list(range(1, len(f.periods) + 1))
+        assert all(p.ended_at is not None for p in f.periods[:-1])
+        for p in f.periods:
+            if p.first_follow_up_at is not None:
+                assert p.on_time == (p.first_follow_up_at <= p.due_at)
+        if prev is not None:
+            assert len(f.periods) >= len(prev.periods)
+            for old, new in zip(prev.periods, f.periods, strict=False):
+                assert old.start == new.start and old.started_at == new.started_at
+                if old.first_follow_up_at is not None:
+                    assert (new.first_follow_up_at, new.on_time) == (old.first_follow_up_at,
+                                                                     old.on_time)
+        assert f.first_response().start in clock.FIRST_RESPONSE
+
 
 @settings(max_examples=300, deadline=None)
 @given(histories)
@@ -173,6 +197,7 @@ def test_invariants_hold_over_random_histories(history: list[tuple[Any, ...]]) -
         if step[0] == "up":
             _, status, units, by = step
             prev = model.link.lapor_status if model.link else None
+            before = model.tickets["1"]["agency"] if "1" in model.tickets else None
             d = model.apply(model.upstream(status, units, by))
             ticket = model.tickets.get("1")
             ours = [u for u in units if UNITS[u] == 6411]
@@ -183,7 +208,10 @@ def test_invariants_hold_over_random_histories(history: list[tuple[Any, ...]]) -
                 if status in ("terdisposisi", "ditindaklanjuti") and prev != status:
                     # A reopened (or re-disposed) complaint is open locally.
                     assert ticket["status"] in ("new", "in_progress")
-                assert ticket["agency"] == MAPPINGS.unit_to_agency[mapped[0]]
+                holders = {MAPPINGS.unit_to_agency[u] for u in mapped}
+                assert ticket["agency"] in holders
+                if before in holders:  # never flips while its agency still holds it
+                    assert ticket["agency"] == before
             if ticket is not None and not ours:
                 assert ticket["status"] == "closed"
         else:

@@ -169,3 +169,97 @@ def test_mappings_check_command(tmp_path: Path, mdir: Path) -> None:
     assert bad.returncode == 1 and bad.stderr.startswith("agencies.toml: agency[")
     suggested = cli(["mappings", "suggest"], tmp_path)
     assert "lapor_unit_ids = [6411001]" in suggested.stdout
+
+
+# -- statuses.toml: templates and requires_reply; holidays.toml ---------------------------------
+
+def test_shipped_templates_speak_to_bapak_ibu_and_name_the_agency() -> None:
+    m = load(ROOT / "mappings")
+    for local, out in m.outbound.items():
+        text = out.text("Dinas Kesehatan")
+        assert "Bapak/Ibu" in text and "Dinas Kesehatan" in text, local
+        assert "{" not in text and ".." not in text and " ." not in text
+        assert "Anda" not in text
+    assert "keberatan" in m.outbound["resolved"].template
+    assert "LAPOR!" in m.outbound["resolved"].template
+    assert m.outbound["resolved"].requires_reply is True
+    assert m.outbound["in_progress"].requires_reply is False
+
+
+TEMPLATE_CASES = [
+    ("oleh {agency_name}.", "oleh {nama_opd}.", "template: unknown placeholder {nama_opd}"),
+    ("oleh {agency_name}.", "oleh {agency_name.", "template: broken placeholder"),
+    ("LAPOR!\"\n\n[[reply]]\nlocal = \"resolved\"", "LAPOR!.\"\n\n[[reply]]\nlocal = \"resolved\"",
+     "template: doubled punctuation '!.'"),
+    ("requires_reply = false", "requires_reply = \"no\"",
+     "requires_reply: Input should be a valid boolean"),
+]
+
+
+@pytest.mark.parametrize(("old", "new", "expected"), TEMPLATE_CASES)
+def test_invalid_templates(mdir: Path, old: str, new: str, expected: str) -> None:
+    path = mdir / "statuses.toml"
+    text = path.read_text(encoding="utf-8")
+    assert old in text
+    path.write_text(text.replace(old, new, 1), encoding="utf-8")
+    with pytest.raises(MappingError) as info:
+        load(mdir)
+    assert any(p.startswith("statuses.toml: reply[1] in_progress: ") and expected in p
+               for p in info.value.problems), info.value.problems
+
+
+def test_requires_reply_defaults_to_resolved_only(mdir: Path) -> None:
+    path = mdir / "statuses.toml"
+    path.write_text("\n".join(line for line in path.read_text(encoding="utf-8").splitlines()
+                              if not line.startswith("requires_reply")), encoding="utf-8")
+    m = load(mdir)
+    assert {k: v.requires_reply for k, v in m.outbound.items()} == {
+        "in_progress": False, "resolved": True, "closed": False}
+
+
+HOLIDAY_CASES = [
+    ('[[holiday]]\ndate = "2026-12-31"\nname = "x"\n',
+     "holidays.toml: holiday[1]: date: Input should be a valid date"),
+    ('[[holiday]]\ndate = 2026-12-31\nname = ""\n',
+     "holidays.toml: holiday[1] 2026-12-31: name: String should have at least 1 character"),
+    ('[[holiday]]\ndate = 2026-12-31\nname = "a"\n[[holiday]]\ndate = 2026-12-31\nname = "b"\n',
+     "holidays.toml: holiday[2] 2026-12-31: date: listed twice, also holiday[1]"),
+    ('[[holiday]]\ndate = 1926-12-31\nname = "a"\n',
+     "holidays.toml: holiday[1] 1926-12-31: date: year out of range"),
+    ('[[holiday]]\ndate = 2026-12-31\nname = "a"\nkind = "x"\n',
+     "holidays.toml: holiday[1] 2026-12-31: kind: unknown key"),
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), HOLIDAY_CASES)
+def test_invalid_holidays(mdir: Path, text: str, expected: str) -> None:
+    (mdir / "holidays.toml").write_text(text, encoding="utf-8")
+    with pytest.raises(MappingError) as info:
+        load(mdir)
+    assert any(p.startswith(expected) for p in info.value.problems), info.value.problems
+
+
+def test_holidays_are_optional_and_change_the_version(mdir: Path) -> None:
+    from datetime import date
+
+    shipped = load(mdir)
+    assert shipped.holidays == frozenset()
+    (mdir / "holidays.toml").unlink()
+    assert load(mdir).holidays == frozenset()
+    (mdir / "holidays.toml").write_text('[[holiday]]\ndate = 2027-01-04\nname = "Libur"\n',
+                                        encoding="utf-8")
+    declared = load(mdir)
+    assert declared.holidays == frozenset({date(2027, 1, 4)})
+    assert declared.version != shipped.version
+
+
+def test_mappings_check_names_the_holiday_problem(mdir: Path, tmp_path: Path) -> None:
+    from tests.conftest import write_config
+
+    cfg = write_config(tmp_path / "site", f"sqlite:///{tmp_path}/c.db", mappings_src=mdir)
+    (tmp_path / "site" / "mappings" / "holidays.toml").write_text(
+        '[[holiday]]\ndate = 2026-02-30\nname = "x"\n', encoding="utf-8")
+    out = subprocess.run([sys.executable, "-m", "connector", "mappings", "check", "--config",
+                          str(cfg)], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 1
+    assert out.stderr.startswith("holidays.toml: -: -: TOML syntax error"), out.stderr

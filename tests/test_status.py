@@ -10,6 +10,7 @@ import pytest
 
 from connector.sandbox import World
 from connector.status import render, report
+from connector.timeutil import human_iso
 from tests.conftest import FakeTime
 from tests.harness import Harness
 
@@ -41,7 +42,7 @@ async def test_status_shows_a_running_pull_and_forgets_it_when_done(
     assert running["fetched"] == stats["fetched"] and running["pages"] >= 1
     assert running["started_at"]
     text = render(peek.seen[-1])
-    assert f"Pull running since {running['started_at']}: pages=" in text
+    assert f"Pull running since {human_iso(running['started_at'])}: pages=" in text
     assert f"created={stats['created']}" in text
     done = h.store.run(lambda c: report(c, h.config, h.tracker, h.ctx.now()))
     assert done["pull"]["running"] is None and "Pull running" not in render(done)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
-from datetime import UTC, datetime
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
-from sqlalchemy import inspect, select
+from sqlalchemy import insert, inspect, select
 
 from connector.errors import InstanceLocked, StorageError
 from connector.store import Store, state
@@ -18,7 +20,8 @@ from connector.tracker.builtin import BuiltinTracker
 
 NOW = datetime(2026, 11, 27, 3, 0, tzinfo=UTC)
 TABLES = {"tickets", "messages", "status_history", "tracker_changes", "links",
-          "connector_state", "outbox", "quarantine", "runs", "alembic_version"}
+          "connector_state", "outbox", "quarantine", "runs", "alembic_version",
+          "followup_complaints", "followup_periods"}
 
 
 def ticket(tid: str = "4100001") -> NewTicket:
@@ -118,3 +121,37 @@ def test_unsupported_url_is_a_config_error() -> None:
 
     with pytest.raises(ConfigError, match="unsupported database"):
         Store("mysql://x/y")
+
+
+def test_followups_migration_backfills_existing_tickets(db_url: str) -> None:
+    from alembic import command
+
+    from connector.store import followups
+    from connector.store.base import _alembic_config
+    from connector.store.schema import messages
+
+    store = Store(db_url)
+    with store.engine.begin() as conn:
+        command.upgrade(_alembic_config(conn), "0002_intake")  # the one before 0004
+    tracker = BuiltinTracker(("new", "in_progress", "resolved", "closed"))
+    due = NOW + timedelta(days=7)
+    answered = NOW + timedelta(days=8)
+
+    def before(conn: Any) -> None:
+        for tid in ("4100001", "4100002"):
+            ref = tracker.create_ticket(conn, replace(ticket(tid), due_at=due), NOW)
+            state.save_link(conn, LinkState(tid, ref, "DINKES", "ditindaklanjuti", NOW, (1,),
+                                            frozenset(), False), NOW)
+        conn.execute(insert(messages).values(ticket_id=1, direction="out", author="x",
+                                             text="y", at=answered, source="lapor",
+                                             lapor_followup_id="9"))
+
+    store.run(before)
+    store.upgrade()
+    facts = store.run(lambda c: followups.get_facts(c, ["4100001", "4100002"]))
+    late, open_ = facts["4100001"], facts["4100002"]
+    assert late.current.first_follow_up_at == answered and late.current.on_time is False
+    assert open_.current.first_follow_up_at is None and open_.current.due_at == due
+    assert store.run(lambda c: followups.overdue_count(c, due + timedelta(seconds=1))) == 1
+    assert store.run(lambda c: followups.overdue_count(c, due)) == 0
+    store.close()

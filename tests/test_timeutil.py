@@ -72,3 +72,21 @@ def test_wita_date_not_utc_date_decides_the_start() -> None:
     assert add_working_days(friday_late, 1).astimezone(WITA).date() == date(2026, 11, 30)
     assert add_working_days(sat_early, 1).astimezone(WITA).date() == date(2026, 11, 30)
     assert WIB.utcoffset(None) == timedelta(hours=7)
+
+
+def test_pinned_holidays_know_the_2026_and_2027_cuti_bersama() -> None:
+    # holidays>=0.105: the first release with the 2027 joint leave days.
+    for day in (date(2026, 12, 24), date(2026, 3, 20), date(2027, 3, 9), date(2027, 12, 24)):
+        assert day.weekday() < 5 and not is_working_day(day), day
+
+
+def test_declared_days_and_working_days_between() -> None:
+    from connector.timeutil import working_days_between
+
+    monday = datetime(2026, 11, 2, 1, tzinfo=UTC)  # 09:00 WITA, a week without holidays
+    assert add_working_days(monday, 1).astimezone(WITA).date() == date(2026, 11, 3)
+    extra = frozenset({date(2026, 11, 3)})
+    assert add_working_days(monday, 1, extra).astimezone(WITA).date() == date(2026, 11, 4)
+    assert working_days_between(monday, monday + timedelta(hours=5)) == 0
+    assert working_days_between(monday, monday + timedelta(days=7)) == 5
+    assert working_days_between(monday, monday + timedelta(days=7), extra) == 4

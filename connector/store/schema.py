@@ -144,3 +144,35 @@ runs = Table(
     Column("summary", Text, nullable=False),  # JSON counts
     Column("error", String(300)),
 )
+
+# -- LAPOR!'s clock: facts for `report`, `status` and the overdue metric ------------------------
+
+followup_complaints = Table(
+    "followup_complaints", metadata,
+    Column("tracking_id", String(32), primary_key=True),
+    Column("agency", String(64), nullable=False, index=True),  # the lead agency (the ticket's)
+    Column("agencies", Text, nullable=False),  # ",A,B," every Mahulu agency holding it
+    Column("received_at", TS, nullable=False, index=True),  # LAPOR!'s `dibuat`
+    Column("settle_by", TS, nullable=False),  # Perpres 76/2013: 60 days
+    Column("lapor_status", String(20), nullable=False),
+    Column("closed", Boolean, nullable=False),
+    Column("updated_at", TS, nullable=False),
+)
+
+followup_periods = Table(
+    "followup_periods", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("tracking_id", String(32), nullable=False, index=True),
+    Column("seq", Integer, nullable=False),
+    Column("agency", String(64), nullable=False),
+    Column("start", String(20), nullable=False),  # received | objection | redisposition | reopened
+    Column("started_at", TS, nullable=False),
+    Column("due_at", TS, nullable=False),
+    Column("due_source", String(10), nullable=False),  # lapor | computed
+    Column("lapor_deadline", TS),
+    Column("first_follow_up_at", TS),
+    Column("first_follow_up_id", String(32)),
+    Column("on_time", Boolean),
+    Column("ended_at", TS),
+    UniqueConstraint("tracking_id", "seq", name="uq_followup_periods_seq"),
+)

@@ -233,6 +233,14 @@ def own_posts(conn: Connection, tracking_ids: list[str]) -> dict[str, tuple[OwnP
     return {k: tuple(v) for k, v in out.items()}
 
 
+def last_queued_status(conn: Connection, tracking_id: str) -> str | None:
+    """The LAPOR! status of the complaint's latest outbox entry not refused."""
+    q = (select(outbox.c.lapor_status).where(outbox.c.tracking_id == tracking_id,
+                                             outbox.c.state != "failed")
+         .order_by(outbox.c.id.desc()).limit(1))
+    return conn.execute(q).scalar_one_or_none()
+
+
 def mark_sent(conn: Connection, entry_id: int, remote_id: str, now: datetime) -> None:
     conn.execute(update(outbox).where(outbox.c.id == entry_id).values(
         state="sent", remote_id=remote_id, sent_at=now, last_error=None,

@@ -14,10 +14,10 @@ from datetime import datetime
 
 from connector.lapor import models as m
 from connector.mappings import Mappings
-from connector.timeutil import add_working_days
+from connector.sync import clock
 from connector.tracker.base import NewMessage, NewTicket, OfficerChange, TicketUpdate
 
-WORKING_DAYS_TO_FOLLOW_UP = 5
+WORKING_DAYS_TO_FOLLOW_UP = clock.WORKING_DAYS_TO_FOLLOW_UP
 AUTHORS = {"pelapor": "Pelapor (LAPOR!)", "admin": "Admin LAPOR!", "instansi": "Instansi (LAPOR!)"}
 
 
@@ -99,6 +99,7 @@ class Decision:
     unit_ids: tuple[int, ...] = ()
     fail_outbox: str | None = None  # LAPOR! code to fail pending follow-ups with
     own_seen: tuple[str, ...] = field(default=())
+    facts: clock.Facts | None = None  # due periods and first follow-ups, to store
 
 
 # -- what to fetch -------------------------------------------------------------------------
@@ -168,12 +169,14 @@ def quarantine(tracking_id: str, reason: str, detail: str, updated_at: datetime 
 
 
 def decide(c: m.Complaint, link: LinkState | None, mappings: Mappings, instansi_id: int,
-           own_posts: tuple[OwnPost, ...] = (), current_status: str | None = None) -> Decision:
+           own_posts: tuple[OwnPost, ...] = (), current_status: str | None = None,
+           facts: clock.Facts | None = None) -> Decision:
     """The one decision for a complaint's current detail.
 
     ``current_status`` is the ticket's local status: an upstream status that this status
     already explains (an officer closed the ticket, so LAPOR! shows ``selesai``) is the
-    echo of our own follow-up and does not overwrite it.
+    echo of our own follow-up and does not overwrite it. ``facts`` are the complaint's
+    stored due periods; the decision carries them advanced (``connector/sync/clock.py``).
     """
     ours = [d for d in c.dispositions if d.instansi_id == instansi_id]
     routed = [(d, mappings.unit_to_agency[d.unit_id]) for d in ours
@@ -188,16 +191,19 @@ def decide(c: m.Complaint, link: LinkState | None, mappings: Mappings, instansi_
                           "disposed only to units of other instansi", c.updated_at, c.unit_ids)
     local_status = mappings.inbound[c.status]
     new_msgs, seen = _messages(c, link.seen_followups if link else frozenset(), own_posts)
-    agency = routed[0][1] if routed else (link.agency if link else "")
+    # Never flips because LAPOR! reordered its list: see clock.lead_agency.
+    agency = clock.lead_agency(routed, link.agency if link else None)
     new_link = LinkState(
         tracking_id=c.tracking_id, ticket_ref=link.ticket_ref if link else "", agency=agency,
         lapor_status=c.status, lapor_updated_at=c.updated_at,
         unit_ids=tuple(sorted(c.unit_ids)), seen_followups=seen,
         closed=c.status in m.CLOSED_STATUSES or not ours, content_hash=content_hash(c),
     )
+    new_facts = clock.advance(c, facts, routed, agency, new_link.closed, mappings,
+                              link.lapor_status if link else None, link.closed if link else False,
+                              link.unit_ids if link else ())
     if link is None:
-        first = min((d.at for d, _ in routed), default=c.submitted_at)
-        extra = [f"Juga didisposisikan ke unit {d.unit_id} ({a})" for d, a in routed[1:]
+        extra = [f"Juga didisposisikan ke unit {d.unit_id} ({a})" for d, a in routed
                  if a != agency]
         if c.repairs:
             extra.append("Data dari LAPOR! diperbaiki saat diterima (makna tetap): "
@@ -218,11 +224,11 @@ def decide(c: m.Complaint, link: LinkState | None, mappings: Mappings, instansi_
             attachments=tuple({"id": a.id, "name": a.name, "mime": a.mime, "size": a.size}
                               for a in c.attachments),
             submitted_at=c.submitted_at,
-            due_at=c.deadline or add_working_days(first, WORKING_DAYS_TO_FOLLOW_UP),
+            due_at=new_facts.current.due_at,
             messages=first_msgs,
         )
         return Decision(Kind.CREATE, c.tracking_id, ticket=ticket, link=new_link,
-                        fail_outbox=_fail_code(c, ours))
+                        fail_outbox=_fail_code(c, ours), facts=new_facts)
     # An existing ticket.
     status = None
     reason = None
@@ -251,13 +257,13 @@ def decide(c: m.Complaint, link: LinkState | None, mappings: Mappings, instansi_
     # by editing; privacy only ever tightens locally).
     edited = link.content_hash != new_link.content_hash
     update = TicketUpdate(lapor_status=c.status, status=status, agency=moved,
-                          due_at=c.deadline, reason=reason, messages=tuple(msgs),
+                          due_at=new_facts.current.due_at, reason=reason, messages=tuple(msgs),
                           title=c.title if edited else None, body=c.body if edited else None,
                           anonymous=c.anonymous if edited else None,
                           confidential=c.confidential if edited else None)
     kind = Kind.UPDATE if changed else Kind.UNCHANGED
     return Decision(kind, c.tracking_id, update=update, link=new_link,
-                    fail_outbox=_fail_code(c, ours))
+                    fail_outbox=_fail_code(c, ours), facts=new_facts)
 
 
 # What a posted follow-up status makes of the complaint on LAPOR!.
@@ -314,18 +320,27 @@ class OutboxPlan:
 
 
 def plan_outbox(change: OfficerChange, link: LinkState | None,
-                mappings: Mappings) -> OutboxPlan | None:
-    """The outbox entry for one officer change, or None when nothing goes to LAPOR!."""
+                mappings: Mappings, last_queued: str | None = None) -> OutboxPlan | None:
+    """The outbox entry for one officer change, or None when nothing goes to LAPOR!.
+
+    ``last_queued`` is the LAPOR! status of the complaint's latest outbox entry that was
+    not refused: a local ``closed`` after ``resolved`` must not post a second ``selesai``.
+    """
     if change.status is None and not change.reply:
         return None
     if change.status is not None:
         outbound = mappings.outbound.get(change.status)
         if outbound is None and not change.reply:
             return None  # e.g. back to "new": LAPOR! has no such agency status
+        if (outbound is not None and outbound.lapor == "selesai" and not change.reply
+                and "selesai" in (last_queued, link.lapor_status if link else None)):
+            return None  # already done on LAPOR!: the template would say it twice
     else:
         outbound = mappings.outbound.get(change.ticket_status)
     lapor_status = outbound.lapor if outbound else "diproses"
-    text = change.reply or (outbound.template if outbound else "")
+    agency = mappings.agency(link.agency) if link is not None else None
+    text = change.reply or (outbound.text(agency.name if agency else "Pemerintah Kabupaten "
+                                          "Mahakam Ulu") if outbound else "")
     failed = None
     if link is None:
         failed = "laporan_tidak_ditemukan"

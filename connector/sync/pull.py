@@ -15,7 +15,7 @@ from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, StatementError
 
 from connector.errors import Rejected, RetryLater, SkipRecord
 from connector.lapor import models as m
-from connector.store import state
+from connector.store import followups, state
 from connector.sync import core
 from connector.sync.context import SyncContext
 
@@ -256,6 +256,7 @@ def _commit(ctx: SyncContext, conn: Connection, work: _Work) -> _Committed:
     held = state.get_held(conn, ids)
     own = state.own_posts(conn, ids)
     local = ctx.tracker.statuses(conn, [link.ticket_ref for link in links.values()])
+    facts = followups.get_facts(conn, ids)
     decisions = list(work.bad)
     for tid, got in work.fetched.items():
         if isinstance(got, core.Decision):
@@ -264,7 +265,8 @@ def _commit(ctx: SyncContext, conn: Connection, work: _Work) -> _Committed:
         link = links.get(tid)
         try:
             decisions.append(core.decide(got, link, mappings, instansi, own.get(tid, ()),
-                                         local.get(link.ticket_ref) if link else None))
+                                         local.get(link.ticket_ref) if link else None,
+                                         facts.get(tid)))
         except RECORD_ERRORS as exc:  # e.g. OverflowError on a date at the calendar's end
             decisions.append(core.quarantine(tid, core.Reason.INVALID_RECORD,
                                              f"cannot be processed: {exc.__class__.__name__}",
@@ -273,11 +275,11 @@ def _commit(ctx: SyncContext, conn: Connection, work: _Work) -> _Committed:
             log.info("record_repaired", tracking_id=tid, repairs=list(got.repairs))
     try:
         with conn.begin_nested():
-            watermark = _apply(ctx, conn, decisions, work.high, held)
+            watermark = _apply(ctx, conn, decisions, work.high, held, facts)
     except Exception as exc:
         if not _record_caused(exc):
             raise
-        watermark = _apply_each(ctx, conn, decisions, work.high, held)
+        watermark = _apply_each(ctx, conn, decisions, work.high, held, facts)
     new_files = []
     if ctx.config.settings.attachments.download:
         created = {d.tracking_id: d for d in decisions if d.kind is core.Kind.CREATE}
@@ -299,13 +301,14 @@ def _record_caused(exc: BaseException) -> bool:
 
 
 def _apply_each(ctx: SyncContext, conn: Connection, decisions: list[core.Decision],
-                page_max: datetime | None, held: dict[str, core.Held]) -> datetime | None:
+                page_max: datetime | None, held: dict[str, core.Held],
+                facts: dict[str, core.clock.Facts] | None = None) -> datetime | None:
     """The chunk again, one record per savepoint: the one whose values the database
     refuses is quarantined, and the rest commits with the watermark."""
     for n, d in enumerate(decisions):
         try:
             with conn.begin_nested():
-                _apply(ctx, conn, [d], None, held)
+                _apply(ctx, conn, [d], None, held, facts)
         except Exception as exc:
             if not _record_caused(exc):
                 raise
@@ -316,14 +319,15 @@ def _apply_each(ctx: SyncContext, conn: Connection, decisions: list[core.Decisio
                 f"values refused by the database ({exc.__class__.__name__})",
                 d.lapor_updated_at or (d.link.lapor_updated_at if d.link else None),
                 d.unit_ids or (d.link.unit_ids if d.link else ()))
-            _apply(ctx, conn, [decisions[n]], None, held)
+            _apply(ctx, conn, [decisions[n]], None, held, facts)
     if page_max is None:
         return state.get_watermark(conn)
     return state.advance_watermark(conn, page_max, ctx.now())
 
 
 def _apply(ctx: SyncContext, conn: Connection, decisions: list[core.Decision],
-           page_max: datetime | None, held: dict[str, core.Held]) -> datetime | None:
+           page_max: datetime | None, held: dict[str, core.Held],
+           facts: dict[str, core.clock.Facts] | None = None) -> datetime | None:
     """Execute decisions and move the watermark, inside the caller's transaction."""
     now = ctx.now()
     creates = [d for d in decisions if d.kind is core.Kind.CREATE]
@@ -349,6 +353,8 @@ def _apply(ctx: SyncContext, conn: Connection, decisions: list[core.Decision],
             state.release(conn, d.tracking_id)
         if d.kind is not core.Kind.UNCHANGED:
             log.info("record_synced", tracking_id=d.tracking_id, action=d.kind.value)
+    followups.save_many(conn, [(d.facts, (facts or {}).get(d.tracking_id)) for d in decisions
+                               if d.facts is not None], now)
     if page_max is None:
         return state.get_watermark(conn)
     return state.advance_watermark(conn, page_max, now)

@@ -13,7 +13,7 @@ from connector.errors import LaporUnavailable, Rejected
 from connector.lapor import models as m
 from connector.lapor.policy import backoff
 from connector.mappings import Mappings
-from connector.store import state
+from connector.store import followups, state
 from connector.sync import core
 from connector.sync.context import SyncContext
 from connector.timeutil import utcnow
@@ -47,7 +47,8 @@ def ingest(conn: Connection, tracker: Tracker, mappings: Mappings, now: datetime
         if not changes:
             return added
         for change in changes:
-            plan = core.plan_outbox(change, state.get_link(conn, change.tracking_id), mappings)
+            plan = core.plan_outbox(change, state.get_link(conn, change.tracking_id), mappings,
+                                    state.last_queued_status(conn, change.tracking_id))
             if plan is not None and state.enqueue(conn, plan, when):
                 added += 1
         state.set_value(conn, state.TRACKER_CURSOR, changes[-1].change_id)
@@ -114,6 +115,11 @@ async def _send(ctx: SyncContext, e: Any, mappings: Mappings, stats: PushStats) 
     def done(conn: Connection) -> None:
         state.mark_sent(conn, eid, receipt.id, ctx.now())
         state.add_seen(conn, tid, receipt.id)
+        # LAPOR!'s clock: the follow-up exists now, at the time LAPOR! gave it.
+        facts = followups.get_facts(conn, [tid]).get(tid)
+        if facts is not None:
+            sent = m.FollowUp(receipt.id, "instansi", unit, e.lapor_status, "", receipt.at)
+            followups.save(conn, core.clock.posted(facts, sent, mappings), facts, ctx.now())
 
     await ctx.db(done)
     stats.pushed += 1

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, func, insert, select, update
+from sqlalchemy import Connection, bindparam, func, insert, or_, select, update
 
 from connector.lapor.wire import clean_text
 from connector.store.schema import messages, status_history, tickets, tracker_changes
@@ -191,10 +191,13 @@ class BuiltinTracker(Tracker):
     # -- reading ------------------------------------------------------------------------
 
     def list_tickets(self, conn: Connection, agency: str | None = None,
-             status: str | None = None) -> list[dict[str, Any]]:
+             status: str | None = None,
+             also: list[str] | None = None) -> list[dict[str, Any]]:
+        """Tickets, filtered; ``also``: tracking ids listed under ``agency`` besides its
+        own (a complaint disposed to several agencies is visible to each)."""
         q = select(tickets).order_by(tickets.c.id)
         if agency:
-            q = q.where(tickets.c.agency == agency)
+            q = q.where(or_(tickets.c.agency == agency, tickets.c.tracking_id.in_(also or [])))
         if status:
             q = q.where(tickets.c.status == status)
         rows = conn.execute(q).all()
@@ -229,12 +232,14 @@ class BuiltinTracker(Tracker):
         return [(a, s, n) for a, s, n in conn.execute(q)]
 
     def overdue(self, conn: Connection, now: datetime) -> list[dict[str, Any]]:
-        q = (select(tickets.c.id, tickets.c.tracking_id, tickets.c.agency, tickets.c.due_at)
-             .where(tickets.c.status.in_(("new",)), tickets.c.due_at.is_not(None),
-                    tickets.c.due_at < now)
-             .order_by(tickets.c.due_at))
-        return [{"id": str(r.id), "tracking_id": r.tracking_id, "agency": r.agency,
-                 "due_at": iso(r.due_at)} for r in conn.execute(q)]
+        """Overdue as LAPOR! means it: no follow-up on LAPOR! by the current due time."""
+        from connector.store import followups
+
+        found = followups.overdue(conn, now)
+        ids = dict(conn.execute(select(tickets.c.tracking_id, tickets.c.id).where(
+            tickets.c.tracking_id.in_([o["tracking_id"] for o in found]))).all())
+        return [{"id": str(ids[o["tracking_id"]]) if o["tracking_id"] in ids else None, **o}
+                for o in found]
 
 
 def _ticket_values(ticket: NewTicket, now: datetime) -> dict[str, Any]:
