@@ -138,10 +138,10 @@ def _logging(config: Config) -> None:
     configure(config.settings.log.level, config.settings.log.format, secrets=[secret])
 
 
-def _runtime(config: Config, need_mappings: bool = True) -> Any:
+def _runtime(config: Config, need_mappings: bool = True, lock: bool = False) -> Any:
     from connector.runtime import open_runtime
 
-    return open_runtime(config, need_mappings=need_mappings)
+    return open_runtime(config, need_mappings=need_mappings, lock=lock)
 
 
 def _print_json(obj: Any) -> None:
@@ -176,12 +176,7 @@ def cmd_sync(config: Config, args: argparse.Namespace) -> int:
     from connector.sync.cycle import run_cycle, summary_line
 
     _logging(config)
-    rt = _runtime(config)
-    try:
-        rt.store.lock_instance()  # never beside a running daemon on the same storage
-    except Fatal:
-        rt.store.close()
-        raise
+    rt = _runtime(config, lock=True)  # never beside a running daemon on the same storage
 
     async def go() -> int:
         try:

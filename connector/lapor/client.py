@@ -27,6 +27,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type
 
 from connector import __version__
 from connector.errors import (
+    AnswerUnreadable,
     AuthRefused,
     CursorExpired,
     LaporUnavailable,
@@ -202,8 +203,13 @@ class LaporClient:
     async def call(
         self, method: str, path: str, *, params: dict[str, Any] | None = None,
         json: Any = None, headers: dict[str, str] | None = None, auth: bool = True,
+        guard: Callable[[], Awaitable[None]] | None = None,
     ) -> _Answer:
-        """One logical call: retried on transient failures within the call's deadline."""
+        """One logical call: retried on transient failures within the call's deadline.
+
+        ``guard`` runs before every attempt; whatever it raises ends the call at once (the
+        push uses it to re-check the instance lease and the key's lifetime per POST).
+        """
         deadline = self.clock() + self._deadline_s
 
         def stop(state: RetryCallState) -> bool:
@@ -219,6 +225,8 @@ class LaporClient:
                 with attempt:
                     if attempt.retry_state.attempt_number > 1:
                         self.retries += 1
+                    if guard is not None:
+                        await guard()
                     return await self._attempt(method, path, params, json, headers, auth)
         except _Transient as exc:
             raise LaporUnavailable(
@@ -357,16 +365,27 @@ class LaporClient:
         return wire.parse_complaint(data, tracking_id)
 
     async def post_follow_up(
-        self, tracking_id: str, request: m.FollowUpRequest, idempotency_key: str
+        self, tracking_id: str, request: m.FollowUpRequest, idempotency_key: str,
+        guard: Callable[[], Awaitable[None]] | None = None,
     ) -> m.Receipt:
-        answer = await self.call(
-            "POST", f"{API}/laporan/{tracking_id}/tindak-lanjut",
-            json=wire.follow_up_body(request), headers={"Idempotency-Key": idempotency_key},
-        )
+        """POST one follow-up. A success answer that fails validation raises
+        ``AnswerUnreadable``: the follow-up exists, only its id is unknown."""
+        try:
+            answer = await self.call(
+                "POST", f"{API}/laporan/{tracking_id}/tindak-lanjut",
+                json=wire.follow_up_body(request), headers={"Idempotency-Key": idempotency_key},
+                guard=guard,
+            )
+        except Rejected as exc:
+            if 200 <= exc.status < 300:  # accepted, but the answer was too large to read
+                raise AnswerUnreadable(tracking_id) from None
+            raise
         try:
             got = wire.TindakLanjutDibuat.model_validate(answer.json()["data"])
+            if str(got.tracking_id) != tracking_id:
+                raise ValueError("answer names another complaint")
         except (ValueError, KeyError, TypeError, ValidationError):
-            raise LaporUnavailable("LAPOR! follow-up answer malformed") from None
+            raise AnswerUnreadable(tracking_id) from None
         return m.Receipt(str(got.id), str(got.tracking_id), got.dibuat,
                          replayed=answer.status == 200)
 
