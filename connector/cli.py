@@ -80,9 +80,13 @@ def build_parser() -> argparse.ArgumentParser:
     os_ = o.add_subparsers(dest="action", required=True, parser_class=_Parser)
     ol = os_.add_parser("list", parents=[common])
     ol.add_argument("--json", action="store_true")
-    ol.add_argument("--state", choices=("pending", "sent", "failed"))
+    ol.add_argument("--state", choices=("pending", "unconfirmed", "sent", "failed", "dismissed"))
     orr = os_.add_parser("retry", parents=[common])
     orr.add_argument("id", nargs="?", type=int)
+    od = os_.add_parser("dismiss", parents=[common],
+                        help="accept a failed follow-up as final (it is never sent)")
+    od.add_argument("id", type=int)
+    od.add_argument("--reason", required=True, help="why; kept and shown in `outbox list`")
 
     sb = sub.add_parser("sandbox", parents=[common], help="serve the LAPOR! sandbox on loopback")
     sb.add_argument("--port", type=int, default=8765)
@@ -394,7 +398,8 @@ def cmd_outbox_list(config: Config, args: argparse.Namespace) -> int:
         "outbox is empty",
         f"{'ID':>5}  {'TRACKING':<10} {'STATUS':<9} {'STATE':<8} {'TRIES':>5}  ERROR",
         lambda r: f"{r['id']:>5}  {r['tracking_id']:<10} {r['lapor_status']:<9} "
-                  f"{r['state']:<8} {r['attempts']:>5}  {r['last_error'] or ''}")
+                  f"{r['state']:<8} {r['attempts']:>5}  {r['last_error'] or ''}"
+                  + (f"  (dismissed: {r['dismiss_reason']})" if r["dismiss_reason"] else ""))
 
 
 def cmd_outbox_retry(config: Config, args: argparse.Namespace) -> int:
@@ -405,6 +410,21 @@ def cmd_outbox_retry(config: Config, args: argparse.Namespace) -> int:
         print(f"error: outbox entry {args.id} is not failed (or does not exist)", file=sys.stderr)
         return EXIT_FAIL
     print(f"{n} follow-up(s) queued again; the same Idempotency-Key is reused")
+    return EXIT_OK
+
+
+def cmd_outbox_dismiss(config: Config, args: argparse.Namespace) -> int:
+    from connector.store import state
+
+    reason = args.reason.strip()
+    if not reason:
+        print("error: --reason must not be empty", file=sys.stderr)
+        return EXIT_USAGE
+    n = _in_store(config, lambda c: state.dismiss(c, args.id, reason, utcnow()))
+    if not n:
+        print(f"error: outbox entry {args.id} is not failed (or does not exist)", file=sys.stderr)
+        return EXIT_FAIL
+    print(f"outbox entry {args.id} dismissed; it will not be sent")
     return EXIT_OK
 
 
@@ -443,6 +463,7 @@ HANDLERS: dict[tuple[str, str | None], Callable[..., int]] = {
     ("quarantine", "retry"): cmd_quarantine_retry,
     ("outbox", "list"): cmd_outbox_list,
     ("outbox", "retry"): cmd_outbox_retry,
+    ("outbox", "dismiss"): cmd_outbox_dismiss,
     ("sandbox", None): cmd_sandbox,
     ("db", "upgrade"): cmd_db_upgrade,
     ("reliability", None): cmd_reliability,
