@@ -181,6 +181,24 @@ async def test_unreadable_success_answer_is_confirmed_by_reading_never_reposted(
     assert stats["verified"] == 1 and garble.posts == 1
 
 
+async def test_unconfirmed_entry_is_confirmed_even_after_the_complaint_closes(
+        tmp_path: Path, db_url: str, world: World, fake_time: FakeTime) -> None:
+    garble = Garble(world)
+    h = Harness(tmp_path / "site", db_url, world, fake_time, transport=garble)
+    text = "Dikirim tepat sebelum laporan diarsipkan."
+    await reply_on_open_ticket(h, text)
+    await h.push()
+    [entry] = h.outbox()
+    assert entry["state"] == "unconfirmed"
+    world.event("archive", int(entry["tracking_id"]))
+    fake_time.t += 120
+    await h.pull()
+    assert h.outbox()[0]["state"] == "unconfirmed"  # delivered: not failed by the closure
+    await h.push()
+    [entry] = h.outbox()
+    assert entry["state"] == "sent" and garble.posts == 1 and len(posts_with(world, text)) == 1
+
+
 async def test_unreadable_answer_never_found_goes_to_the_operator_not_a_loop(
         tmp_path: Path, db_url: str, world: World, fake_time: FakeTime) -> None:
     garble = Garble(world, swallow=True)

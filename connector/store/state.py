@@ -293,8 +293,9 @@ def mark_retry(conn: Connection, entry_id: int, code: str, delay_s: float,
 
 
 def fail_pending(conn: Connection, tracking_id: str, code: str) -> int:
+    # Not "unconfirmed": those were delivered; the push confirms them by reading.
     return conn.execute(update(outbox).where(
-        outbox.c.tracking_id == tracking_id, outbox.c.state.in_(OPEN_STATES)).values(
+        outbox.c.tracking_id == tracking_id, outbox.c.state == "pending").values(
         state="failed", last_error=code)).rowcount
 
 

@@ -81,6 +81,10 @@ async def _send(ctx: SyncContext, e: Any, mappings: Mappings, stats: PushStats) 
     # The unit was fixed when the entry was made; entries older than that get it now, once.
     unit = e.unit_id if e.unit_id is not None else (
         core.posting_unit(link, mappings) if link is not None else None)
+    if e.state == "unconfirmed" and unit is not None:
+        # Delivered already: only confirm it, even if the complaint closed meanwhile.
+        await _verify(ctx, e, unit, stats)
+        return
     if link is None or link.closed or unit is None:
         code = ("laporan_ditutup" if link is not None and link.lapor_status in m.CLOSED_STATUSES
                 else "bukan_disposisi")
