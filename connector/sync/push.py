@@ -125,9 +125,12 @@ async def _send(ctx: SyncContext, e: Any, mappings: Mappings, stats: PushStats) 
         stats.unconfirmed += 1
         log.warning("followup_answer_unreadable", tracking_id=tid, outbox_id=eid)
         return
-    except (LaporUnavailable, VerifyFirst) as exc:
-        await _defer(ctx, e, getattr(exc, "kode", None) or (
-            "verify_first" if isinstance(exc, VerifyFirst) else "unavailable"), stats)
+    except VerifyFirst:
+        # Not this entry's fault: the next cycle verifies it (the job itself backs off).
+        await _defer(ctx, e, "verify_first", stats, delay_s=0.0)
+        raise
+    except LaporUnavailable as exc:
+        await _defer(ctx, e, exc.kode or "unavailable", stats)
         raise
 
     def done(conn: Connection) -> None:
@@ -150,9 +153,11 @@ async def _fail(ctx: SyncContext, eid: int, tid: str, code: str, stats: PushStat
     log.warning("followup_failed", tracking_id=tid, outbox_id=eid, code=code)
 
 
-async def _defer(ctx: SyncContext, e: Any, reason: str, stats: PushStats) -> None:
+async def _defer(ctx: SyncContext, e: Any, reason: str, stats: PushStats,
+                 delay_s: float | None = None) -> None:
     attempts = e.attempts + 1
-    delay = backoff(attempts, 30.0, ctx.config.settings.sync.max_backoff_s, 0.0)
+    delay = delay_s if delay_s is not None else backoff(
+        attempts, 30.0, ctx.config.settings.sync.max_backoff_s, 0.0)
     now = ctx.now()
     await ctx.db(lambda conn: state.mark_retry(conn, e.id, reason, delay, now))
     stats.deferred += 1
