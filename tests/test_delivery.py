@@ -308,3 +308,30 @@ def test_must_verify_and_find_own_post() -> None:
     assert core.find_own_post(fus, 6411003, "selesai", "Teks", t0) is None
     assert core.find_own_post(fus, 6411003, "diproses", "Teks", t0, frozenset({"9"})) is None
     assert core.find_own_post(fus, 6411003, "diproses", "Teks", t0 + timedelta(hours=1)) is None
+
+
+async def test_a_restored_backup_never_reuses_a_key_for_a_different_follow_up(
+        tmp_path: Path, world: World, fake_time: FakeTime) -> None:
+    live = Harness(tmp_path / "live", f"sqlite:///{tmp_path}/live.db", world, fake_time)
+    await live.sync()
+    t = next(x for x in live.tickets() if x["status"] == "new")
+    nonce = live.store.run(state.db_nonce)
+    # The backup: taken now, before the officer's reply below.
+    backup = Harness(tmp_path / "restored", f"sqlite:///{tmp_path}/restored.db", world,
+                     fake_time)
+    backup.store.run(lambda c: state.set_value(c, state.DB_NONCE, nonce))
+    await backup.sync()
+    live.officer(t["id"], reply="Dikirim sebelum server rusak.")
+    await live.push()
+    # The live database is lost; the restored one gets another reply with the same change id.
+    change = backup.officer(t["id"], reply="Balasan baru setelah pemulihan.")
+    [entry] = backup.outbox()
+    assert entry["idempotency_key"] == live.outbox()[0]["idempotency_key"]  # the collision
+    stats = await backup.push()
+    await backup.push()
+    [entry] = backup.outbox()
+    assert stats["key_changes"] == 1 and entry["state"] == "sent"
+    assert backup.store.run(state.db_nonce) != nonce
+    assert entry["idempotency_key"].endswith(f"-{change.change_id}-k1")
+    assert len(posts_with(world, "Dikirim sebelum server rusak.")) == 1
+    assert len(posts_with(world, "Balasan baru setelah pemulihan.")) == 1

@@ -191,6 +191,13 @@ def db_nonce(conn: Connection) -> str:
     return value
 
 
+def rotate_nonce(conn: Connection) -> str:
+    """A new nonce: LAPOR! showed that another copy of this database used our keys."""
+    value = secrets.token_hex(5)
+    set_value(conn, DB_NONCE, value)
+    return value
+
+
 def due_entries(conn: Connection, now: datetime, limit: int) -> list[Any]:
     """The oldest undelivered entry of each complaint, if it is due: strictly in order.
 

@@ -21,6 +21,8 @@ from connector.tracker.base import Tracker
 
 log = structlog.get_logger("connector.push")
 MAX_SENDS_PER_CYCLE = 500
+KEY_TAKEN = "kunci_idempotensi_dipakai"  # LAPOR! knows this key for a different body
+MAX_KEY_CHANGES = 5
 
 
 @dataclass
@@ -117,6 +119,9 @@ async def _send(ctx: SyncContext, e: Any, mappings: Mappings, stats: PushStats) 
     try:
         receipt = await ctx.client.post_follow_up(tid, request, key, guard=guard)
     except Rejected as exc:
+        if exc.kode == KEY_TAKEN and e.key_changes < MAX_KEY_CHANGES:
+            await _rekey_after_collision(ctx, e, stats)
+            return
         await _fail(ctx, eid, tid, exc.kode, stats)
         return
     except AnswerUnreadable:
@@ -141,6 +146,24 @@ async def _send(ctx: SyncContext, e: Any, mappings: Mappings, stats: PushStats) 
     stats.pushed += 1
     stats.replayed += int(receipt.replayed)
     log.info("followup_sent", tracking_id=tid, outbox_id=eid, replayed=receipt.replayed)
+
+
+async def _rekey_after_collision(ctx: SyncContext, e: Any, stats: PushStats) -> None:
+    """LAPOR! holds this key for another body: this database reuses keys that another copy
+    of it (a restored backup) already used. Our body was never posted under that key, so
+    the database gets a new nonce and the entry a key made with it."""
+    now = ctx.now()
+
+    def tx(conn: Connection) -> None:
+        nonce = state.rotate_nonce(conn)
+        key = core.idempotency_key(nonce, e.tracking_id, e.change_id, e.key_changes + 1)
+        state.change_key(conn, e.id, key, now)
+        state.mark_retry(conn, e.id, KEY_TAKEN, 0.0, now)
+
+    await ctx.db(tx)
+    stats.key_changes += 1
+    log.warning("idempotency_key_collision", tracking_id=e.tracking_id, outbox_id=e.id,
+                hint="the database has a new nonce (restored from a backup?)")
 
 
 def _fence(conn: Connection) -> None:
