@@ -335,3 +335,26 @@ async def test_a_restored_backup_never_reuses_a_key_for_a_different_follow_up(
     assert entry["idempotency_key"].endswith(f"-{change.change_id}-k1")
     assert len(posts_with(world, "Dikirim sebelum server rusak.")) == 1
     assert len(posts_with(world, "Balasan baru setelah pemulihan.")) == 1
+
+
+async def test_the_guard_runs_before_every_post_attempt_and_ends_the_call(
+        world: World, fake_time: FakeTime) -> None:
+    from tests.conftest import make_client
+
+    client = make_client(world, fake_time)
+    tid = next(t for t, r in world.records.items()
+               if world._visible(t, 6411) and r["status"] == "terdisposisi")
+    unit = world.records[tid]["disposisi"][0]["unit_id"]
+    world.set_faults({"maintenance_s": 600})
+    calls: list[float] = []
+
+    async def guard() -> None:
+        calls.append(fake_time.t)
+        if len(calls) == 3:
+            raise VerifyFirst("key may be forgotten")
+
+    with pytest.raises(VerifyFirst):
+        await client.post_follow_up(str(tid), m.FollowUpRequest(unit, "diproses", "Teks."),
+                                    "k-guard", guard=guard)
+    assert len(calls) == 3 and world.posts_created == 0
+    await client.aclose()

@@ -207,8 +207,8 @@ class LaporClient:
     ) -> _Answer:
         """One logical call: retried on transient failures within the call's deadline.
 
-        ``guard`` runs before every attempt; whatever it raises ends the call at once (the
-        push uses it to re-check the instance lease and the key's lifetime per POST).
+        ``guard`` runs just before every request is sent; whatever it raises ends the call
+        at once (the push re-checks the instance lease and the key's lifetime per POST).
         """
         deadline = self.clock() + self._deadline_s
 
@@ -225,9 +225,8 @@ class LaporClient:
                 with attempt:
                     if attempt.retry_state.attempt_number > 1:
                         self.retries += 1
-                    if guard is not None:
-                        await guard()
-                    return await self._attempt(method, path, params, json, headers, auth)
+                    return await self._attempt(method, path, params, json, headers, auth,
+                                               guard)
         except _Transient as exc:
             raise LaporUnavailable(
                 f"LAPOR! unavailable: {exc.what} (gave up after the call's deadline)",
@@ -238,6 +237,7 @@ class LaporClient:
     async def _attempt(
         self, method: str, path: str, params: dict[str, Any] | None, body: Any,
         headers: dict[str, str] | None, auth: bool,
+        guard: Callable[[], Awaitable[None]] | None = None,
     ) -> _Answer:
         refreshed = False
         while True:
@@ -247,6 +247,8 @@ class LaporClient:
                 token = await self.tokens.get()
                 hdrs["Authorization"] = f"Bearer {token}"
             await self.budget.acquire()
+            if guard is not None:  # last thing before the request: token and budget may wait
+                await guard()
             answer = await self._send(method, path, params, body, hdrs)
             kode, fields = _error_parts(answer) if answer.status >= 400 else (None, [])
             outcome = classify(answer.status, kode)
