@@ -345,6 +345,7 @@ async def test_the_guard_runs_before_every_post_attempt_and_ends_the_call(
     tid = next(t for t, r in world.records.items()
                if world._visible(t, 6411) and r["status"] == "terdisposisi")
     unit = world.records[tid]["disposisi"][0]["unit_id"]
+    await client.tokens.get()
     world.set_faults({"maintenance_s": 600})
     calls: list[float] = []
 
