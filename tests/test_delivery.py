@@ -359,3 +359,36 @@ async def test_the_guard_runs_before_every_post_attempt_and_ends_the_call(
                                     "k-guard", guard=guard)
     assert len(calls) == 3 and world.posts_created == 0
     await client.aclose()
+
+
+@pytest.mark.slow
+def test_done_when_against_a_sandbox_process_in_real_time(tmp_path: Path) -> None:
+    """The issue's check with real clocks and processes: keys forgotten after 3 s, every
+    POST answer lost after the commit, then 503 for 8 s; `sync` run now and then."""
+    import time
+
+    from connector.reliability import Connector, Sandbox
+
+    sandbox = Sandbox(tmp_path, complaints=20, seed=5, faults={})
+    try:
+        conn = Connector(tmp_path, sandbox)
+        conn.env["LAPOR_CONNECTOR_LAPOR__IDEMPOTENCY_TTL_S"] = "3"
+        conn.sync_to_completion()
+        t = next(x for x in conn.tickets() if x["status"] == "new")
+        text = f"Tim sudah turun ke lapangan untuk tiket {t['id']}."
+        assert conn.run("tickets", "update", t["id"], "--reply", text).returncode == 0
+        sandbox.faults(idempotency_ttl_s=3, drop_post_rate=1.0, down_after_drop_s=8)
+        deadline = time.monotonic() + 60
+        while True:
+            conn.run("sync")
+            [entry] = conn.outbox()
+            if entry["state"] == "sent" or time.monotonic() > deadline:
+                break
+            time.sleep(2)
+        posts = [fu for fu in sandbox.inspect(t["tracking_id"])["tindak_lanjut"]
+                 if fu["isi"] == text]
+        assert len(posts) == 1
+        assert entry["state"] == "sent" and entry["remote_id"] == str(posts[0]["id"])
+        assert sandbox.stats()["posts_created"] == 1
+    finally:
+        sandbox.stop()
