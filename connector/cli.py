@@ -199,10 +199,10 @@ def cmd_sync(config: Config, args: argparse.Namespace) -> int:
     return asyncio.run(go())
 
 
-def _store(config: Config) -> Any:
+def _store(config: Config, lock: bool = False) -> Any:
     from connector.runtime import open_store
 
-    return open_store(config)
+    return open_store(config, lock=lock)
 
 
 def _in_store(config: Config, fn: Callable[[Any], Any]) -> Any:
@@ -435,7 +435,7 @@ def cmd_sandbox(config: Config | None, args: argparse.Namespace) -> int:
 
 
 def cmd_db_upgrade(config: Config, args: argparse.Namespace) -> int:
-    store = _store(config)
+    store = _store(config, lock=True)  # never migrate under a running connector
     try:
         current, head = store.revision()
     finally:

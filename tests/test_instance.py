@@ -10,6 +10,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import inspect, text
@@ -198,3 +199,18 @@ def test_pg_daemon_keeps_its_lease_over_a_restart_and_stops_when_it_is_taken(
         if daemon.poll() is None:
             daemon.send_signal(signal.SIGKILL)
             daemon.wait()
+
+
+def test_db_upgrade_refuses_beside_a_running_connector(tmp_path: Path, capsys: Any) -> None:
+    from connector.cli import main
+
+    cfg = write_config(tmp_path / "site", "sqlite:///var/c.db")
+    config = load_config(cfg, environ={})
+    holder = Store(config.database_url)
+    holder.lock_instance()
+    try:
+        assert main(["--config", str(cfg), "db", "upgrade"]) == 1
+        assert "already running" in capsys.readouterr().err
+    finally:
+        holder.close()
+    assert main(["--config", str(cfg), "db", "upgrade"]) == 0
