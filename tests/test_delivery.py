@@ -106,7 +106,7 @@ async def test_a_restart_after_the_key_lifetime_finds_the_post_instead_of_repost
     t = await reply_on_open_ticket(h, text)
     [entry] = h.outbox()
     now = h.ctx.now()
-    h.store.run(lambda c: state.start_attempt(c, entry["id"], now, None))
+    h.store.run(lambda c: state.start_attempt(c, entry["id"], now))
     unit = h.store.run(lambda c: core.posting_unit(state.get_link(c, t["tracking_id"]),
                                                    h.mappings()))
     assert unit is not None
@@ -130,7 +130,7 @@ async def test_an_older_identical_post_is_not_taken_for_ours(
     world._append_fu(rec, "instansi", unit, "diproses", text, long_ago)  # an officer, days ago
     [entry] = h.outbox()
     now = h.ctx.now()
-    h.store.run(lambda c: state.start_attempt(c, entry["id"], now, None))
+    h.store.run(lambda c: state.start_attempt(c, entry["id"], now))
     fake_time.t += 60
     await h.push()
     [after] = h.outbox()

@@ -223,15 +223,17 @@ def held_back(conn: Connection) -> int:
     return int(conn.execute(q).scalar_one())
 
 
-def start_attempt(conn: Connection, entry_id: int, now: datetime,
-                  unit_id: int | None = None) -> None:
-    """Note the first POST (committed before it is sent); fixes a legacy entry's unit."""
-    values: dict[str, Any] = {"first_attempt_at": func.coalesce(outbox.c.first_attempt_at, now),
-                              "key_first_used_at": now}
-    if unit_id is not None:
-        values["unit_id"] = unit_id
+def start_attempt(conn: Connection, entry_id: int, now: datetime) -> None:
+    """Note the first POST with the current key (committed before it is sent)."""
     conn.execute(update(outbox).where(outbox.c.id == entry_id,
-                                      outbox.c.key_first_used_at.is_(None)).values(**values))
+                                      outbox.c.key_first_used_at.is_(None)).values(
+        first_attempt_at=func.coalesce(outbox.c.first_attempt_at, now), key_first_used_at=now))
+
+
+def set_unit(conn: Connection, entry_id: int, unit_id: int) -> None:
+    """Fix the posting unit of an entry made before units were fixed at creation."""
+    conn.execute(update(outbox).where(outbox.c.id == entry_id, outbox.c.unit_id.is_(None))
+                 .values(unit_id=unit_id))
 
 
 def change_key(conn: Connection, entry_id: int, new_key: str, now: datetime) -> None:

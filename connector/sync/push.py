@@ -92,6 +92,8 @@ async def _send(ctx: SyncContext, e: Any, mappings: Mappings, stats: PushStats) 
                 else "bukan_disposisi")
         await _fail(ctx, eid, tid, code, stats)
         return
+    if e.unit_id is None:  # fixed from now on, so every replay has the same body
+        await ctx.db(lambda conn: state.set_unit(conn, eid, unit))
     ttl = ctx.config.settings.lapor.idempotency_ttl_s
     key = e.idempotency_key
     key_used_at = as_utc(e.key_first_used_at) if e.key_first_used_at is not None else None
@@ -104,7 +106,7 @@ async def _send(ctx: SyncContext, e: Any, mappings: Mappings, stats: PushStats) 
     elif key_used_at is None:
         # Committed before the POST: a crash after it still leaves the first attempt known.
         now = ctx.now()
-        await ctx.db(lambda conn: state.start_attempt(conn, eid, now, unit))
+        await ctx.db(lambda conn: state.start_attempt(conn, eid, now))
         key_used_at = now
     window_end = core.post_window_end(key_used_at, ttl)
 

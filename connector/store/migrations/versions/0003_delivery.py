@@ -29,6 +29,13 @@ def upgrade() -> None:
         # "unconfirmed" (delivered, answer unreadable) is longer than the old states.
         batch.alter_column("state", type_=sa.String(12), existing_type=sa.String(10),
                            existing_nullable=False)
+    # Entries tried before this version: when is unknown, so take their creation as the
+    # first attempt; an old one is then looked up on LAPOR! before it is posted again.
+    outbox = sa.table("outbox", sa.column("attempts", sa.Integer),
+                      sa.column("created_at", TS), sa.column("first_attempt_at", TS),
+                      sa.column("key_first_used_at", TS))
+    op.execute(outbox.update().where(outbox.c.attempts > 0).values(
+        first_attempt_at=outbox.c.created_at, key_first_used_at=outbox.c.created_at))
     # Made once, at creation: a fresh database never reuses an old database's keys.
     kv = sa.table("connector_state", sa.column("key", sa.String), sa.column("value", sa.Text))
     conn = op.get_bind()
