@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import contextlib
 import re
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from connector.errors import LaporUnavailable, VerifyFirst
 from connector.lapor import models as m
@@ -292,8 +294,6 @@ def test_key_format_limits() -> None:
 
 
 def test_must_verify_and_find_own_post() -> None:
-    from datetime import UTC, datetime
-
     t0 = datetime(2026, 11, 27, 3, 0, 0, tzinfo=UTC)
     ttl = 86400.0
     assert not core.must_verify("pending", None, t0, ttl)
@@ -392,3 +392,27 @@ def test_done_when_against_a_sandbox_process_in_real_time(tmp_path: Path) -> Non
         assert sandbox.stats()["posts_created"] == 1
     finally:
         sandbox.stop()
+
+
+_T0 = datetime(2026, 11, 27, 3, 0, tzinfo=UTC)
+_follow_up = st.builds(
+    m.FollowUp, id=st.integers(1, 40).map(str), by=st.sampled_from(["instansi", "pelapor"]),
+    unit_id=st.sampled_from([None, 1, 2]), status=st.sampled_from([None, "diproses", "selesai"]),
+    text=st.sampled_from(["a", "b"]),
+    at=st.integers(-2000, 2000).map(lambda s: _T0 + timedelta(seconds=s)))
+
+
+@settings(max_examples=300, deadline=None)
+@given(fus=st.lists(_follow_up, max_size=8), taken=st.sets(st.integers(1, 40).map(str)))
+def test_find_own_post_finds_exactly_what_may_be_ours(fus: list[m.FollowUp],
+                                                      taken: set[str]) -> None:
+    def ours(fu: m.FollowUp) -> bool:
+        return (fu.id not in taken and fu.by == "instansi" and fu.text == "a"
+                and fu.unit_id in (None, 1) and fu.status in (None, "diproses")
+                and fu.at >= _T0 - core.VERIFY_SKEW)
+
+    found = core.find_own_post(tuple(fus), 1, "diproses", "a", _T0, frozenset(taken))
+    if found is None:
+        assert not any(ours(fu) for fu in fus)
+    else:
+        assert ours(found)
