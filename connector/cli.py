@@ -86,9 +86,13 @@ def build_parser() -> argparse.ArgumentParser:
     os_ = o.add_subparsers(dest="action", required=True, parser_class=_Parser)
     ol = os_.add_parser("list", parents=[common])
     ol.add_argument("--json", action="store_true")
-    ol.add_argument("--state", choices=("pending", "sent", "failed"))
+    ol.add_argument("--state", choices=("pending", "unconfirmed", "sent", "failed", "dismissed"))
     orr = os_.add_parser("retry", parents=[common])
     orr.add_argument("id", nargs="?", type=int)
+    od = os_.add_parser("dismiss", parents=[common],
+                        help="accept a failed follow-up as final (it is never sent)")
+    od.add_argument("id", type=int)
+    od.add_argument("--reason", required=True, help="why; kept and shown in `outbox list`")
 
     sb = sub.add_parser("sandbox", parents=[common], help="serve the LAPOR! sandbox on loopback")
     sb.add_argument("--port", type=int, default=8765)
@@ -219,10 +223,10 @@ def _logging(config: Config) -> None:
     configure(config.settings.log.level, config.settings.log.format, secrets=[secret])
 
 
-def _runtime(config: Config, need_mappings: bool = True) -> Any:
+def _runtime(config: Config, need_mappings: bool = True, lock: bool = False) -> Any:
     from connector.runtime import open_runtime
 
-    return open_runtime(config, need_mappings=need_mappings)
+    return open_runtime(config, need_mappings=need_mappings, lock=lock)
 
 
 def _print_json(obj: Any) -> None:
@@ -257,12 +261,7 @@ def cmd_sync(config: Config, args: argparse.Namespace) -> int:
     from connector.sync.cycle import run_cycle, summary_line
 
     _logging(config)
-    rt = _runtime(config)
-    try:
-        rt.store.lock_instance()  # never beside a running daemon on the same storage
-    except Fatal:
-        rt.store.close()
-        raise
+    rt = _runtime(config, lock=True)  # never beside a running daemon on the same storage
 
     async def go() -> int:
         try:
@@ -284,10 +283,10 @@ def cmd_sync(config: Config, args: argparse.Namespace) -> int:
     return asyncio.run(go())
 
 
-def _store(config: Config) -> Any:
+def _store(config: Config, lock: bool = False) -> Any:
     from connector.runtime import open_store
 
-    return open_store(config)
+    return open_store(config, lock=lock)
 
 
 def _in_store(config: Config, fn: Callable[[Any], Any]) -> Any:
@@ -526,7 +525,9 @@ def cmd_outbox_list(config: Config, args: argparse.Namespace) -> int:
         f"{'ID':>5}  {'TRACKING':<10} {'STATUS':<9} {'STATE':<8} {'TRIES':>5}  ERROR",
         lambda r: f"{r['id']:>5}  {r['tracking_id']:<10} {r['lapor_status']:<9} "
                   f"{r['state']:<8} {r['attempts']:>5}  "
-                  f"{safe(r['last_error'] or '', inline=True)}")
+                  f"{safe(r['last_error'] or '', inline=True)}"
+                  + (f"  (dismissed: {safe(r['dismiss_reason'], inline=True)})"
+                     if r["dismiss_reason"] else ""))
 
 
 def cmd_outbox_retry(config: Config, args: argparse.Namespace) -> int:
@@ -573,6 +574,21 @@ def cmd_report(config: Config, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_outbox_dismiss(config: Config, args: argparse.Namespace) -> int:
+    from connector.store import state
+
+    reason = args.reason.strip()
+    if not reason:
+        print("error: --reason must not be empty", file=sys.stderr)
+        return EXIT_USAGE
+    n = _in_store(config, lambda c: state.dismiss(c, args.id, reason, utcnow()))
+    if not n:
+        print(f"error: outbox entry {args.id} is not failed (or does not exist)", file=sys.stderr)
+        return EXIT_FAIL
+    print(f"outbox entry {args.id} dismissed; it will not be sent")
+    return EXIT_OK
+
+
 def cmd_sandbox(config: Config | None, args: argparse.Namespace) -> int:
     from connector.sandbox.serve import serve
 
@@ -580,7 +596,7 @@ def cmd_sandbox(config: Config | None, args: argparse.Namespace) -> int:
 
 
 def cmd_db_upgrade(config: Config, args: argparse.Namespace) -> int:
-    store = _store(config)
+    store = _store(config, lock=True)  # never migrate under a running connector
     try:
         current, head = store.revision()
     finally:
@@ -609,6 +625,7 @@ HANDLERS: dict[tuple[str, str | None], Callable[..., int]] = {
     ("outbox", "list"): cmd_outbox_list,
     ("outbox", "retry"): cmd_outbox_retry,
     ("report", None): cmd_report,
+    ("outbox", "dismiss"): cmd_outbox_dismiss,
     ("sandbox", None): cmd_sandbox,
     ("db", "upgrade"): cmd_db_upgrade,
     ("reliability", None): cmd_reliability,

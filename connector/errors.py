@@ -39,6 +39,10 @@ class InstanceLocked(Fatal):
     """Another connector process already runs on the same storage."""
 
 
+class LeaseLost(InstanceLocked):
+    """This process no longer holds the instance lease: another connector took over."""
+
+
 class RetryLater(ConnectorError):
     """Transient failure: back off and try again."""
 
@@ -54,6 +58,20 @@ class LaporUnavailable(RetryLater):
 
 class CursorExpired(RetryLater):
     """The feed cursor expired (410); restart from the committed watermark."""
+
+
+class VerifyFirst(RetryLater):
+    """LAPOR! may have forgotten the Idempotency-Key: no more POSTs with it before reading
+    the complaint for our own follow-up."""
+
+
+class AnswerUnreadable(ConnectorError):
+    """LAPOR! accepted a follow-up (2xx) but its answer failed validation: delivered,
+    to be confirmed by reading the complaint, never re-posted in a loop."""
+
+    def __init__(self, tracking_id: str):
+        super().__init__(f"record {tracking_id}: follow-up delivered, answer unreadable")
+        self.tracking_id = tracking_id
 
 
 class StorageBusy(RetryLater):

@@ -20,6 +20,7 @@ import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -38,12 +39,14 @@ class Figures:
     kills_pull: int = 0
     kills_update: int = 0
     kills_push: int = 0
+    kills_verify: int = 0  # kills while entries waited to be verified on LAPOR! (keys forgotten)
     faults: list[str] = field(default_factory=list)
     tickets: int = 0
     lost_complaints: int = 0
     duplicate_tickets: int = 0
     followups_created: int = 0
     followups_replayed: int = 0
+    key_changes: int = 0  # not found on LAPOR! after the key's lifetime: posted with a new key
     duplicate_followups: int = 0
     missing_followups: int = 0
     half_written_updates: int = 0
@@ -158,6 +161,23 @@ class Connector:
         with sqlite3.connect(self.db_path) as conn:
             return list(conn.execute(sql))
 
+    def due_now(self) -> None:
+        """Skip the entries' backoff waits (minutes) so the final syncs deliver them."""
+        with sqlite3.connect(self.db_path) as db:
+            db.execute("UPDATE outbox SET next_attempt_at = created_at "
+                       "WHERE state IN ('pending', 'unconfirmed')")
+
+    def awaiting_verify(self, ttl_s: float) -> int:
+        """Entries that must be looked up on LAPOR! before any further POST."""
+        from connector.sync.core import must_verify
+        from connector.timeutil import as_utc, utcnow
+
+        now = utcnow()
+        rows = self.query("SELECT state, key_first_used_at FROM outbox "
+                          "WHERE state IN ('pending', 'unconfirmed')")
+        return sum(1 for st, used in rows if must_verify(
+            st, as_utc(datetime.fromisoformat(used)) if used else None, now, ttl_s))
+
 
 def campaign(workdir: Path, *, complaints: int = 1500, changes: int = 30, kills: int = 25,
              seed: int = 6411, faults: dict[str, Any] | None = None) -> Figures:
@@ -190,6 +210,30 @@ def campaign(workdir: Path, *, complaints: int = 1500, changes: int = 30, kills:
             fig.kills_push += conn.kill_at_random(rng, 0.3, 2.5, "sync")
         sandbox.faults(drop_post_rate=0.0, rate_5xx=0.0, move_rate=0.0, duplicate_rate=0.0,
                        late_commit_rate=0.0)
+        conn.sync_to_completion()
+        # 4. LAPOR! forgets keys after 2 s, loses every POST answer and then stays down for
+        #    a moment: each sync first verifies the entry left waiting by the one before
+        #    (looks its follow-up up on LAPOR!), then posts the next. Syncs are killed at
+        #    random moments, many of them inside that verify step.
+        ttl = 2.0
+        conn.env["LAPOR_CONNECTOR_LAPOR__IDEMPOTENCY_TTL_S"] = str(ttl)
+        open_tickets = [t for t in conn.tickets() if t["status"] in ("new", "in_progress")]
+        for t in rng.sample(open_tickets, min(max(2, changes // 2), len(open_tickets))):
+            fig.changes_requested += 1
+            conn.run("tickets", "update", t["id"], "--reply",
+                     f"Tindak lanjut kedua untuk tiket {t['id']}.")
+        sandbox.faults(idempotency_ttl_s=ttl, drop_post_rate=1.0, down_after_drop_s=1.5,
+                       latency_ms=150)
+        fig.faults += ["idempotency_ttl_s", "down_after_drop_s"]
+        conn.run("sync")  # its first POST loses its answer: that entry now waits
+        for _ in range(max(6, kills // 2)):
+            time.sleep(rng.uniform(0.5, 2.0))  # keys age past their lifetime
+            awaiting = conn.awaiting_verify(ttl)
+            if conn.kill_at_random(rng, 0.5, 3.0, "sync") and awaiting:
+                fig.kills_verify += 1
+        sandbox.faults(drop_post_rate=0.0, down_after_drop_s=0.0, latency_ms=0)
+        time.sleep(ttl)
+        conn.due_now()
         conn.sync_to_completion()
         conn.sync_to_completion()
         _count(fig, conn, sandbox)
@@ -231,6 +275,8 @@ def _count(fig: Figures, conn: Connector, sandbox: Sandbox) -> None:
     fig.duplicate_followups += max(0, stats["posts_created"] - len(per_key))
     fig.followups_created = stats["posts_created"]
     fig.followups_replayed = stats["posts_replayed"]
+    fig.key_changes = sum(e["key_changes"] for e in entries)
+
 
 
 def main(config: Config, args: argparse.Namespace) -> int:

@@ -93,9 +93,18 @@ class Runtime:
             self.store.close()
 
 
-def open_store(config: Config) -> Store:
-    store = Store(config.database_url, busy_timeout_s=config.settings.storage.busy_timeout_s)
-    store.upgrade()
+def open_store(config: Config, *, lock: bool = False) -> Store:
+    """Open (and migrate) the database; with ``lock``, as the one running connector: the
+    instance lock is taken before migrating."""
+    s = config.settings.storage
+    store = Store(config.database_url, busy_timeout_s=s.busy_timeout_s, lease_s=s.lease_s)
+    try:
+        if lock:
+            store.lock_instance()
+        store.upgrade()
+    except Exception:
+        store.close()
+        raise
     return store
 
 
@@ -121,11 +130,12 @@ def make_client(config: Config, world: World | None = None,
 
 
 def open_runtime(config: Config, *, need_mappings: bool = True,
-                 transport: httpx.AsyncBaseTransport | None = None) -> Runtime:
+                 transport: httpx.AsyncBaseTransport | None = None,
+                 lock: bool = False) -> Runtime:
     holder = MappingHolder(config.mappings_dir)
     if need_mappings:
         holder.load_initial()
-    store = open_store(config)
+    store = open_store(config, lock=lock)
     world = sandbox_world(config) if config.sandbox_mode and transport is None else None
     try:
         client = make_client(config, world, transport)

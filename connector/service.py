@@ -21,7 +21,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
 from connector.daemon import Coordinator, DemoOfficer, sd_notify, watchdog_interval
-from connector.errors import ConfigError, ConnectorError, Fatal
+from connector.errors import ConfigError, ConnectorError, Fatal, LeaseLost, RetryLater
 from connector.metrics import Metrics, Monitor, Reachability, probe
 from connector.runtime import Runtime, open_runtime
 from connector.sandbox.app import run_generator
@@ -54,8 +54,7 @@ def run(config: Config) -> int:
 
     _logging(config)
     try:
-        rt = open_runtime(config)
-        rt.store.lock_instance()
+        rt = open_runtime(config, lock=True)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -142,6 +141,25 @@ async def _serve(rt: Runtime) -> int:
     if monitor is not None:
         scheduler.add_job(health, IntervalTrigger(seconds=HEALTH_REFRESH_S), id="health", **opts)
         await health()
+
+    lease_lost: list[LeaseLost] = []
+
+    async def renew_lease() -> None:
+        # An empty transaction: its commit renews the lease (fenced like every commit).
+        try:
+            await ctx.db(lambda c: None)
+        except LeaseLost as exc:
+            log.error("instance_lease_lost", error=str(exc))
+            lease_lost.append(exc)
+            stop.set()
+        except RetryLater as exc:
+            # The database is down or restarting: the lease is a row and survives it; the
+            # next renewal takes it up again unless another connector took it over.
+            log.warning("instance_lease_not_renewed", error=str(exc))
+
+    if rt.store.backend.name == "postgresql":
+        scheduler.add_job(renew_lease, IntervalTrigger(
+            seconds=rt.config.settings.storage.lease_s / 3), id="lease", **opts)
     wd = watchdog_interval()
     if wd:
         scheduler.add_job(lambda: sd_notify("WATCHDOG=1"), IntervalTrigger(seconds=wd),
@@ -183,6 +201,8 @@ async def _serve(rt: Runtime) -> int:
     for c in coordinators:
         if c.fatal is not None:
             exit_code = 1
+    if lease_lost:
+        exit_code = 1
     await rt.aclose()
     log.info("daemon_stopped")
     return exit_code

@@ -45,6 +45,7 @@ class LaporSettings(_Section):
     detail_concurrency: int = Field(4, ge=1, le=32)
     token_refresh_margin_s: float = Field(60.0, ge=0)
     max_response_bytes: int = Field(8 * 1024 * 1024, ge=1024)
+    idempotency_ttl_s: float = Field(86400.0, gt=0)  # how long LAPOR! remembers a key
 
     @field_validator("base_url")
     @classmethod
@@ -79,6 +80,7 @@ def _is_loopback(host: str) -> bool:
 class StorageSettings(_Section):
     url: str = "sqlite:///var/connector.db"
     busy_timeout_s: float = Field(10.0, gt=0)  # SQLite: how long a writer waits for a lock
+    lease_s: float = Field(60.0, ge=1)  # PostgreSQL: the instance lease, renewed every third
 
 
 class MappingsSettings(_Section):

@@ -68,7 +68,8 @@ def report(conn: Connection, config: Config, tracker: BuiltinTracker,
     if failed:
         findings.append({"code": "push_failed",
                          "message": f"{len(failed)} follow-up(s) refused by LAPOR!; see "
-                                    "`outbox list` and `outbox retry ID`"})
+                                    "`outbox list`, then `outbox retry ID` or "
+                                    "`outbox dismiss ID --reason TEXT`"})
     try:
         files_version: str | None = load(config.mappings_dir).version
         files_error = None
@@ -104,6 +105,9 @@ def report(conn: Connection, config: Config, tracker: BuiltinTracker,
         "tickets": counts,
         "outbox": {"pending": outbox.get("pending", 0), "sent": outbox.get("sent", 0),
                    "failed": outbox.get("failed", 0),
+                   "unconfirmed": outbox.get("unconfirmed", 0),
+                   "dismissed": outbox.get("dismissed", 0),
+                   "held_back": state.held_back(conn),
                    "failures": [{"id": f["id"], "tracking_id": f["tracking_id"],
                                  "code": f["last_error"], "attempts": f["attempts"]}
                                 for f in failed]},
@@ -153,7 +157,9 @@ def render(rep: dict[str, Any]) -> str:
         parts = ", ".join(f"{k}={v}" for k, v in sorted(by_status.items()))
         lines.append(f"  {agency:<14} {parts}")
     ob = rep["outbox"]
-    lines.append(f"Outbox: pending={ob['pending']} sent={ob['sent']} failed={ob['failed']}")
+    lines.append(f"Outbox: pending={ob['pending']} sent={ob['sent']} failed={ob['failed']} "
+                 f"unconfirmed={ob['unconfirmed']} dismissed={ob['dismissed']} "
+                 f"held_back={ob['held_back']}")
     for f in ob["failures"]:
         lines.append(f"  failed #{f['id']} laporan {f['tracking_id']}: {f['code']}")
     q, ages = rep["quarantine"], rep.get("quarantine_oldest_age_s", {})

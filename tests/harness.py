@@ -23,10 +23,11 @@ STATUSES = ("new", "in_progress", "resolved", "closed")
 
 class Harness:
     def __init__(self, root: Path, db_url: str, world: World, fake_time: FakeTime,
-                 extra_settings: str = "", **client_kw: Any):
+                 extra_settings: str = "", environ: dict[str, str] | None = None,
+                 **client_kw: Any):
         self.root = root
         self.cfg_path = write_config(root, db_url, extra_settings)
-        self.config = load_config(self.cfg_path, environ={})
+        self.config = load_config(self.cfg_path, environ=environ or {})
         self.world = world
         self.time = fake_time
         self.store = open_store(self.config)

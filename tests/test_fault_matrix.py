@@ -22,8 +22,10 @@ from connector.daemon import Coordinator
 from connector.errors import StorageBusy
 from connector.sandbox import Faults, World, create_app
 from connector.store import state
-from tests.conftest import PG_URL, FakeTime, write_config
+from tests.conftest import FakeTime, write_config
 from tests.harness import Harness
+from tests.pgprivate import PrivatePg
+from tests.pgprivate import available as pg_available
 
 pytestmark = pytest.mark.anyio
 
@@ -254,27 +256,27 @@ async def test_sqlite_busy_or_locked(tmp_path: Path, world: World,
     whole(h)
 
 
-@pytest.mark.skipif(not (PG_URL and __import__("os").environ.get("LAPOR_TEST_PG_LOG")),
-                    reason="needs the PostgreSQL started by .ci/run (LAPOR_TEST_PG_CTL)")
+@pytest.mark.skipif(not pg_available(), reason="needs PostgreSQL 15 binaries (initdb)")
 async def test_postgresql_restarted_mid_cycle(tmp_path: Path, world: World,
                                               fake_time: FakeTime) -> None:
-    import os
     import time
 
-    from tests.conftest import _pg_database
+    import psycopg
 
-    gen = _pg_database()
-    url = next(gen)
+    # A private server: restarting the shared one would break others' tests.
+    pg = PrivatePg()
     try:
+        with psycopg.connect(pg.url.replace("postgresql+psycopg://", "postgresql://"),
+                             autocommit=True) as conn:
+            conn.execute('CREATE DATABASE "restart"')
+        url = pg.url.rsplit("/", 1)[0] + "/restart"
         h = Harness(tmp_path / "site", url, world, fake_time)
+        h.store.lock_instance()  # as the daemon: the lease must survive the restart
         world.set_faults({"latency_ms": 20})
 
         def restart() -> None:
             time.sleep(0.4)
-            # -l: the new postmaster must not hold our pipes open.
-            subprocess.run([*os.environ["LAPOR_TEST_PG_CTL"].split(), "restart", "-m", "fast",
-                            "-w", "-l", os.environ["LAPOR_TEST_PG_LOG"]], check=True,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            pg.restart()
 
         restarter = threading.Thread(target=restart)
 
@@ -294,7 +296,7 @@ async def test_postgresql_restarted_mid_cycle(tmp_path: Path, world: World,
             assert conn.execute(text("SELECT 1")).scalar() == 1
         h.store.close()
     finally:
-        gen.close()
+        pg.destroy()
 
 
 @pytest.mark.parametrize("how", ["deleted", "unreadable"])

@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import insert, inspect, select
 
 from connector.errors import InstanceLocked, StorageError
-from connector.store import Store, state
+from connector.store import Store, schema, state
 from connector.store.schema import links, tickets
 from connector.sync.core import LinkState, OutboxPlan
 from connector.tracker.base import NewTicket
@@ -154,4 +154,32 @@ def test_followups_migration_backfills_existing_tickets(db_url: str) -> None:
     assert open_.current.first_follow_up_at is None and open_.current.due_at == due
     assert store.run(lambda c: followups.overdue_count(c, due + timedelta(seconds=1))) == 1
     assert store.run(lambda c: followups.overdue_count(c, due)) == 0
+
+
+def test_migration_0003_keeps_old_entries_safe(db_url: str) -> None:
+    """Entries tried before 0003 count as first tried at their creation (so an old one is
+    looked up before any new POST); the database gets its nonce."""
+    from alembic import command
+    from sqlalchemy import text
+
+    from connector.store.base import _alembic_config
+
+    store = Store(db_url)
+    with store.engine.begin() as conn:
+        command.upgrade(_alembic_config(conn), "0001")
+    made = datetime(2026, 11, 1, 3, 0, tzinfo=UTC)
+    with store.engine.begin() as conn:
+        for i, attempts in ((1, 2), (2, 0)):
+            conn.execute(text(
+                "INSERT INTO outbox (change_id, tracking_id, ticket_ref, idempotency_key, "
+                "lapor_status, text, state, attempts, created_at) VALUES "
+                "(:c, '4511', '1', :k, 'diproses', 'x', 'pending', :a, :t)"),
+                {"c": f"builtin:{i}", "k": f"mahulu-4511-{i}", "a": attempts, "t": made})
+    store.upgrade()
+    with store.begin() as conn:
+        rows = {r.change_id: r for r in conn.execute(select(schema.outbox))}
+        nonce = state.db_nonce(conn)
+    assert rows["builtin:1"].key_first_used_at is not None
+    assert rows["builtin:2"].key_first_used_at is None
+    assert rows["builtin:1"].key_changes == 0 and len(nonce) == 10
     store.close()

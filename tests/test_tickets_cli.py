@@ -156,3 +156,40 @@ def test_a_long_first_pull_that_commits_is_not_reported_stale(cfg: Path, capsys:
     rep = json.loads(out)
     assert "never_pulled" not in out and rep["pull"]["progress_age_s"] is not None
     assert code == 0
+
+
+def test_outbox_dismiss(synced: Path, capsys: Any) -> None:
+    from connector.runtime import open_store
+    from connector.settings import load_config
+    from connector.store import state
+
+    t = first_open(synced, capsys)
+    assert run(capsys, synced, "tickets", "update", t["id"], "--reply", "Balasan.")[0] == 0
+    [entry] = json.loads(run(capsys, synced, "outbox", "list", "--json")[1])
+    code, _, err = run(capsys, synced, "outbox", "dismiss", str(entry["id"]), "--reason", "x")
+    assert code == 1 and "not failed" in err  # pending: nothing to dismiss
+    code, _, err = run(capsys, synced, "outbox", "dismiss", "999", "--reason", "x")
+    assert code == 1 and "not failed" in err
+    with pytest.raises(SystemExit) as usage:  # no --reason
+        run(capsys, synced, "outbox", "dismiss", str(entry["id"]))
+    assert usage.value.code == 2
+    store = open_store(load_config(synced))
+    try:
+        store.run(lambda c: state.mark_failed(c, entry["id"], "validasi_gagal"))
+    finally:
+        store.close()
+    code, out, _ = run(capsys, synced, "status", "--json")
+    assert code == 1 and "push_failed" in out
+    code, out, _ = run(capsys, synced, "outbox", "dismiss", str(entry["id"]), "--reason",
+                       "sudah dijawab langsung di LAPOR!")
+    assert code == 0 and "dismissed" in out
+    code, out, _ = run(capsys, synced, "status", "--json")
+    rep = json.loads(out)
+    assert code == 0 and rep["outbox"]["failed"] == 0 and rep["outbox"]["dismissed"] == 1
+    [row] = json.loads(run(capsys, synced, "outbox", "list", "--json")[1])
+    assert row["state"] == "dismissed"
+    assert row["dismiss_reason"] == "sudah dijawab langsung di LAPOR!"
+    out = run(capsys, synced, "outbox", "list")[1]
+    assert "sudah dijawab langsung di LAPOR!" in out
+    code, _, _ = run(capsys, synced, "outbox", "dismiss", str(entry["id"]), "--reason", "y")
+    assert code == 1  # already dismissed

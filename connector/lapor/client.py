@@ -27,6 +27,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type
 
 from connector import __version__
 from connector.errors import (
+    AnswerUnreadable,
     AuthRefused,
     CursorExpired,
     LaporUnavailable,
@@ -210,8 +211,13 @@ class LaporClient:
     async def call(
         self, method: str, path: str, *, params: dict[str, Any] | None = None,
         json: Any = None, headers: dict[str, str] | None = None, auth: bool = True,
+        guard: Callable[[], Awaitable[None]] | None = None,
     ) -> _Answer:
-        """One logical call: retried on transient failures within the call's deadline."""
+        """One logical call: retried on transient failures within the call's deadline.
+
+        ``guard`` runs just before every request is sent; whatever it raises ends the call
+        at once (the push re-checks the instance lease and the key's lifetime per POST).
+        """
         deadline = self.clock() + self._deadline_s
 
         def stop(state: RetryCallState) -> bool:
@@ -227,7 +233,8 @@ class LaporClient:
                 with attempt:
                     if attempt.retry_state.attempt_number > 1:
                         self.retries += 1
-                    return await self._attempt(method, path, params, json, headers, auth)
+                    return await self._attempt(method, path, params, json, headers, auth,
+                                               guard)
         except _Transient as exc:
             raise LaporUnavailable(
                 f"LAPOR! unavailable: {exc.what} (gave up after the call's deadline)",
@@ -238,6 +245,7 @@ class LaporClient:
     async def _attempt(
         self, method: str, path: str, params: dict[str, Any] | None, body: Any,
         headers: dict[str, str] | None, auth: bool,
+        guard: Callable[[], Awaitable[None]] | None = None,
     ) -> _Answer:
         refreshed = False
         while True:
@@ -247,6 +255,8 @@ class LaporClient:
                 token = await self.tokens.get()
                 hdrs["Authorization"] = f"Bearer {token}"
             await self.budget.acquire()
+            if guard is not None:  # last thing before the request: token and budget may wait
+                await guard()
             answer = await self._send(method, path, params, body, hdrs)
             kode, fields = _error_parts(answer) if answer.status >= 400 else (None, [])
             outcome = classify(answer.status, kode)
@@ -385,16 +395,27 @@ class LaporClient:
         return wire.parse_complaint(data, tracking_id, wire.needs_cleaning(answer.body))
 
     async def post_follow_up(
-        self, tracking_id: str, request: m.FollowUpRequest, idempotency_key: str
+        self, tracking_id: str, request: m.FollowUpRequest, idempotency_key: str,
+        guard: Callable[[], Awaitable[None]] | None = None,
     ) -> m.Receipt:
-        answer = await self.call(
-            "POST", f"{API}/laporan/{tracking_id}/tindak-lanjut",
-            json=wire.follow_up_body(request), headers={"Idempotency-Key": idempotency_key},
-        )
+        """POST one follow-up. A success answer that fails validation raises
+        ``AnswerUnreadable``: the follow-up exists, only its id is unknown."""
+        try:
+            answer = await self.call(
+                "POST", f"{API}/laporan/{tracking_id}/tindak-lanjut",
+                json=wire.follow_up_body(request), headers={"Idempotency-Key": idempotency_key},
+                guard=guard,
+            )
+        except Rejected as exc:
+            if 200 <= exc.status < 300:  # accepted, but the answer was too large to read
+                raise AnswerUnreadable(tracking_id) from None
+            raise
         try:
             got = wire.TindakLanjutDibuat.model_validate(answer.json()["data"])
+            if str(got.tracking_id) != tracking_id:
+                raise ValueError("answer names another complaint")
         except (ValueError, KeyError, TypeError, ValidationError):
-            raise LaporUnavailable("LAPOR! follow-up answer malformed") from None
+            raise AnswerUnreadable(tracking_id) from None
         return m.Receipt(str(got.id), str(got.tracking_id), got.dibuat,
                          replayed=answer.status == 200)
 

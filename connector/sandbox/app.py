@@ -109,6 +109,7 @@ def create_app(world: World) -> Starlette:
             if status == 201 and world.faults.drop_post_rate and \
                     world.fault_rng.random() < world.faults.drop_post_rate:
                 # Committed, but the answer is "lost" on the way back.
+                world.drop_answer()
                 raise ApiFault(504, "kesalahan_server", "Gateway timeout.")
             return _ok(result, status=status)
         return await api(request, h)
@@ -167,6 +168,7 @@ def create_app(world: World) -> Starlette:
         return JSONResponse({
             "complaints": len(world.records), "requests": world.requests,
             "posts_created": world.posts_created, "posts_replayed": world.posts_replayed,
+            "keys_forgotten": world.keys_forgotten,
             "tracking_ids": sorted(world.records),
             "visible_ids": sorted(t for t in world.records if world._visible(t, data.INSTANSI)),
         })

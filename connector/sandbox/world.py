@@ -53,6 +53,8 @@ class Faults:
     not_found_once_rate: float = 0.0  # the first detail request answers 404 (lagging replica)
     future_rate: float = 0.0  # updates stamped future_s ahead of the server's clock...
     future_s: int = 86400  # ...by this much (a node whose clock ran ahead)
+    idempotency_ttl_s: float = 86400.0  # LAPOR! forgets a key this long after its first use
+    down_after_drop_s: float = 0.0  # after a dropped POST answer: maintenance for this long
 
     def update(self, changes: dict[str, Any]) -> None:
         known = {f.name: f.type for f in fields(self)}
@@ -123,7 +125,9 @@ class World:
         self.ever_instansi: dict[int, set[int]] = {}
         self.tokens: dict[str, _Token] = {}
         self.cursors: dict[str, _Cursor] = {}
-        self.idempotency: dict[str, tuple[str, int, dict[str, Any]]] = {}
+        # key -> (body fingerprint, tracking id, answer, first use on the world's clock)
+        self.idempotency: dict[str, tuple[str, int, dict[str, Any], float]] = {}
+        self.keys_forgotten = 0
         self.follow_up_keys: dict[int, str] = {}  # follow-up id -> idempotency key
         self.served_404: set[int] = set()  # records whose one 404 was served
         self.posts_created = 0
@@ -373,6 +377,12 @@ class World:
             raise ApiFault(self.fault_rng.choice([500, 502, 504]), "kesalahan_server",
                            "Kesalahan pada server.")
 
+    def drop_answer(self) -> None:
+        """A POST answer was lost: with ``down_after_drop_s``, LAPOR! then stays down."""
+        if self.faults.down_after_drop_s > 0:
+            self.maintenance_until = max(self.maintenance_until,
+                                         self._clock() + self.faults.down_after_drop_s)
+
     def set_faults(self, changes: dict[str, Any]) -> None:
         self.faults.update(changes)
         if "maintenance_s" in changes:
@@ -482,6 +492,11 @@ class World:
         fingerprint = hashlib.sha256(
             json.dumps([tid, body], sort_keys=True, ensure_ascii=True).encode()).hexdigest()
         seen = self.idempotency.get(key)
+        if seen is not None and self._clock() - seen[3] > self.faults.idempotency_ttl_s:
+            # The spec: after its lifetime the same key is a new key (a second follow-up).
+            del self.idempotency[key]
+            self.keys_forgotten += 1
+            seen = None
         if seen is not None:
             if seen[0] != fingerprint:
                 raise ApiFault(422, "kunci_idempotensi_dipakai",
@@ -501,7 +516,7 @@ class World:
         record["status"] = "selesai" if body["status"] == "selesai" else "ditindaklanjuti"
         record["diperbarui"] = stamp
         result = {"id": fu["id"], "tracking_id": tid, "dibuat": format_wib(stamp)}
-        self.idempotency[key] = (fingerprint, tid, result)
+        self.idempotency[key] = (fingerprint, tid, result, self._clock())
         self.follow_up_keys[fu["id"]] = key
         self.posts_created += 1
         return 201, result

@@ -34,6 +34,7 @@ class Backend(abc.ABC):
     def __init__(self, url: str, busy_timeout_s: float = 10.0):
         self.url = url
         self.busy_timeout_s = busy_timeout_s
+        self.lease_s = 60.0  # PostgreSQL: how long the instance lease lasts unrenewed
 
     @abc.abstractmethod
     def create_engine(self) -> Engine: ...
@@ -44,6 +45,11 @@ class Backend(abc.ABC):
 
     @abc.abstractmethod
     def release_instance_lock(self) -> None: ...
+
+    def fence(self, conn: Connection) -> None:
+        """Inside every transaction, just before it commits: raise ``LeaseLost`` when this
+        process holds the instance lock no more (a no-op where the lock cannot be lost)."""
+        return None
 
     def is_busy(self, exc: DBAPIError) -> bool:
         """Whether an error is transient (locked, restarted) rather than a real fault."""
@@ -79,8 +85,9 @@ def _alembic_config(connection: Connection) -> AlembicConfig:
 
 
 class Store:
-    def __init__(self, url: str, *, busy_timeout_s: float = 10.0):
+    def __init__(self, url: str, *, busy_timeout_s: float = 10.0, lease_s: float = 60.0):
         self.backend = backend_for(url, busy_timeout_s)
+        self.backend.lease_s = lease_s
         try:
             self.engine = self.backend.create_engine()
         except SQLAlchemyError as exc:
@@ -88,10 +95,11 @@ class Store:
                                f"{exc.__class__.__name__}") from None
 
     def upgrade(self) -> None:
-        """Apply every pending migration (idempotent)."""
+        """Apply every pending migration (idempotent). A daemon takes its lock first."""
         try:
             with self.engine.begin() as conn:
                 command.upgrade(_alembic_config(conn), "head")
+                self.backend.fence(conn)
         except DBAPIError as exc:
             raise StorageError(f"storage: migration failed on {self.backend.describe()}: "
                                f"{_short(exc)}") from None
@@ -109,6 +117,7 @@ class Store:
         try:
             with self.engine.begin() as conn:
                 yield conn
+                self.backend.fence(conn)
         except DBAPIError as exc:
             if self.backend.is_busy(exc):
                 raise StorageBusy(f"storage busy: {_short(exc)}") from None
@@ -119,7 +128,11 @@ class Store:
             return fn(conn)
 
     def lock_instance(self) -> None:
-        self.backend.acquire_instance_lock(self.engine)
+        try:
+            self.backend.acquire_instance_lock(self.engine)
+        except DBAPIError as exc:
+            raise StorageError(f"storage: cannot take the instance lock on "
+                               f"{self.backend.describe()}: {_short(exc)}") from None
 
     def close(self) -> None:
         self.backend.release_instance_lock()

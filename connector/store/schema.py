@@ -112,13 +112,22 @@ outbox = Table(
     Column("idempotency_key", String(128), nullable=False, unique=True),
     Column("lapor_status", String(20), nullable=False),
     Column("text", Text, nullable=False),
-    Column("state", String(10), nullable=False, index=True),  # pending | sent | failed
+    Column("state", String(12), nullable=False, index=True),
+    # pending | unconfirmed (delivered, answer unreadable) | sent | failed | dismissed
     Column("attempts", Integer, nullable=False),
     Column("next_attempt_at", TS),
     Column("last_error", String(100)),
     Column("remote_id", String(32)),
     Column("created_at", TS, nullable=False),
     Column("sent_at", TS),
+    # Fixed when the entry is created, so a replay's body never changes.
+    Column("unit_id", Integer),
+    Column("first_attempt_at", TS),  # the first POST of any key: verification looks from here
+    Column("key_first_used_at", TS),  # the first POST with the current key: its lifetime
+    Column("key_changes", Integer, nullable=False, server_default="0"),
+    Column("checks", Integer, nullable=False, server_default="0"),  # verifications not found
+    Column("dismiss_reason", String(500)),
+    Column("dismissed_at", TS),
 )
 
 quarantine = Table(

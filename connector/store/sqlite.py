@@ -59,14 +59,17 @@ class SqliteBackend(Backend):
     def acquire_instance_lock(self, engine: Engine) -> None:
         if self.path is None:
             return
-        lock_path = self.path.with_name(self.path.name + ".lock")
+        # Beside the real file, whatever form the settings use (relative, ./, symlinks):
+        # two spellings of one database must meet at one lock.
+        real = self.path.resolve()
+        lock_path = real.with_name(real.name + ".lock")
         fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
             raise InstanceLocked(
-                f"another connector is already running on {self.path} (lock {lock_path}); "
+                f"another connector is already running on {real} (lock {lock_path}); "
                 "stop it first"
             ) from None
         os.ftruncate(fd, 0)

@@ -7,6 +7,7 @@ tracker writes and commit everything at once.
 from __future__ import annotations
 
 import json
+import secrets
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -26,6 +27,9 @@ TRACKER_CURSOR = "tracker_cursor"
 PULL_PROGRESS = "pull_progress_at"  # the last commit of a pull, even one still running
 PULL_RUNNING = "pull_running"  # JSON: start, last progress and counts of the current pull
 LAST_SWEEP = "last_sweep_at"  # the last reconciliation sweep that finished
+DB_NONCE = "db_nonce"  # made once per database (migration 0003): part of every key
+# Entries still to be delivered, in order per complaint; "failed" holds back the later ones.
+OPEN_STATES = ("pending", "unconfirmed")
 
 
 # -- key/value ----------------------------------------------------------------------------
@@ -209,17 +213,99 @@ def enqueue(conn: Connection, plan: OutboxPlan, now: datetime) -> bool:
         change_id=plan.change_id, tracking_id=plan.tracking_id, ticket_ref=plan.ticket_ref,
         idempotency_key=plan.idempotency_key, lapor_status=plan.lapor_status, text=plan.text,
         state="failed" if plan.failed_with else "pending", attempts=0, next_attempt_at=now,
-        last_error=plan.failed_with, remote_id=None, created_at=now, sent_at=None))
+        last_error=plan.failed_with, remote_id=None, created_at=now, sent_at=None,
+        unit_id=plan.unit_id, key_changes=0, checks=0))
     return True
 
 
+def db_nonce(conn: Connection) -> str:
+    """This database's nonce (made by migration 0003; made here if it is missing)."""
+    value = get_value(conn, DB_NONCE)
+    if not value:
+        value = secrets.token_hex(5)
+        set_value(conn, DB_NONCE, value)
+    return value
+
+
+def rotate_nonce(conn: Connection) -> str:
+    """A new nonce: LAPOR! showed that another copy of this database used our keys."""
+    value = secrets.token_hex(5)
+    set_value(conn, DB_NONCE, value)
+    return value
+
+
 def due_entries(conn: Connection, now: datetime, limit: int) -> list[Any]:
-    """The oldest pending entry of each complaint, if it is due: one per complaint, in order."""
-    firsts = (select(func.min(outbox.c.id).label("id")).where(outbox.c.state == "pending")
+    """The oldest undelivered entry of each complaint, if it is due: strictly in order.
+
+    A failed entry counts as undelivered: it holds back the later ones of its complaint
+    until it is sent, retried or dismissed.
+    """
+    firsts = (select(func.min(outbox.c.id).label("id"))
+              .where(outbox.c.state.in_((*OPEN_STATES, "failed")))
               .group_by(outbox.c.tracking_id).subquery())
     q = (select(outbox).join(firsts, firsts.c.id == outbox.c.id)
-         .where(outbox.c.next_attempt_at <= now).order_by(outbox.c.id).limit(limit))
+         .where(outbox.c.state.in_(OPEN_STATES), outbox.c.next_attempt_at <= now)
+         .order_by(outbox.c.id).limit(limit))
     return list(conn.execute(q))
+
+
+def held_back(conn: Connection) -> int:
+    """Undelivered entries waiting behind a failed earlier entry of the same complaint."""
+    blockers = (select(outbox.c.tracking_id, func.min(outbox.c.id).label("id"))
+                .where(outbox.c.state == "failed").group_by(outbox.c.tracking_id).subquery())
+    q = (select(func.count()).select_from(outbox)
+         .join(blockers, blockers.c.tracking_id == outbox.c.tracking_id)
+         .where(outbox.c.state.in_(OPEN_STATES), outbox.c.id > blockers.c.id))
+    return int(conn.execute(q).scalar_one())
+
+
+def start_attempt(conn: Connection, entry_id: int, now: datetime) -> None:
+    """Note the first POST with the current key (committed before it is sent)."""
+    conn.execute(update(outbox).where(outbox.c.id == entry_id,
+                                      outbox.c.key_first_used_at.is_(None)).values(
+        first_attempt_at=func.coalesce(outbox.c.first_attempt_at, now), key_first_used_at=now))
+
+
+def set_unit(conn: Connection, entry_id: int, unit_id: int) -> None:
+    """Fix the posting unit of an entry made before units were fixed at creation."""
+    conn.execute(update(outbox).where(outbox.c.id == entry_id, outbox.c.unit_id.is_(None))
+                 .values(unit_id=unit_id))
+
+
+def change_key(conn: Connection, entry_id: int, new_key: str, now: datetime) -> None:
+    """LAPOR! may have forgotten the old key and our post is not there: a fresh key."""
+    conn.execute(update(outbox).where(outbox.c.id == entry_id).values(
+        idempotency_key=new_key, key_first_used_at=now, key_changes=outbox.c.key_changes + 1,
+        state="pending", checks=0))
+
+
+def mark_unconfirmed(conn: Connection, entry_id: int, delay_s: float, now: datetime) -> None:
+    """A success answer we could not read: delivered, to be confirmed by reading LAPOR!."""
+    conn.execute(update(outbox).where(outbox.c.id == entry_id).values(
+        state="unconfirmed", last_error="answer_unreadable", attempts=outbox.c.attempts + 1,
+        next_attempt_at=now + timedelta(seconds=delay_s)))
+
+
+def mark_check_missed(conn: Connection, entry_id: int, delay_s: float, now: datetime) -> int:
+    """An unconfirmed entry not found on LAPOR! (yet); returns the checks so far."""
+    conn.execute(update(outbox).where(outbox.c.id == entry_id).values(
+        checks=outbox.c.checks + 1, next_attempt_at=now + timedelta(seconds=delay_s)))
+    return int(conn.execute(select(outbox.c.checks).where(outbox.c.id == entry_id)).scalar_one())
+
+
+def taken_remote_ids(conn: Connection, tracking_id: str, entry_id: int) -> frozenset[str]:
+    """Follow-up ids already claimed by other entries of the complaint."""
+    q = select(outbox.c.remote_id).where(outbox.c.tracking_id == tracking_id,
+                                         outbox.c.id != entry_id,
+                                         outbox.c.remote_id.is_not(None))
+    return frozenset(r for (r,) in conn.execute(q))
+
+
+def dismiss(conn: Connection, entry_id: int, reason: str, now: datetime) -> int:
+    """An operator accepts a failed entry as final; the reason is kept."""
+    return conn.execute(update(outbox).where(outbox.c.id == entry_id,
+                                             outbox.c.state == "failed").values(
+        state="dismissed", dismiss_reason=reason[:500], dismissed_at=now)).rowcount
 
 
 def own_posts(conn: Connection, tracking_ids: list[str]) -> dict[str, tuple[OwnPost, ...]]:
@@ -227,7 +313,7 @@ def own_posts(conn: Connection, tracking_ids: list[str]) -> dict[str, tuple[OwnP
     out: dict[str, list[OwnPost]] = {}
     if tracking_ids:
         q = select(outbox.c.tracking_id, outbox.c.lapor_status, outbox.c.text).where(
-            outbox.c.tracking_id.in_(tracking_ids), outbox.c.state == "pending")
+            outbox.c.tracking_id.in_(tracking_ids), outbox.c.state.in_(OPEN_STATES))
         for r in conn.execute(q):
             out.setdefault(r.tracking_id, []).append(OwnPost(r.lapor_status, r.text))
     return {k: tuple(v) for k, v in out.items()}
@@ -260,6 +346,7 @@ def mark_retry(conn: Connection, entry_id: int, code: str, delay_s: float,
 
 
 def fail_pending(conn: Connection, tracking_id: str, code: str) -> int:
+    # Not "unconfirmed": those were delivered; the push confirms them by reading.
     return conn.execute(update(outbox).where(
         outbox.c.tracking_id == tracking_id, outbox.c.state == "pending").values(
         state="failed", last_error=code)).rowcount
@@ -267,7 +354,7 @@ def fail_pending(conn: Connection, tracking_id: str, code: str) -> int:
 
 def retry_failed(conn: Connection, entry_id: int | None, now: datetime) -> int:
     q = update(outbox).where(outbox.c.state == "failed").values(
-        state="pending", next_attempt_at=now)
+        state="pending", next_attempt_at=now, checks=0)
     if entry_id is not None:
         q = q.where(outbox.c.id == entry_id)
     return conn.execute(q).rowcount
@@ -281,7 +368,10 @@ def list_outbox(conn: Connection, state: str | None = None) -> list[dict[str, An
              "lapor_status": r.lapor_status, "state": r.state, "attempts": r.attempts,
              "last_error": r.last_error, "remote_id": r.remote_id,
              "next_attempt_at": iso(r.next_attempt_at), "created_at": iso(r.created_at),
-             "sent_at": iso(r.sent_at), "idempotency_key": r.idempotency_key}
+             "sent_at": iso(r.sent_at), "idempotency_key": r.idempotency_key,
+             "unit_id": r.unit_id, "first_attempt_at": iso(r.first_attempt_at),
+             "key_changes": r.key_changes, "dismiss_reason": r.dismiss_reason,
+             "dismissed_at": iso(r.dismissed_at)}
             for r in conn.execute(q)]
 
 

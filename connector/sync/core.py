@@ -10,7 +10,7 @@ import enum
 import hashlib
 import json
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from connector.lapor import models as m
 from connector.mappings import Mappings
@@ -317,10 +317,12 @@ class OutboxPlan:
     lapor_status: str
     text: str
     failed_with: str | None = None  # recorded as failed at once (e.g. complaint closed)
+    unit_id: int | None = None  # the posting unit, fixed now: a replay's body never changes
 
 
 def plan_outbox(change: OfficerChange, link: LinkState | None,
-                mappings: Mappings, last_queued: str | None = None) -> OutboxPlan | None:
+                mappings: Mappings, last_queued: str | None = None,
+                nonce: str = "") -> OutboxPlan | None:
     """The outbox entry for one officer change, or None when nothing goes to LAPOR!.
 
     ``last_queued`` is the LAPOR! status of the complaint's latest outbox entry that was
@@ -342,15 +344,21 @@ def plan_outbox(change: OfficerChange, link: LinkState | None,
     text = change.reply or (outbound.text(agency.name if agency else "Pemerintah Kabupaten "
                                           "Mahakam Ulu") if outbound else "")
     failed = None
+    unit = None
     if link is None:
         failed = "laporan_tidak_ditemukan"
     elif link.closed:
         failed = "laporan_ditutup" if link.lapor_status in m.CLOSED_STATUSES else "bukan_disposisi"
+    else:
+        unit = posting_unit(link, mappings)
+        if unit is None:
+            failed = "bukan_disposisi"
+    change_id = f"builtin:{change.change_id}"
     return OutboxPlan(
-        change_id=f"builtin:{change.change_id}", tracking_id=change.tracking_id,
+        change_id=change_id, tracking_id=change.tracking_id,
         ticket_ref=change.ticket_ref,
-        idempotency_key=f"mahulu-{change.tracking_id}-{change.change_id}",
-        lapor_status=lapor_status, text=text, failed_with=failed,
+        idempotency_key=idempotency_key(nonce, change.tracking_id, change_id),
+        lapor_status=lapor_status, text=text, failed_with=failed, unit_id=unit,
     )
 
 
@@ -358,3 +366,65 @@ def posting_unit(link: LinkState, mappings: Mappings) -> int | None:
     """The disposed unit that maps to the ticket's agency."""
     mine = set(mappings.units_of(link.agency))
     return next((u for u in link.unit_ids if u in mine), None)
+
+
+# -- delivery: keys, their lifetime on LAPOR!, and finding our own post ------------------------
+
+KEY_MAX = 128  # the spec: 1..128 printable ASCII
+# How far LAPOR!'s clock may be behind ours when we look for our own post, plus the
+# whole-second truncation of its WIB timestamps.
+VERIFY_SKEW = timedelta(seconds=601)
+UNCONFIRMED_MAX_CHECKS = 3  # "delivered, answer unreadable" but not found: then a person looks
+
+
+def idempotency_key(nonce: str, tracking_id: str, change_id: str, generation: int = 0) -> str:
+    """The one place a key is built: ``mahulu-<nonce>-<tracking id>-<change id>[-k<n>]``.
+
+    ``nonce`` is made when the database is created, so a fresh database never reuses an
+    old one's keys; ``generation`` counts keys replaced after LAPOR! forgot the old one.
+    """
+    change = change_id.removeprefix("builtin:")
+    parts = ["mahulu", nonce, tracking_id, change] if nonce else ["mahulu", tracking_id, change]
+    if generation:
+        parts.append(f"k{generation}")
+    key = "-".join(parts)
+    if len(key) > KEY_MAX or not all(0x21 <= ord(c) <= 0x7E for c in key):
+        digest = hashlib.sha256(key.encode()).hexdigest()[:40]
+        key = f"mahulu-{nonce}-{digest}"
+    return key
+
+
+def verify_margin(ttl_s: float) -> timedelta:
+    """Safety margin before LAPOR! forgets a key: a quarter of its life, at most an hour."""
+    return timedelta(seconds=min(3600.0, ttl_s / 4))
+
+
+def post_window_end(key_first_used_at: datetime, ttl_s: float) -> datetime:
+    """After this moment a POST with the same key may create a second follow-up."""
+    return key_first_used_at + timedelta(seconds=ttl_s) - verify_margin(ttl_s)
+
+
+def must_verify(state: str, key_first_used_at: datetime | None, now: datetime,
+                ttl_s: float) -> bool:
+    """Whether to read the complaint before any POST: never re-POST blindly once the key
+    may be forgotten, nor after a success answer we could not read."""
+    if state == "unconfirmed":
+        return True
+    return key_first_used_at is not None and now >= post_window_end(key_first_used_at, ttl_s)
+
+
+def find_own_post(follow_ups: tuple[m.FollowUp, ...], unit_id: int, status: str, text: str,
+                  since: datetime, taken: frozenset[str] = frozenset()) -> m.FollowUp | None:
+    """Our post among a complaint's follow-ups: same unit, status and text, dated no earlier
+    than our first attempt (less skew); ``taken`` ids already belong to other entries."""
+    earliest = since - VERIFY_SKEW
+    for fu in follow_ups:
+        if fu.id in taken or fu.by != "instansi" or fu.text != text:
+            continue
+        if fu.unit_id is not None and fu.unit_id != unit_id:
+            continue
+        if fu.status is not None and fu.status != status:
+            continue
+        if fu.at >= earliest:
+            return fu
+    return None

@@ -9,19 +9,21 @@ from typing import Any
 import structlog
 from sqlalchemy import Connection
 
-from connector.errors import LaporUnavailable, Rejected
+from connector.errors import AnswerUnreadable, LaporUnavailable, Rejected, SkipRecord, VerifyFirst
 from connector.lapor import models as m
 from connector.lapor.policy import backoff
 from connector.mappings import Mappings
 from connector.store import followups, state
 from connector.sync import core
 from connector.sync.context import SyncContext
-from connector.timeutil import utcnow
+from connector.timeutil import as_utc, utcnow
 from connector.tracker.base import Tracker
 
 log = structlog.get_logger("connector.push")
 MAX_SENDS_PER_CYCLE = 500
 LOCAL_DATA_ERROR = "data_lokal_tidak_valid"  # the entry's own text could not be sent
+KEY_TAKEN = "kunci_idempotensi_dipakai"  # LAPOR! knows this key for a different body
+MAX_KEY_CHANGES = 5
 
 
 @dataclass
@@ -31,6 +33,9 @@ class PushStats:
     replayed: int = 0
     failed: int = 0
     deferred: int = 0
+    verified: int = 0  # confirmed by reading the complaint, not by a POST answer
+    unconfirmed: int = 0  # delivered, answer unreadable
+    key_changes: int = 0
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)
@@ -46,9 +51,11 @@ def ingest(conn: Connection, tracker: Tracker, mappings: Mappings, now: datetime
         changes = tracker.officer_changes(conn, cursor, batch)
         if not changes:
             return added
+        nonce = state.db_nonce(conn)
         for change in changes:
             plan = core.plan_outbox(change, state.get_link(conn, change.tracking_id), mappings,
-                                    state.last_queued_status(conn, change.tracking_id))
+                                    state.last_queued_status(conn, change.tracking_id),
+                                    nonce)
             if plan is not None and state.enqueue(conn, plan, when):
                 added += 1
         state.set_value(conn, state.TRACKER_CURSOR, changes[-1].change_id)
@@ -79,37 +86,70 @@ async def push(ctx: SyncContext) -> PushStats:
 async def _send(ctx: SyncContext, e: Any, mappings: Mappings, stats: PushStats) -> None:
     eid, tid = e.id, e.tracking_id
     link = await ctx.db(lambda conn: state.get_link(conn, tid))
-    unit = core.posting_unit(link, mappings) if link is not None else None
+    # The unit was fixed when the entry was made; entries older than that get it now, once.
+    unit = e.unit_id if e.unit_id is not None else (
+        core.posting_unit(link, mappings) if link is not None else None)
+    if e.state == "unconfirmed" and unit is not None:
+        # Delivered already: only confirm it, even if the complaint closed meanwhile.
+        await _verify(ctx, e, unit, stats)
+        return
     if link is None or link.closed or unit is None:
         code = ("laporan_ditutup" if link is not None and link.lapor_status in m.CLOSED_STATUSES
                 else "bukan_disposisi")
-        await ctx.db(lambda conn: state.mark_failed(conn, eid, code))
-        stats.failed += 1
-        log.warning("followup_failed", tracking_id=tid, outbox_id=eid, code=code)
+        await _fail(ctx, eid, tid, code, stats)
         return
+    if e.unit_id is None:  # fixed from now on, so every replay has the same body
+        await ctx.db(lambda conn: state.set_unit(conn, eid, unit))
+    ttl = ctx.config.settings.lapor.idempotency_ttl_s
+    key = e.idempotency_key
+    key_used_at = as_utc(e.key_first_used_at) if e.key_first_used_at is not None else None
+    if core.must_verify(e.state, key_used_at, ctx.now(), ttl):
+        outcome = await _verify(ctx, e, unit, stats)
+        if outcome is None:
+            return  # settled (sent, failed or waiting for another check)
+        key = outcome
+        key_used_at = ctx.now()
+    elif key_used_at is None:
+        # Committed before the POST: a crash after it still leaves the first attempt known.
+        now = ctx.now()
+        await ctx.db(lambda conn: state.start_attempt(conn, eid, now))
+        key_used_at = now
+    window_end = core.post_window_end(key_used_at, ttl)
+
+    async def guard() -> None:
+        # Before every POST attempt, also the retries inside one call: the lease is ours
+        # (the empty transaction is fenced), and LAPOR! still remembers the key.
+        await ctx.db(_fence)
+        if ctx.now() >= window_end:
+            raise VerifyFirst(f"record {tid}: the Idempotency-Key may be forgotten")
+
     request = m.FollowUpRequest(unit, e.lapor_status, e.text)
     try:
-        receipt = await ctx.client.post_follow_up(
-            tid, request, e.idempotency_key)
+        receipt = await ctx.client.post_follow_up(tid, request, key, guard=guard)
     except (UnicodeError, ValueError, TypeError, OverflowError) as exc:
         # This entry's own data cannot be sent: it alone fails, the others go on.
-        await ctx.db(lambda conn: state.mark_failed(conn, eid, LOCAL_DATA_ERROR))
-        stats.failed += 1
-        log.warning("followup_failed", tracking_id=tid, outbox_id=eid, code=LOCAL_DATA_ERROR,
+        log.warning("followup_unsendable", tracking_id=tid, outbox_id=eid,
                     error=exc.__class__.__name__)
+        await _fail(ctx, eid, tid, LOCAL_DATA_ERROR, stats)
         return
     except Rejected as exc:
-        kode = exc.kode
-        await ctx.db(lambda conn: state.mark_failed(conn, eid, kode))
-        stats.failed += 1
-        log.warning("followup_failed", tracking_id=tid, outbox_id=eid, code=kode)
+        if exc.kode == KEY_TAKEN and e.key_changes < MAX_KEY_CHANGES:
+            await _rekey_after_collision(ctx, e, stats)
+            return
+        await _fail(ctx, eid, tid, exc.kode, stats)
         return
+    except AnswerUnreadable:
+        now = ctx.now()
+        await ctx.db(lambda conn: state.mark_unconfirmed(conn, eid, 30.0, now))
+        stats.unconfirmed += 1
+        log.warning("followup_answer_unreadable", tracking_id=tid, outbox_id=eid)
+        return
+    except VerifyFirst:
+        # Not this entry's fault: the next cycle verifies it (the job itself backs off).
+        await _defer(ctx, e, "verify_first", stats, delay_s=0.0)
+        raise
     except LaporUnavailable as exc:
-        attempts = e.attempts + 1
-        delay = backoff(attempts, 30.0, ctx.config.settings.sync.max_backoff_s, 0.0)
-        reason = exc.kode or "unavailable"
-        await ctx.db(lambda conn: state.mark_retry(conn, eid, reason, delay, ctx.now()))
-        stats.deferred += 1
+        await _defer(ctx, e, exc.kode or "unavailable", stats)
         raise
 
     def done(conn: Connection) -> None:
@@ -125,3 +165,86 @@ async def _send(ctx: SyncContext, e: Any, mappings: Mappings, stats: PushStats) 
     stats.pushed += 1
     stats.replayed += int(receipt.replayed)
     log.info("followup_sent", tracking_id=tid, outbox_id=eid, replayed=receipt.replayed)
+
+
+async def _rekey_after_collision(ctx: SyncContext, e: Any, stats: PushStats) -> None:
+    """LAPOR! holds this key for another body: this database reuses keys that another copy
+    of it (a restored backup) already used. Our body was never posted under that key, so
+    the database gets a new nonce and the entry a key made with it."""
+    now = ctx.now()
+
+    def tx(conn: Connection) -> None:
+        nonce = state.rotate_nonce(conn)
+        key = core.idempotency_key(nonce, e.tracking_id, e.change_id, e.key_changes + 1)
+        state.change_key(conn, e.id, key, now)
+        state.mark_retry(conn, e.id, KEY_TAKEN, 0.0, now)
+
+    await ctx.db(tx)
+    stats.key_changes += 1
+    log.warning("idempotency_key_collision", tracking_id=e.tracking_id, outbox_id=e.id,
+                hint="the database has a new nonce (restored from a backup?)")
+
+
+def _fence(conn: Connection) -> None:
+    """Nothing to write: committing it checks (and renews) the instance lease."""
+
+
+async def _fail(ctx: SyncContext, eid: int, tid: str, code: str, stats: PushStats) -> None:
+    await ctx.db(lambda conn: state.mark_failed(conn, eid, code))
+    stats.failed += 1
+    log.warning("followup_failed", tracking_id=tid, outbox_id=eid, code=code)
+
+
+async def _defer(ctx: SyncContext, e: Any, reason: str, stats: PushStats,
+                 delay_s: float | None = None) -> None:
+    attempts = e.attempts + 1
+    delay = delay_s if delay_s is not None else backoff(
+        attempts, 30.0, ctx.config.settings.sync.max_backoff_s, 0.0)
+    now = ctx.now()
+    await ctx.db(lambda conn: state.mark_retry(conn, e.id, reason, delay, now))
+    stats.deferred += 1
+
+
+async def _verify(ctx: SyncContext, e: Any, unit: int, stats: PushStats) -> str | None:
+    """Read the complaint for our own post before any POST that could double it.
+
+    Returns the key to POST with (a fresh one: LAPOR! may have forgotten the old), or None
+    when the entry is settled for now: found (sent), refused, or unconfirmed and not seen yet.
+    """
+    eid, tid = e.id, e.tracking_id
+    try:
+        complaint = await ctx.client.complaint(tid)
+    except SkipRecord as exc:
+        code = "laporan_tidak_ditemukan" if exc.reason == "not_found" else "bukan_disposisi"
+        await _fail(ctx, eid, tid, code, stats)
+        return None
+    except LaporUnavailable as exc:
+        await _defer(ctx, e, exc.kode or "unavailable", stats)
+        raise
+    taken = await ctx.db(lambda conn: state.taken_remote_ids(conn, tid, eid))
+    since = as_utc(e.first_attempt_at or e.created_at)
+    found = core.find_own_post(complaint.follow_ups, unit, e.lapor_status, e.text, since, taken)
+    if found is not None:
+        def done(conn: Connection) -> None:
+            state.mark_sent(conn, eid, found.id, ctx.now())
+            state.add_seen(conn, tid, found.id)
+        await ctx.db(done)
+        stats.pushed += 1
+        stats.verified += 1
+        log.info("followup_confirmed", tracking_id=tid, outbox_id=eid)
+        return None
+    now = ctx.now()
+    if e.state == "unconfirmed":
+        # LAPOR! said it was created: never post it again on our own; look a few more times.
+        delay = backoff(e.checks + 1, 60.0, ctx.config.settings.sync.max_backoff_s, 0.0)
+        checks = await ctx.db(lambda conn: state.mark_check_missed(conn, eid, delay, now))
+        if checks >= core.UNCONFIRMED_MAX_CHECKS:
+            await _fail(ctx, eid, tid, "tidak_terkonfirmasi", stats)
+        return None
+    nonce = await ctx.db(state.db_nonce)
+    key = core.idempotency_key(nonce, tid, e.change_id, e.key_changes + 1)
+    await ctx.db(lambda conn: state.change_key(conn, eid, key, now))
+    stats.key_changes += 1
+    log.warning("followup_key_changed", tracking_id=tid, outbox_id=eid,
+                key_changes=e.key_changes + 1)
+    return key
