@@ -165,7 +165,8 @@ def render(rep: dict[str, Any]) -> str:
     q, ages = rep["quarantine"], rep.get("quarantine_oldest_age_s", {})
     lines.append("Quarantine: " + (", ".join(
         f"{k}={v} (oldest {_human(ages.get(k))})" for k, v in sorted(q.items())) or "empty"))
-    lines.append(f"Last sweep: {rep.get('last_sweep') or 'never'}")
+    sweep = rep.get("last_sweep")
+    lines.append(f"Last sweep: {human_iso(sweep) if sweep else 'never'}")
     mp = rep["mapping"]
     error = f"; error: {mp['error']}" if mp["error"] else ""
     lines.append(f"Mapping: files {mp['files_version'] or 'INVALID'}, daemon loaded "

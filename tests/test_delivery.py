@@ -57,10 +57,13 @@ async def reply_on_open_ticket(h: Harness, text: str) -> dict[str, Any]:
     return t
 
 
+@pytest.mark.parametrize("skew_s", [0, -3600, 700])
 async def test_done_when_lost_answer_then_outage_past_the_key_lifetime(
-        tmp_path: Path, db_url: str, world: World, fake_time: FakeTime) -> None:
+        tmp_path: Path, db_url: str, world: World, fake_time: FakeTime, skew_s: int) -> None:
     """The issue's check: keys forgotten after 3 s, the answer to a committed follow-up
-    dropped, then 503 for 8 s. Exactly one follow-up, and the entry ends sent."""
+    dropped, then 503 for 8 s. Exactly one follow-up, and the entry ends sent; also when
+    LAPOR!'s clock runs an hour behind ours, or ahead of it."""
+    world.set_faults({"clock_offset_s": skew_s})
     h = short_ttl(tmp_path, db_url, world, fake_time)
     text = "Petugas kami sudah meninjau lokasi pada hari ini."
     await reply_on_open_ticket(h, text)

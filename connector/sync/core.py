@@ -414,10 +414,15 @@ def must_verify(state: str, key_first_used_at: datetime | None, now: datetime,
 
 
 def find_own_post(follow_ups: tuple[m.FollowUp, ...], unit_id: int, status: str, text: str,
-                  since: datetime, taken: frozenset[str] = frozenset()) -> m.FollowUp | None:
+                  since: datetime, taken: frozenset[str] = frozenset(),
+                  server_offset: timedelta = timedelta(0)) -> m.FollowUp | None:
     """Our post among a complaint's follow-ups: same unit, status and text, dated no earlier
-    than our first attempt (less skew); ``taken`` ids already belong to other entries."""
-    earliest = since - VERIFY_SKEW
+    than our first attempt (less skew); ``taken`` ids already belong to other entries.
+
+    ``since`` is on this machine's clock, follow-ups on LAPOR!'s: ``server_offset`` (how far
+    LAPOR!'s clock is ahead of ours) brings them together, so a LAPOR! whose clock runs
+    an hour behind still finds the post."""
+    earliest = since + server_offset - VERIFY_SKEW
     for fu in follow_ups:
         if fu.id in taken or fu.by != "instansi" or fu.text != text:
             continue

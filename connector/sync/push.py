@@ -121,7 +121,9 @@ async def _send(ctx: SyncContext, e: Any, mappings: Mappings, stats: PushStats) 
         # (the empty transaction is fenced), and LAPOR! still remembers the key.
         await ctx.db(_fence)
         if ctx.now() >= window_end:
-            raise VerifyFirst(f"record {tid}: the Idempotency-Key may be forgotten")
+            raise VerifyFirst(f"record {tid}: LAPOR! did not answer within the Idempotency-Key's "
+                              "lifetime; the follow-up is looked up on LAPOR! before any new "
+                              "POST")
 
     request = m.FollowUpRequest(unit, e.lapor_status, e.text)
     try:
@@ -221,9 +223,16 @@ async def _verify(ctx: SyncContext, e: Any, unit: int, stats: PushStats) -> str 
     except LaporUnavailable as exc:
         await _defer(ctx, e, exc.kode or "unavailable", stats)
         raise
+    try:
+        # Follow-ups are dated by LAPOR!'s clock, our first attempt by ours.
+        offset = await ctx.client.ping() - ctx.now()
+    except LaporUnavailable as exc:
+        await _defer(ctx, e, exc.kode or "unavailable", stats)
+        raise
     taken = await ctx.db(lambda conn: state.taken_remote_ids(conn, tid, eid))
     since = as_utc(e.first_attempt_at or e.created_at)
-    found = core.find_own_post(complaint.follow_ups, unit, e.lapor_status, e.text, since, taken)
+    found = core.find_own_post(complaint.follow_ups, unit, e.lapor_status, e.text, since, taken,
+                               offset)
     if found is not None:
         def done(conn: Connection) -> None:
             state.mark_sent(conn, eid, found.id, ctx.now())
