@@ -142,6 +142,7 @@ class Issue:
     updated_on: datetime
     custom_fields: dict[int, Any]
     journals: tuple[Journal, ...] = field(default=())
+    description: str = ""
 
     def custom(self, field_id: int) -> Any:
         return self.custom_fields.get(field_id)
@@ -383,6 +384,7 @@ class RedmineClient:
         self, issue_id: int, *, status: str | None = None, project: str | None = None,
         notes: str | None = None, private_notes: bool = False,
         is_private: bool | None = None, due_date: date | None = None,
+        subject: str | None = None, description: str | None = None,
     ) -> Issue:
         """Apply a change and read the issue back; raises ``RedmineRefused`` when Redmine
         dropped part of it (a workflow forbids the status, the project does not exist)."""
@@ -404,6 +406,10 @@ class RedmineClient:
             body["is_private"] = is_private
         if due_date is not None:
             body["due_date"] = due_date.isoformat()
+        if subject is not None:
+            body["subject"] = subject
+        if description is not None:
+            body["description"] = description
         if body:
             await self._call("PUT", f"/issues/{int(issue_id)}.json", what, body={"issue": body})
         after = await self.issue(issue_id)
@@ -514,6 +520,7 @@ def _issue(doc: Any, key: str | None) -> Issue:
             updated_on=_time(raw["updated_on"]),
             custom_fields={int(c["id"]): c.get("value") for c in raw.get("custom_fields") or ()},
             journals=tuple(_journal(j) for j in raw.get("journals") or ()),
+            description=str(raw.get("description") or ""),
         )
     except (KeyError, TypeError, ValueError, AttributeError):
         raise RedmineUnavailable("Redmine answered an issue malformed") from None
