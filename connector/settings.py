@@ -163,6 +163,9 @@ class RedmineSettings(_Section):
     project: str = ""
     tracking_field_id: int = Field(0, ge=0)
     timeout_s: float = Field(30.0, gt=0)
+    # How far back each read of officers' changes looks again (Redmine keeps whole
+    # seconds, and a commit is not instantaneous); journals are de-duplicated by id.
+    overlap_s: float = Field(60.0, ge=1)
 
 
 class TrackerSettings(_Section):

@@ -93,6 +93,11 @@ async def ingest_port(ctx: SyncContext, mappings: Mappings) -> int:
         nonce = state.db_nonce(conn)
         for change in changes:
             tid = change.tracking_id
+            if state.get_link(conn, tid) is None:
+                # An issue carrying a tracking id this connector never linked (made by
+                # hand, or by another installation): nothing of ours to answer.
+                log.info("tracker_change_unlinked", kind=port.kind, tracking_id=tid)
+                continue
             plan = core.plan_outbox(change, state.get_link(conn, tid), mappings,
                                     state.last_queued_status(conn, tid), nonce)
             if plan is not None and state.enqueue(conn, plan, now):

@@ -105,7 +105,8 @@ class RedmineTracker(TrackerPort):
 
     def __init__(self, make_client: Callable[[], RedmineClient], mapping: RedmineMapping,
                  default_project: str, mappings: Callable[[], Mappings], base_url: str,
-                 now: Callable[[], datetime] = lambda: datetime.now(UTC)):
+                 now: Callable[[], datetime] = lambda: datetime.now(UTC),
+                 overlap: timedelta = OVERLAP):
         self._make_client = make_client
         self._client: RedmineClient | None = None
         self.mapping = mapping
@@ -113,6 +114,7 @@ class RedmineTracker(TrackerPort):
         self.mappings = mappings
         self.base_url = base_url.rstrip("/")
         self.now = now
+        self.overlap = overlap
         self._me: int | None = None
         self._status_names: dict[int, str] | None = None
 
@@ -164,11 +166,13 @@ class RedmineTracker(TrackerPort):
         if intent.kind == CREATE:
             if issue is None:
                 t = ticket_from(intent.payload)
+                due = None if t.due_at is None else wita_date(t.due_at)
+                start = wita_date(t.submitted_at)
                 issue = await c.create_issue(
                     project=self.project_of(t.agency), tracker=self.mapping.tracker,
                     status=self.mapping.to_redmine[t.status], subject=_subject(t.title),
                     description=describe(t), tracking_id=t.tracking_id,
-                    due_date=None if t.due_at is None else wita_date(t.due_at),
+                    due_date=due, start_date=start if due is None else min(start, due),
                     is_private=t.confidential)
                 log.info("redmine_issue_created", tracking_id=t.tracking_id, issue=issue.id)
             return str(issue.id)
@@ -202,7 +206,7 @@ class RedmineTracker(TrackerPort):
             kw["project"] = self.project_of(u.agency)
         if u.due_at is not None:
             due = wita_date(u.due_at)
-            if due != issue.due_date:
+            if due != issue.due_date and (issue.start_date is None or due >= issue.start_date):
                 kw["due_date"] = due
         if u.confidential and not issue.is_private:
             kw["is_private"] = True
@@ -244,8 +248,8 @@ class RedmineTracker(TrackerPort):
     async def changes_since(self, cursor: str | None,
                             limit: int = 500) -> tuple[list[OfficerChange], str | None]:
         me = await self.me()
-        since = datetime.fromisoformat(cursor) if cursor else self.now() - OVERLAP
-        issues = await self.client().updated_since(since - OVERLAP)
+        since = datetime.fromisoformat(cursor) if cursor else self.now() - self.overlap
+        issues = await self.client().updated_since(since - self.overlap)
         high = since
         out: list[tuple[datetime, int, OfficerChange]] = []
         field_id = self.client().tracking_field_id
@@ -256,7 +260,7 @@ class RedmineTracker(TrackerPort):
                 continue
             journals = sorted(issue.journals, key=lambda j: j.id)
             for j in journals:
-                if j.created_on < since - OVERLAP or j.user_id == me:
+                if j.created_on < since - self.overlap or j.user_id == me:
                     continue  # already read, or the connector's own (an echo)
                 reply = None if j.private_notes else (j.notes.strip() or None)
                 detail = j.changed("status_id")

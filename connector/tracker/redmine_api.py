@@ -143,6 +143,7 @@ class Issue:
     custom_fields: dict[int, Any]
     journals: tuple[Journal, ...] = field(default=())
     description: str = ""
+    start_date: date | None = None
 
     def custom(self, field_id: int) -> Any:
         return self.custom_fields.get(field_id)
@@ -356,7 +357,7 @@ class RedmineClient:
     async def create_issue(
         self, *, project: str, tracker: str, status: str, subject: str,
         description: str, tracking_id: str, due_date: date | None = None,
-        is_private: bool = False,
+        is_private: bool = False, start_date: date | None = None,
     ) -> Issue:
         """Create one issue (NOT find-or-create: the caller looks first)."""
         what = f"create issue for tracking id {tracking_id}"
@@ -371,6 +372,9 @@ class RedmineClient:
         }
         if due_date is not None:
             body["due_date"] = due_date.isoformat()
+        if start_date is not None:
+            # Redmine's default start is today: a due date before it is refused (422).
+            body["start_date"] = start_date.isoformat()
         doc = await self._call("POST", "/issues.json", what, body={"issue": body})
         created = _issue(doc, "issue")
         if created.custom(self.tracking_field_id) != tracking_id:
@@ -521,6 +525,7 @@ def _issue(doc: Any, key: str | None) -> Issue:
             custom_fields={int(c["id"]): c.get("value") for c in raw.get("custom_fields") or ()},
             journals=tuple(_journal(j) for j in raw.get("journals") or ()),
             description=str(raw.get("description") or ""),
+            start_date=date.fromisoformat(raw["start_date"]) if raw.get("start_date") else None,
         )
     except (KeyError, TypeError, ValueError, AttributeError):
         raise RedmineUnavailable("Redmine answered an issue malformed") from None

@@ -4,6 +4,7 @@ contract suite (tests/test_tracker_contract.py)."""
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from datetime import timedelta
 
 from connector.errors import ConfigError
 from connector.mappings import Mappings
@@ -33,7 +34,8 @@ def _redmine(config: Config, mappings: Callable[[], Mappings],
         return RedmineClient(r.url, load_redmine_key(environ),
                              tracking_field_id=r.tracking_field_id, timeout_s=r.timeout_s)
 
-    return RedmineTracker(client, mapping, r.project, mappings, r.url)
+    return RedmineTracker(client, mapping, r.project, mappings, r.url,
+                          overlap=timedelta(seconds=r.overlap_s))
 
 
 TRACKERS: dict[str, Callable[[Config, Callable[[], Mappings], Mapping[str, str] | None],
