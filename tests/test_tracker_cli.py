@@ -76,7 +76,7 @@ def test_mappings_check_validates_redmine_toml(cfg: Path, capsys: Any) -> None:
 
 def test_redmine_settings_are_checked(tmp_path: Path) -> None:
     incomplete = write_config(tmp_path / "a", "sqlite:///x.db", '[tracker]\nkind = "redmine"\n')
-    with pytest.raises(ConfigError, match="tracker.redmine.url, tracker.redmine.project"):
+    with pytest.raises(ConfigError, match=r"tracker\.redmine\.url, tracker\.redmine\.project"):
         load_config(incomplete, environ={})
     plain = write_config(tmp_path / "b", "sqlite:///x.db", REDMINE.replace(
         DOWN, "http://redmine.example.org"))
