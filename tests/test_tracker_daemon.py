@@ -48,7 +48,7 @@ def test_daemon_tracker_job_waits_for_redmine_while_intake_goes_on(tmp_path: Pat
         assert count(site, "SELECT count(*) FROM links") > 0  # intake went on
         assert count(site, "SELECT count(*) FROM tracker_intents WHERE state='pending'") > 0
         assert count(site, "SELECT count(*) FROM runs WHERE kind='pull' AND ok") >= 1
-        body = urllib.request.urlopen(f"http://127.0.0.1:{metrics}/metrics",  # noqa: S310
+        body = urllib.request.urlopen(f"http://127.0.0.1:{metrics}/metrics",
                                       timeout=5).read().decode()
         line = next(x for x in body.splitlines()
                     if x.startswith('lapor_connector_tracker_intents{state="pending"}'))
