@@ -175,6 +175,10 @@ class RedmineTracker(TrackerPort):
                     due_date=due, start_date=start if due is None else min(start, due),
                     is_private=t.confidential)
                 log.info("redmine_issue_created", tracking_id=t.tracking_id, issue=issue.id)
+            if intent.payload.get("confidential") and not issue.is_private:
+                # Redmine drops is_private silently without the permission: read back, so
+                # a rahasia complaint never stays a public issue unnoticed.
+                await c.update_issue(issue.id, is_private=True)
             return str(issue.id)
         if issue is None:
             raise RedmineRefused(f"{intent.kind} for tracking id {intent.tracking_id}",
