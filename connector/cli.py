@@ -94,6 +94,12 @@ def build_parser() -> argparse.ArgumentParser:
     od.add_argument("id", type=int)
     od.add_argument("--reason", required=True, help="why; kept and shown in `outbox list`")
 
+    it = sub.add_parser("intents", parents=[common],
+                        help="changes waiting for an external tracker (Redmine)")
+    its = it.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    itr = its.add_parser("retry", parents=[common], help="try refused changes again now")
+    itr.add_argument("id", nargs="?", type=int)
+
     sb = sub.add_parser("sandbox", parents=[common], help="serve the LAPOR! sandbox on loopback")
     sb.add_argument("--port", type=int, default=8765)
     sb.add_argument("--seed", type=int)
@@ -268,6 +274,12 @@ def cmd_sync(config: Config, args: argparse.Namespace) -> int:
             ctx = rt.context()
             await ctx.db(lambda c: state.set_value(c, MAPPING_VERSION, rt.mappings().version))
             pulled = await run_cycle(ctx, "sweep" if args.sweep else "pull")
+            if rt.tracker.inline is None:  # an external tracker: apply what the pull wrote
+                try:
+                    await run_cycle(ctx, "tracker")
+                except RetryLater as exc:
+                    print(safe(f"warning: the tracker is unreachable ({exc}); the changes "
+                               "wait and are applied later"), file=sys.stderr)
             pushed = await run_cycle(ctx, "push")
             line = summary_line(pulled, pushed)
             if args.sweep:
@@ -298,24 +310,66 @@ def _in_store(config: Config, fn: Callable[[Any], Any]) -> Any:
         store.close()
 
 
-def _tracker() -> Any:
+def _tracker(config: Config | None = None) -> Any:
+    """The configured tracker (no network until it is used)."""
+    from connector.runtime import MappingHolder
     from connector.tracker.builtin import BuiltinTracker
+    from connector.tracker.registry import open_tracker
 
-    return BuiltinTracker(LOCAL_STATUSES)
+    if config is None or config.settings.tracker.kind == "builtin":
+        return BuiltinTracker(LOCAL_STATUSES)
+    holder = MappingHolder(config.mappings_dir)
+    with contextlib.suppress(ConfigError):  # the default project stands in
+        holder.load_initial()
+    return open_tracker(config, holder)
+
+
+def _external_rows(conn: Any, tracker: Any, agency: str | None,
+                   status: str | None) -> list[dict[str, Any]]:
+    """An external tracker's complaints as the connector knows them: the issue number
+    and URL, and LAPOR!'s side (the text lives in the tracker)."""
+    from sqlalchemy import select
+
+    from connector.store import followups, intents, state
+    from connector.store.schema import links
+
+    tids = [r.tracking_id for r in conn.execute(select(links.c.tracking_id)
+                                                 .order_by(links.c.created_at))]
+    all_links = state.get_links(conn, tids)
+    refs = intents.refs(conn, tids)
+    officer = intents.officer_statuses(conn, tids)
+    also = set(followups.tracking_ids_of_agency(conn, agency)) if agency else set()
+    rows = []
+    for tid in tids:
+        link = all_links[tid]
+        if agency and link.agency != agency and tid not in also:
+            continue
+        local = "closed" if link.closed else officer.get(tid, "new")
+        if status and local != status:
+            continue
+        ref = refs.get(tid)
+        rows.append({"id": ref, "tracking_id": tid, "agency": link.agency, "status": local,
+                     "lapor_status": link.lapor_status, "issue": ref,
+                     "issue_url": tracker.issue_url(ref) if ref else None,
+                     "tracker": tracker.kind})
+    return rows
 
 
 def _tickets_view(conn: Any, agency: str | None, status: str | None,
-                  ticket_id: str | None = None) -> list[dict[str, Any]]:
+                  ticket_id: str | None = None, tracker: Any = None) -> list[dict[str, Any]]:
     """Tickets with what LAPOR!'s clock adds (overdue, settle_by, due periods, agencies)."""
     from connector.store import followups
 
     now = utcnow()
-    if ticket_id is not None:
-        one = _tracker().show(conn, ticket_id)
+    desk = (tracker or _tracker()).desk()
+    if desk is None:
+        rows = _external_rows(conn, tracker, agency, status)
+    elif ticket_id is not None:
+        one = desk.show(conn, ticket_id)
         rows = [] if one is None else [one]
     else:
         also = followups.tracking_ids_of_agency(conn, agency) if agency else None
-        rows = _tracker().list_tickets(conn, agency, status, also)
+        rows = desk.list_tickets(conn, agency, status, also)
     facts = followups.get_facts(conn, [r["tracking_id"] for r in rows])
     for r in rows:
         r.update(followups.ticket_json(facts.get(r["tracking_id"]), now))
@@ -323,12 +377,25 @@ def _tickets_view(conn: Any, agency: str | None, status: str | None,
 
 
 def cmd_tickets_list(config: Config, args: argparse.Namespace) -> int:
-    rows = _in_store(config, lambda c: _tickets_view(c, args.agency, args.status))
+    tracker = _tracker(config)
+    rows = _in_store(config, lambda c: _tickets_view(c, args.agency, args.status,
+                                                    tracker=tracker))
     if args.json:
         _print_json(rows)
         return EXIT_OK
     if not rows:
         print("no tickets")
+        return EXIT_OK
+    if tracker.desk() is None:
+        print(f"{'TRACKING':<10} {'AGENCY':<12} {'STATUS':<12} {'LAPOR':<16} "
+              f"{'DUE (WITA)':<16} !  {tracker.kind.upper()} ISSUE")
+        for r in rows:
+            due = (r.get("due_at_wita") or "-")[:16].replace("T", " ")
+            issue = (f"#{r['issue']}  {r['issue_url']}" if r["issue"]
+                     else "(not created yet: see `status`)")
+            print(f"{r['tracking_id']:<10} {r['agency']:<12} {r['status']:<12} "
+                  f"{r['lapor_status']:<16} {due:<16} {'!' if r.get('overdue') else ' '}  "
+                  f"{issue}")
         return EXIT_OK
     print(f"{'ID':>5}  {'TRACKING':<10} {'AGENCY':<12} {'STATUS':<12} {'LAPOR':<16} "
           f"{'DUE (WITA)':<16} !  TITLE")
@@ -346,7 +413,18 @@ def cmd_tickets_list(config: Config, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _officers_work_in(tracker: Any) -> int:
+    print(f"error: tickets are kept in {tracker.kind.capitalize()} (tracker.kind = "
+          f"\"{tracker.kind}\"): officers work on the issues there, and their public notes "
+          "and status changes go to LAPOR! by themselves. `tickets list` shows each "
+          "complaint's issue and its URL.", file=sys.stderr)
+    return EXIT_USAGE
+
+
 def cmd_tickets_show(config: Config, args: argparse.Namespace) -> int:
+    tracker = _tracker(config)
+    if tracker.desk() is None:
+        return _officers_work_in(tracker)
     found = _in_store(config, lambda c: _tickets_view(c, None, None, args.id))
     ticket = found[0] if found else None
     if ticket is None:
@@ -391,6 +469,9 @@ def cmd_tickets_update(config: Config, args: argparse.Namespace) -> int:
     from connector.sync.push import ingest
     from connector.tracker.builtin import OfficerAction, TrackerRefusal
 
+    tracker = _tracker(config)
+    if tracker.desk() is None:
+        return _officers_work_in(tracker)
     if args.status is None and args.reply is None and args.note is None:
         print("error: give at least one of --status, --reply, --note", file=sys.stderr)
         return EXIT_USAGE
@@ -411,7 +492,6 @@ def cmd_tickets_update(config: Config, args: argparse.Namespace) -> int:
               "(--reply TEXT): LAPOR!'s admins reject a template alone (statuses.toml: "
               "requires_reply)", file=sys.stderr)
         return EXIT_USAGE
-    tracker = _tracker()
     action = OfficerAction(args.status, args.reply, args.note, args.author)
 
     def tx(conn: Any) -> Any:
@@ -446,7 +526,7 @@ def cmd_mappings_check(config: Config, args: argparse.Namespace) -> int:
                 return await client.units()
 
         known = {u.id: u for u in asyncio.run(units())}
-        problems = []
+        problems = _redmine_online(config, mappings)
         for i, agency in enumerate(mappings.agencies, start=1):
             for unit in agency.lapor_unit_ids:
                 found = known.get(unit)
@@ -460,9 +540,59 @@ def cmd_mappings_check(config: Config, args: argparse.Namespace) -> int:
             for line in problems:
                 print(line, file=sys.stderr)
             return EXIT_FAIL
+    if config.settings.tracker.kind == "redmine" and not args.online:
+        problems = _redmine_offline(config, mappings)
+        if problems:
+            for line in problems:
+                print(line, file=sys.stderr)
+            return EXIT_FAIL
     print(f"mappings OK (version {mappings.version}, {len(mappings.agencies)} agencies, "
-          f"{len(mappings.unit_to_agency)} units)")
+          f"{len(mappings.unit_to_agency)} units"
+          + (", redmine.toml" if config.settings.tracker.kind == "redmine" else "") + ")")
     return EXIT_OK
+
+
+def _redmine_projects(config: Config, mappings: Any) -> dict[str, str]:
+    projects = {f"agency {a.code}": a.redmine_project for a in mappings.agencies
+                if a.redmine_project}
+    projects["settings.toml: tracker.redmine.project"] = config.settings.tracker.redmine.project
+    return projects
+
+
+def _redmine_offline(config: Config, mappings: Any) -> list[str]:
+    """redmine.toml and the agencies' project identifiers (tracker.kind = "redmine")."""
+    from connector.tracker import redmine_mapping
+
+    problems: list[str] = []
+    try:
+        redmine_mapping.load(config.mappings_dir)
+    except MappingError as exc:
+        problems += exc.problems
+    redmine_mapping.check_projects(_redmine_projects(config, mappings), problems)
+    return problems
+
+
+def _redmine_online(config: Config, mappings: Any) -> list[str]:
+    """Also what only Redmine can tell: names, the custom field, the projects exist."""
+    if config.settings.tracker.kind != "redmine":
+        return []
+    problems = _redmine_offline(config, mappings)
+    if problems:
+        return problems
+    from connector.settings import load_redmine_key
+    from connector.tracker import redmine_mapping
+    from connector.tracker.redmine_api import RedmineClient
+
+    r = config.settings.tracker.redmine
+    mapping = redmine_mapping.load(config.mappings_dir)
+
+    async def check() -> list[str]:
+        async with RedmineClient(r.url, load_redmine_key(),
+                                 tracking_field_id=r.tracking_field_id) as client:
+            return await redmine_mapping.check_online(mapping, client,
+                                                      _redmine_projects(config, mappings))
+
+    return asyncio.run(check())
 
 
 def cmd_mappings_suggest(config: Config, args: argparse.Namespace) -> int:
@@ -487,7 +617,8 @@ def cmd_mappings_suggest(config: Config, args: argparse.Namespace) -> int:
 def cmd_status(config: Config, args: argparse.Namespace) -> int:
     from connector.status import render, report
 
-    rep = _in_store(config, lambda c: report(c, config, _tracker(), utcnow()))
+    tracker = _tracker(config)
+    rep = _in_store(config, lambda c: report(c, config, tracker, utcnow()))
     if args.json:
         _print_json(rep)
     else:
@@ -538,6 +669,18 @@ def cmd_outbox_retry(config: Config, args: argparse.Namespace) -> int:
         print(f"error: outbox entry {args.id} is not failed (or does not exist)", file=sys.stderr)
         return EXIT_FAIL
     print(f"{n} follow-up(s) queued again; the same Idempotency-Key is reused")
+    return EXIT_OK
+
+
+def cmd_intents_retry(config: Config, args: argparse.Namespace) -> int:
+    from connector.store import intents
+
+    n = _in_store(config, lambda c: intents.retry(c, args.id, utcnow()))
+    if args.id is not None and not n:
+        print(f"error: tracker change {args.id} is not failed (or does not exist)",
+              file=sys.stderr)
+        return EXIT_FAIL
+    print(f"{n} tracker change(s) queued again")
     return EXIT_OK
 
 
@@ -624,6 +767,7 @@ HANDLERS: dict[tuple[str, str | None], Callable[..., int]] = {
     ("quarantine", "retry"): cmd_quarantine_retry,
     ("outbox", "list"): cmd_outbox_list,
     ("outbox", "retry"): cmd_outbox_retry,
+    ("intents", "retry"): cmd_intents_retry,
     ("report", None): cmd_report,
     ("outbox", "dismiss"): cmd_outbox_dismiss,
     ("sandbox", None): cmd_sandbox,

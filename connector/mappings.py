@@ -46,6 +46,8 @@ class Agency(_Model):
     code: Code
     name: Annotated[str, StringConstraints(min_length=1, max_length=200)]
     lapor_unit_ids: Annotated[list[UnitId], Field(min_length=1)]
+    # The Redmine project of its complaints (tracker.kind = "redmine"); else the default.
+    redmine_project: str | None = None
 
 
 class AgenciesFile(_Model):

@@ -78,6 +78,12 @@ class Metrics:
                              registry=r)
         self.failures = Gauge("lapor_connector_consecutive_failures",
                               "Failed cycles in a row, by job", ["job"], registry=r)
+        self.intents = Gauge("lapor_connector_tracker_intents",
+                             "Tracker intents (changes for an external tracker), by state",
+                             ["state"], registry=r)
+        self.tracker_contact = Gauge("lapor_connector_tracker_last_contact_timestamp_seconds",
+                                     "The last successful call to the tracker (Unix time)",
+                                     registry=r)
         self.pull_running = Gauge("lapor_connector_pull_running_records",
                                   "Records fetched so far by the pull now running", registry=r)
         for a in ACTIONS:
@@ -196,6 +202,11 @@ class Monitor:
             m.quarantine_by_reason.labels(reason).set(n)
         self._reasons |= set(rep["quarantine"])
         m.overdue.set(rep["overdue"]["count"])
+        tracker = rep.get("tracker") or {}
+        for st in ("pending", "failed"):
+            m.intents.labels(st).set(tracker.get(st, 0))
+        if tracker.get("last_contact"):
+            m.tracker_contact.set(datetime.fromisoformat(tracker["last_contact"]).timestamp())
         m.healthy.set(1 if rep["healthy"] else 0)
         self._body = json.dumps(rep, ensure_ascii=False, indent=2).encode()
         self._healthy = rep["healthy"]

@@ -11,12 +11,13 @@ import structlog
 
 from connector.errors import ConfigError
 from connector.lapor.client import LaporClient
-from connector.mappings import FILES, LOCAL_STATUSES, MappingError, Mappings, load
+from connector.mappings import FILES, MappingError, Mappings, load
 from connector.sandbox import Faults, World, create_app
 from connector.settings import Config, load_credentials
 from connector.store import Store
 from connector.sync.context import SyncContext
-from connector.tracker.builtin import BuiltinTracker
+from connector.tracker.port import TrackerPort
+from connector.tracker.registry import open_tracker
 
 SANDBOX_URL = "http://sandbox.invalid"  # in-process only: never resolved
 log = structlog.get_logger("connector.mappings")
@@ -77,7 +78,7 @@ class MappingHolder:
 class Runtime:
     config: Config
     store: Store
-    tracker: BuiltinTracker
+    tracker: TrackerPort
     client: LaporClient
     mappings: MappingHolder
     world: World | None = None
@@ -90,6 +91,7 @@ class Runtime:
         if not self._closed:
             self._closed = True
             await self.client.aclose()
+            await self.tracker.aclose()
             self.store.close()
 
 
@@ -142,4 +144,10 @@ def open_runtime(config: Config, *, need_mappings: bool = True,
     except Exception:
         store.close()
         raise
-    return Runtime(config, store, BuiltinTracker(LOCAL_STATUSES), client, holder, world)
+    try:
+        tracker = open_tracker(config, holder)
+    except Exception:
+        store.close()
+        raise
+    tracker.bind(store)
+    return Runtime(config, store, tracker, client, holder, world)

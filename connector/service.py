@@ -98,6 +98,13 @@ async def _serve(rt: Runtime) -> int:
     pull = Coordinator("pull", pull_or_sweep, s.pull_interval_s, s.max_backoff_s)
     push = Coordinator("push", lambda: run_cycle(ctx, "push"), s.push_interval_s, s.max_backoff_s)
     coordinators = [pull, push]
+    tracker_job = None
+    if rt.tracker.inline is None:
+        # An external tracker: its own job, failures and recovery logged by its coordinator;
+        # LAPOR! intake goes on whatever the tracker does.
+        tracker_job = Coordinator("tracker", lambda: run_cycle(ctx, "tracker"),
+                                  s.tracker_interval_s, s.max_backoff_s)
+        coordinators.append(tracker_job)
     scheduler = AsyncIOScheduler(event_loop=loop)
     # max_instances=1 plus the coordinator's own guard: a cycle never overlaps itself.
     opts: dict[str, Any] = {"max_instances": 1, "coalesce": True, "misfire_grace_time": None}
@@ -105,6 +112,10 @@ async def _serve(rt: Runtime) -> int:
                       id="pull", **opts)
     scheduler.add_job(push.tick, IntervalTrigger(seconds=s.push_interval_s, jitter=s.jitter_s),
                       id="push", **opts)
+    if tracker_job is not None:
+        scheduler.add_job(tracker_job.tick, IntervalTrigger(seconds=s.tracker_interval_s,
+                                                            jitter=s.jitter_s),
+                          id="tracker", **opts)
     scheduler.add_job(reload_mappings,
                       IntervalTrigger(seconds=rt.config.settings.mappings.reload_interval_s),
                       id="mappings", **opts)
@@ -113,18 +124,18 @@ async def _serve(rt: Runtime) -> int:
     if rt.world is not None:
         background.append(asyncio.create_task(
             run_generator(rt.world, rt.config.settings.sandbox.generator_interval_s, gen_stop)))
-        if s.demo_officer:
+        if s.demo_officer and rt.tracker.desk() is not None:
             officer = DemoOfficer()
 
             async def act() -> None:
                 def tx(c: Any) -> Any:
-                    return officer.act(c, rt.tracker, rt.mappings(), ctx.now())
+                    return officer.act(c, rt.tracker.desk(), rt.mappings(), ctx.now())
                 tid = await ctx.db(tx)
                 if tid:
                     log.info("demo_officer_acted", tracking_id=tid)
             scheduler.add_job(act, IntervalTrigger(seconds=max(5.0, s.push_interval_s)),
                               id="demo_officer", **opts)
-    monitor = _start_metrics(rt, ctx, pull, push)
+    monitor = _start_metrics(rt, ctx, pull, push, tracker_job)
     probing: list[asyncio.Task[Any]] = []
 
     async def health() -> None:
@@ -171,7 +182,8 @@ async def _serve(rt: Runtime) -> int:
              mapping_version=rt.mappings().version)
     sd_notify("READY=1\nSTATUS=running")
     # First cycles right away rather than one interval after start.
-    first = asyncio.create_task(_first_cycles(pull, push, health if monitor else None))
+    first = asyncio.create_task(_first_cycles(pull, push, health if monitor else None,
+                                              tracker_job))
     await stop.wait()
     log.info("daemon_stopping")
     sd_notify("STOPPING=1")
@@ -209,7 +221,7 @@ async def _serve(rt: Runtime) -> int:
 
 
 def _start_metrics(rt: Runtime, ctx: SyncContext, pull: Coordinator,
-                   push: Coordinator) -> Monitor | None:
+                   push: Coordinator, tracker: Coordinator | None = None) -> Monitor | None:
     """/metrics and /healthz on metrics.listen; a port in use is logged, never fatal."""
     address = rt.config.settings.metrics.address
     if address is None:
@@ -224,7 +236,8 @@ def _start_metrics(rt: Runtime, ctx: SyncContext, pull: Coordinator,
     rt.client.observer = on_request
     monitor = Monitor(
         metrics, lambda: rt.store.run(lambda c: report(c, rt.config, rt.tracker, ctx.now())),
-        lambda: {"pull": pull.failures, "push": push.failures}, reach, ctx.now)
+        lambda: {"pull": pull.failures, "push": push.failures,
+                 **({"tracker": tracker.failures} if tracker else {})}, reach, ctx.now)
     try:
         host, port = monitor.start(*address)
     except OSError as exc:
@@ -236,8 +249,11 @@ def _start_metrics(rt: Runtime, ctx: SyncContext, pull: Coordinator,
 
 
 async def _first_cycles(pull: Coordinator, push: Coordinator,
-                        then: Callable[[], Awaitable[None]] | None = None) -> None:
+                        then: Callable[[], Awaitable[None]] | None = None,
+                        tracker: Coordinator | None = None) -> None:
     await pull.tick()
+    if tracker is not None:
+        await tracker.tick()
     await push.tick()
     if then is not None:
         await then()  # /healthz and the gauges reflect the first cycles at once

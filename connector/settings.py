@@ -14,7 +14,14 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from connector.errors import ConfigError
@@ -99,6 +106,7 @@ class SyncSettings(_Section):
     demo_officer: bool = False
     sweep_interval_s: float = Field(86400.0, gt=0)
     sweep_window_s: int = Field(604800, ge=0)
+    tracker_interval_s: float = Field(15.0, gt=0)  # the tracker worker (external trackers)
 
 
 class AttachmentSettings(_Section):
@@ -150,6 +158,39 @@ class SandboxSettings(_Section):
     extra_keys: bool = True
 
 
+class RedmineSettings(_Section):
+    url: str = ""
+    project: str = ""
+    tracking_field_id: int = Field(0, ge=0)
+    timeout_s: float = Field(30.0, gt=0)
+    # How far back each read of officers' changes looks again (Redmine keeps whole
+    # seconds, and a commit is not instantaneous); journals are de-duplicated by id.
+    overlap_s: float = Field(60.0, ge=1)
+
+
+class TrackerSettings(_Section):
+    kind: Literal["builtin", "redmine"] = "builtin"
+    redmine: RedmineSettings = Field(default_factory=RedmineSettings)
+
+    @model_validator(mode="after")
+    def _redmine_complete(self) -> TrackerSettings:
+        if self.kind != "redmine":
+            return self
+        r = self.redmine
+        missing = [k for k, v in (("url", r.url), ("project", r.project),
+                                  ("tracking_field_id", r.tracking_field_id)) if not v]
+        if missing:
+            raise ValueError("tracker.kind is \"redmine\" but tracker.redmine."
+                             + ", tracker.redmine.".join(missing) + " is not set")
+        parts = urlsplit(r.url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("tracker.redmine.url must be an http(s) URL")
+        if parts.scheme == "http" and not _is_loopback(parts.hostname):
+            raise ValueError("tracker.redmine.url: plain http:// is only allowed for loopback "
+                             "hosts; use https:// (TLS verification is always on)")
+        return self
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX,
@@ -167,6 +208,7 @@ class Settings(BaseSettings):
     log: LogSettings = Field(default_factory=LogSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     sandbox: SandboxSettings = Field(default_factory=SandboxSettings)
+    tracker: TrackerSettings = Field(default_factory=TrackerSettings)
 
     @classmethod
     def settings_customise_sources(
@@ -317,3 +359,17 @@ def load_credentials(config: Config, environ: Mapping[str, str] | None = None) -
             "is not set (environment, or a file in $CREDENTIALS_DIRECTORY)"
         )
     return Credentials(values["LAPOR_CLIENT_ID"], values["LAPOR_CLIENT_SECRET"])
+
+
+def load_redmine_key(environ: Mapping[str, str] | None = None) -> str:
+    """``REDMINE_API_KEY`` from the environment or ``$CREDENTIALS_DIRECTORY``."""
+    env = os.environ if environ is None else environ
+    if env.get("REDMINE_API_KEY"):
+        return env["REDMINE_API_KEY"].strip()
+    cred_dir = env.get("CREDENTIALS_DIRECTORY")
+    if cred_dir and (Path(cred_dir) / "REDMINE_API_KEY").is_file():
+        value = (Path(cred_dir) / "REDMINE_API_KEY").read_text(encoding="utf-8").strip()
+        if value:
+            return value
+    raise ConfigError("tracker.kind is \"redmine\" but REDMINE_API_KEY is not set "
+                      "(environment, or a file in $CREDENTIALS_DIRECTORY)")

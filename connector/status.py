@@ -12,7 +12,7 @@ from connector.settings import Config
 from connector.store import state
 from connector.sync.core import SETTLED_REASONS
 from connector.timeutil import human_iso, iso
-from connector.tracker.builtin import BuiltinTracker
+from connector.tracker.port import TrackerPort
 
 MAPPING_VERSION = "mapping_version"
 MAPPING_ERROR = "mapping_error"
@@ -34,7 +34,10 @@ def _running(progress: dict[str, Any] | None, last: dict[str, Any] | None,
     return {**progress, "progress_age_s": round((now - updated).total_seconds(), 1)}
 
 
-def report(conn: Connection, config: Config, tracker: BuiltinTracker,
+TRACKER_UNREACHABLE_S = 600  # an external tracker silent this long makes status degraded
+
+
+def report(conn: Connection, config: Config, tracker: TrackerPort,
            now: datetime) -> dict[str, Any]:
     s = config.settings.sync
     findings: list[dict[str, str]] = []
@@ -89,9 +92,11 @@ def report(conn: Connection, config: Config, tracker: BuiltinTracker,
                          "message": "records in quarantine for more than a day ("
                                     + ", ".join(stuck) + "); see `quarantine list`"})
     last_sweep = state.get_value(conn, state.LAST_SWEEP)
-    overdue = tracker.overdue(conn, now)
+    tracker_info = _tracker_health(conn, tracker, now, findings)
+    reporting = tracker.reporting()
+    overdue = reporting.overdue(conn, now) if reporting is not None else []
     counts: dict[str, dict[str, int]] = {}
-    for agency, status, n in tracker.counts(conn):
+    for agency, status, n in (reporting.counts(conn) if reporting is not None else []):
         counts.setdefault(agency, {})[status] = n
     return {
         "healthy": not findings,
@@ -118,7 +123,34 @@ def report(conn: Connection, config: Config, tracker: BuiltinTracker,
                     "loaded_version": state.get_value(conn, MAPPING_VERSION),
                     "error": mapping_error},
         "overdue": {"count": len(overdue), "tickets": overdue[:50]},
+        "tracker": tracker_info,
     }
+
+
+def _tracker_health(conn: Connection, tracker: TrackerPort, now: datetime,
+                    findings: list[dict[str, str]]) -> dict[str, Any]:
+    """The tracker intents (external trackers): pending, failed, and the last contact."""
+    from connector.store import intents
+
+    info: dict[str, Any] = {"kind": tracker.kind}
+    if tracker.inline is not None:
+        return info
+    info.update(intents.health(conn))
+    down = info["unreachable"]
+    if down is not None:
+        age = (now - datetime.fromisoformat(down["since"])).total_seconds()
+        if age >= TRACKER_UNREACHABLE_S:
+            findings.append({"code": "tracker_unreachable",
+                             "message": f"the {tracker.kind} tracker has not answered for "
+                                        f"{int(age)} s ({down['reason']}); "
+                                        f"{info['pending']} change(s) wait"})
+    if info["failed"]:
+        first = info["failures"][0]
+        findings.append({"code": "tracker_failed",
+                         "message": f"{info['failed']} change(s) refused by the {tracker.kind} "
+                                    f"tracker, e.g. laporan {first['tracking_id']}: "
+                                    f"{first['reason']}; fix it there, then `intents retry`"})
+    return info
 
 
 def _human(seconds: float | None) -> str:
@@ -171,6 +203,15 @@ def render(rep: dict[str, Any]) -> str:
     error = f"; error: {mp['error']}" if mp["error"] else ""
     lines.append(f"Mapping: files {mp['files_version'] or 'INVALID'}, daemon loaded "
                  f"{mp['loaded_version'] or '-'}{error}")
+    tr = rep.get("tracker") or {}
+    if "pending" in tr:
+        down = tr["unreachable"]
+        lines.append(f"Tracker ({tr['kind']}): pending={tr['pending']} failed={tr['failed']} "
+                     f"last contact {human_iso(tr['last_contact'])}"
+                     + (f"; unreachable since {human_iso(down['since'])}" if down else ""))
+        for f in tr["failures"][:10]:
+            lines.append(f"  failed #{f['id']} laporan {f['tracking_id']} ({f['kind']}): "
+                         f"{f['reason']}")
     od = rep["overdue"]
     lines.append(f"Overdue (no follow-up on LAPOR! by the due time): {od['count']}")
     for t in od["tickets"][:10]:

@@ -20,6 +20,19 @@ from connector.settings import DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, Credentials
 
 ROOT = Path(__file__).resolve().parent.parent
 PG_URL = os.environ.get("LAPOR_TEST_PG_URL")  # set by .ci/run; without it: SQLite only
+# A real Redmine 5 (`eval "$(.ci/redmine-start)"`). In CI (``CI`` set) the Redmine tests
+# never skip: without a Redmine they fail, loudly.
+REDMINE_URL = os.environ.get("LAPOR_TEST_REDMINE_URL")
+needs_redmine = pytest.mark.skipif(
+    not REDMINE_URL and not os.environ.get("CI"),
+    reason="no Redmine: set LAPOR_TEST_REDMINE_URL etc. (eval \"$(.ci/redmine-start)\")")
+
+
+def require_redmine() -> str:
+    """The Redmine's URL; fails (never skips) when none is running."""
+    if not REDMINE_URL:
+        pytest.fail("no Redmine for the Redmine leg: CI must start one (.ci/redmine-start)")
+    return REDMINE_URL
 DEMO = Credentials(DEMO_CLIENT_ID, DEMO_CLIENT_SECRET)
 BASE = "http://sandbox.test"
 

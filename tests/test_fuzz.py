@@ -88,7 +88,7 @@ def test_details_are_parsed_or_named_invalid(changes: dict[str, Any], drop: set[
         assert exc.tracking_id == "4100001" and exc.fields
         for value in changes.values():  # the message names fields, never values
             if isinstance(value, str) and len(value) > 3:
-                assert value not in str(exc)
+                assert value not in str(exc).replace("4100001", "")
     else:
         assert c.tracking_id == "4100001"
         assert c.reporter is None or not c.anonymous

@@ -303,14 +303,12 @@ async def test_updated_since_pages_and_reads_each_issue_with_journals() -> None:
 
 # -- against a real Redmine ----------------------------------------------------------------------
 
-REDMINE_URL = os.environ.get("LAPOR_TEST_REDMINE_URL")
-needs_redmine = pytest.mark.skipif(
-    not REDMINE_URL,
-    reason="no Redmine: set LAPOR_TEST_REDMINE_URL etc. (eval \"$(.ci/redmine-start)\")")
+from tests.conftest import REDMINE_URL, needs_redmine, require_redmine  # noqa: E402
 
 
 @pytest.fixture
 async def rm() -> AsyncIterator[tuple[RedmineClient, RedmineClient]]:
+    require_redmine()
     assert REDMINE_URL is not None
     field = int(os.environ["LAPOR_TEST_REDMINE_FIELD_ID"])
     connector = RedmineClient(REDMINE_URL, os.environ["LAPOR_TEST_REDMINE_KEY"],

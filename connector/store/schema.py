@@ -185,3 +185,32 @@ followup_periods = Table(
     Column("ended_at", TS),
     UniqueConstraint("tracking_id", "seq", name="uq_followup_periods_seq"),
 )
+
+# -- trackers outside this database (tracker.kind other than builtin) ----------------------
+
+# The pull's outbox towards the tracker: written in the pull's transaction, applied by the
+# tracker worker outside any transaction, strictly in id order per complaint.
+tracker_intents = Table(
+    "tracker_intents", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("tracking_id", String(32), nullable=False, index=True),
+    Column("kind", String(10), nullable=False),  # create | update | message
+    Column("payload", Text),  # JSON; cleared once applied (no content lingers)
+    Column("state", String(10), nullable=False, index=True),  # pending | done | failed
+    Column("attempts", Integer, nullable=False),
+    Column("next_attempt_at", TS, nullable=False),
+    Column("last_error", String(500)),  # reason code and the tracker's field messages
+    Column("issue_ref", String(64)),
+    Column("created_at", TS, nullable=False),
+    Column("done_at", TS),
+)
+
+# Each complaint's issue in the external tracker, and the last status an officer set there.
+tracker_issues = Table(
+    "tracker_issues", metadata,
+    Column("tracking_id", String(32), primary_key=True),
+    Column("kind", String(20), nullable=False),
+    Column("issue_ref", String(64), nullable=False),
+    Column("officer_status", String(20)),
+    Column("updated_at", TS, nullable=False),
+)

@@ -15,7 +15,7 @@ from connector.mappings import Mappings
 from connector.settings import Config
 from connector.store import Store
 from connector.timeutil import utcnow
-from connector.tracker.base import Tracker
+from connector.tracker.port import TrackerPort
 
 T = TypeVar("T")
 
@@ -39,7 +39,7 @@ class SyncContext:
     config: Config
     store: Store
     client: LaporClient
-    tracker: Tracker
+    tracker: TrackerPort  # the built-in one also offers `inline` (same transaction)
     mappings: Callable[[], Mappings]  # the mapping in force now (live reload swaps it)
     now: Callable[[], datetime] = utcnow
     # Set on SIGTERM: cycles stop at their next commit point instead of being cut off.
@@ -47,6 +47,9 @@ class SyncContext:
     observer: Observer = field(default_factory=NullObserver)
     # Records already reported as dated after the server's clock (warned once each).
     warned_future: set[str] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        self.tracker.bind(self.store)
 
     async def db(self, fn: Callable[[Connection], T]) -> T:
         """Run one transaction, whole: no await inside, so no cancellation can split it.

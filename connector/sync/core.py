@@ -353,7 +353,9 @@ def plan_outbox(change: OfficerChange, link: LinkState | None,
         unit = posting_unit(link, mappings)
         if unit is None:
             failed = "bukan_disposisi"
-    change_id = f"builtin:{change.change_id}"
+    # Namespaced by tracker kind ("redmine:<journal id>"); the built-in tracker's bare ids
+    # get theirs here (its in-transaction path reads them without one).
+    change_id = change.change_id if ":" in change.change_id else f"builtin:{change.change_id}"
     return OutboxPlan(
         change_id=change_id, tracking_id=change.tracking_id,
         ticket_ref=change.ticket_ref,
@@ -383,6 +385,7 @@ def idempotency_key(nonce: str, tracking_id: str, change_id: str, generation: in
     ``nonce`` is made when the database is created, so a fresh database never reuses an
     old one's keys; ``generation`` counts keys replaced after LAPOR! forgot the old one.
     """
+    # Built-in changes keep their keys of before trackers had kinds; others keep the kind.
     change = change_id.removeprefix("builtin:")
     parts = ["mahulu", nonce, tracking_id, change] if nonce else ["mahulu", tracking_id, change]
     if generation:

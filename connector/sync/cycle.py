@@ -17,7 +17,8 @@ log = structlog.get_logger("connector.cycle")
 
 
 async def run_cycle(ctx: SyncContext, kind: str) -> dict[str, Any]:
-    """Run one pull, sweep or push; its run record is written whether it succeeds or fails.
+    """Run one pull, sweep, push or tracker-worker cycle; its run record is written
+    whether it succeeds or fails.
 
     A sweep is a pull over a wider window: it is recorded as a pull (with ``sweep``), and
     its success is noted as the last sweep.
@@ -25,8 +26,12 @@ async def run_cycle(ctx: SyncContext, kind: str) -> dict[str, Any]:
     started, t0 = ctx.now(), time.monotonic()
     sweep = kind == "sweep"
     try:
-        if kind == "push":
-            stats: dict[str, Any] = dict((await push(ctx)).as_dict())
+        if kind == "tracker":
+            from connector.sync.tracker_worker import work
+
+            stats: dict[str, Any] = dict((await work(ctx)).as_dict())
+        elif kind == "push":
+            stats = dict((await push(ctx)).as_dict())
         else:
             stats = dict((await pull(ctx, sweep=sweep)).as_dict())
             if sweep:
@@ -35,7 +40,7 @@ async def run_cycle(ctx: SyncContext, kind: str) -> dict[str, Any]:
                 await ctx.db(lambda conn: state.set_value(conn, state.LAST_SWEEP, when))
             kind = "pull"
     except (ConnectorError, OSError) as exc:
-        await _record(ctx, "push" if kind == "push" else "pull", started, False,
+        await _record(ctx, kind if kind in ("push", "tracker") else "pull", started, False,
                       {"duration_s": _dur(t0), **({"sweep": 1} if sweep else {})}, str(exc))
         raise
     stats["duration_s"] = _dur(t0)

@@ -15,9 +15,11 @@ from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, StatementError
 
 from connector.errors import Rejected, RetryLater, SkipRecord
 from connector.lapor import models as m
-from connector.store import followups, state
+from connector.store import followups, intents, state
 from connector.sync import core
 from connector.sync.context import SyncContext
+from connector.tracker import port
+from connector.tracker.base import NewTicket, TicketUpdate
 
 log = structlog.get_logger("connector.pull")
 CHUNK = 100
@@ -255,7 +257,7 @@ def _commit(ctx: SyncContext, conn: Connection, work: _Work) -> _Committed:
     links = state.get_links(conn, ids)
     held = state.get_held(conn, ids)
     own = state.own_posts(conn, ids)
-    local = ctx.tracker.statuses(conn, [link.ticket_ref for link in links.values()])
+    local = _local_statuses(ctx, conn, links)
     facts = followups.get_facts(conn, ids)
     decisions = list(work.bad)
     for tid, got in work.fetched.items():
@@ -265,7 +267,7 @@ def _commit(ctx: SyncContext, conn: Connection, work: _Work) -> _Committed:
         link = links.get(tid)
         try:
             decisions.append(core.decide(got, link, mappings, instansi, own.get(tid, ()),
-                                         local.get(link.ticket_ref) if link else None,
+                                         local.get(tid) if link else None,
                                          facts.get(tid)))
         except RECORD_ERRORS as exc:  # e.g. OverflowError on a date at the calendar's end
             decisions.append(core.quarantine(tid, core.Reason.INVALID_RECORD,
@@ -330,8 +332,14 @@ def _apply(ctx: SyncContext, conn: Connection, decisions: list[core.Decision],
            facts: dict[str, core.clock.Facts] | None = None) -> datetime | None:
     """Execute decisions and move the watermark, inside the caller's transaction."""
     now = ctx.now()
+    inline = ctx.tracker.inline
     creates = [d for d in decisions if d.kind is core.Kind.CREATE]
-    refs = ctx.tracker.create_tickets(conn, [d.ticket for d in creates if d.ticket], now)
+    if inline is not None:  # the built-in tracker: in this transaction
+        refs = inline.create_tickets(conn, [d.ticket for d in creates if d.ticket], now)
+    else:  # an external tracker: intents, applied by the tracker worker
+        refs = [""] * len(creates)
+        intents.add(conn, [row for d in creates if d.ticket
+                           for row in _create_intents(d.ticket)], now)
     state.insert_links(conn, [replace(d.link, ticket_ref=ref)
                               for d, ref in zip(creates, refs, strict=True) if d.link], now)
     for d in decisions:
@@ -345,7 +353,12 @@ def _apply(ctx: SyncContext, conn: Connection, decisions: list[core.Decision],
         if d.kind is not core.Kind.CREATE:
             if d.kind is core.Kind.UPDATE:
                 assert d.update is not None
-                ctx.tracker.apply_update(conn, d.link.ticket_ref, d.update, now)
+                if inline is not None:
+                    inline.apply_update(conn, d.link.ticket_ref, d.update, now)
+                else:
+                    if d.update.anonymous:
+                        intents.forget_reporter(conn, d.tracking_id)
+                    intents.add(conn, _update_intents(d.tracking_id, d.update), now)
             state.save_link(conn, d.link, now)
             if d.fail_outbox:  # a new ticket has no outbox entries yet
                 state.fail_pending(conn, d.tracking_id, d.fail_outbox)
@@ -358,6 +371,28 @@ def _apply(ctx: SyncContext, conn: Connection, decisions: list[core.Decision],
     if page_max is None:
         return state.get_watermark(conn)
     return state.advance_watermark(conn, page_max, now)
+
+
+def _local_statuses(ctx: SyncContext, conn: Connection,
+                    links: dict[str, core.LinkState]) -> dict[str, str]:
+    """Each linked complaint's local status, by tracking id (for echo detection)."""
+    inline = ctx.tracker.inline
+    if inline is None:  # an external tracker: the last status an officer set there
+        return intents.officer_statuses(conn, list(links))
+    by_ref = inline.statuses(conn, [link.ticket_ref for link in links.values()])
+    return {tid: by_ref[link.ticket_ref] for tid, link in links.items()
+            if link.ticket_ref in by_ref}
+
+
+def _create_intents(ticket: NewTicket) -> list[tuple[str, str, dict[str, Any]]]:
+    return [(ticket.tracking_id, port.CREATE, port.ticket_payload(ticket)),
+            *((ticket.tracking_id, port.MESSAGE, port.message_payload(msg))
+              for msg in ticket.messages)]
+
+
+def _update_intents(tid: str, upd: TicketUpdate) -> list[tuple[str, str, dict[str, Any]]]:
+    rows = [(tid, port.UPDATE, port.update_payload(upd))]
+    return rows + [(tid, port.MESSAGE, port.message_payload(msg)) for msg in upd.messages]
 
 
 async def _download(ctx: SyncContext,
@@ -392,9 +427,10 @@ async def _download(ctx: SyncContext,
 
 async def _retry_downloads(ctx: SyncContext, limit: int = 10) -> None:
     """Attachments that failed for a transient reason, tried again (a few per pull)."""
-    if not ctx.config.settings.attachments.download:
+    inline = ctx.tracker.inline
+    if not ctx.config.settings.attachments.download or inline is None:
         return
-    todo = await ctx.db(lambda conn: ctx.tracker.attachments_to_retry(conn, limit))
+    todo = await ctx.db(lambda conn: inline.attachments_to_retry(conn, limit))
     for ref, tid, meta in todo:
         try:
             complaint = await ctx.client.complaint(tid)
@@ -406,7 +442,9 @@ async def _retry_downloads(ctx: SyncContext, limit: int = 10) -> None:
 
 def _recorder(ctx: SyncContext, ref: str, meta: list[dict[str, Any]]) -> Callable[[Connection],
                                                                                   None]:
-    return lambda conn: ctx.tracker.record_attachments(conn, ref, meta)
+    inline = ctx.tracker.inline
+    # An external tracker keeps no attachment metadata: the files stay in attachments.dir.
+    return lambda conn: inline.record_attachments(conn, ref, meta) if inline else None
 
 
 def _safe_dir(tracking_id: str) -> str:

@@ -9,11 +9,18 @@ from typing import Any
 import structlog
 from sqlalchemy import Connection
 
-from connector.errors import AnswerUnreadable, LaporUnavailable, Rejected, SkipRecord, VerifyFirst
+from connector.errors import (
+    AnswerUnreadable,
+    LaporUnavailable,
+    Rejected,
+    RetryLater,
+    SkipRecord,
+    VerifyFirst,
+)
 from connector.lapor import models as m
 from connector.lapor.policy import backoff
 from connector.mappings import Mappings
-from connector.store import followups, state
+from connector.store import followups, intents, state
 from connector.sync import core
 from connector.sync.context import SyncContext
 from connector.timeutil import as_utc, utcnow
@@ -61,11 +68,60 @@ def ingest(conn: Connection, tracker: Tracker, mappings: Mappings, now: datetime
         state.set_value(conn, state.TRACKER_CURSOR, changes[-1].change_id)
 
 
+def cursor_key(kind: str) -> str:
+    """Each tracker kind has its own cursor (the built-in one keeps the old key)."""
+    return state.TRACKER_CURSOR if kind == "builtin" else f"{state.TRACKER_CURSOR}:{kind}"
+
+
+async def ingest_port(ctx: SyncContext, mappings: Mappings) -> int:
+    """Officer changes from a tracker outside the database: read them outside any
+    transaction, then write their outbox entries and the new cursor in one. A tracker
+    that cannot be reached is noted (``status``) and follow-ups already queued still go."""
+    port, key = ctx.tracker, cursor_key(ctx.tracker.kind)
+    cursor = await ctx.db(lambda conn: state.get_value(conn, key))
+    try:
+        changes, new_cursor = await port.changes_since(cursor)
+    except RetryLater as exc:
+        now, error = ctx.now(), str(exc)
+        await ctx.db(lambda conn: intents.unreachable(conn, error, now))
+        log.warning("tracker_unreachable", kind=port.kind, error=error)
+        return 0
+
+    def tx(conn: Connection) -> int:
+        now = ctx.now()
+        added = 0
+        nonce = state.db_nonce(conn)
+        for change in changes:
+            tid = change.tracking_id
+            if state.get_link(conn, tid) is None:
+                # An issue carrying a tracking id this connector never linked (made by
+                # hand, or by another installation): nothing of ours to answer.
+                log.info("tracker_change_unlinked", kind=port.kind, tracking_id=tid)
+                continue
+            plan = core.plan_outbox(change, state.get_link(conn, tid), mappings,
+                                    state.last_queued_status(conn, tid), nonce)
+            if plan is not None and state.enqueue(conn, plan, now):
+                added += 1
+            if change.status is not None:
+                intents.set_officer_status(conn, tid, port.kind, change.ticket_ref,
+                                           change.status, now)
+        if new_cursor is not None and new_cursor != cursor:
+            state.set_value(conn, key, new_cursor)
+        intents.contact(conn, now)
+        return added
+
+    return await ctx.db(tx)
+
+
 async def push(ctx: SyncContext) -> PushStats:
     stats = PushStats()
     ctx.observer.progress("push", stats.as_dict())  # all zero: a new cycle's totals begin
     mappings = ctx.mappings()
-    stats.queued = await ctx.db(lambda conn: ingest(conn, ctx.tracker, mappings, ctx.now()))
+    inline = ctx.tracker.inline
+    if inline is not None:  # the built-in tracker: read in the same transaction
+        stats.queued = await ctx.db(lambda conn: ingest(conn, inline, mappings, ctx.now()))
+    else:
+        stats.queued = await ingest_port(ctx, mappings)
     sends = 0
     while sends < MAX_SENDS_PER_CYCLE:
         entries = await ctx.db(lambda conn: state.due_entries(

@@ -1,5 +1,7 @@
 """Local tracking systems behind one interface (``Tracker``)."""
 
 from connector.tracker.base import NewMessage, NewTicket, OfficerChange, TicketUpdate, Tracker
+from connector.tracker.port import Intent, TrackerPort
 
-__all__ = ["NewMessage", "NewTicket", "OfficerChange", "TicketUpdate", "Tracker"]
+__all__ = ["Intent", "NewMessage", "NewTicket", "OfficerChange", "TicketUpdate", "Tracker",
+           "TrackerPort"]

@@ -3,22 +3,37 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
-from datetime import datetime
-from typing import Any
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, bindparam, func, insert, or_, select, update
 
+from connector.errors import ConnectorError
 from connector.lapor.wire import clean_text
 from connector.store.schema import messages, status_history, tickets, tracker_changes
 from connector.timeutil import as_utc, iso, iso_wita
 from connector.tracker.base import NewMessage, NewTicket, OfficerChange, TicketUpdate, Tracker
+from connector.tracker.port import (
+    CREATE,
+    MESSAGE,
+    UPDATE,
+    Intent,
+    Reporting,
+    TrackerPort,
+    message_from,
+    ticket_from,
+    update_from,
+)
+
+if TYPE_CHECKING:
+    from connector.store import Store
 
 MAX_REPLY = 5000
 
 
-class TrackerRefusal(Exception):
-    """An officer action the tracker refuses; ``exit_code`` per CONTRACT."""
+class TrackerRefusal(ConnectorError):
+    """An officer action (or an intent) the tracker refuses; ``exit_code`` per CONTRACT."""
 
     def __init__(self, message: str, exit_code: int):
         super().__init__(message)
@@ -33,9 +48,76 @@ class OfficerAction:
     author: str = "petugas"
 
 
-class BuiltinTracker(Tracker):
-    def __init__(self, local_statuses: tuple[str, ...]):
+class BuiltinTracker(Tracker, TrackerPort):
+    """Both interfaces: ``Tracker`` (in the pull's transaction, the fast path) and the
+    async ``TrackerPort`` (each call one transaction of its own, given the store)."""
+
+    kind = "builtin"
+
+    def __init__(self, local_statuses: tuple[str, ...], store: Store | None = None):
         self.local_statuses = local_statuses
+        self._store = store
+
+    # -- the port ------------------------------------------------------------------------
+
+    @property
+    def inline(self) -> Tracker:
+        return self
+
+    def bind(self, store: Store) -> None:
+        self._store = store
+
+    def _run(self, fn: Any) -> Any:
+        if self._store is None:
+            raise RuntimeError("the built-in tracker is not bound to a store")
+        return self._store.run(fn)
+
+    async def apply(self, intent: Intent) -> str:
+        # One transaction: applied whole or not at all, so a repeat finds it done.
+        return str(self._run(lambda conn: self.apply_now(conn, intent, datetime.now(UTC))))
+
+    def apply_now(self, conn: Connection, intent: Intent, now: datetime) -> str:
+        ref = self._find(conn, intent.tracking_id)
+        if intent.kind == CREATE:
+            if ref is None:
+                ref = self.create_ticket(conn, ticket_from(intent.payload), now)
+            return ref
+        if ref is None:
+            raise TrackerRefusal(f"no ticket for tracking id {intent.tracking_id}", 1)
+        if intent.kind == UPDATE:
+            self.apply_update(conn, ref, update_from(intent.payload), now)
+        elif intent.kind == MESSAGE:
+            msg = message_from(intent.payload)
+            q = select(messages.c.id).where(messages.c.ticket_id == int(ref),
+                                            messages.c.text == msg.text, messages.c.at == msg.at)
+            if msg.followup_id is not None:
+                q = select(messages.c.id).where(messages.c.ticket_id == int(ref),
+                                                messages.c.lapor_followup_id == msg.followup_id)
+            if conn.execute(q).first() is None:
+                self._add_messages(conn, int(ref), (msg,), "lapor")
+        return ref
+
+    def _find(self, conn: Connection, tracking_id: str) -> str | None:
+        found = conn.execute(select(tickets.c.id).where(
+            tickets.c.tracking_id == tracking_id)).scalar_one_or_none()
+        return None if found is None else str(found)
+
+    async def find(self, tracking_id: str) -> str | None:
+        return self._run(lambda conn: self._find(conn, tracking_id))
+
+    async def changes_since(self, cursor: str | None,
+                            limit: int = 500) -> tuple[list[OfficerChange], str | None]:
+        found = self._run(lambda conn: self.officer_changes(conn, cursor, limit))
+        if not found:
+            return [], cursor
+        return ([replace(c, change_id=f"builtin:{c.change_id}") for c in found],
+                found[-1].change_id)
+
+    def reporting(self) -> Reporting:
+        return self
+
+    def desk(self) -> BuiltinTracker:
+        return self
 
     def create_ticket(self, conn: Connection, ticket: NewTicket, now: datetime) -> str:
         return self.create_tickets(conn, [ticket], now)[0]

@@ -142,6 +142,8 @@ class Issue:
     updated_on: datetime
     custom_fields: dict[int, Any]
     journals: tuple[Journal, ...] = field(default=())
+    description: str = ""
+    start_date: date | None = None
 
     def custom(self, field_id: int) -> Any:
         return self.custom_fields.get(field_id)
@@ -355,7 +357,7 @@ class RedmineClient:
     async def create_issue(
         self, *, project: str, tracker: str, status: str, subject: str,
         description: str, tracking_id: str, due_date: date | None = None,
-        is_private: bool = False,
+        is_private: bool = False, start_date: date | None = None,
     ) -> Issue:
         """Create one issue (NOT find-or-create: the caller looks first)."""
         what = f"create issue for tracking id {tracking_id}"
@@ -370,6 +372,9 @@ class RedmineClient:
         }
         if due_date is not None:
             body["due_date"] = due_date.isoformat()
+        if start_date is not None:
+            # Redmine's default start is today: a due date before it is refused (422).
+            body["start_date"] = start_date.isoformat()
         doc = await self._call("POST", "/issues.json", what, body={"issue": body})
         created = _issue(doc, "issue")
         if created.custom(self.tracking_field_id) != tracking_id:
@@ -383,6 +388,7 @@ class RedmineClient:
         self, issue_id: int, *, status: str | None = None, project: str | None = None,
         notes: str | None = None, private_notes: bool = False,
         is_private: bool | None = None, due_date: date | None = None,
+        subject: str | None = None, description: str | None = None,
     ) -> Issue:
         """Apply a change and read the issue back; raises ``RedmineRefused`` when Redmine
         dropped part of it (a workflow forbids the status, the project does not exist)."""
@@ -404,6 +410,10 @@ class RedmineClient:
             body["is_private"] = is_private
         if due_date is not None:
             body["due_date"] = due_date.isoformat()
+        if subject is not None:
+            body["subject"] = subject
+        if description is not None:
+            body["description"] = description
         if body:
             await self._call("PUT", f"/issues/{int(issue_id)}.json", what, body={"issue": body})
         after = await self.issue(issue_id)
@@ -514,6 +524,8 @@ def _issue(doc: Any, key: str | None) -> Issue:
             updated_on=_time(raw["updated_on"]),
             custom_fields={int(c["id"]): c.get("value") for c in raw.get("custom_fields") or ()},
             journals=tuple(_journal(j) for j in raw.get("journals") or ()),
+            description=str(raw.get("description") or ""),
+            start_date=date.fromisoformat(raw["start_date"]) if raw.get("start_date") else None,
         )
     except (KeyError, TypeError, ValueError, AttributeError):
         raise RedmineUnavailable("Redmine answered an issue malformed") from None

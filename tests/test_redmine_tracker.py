@@ -1,0 +1,41 @@
+"""The Redmine tracker's text: what an issue's description holds, and how a later edit
+or `anonim` on LAPOR! rewrites it (no Redmine needed)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from connector.tracker.redmine import describe, marker, redescribe
+from tests.test_tracker_contract import REPORTER, ticket
+
+
+def test_description_holds_the_facts_and_the_reporter_only_when_not_anonim() -> None:
+    t = ticket("4100001")
+    text = describe(t)
+    assert "Jalan &lt;b&gt;rusak&lt;/b&gt; *parah*." in text  # shown as typed
+    assert "Kategori: Infrastruktur" in text and "Kanal: web" in text
+    assert "Lokasi: Ujoh Bilang" in text and REPORTER["phone"] in text
+    assert text.endswith(marker("4100001"))
+    anon = describe(replace(t, anonymous=True))
+    assert all(v not in anon for v in REPORTER.values())
+
+
+def test_later_anonim_and_edited_text_rewrite_the_description() -> None:
+    t = ticket("4100002")
+    before = describe(t)
+    after = redescribe(before, "Teks baru dari admin.", True)
+    assert "Teks baru dari admin." in after and "rusak" not in after
+    assert all(v not in after for v in REPORTER.values())
+    assert "Kanal: web" in after and after.endswith(marker("4100002"))
+    assert redescribe(before, None, False) == before
+
+
+@given(st.text(min_size=3, max_size=40))
+def test_the_reporter_never_survives_anonim_whatever_the_text(body: str) -> None:
+    t = ticket("4100003", body=f"Saya {REPORTER['name']} mengadu: {body}")
+    after = redescribe(describe(t), None, True)
+    for value in REPORTER.values():
+        assert value not in after
