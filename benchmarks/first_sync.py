@@ -11,6 +11,8 @@ side in one run:
   connector    the first ``sync`` into a fresh SQLite database: wall time, CPU per complaint
                (the CPU of an idle ``sync`` subtracted, so interpreter start-up is not
                counted), and the requests an idle cycle and a cycle after K changes make.
+  http         CPU per request of bare async httpx (the connector's HTTP stack) over the
+               same details: what the connector's own code adds is the difference.
   rss          peak RSS of a first sync at each of ``--rss-sizes`` complaints.
   idle         CPU used by the daemon (``run``) over ``--idle-s`` seconds at the shipped
                cadence, after its first pull, as a share of one core.
@@ -19,9 +21,12 @@ side in one run:
 
     .venv/bin/python benchmarks/first_sync.py [--complaints 6000] [--rounds 2]
         [--rss-sizes 5000,50000] [--idle-s 600] [--changes 25] [--no-inprocess]
+        [--concurrency-sweep 2,8,16]
 
-Every figure is the best of ``--rounds`` where it is repeated. Ratios, not absolute times,
-are what to compare between machines.
+Every figure is the best of ``--rounds`` where it is repeated; each round runs the floors
+right before the connector, and its own ratio is listed too (``*_per_round``), with the
+load average, so the spread shows how much a shared machine moved the figures. Ratios,
+not absolute times, are what to compare between machines.
 """
 
 from __future__ import annotations
@@ -126,6 +131,9 @@ def sandbox_process(complaints: int, workdir: Path) -> Iterator[str]:
             proc.kill()
 
 
+FLOOR_CPU: dict[int, list[float]] = {}  # CPU seconds of each floor run, by width
+
+
 def floor(base: str, workers: int, page_size: int) -> float:
     """Pages in order, every detail handed to a pool of ``workers`` threads at once."""
     token = httpx.post(f"{base}/api/v3/auth/token", json=CREDS).json()["data"]["access_token"]
@@ -144,7 +152,7 @@ def floor(base: str, workers: int, page_size: int) -> float:
         r.raise_for_status()
         r.json()
 
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     with ThreadPoolExecutor(workers) as pool, httpx.Client(base_url=base, headers=headers,
                                                            timeout=60) as feed:
         futures = []
@@ -159,9 +167,32 @@ def floor(base: str, workers: int, page_size: int) -> float:
         for f in futures:
             f.result()
     took = time.perf_counter() - t0
+    FLOOR_CPU.setdefault(workers, []).append(time.process_time() - c0)
     for c in clients:
         c.close()
     return took
+
+
+def async_http_cpu(base: str, workers: int, n: int) -> float:
+    """CPU seconds per request of bare async httpx (the connector's HTTP stack, without
+    the connector): ``n`` detail GETs, ``workers`` at a time, the JSON parsed."""
+    async def go() -> float:
+        token = httpx.post(f"{base}/api/v3/auth/token", json=CREDS).json()["data"][
+            "access_token"]
+        ids = httpx.get(f"{base}/_sandbox/stats", timeout=60).json()["visible_ids"][:n]
+        sem = asyncio.Semaphore(workers)
+        async with httpx.AsyncClient(base_url=base, timeout=60,
+                                     headers={"Authorization": f"Bearer {token}"}) as c:
+            async def one(tid: int) -> None:
+                async with sem:
+                    r = await c.get(f"/api/v3/laporan/{tid}")
+                    r.raise_for_status()
+                    r.json()
+
+            c0 = time.process_time()
+            await asyncio.gather(*(one(t) for t in ids))
+            return (time.process_time() - c0) / len(ids)
+    return asyncio.run(go())
 
 
 def sync_process(cfg: Path, *extra: str) -> dict[str, float]:
@@ -276,6 +307,8 @@ def summary(runs: list[dict[str, float]], floors: dict[int, list[float]],
                            "startup_s": round(min(r["startup_s"] for r in runs), 2)}
     for width, got in floors.items():
         out[f"floor_{width}_s"] = round(min(got), 2)
+        out[f"floor_{width}_cpu_ms_per_complaint"] = round(
+            1000 * min(FLOOR_CPU[width]) / complaints, 3)
         out[f"ratio_floor_{width}"] = round(best / min(got), 2)
         # Each round's own ratio (connector and floor seconds apart): the spread shows
         # how much the machine's load moved the figures.
@@ -308,6 +341,12 @@ def main() -> None:
             cfg = got["cfg"]
             out.update(summary(got["runs"], floors, args.complaints))
             out["load_per_round"] = [r["load"] for r in got["runs"]]
+            http = min(async_http_cpu(base, workers, min(args.complaints, 3000))
+                       for _ in range(args.rounds))
+            out["async_httpx_cpu_ms_per_request"] = round(1000 * http, 3)
+            # What the connector adds to the HTTP library it is built on.
+            out["connector_own_cpu_ms_per_complaint"] = round(
+                out["cpu_ms_per_complaint"] - 1000 * http, 3)
             for width in [int(c) for c in args.concurrency_sweep.split(",") if c.strip()]:
                 wf: dict[int, list[float]] = {width: [], 8: []}
                 sw = first_syncs(base, work, f"c{width}", args.rounds, wf, width)
