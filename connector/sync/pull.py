@@ -112,9 +112,18 @@ async def pull(ctx: SyncContext, sweep: bool = False) -> PullStats:
                     # This part's requests would wait for the budget: what is fetched
                     # before them commits first.
                     committed = asyncio.Event()
-                    await parts.put(committed)
-                    await committed.wait()
-                await parts.put(asyncio.create_task(fetch))
+                    try:
+                        await parts.put(committed)
+                        await committed.wait()
+                    except BaseException:
+                        fetch.close()  # never started: nothing to await
+                        raise
+                task = asyncio.create_task(fetch)
+                try:
+                    await parts.put(task)
+                except BaseException:
+                    task.cancel()
+                    raise
 
     async def read_feed() -> None:
         end: BaseException | None = None
