@@ -74,7 +74,7 @@ def main() -> None:
         import dlt  # noqa: F401
     except ImportError:
         raise SystemExit("dlt is not installed: .venv/bin/pip install -e '.[bench]'") from None
-    ours, theirs, loaded = [], [], 0
+    ours, theirs, loads, loaded = [], [], [], 0
     with tempfile.TemporaryDirectory(prefix="lapor-peer-") as tmp:
         work = Path(tmp)
         with sandbox_process(args.complaints, work) as base:
@@ -82,10 +82,14 @@ def main() -> None:
                 ours.append(sync_process(write_settings(work / f"c{r}", base))["wall_s"])
                 took, loaded = dlt_pull(base, work / f"d{r}")
                 theirs.append(took)
+                loads.append(round(os.getloadavg()[0], 2))
     print(json.dumps({
         "complaints": args.complaints, "dlt_rows": loaded,
         "connector_s": round(min(ours), 2), "dlt_s": round(min(theirs), 2),
         "dlt_over_connector": round(min(theirs) / min(ours), 2),
+        "dlt_over_connector_per_round": [round(t / o, 2) for o, t in zip(ours, theirs,
+                                                                           strict=True)],
+        "load": loads,
     }, indent=2))
 
 

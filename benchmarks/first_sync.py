@@ -11,6 +11,8 @@ side in one run:
   connector    the first ``sync`` into a fresh SQLite database: wall time, CPU per complaint
                (the CPU of an idle ``sync`` subtracted, so interpreter start-up is not
                counted), and the requests an idle cycle and a cycle after K changes make.
+  http         CPU per request of bare async httpx (the connector's HTTP stack) over the
+               same details: what the connector's own code adds is the difference.
   rss          peak RSS of a first sync at each of ``--rss-sizes`` complaints.
   idle         CPU used by the daemon (``run``) over ``--idle-s`` seconds at the shipped
                cadence, after its first pull, as a share of one core.
@@ -19,9 +21,12 @@ side in one run:
 
     .venv/bin/python benchmarks/first_sync.py [--complaints 6000] [--rounds 2]
         [--rss-sizes 5000,50000] [--idle-s 600] [--changes 25] [--no-inprocess]
+        [--concurrency-sweep 2,8,16]
 
-Every figure is the best of ``--rounds`` where it is repeated. Ratios, not absolute times,
-are what to compare between machines.
+Every figure is the best of ``--rounds`` where it is repeated; each round runs the floors
+right before the connector, and its own ratio is listed too (``*_per_round``), with the
+load average, so the spread shows how much a shared machine moved the figures. Ratios,
+not absolute times, are what to compare between machines.
 """
 
 from __future__ import annotations
@@ -71,13 +76,16 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def write_settings(directory: Path, base_url: str, *, sandbox: str = "") -> Path:
-    """Default settings; only the URL, the budget (off) and the database path are set."""
+def write_settings(directory: Path, base_url: str, *, sandbox: str = "",
+                   concurrency: int | None = None) -> Path:
+    """Default settings; only the URL, the budget (off) and the database path are set
+    (and the detail concurrency, when a sweep over it asks)."""
     directory.mkdir(parents=True, exist_ok=True)
     shutil.copytree(ROOT / "mappings", directory / "mappings", dirs_exist_ok=True)
     path = directory / "settings.toml"
+    lapor = "" if concurrency is None else f"detail_concurrency = {concurrency}\n"
     path.write_text(
-        f'[lapor]\nbase_url = "{base_url}"\nrequests_per_minute = 0\n'
+        f'[lapor]\nbase_url = "{base_url}"\nrequests_per_minute = 0\n{lapor}'
         f'[storage]\nurl = "sqlite:///{directory}/bench.db"\n'
         f'[log]\nformat = "json"\n'
         f'[sandbox]\nrate_limit_per_minute = 0\ngenerator = false\n{sandbox}',
@@ -123,6 +131,9 @@ def sandbox_process(complaints: int, workdir: Path) -> Iterator[str]:
             proc.kill()
 
 
+FLOOR_CPU: dict[int, list[float]] = {}  # CPU seconds of each floor run, by width
+
+
 def floor(base: str, workers: int, page_size: int) -> float:
     """Pages in order, every detail handed to a pool of ``workers`` threads at once."""
     token = httpx.post(f"{base}/api/v3/auth/token", json=CREDS).json()["data"]["access_token"]
@@ -141,7 +152,7 @@ def floor(base: str, workers: int, page_size: int) -> float:
         r.raise_for_status()
         r.json()
 
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     with ThreadPoolExecutor(workers) as pool, httpx.Client(base_url=base, headers=headers,
                                                            timeout=60) as feed:
         futures = []
@@ -156,9 +167,32 @@ def floor(base: str, workers: int, page_size: int) -> float:
         for f in futures:
             f.result()
     took = time.perf_counter() - t0
+    FLOOR_CPU.setdefault(workers, []).append(time.process_time() - c0)
     for c in clients:
         c.close()
     return took
+
+
+def async_http_cpu(base: str, workers: int, n: int) -> float:
+    """CPU seconds per request of bare async httpx (the connector's HTTP stack, without
+    the connector): ``n`` detail GETs, ``workers`` at a time, the JSON parsed."""
+    async def go() -> float:
+        token = httpx.post(f"{base}/api/v3/auth/token", json=CREDS).json()["data"][
+            "access_token"]
+        ids = httpx.get(f"{base}/_sandbox/stats", timeout=60).json()["visible_ids"][:n]
+        sem = asyncio.Semaphore(workers)
+        async with httpx.AsyncClient(base_url=base, timeout=60,
+                                     headers={"Authorization": f"Bearer {token}"}) as c:
+            async def one(tid: int) -> None:
+                async with sem:
+                    r = await c.get(f"/api/v3/laporan/{tid}")
+                    r.raise_for_status()
+                    r.json()
+
+            c0 = time.process_time()
+            await asyncio.gather(*(one(t) for t in ids))
+            return (time.process_time() - c0) / len(ids)
+    return asyncio.run(go())
 
 
 def sync_process(cfg: Path, *extra: str) -> dict[str, float]:
@@ -244,6 +278,45 @@ async def inprocess(complaints: int, workdir: Path, workers: int) -> dict[str, f
     return {"floor_s": floor_s, "connector_s": run_s}
 
 
+def loadavg() -> float:
+    return round(os.getloadavg()[0], 2)
+
+
+def first_syncs(base: str, work: Path, name: str, rounds: int, floors: dict[int, list[float]],
+                concurrency: int | None = None) -> dict[str, Any]:
+    """``rounds`` first syncs, each right after a floor of every width in ``floors`` (so
+    each ratio compares runs seconds apart, under the same load)."""
+    runs: list[dict[str, float]] = []
+    for r in range(rounds):
+        for width, got in floors.items():
+            got.append(floor(base, width, DEFAULTS.page_size))
+        cfg = write_settings(work / f"{name}-{r}", base, concurrency=concurrency)
+        first = sync_process(cfg)
+        idle = sync_process(cfg)  # the same start-up, one feed request, no details
+        runs.append({"wall_s": first["wall_s"], "startup_s": idle["wall_s"],
+                     "cpu_s": first["cpu_s"] - idle["cpu_s"], "load": loadavg()})
+    return {"runs": runs, "cfg": cfg}
+
+
+def summary(runs: list[dict[str, float]], floors: dict[int, list[float]],
+            complaints: int) -> dict[str, Any]:
+    best = min(r["wall_s"] for r in runs)
+    out: dict[str, Any] = {"connector_s": round(best, 2),
+                           "cpu_ms_per_complaint": round(
+                               1000 * min(r["cpu_s"] for r in runs) / complaints, 3),
+                           "startup_s": round(min(r["startup_s"] for r in runs), 2)}
+    for width, got in floors.items():
+        out[f"floor_{width}_s"] = round(min(got), 2)
+        out[f"floor_{width}_cpu_ms_per_complaint"] = round(
+            1000 * min(FLOOR_CPU[width]) / complaints, 3)
+        out[f"ratio_floor_{width}"] = round(best / min(got), 2)
+        # Each round's own ratio (connector and floor seconds apart): the spread shows
+        # how much the machine's load moved the figures.
+        out[f"ratio_floor_{width}_per_round"] = [round(r["wall_s"] / f, 2)
+                                                 for r, f in zip(runs, got, strict=True)]
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--complaints", type=int, default=6000)
@@ -252,24 +325,33 @@ def main() -> None:
     ap.add_argument("--rss-sizes", default="5000,50000",
                     help="comma-separated sizes for the peak-RSS runs ('' to skip)")
     ap.add_argument("--idle-s", type=float, default=600.0, help="0 to skip the idle daemon")
+    ap.add_argument("--concurrency-sweep", default="",
+                    help="comma-separated detail concurrencies to compare (e.g. 4,8,16)")
     ap.add_argument("--no-inprocess", action="store_true")
     args = ap.parse_args()
     workers = DEFAULTS.detail_concurrency
     out: dict[str, Any] = {"complaints": args.complaints, "detail_concurrency": workers,
-                           "page_size": DEFAULTS.page_size}
+                           "page_size": DEFAULTS.page_size, "cpus": os.cpu_count(),
+                           "load_at_start": loadavg()}
     with tempfile.TemporaryDirectory(prefix="lapor-bench-") as tmp:
         work = Path(tmp)
         with sandbox_process(args.complaints, work) as base:
-            floors_same, floors_8, runs, cpus = [], [], [], []
-            cfg = write_settings(work / "r0", base)
-            for r in range(args.rounds):
-                floors_same.append(floor(base, workers, DEFAULTS.page_size))
-                floors_8.append(floor(base, 8, DEFAULTS.page_size))
-                cfg = write_settings(work / f"r{r}", base)
-                first = sync_process(cfg)
-                idle = sync_process(cfg)  # the same start-up, one feed request, no details
-                runs.append(first["wall_s"])
-                cpus.append((first["cpu_s"] - idle["cpu_s"]) / args.complaints)
+            floors: dict[int, list[float]] = {workers: [], 8: []}
+            got = first_syncs(base, work, "r", args.rounds, floors)
+            cfg = got["cfg"]
+            out.update(summary(got["runs"], floors, args.complaints))
+            out["load_per_round"] = [r["load"] for r in got["runs"]]
+            http = min(async_http_cpu(base, workers, min(args.complaints, 3000))
+                       for _ in range(args.rounds))
+            out["async_httpx_cpu_ms_per_request"] = round(1000 * http, 3)
+            # What the connector adds to the HTTP library it is built on.
+            out["connector_own_cpu_ms_per_complaint"] = round(
+                out["cpu_ms_per_complaint"] - 1000 * http, 3)
+            for width in [int(c) for c in args.concurrency_sweep.split(",") if c.strip()]:
+                wf: dict[int, list[float]] = {width: [], 8: []}
+                sw = first_syncs(base, work, f"c{width}", args.rounds, wf, width)
+                out.setdefault("concurrency_sweep", {})[str(width)] = summary(
+                    sw["runs"], wf, args.complaints)
             before = sandbox_requests(base)
             sync_process(cfg)
             out["idle_cycle_requests"] = sandbox_requests(base) - before - 1  # minus the token
@@ -278,15 +360,8 @@ def main() -> None:
             before = sandbox_requests(base)
             sync_process(cfg)
             out["changes"] = args.changes
-            out["requests_after_changes"] = sandbox_requests(base) - before - 1
-            best = min(runs)
-            out.update({
-                "floor_same_s": round(min(floors_same), 2), "floor_8_s": round(min(floors_8), 2),
-                "connector_s": round(best, 2),
-                "ratio_same_concurrency": round(best / min(floors_same), 2),
-                "ratio_8_threads": round(best / min(floors_8), 2),
-                "cpu_ms_per_complaint": round(min(cpus) * 1000, 2),
-            })
+            # minus the token and the one feed page: detail requests only
+            out["detail_requests_after_changes"] = sandbox_requests(base) - before - 2
             if args.idle_s > 0:
                 out["idle_daemon_cpu_percent_of_core"] = round(
                     100 * idle_cpu(cfg, args.idle_s), 3)
@@ -294,17 +369,18 @@ def main() -> None:
         rss: dict[str, float] = {}
         for size in [int(s) for s in args.rss_sizes.split(",") if s.strip()]:
             with sandbox_process(size, work) as base:
-                got = sync_process(write_settings(work / f"rss-{size}", base))
-                rss[str(size)] = round(got["rss_mib"], 1)
+                got_rss = sync_process(write_settings(work / f"rss-{size}", base))
+                rss[str(size)] = round(got_rss["rss_mib"], 1)
         if rss:
             out["peak_rss_mib"] = rss
             sizes = sorted(rss, key=int)
             out["rss_ratio_largest_to_smallest"] = round(rss[sizes[-1]] / rss[sizes[0]], 2)
         if not args.no_inprocess:
             configure("info", "json", stream=open(os.devnull, "w"))  # noqa: SIM115
-            got_ip = asyncio.run(inprocess(args.complaints, work, 8))
+            got_ip = asyncio.run(inprocess(args.complaints, work, workers))
             out["inprocess"] = {k: round(v, 2) for k, v in got_ip.items()} | {
                 "ratio": round(got_ip["connector_s"] / got_ip["floor_s"], 2)}
+    out["load_at_end"] = loadavg()
     print(json.dumps(out, indent=2))
 
 

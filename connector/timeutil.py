@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from datetime import date, datetime, time, timedelta, timezone
 from functools import lru_cache
@@ -12,6 +13,7 @@ UTC = timezone.utc  # noqa: UP017
 WIB = timezone(timedelta(hours=7), "WIB")
 WITA = timezone(timedelta(hours=8), "WITA")
 WIRE_FORMAT = "%Y-%m-%d %H:%M:%S"
+_WIRE = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", re.ASCII)
 
 Clock = Callable[[], datetime]
 
@@ -24,7 +26,10 @@ def parse_wib(text: str) -> datetime:
     """Parse a naive ``YYYY-MM-DD HH:MM:SS`` WIB string into an aware UTC datetime."""
     if not isinstance(text, str) or len(text) != 19:
         raise ValueError("expected 'YYYY-MM-DD HH:MM:SS'")
-    naive = datetime.strptime(text, WIRE_FORMAT)
+    if _WIRE.fullmatch(text):  # the usual shape: fromisoformat is ~10x cheaper than strptime
+        naive = datetime.fromisoformat(text)
+    else:
+        naive = datetime.strptime(text, WIRE_FORMAT)
     return naive.replace(tzinfo=WIB).astimezone(UTC)
 
 

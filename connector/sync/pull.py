@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -69,11 +69,21 @@ async def pull(ctx: SyncContext, sweep: bool = False) -> PullStats:
         return None if wm is None else wm - overlap
 
     page_size = ctx.config.settings.lapor.page_size
-    batch = ctx.config.settings.lapor.detail_concurrency * 2
-    # Commit in feed order, at the latest every COMMIT_EVERY_S or CHUNK records: tickets
-    # appear while a large backlog is read under the request budget, and a crash loses at
-    # most one chunk of work, never a record. Decisions are made inside the commit's
-    # transaction, on fresh state.
+    concurrency = ctx.config.settings.lapor.detail_concurrency
+    part_size = concurrency * 2
+    late_before = wm_start - overlap if sweep and wm_start is not None else None
+    # A pipeline: the feed task reads pages ahead and starts each part's detail requests
+    # (one window of ``detail_concurrency`` requests over all parts, no barrier between
+    # them), while this task commits finished parts in feed order. Commits come at the
+    # latest every COMMIT_EVERY_S or CHUNK records: tickets appear while a large backlog
+    # is read under the request budget, and a crash loses at most one chunk of work,
+    # never a record. Decisions are made inside the commit's transaction, on fresh state.
+    window = _Window(concurrency)
+    ahead = 2 * -(-page_size // part_size) + 1  # parts in flight: about two pages
+    # Parts in feed order; an Event asks for a commit of all before it; the end is None
+    # or the feed's exception.
+    parts: asyncio.Queue[asyncio.Task[_Work] | asyncio.Event | BaseException | None] = \
+        asyncio.Queue(ahead)
     acc: list[_Work] = []
     since_first = [0.0]
 
@@ -86,31 +96,107 @@ async def pull(ctx: SyncContext, sweep: bool = False) -> PullStats:
             await _progress(ctx, stats, started)
             await _download(ctx, done.new_files)
 
-    async for page in ctx.client.feed(since, page_size):
-        stats.pages += 1
-        stats.fetched += len(page.items)
-        items = core.dedupe(page.items)
-        ids = [i.tracking_id for i in items]
-        # State as of the last commit; decisions re-read it inside their transaction.
-        known = await ctx.db(_loader(ids))
-        for start in range(0, len(items), batch):
-            if ctx.stopping.is_set():
+    async def read_pages() -> None:
+        async for page in ctx.client.feed(since, page_size):
+            stats.pages += 1
+            stats.fetched += len(page.items)
+            items = core.dedupe(page.items)
+            # State as of the last commit; decisions re-read it inside their transaction.
+            known = await ctx.db(_loader([i.tracking_id for i in items]))
+            for start in range(0, len(items), part_size):
+                if ctx.stopping.is_set():
+                    return
+                part = items[start:start + part_size]
+                fetch = _fetch(ctx, part, known, stats, processed, page.server_time,
+                               late_before, window)
+                processed.update((i.tracking_id, i.updated_at) for i in part)
+                if ctx.client.budget.room() < window.unfinished:
+                    # This part's requests would wait for the budget: what is fetched
+                    # before them commits first.
+                    committed = asyncio.Event()
+                    try:
+                        await parts.put(committed)
+                        await committed.wait()
+                    except BaseException:
+                        fetch.close()  # never started: nothing to await
+                        raise
+                task = asyncio.create_task(fetch)
+                try:
+                    await parts.put(task)
+                except BaseException:
+                    task.cancel()
+                    raise
+
+    async def read_feed() -> None:
+        end: BaseException | None = None
+        try:
+            await read_pages()
+        except Exception as exc:  # raised in feed order, after what came before commits
+            end = exc
+        await parts.put(end)
+
+    stop: asyncio.Future[Any] = asyncio.ensure_future(ctx.stopping.wait())
+    dropped: list[asyncio.Future[Any]] = []
+
+    async def ready(aw: asyncio.Future[Any]) -> Any:
+        """``aw``'s result, or None if the pull is asked to stop first. What is fetched
+        meanwhile commits when waiting would keep it from its commit (COMMIT_EVERY_S, or
+        the request budget is spent)."""
+        try:
+            if acc and not aw.done():
+                remaining = COMMIT_EVERY_S - (time.monotonic() - since_first[0])
+                if remaining > 0 and ctx.client.budget.room() > 0:
+                    await asyncio.wait({aw, stop}, timeout=remaining,
+                                       return_when=asyncio.FIRST_COMPLETED)
+                if not aw.done():
+                    await flush()
+            if not aw.done():
+                await asyncio.wait({aw, stop}, return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            aw.cancel()
+            raise
+        if aw.done():
+            return await aw
+        aw.cancel()
+        dropped.append(aw)
+        return None
+
+    feeder = asyncio.create_task(read_feed())
+    try:
+        while True:
+            got = await ready(asyncio.ensure_future(parts.get()))
+            if got is None:
+                break  # the feed's end, or asked to stop
+            if isinstance(got, BaseException):
                 await flush()
-                return stats  # everything fetched is committed with its watermark
-            part = items[start:start + batch]
-            if acc and ctx.client.budget.room() < len(part):
-                await flush()  # commit what is fetched before waiting for the budget
+                raise got
+            if isinstance(got, asyncio.Event):
+                await flush()
+                got.set()
+                continue
+            work = await ready(got)
+            if work is None:
+                break  # stop at this commit point: what is fetched commits, in order
             if not acc:
                 since_first[0] = time.monotonic()
-            work = await _fetch(ctx, part, known, stats, processed, page.server_time,
-                                wm_start - overlap if sweep and wm_start is not None else None)
             acc.append(work)
             fetched_ids.update(work.fetched)
-            processed.update((i.tracking_id, i.updated_at) for i in part)
             if (sum(len(w.items) for w in acc) >= CHUNK
                     or time.monotonic() - since_first[0] >= COMMIT_EVERY_S):
                 await flush()
         await flush()
+    finally:
+        stop.cancel()
+        feeder.cancel()
+        pending: list[asyncio.Future[Any]] = [stop, feeder, *dropped]
+        while not parts.empty():
+            left = parts.get_nowait()
+            if isinstance(left, asyncio.Task):
+                left.cancel()
+                pending.append(left)
+        await asyncio.gather(*pending, return_exceptions=True)
+    if ctx.stopping.is_set():
+        return stats  # everything fetched is committed with its watermark
     if not sweep:
         await _retry_held(ctx, stats, fetched_ids)
     await _progress(ctx, stats, started)
@@ -124,6 +210,17 @@ async def _progress(ctx: SyncContext, stats: PullStats, started: datetime) -> No
     counts = stats.as_dict()
     ctx.observer.progress("pull", counts)
     await ctx.db(lambda conn: state.set_pull_running(conn, started, ctx.now(), counts))
+
+
+class _Window:
+    """The detail requests of one pull: at most ``size`` at a time, over all its parts."""
+
+    def __init__(self, size: int):
+        self.slots = asyncio.Semaphore(size)
+        self.unfinished = 0  # requests picked and not yet answered
+
+    def picked(self, n: int) -> None:
+        self.unfinished += n
 
 
 @dataclass
@@ -143,11 +240,13 @@ class _Work:
                      [b for w in works for b in w.bad], max(highs) if highs else None)
 
 
-async def _fetch(ctx: SyncContext, items: list[m.Summary | m.BadSummary],
-                 known: tuple[dict[str, core.LinkState], dict[str, core.Held]],
-                 stats: PullStats, processed: dict[str, datetime | None],
-                 server_time: datetime | None, late_before: datetime | None = None) -> _Work:
-    """Pick what needs a detail request (on possibly stale state) and fetch it.
+def _fetch(ctx: SyncContext, items: list[m.Summary | m.BadSummary],
+           known: tuple[dict[str, core.LinkState], dict[str, core.Held]],
+           stats: PullStats, processed: dict[str, datetime | None],
+           server_time: datetime | None, late_before: datetime | None = None,
+           window: _Window | None = None) -> Coroutine[Any, Any, _Work]:
+    """Pick what needs a detail request (on possibly stale state) now, against
+    ``processed`` as it is now; the coroutine returned fetches it.
 
     ``late_before`` (a sweep): what is fetched from before it was missed by the pulls.
     """
@@ -174,6 +273,8 @@ async def _fetch(ctx: SyncContext, items: list[m.Summary | m.BadSummary],
         else:
             stats.unchanged += 1
     stats.details += len(wanted)
+    if window is not None:
+        window.picked(len(wanted))
     by_id = {i.tracking_id: i for i in items}
     high = max((i.updated_at for i in items if i.updated_at is not None), default=None)
     if high is not None and server_time is not None and high > server_time:
@@ -186,7 +287,14 @@ async def _fetch(ctx: SyncContext, items: list[m.Summary | m.BadSummary],
                 log.warning("record_from_the_future", tracking_id=i.tracking_id,
                             skew_s=int((i.updated_at - server_time).total_seconds()))
         high = server_time
-    fetched = await _fetch_details(ctx, wanted)
+    return _fetched(ctx, ids, wanted, by_id, bad, high, stats, late_before, window)
+
+
+async def _fetched(ctx: SyncContext, ids: list[str], wanted: list[str],
+                   by_id: dict[str, m.Summary | m.BadSummary], bad: list[core.Decision],
+                   high: datetime | None, stats: PullStats, late_before: datetime | None,
+                   window: _Window | None) -> _Work:
+    fetched = await _fetch_details(ctx, wanted, window)
     for tid, got in fetched.items():
         summary = by_id[tid]
         if isinstance(got, core.Decision) and got.lapor_updated_at is None \
@@ -205,24 +313,35 @@ async def _fetch(ctx: SyncContext, items: list[m.Summary | m.BadSummary],
     return _Work(ids, fetched, bad, high)
 
 
-async def _fetch_details(ctx: SyncContext, ids: list[str]) -> dict[str, m.Complaint |
-                                                                   core.Decision]:
-    """Details, concurrently (the client's budget paces them); skips become quarantine."""
+async def _fetch_details(ctx: SyncContext, ids: list[str],
+                         window: _Window | None = None) -> dict[str, m.Complaint |
+                                                                          core.Decision]:
+    """Details, concurrently within ``window`` (shared by all parts of a pull; the
+    client's budget paces them); skips become quarantine."""
     if not ids:
         return {}
-    sem = asyncio.Semaphore(ctx.config.settings.lapor.detail_concurrency)
+    if window is None:
+        window = _Window(ctx.config.settings.lapor.detail_concurrency)
+        window.picked(len(ids))
+    sem = window.slots
 
     async def one(tid: str) -> m.Complaint | core.Decision:
-        async with sem:
-            try:
-                return await ctx.client.complaint(tid)
-            except SkipRecord as exc:
-                return core.quarantine(tid, exc.reason, exc.detail)
-            except Rejected as exc:
-                return core.quarantine(tid, exc.kode, f"LAPOR! answered {exc.status}")
-            except RECORD_ERRORS as exc:  # this record alone: never the rest of the page
-                return core.quarantine(tid, core.Reason.INVALID_RECORD,
-                                       f"cannot be read: {exc.__class__.__name__}")
+        try:
+            async with sem:
+                return await _one(tid)
+        finally:
+            window.unfinished -= 1
+
+    async def _one(tid: str) -> m.Complaint | core.Decision:
+        try:
+            return await ctx.client.complaint(tid)
+        except SkipRecord as exc:
+            return core.quarantine(tid, exc.reason, exc.detail)
+        except Rejected as exc:
+            return core.quarantine(tid, exc.kode, f"LAPOR! answered {exc.status}")
+        except RECORD_ERRORS as exc:  # this record alone: never the rest of the page
+            return core.quarantine(tid, core.Reason.INVALID_RECORD,
+                                   f"cannot be read: {exc.__class__.__name__}")
 
     try:
         async with asyncio.TaskGroup() as tg:
@@ -365,7 +484,7 @@ def _apply(ctx: SyncContext, conn: Connection, decisions: list[core.Decision],
         if d.tracking_id in held:
             state.release(conn, d.tracking_id)
         if d.kind is not core.Kind.UNCHANGED:
-            log.info("record_synced", tracking_id=d.tracking_id, action=d.kind.value)
+            log.debug("record_synced", tracking_id=d.tracking_id, action=d.kind.value)
     followups.save_many(conn, [(d.facts, (facts or {}).get(d.tracking_id)) for d in decisions
                                if d.facts is not None], now)
     if page_max is None:
