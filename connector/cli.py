@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from connector import __version__
-from connector.errors import ConfigError, ConnectorError, Fatal, RetryLater
+from connector.errors import ConfigError, Fatal, RetryLater
+from connector.logging import configure_for
 from connector.mappings import LOCAL_STATUSES, MappingError
 from connector.mappings import load as load_mappings
 from connector.mappings import suggest as suggest_mappings
@@ -219,16 +220,6 @@ def check_identity(config: Config, euid: int | None = None) -> None:
                           "database files keep their owner")
 
 
-def _logging(config: Config) -> None:
-    from connector.logging import configure
-    from connector.settings import load_credentials
-
-    secret = ""
-    with contextlib.suppress(ConnectorError):
-        secret = load_credentials(config).client_secret
-    configure(config.settings.log.level, config.settings.log.format, secrets=[secret])
-
-
 def _runtime(config: Config, need_mappings: bool = True, lock: bool = False) -> Any:
     from connector.runtime import open_runtime
 
@@ -266,7 +257,7 @@ def cmd_sync(config: Config, args: argparse.Namespace) -> int:
     from connector.store import state
     from connector.sync.cycle import run_cycle, summary_line
 
-    _logging(config)
+    configure_for(config)
     rt = _runtime(config, lock=True)  # never beside a running daemon on the same storage
 
     async def go() -> int:
