@@ -19,9 +19,9 @@ import pytest
 
 from connector import report
 from connector.cli import main
+from connector.domain import Facts, Period, Start
 from connector.mappings import load
 from connector.sandbox import Faults, World
-from connector.sync.clock import Facts, Period, Start
 from connector.timeutil import WITA
 from tests.conftest import ROOT, FakeTime
 from tests.harness import Harness

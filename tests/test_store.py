@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 from sqlalchemy import insert, inspect, select
 
+from connector.domain import LinkState, OutboxPlan
 from connector.errors import InstanceLocked, StorageError
 from connector.store import Store, schema, state
 from connector.store.schema import links, tickets
-from connector.sync.core import LinkState, OutboxPlan
 from connector.tracker.base import NewTicket
 from connector.tracker.builtin import BuiltinTracker
 

@@ -13,8 +13,8 @@ from typing import Any
 
 from sqlalchemy import Connection, bindparam, delete, func, insert, select, update
 
+from connector.domain import Held, LinkState, OutboxPlan, OwnPost
 from connector.store.schema import kv, links, outbox, quarantine, runs
-from connector.sync.core import Held, LinkState, OutboxPlan, OwnPost
 from connector.timeutil import as_utc, iso, utcnow
 
 # Statements with their parameters bound at execution: compiled once, cached (hot path).

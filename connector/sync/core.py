@@ -12,6 +12,7 @@ import json
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
+from connector.domain import Held, LinkState, OutboxPlan, OwnPost
 from connector.lapor import models as m
 from connector.mappings import Mappings
 from connector.sync import clock
@@ -44,38 +45,6 @@ def retry_delay_s(attempts: int) -> float:
     if attempts <= 3:
         return 0.0
     return float(min(6 * 3600, 60 * 2 ** (attempts - 4)))
-
-
-@dataclass(frozen=True)
-class LinkState:
-    tracking_id: str
-    ticket_ref: str
-    agency: str
-    lapor_status: str
-    lapor_updated_at: datetime
-    unit_ids: tuple[int, ...]
-    seen_followups: frozenset[str]
-    closed: bool
-    # Fingerprint of title, body and privacy flags as last applied (None: not known yet).
-    content_hash: str | None = None
-
-
-@dataclass(frozen=True)
-class Held:
-    """A quarantine entry as the core needs it."""
-
-    reason: str
-    lapor_updated_at: datetime | None
-    unit_ids: tuple[int, ...]
-    retry_requested: bool
-
-
-@dataclass(frozen=True)
-class OwnPost:
-    """A follow-up this connector sent or is sending, to recognise it in the feed."""
-
-    lapor_status: str
-    text: str
 
 
 class Kind(enum.StrEnum):
@@ -306,18 +275,6 @@ def _messages(c: m.Complaint, seen: frozenset[str],
 
 
 # -- push -------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class OutboxPlan:
-    change_id: str
-    tracking_id: str
-    ticket_ref: str
-    idempotency_key: str
-    lapor_status: str
-    text: str
-    failed_with: str | None = None  # recorded as failed at once (e.g. complaint closed)
-    unit_id: int | None = None  # the posting unit, fixed now: a replay's body never changes
 
 
 def plan_outbox(change: OfficerChange, link: LinkState | None,

@@ -10,9 +10,10 @@ from __future__ import annotations
 import abc
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection
+if TYPE_CHECKING:  # annotations only: the core imports this module and does no I/O
+    from sqlalchemy import Connection
 
 
 @dataclass(frozen=True)
