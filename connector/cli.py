@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from connector import __version__
+from connector.domain import OutboxState
 from connector.errors import ConfigError, Fatal, RetryLater
 from connector.logging import configure_for
 from connector.mappings import LOCAL_STATUSES, MappingError
@@ -87,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     os_ = o.add_subparsers(dest="action", required=True, parser_class=_Parser)
     ol = os_.add_parser("list", parents=[common])
     ol.add_argument("--json", action="store_true")
-    ol.add_argument("--state", choices=("pending", "unconfirmed", "sent", "failed", "dismissed"))
+    ol.add_argument("--state", choices=tuple(OutboxState))
     orr = os_.add_parser("retry", parents=[common])
     orr.add_argument("id", nargs="?", type=int)
     od = os_.add_parser("dismiss", parents=[common],

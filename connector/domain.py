@@ -11,6 +11,16 @@ from dataclasses import dataclass
 from datetime import datetime
 
 
+class OutboxState(enum.StrEnum):
+    """An outbox entry's state, as stored (``outbox.state``) and shown in JSON."""
+
+    PENDING = "pending"
+    UNCONFIRMED = "unconfirmed"  # delivered, but LAPOR!'s answer was unreadable
+    SENT = "sent"
+    FAILED = "failed"  # refused or given up: holds back the complaint's later entries
+    DISMISSED = "dismissed"  # a failed entry an admin dismissed
+
+
 class Start(enum.StrEnum):
     RECEIVED = "received"
     OBJECTION = "objection"

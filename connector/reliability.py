@@ -26,6 +26,7 @@ from typing import Any
 
 import httpx
 
+from connector.domain import OutboxState
 from connector.settings import DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, Config
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -261,14 +262,14 @@ def _count(fig: Figures, conn: Connector, sandbox: Sandbox) -> None:
     fig.missing_followups = len(changes) - len(by_change)
     per_key: dict[str, int] = {}
     for e in entries:
-        if e["state"] != "sent":
+        if e["state"] != OutboxState.SENT:
             fig.missing_followups += 1
             continue
         rec = sandbox.inspect(e["tracking_id"])
         for fu in rec["tindak_lanjut"]:
             if fu.get("idempotency_key") == e["idempotency_key"]:
                 per_key[e["idempotency_key"]] = per_key.get(e["idempotency_key"], 0) + 1
-    fig.missing_followups += sum(1 for e in entries if e["state"] == "sent"
+    fig.missing_followups += sum(1 for e in entries if e["state"] == OutboxState.SENT
                                  and per_key.get(e["idempotency_key"], 0) == 0)
     fig.duplicate_followups = sum(n - 1 for n in per_key.values() if n > 1)
     # A second creation would show as more follow-ups created than distinct changes sent.

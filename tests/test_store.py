@@ -102,6 +102,9 @@ def test_outbox_enqueue_is_idempotent_and_ordered(db_url: str) -> None:
     assert len(store.run(state.list_outbox)) == 3
     due = store.run(lambda c: state.due_entries(c, NOW, 10))
     assert [d.idempotency_key for d in due] == ["k1", "k3"]  # one per complaint, oldest first
+    # The enum is stored as its plain value (not its name), as before it was an enum.
+    stored = store.run(lambda c: c.execute(select(schema.outbox.c.state)).scalars().all())
+    assert [type(v) for v in stored] == [str] * 3 and set(stored) == {"pending"}
     store.close()
 
 
