@@ -346,7 +346,7 @@ async def test_the_guard_runs_before_every_post_attempt_and_ends_the_call(
 
     client = make_client(world, fake_time)
     tid = next(t for t, r in world.records.items()
-               if world._visible(t, 6411) and r["status"] == "terdisposisi")
+               if world.visible(t) and r["status"] == "terdisposisi")
     unit = world.records[tid]["disposisi"][0]["unit_id"]
     await client.tokens.get()
     world.set_faults({"rate_5xx": 1.0})

@@ -423,8 +423,13 @@ class World:
             token.requests.append(now)
         return token
 
-    def _visible(self, tid: int, instansi: int) -> bool:
+    def visible(self, tid: int, instansi: int = data.INSTANSI) -> bool:
+        """Whether the complaint is in ``instansi``'s feed (it was ever disposed to it)."""
         return instansi in self.ever_instansi.get(tid, set())
+
+    def visible_ids(self, instansi: int = data.INSTANSI) -> list[int]:
+        """The complaints in ``instansi``'s feed, oldest first."""
+        return sorted(t for t in self.records if self.visible(t, instansi))
 
     def feed(self, instansi: int, params: dict[str, str]) -> tuple[list[dict[str, Any]],
                                                                     dict[str, Any]]:
@@ -460,7 +465,7 @@ class World:
             after = None
         rows = sorted(
             ((r["diperbarui"], tid) for tid, r in self.records.items()
-             if self._visible(tid, instansi)
+             if self.visible(tid, instansi)
              and (since is None or r["diperbarui"] >= since)
              and (after is None or (r["diperbarui"], tid) > after)),
         )
@@ -479,7 +484,7 @@ class World:
         record = self.records.get(tid)
         if record is None:
             raise ApiFault(404, "laporan_tidak_ditemukan", "Laporan tidak ditemukan.")
-        if not self._visible(tid, instansi):
+        if not self.visible(tid, instansi):
             raise ApiFault(403, "bukan_disposisi", "Laporan tidak didisposisikan ke instansi Anda.")
         return record
 
@@ -533,7 +538,7 @@ class World:
     # -- life: the generator and test hooks --------------------------------------------------
 
     def _touch_random(self, instansi: int) -> None:
-        candidates = [tid for tid in self.records if self._visible(tid, instansi)]
+        candidates = [tid for tid in self.records if self.visible(tid, instansi)]
         if candidates:
             self.touch(self.fault_rng.choice(candidates))
 
