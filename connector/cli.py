@@ -16,7 +16,7 @@ from connector import __version__
 from connector.domain import OutboxState
 from connector.errors import ConfigError, Fatal, RetryLater
 from connector.logging import configure_for
-from connector.mappings import LOCAL_STATUSES, MappingError
+from connector.mappings import LOCAL_STATUSES, MappingError, Mappings
 from connector.mappings import load as load_mappings
 from connector.mappings import suggest as suggest_mappings
 from connector.settings import Config, load_config
@@ -225,6 +225,16 @@ def _runtime(config: Config, need_mappings: bool = True, lock: bool = False) -> 
     from connector.runtime import open_runtime
 
     return open_runtime(config, need_mappings=need_mappings, lock=lock)
+
+
+def _mappings_or_say_why(config: Config) -> Mappings | None:
+    """The mappings, or None after printing each problem (``file: entry: field: why``)."""
+    try:
+        return load_mappings(config.mappings_dir)
+    except MappingError as exc:
+        for line in exc.problems:
+            print(line, file=sys.stderr)
+        return None
 
 
 def _print_json(obj: Any) -> None:
@@ -504,11 +514,8 @@ def cmd_tickets_update(config: Config, args: argparse.Namespace) -> int:
 
 
 def cmd_mappings_check(config: Config, args: argparse.Namespace) -> int:
-    try:
-        mappings = load_mappings(config.mappings_dir)
-    except MappingError as exc:
-        for line in exc.problems:
-            print(line, file=sys.stderr)
+    mappings = _mappings_or_say_why(config)
+    if mappings is None:
         return EXIT_FAIL
     if args.online:
         from connector.runtime import make_client
@@ -680,11 +687,8 @@ def cmd_report(config: Config, args: argparse.Namespace) -> int:
     from connector import report
     from connector.store import followups
 
-    try:
-        mappings = load_mappings(config.mappings_dir)
-    except MappingError as exc:
-        for line in exc.problems:
-            print(line, file=sys.stderr)
+    mappings = _mappings_or_say_why(config)
+    if mappings is None:
         return EXIT_USAGE
     now = utcnow()
     first, last = report.current_month(now)
