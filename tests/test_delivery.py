@@ -132,7 +132,8 @@ async def test_an_older_identical_post_is_not_taken_for_ours(
     rec = world.records[int(t["tracking_id"])]
     unit = rec["disposisi"][0]["unit_id"]
     long_ago = world.now() - timedelta(days=3)
-    world._append_fu(rec, "instansi", unit, "diproses", text, long_ago)  # an officer, days ago
+    # An officer, days ago:
+    world.append_follow_up(rec, "instansi", unit, "diproses", text, long_ago)
     [entry] = h.outbox()
     now = h.ctx.now()
     h.store.run(lambda c: state.start_attempt(c, entry["id"], now))

@@ -274,7 +274,8 @@ async def test_later_privacy_and_edits_reach_the_ticket(h: Harness) -> None:
                and r["status"] == "terdisposisi")
     tid, name = rec["tracking_id"], rec["pelapor"]["nama"]
     h.time.t += 5
-    h.world._append_fu(rec, "pelapor", None, None, f"Saya {name}, mohon dibantu.", h.world.now())
+    h.world.append_follow_up(rec, "pelapor", None, None, f"Saya {name}, mohon dibantu.",
+                             h.world.now())
     rec["diperbarui"] = h.world.now()
     await h.sync()
     t = h.ticket(tid)
