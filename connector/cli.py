@@ -13,8 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from connector import __version__
-from connector.errors import ConfigError, ConnectorError, Fatal, RetryLater
-from connector.mappings import LOCAL_STATUSES, MappingError
+from connector.domain import OutboxState
+from connector.errors import ConfigError, Fatal, RetryLater
+from connector.logging import configure_for
+from connector.mappings import LOCAL_STATUSES, MappingError, Mappings
 from connector.mappings import load as load_mappings
 from connector.mappings import suggest as suggest_mappings
 from connector.settings import Config, load_config
@@ -86,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     os_ = o.add_subparsers(dest="action", required=True, parser_class=_Parser)
     ol = os_.add_parser("list", parents=[common])
     ol.add_argument("--json", action="store_true")
-    ol.add_argument("--state", choices=("pending", "unconfirmed", "sent", "failed", "dismissed"))
+    ol.add_argument("--state", choices=tuple(OutboxState))
     orr = os_.add_parser("retry", parents=[common])
     orr.add_argument("id", nargs="?", type=int)
     od = os_.add_parser("dismiss", parents=[common],
@@ -219,20 +221,20 @@ def check_identity(config: Config, euid: int | None = None) -> None:
                           "database files keep their owner")
 
 
-def _logging(config: Config) -> None:
-    from connector.logging import configure
-    from connector.settings import load_credentials
-
-    secret = ""
-    with contextlib.suppress(ConnectorError):
-        secret = load_credentials(config).client_secret
-    configure(config.settings.log.level, config.settings.log.format, secrets=[secret])
-
-
 def _runtime(config: Config, need_mappings: bool = True, lock: bool = False) -> Any:
     from connector.runtime import open_runtime
 
     return open_runtime(config, need_mappings=need_mappings, lock=lock)
+
+
+def _mappings_or_say_why(config: Config) -> Mappings | None:
+    """The mappings, or None after printing each problem (``file: entry: field: why``)."""
+    try:
+        return load_mappings(config.mappings_dir)
+    except MappingError as exc:
+        for line in exc.problems:
+            print(line, file=sys.stderr)
+        return None
 
 
 def _print_json(obj: Any) -> None:
@@ -266,7 +268,7 @@ def cmd_sync(config: Config, args: argparse.Namespace) -> int:
     from connector.store import state
     from connector.sync.cycle import run_cycle, summary_line
 
-    _logging(config)
+    configure_for(config)
     rt = _runtime(config, lock=True)  # never beside a running daemon on the same storage
 
     async def go() -> int:
@@ -512,11 +514,8 @@ def cmd_tickets_update(config: Config, args: argparse.Namespace) -> int:
 
 
 def cmd_mappings_check(config: Config, args: argparse.Namespace) -> int:
-    try:
-        mappings = load_mappings(config.mappings_dir)
-    except MappingError as exc:
-        for line in exc.problems:
-            print(line, file=sys.stderr)
+    mappings = _mappings_or_say_why(config)
+    if mappings is None:
         return EXIT_FAIL
     if args.online:
         from connector.runtime import make_client
@@ -688,11 +687,8 @@ def cmd_report(config: Config, args: argparse.Namespace) -> int:
     from connector import report
     from connector.store import followups
 
-    try:
-        mappings = load_mappings(config.mappings_dir)
-    except MappingError as exc:
-        for line in exc.problems:
-            print(line, file=sys.stderr)
+    mappings = _mappings_or_say_why(config)
+    if mappings is None:
         return EXIT_USAGE
     now = utcnow()
     first, last = report.current_month(now)

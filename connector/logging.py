@@ -9,6 +9,7 @@ phone numbers, bearer tokens, configured secrets) are masked anywhere.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import sys
@@ -19,6 +20,7 @@ from typing import Any, TextIO
 import structlog
 
 from connector.errors import ConnectorError
+from connector.settings import Config, load_credentials
 
 REDACTED = "[redacted]"
 DENY_KEYS = frozenset({
@@ -140,3 +142,11 @@ def configure(level: str = "info", fmt: str = "auto", *, secrets: Iterable[str] 
         logging.getLogger(noisy).setLevel(logging.WARNING)
     # "skipped: maximum number of running instances" is by design (cycles never overlap).
     logging.getLogger("apscheduler").setLevel(logging.ERROR)
+
+
+def configure_for(config: Config) -> None:
+    """Logging as the settings ask, with the client secret masked (the CLI and the daemon)."""
+    secret = ""
+    with contextlib.suppress(ConnectorError):
+        secret = load_credentials(config).client_secret
+    configure(config.settings.log.level, config.settings.log.format, secrets=[secret])

@@ -14,19 +14,22 @@ import os
 import random
 import signal
 import socket
-import sqlite3
 import subprocess
 import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
+from sqlalchemy import Engine, create_engine, select, text, update
+from sqlalchemy.pool import NullPool
 
+from connector.domain import OutboxState
 from connector.settings import DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, Config
+from connector.store.schema import outbox
+from connector.store.state import OPEN_STATES
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -122,6 +125,13 @@ class Connector:
             f'[storage]\nurl = "{self.db_url}"\n[log]\nlevel = "warning"\nformat = "json"\n')
         self.env = {**os.environ, "LAPOR_CLIENT_ID": DEMO_CLIENT_ID,
                     "LAPOR_CLIENT_SECRET": DEMO_CLIENT_SECRET, "PYTHONUNBUFFERED": "1"}
+        # PostgreSQL: a killed process leaves its instance lease behind until it expires
+        # (SQLite's file lock dies with the process), so the lease is short and every kill
+        # waits it out: the next process must run, not be refused.
+        self.after_kill_s = 0.0
+        if self.db_url.startswith("postgresql"):
+            self.env["LAPOR_CONNECTOR_STORAGE__LEASE_S"] = "3"
+            self.after_kill_s = 3.2
 
     def popen(self, *args: str) -> subprocess.Popen[bytes]:
         return subprocess.Popen([sys.executable, "-m", "connector", "--config",
@@ -138,6 +148,7 @@ class Connector:
             r = self.run("sync")
             if r.returncode == 0:
                 return
+            time.sleep(self.after_kill_s)
         raise RuntimeError(f"sync did not complete: {r.stderr[-500:]}")
 
     def kill_at_random(self, rng: random.Random, low: float, high: float, *args: str) -> bool:
@@ -149,6 +160,7 @@ class Connector:
         except subprocess.TimeoutExpired:
             proc.send_signal(signal.SIGKILL)
             proc.wait()
+            time.sleep(self.after_kill_s)
             return True
 
     def tickets(self) -> list[dict[str, Any]]:
@@ -157,15 +169,27 @@ class Connector:
     def outbox(self) -> list[dict[str, Any]]:
         return list(json.loads(self.run("outbox", "list", "--json").stdout))
 
+    def _engine(self) -> Engine:
+        # No pool: the connector processes must find the database free between queries.
+        return create_engine(self.db_url, poolclass=NullPool)
+
     def query(self, sql: str) -> list[tuple[Any, ...]]:
-        with sqlite3.connect(self.db_path) as conn:
-            return list(conn.execute(sql))
+        engine = self._engine()
+        try:
+            with engine.connect() as conn:
+                return [tuple(r) for r in conn.execute(text(sql))]
+        finally:
+            engine.dispose()
 
     def due_now(self) -> None:
         """Skip the entries' backoff waits (minutes) so the final syncs deliver them."""
-        with sqlite3.connect(self.db_path) as db:
-            db.execute("UPDATE outbox SET next_attempt_at = created_at "
-                       "WHERE state IN ('pending', 'unconfirmed')")
+        engine = self._engine()
+        try:
+            with engine.begin() as conn:
+                conn.execute(update(outbox).where(outbox.c.state.in_(OPEN_STATES))
+                             .values(next_attempt_at=outbox.c.created_at))
+        finally:
+            engine.dispose()
 
     def awaiting_verify(self, ttl_s: float) -> int:
         """Entries that must be looked up on LAPOR! before any further POST."""
@@ -173,14 +197,21 @@ class Connector:
         from connector.timeutil import as_utc, utcnow
 
         now = utcnow()
-        rows = self.query("SELECT state, key_first_used_at FROM outbox "
-                          "WHERE state IN ('pending', 'unconfirmed')")
-        return sum(1 for st, used in rows if must_verify(
-            st, as_utc(datetime.fromisoformat(used)) if used else None, now, ttl_s))
+        engine = self._engine()
+        try:
+            with engine.connect() as conn:
+                rows = conn.execute(select(outbox.c.state, outbox.c.key_first_used_at)
+                                    .where(outbox.c.state.in_(OPEN_STATES))).all()
+        finally:
+            engine.dispose()
+        return sum(1 for st, used in rows
+                   if must_verify(st, as_utc(used) if used else None, now, ttl_s))
 
 
 def campaign(workdir: Path, *, complaints: int = 1500, changes: int = 30, kills: int = 25,
-             seed: int = 6411, faults: dict[str, Any] | None = None) -> Figures:
+             seed: int = 6411, faults: dict[str, Any] | None = None,
+             db_url: str | None = None) -> Figures:
+    """``db_url``: the connector's database (default: SQLite in ``workdir``)."""
     rng = random.Random(seed)
     faults = faults if faults is not None else {
         "rate_5xx": 0.03, "move_rate": 0.3, "duplicate_rate": 0.2, "token_max_uses": 50,
@@ -188,7 +219,7 @@ def campaign(workdir: Path, *, complaints: int = 1500, changes: int = 30, kills:
     fig = Figures(complaints=complaints, faults=[*sorted(faults), "sigkill"])
     sandbox = Sandbox(workdir, complaints, seed, faults)
     try:
-        conn = Connector(workdir, sandbox)
+        conn = Connector(workdir, sandbox, db_url)
         # 1. Pulls of the whole backlog, killed at random moments.
         for _ in range(kills):
             fig.kills_pull += conn.kill_at_random(rng, 0.4, 4.0, "sync")
@@ -261,14 +292,14 @@ def _count(fig: Figures, conn: Connector, sandbox: Sandbox) -> None:
     fig.missing_followups = len(changes) - len(by_change)
     per_key: dict[str, int] = {}
     for e in entries:
-        if e["state"] != "sent":
+        if e["state"] != OutboxState.SENT:
             fig.missing_followups += 1
             continue
         rec = sandbox.inspect(e["tracking_id"])
         for fu in rec["tindak_lanjut"]:
             if fu.get("idempotency_key") == e["idempotency_key"]:
                 per_key[e["idempotency_key"]] = per_key.get(e["idempotency_key"], 0) + 1
-    fig.missing_followups += sum(1 for e in entries if e["state"] == "sent"
+    fig.missing_followups += sum(1 for e in entries if e["state"] == OutboxState.SENT
                                  and per_key.get(e["idempotency_key"], 0) == 0)
     fig.duplicate_followups = sum(n - 1 for n in per_key.values() if n > 1)
     # A second creation would show as more follow-ups created than distinct changes sent.

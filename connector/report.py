@@ -30,8 +30,8 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from typing import Any
 
+from connector.domain import Facts
 from connector.mappings import Mappings
-from connector.sync.clock import Facts
 from connector.timeutil import UTC, WITA, human, working_days_between
 
 COLUMNS = ("agency", "received", "followed_up_on_time", "followed_up_late", "overdue",

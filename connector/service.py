@@ -22,6 +22,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 from connector.daemon import Coordinator, DemoOfficer, sd_notify, watchdog_interval
 from connector.errors import ConfigError, ConnectorError, Fatal, LeaseLost, RetryLater
+from connector.logging import configure_for
 from connector.metrics import Metrics, Monitor, Reachability, probe
 from connector.runtime import Runtime, open_runtime
 from connector.sandbox.app import run_generator
@@ -50,9 +51,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def run(config: Config) -> int:
-    from connector.cli import _logging
-
-    _logging(config)
+    configure_for(config)
     try:
         rt = open_runtime(config, lock=True)
     except ConfigError as exc:

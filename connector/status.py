@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy import Connection
 
+from connector.domain import OutboxState
 from connector.mappings import MappingError, load
 from connector.settings import Config
 from connector.store import state
@@ -67,7 +68,7 @@ def report(conn: Connection, config: Config, tracker: TrackerPort,
                                  "message": f"no successful pull for {int(ok_age)} s "
                                             f"(more than {s.stale_after_intervals} intervals)"})
     outbox = state.outbox_counts(conn)
-    failed = state.list_outbox(conn, "failed")
+    failed = state.list_outbox(conn, OutboxState.FAILED)
     if failed:
         findings.append({"code": "push_failed",
                          "message": f"{len(failed)} follow-up(s) refused by LAPOR!; see "

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -113,17 +114,40 @@ def db_url(request: Any, tmp_path: Path) -> Iterator[str]:
         yield from _pg_database()
 
 
+Overrides = Mapping[str, Mapping[str, str | int | float | bool]]
+
+
 def write_config(directory: Path, db_url: str, extra: str = "", *, sandbox: str = "",
-                 mappings_src: Path | None = None) -> Path:
-    """A settings file and a copy of the shipped mappings in ``directory``."""
+                 mappings_src: Path | None = None, settings: Overrides | None = None) -> Path:
+    """A settings file and a copy of the shipped mappings in ``directory``.
+
+    ``settings`` overrides keys by section (``{"lapor": {"page_size": 10}}``); ``extra`` is
+    raw TOML appended for further sections.
+    """
     directory.mkdir(parents=True, exist_ok=True)
     shutil.copytree(mappings_src or ROOT / "mappings", directory / "mappings",
                     dirs_exist_ok=True)
+    sections: dict[str, dict[str, str | int | float | bool]] = {
+        "lapor": {"base_url": "sandbox", "requests_per_minute": 0},
+        "storage": {"url": db_url},
+        "log": {"level": "debug", "format": "json"},
+        "sandbox": {"rate_limit_per_minute": 0},
+    }
+    for section, values in (settings or {}).items():
+        sections.setdefault(section, {}).update(values)
+    text = ""
+    for section, values in sections.items():
+        text += f"[{section}]\n" + "".join(f"{k} = {_toml(v)}\n" for k, v in values.items())
+        if section == "sandbox":
+            text += f"{sandbox}\n"
     path = directory / "settings.toml"
-    path.write_text(
-        f'[lapor]\nbase_url = "sandbox"\nrequests_per_minute = 0\n'
-        f'[storage]\nurl = "{db_url}"\n[log]\nlevel = "debug"\nformat = "json"\n'
-        f'[sandbox]\nrate_limit_per_minute = 0\n{sandbox}\n' + extra,
-        encoding="utf-8",
-    )
+    path.write_text(text + extra, encoding="utf-8")
     return path
+
+
+def _toml(value: str | int | float | bool) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return json.dumps(value)  # a TOML basic string
+    return repr(value)

@@ -16,7 +16,7 @@ from connector.sync.context import SyncContext
 from connector.sync.cycle import run_cycle
 from connector.sync.push import ingest
 from connector.tracker.builtin import BuiltinTracker, OfficerAction
-from tests.conftest import FakeTime, make_client, write_config
+from tests.conftest import FakeTime, Overrides, make_client, write_config
 
 STATUSES = ("new", "in_progress", "resolved", "closed")
 
@@ -24,9 +24,9 @@ STATUSES = ("new", "in_progress", "resolved", "closed")
 class Harness:
     def __init__(self, root: Path, db_url: str, world: World, fake_time: FakeTime,
                  extra_settings: str = "", environ: dict[str, str] | None = None,
-                 **client_kw: Any):
+                 settings: Overrides | None = None, **client_kw: Any):
         self.root = root
-        self.cfg_path = write_config(root, db_url, extra_settings)
+        self.cfg_path = write_config(root, db_url, extra_settings, settings=settings)
         self.config = load_config(self.cfg_path, environ=environ or {})
         self.world = world
         self.time = fake_time
@@ -79,7 +79,7 @@ class Harness:
                     for t in tables}
 
     def visible(self) -> set[str]:
-        return {str(t) for t in self.world.records if self.world._visible(t, 6411)}
+        return {str(t) for t in self.world.records if self.world.visible(t)}
 
     def mapped_units(self) -> set[int]:
         return set(self.mappings().unit_to_agency)

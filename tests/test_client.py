@@ -27,7 +27,7 @@ async def all_items(client: Any, since: Any = None) -> list[Any]:
 
 async def test_feed_pages_through_everything_in_order(client: Any, world: World) -> None:
     items = await all_items(client)
-    visible = [t for t in world.records if world._visible(t, 6411)]
+    visible = [t for t in world.records if world.visible(t)]
     assert sorted(int(i.tracking_id) for i in items) == sorted(visible)
     keys = [(i.updated_at, int(i.tracking_id)) for i in items]
     assert keys == sorted(keys)
@@ -45,7 +45,7 @@ async def test_token_expiring_mid_feed_is_refreshed_and_the_call_repeated(
         client: Any, world: World) -> None:
     world.set_faults({"token_max_uses": 2})
     items = await all_items(client)
-    assert len(items) == len([t for t in world.records if world._visible(t, 6411)])
+    assert len(items) == len([t for t in world.records if world.visible(t)])
     assert client.tokens.fetched >= 2
 
 
@@ -61,7 +61,7 @@ async def test_token_refreshed_before_expiry(world: World, fake_time: FakeTime) 
 async def test_concurrent_callers_share_one_refresh(client: Any, world: World) -> None:
     await client.units()
     world.tokens.clear()  # every held token is now unknown: token_tidak_valid
-    ids = [str(t) for t in list(world.records)[:8] if world._visible(t, 6411)]
+    ids = [str(t) for t in list(world.records)[:8] if world.visible(t)]
     await asyncio.gather(*(client.complaint(t) for t in ids))
     assert client.tokens.fetched == 2
 
@@ -219,14 +219,14 @@ async def test_cursor_expiry_restarts_from_the_callers_watermark(client: Any, wo
             fake_time.t += 60  # the cursor just handed out is now expired
     assert len(starts) >= 2 and set(starts) == {first}  # restarted from the caller's value
     assert {i.tracking_id for i in seen} >= {str(t) for t in world.records
-                                            if world._visible(t, 6411)}
+                                            if world.visible(t)}
 
 
 async def test_records_moving_while_paging_are_not_missed(client: Any, world: World) -> None:
     world.set_faults({"move_rate": 1.0})
     items = await all_items(client)
     ids = [i.tracking_id for i in items]
-    assert set(ids) == {str(t) for t in world.records if world._visible(t, 6411)}
+    assert set(ids) == {str(t) for t in world.records if world.visible(t)}
     assert len(ids) > len(set(ids))  # duplicates surfaced for the caller to dedupe
 
 
@@ -246,7 +246,7 @@ async def test_late_commits_are_found_by_an_overlap_reread(client: Any, world: W
 
 async def test_extra_keys_are_ignored(client: Any, world: World) -> None:
     assert world.faults.extra_keys
-    tid = str(next(t for t in world.records if world._visible(t, 6411)))
+    tid = str(next(t for t in world.records if world.visible(t)))
     c = await client.complaint(tid)
     assert c.tracking_id == tid
 
@@ -257,7 +257,7 @@ async def test_malformed_records_become_record_level_errors(client: Any, world: 
     bad = [i for i in items if isinstance(i, m.BadSummary)]
     assert bad and all(i.tracking_id != "unknown" for i in bad)
     assert all("diperbarui" in i.fields or "unit_ids" in i.fields for i in bad)
-    odd = next(t for t in world.records if t % 2 == 1 and world._visible(t, 6411))
+    odd = next(t for t in world.records if t % 2 == 1 and world.visible(t))
     with pytest.raises(InvalidRecord) as info:
         await client.complaint(str(odd))
     message = str(info.value)
@@ -266,7 +266,7 @@ async def test_malformed_records_become_record_level_errors(client: Any, world: 
 
 
 async def test_detail_of_a_foreign_complaint_is_a_skip(client: Any, world: World) -> None:
-    foreign = next(t for t in world.records if not world._visible(t, 6411))
+    foreign = next(t for t in world.records if not world.visible(t))
     with pytest.raises(SkipRecord) as info:
         await client.complaint(str(foreign))
     assert info.value.reason == "not_disposed"
@@ -285,7 +285,7 @@ async def test_anonymous_complaint_never_carries_identity(client: Any, world: Wo
 async def test_response_size_cap(world: World, fake_time: FakeTime) -> None:
     client = make_client(world, fake_time, max_response_bytes=1024)
     assert await client.ping()
-    tid = str(next(t for t in world.records if world._visible(t, 6411)))
+    tid = str(next(t for t in world.records if world.visible(t)))
     with pytest.raises(SkipRecord) as info:
         await client.complaint(tid)
     assert info.value.reason == "response_too_large"
@@ -306,7 +306,7 @@ async def test_repeated_cursor_is_refused(world: World, fake_time: FakeTime) -> 
 
 async def test_attachment_download_only_from_the_api_host(client: Any, world: World,
                                                           tmp_path: Any) -> None:
-    tid = next(t for t, r in world.records.items() if r["lampiran"] and world._visible(t, 6411))
+    tid = next(t for t, r in world.records.items() if r["lampiran"] and world.visible(t))
     c = await client.complaint(str(tid))
     att = c.attachments[0]
     path = await client.download(att, tmp_path / "att", max_bytes=10**6,

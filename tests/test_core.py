@@ -10,6 +10,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from connector.domain import FIRST_RESPONSE
 from connector.lapor import models as m
 from connector.mappings import load
 from connector.sync import clock, core
@@ -186,7 +187,7 @@ class Model:
                 if old.first_follow_up_at is not None:
                     assert (new.first_follow_up_at, new.on_time) == (old.first_follow_up_at,
                                                                      old.on_time)
-        assert f.first_response().start in clock.FIRST_RESPONSE
+        assert f.first_response().start in FIRST_RESPONSE
 
 
 @settings(max_examples=300, deadline=None)

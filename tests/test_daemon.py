@@ -7,15 +7,18 @@ import json
 import os
 import re
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
+import tomllib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.pool import NullPool
 
 from connector.daemon import Coordinator
 from connector.errors import LaporUnavailable
@@ -57,14 +60,21 @@ class Daemon:
 
 
 def query(site: Path, sql: str) -> list[tuple[Any, ...]]:
-    db = site / "var" / "connector.db"
-    if not db.exists():
-        return []
+    """``sql`` on the site's database, whichever backend; [] while it is not there yet."""
+    url = tomllib.loads((site / "settings.toml").read_text("utf-8"))["storage"]["url"]
+    if url.startswith("sqlite:///"):
+        path = site / url.removeprefix("sqlite:///")  # relative to the site, as the daemon
+        if not path.exists():
+            return []
+        url = f"sqlite:///{path}"
+    engine = create_engine(url, poolclass=NullPool)
     try:
-        with sqlite3.connect(db, timeout=5) as conn:
-            return list(conn.execute(sql))
-    except sqlite3.OperationalError:
+        with engine.connect() as conn:
+            return [tuple(r) for r in conn.execute(text(sql))]
+    except DBAPIError:  # not migrated yet, or busy for a moment
         return []
+    finally:
+        engine.dispose()
 
 
 def wait_for(cond: Callable[[], bool], timeout: float = 60, what: str = "") -> None:
@@ -82,7 +92,16 @@ def count(site: Path, sql: str) -> int:
 
 
 @pytest.fixture
-def site(tmp_path: Path) -> Iterator[Path]:
+def site(tmp_path: Path, db_url: str) -> Iterator[Path]:
+    """A daemon's site on each backend."""
+    s = tmp_path / "site"
+    write_config(s, db_url, FAST, sandbox=SANDBOX)
+    yield s
+
+
+@pytest.fixture
+def sqlite_site(tmp_path: Path) -> Iterator[Path]:
+    """For what does not depend on the database (logs, systemd): SQLite only, to save time."""
     s = tmp_path / "site"
     write_config(s, "sqlite:///var/connector.db", FAST, sandbox=SANDBOX)
     yield s
@@ -169,7 +188,8 @@ def personal_strings() -> list[str]:
 
 
 @pytest.mark.parametrize("fmt", ["json", "console"])
-def test_debug_logs_carry_no_personal_data(site: Path, fmt: str) -> None:
+def test_debug_logs_carry_no_personal_data(sqlite_site: Path, fmt: str) -> None:
+    site = sqlite_site
     d = Daemon(site, fmt=fmt, level="debug")
     try:
         wait_for(lambda: count(site, "SELECT count(*) FROM outbox WHERE state='sent'") > 1,
@@ -222,7 +242,8 @@ async def test_coordinator_logs_failure_once_recovery_once_and_backs_off() -> No
     assert c.failures == 0
 
 
-def test_sd_notify_ready_watchdog_stopping(site: Path, tmp_path: Path) -> None:
+def test_sd_notify_ready_watchdog_stopping(sqlite_site: Path, tmp_path: Path) -> None:
+    site = sqlite_site
     import socket as socketlib
 
     address = str(tmp_path / "notify.sock")
@@ -324,10 +345,10 @@ async def test_coordinator_survives_a_bug_reports_it_once_and_backs_off() -> Non
     assert len(calls) < 10 and c.running is None
 
 
-def test_daemon_runs_the_sweep_in_a_pulls_turn(tmp_path: Path) -> None:
+def test_daemon_runs_the_sweep_in_a_pulls_turn(tmp_path: Path, db_url: str) -> None:
     s = tmp_path / "site"
     # Intervals under a day do not wait for the quiet hour WITA.
-    write_config(s, "sqlite:///var/connector.db", FAST.replace(
+    write_config(s, db_url, FAST.replace(
         "demo_officer = true", "demo_officer = false\nsweep_interval_s = 3"), sandbox=SANDBOX)
     d = Daemon(s, level="info")
     try:

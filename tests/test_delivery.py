@@ -132,7 +132,8 @@ async def test_an_older_identical_post_is_not_taken_for_ours(
     rec = world.records[int(t["tracking_id"])]
     unit = rec["disposisi"][0]["unit_id"]
     long_ago = world.now() - timedelta(days=3)
-    world._append_fu(rec, "instansi", unit, "diproses", text, long_ago)  # an officer, days ago
+    # An officer, days ago:
+    world.append_follow_up(rec, "instansi", unit, "diproses", text, long_ago)
     [entry] = h.outbox()
     now = h.ctx.now()
     h.store.run(lambda c: state.start_attempt(c, entry["id"], now))
@@ -346,7 +347,7 @@ async def test_the_guard_runs_before_every_post_attempt_and_ends_the_call(
 
     client = make_client(world, fake_time)
     tid = next(t for t, r in world.records.items()
-               if world._visible(t, 6411) and r["status"] == "terdisposisi")
+               if world.visible(t) and r["status"] == "terdisposisi")
     unit = world.records[tid]["disposisi"][0]["unit_id"]
     await client.tokens.get()
     world.set_faults({"rate_5xx": 1.0})

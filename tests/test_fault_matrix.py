@@ -40,6 +40,13 @@ def h(tmp_path: Path, db_url: str, world: World, fake_time: FakeTime) -> Harness
     return Harness(tmp_path / "site", db_url, world, fake_time)
 
 
+@pytest.fixture
+def h15(tmp_path: Path, db_url: str, world: World, fake_time: FakeTime) -> Harness:
+    """Pages of 15: several pages per pull."""
+    return Harness(tmp_path / "site", db_url, world, fake_time,
+                   settings={"lapor": {"page_size": 15}})
+
+
 async def drive(h: Harness, rounds: int, during: Callable[[int], Any] | None = None,
                 officer_every: int = 2) -> list[dict[str, Any]]:
     """Run daemon-like cycles on the fake clock; an officer acts now and then."""
@@ -99,7 +106,8 @@ ROWS = {
     "records_moving_while_paging": {"move_rate": 1.0},
     "late_commits": {"late_commit_s": 20, "late_commit_rate": 1.0},
     "duplicated_record_on_a_page": {"duplicate_rate": 1.0},
-    "extra_keys": {"extra_keys": True},
+    # Extra keys are the default everywhere (test_client); this row: exactly the spec's keys.
+    "no_extra_keys": {"extra_keys": False},
     "server_clock_10_min_ahead": {"clock_offset_s": 600},
     "server_clock_10_min_behind": {"clock_offset_s": -600},
     "post_answers_lost": {"drop_post_rate": 1.0},
@@ -117,8 +125,8 @@ DIRTY = {"zero_dates", "lone_surrogates", "nul_bytes", "truncated_details", "404
 
 
 @pytest.mark.parametrize("row", sorted(ROWS))
-async def test_fault_row(h: Harness, row: str) -> None:
-    h.config.settings.lapor.__dict__["page_size"] = 15
+async def test_fault_row(h15: Harness, row: str) -> None:
+    h = h15
     h.world.set_faults(ROWS[row])
     logs = await drive(h, 6)
     told_once(logs)
@@ -126,13 +134,16 @@ async def test_fault_row(h: Harness, row: str) -> None:
     whole(h)
     if row in DIRTY:
         assert not [q for q in h.quarantine() if q["reason"] != "outside_instansi"]
+    if row == "no_extra_keys":
+        some = next(iter(h.world.records.values()))
+        assert not [k for k in h.world.summary(some) if k.startswith("x_")]
     if row == "records_from_a_clock_a_day_ahead":
         wm = h.store.run(state.get_watermark)
         assert wm is not None and wm <= h.world.now()
 
 
-async def test_commits_hours_late_are_found_by_the_sweep(h: Harness) -> None:
-    h.config.settings.lapor.__dict__["page_size"] = 15
+async def test_commits_hours_late_are_found_by_the_sweep(h15: Harness) -> None:
+    h = h15
     await drive(h, 2)
     h.world.set_faults({"late_commit_s": 3 * 3600, "late_commit_rate": 0.5})
     logs = await drive(h, 4)
@@ -190,8 +201,8 @@ async def test_cursor_expiry_mid_feed(tmp_path: Path, db_url: str, world: World,
                                       fake_time: FakeTime) -> None:
     world.set_faults({"cursor_ttl_s": 15})
     h = Harness(tmp_path / "site", db_url, world, fake_time,
-                transport=Clock(httpx.ASGITransport(app=create_app(world)), fake_time))
-    h.config.settings.lapor.__dict__["page_size"] = 10
+                transport=Clock(httpx.ASGITransport(app=create_app(world)), fake_time),
+                settings={"lapor": {"page_size": 10}})
     pulled = await h.pull()
     assert pulled["pages"] > len(h.visible()) / 10  # restarts happened, and progress too
     told_once(await drive(h, 3))

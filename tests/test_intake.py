@@ -236,8 +236,8 @@ async def test_dedupe_keeps_feed_order_with_a_commit_in_mid_page(
     world = World(seed=3, complaints=0, faults=Faults(rate_limit_per_minute=0), clock=fake_time)
     rw = Rewriter(httpx.ASGITransport(app=create_app(world)))
     h = Harness(tmp_path / "site", db_url, world, fake_time, transport=rw,
-                extra_settings="\n[sync]\noverlap_s = 0\n")
-    h.config.settings.lapor.__dict__["detail_concurrency"] = 1  # two records per batch
+                extra_settings="\n[sync]\noverlap_s = 0\n",
+                settings={"lapor": {"detail_concurrency": 1}})  # two records per batch
     monkeypatch.setattr(pull_mod, "CHUNK", 1)  # a commit after every batch: in mid-page
     ids = new_complaints(h, 6)
     first = ids[0]
@@ -270,11 +270,12 @@ async def test_dedupe_keeps_feed_order_with_a_commit_in_mid_page(
 async def test_later_privacy_and_edits_reach_the_ticket(h: Harness) -> None:
     await h.sync()
     rec = next(r for r in h.world.records.values()
-               if r["pelapor"] and h.world._visible(r["tracking_id"], 6411)
+               if r["pelapor"] and h.world.visible(r["tracking_id"])
                and r["status"] == "terdisposisi")
     tid, name = rec["tracking_id"], rec["pelapor"]["nama"]
     h.time.t += 5
-    h.world._append_fu(rec, "pelapor", None, None, f"Saya {name}, mohon dibantu.", h.world.now())
+    h.world.append_follow_up(rec, "pelapor", None, None, f"Saya {name}, mohon dibantu.",
+                             h.world.now())
     rec["diperbarui"] = h.world.now()
     await h.sync()
     t = h.ticket(tid)

@@ -57,7 +57,7 @@ async def test_every_documented_operation_answers_as_documented(fake_time: Any) 
     world = World(seed=9, complaints=30, clock=fake_time)
     world.set_faults({"malformed_rate": 0.0, "rate_limit_per_minute": 0})
     tid = next(t for t, r in world.records.items() if r["status"] == "terdisposisi"
-               and world._visible(t, 6411) and r["lampiran"])
+               and world.visible(t) and r["lampiran"])
     unit = world.records[tid]["disposisi"][0]["unit_id"]
     checked: set[tuple[str, str]] = set()
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(world)),

@@ -19,9 +19,9 @@ import pytest
 
 from connector import report
 from connector.cli import main
+from connector.domain import Facts, Period, Start
 from connector.mappings import load
 from connector.sandbox import Faults, World
-from connector.sync.clock import Facts, Period, Start
 from connector.timeutil import WITA
 from tests.conftest import ROOT, FakeTime
 from tests.harness import Harness
@@ -62,7 +62,7 @@ async def test_done_when_twelve_complaints_two_agencies(tmp_path: Path, db_url: 
     tids = world.add_complaints(12)
     for i, tid in enumerate(tids):
         rec = world.records[tid]
-        rec["disposisi"] = [world._disposisi(A if i < 6 else B, now)]
+        rec["disposisi"] = [world.disposition(A if i < 6 else B, now)]
         rec["batas_tindak_lanjut"] = None
     # Three LAPOR! deadlines already past: two of DKP2KB, one of DISDUKCAPIL.
     past = now - timedelta(days=1)
@@ -165,8 +165,8 @@ async def test_two_agencies_see_one_ticket_and_the_lead_never_flips(
     h = Harness(tmp_path / "site", db_url, world, fake_time)
     now = world.now()
     tid = world.add_complaints(1)[0]
-    world.records[tid]["disposisi"] = [world._disposisi(B, now + timedelta(seconds=5)),
-                                       world._disposisi(A, now)]
+    world.records[tid]["disposisi"] = [world.disposition(B, now + timedelta(seconds=5)),
+                                       world.disposition(A, now)]
     await h.sync()
     assert h.ticket(tid)["agency"] == "DKP2KB"  # the earliest disposition leads
     fake_time.t += 30
@@ -190,7 +190,7 @@ async def test_redisposition_recomputes_a_stale_deadline(tmp_path: Path, db_url:
     world = empty_world
     h = Harness(tmp_path / "site", db_url, world, fake_time)
     tid = world.add_complaints(1)[0]
-    world.records[tid]["disposisi"] = [world._disposisi(A, world.now())]
+    world.records[tid]["disposisi"] = [world.disposition(A, world.now())]
     world.records[tid]["batas_tindak_lanjut"] = world.now() + timedelta(hours=1)
     await h.sync()
     fake_time.t += 3 * 3600  # the deadline passes, then LAPOR! re-disposes (batas unchanged)

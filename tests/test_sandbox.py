@@ -93,11 +93,11 @@ async def test_last_page_has_null_cursor(http: httpx.AsyncClient) -> None:
 
 
 async def test_detail_and_reference_data(http: httpx.AsyncClient, world: World) -> None:
-    tid = next(t for t in world.records if world._visible(t, 6411))
+    tid = next(t for t in world.records if world.visible(t))
     d = (await http.get(f"/api/v3/laporan/{tid}")).json()["data"]
     assert d["tracking_id"] == tid and (d["pelapor"] is None) == d["anonim"]
     assert (await http.get("/api/v3/laporan/1")).status_code == 404
-    foreign = next(t for t in world.records if not world._visible(t, 6411))
+    foreign = next(t for t in world.records if not world.visible(t))
     r = await http.get(f"/api/v3/laporan/{foreign}")
     assert (r.status_code, err(r)) == (403, "bukan_disposisi")
     units = (await http.get("/api/v3/unit-kerja")).json()["data"]
@@ -107,7 +107,7 @@ async def test_detail_and_reference_data(http: httpx.AsyncClient, world: World) 
 
 
 async def test_attachment_bytes(http: httpx.AsyncClient, world: World) -> None:
-    tid = next(t for t, r in world.records.items() if r["lampiran"] and world._visible(t, 6411))
+    tid = next(t for t, r in world.records.items() if r["lampiran"] and world.visible(t))
     att = (await http.get(f"/api/v3/laporan/{tid}")).json()["data"]["lampiran"][0]
     assert att["url"].startswith("http://sb/api/v3/lampiran/")
     r = await http.get(att["url"])
@@ -117,7 +117,7 @@ async def test_attachment_bytes(http: httpx.AsyncClient, world: World) -> None:
 
 def open_complaint(world: World) -> tuple[int, int]:
     tid = next(t for t, r in world.records.items()
-               if r["status"] == "terdisposisi" and world._visible(t, 6411))
+               if r["status"] == "terdisposisi" and world.visible(t))
     return tid, world.records[tid]["disposisi"][0]["unit_id"]
 
 

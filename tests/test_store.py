@@ -10,11 +10,12 @@ from typing import Any
 
 import pytest
 from sqlalchemy import insert, inspect, select
+from sqlalchemy.sql import sqltypes
 
+from connector.domain import LinkState, OutboxPlan
 from connector.errors import InstanceLocked, StorageError
 from connector.store import Store, schema, state
 from connector.store.schema import links, tickets
-from connector.sync.core import LinkState, OutboxPlan
 from connector.tracker.base import NewTicket
 from connector.tracker.builtin import BuiltinTracker
 
@@ -102,6 +103,9 @@ def test_outbox_enqueue_is_idempotent_and_ordered(db_url: str) -> None:
     assert len(store.run(state.list_outbox)) == 3
     due = store.run(lambda c: state.due_entries(c, NOW, 10))
     assert [d.idempotency_key for d in due] == ["k1", "k3"]  # one per complaint, oldest first
+    # The enum is stored as its plain value (not its name), as before it was an enum.
+    stored = store.run(lambda c: c.execute(select(schema.outbox.c.state)).scalars().all())
+    assert [type(v) for v in stored] == [str] * 3 and set(stored) == {"pending"}
     store.close()
 
 
@@ -182,4 +186,32 @@ def test_migration_0003_keeps_old_entries_safe(db_url: str) -> None:
     assert rows["builtin:1"].key_first_used_at is not None
     assert rows["builtin:2"].key_first_used_at is None
     assert rows["builtin:1"].key_changes == 0 and len(nonce) == 10
+    store.close()
+
+
+def _kind(t: Any) -> str:
+    """A column type's general kind, as both backends reflect it."""
+    for kind, cls in (("bool", sqltypes.Boolean), ("int", sqltypes.Integer),
+                      ("datetime", sqltypes.DateTime), ("text", sqltypes.Text)):
+        if isinstance(t, cls):
+            return kind
+    if isinstance(t, sqltypes.String):
+        return f"varchar({t.length})"
+    return type(t).__name__
+
+
+def test_schema_matches_the_migrated_database(db_url: str) -> None:
+    """``schema.py`` (what queries use) and the migrations (what creates the tables) agree,
+    column by column: names, kind of type, nullability and primary keys."""
+    store = Store(db_url)
+    store.upgrade()
+    db = inspect(store.engine)
+    for table in schema.metadata.sorted_tables:
+        declared = {c.name: (_kind(c.type), c.nullable) for c in table.columns}
+        migrated = {c["name"]: (_kind(c["type"]), c["nullable"])
+                    for c in db.get_columns(table.name)}
+        assert migrated == declared, table.name
+        assert (db.get_pk_constraint(table.name)["constrained_columns"]
+                == [c.name for c in table.primary_key.columns]), table.name
+    assert {t.name for t in schema.metadata.sorted_tables} | {"alembic_version"} == TABLES
     store.close()

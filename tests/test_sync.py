@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from connector.errors import LaporUnavailable
 from connector.sandbox import Faults, World
 from tests.conftest import FakeTime
 from tests.harness import Harness
@@ -43,12 +44,14 @@ async def test_second_sync_with_nothing_new_changes_nothing(h: Harness) -> None:
     assert pulled["created"] == pulled["updated"] == 0 and pushed["pushed"] == 0
 
 
-async def test_sync_under_hostile_faults_over_many_cycles(h: Harness, world: World,
+async def test_sync_under_hostile_faults_over_many_cycles(tmp_path: Path, db_url: str,
+                                                          world: World,
                                                           fake_time: FakeTime) -> None:
+    # Many pages, so cursors matter.
+    h = Harness(tmp_path / "site", db_url, world, fake_time, settings={"lapor": {"page_size": 10}})
     world.set_faults({"rate_429": 0.15, "rate_5xx": 0.1, "move_rate": 0.5,
                       "duplicate_rate": 0.3, "token_max_uses": 5, "late_commit_s": 20,
                       "late_commit_rate": 0.3, "drop_post_rate": 0.5, "cursor_ttl_s": 120})
-    h.config.settings.lapor.__dict__["page_size"] = 10  # many pages, so cursors matter
     for round_ in range(6):
         for _ in range(3):
             world.tick()
@@ -76,7 +79,7 @@ async def test_upstream_changes_reach_the_tickets(h: Harness, world: World,
                                                   fake_time: FakeTime) -> None:
     await h.sync()
     recs = world.records
-    mine = [t for t in recs if world._visible(t, 6411)]
+    mine = [t for t in recs if world.visible(t)]
     selesai = next(t for t in mine if recs[t]["status"] == "selesai")
     open_ = [t for t in mine if recs[t]["status"] == "terdisposisi"]
     archive, moved, out, reply = open_[:4]
@@ -205,7 +208,7 @@ async def test_transient_push_failure_backs_off_and_keeps_its_key(
     t = next(x for x in h.tickets() if x["status"] == "new")
     h.officer(t["id"], reply="Balasan.")
     world.set_faults({"maintenance_s": 10_000})
-    with pytest.raises(Exception, match="unavailable"):
+    with pytest.raises(LaporUnavailable, match="unavailable"):
         await h.push()
     [entry] = h.outbox()
     assert entry["state"] == "pending" and entry["attempts"] == 1
@@ -270,7 +273,7 @@ async def test_invalid_records_are_quarantined_and_retried(h: Harness, world: Wo
 async def test_due_date_from_working_days_when_lapor_gives_none(h: Harness, world: World) -> None:
     from connector.timeutil import add_working_days
     tid = next(t for t, r in world.records.items()
-               if r["batas_tindak_lanjut"] is None and world._visible(t, 6411))
+               if r["batas_tindak_lanjut"] is None and world.visible(t))
     await h.sync()
     t = h.ticket(tid)
     first = world.records[tid]["disposisi"][0]["tanggal"]

@@ -22,7 +22,7 @@ from connector.runtime import open_store
 from connector.settings import load_config
 from connector.store import Store
 from connector.tracker import redmine_mapping
-from connector.tracker.base import NewMessage, NewTicket, TicketUpdate
+from connector.tracker.base import Direction, NewMessage, NewTicket, TicketUpdate
 from connector.tracker.builtin import BuiltinTracker, OfficerAction
 from connector.tracker.port import (
     CREATE,
@@ -231,7 +231,7 @@ async def test_later_anonim_and_rahasia_reach_the_ticket(harness: Harness) -> No
 async def test_a_message_is_written_once(harness: Harness) -> None:
     t = ticket(_tid())
     ref = await _create(harness, t)
-    msg = NewMessage("in", "Pelapor (LAPOR!)", "Mohon segera ditangani.",
+    msg = NewMessage(Direction.IN, "Pelapor (LAPOR!)", "Mohon segera ditangani.",
                      datetime.now(UTC).replace(microsecond=0), "tl-" + t.tracking_id)
     iid = next(_ids)
     for attempts in (1, 2, 3):  # killed after the write, before it was recorded: twice more
@@ -249,7 +249,7 @@ async def test_officer_changes_come_back_and_echoes_do_not(harness: Harness) -> 
     # The connector's own writes: never officer changes.
     up = TicketUpdate("diproses", status="in_progress", reason="status LAPOR! berubah")
     await tr.apply(intent(t.tracking_id, UPDATE, update_payload(up), 1, ref))
-    msg = NewMessage("in", "Pelapor (LAPOR!)", "Balasan pelapor.", datetime.now(UTC), "f1")
+    msg = NewMessage(Direction.IN, "Pelapor (LAPOR!)", "Balasan pelapor.", datetime.now(UTC), "f1")
     await tr.apply(intent(t.tracking_id, MESSAGE, message_payload(msg), 1, ref))
     changes, cursor = await tr.changes_since(cursor)
     assert [c for c in changes if c.tracking_id == t.tracking_id] == []
@@ -289,7 +289,7 @@ def test_payloads_round_trip() -> None:
     assert ticket_from(ticket_payload(t)) == t
     u = TicketUpdate("diproses", status="closed", due_at=t.due_at, reason="x", title="a")
     assert update_from(update_payload(u)) == u
-    m = NewMessage("in", "a", "b", t.submitted_at, "9")
+    m = NewMessage(Direction.IN, "a", "b", t.submitted_at, "9")
     from connector.tracker.port import message_from as mf
 
     assert mf(message_payload(m)) == m and message_from is mf

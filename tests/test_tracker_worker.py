@@ -100,7 +100,7 @@ async def test_upstream_changes_and_officer_changes_through_the_port(
         h: Harness, world: World, fake_time: FakeTime) -> None:
     await h.pull()
     await run_cycle(h.ctx, "tracker")
-    mine = [t for t in world.records if world._visible(t, 6411)]
+    mine = [t for t in world.records if world.visible(t)]
     open_ = [t for t in mine if world.records[t]["status"] == "terdisposisi"]
     archive, reply = open_[:2]
     fake_time.t += 5
@@ -181,7 +181,7 @@ async def test_later_anonim_removes_the_reporter_from_waiting_creates(h: Harness
                                                                       world: World) -> None:
     h.tracker.down = True
     await h.pull()
-    tid = next(t for t in world.records if world._visible(t, 6411)
+    tid = next(t for t in world.records if world.visible(t)
                and not world.records[t]["anonim"] and world.records[t].get("pelapor"))
     name = world.records[tid]["pelapor"]["nama"]
     h.store.run(lambda c: intents.forget_reporter(c, str(tid)))

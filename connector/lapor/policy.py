@@ -30,13 +30,6 @@ BY_KODE: dict[tuple[int, str], Outcome] = {
     (410, "kursor_kedaluwarsa"): Outcome.CURSOR_EXPIRED,
 }
 
-# LAPOR! kode values that mean "this follow-up can never be sent as it is".
-PERMANENT_PUSH_CODES: frozenset[str] = frozenset(
-    {"laporan_ditutup", "bukan_disposisi", "validasi_gagal", "kunci_idempotensi_dipakai",
-     "kunci_idempotensi_wajib", "laporan_tidak_ditemukan"}
-)
-
-
 def classify(status: int, kode: str | None) -> Outcome:
     if 200 <= status < 300:
         return Outcome.OK

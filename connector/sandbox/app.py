@@ -170,7 +170,7 @@ def create_app(world: World) -> Starlette:
             "posts_created": world.posts_created, "posts_replayed": world.posts_replayed,
             "keys_forgotten": world.keys_forgotten,
             "tracking_ids": sorted(world.records),
-            "visible_ids": sorted(t for t in world.records if world._visible(t, data.INSTANSI)),
+            "visible_ids": world.visible_ids(),
         })
 
     async def openapi(_: Request) -> Response:

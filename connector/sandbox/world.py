@@ -148,7 +148,7 @@ class World:
         # A few complaints of other instansi only: the feed never lists them; detail is 403.
         for _ in range(3):
             record = self._new_complaint(today - timedelta(days=2), initial=True)
-            record["disposisi"] = [self._disposisi(6400103, today - timedelta(days=2))]
+            record["disposisi"] = [self.disposition(6400103, today - timedelta(days=2))]
             self.ever_instansi[record["tracking_id"]] = {64}
 
     # -- time ---------------------------------------------------------------------------
@@ -211,7 +211,7 @@ class World:
                 "lat": round(0.4 + rng.random() * 1.0, 5) if rng.random() < 0.5 else None,
                 "lon": round(114.2 + rng.random() * 1.8, 5) if rng.random() < 0.5 else None,
             },
-            "disposisi": [self._disposisi(unit, disposed)],
+            "disposisi": [self.disposition(unit, disposed)],
             "lampiran": [],
             "tindak_lanjut": [],
             "dibuat": created,
@@ -249,19 +249,19 @@ class World:
         unit = record["disposisi"][0]["unit_id"]
         if roll > 0.45:
             moment += timedelta(seconds=step * rng.random())
-            self._append_fu(record, "instansi", unit, "diproses",
+            self.append_follow_up(record, "instansi", unit, "diproses",
                             "Laporan sudah kami terima dan sedang ditindaklanjuti.", moment)
             record["status"] = "ditindaklanjuti"
         if roll > 0.7:
             moment += timedelta(seconds=step * rng.random())
-            self._append_fu(record, "instansi", unit, "selesai",
+            self.append_follow_up(record, "instansi", unit, "selesai",
                             "Perbaikan sudah dilaksanakan. Terima kasih atas laporannya.", moment)
             record["status"] = "selesai"
         if roll > 0.85:
             record["status"] = "ditutup"
         if 0.2 < roll < 0.25:
             moment += timedelta(seconds=step * rng.random())
-            self._append_fu(record, "pelapor", None, None, rng.choice(data.REPORTER_REPLIES),
+            self.append_follow_up(record, "pelapor", None, None, rng.choice(data.REPORTER_REPLIES),
                             moment)
         record["diperbarui"] = moment
 
@@ -271,15 +271,17 @@ class World:
                 return {"id": cid, "nama": name, "induk_id": parent}
         raise KeyError(kategori_id)
 
-    def _disposisi(self, unit_id: int, at: datetime) -> dict[str, Any]:
+    def disposition(self, unit_id: int, at: datetime) -> dict[str, Any]:
+        """A disposition entry to ``unit_id`` (a Mahulu or a foreign unit) at ``at``."""
         if unit_id in self.units:
             name, instansi = self.units[unit_id][1], data.INSTANSI
         else:
             name, instansi = self.foreign[unit_id][1], self.foreign[unit_id][2]
         return {"unit_id": unit_id, "unit_nama": name, "instansi_id": instansi, "tanggal": at}
 
-    def _append_fu(self, record: dict[str, Any], oleh: str, unit_id: int | None,
-                   status: str | None, isi: str, at: datetime) -> dict[str, Any]:
+    def append_follow_up(self, record: dict[str, Any], oleh: str, unit_id: int | None,
+                         status: str | None, isi: str, at: datetime) -> dict[str, Any]:
+        """Add a follow-up to ``record`` as LAPOR! would (the caller stamps ``diperbarui``)."""
         fu = {"id": self._next_fu, "oleh": oleh, "unit_id": unit_id, "status": status,
               "isi": isi, "dibuat": at}
         self._next_fu += 1
@@ -423,8 +425,13 @@ class World:
             token.requests.append(now)
         return token
 
-    def _visible(self, tid: int, instansi: int) -> bool:
+    def visible(self, tid: int, instansi: int = data.INSTANSI) -> bool:
+        """Whether the complaint is in ``instansi``'s feed (it was ever disposed to it)."""
         return instansi in self.ever_instansi.get(tid, set())
+
+    def visible_ids(self, instansi: int = data.INSTANSI) -> list[int]:
+        """The complaints in ``instansi``'s feed, oldest first."""
+        return sorted(t for t in self.records if self.visible(t, instansi))
 
     def feed(self, instansi: int, params: dict[str, str]) -> tuple[list[dict[str, Any]],
                                                                     dict[str, Any]]:
@@ -460,7 +467,7 @@ class World:
             after = None
         rows = sorted(
             ((r["diperbarui"], tid) for tid, r in self.records.items()
-             if self._visible(tid, instansi)
+             if self.visible(tid, instansi)
              and (since is None or r["diperbarui"] >= since)
              and (after is None or (r["diperbarui"], tid) > after)),
         )
@@ -479,7 +486,7 @@ class World:
         record = self.records.get(tid)
         if record is None:
             raise ApiFault(404, "laporan_tidak_ditemukan", "Laporan tidak ditemukan.")
-        if not self._visible(tid, instansi):
+        if not self.visible(tid, instansi):
             raise ApiFault(403, "bukan_disposisi", "Laporan tidak didisposisikan ke instansi Anda.")
         return record
 
@@ -511,7 +518,7 @@ class World:
         if body["unit_id"] not in [d["unit_id"] for d in record["disposisi"]]:
             raise ApiFault(403, "bukan_disposisi", "Unit tidak memegang disposisi laporan ini.")
         stamp = self._stamp()
-        fu = self._append_fu(record, "instansi", body["unit_id"], body["status"], body["isi"],
+        fu = self.append_follow_up(record, "instansi", body["unit_id"], body["status"], body["isi"],
                              stamp)
         record["status"] = "selesai" if body["status"] == "selesai" else "ditindaklanjuti"
         record["diperbarui"] = stamp
@@ -533,7 +540,7 @@ class World:
     # -- life: the generator and test hooks --------------------------------------------------
 
     def _touch_random(self, instansi: int) -> None:
-        candidates = [tid for tid in self.records if self._visible(tid, instansi)]
+        candidates = [tid for tid in self.records if self.visible(tid, instansi)]
         if candidates:
             self.touch(self.fault_rng.choice(candidates))
 
@@ -569,10 +576,10 @@ class World:
             record["diperbarui"] = stamp
             return tid
         if kind == "reply":
-            self._append_fu(record, "pelapor", None, None,
+            self.append_follow_up(record, "pelapor", None, None,
                             self.rng.choice(data.REPORTER_REPLIES), stamp)
         elif kind == "objection":
-            self._append_fu(record, "pelapor", None, None, self.rng.choice(data.OBJECTIONS),
+            self.append_follow_up(record, "pelapor", None, None, self.rng.choice(data.OBJECTIONS),
                             stamp)
             record["status"] = "ditindaklanjuti"
         elif kind in ("redispose", "redispose_out"):
@@ -580,18 +587,19 @@ class World:
             pool = [u for u in (self.units if kind == "redispose" else self.foreign)
                     if u not in current and (kind == "redispose_out" or self.units[u][3])]
             target = unit_id if unit_id is not None else self.rng.choice(sorted(pool))
-            record["disposisi"] = [self._disposisi(target, stamp)]
+            record["disposisi"] = [self.disposition(target, stamp)]
             record["status"] = "terdisposisi"
-            self._append_fu(record, "admin", None, None, data.ADMIN_NOTES["redispose"], stamp)
+            self.append_follow_up(record, "admin", None, None, data.ADMIN_NOTES["redispose"], stamp)
             if target in self.units:
                 self.ever_instansi[tid].add(data.INSTANSI)
         elif kind == "archive":
             record["status"] = "diarsipkan"
-            self._append_fu(record, "admin", None, "diarsipkan", data.ADMIN_NOTES["archive"],
+            self.append_follow_up(record, "admin", None, "diarsipkan", data.ADMIN_NOTES["archive"],
                             stamp)
         elif kind == "close":
             record["status"] = "ditutup"
-            self._append_fu(record, "admin", None, "ditutup", data.ADMIN_NOTES["close"], stamp)
+            self.append_follow_up(record, "admin", None, "ditutup", data.ADMIN_NOTES["close"],
+                                  stamp)
         record["diperbarui"] = stamp
         return tid
 

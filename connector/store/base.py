@@ -2,12 +2,12 @@
 
 Backends differ only in how an engine is made and how a single instance is
 enforced; everything else is portable SQLAlchemy Core. Each backend is one
-module (``sqlite.py``, ``postgres.py``) behind the ``Backend`` ABC.
+module (``sqlite.py``, ``postgres.py``) behind the ``Backend`` ABC (``backend.py``,
+kept apart so the backends never import this module back).
 """
 
 from __future__ import annotations
 
-import abc
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from importlib import resources
@@ -17,46 +17,16 @@ from alembic import command
 from alembic.config import Config as AlembicConfig
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, Engine
+from sqlalchemy import Connection
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from connector.errors import ConfigError, StorageBusy, StorageError
+from connector.store.backend import Backend
+from connector.store.postgres import PostgresBackend
+from connector.store.sqlite import SqliteBackend
 
 T = TypeVar("T")
-
-
-class Backend(abc.ABC):
-    """How one kind of database is opened and locked."""
-
-    name: str
-
-    def __init__(self, url: str, busy_timeout_s: float = 10.0):
-        self.url = url
-        self.busy_timeout_s = busy_timeout_s
-        self.lease_s = 60.0  # PostgreSQL: how long the instance lease lasts unrenewed
-
-    @abc.abstractmethod
-    def create_engine(self) -> Engine: ...
-
-    @abc.abstractmethod
-    def acquire_instance_lock(self, engine: Engine) -> None:
-        """Refuse (``InstanceLocked``) when another connector runs on this storage."""
-
-    @abc.abstractmethod
-    def release_instance_lock(self) -> None: ...
-
-    def fence(self, conn: Connection) -> None:
-        """Inside every transaction, just before it commits: raise ``LeaseLost`` when this
-        process holds the instance lock no more (a no-op where the lock cannot be lost)."""
-        return None
-
-    def is_busy(self, exc: DBAPIError) -> bool:
-        """Whether an error is transient (locked, restarted) rather than a real fault."""
-        return isinstance(exc, OperationalError)
-
-    def describe(self) -> str:
-        return make_url(self.url).render_as_string(hide_password=True)
 
 
 def backend_for(url: str, busy_timeout_s: float = 10.0) -> Backend:
@@ -65,12 +35,8 @@ def backend_for(url: str, busy_timeout_s: float = 10.0) -> Backend:
     except Exception:
         raise ConfigError(f"storage.url: not a database URL: {url!r}") from None
     if driver == "sqlite":
-        from connector.store.sqlite import SqliteBackend
-
         return SqliteBackend(url, busy_timeout_s)
     if driver == "postgresql":
-        from connector.store.postgres import PostgresBackend
-
         return PostgresBackend(url, busy_timeout_s)
     raise ConfigError(f"storage.url: unsupported database {driver!r} (use sqlite or postgresql)")
 

@@ -14,9 +14,9 @@ from typing import Any
 
 from sqlalchemy import Connection, and_, delete, func, insert, select, update
 
+from connector.domain import Facts, Period
 from connector.store.schema import followup_complaints as fc
 from connector.store.schema import followup_periods as fp
-from connector.sync.clock import Facts, Period
 from connector.timeutil import as_utc, iso, iso_wita
 
 

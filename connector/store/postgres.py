@@ -20,7 +20,7 @@ from sqlalchemy import Connection, Engine, create_engine, text
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from connector.errors import InstanceLocked, LeaseLost
-from connector.store.base import Backend
+from connector.store.backend import Backend
 
 LOCK_KEY = zlib.crc32(b"mahulu-lapor-connector")
 # Created here, not by a migration: the lease is taken before migrating.

@@ -12,7 +12,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
 from connector.errors import InstanceLocked
-from connector.store.base import Backend
+from connector.store.backend import Backend
 
 
 class SqliteBackend(Backend):

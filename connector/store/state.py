@@ -13,8 +13,8 @@ from typing import Any
 
 from sqlalchemy import Connection, bindparam, delete, func, insert, select, update
 
+from connector.domain import Held, LinkState, OutboxPlan, OutboxState, OwnPost
 from connector.store.schema import kv, links, outbox, quarantine, runs
-from connector.sync.core import Held, LinkState, OutboxPlan, OwnPost
 from connector.timeutil import as_utc, iso, utcnow
 
 # Statements with their parameters bound at execution: compiled once, cached (hot path).
@@ -29,7 +29,7 @@ PULL_RUNNING = "pull_running"  # JSON: start, last progress and counts of the cu
 LAST_SWEEP = "last_sweep_at"  # the last reconciliation sweep that finished
 DB_NONCE = "db_nonce"  # made once per database (migration 0003): part of every key
 # Entries still to be delivered, in order per complaint; "failed" holds back the later ones.
-OPEN_STATES = ("pending", "unconfirmed")
+OPEN_STATES = (OutboxState.PENDING, OutboxState.UNCONFIRMED)
 
 
 # -- key/value ----------------------------------------------------------------------------
@@ -212,7 +212,8 @@ def enqueue(conn: Connection, plan: OutboxPlan, now: datetime) -> bool:
     conn.execute(insert(outbox).values(
         change_id=plan.change_id, tracking_id=plan.tracking_id, ticket_ref=plan.ticket_ref,
         idempotency_key=plan.idempotency_key, lapor_status=plan.lapor_status, text=plan.text,
-        state="failed" if plan.failed_with else "pending", attempts=0, next_attempt_at=now,
+        state=OutboxState.FAILED if plan.failed_with else OutboxState.PENDING, attempts=0,
+        next_attempt_at=now,
         last_error=plan.failed_with, remote_id=None, created_at=now, sent_at=None,
         unit_id=plan.unit_id, key_changes=0, checks=0))
     return True
@@ -241,7 +242,7 @@ def due_entries(conn: Connection, now: datetime, limit: int) -> list[Any]:
     until it is sent, retried or dismissed.
     """
     firsts = (select(func.min(outbox.c.id).label("id"))
-              .where(outbox.c.state.in_((*OPEN_STATES, "failed")))
+              .where(outbox.c.state.in_((*OPEN_STATES, OutboxState.FAILED)))
               .group_by(outbox.c.tracking_id).subquery())
     q = (select(outbox).join(firsts, firsts.c.id == outbox.c.id)
          .where(outbox.c.state.in_(OPEN_STATES), outbox.c.next_attempt_at <= now)
@@ -252,7 +253,8 @@ def due_entries(conn: Connection, now: datetime, limit: int) -> list[Any]:
 def held_back(conn: Connection) -> int:
     """Undelivered entries waiting behind a failed earlier entry of the same complaint."""
     blockers = (select(outbox.c.tracking_id, func.min(outbox.c.id).label("id"))
-                .where(outbox.c.state == "failed").group_by(outbox.c.tracking_id).subquery())
+                .where(outbox.c.state == OutboxState.FAILED).group_by(outbox.c.tracking_id)
+                .subquery())
     q = (select(func.count()).select_from(outbox)
          .join(blockers, blockers.c.tracking_id == outbox.c.tracking_id)
          .where(outbox.c.state.in_(OPEN_STATES), outbox.c.id > blockers.c.id))
@@ -276,13 +278,14 @@ def change_key(conn: Connection, entry_id: int, new_key: str, now: datetime) -> 
     """LAPOR! may have forgotten the old key and our post is not there: a fresh key."""
     conn.execute(update(outbox).where(outbox.c.id == entry_id).values(
         idempotency_key=new_key, key_first_used_at=now, key_changes=outbox.c.key_changes + 1,
-        state="pending", checks=0))
+        state=OutboxState.PENDING, checks=0))
 
 
 def mark_unconfirmed(conn: Connection, entry_id: int, delay_s: float, now: datetime) -> None:
     """A success answer we could not read: delivered, to be confirmed by reading LAPOR!."""
     conn.execute(update(outbox).where(outbox.c.id == entry_id).values(
-        state="unconfirmed", last_error="answer_unreadable", attempts=outbox.c.attempts + 1,
+        state=OutboxState.UNCONFIRMED, last_error="answer_unreadable",
+        attempts=outbox.c.attempts + 1,
         next_attempt_at=now + timedelta(seconds=delay_s)))
 
 
@@ -304,8 +307,8 @@ def taken_remote_ids(conn: Connection, tracking_id: str, entry_id: int) -> froze
 def dismiss(conn: Connection, entry_id: int, reason: str, now: datetime) -> int:
     """An operator accepts a failed entry as final; the reason is kept."""
     return conn.execute(update(outbox).where(outbox.c.id == entry_id,
-                                             outbox.c.state == "failed").values(
-        state="dismissed", dismiss_reason=reason[:500], dismissed_at=now)).rowcount
+                                             outbox.c.state == OutboxState.FAILED).values(
+        state=OutboxState.DISMISSED, dismiss_reason=reason[:500], dismissed_at=now)).rowcount
 
 
 def own_posts(conn: Connection, tracking_ids: list[str]) -> dict[str, tuple[OwnPost, ...]]:
@@ -322,20 +325,20 @@ def own_posts(conn: Connection, tracking_ids: list[str]) -> dict[str, tuple[OwnP
 def last_queued_status(conn: Connection, tracking_id: str) -> str | None:
     """The LAPOR! status of the complaint's latest outbox entry not refused."""
     q = (select(outbox.c.lapor_status).where(outbox.c.tracking_id == tracking_id,
-                                             outbox.c.state != "failed")
+                                             outbox.c.state != OutboxState.FAILED)
          .order_by(outbox.c.id.desc()).limit(1))
     return conn.execute(q).scalar_one_or_none()
 
 
 def mark_sent(conn: Connection, entry_id: int, remote_id: str, now: datetime) -> None:
     conn.execute(update(outbox).where(outbox.c.id == entry_id).values(
-        state="sent", remote_id=remote_id, sent_at=now, last_error=None,
+        state=OutboxState.SENT, remote_id=remote_id, sent_at=now, last_error=None,
         attempts=outbox.c.attempts + 1))
 
 
 def mark_failed(conn: Connection, entry_id: int, code: str) -> None:
     conn.execute(update(outbox).where(outbox.c.id == entry_id).values(
-        state="failed", last_error=code[:100], attempts=outbox.c.attempts + 1))
+        state=OutboxState.FAILED, last_error=code[:100], attempts=outbox.c.attempts + 1))
 
 
 def mark_retry(conn: Connection, entry_id: int, code: str, delay_s: float,
@@ -348,13 +351,13 @@ def mark_retry(conn: Connection, entry_id: int, code: str, delay_s: float,
 def fail_pending(conn: Connection, tracking_id: str, code: str) -> int:
     # Not "unconfirmed": those were delivered; the push confirms them by reading.
     return conn.execute(update(outbox).where(
-        outbox.c.tracking_id == tracking_id, outbox.c.state == "pending").values(
-        state="failed", last_error=code)).rowcount
+        outbox.c.tracking_id == tracking_id, outbox.c.state == OutboxState.PENDING).values(
+        state=OutboxState.FAILED, last_error=code)).rowcount
 
 
 def retry_failed(conn: Connection, entry_id: int | None, now: datetime) -> int:
-    q = update(outbox).where(outbox.c.state == "failed").values(
-        state="pending", next_attempt_at=now, checks=0)
+    q = update(outbox).where(outbox.c.state == OutboxState.FAILED).values(
+        state=OutboxState.PENDING, next_attempt_at=now, checks=0)
     if entry_id is not None:
         q = q.where(outbox.c.id == entry_id)
     return conn.execute(q).rowcount

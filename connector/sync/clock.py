@@ -10,10 +10,10 @@ The shells store what these functions return (``connector/store/followups.py``).
 
 from __future__ import annotations
 
-import enum
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import datetime
 
+from connector.domain import Facts, Period, Start
 from connector.lapor import models as m
 from connector.mappings import Mappings
 from connector.timeutil import add_calendar_days, add_working_days
@@ -22,58 +22,6 @@ WORKING_DAYS_TO_FOLLOW_UP = 5
 # Perpres 76/2013: a complaint is settled within 60 days of its receipt (calendar days,
 # counted from the first disposition to Mahulu, to the end of that day in WITA).
 SETTLEMENT_DAYS = 60
-
-
-class Start(enum.StrEnum):
-    RECEIVED = "received"
-    OBJECTION = "objection"
-    REDISPOSITION = "redisposition"
-    REOPENED = "reopened"
-
-
-# Periods that set the clock for an agency's *first* response to a disposition; the
-# report counts the last of them (objections and reopenings come after a response).
-FIRST_RESPONSE = (Start.RECEIVED, Start.REDISPOSITION)
-
-
-@dataclass(frozen=True)
-class Period:
-    seq: int
-    agency: str
-    start: str  # a Start value
-    started_at: datetime
-    due_at: datetime
-    due_source: str  # "lapor" (batas_tindak_lanjut) | "computed" (5 working days, WITA)
-    lapor_deadline: datetime | None  # LAPOR!'s deadline when the period began: a stale one
-    first_follow_up_at: datetime | None = None  # LAPOR!'s `dibuat` of that follow-up
-    first_follow_up_id: str | None = None
-    on_time: bool | None = None
-    ended_at: datetime | None = None
-
-    def overdue(self, now: datetime) -> bool:
-        return self.first_follow_up_at is None and self.due_at < now
-
-
-@dataclass(frozen=True)
-class Facts:
-    tracking_id: str
-    agency: str  # the lead agency: the ticket's
-    agencies: tuple[str, ...]  # every Mahulu agency holding a disposition, lead first
-    received_at: datetime  # LAPOR!'s `dibuat`
-    settle_by: datetime
-    lapor_status: str
-    closed: bool
-    periods: tuple[Period, ...]
-
-    @property
-    def current(self) -> Period:
-        return self.periods[-1]
-
-    def overdue(self, now: datetime) -> bool:
-        return not self.closed and self.current.overdue(now)
-
-    def first_response(self) -> Period:
-        return [p for p in self.periods if p.start in FIRST_RESPONSE][-1]
 
 
 def lead_agency(routed: list[tuple[m.Disposition, str]], previous: str | None) -> str:

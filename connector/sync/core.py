@@ -9,13 +9,14 @@ from __future__ import annotations
 import enum
 import hashlib
 import json
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
+from connector.domain import Held, LinkState, OutboxPlan, OutboxState, OwnPost
 from connector.lapor import models as m
 from connector.mappings import Mappings
 from connector.sync import clock
-from connector.tracker.base import NewMessage, NewTicket, OfficerChange, TicketUpdate
+from connector.tracker.base import Direction, NewMessage, NewTicket, OfficerChange, TicketUpdate
 
 WORKING_DAYS_TO_FOLLOW_UP = clock.WORKING_DAYS_TO_FOLLOW_UP
 AUTHORS = {"pelapor": "Pelapor (LAPOR!)", "admin": "Admin LAPOR!", "instansi": "Instansi (LAPOR!)"}
@@ -46,38 +47,6 @@ def retry_delay_s(attempts: int) -> float:
     return float(min(6 * 3600, 60 * 2 ** (attempts - 4)))
 
 
-@dataclass(frozen=True)
-class LinkState:
-    tracking_id: str
-    ticket_ref: str
-    agency: str
-    lapor_status: str
-    lapor_updated_at: datetime
-    unit_ids: tuple[int, ...]
-    seen_followups: frozenset[str]
-    closed: bool
-    # Fingerprint of title, body and privacy flags as last applied (None: not known yet).
-    content_hash: str | None = None
-
-
-@dataclass(frozen=True)
-class Held:
-    """A quarantine entry as the core needs it."""
-
-    reason: str
-    lapor_updated_at: datetime | None
-    unit_ids: tuple[int, ...]
-    retry_requested: bool
-
-
-@dataclass(frozen=True)
-class OwnPost:
-    """A follow-up this connector sent or is sending, to recognise it in the feed."""
-
-    lapor_status: str
-    text: str
-
-
 class Kind(enum.StrEnum):
     CREATE = "created"
     UPDATE = "updated"
@@ -98,7 +67,6 @@ class Decision:
     lapor_updated_at: datetime | None = None
     unit_ids: tuple[int, ...] = ()
     fail_outbox: str | None = None  # LAPOR! code to fail pending follow-ups with
-    own_seen: tuple[str, ...] = field(default=())
     facts: clock.Facts | None = None  # due periods and first follow-ups, to store
 
 
@@ -208,8 +176,8 @@ def decide(c: m.Complaint, link: LinkState | None, mappings: Mappings, instansi_
         if c.repairs:
             extra.append("Data dari LAPOR! diperbaiki saat diterima (makna tetap): "
                          + "; ".join(c.repairs)[:900])
-        first_msgs = new_msgs + tuple(NewMessage("internal", "Konektor LAPOR!", t, c.updated_at)
-                                      for t in extra)
+        first_msgs = new_msgs + tuple(
+            NewMessage(Direction.INTERNAL, "Konektor LAPOR!", t, c.updated_at) for t in extra)
         ticket = NewTicket(
             tracking_id=c.tracking_id, agency=agency, status=local_status, lapor_status=c.status,
             title=c.title, body=c.body, classification=c.classification,
@@ -235,7 +203,7 @@ def decide(c: m.Complaint, link: LinkState | None, mappings: Mappings, instansi_
     msgs = list(new_msgs)
     if not ours:
         status, reason = "closed", "didisposisikan ke instansi lain di LAPOR!"
-        msgs.append(NewMessage("internal", "Konektor LAPOR!",
+        msgs.append(NewMessage(Direction.INTERNAL, "Konektor LAPOR!",
                                "Laporan dialihkan ke instansi lain; tiket ditutup.", c.updated_at))
     elif link.closed and not new_link.closed:
         status, reason = local_status, "didisposisikan kembali ke Mahulu"
@@ -248,7 +216,7 @@ def decide(c: m.Complaint, link: LinkState | None, mappings: Mappings, instansi_
     moved = None
     if ours and agency != link.agency:
         moved = agency
-        msgs.append(NewMessage("internal", "Konektor LAPOR!",
+        msgs.append(NewMessage(Direction.INTERNAL, "Konektor LAPOR!",
                                f"Didisposisikan ulang di LAPOR!: dipindah dari {link.agency} "
                                f"ke {agency}.", c.updated_at))
     changed = status is not None or moved is not None or bool(msgs) or new_link != replace(
@@ -299,25 +267,13 @@ def _messages(c: m.Complaint, seen: frozenset[str],
             if match is not None:
                 own.remove(match)
                 continue
-            out.append(NewMessage("out", AUTHORS["instansi"], fu.text, fu.at, fu.id))
+            out.append(NewMessage(Direction.OUT, AUTHORS["instansi"], fu.text, fu.at, fu.id))
         else:
-            out.append(NewMessage("in", AUTHORS.get(fu.by, fu.by), fu.text, fu.at, fu.id))
+            out.append(NewMessage(Direction.IN, AUTHORS.get(fu.by, fu.by), fu.text, fu.at, fu.id))
     return tuple(out), frozenset(now_seen)
 
 
 # -- push -------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class OutboxPlan:
-    change_id: str
-    tracking_id: str
-    ticket_ref: str
-    idempotency_key: str
-    lapor_status: str
-    text: str
-    failed_with: str | None = None  # recorded as failed at once (e.g. complaint closed)
-    unit_id: int | None = None  # the posting unit, fixed now: a replay's body never changes
 
 
 def plan_outbox(change: OfficerChange, link: LinkState | None,
@@ -411,7 +367,7 @@ def must_verify(state: str, key_first_used_at: datetime | None, now: datetime,
                 ttl_s: float) -> bool:
     """Whether to read the complaint before any POST: never re-POST blindly once the key
     may be forgotten, nor after a success answer we could not read."""
-    if state == "unconfirmed":
+    if state == OutboxState.UNCONFIRMED:
         return True
     return key_first_used_at is not None and now >= post_window_end(key_first_used_at, ttl_s)
 

@@ -9,6 +9,7 @@ from typing import Any
 import structlog
 from sqlalchemy import Connection
 
+from connector.domain import OutboxState
 from connector.errors import (
     AnswerUnreadable,
     LaporUnavailable,
@@ -145,7 +146,7 @@ async def _send(ctx: SyncContext, e: Any, mappings: Mappings, stats: PushStats) 
     # The unit was fixed when the entry was made; entries older than that get it now, once.
     unit = e.unit_id if e.unit_id is not None else (
         core.posting_unit(link, mappings) if link is not None else None)
-    if e.state == "unconfirmed" and unit is not None:
+    if e.state == OutboxState.UNCONFIRMED and unit is not None:
         # Delivered already: only confirm it, even if the complaint closed meanwhile.
         await _verify(ctx, e, unit, stats)
         return
@@ -299,7 +300,7 @@ async def _verify(ctx: SyncContext, e: Any, unit: int, stats: PushStats) -> str 
         log.info("followup_confirmed", tracking_id=tid, outbox_id=eid)
         return None
     now = ctx.now()
-    if e.state == "unconfirmed":
+    if e.state == OutboxState.UNCONFIRMED:
         # LAPOR! said it was created: never post it again on our own; look a few more times.
         delay = backoff(e.checks + 1, 60.0, ctx.config.settings.sync.max_backoff_s, 0.0)
         checks = await ctx.db(lambda conn: state.mark_check_missed(conn, eid, delay, now))

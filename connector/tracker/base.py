@@ -8,16 +8,26 @@ would make ``create_ticket`` idempotent by tracking id instead.
 from __future__ import annotations
 
 import abc
+import enum
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection
+if TYPE_CHECKING:  # annotations only: the core imports this module and does no I/O
+    from sqlalchemy import Connection
+
+
+class Direction(enum.StrEnum):
+    """Whose message it is, as stored (``messages.direction``) and shown in JSON."""
+
+    IN = "in"  # from the reporter (or anyone on LAPOR! but Mahulu's units)
+    OUT = "out"  # from a Mahulu unit: a follow-up
+    INTERNAL = "internal"  # the connector's own note, never sent to LAPOR!
 
 
 @dataclass(frozen=True)
 class NewMessage:
-    direction: str  # in | out | internal
+    direction: Direction
     author: str
     text: str
     at: datetime

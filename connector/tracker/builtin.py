@@ -13,7 +13,14 @@ from connector.errors import ConnectorError
 from connector.lapor.wire import clean_text
 from connector.store.schema import messages, status_history, tickets, tracker_changes
 from connector.timeutil import as_utc, iso, iso_wita
-from connector.tracker.base import NewMessage, NewTicket, OfficerChange, TicketUpdate, Tracker
+from connector.tracker.base import (
+    Direction,
+    NewMessage,
+    NewTicket,
+    OfficerChange,
+    TicketUpdate,
+    Tracker,
+)
 from connector.tracker.port import (
     CREATE,
     MESSAGE,
@@ -195,7 +202,7 @@ class BuiltinTracker(Tracker, TrackerPort):
         if upd.confidential and not row.confidential:
             values["confidential"] = True
             notes.append("Laporan kini rahasia di LAPOR!; tiket dibatasi (restricted).")
-        return tuple(NewMessage("internal", "Konektor LAPOR!", n, now) for n in notes)
+        return tuple(NewMessage(Direction.INTERNAL, "Konektor LAPOR!", n, now) for n in notes)
 
     def record_attachments(self, conn: Connection, ref: str,
                            attachments: list[dict[str, Any]]) -> None:
@@ -257,10 +264,10 @@ class BuiltinTracker(Tracker, TrackerPort):
                 ticket_id=row.id, from_status=row.status, to_status=new_status,
                 source="officer", reason=None, at=now))
         if action.note:
-            self._add_messages(conn, row.id, (NewMessage("internal", action.author, action.note,
-                                                         now),), "officer")
+            self._add_messages(conn, row.id, (NewMessage(Direction.INTERNAL, action.author,
+                                                         action.note, now),), "officer")
         if action.reply:
-            self._add_messages(conn, row.id, (NewMessage("out", action.author, action.reply,
+            self._add_messages(conn, row.id, (NewMessage(Direction.OUT, action.author, action.reply,
                                                          now),), "officer")
         if new_status is None and not action.reply:
             return None

@@ -28,7 +28,14 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from sqlalchemy import Connection
 
-from connector.tracker.base import NewMessage, NewTicket, OfficerChange, TicketUpdate, Tracker
+from connector.tracker.base import (
+    Direction,
+    NewMessage,
+    NewTicket,
+    OfficerChange,
+    TicketUpdate,
+    Tracker,
+)
 
 if TYPE_CHECKING:
     from connector.store import Store
@@ -117,7 +124,7 @@ def message_payload(m: NewMessage) -> dict[str, Any]:
 def message_from(p: dict[str, Any]) -> NewMessage:
     at = _from_dt(p["at"])
     assert at is not None
-    return NewMessage(p["direction"], p["author"], p["text"], at, p.get("followup_id"))
+    return NewMessage(Direction(p["direction"]), p["author"], p["text"], at, p.get("followup_id"))
 
 
 def ticket_payload(t: NewTicket) -> dict[str, Any]:

@@ -1,0 +1,117 @@
+"""The records the sync core decides over and the store persists: pure data, no I/O.
+
+They live below both ``connector.sync`` and ``connector.store`` so the store never
+imports the sync layer (``tests/test_layering.py``).
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from datetime import datetime
+
+
+class OutboxState(enum.StrEnum):
+    """An outbox entry's state, as stored (``outbox.state``) and shown in JSON."""
+
+    PENDING = "pending"
+    UNCONFIRMED = "unconfirmed"  # delivered, but LAPOR!'s answer was unreadable
+    SENT = "sent"
+    FAILED = "failed"  # refused or given up: holds back the complaint's later entries
+    DISMISSED = "dismissed"  # a failed entry an admin dismissed
+
+
+class Start(enum.StrEnum):
+    RECEIVED = "received"
+    OBJECTION = "objection"
+    REDISPOSITION = "redisposition"
+    REOPENED = "reopened"
+
+
+# Periods that set the clock for an agency's *first* response to a disposition; the
+# report counts the last of them (objections and reopenings come after a response).
+FIRST_RESPONSE = (Start.RECEIVED, Start.REDISPOSITION)
+
+
+@dataclass(frozen=True)
+class Period:
+    seq: int
+    agency: str
+    start: str  # a Start value
+    started_at: datetime
+    due_at: datetime
+    due_source: str  # "lapor" (batas_tindak_lanjut) | "computed" (5 working days, WITA)
+    lapor_deadline: datetime | None  # LAPOR!'s deadline when the period began: a stale one
+    first_follow_up_at: datetime | None = None  # LAPOR!'s `dibuat` of that follow-up
+    first_follow_up_id: str | None = None
+    on_time: bool | None = None
+    ended_at: datetime | None = None
+
+    def overdue(self, now: datetime) -> bool:
+        return self.first_follow_up_at is None and self.due_at < now
+
+
+@dataclass(frozen=True)
+class Facts:
+    tracking_id: str
+    agency: str  # the lead agency: the ticket's
+    agencies: tuple[str, ...]  # every Mahulu agency holding a disposition, lead first
+    received_at: datetime  # LAPOR!'s `dibuat`
+    settle_by: datetime
+    lapor_status: str
+    closed: bool
+    periods: tuple[Period, ...]
+
+    @property
+    def current(self) -> Period:
+        return self.periods[-1]
+
+    def overdue(self, now: datetime) -> bool:
+        return not self.closed and self.current.overdue(now)
+
+    def first_response(self) -> Period:
+        return [p for p in self.periods if p.start in FIRST_RESPONSE][-1]
+
+
+@dataclass(frozen=True)
+class LinkState:
+    tracking_id: str
+    ticket_ref: str
+    agency: str
+    lapor_status: str
+    lapor_updated_at: datetime
+    unit_ids: tuple[int, ...]
+    seen_followups: frozenset[str]
+    closed: bool
+    # Fingerprint of title, body and privacy flags as last applied (None: not known yet).
+    content_hash: str | None = None
+
+
+@dataclass(frozen=True)
+class Held:
+    """A quarantine entry as the core needs it."""
+
+    reason: str
+    lapor_updated_at: datetime | None
+    unit_ids: tuple[int, ...]
+    retry_requested: bool
+
+
+@dataclass(frozen=True)
+class OwnPost:
+    """A follow-up this connector sent or is sending, to recognise it in the feed."""
+
+    lapor_status: str
+    text: str
+
+
+@dataclass(frozen=True)
+class OutboxPlan:
+    change_id: str
+    tracking_id: str
+    ticket_ref: str
+    idempotency_key: str
+    lapor_status: str
+    text: str
+    failed_with: str | None = None  # recorded as failed at once (e.g. complaint closed)
+    unit_id: int | None = None  # the posting unit, fixed now: a replay's body never changes
