@@ -231,6 +231,18 @@ async def test_sweep_recovers_a_commit_an_hour_late_and_costs_pages_only(h: Harn
     assert again["late"] == 0 and again["created"] == again["updated"] == 0
 
 
+async def test_a_sweep_cut_short_by_a_stop_is_not_recorded_as_done(h: Harness) -> None:
+    """Otherwise the next sweep would wait a whole interval after a SIGTERM mid-sweep."""
+    await h.sync()
+    h.ctx.stopping.set()
+    swept = await h.sweep()
+    assert swept["sweep"] == 1
+    assert not h.store.run(lambda c: state.get_value(c, state.LAST_SWEEP))
+    h.ctx.stopping.clear()
+    await h.sweep()
+    assert h.store.run(lambda c: state.get_value(c, state.LAST_SWEEP))
+
+
 async def test_dedupe_keeps_feed_order_with_a_commit_in_mid_page(
         tmp_path: Path, db_url: str, fake_time: FakeTime, monkeypatch: pytest.MonkeyPatch) -> None:
     world = World(seed=3, complaints=0, faults=Faults(rate_limit_per_minute=0), clock=fake_time)

@@ -36,6 +36,7 @@ async def run_cycle(ctx: SyncContext, kind: str) -> dict[str, Any]:
             stats = dict((await pull(ctx, sweep=sweep)).as_dict())
             if sweep:
                 stats["sweep"] = 1
+            if sweep and not ctx.stopping.is_set():  # a sweep cut short by a stop is not done
                 when = ctx.now().isoformat()
                 await ctx.db(lambda conn: state.set_value(conn, state.LAST_SWEEP, when))
             kind = "pull"
