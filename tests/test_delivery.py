@@ -124,6 +124,32 @@ async def test_a_restart_after_the_key_lifetime_finds_the_post_instead_of_repost
     assert len(posts_with(world, text)) == 1 and world.posts_created == 1
 
 
+async def test_an_unreadable_answer_while_verifying_waits_never_fails_or_reposts(
+        tmp_path: Path, db_url: str, world: World, fake_time: FakeTime) -> None:
+    h = short_ttl(tmp_path, db_url, world, fake_time)
+    text = "Dikirim, lalu jawaban detail terpotong saat diperiksa."
+    t = await reply_on_open_ticket(h, text)
+    [entry] = h.outbox()
+    now = h.ctx.now()
+    h.store.run(lambda c: state.start_attempt(c, entry["id"], now))
+    unit = h.store.run(lambda c: core.posting_unit(state.get_link(c, t["tracking_id"]),
+                                                   h.mappings()))
+    assert unit is not None
+    world.post_follow_up(int(t["tracking_id"]), 6411, entry["idempotency_key"],
+                         {"unit_id": unit, "status": "diproses", "isi": text})
+    fake_time.t += 86400
+    world.set_faults({"truncated_rate": 1.0})
+    await h.push()
+    [waiting] = h.outbox()
+    assert waiting["state"] == "pending" and waiting["key_changes"] == 0
+    world.set_faults({"truncated_rate": 0.0})
+    fake_time.t += 3600
+    stats = await h.push()
+    [after] = h.outbox()
+    assert after["state"] == "sent" and stats["verified"] == 1
+    assert len(posts_with(world, text)) == 1
+
+
 async def test_an_older_identical_post_is_not_taken_for_ours(
         tmp_path: Path, db_url: str, world: World, fake_time: FakeTime) -> None:
     h = short_ttl(tmp_path, db_url, world, fake_time)

@@ -392,7 +392,14 @@ class LaporClient:
             # A body cut off mid-JSON (or otherwise unreadable): transient-looking.
             raise SkipRecord(tracking_id, "truncated_response",
                              "the detail answer is not complete JSON") from None
-        return wire.parse_complaint(data, tracking_id, wire.needs_cleaning(answer.body))
+        try:
+            return wire.parse_complaint(data, tracking_id, wire.needs_cleaning(answer.body))
+        except (ValueError, TypeError, KeyError, OverflowError, RecursionError,
+                UnicodeError) as exc:
+            # This record alone (e.g. OverflowError on a date): push's verify too, not only
+            # the pull, must see it as one record's problem.
+            raise SkipRecord(tracking_id, "invalid_record",
+                             f"cannot be read: {exc.__class__.__name__}") from None
 
     async def post_follow_up(
         self, tracking_id: str, request: m.FollowUpRequest, idempotency_key: str,

@@ -94,12 +94,13 @@ async def ingest_port(ctx: SyncContext, mappings: Mappings) -> int:
         nonce = state.db_nonce(conn)
         for change in changes:
             tid = change.tracking_id
-            if state.get_link(conn, tid) is None:
+            link = state.get_link(conn, tid)
+            if link is None:
                 # An issue carrying a tracking id this connector never linked (made by
                 # hand, or by another installation): nothing of ours to answer.
                 log.info("tracker_change_unlinked", kind=port.kind, tracking_id=tid)
                 continue
-            plan = core.plan_outbox(change, state.get_link(conn, tid), mappings,
+            plan = core.plan_outbox(change, link, mappings,
                                     state.last_queued_status(conn, tid), nonce)
             if plan is not None and state.enqueue(conn, plan, now):
                 added += 1
@@ -273,16 +274,15 @@ async def _verify(ctx: SyncContext, e: Any, unit: int, stats: PushStats) -> str 
     eid, tid = e.id, e.tracking_id
     try:
         complaint = await ctx.client.complaint(tid)
-    except SkipRecord as exc:
-        code = "laporan_tidak_ditemukan" if exc.reason == "not_found" else "bukan_disposisi"
-        await _fail(ctx, eid, tid, code, stats)
-        return None
-    except LaporUnavailable as exc:
-        await _defer(ctx, e, exc.kode or "unavailable", stats)
-        raise
-    try:
         # Follow-ups are dated by LAPOR!'s clock, our first attempt by ours.
         offset = await ctx.client.ping() - ctx.now()
+    except SkipRecord as exc:
+        if exc.reason in ("not_found", "not_disposed"):
+            code = "laporan_tidak_ditemukan" if exc.reason == "not_found" else "bukan_disposisi"
+            await _fail(ctx, eid, tid, code, stats)
+        else:  # an answer we could not read this time: look again later, never post blindly
+            await _defer(ctx, e, exc.reason, stats)
+        return None
     except LaporUnavailable as exc:
         await _defer(ctx, e, exc.kode or "unavailable", stats)
         raise
@@ -307,9 +307,12 @@ async def _verify(ctx: SyncContext, e: Any, unit: int, stats: PushStats) -> str 
         if checks >= core.UNCONFIRMED_MAX_CHECKS:
             await _fail(ctx, eid, tid, "tidak_terkonfirmasi", stats)
         return None
-    nonce = await ctx.db(state.db_nonce)
-    key = core.idempotency_key(nonce, tid, e.change_id, e.key_changes + 1)
-    await ctx.db(lambda conn: state.change_key(conn, eid, key, now))
+    def rekey(conn: Connection) -> str:
+        key = core.idempotency_key(state.db_nonce(conn), tid, e.change_id, e.key_changes + 1)
+        state.change_key(conn, eid, key, now)
+        return key
+
+    key = await ctx.db(rekey)
     stats.key_changes += 1
     log.warning("followup_key_changed", tracking_id=tid, outbox_id=eid,
                 key_changes=e.key_changes + 1)
