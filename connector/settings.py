@@ -65,7 +65,7 @@ class LaporSettings(_Section):
         parts = urlsplit(value)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError("must be an http(s) URL or \"sandbox\"")
-        if parts.scheme == "http" and not _is_loopback(parts.hostname):
+        if parts.scheme == "http" and not is_loopback(parts.hostname):
             raise ValueError(
                 "plain http:// is only allowed for loopback hosts; use https:// "
                 "(TLS verification is always on)"
@@ -73,7 +73,7 @@ class LaporSettings(_Section):
         return value.rstrip("/")
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback(host: str) -> bool:
     """The host must BE loopback (127.0.0.0/8, ::1, localhost), not merely start like it:
     ``127.0.0.1.example.org`` is a public name."""
     if host.lower() == "localhost":
@@ -185,7 +185,7 @@ class TrackerSettings(_Section):
         parts = urlsplit(r.url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError("tracker.redmine.url must be an http(s) URL")
-        if parts.scheme == "http" and not _is_loopback(parts.hostname):
+        if parts.scheme == "http" and not is_loopback(parts.hostname):
             raise ValueError("tracker.redmine.url: plain http:// is only allowed for loopback "
                              "hosts; use https:// (TLS verification is always on)")
         return self

@@ -140,10 +140,6 @@ def overdue(conn: Connection, now: datetime, limit: int | None = None) -> list[d
             for r in conn.execute(q)]
 
 
-def overdue_ids(conn: Connection, now: datetime) -> set[str]:
-    return {r.tracking_id for r in conn.execute(_overdue_query(now))}
-
-
 def tracking_ids_of_agency(conn: Connection, agency: str) -> list[str]:
     """Complaints an agency holds a disposition of, lead or not."""
     q = select(fc.c.tracking_id).where(fc.c.agencies.contains(f",{agency},"))

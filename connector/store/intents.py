@@ -14,7 +14,6 @@ from sqlalchemy import Connection, func, insert, select, update
 
 from connector.store import state
 from connector.store.schema import tracker_intents, tracker_issues
-from connector.timeutil import as_utc
 from connector.tracker.port import CREATE, Intent, without_reporter
 
 OPEN = ("pending", "failed")
@@ -151,12 +150,6 @@ def failures(conn: Connection, limit: int = 50) -> list[dict[str, Any]]:
          .where(tracker_intents.c.state == "failed").order_by(tracker_intents.c.id).limit(limit))
     return [{"id": r.id, "tracking_id": r.tracking_id, "kind": r.kind, "attempts": r.attempts,
              "reason": r.last_error} for r in conn.execute(q)]
-
-
-def oldest_pending(conn: Connection) -> datetime | None:
-    raw = conn.execute(select(func.min(tracker_intents.c.created_at))
-                       .where(tracker_intents.c.state.in_(OPEN))).scalar_one_or_none()
-    return None if raw is None else as_utc(raw)
 
 
 def health(conn: Connection) -> dict[str, Any]:

@@ -18,7 +18,6 @@ from connector.mappings import Mappings
 from connector.sync import clock
 from connector.tracker.base import Direction, NewMessage, NewTicket, OfficerChange, TicketUpdate
 
-WORKING_DAYS_TO_FOLLOW_UP = clock.WORKING_DAYS_TO_FOLLOW_UP
 AUTHORS = {"pelapor": "Pelapor (LAPOR!)", "admin": "Admin LAPOR!", "instansi": "Instansi (LAPOR!)"}
 
 

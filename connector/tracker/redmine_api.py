@@ -25,7 +25,6 @@ texts such as "Subject cannot be blank"), never complaint content.
 
 from __future__ import annotations
 
-import ipaddress
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -36,6 +35,7 @@ import httpx
 
 from connector import __version__
 from connector.errors import ConfigError, ConnectorError, Fatal, RetryLater
+from connector.settings import is_loopback
 
 API_KEY_HEADER = "X-Redmine-API-Key"
 PAGE_LIMIT = 100  # Redmine's own maximum for list calls
@@ -157,21 +157,12 @@ def check_url(url: str) -> httpx.URL:
     parsed = httpx.URL(url)
     if parsed.scheme not in ("http", "https") or not parsed.host:
         raise ConfigError(f"tracker.redmine.url: must be an http(s) URL, got {url!r}")
-    if parsed.scheme == "http" and not _is_loopback(parsed.host):
+    if parsed.scheme == "http" and not is_loopback(parsed.host):
         raise ConfigError(
             "tracker.redmine.url: plain http:// is only allowed for loopback hosts; "
             "use https:// (TLS verification is always on)"
         )
     return parsed
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 class RedmineClient:

@@ -7,11 +7,9 @@ from collections.abc import Callable, Mapping
 from datetime import timedelta
 
 from connector.errors import ConfigError
-from connector.mappings import Mappings
+from connector.mappings import LOCAL_STATUSES, Mappings
 from connector.settings import Config, load_redmine_key
 from connector.tracker.port import TrackerPort
-
-LOCAL_STATUSES = ("new", "in_progress", "resolved", "closed")
 
 
 def _builtin(config: Config, mappings: Callable[[], Mappings],
