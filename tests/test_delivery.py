@@ -103,11 +103,9 @@ async def test_outage_before_any_post_got_through_posts_once_with_a_fresh_key(
     assert len(posts_with(world, text)) == 1
 
 
-async def test_a_restart_after_the_key_lifetime_finds_the_post_instead_of_reposting(
-        tmp_path: Path, db_url: str, world: World, fake_time: FakeTime) -> None:
-    """A process died between its POST and the commit; it comes back a day later."""
-    h = short_ttl(tmp_path, db_url, world, fake_time)
-    text = "Dikirim sebelum proses mati."
+async def posted_then_died(h: Harness, world: World, fake_time: FakeTime, text: str) -> None:
+    """A reply whose POST reached LAPOR! but whose process died before the commit; a day
+    later, so LAPOR! has forgotten the key."""
     t = await reply_on_open_ticket(h, text)
     [entry] = h.outbox()
     now = h.ctx.now()
@@ -118,6 +116,14 @@ async def test_a_restart_after_the_key_lifetime_finds_the_post_instead_of_repost
     world.post_follow_up(int(t["tracking_id"]), 6411, entry["idempotency_key"],
                          {"unit_id": unit, "status": "diproses", "isi": text})
     fake_time.t += 86400
+
+
+async def test_a_restart_after_the_key_lifetime_finds_the_post_instead_of_reposting(
+        tmp_path: Path, db_url: str, world: World, fake_time: FakeTime) -> None:
+    """A process died between its POST and the commit; it comes back a day later."""
+    h = short_ttl(tmp_path, db_url, world, fake_time)
+    text = "Dikirim sebelum proses mati."
+    await posted_then_died(h, world, fake_time, text)
     stats = await h.push()
     [after] = h.outbox()
     assert after["state"] == "sent" and stats["verified"] == 1
@@ -128,16 +134,7 @@ async def test_an_unreadable_answer_while_verifying_waits_never_fails_or_reposts
         tmp_path: Path, db_url: str, world: World, fake_time: FakeTime) -> None:
     h = short_ttl(tmp_path, db_url, world, fake_time)
     text = "Dikirim, lalu jawaban detail terpotong saat diperiksa."
-    t = await reply_on_open_ticket(h, text)
-    [entry] = h.outbox()
-    now = h.ctx.now()
-    h.store.run(lambda c: state.start_attempt(c, entry["id"], now))
-    unit = h.store.run(lambda c: core.posting_unit(state.get_link(c, t["tracking_id"]),
-                                                   h.mappings()))
-    assert unit is not None
-    world.post_follow_up(int(t["tracking_id"]), 6411, entry["idempotency_key"],
-                         {"unit_id": unit, "status": "diproses", "isi": text})
-    fake_time.t += 86400
+    await posted_then_died(h, world, fake_time, text)
     world.set_faults({"truncated_rate": 1.0})
     await h.push()
     [waiting] = h.outbox()
