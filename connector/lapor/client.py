@@ -37,6 +37,7 @@ from connector.errors import (
 from connector.lapor import models as m
 from connector.lapor import wire
 from connector.lapor.budget import RequestBudget
+from connector.lapor.transport import default_transport
 from connector.lapor.policy import (
     RETRY_STATUSES,
     Outcome,
@@ -159,14 +160,14 @@ class LaporClient:
         self._max_retry_after = max_retry_after_s
         self._max_bytes = max_response_bytes
         self._backoff = (backoff_base_s, backoff_cap_s)
+        if transport is None:
+            transport = default_transport(httpx.URL(base_url), max_connections=16)
         self._http = httpx.AsyncClient(
             base_url=base_url,
             transport=transport,
             timeout=httpx.Timeout(timeout_s),
             follow_redirects=False,
-            verify=True,
             headers={"User-Agent": f"mahulu-lapor-connector/{__version__}"},
-            limits=httpx.Limits(max_connections=16, max_keepalive_connections=8),
         )
         self.budget = RequestBudget(requests_per_minute, clock, sleep)
         self.tokens = _Tokens(self, credentials, token_refresh_margin_s)
