@@ -37,7 +37,6 @@ from connector.errors import (
 from connector.lapor import models as m
 from connector.lapor import wire
 from connector.lapor.budget import RequestBudget
-from connector.lapor.transport import default_transport
 from connector.lapor.policy import (
     RETRY_STATUSES,
     Outcome,
@@ -45,6 +44,7 @@ from connector.lapor.policy import (
     classify,
     parse_retry_after,
 )
+from connector.lapor.transport import default_transport
 from connector.settings import Config, Credentials
 from connector.timeutil import utcnow
 
