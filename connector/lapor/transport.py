@@ -22,7 +22,7 @@ def env_proxy(url: httpx.URL) -> httpx.Proxy | None:
     httpx's default transport honours these; aiohttp's ``trust_env`` would too, but
     re-reads the environment and ``~/.netrc`` in a thread on every request.
     """
-    if urllib.request.proxy_bypass_environment(url.host):
+    if urllib.request.proxy_bypass(url.host):
         return None
     proxy = urllib.request.getproxies_environment().get(url.scheme)
     return httpx.Proxy(proxy) if proxy else None
