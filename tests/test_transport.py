@@ -164,3 +164,42 @@ def test_env_proxy_follows_the_usual_variables(
         monkeypatch.setenv(name, value)
     proxy = env_proxy(httpx.URL(url))
     assert (str(proxy.url).rstrip("/") if proxy else None) == expected
+
+
+async def _error_names(base: str, **kw: float) -> list[str]:
+    """The error class the client saw on each attempt (what `status` and logs show)."""
+    names: list[str] = []
+    async with _client(base, call_deadline_s=2, **kw) as client:
+        client.observer = lambda _kind, code, _s: names.append(code)
+        with pytest.raises(LaporUnavailable):
+            await client.ping()
+    return names
+
+
+async def test_a_refused_connection_is_named_connect_error() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # nobody listens here once closed
+    names = await _error_names(f"http://127.0.0.1:{port}")
+    assert names and set(names) == {"ConnectError"}
+
+
+async def test_a_server_that_hangs_up_without_answering_is_a_protocol_error() -> None:
+    async def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.close()
+
+    async with raw_server(hang_up) as base:
+        names = await _error_names(base)
+    assert names and set(names) == {"RemoteProtocolError"}
+
+
+async def test_a_silent_server_is_a_read_timeout() -> None:
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        await asyncio.sleep(5)
+        writer.close()
+
+    async with raw_server(silent) as base:
+        names = await _error_names(base, timeout_s=0.3)
+    assert names and set(names) == {"ReadTimeout"}

@@ -314,12 +314,7 @@ class LaporClient:
                 self.observer(kind, code, time.monotonic() - t0)
 
     async def _data(self, method: str, path: str, **kw: Any) -> tuple[Any, dict[str, Any]]:
-        answer = await self.call(method, path, **kw)
-        try:
-            doc = answer.json()
-            return doc["data"], doc.get("meta") or {}
-        except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
-            raise LaporUnavailable(f"LAPOR! answered {path} with a malformed envelope") from None
+        return _envelope(await self.call(method, path, **kw), path)
 
     # -- the API ------------------------------------------------------------------------
 
@@ -351,7 +346,7 @@ class LaporClient:
             else:
                 params = {"kursor": cursor}
             try:
-                data, meta = await self._data("GET", f"{API}/laporan", params=params)
+                answer = await self.call("GET", f"{API}/laporan", params=params)
             except CursorExpired:
                 # Only restarts without progress count: a feed that keeps expiring cursors
                 # while the caller's watermark moves still gets read to the end.
@@ -360,7 +355,9 @@ class LaporClient:
                     raise LaporUnavailable("feed cursor kept expiring") from None
                 cursor, seen = None, set()
                 continue
-            page = _parse_page(data, meta)
+            data, meta = _envelope(answer, f"{API}/laporan")
+            # Most pages hold nothing to clean: skip copying every summary then.
+            page = _parse_page(data, meta, wire.needs_cleaning(answer.body))
             yield page
             if page.next_cursor is None:
                 return
@@ -509,12 +506,20 @@ def _kind(method: str, path: str) -> str:
     return parts[0] or "root"
 
 
-def _parse_page(data: Any, meta: dict[str, Any]) -> m.Page:
+def _envelope(answer: _Answer, path: str) -> tuple[Any, dict[str, Any]]:
+    try:
+        doc = answer.json()
+        return doc["data"], doc.get("meta") or {}
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
+        raise LaporUnavailable(f"LAPOR! answered {path} with a malformed envelope") from None
+
+
+def _parse_page(data: Any, meta: dict[str, Any], cleaning: bool = True) -> m.Page:
     try:
         parsed_meta = wire.FeedMeta.model_validate(meta)
     except ValidationError:
         raise LaporUnavailable("LAPOR! feed page has malformed meta") from None
     if not isinstance(data, list):
         raise LaporUnavailable("LAPOR! feed page data is not a list")
-    items = tuple(wire.parse_summary(raw) for raw in data)
+    items = tuple(wire.parse_summary(raw, cleaning) for raw in data)
     return m.Page(items, parsed_meta.kursor_berikutnya, parsed_meta.waktu_server)

@@ -10,6 +10,8 @@ in) and puts aiohttp's C parser and connection pool underneath: about 0.45 ms pe
 from __future__ import annotations
 
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import aiohttp
 import httpx
@@ -28,6 +30,40 @@ def env_proxy(url: httpx.URL) -> httpx.Proxy | None:
     return httpx.Proxy(proxy) if proxy else None
 
 
+# aiohttp's errors as httpx names them, most specific first. httpx-aiohttp's own table
+# calls a refused connection and a server that hung up "ConnectTimeout"; operators read
+# these names in `status` and the logs, so they must say what happened.
+_PRECISE: tuple[tuple[type[BaseException], type[httpx.TransportError]], ...] = (
+    (aiohttp.ConnectionTimeoutError, httpx.ConnectTimeout),
+    (aiohttp.SocketTimeoutError, httpx.ReadTimeout),
+    (aiohttp.ServerTimeoutError, httpx.ReadTimeout),
+    (aiohttp.ClientConnectorError, httpx.ConnectError),
+    (aiohttp.ServerDisconnectedError, httpx.RemoteProtocolError),
+    (aiohttp.ClientPayloadError, httpx.RemoteProtocolError),
+    (aiohttp.ClientOSError, httpx.ReadError),
+)
+
+
+@contextmanager
+def _precise_errors() -> Iterator[None]:
+    try:
+        yield
+    except httpx.TransportError as exc:
+        cause = exc.__cause__
+        for source, target in _PRECISE:
+            if isinstance(cause, source):
+                if type(exc) is target:
+                    raise
+                raise target(str(exc)) from cause
+        raise
+
+
+class _Transport(AiohttpTransport):
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        with _precise_errors():
+            return await super().handle_async_request(request)
+
+
 def default_transport(base_url: httpx.URL, *, max_connections: int,
                       keepalive_s: float = 5.0) -> httpx.AsyncBaseTransport:
     def session() -> aiohttp.ClientSession:
@@ -36,4 +72,4 @@ def default_transport(base_url: httpx.URL, *, max_connections: int,
         return aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=max_connections, keepalive_timeout=keepalive_s),
         )
-    return AiohttpTransport(client=session, proxy=env_proxy(base_url))
+    return _Transport(client=session, proxy=env_proxy(base_url))
