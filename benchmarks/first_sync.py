@@ -11,8 +11,10 @@ side in one run:
   connector    the first ``sync`` into a fresh SQLite database: wall time, CPU per complaint
                (the CPU of an idle ``sync`` subtracted, so interpreter start-up is not
                counted), and the requests an idle cycle and a cycle after K changes make.
-  http         CPU per request of bare async httpx (the connector's HTTP stack) over the
-               same details: what the connector's own code adds is the difference.
+  http         CPU per request of the connector's HTTP stack alone (httpx over the
+               aiohttp transport, ``connector.lapor.transport``) over the same details:
+               what the connector's own code adds is the difference. Beside it, httpx's
+               own stack (httpcore + h11), which the connector used before.
   rss          peak RSS of a first sync at each of ``--rss-sizes`` complaints.
   idle         CPU used by the daemon (``run``) over ``--idle-s`` seconds at the shipped
                cadence, after its first pull, as a share of one core.
@@ -55,6 +57,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from connector.lapor.client import LaporClient  # noqa: E402
+from connector.lapor.transport import default_transport  # noqa: E402
 from connector.logging import configure  # noqa: E402
 from connector.sandbox import Faults, World, create_app  # noqa: E402
 from connector.settings import (  # noqa: E402
@@ -173,15 +176,18 @@ def floor(base: str, workers: int, page_size: int) -> float:
     return took
 
 
-def async_http_cpu(base: str, workers: int, n: int) -> float:
-    """CPU seconds per request of bare async httpx (the connector's HTTP stack, without
-    the connector): ``n`` detail GETs, ``workers`` at a time, the JSON parsed."""
+def async_http_cpu(base: str, workers: int, n: int, *, own_stack: bool = False) -> float:
+    """CPU seconds per request of bare async httpx over the connector's transport (or
+    httpx's own stack), without the connector: ``n`` detail GETs, ``workers`` at a time,
+    the JSON parsed."""
     async def go() -> float:
         token = httpx.post(f"{base}/api/v3/auth/token", json=CREDS).json()["data"][
             "access_token"]
         ids = httpx.get(f"{base}/_sandbox/stats", timeout=60).json()["visible_ids"][:n]
         sem = asyncio.Semaphore(workers)
-        async with httpx.AsyncClient(base_url=base, timeout=60,
+        transport = None if own_stack else default_transport(httpx.URL(base),
+                                                             max_connections=16)
+        async with httpx.AsyncClient(base_url=base, timeout=60, transport=transport,
                                      headers={"Authorization": f"Bearer {token}"}) as c:
             async def one(tid: int) -> None:
                 async with sem:
@@ -343,7 +349,10 @@ def main() -> None:
             out["load_per_round"] = [r["load"] for r in got["runs"]]
             http = min(async_http_cpu(base, workers, min(args.complaints, 3000))
                        for _ in range(args.rounds))
-            out["async_httpx_cpu_ms_per_request"] = round(1000 * http, 3)
+            out["http_stack_cpu_ms_per_request"] = round(1000 * http, 3)
+            out["httpx_own_stack_cpu_ms_per_request"] = round(1000 * min(
+                async_http_cpu(base, workers, min(args.complaints, 3000), own_stack=True)
+                for _ in range(args.rounds)), 3)
             # What the connector adds to the HTTP library it is built on.
             out["connector_own_cpu_ms_per_complaint"] = round(
                 out["cpu_ms_per_complaint"] - 1000 * http, 3)

@@ -259,9 +259,10 @@ def raw_tracking_id(raw: Any) -> str:
     return "unknown"
 
 
-def parse_summary(raw: Any) -> m.Summary | m.BadSummary:
+def parse_summary(raw: Any, cleaning: bool = True) -> m.Summary | m.BadSummary:
     try:
-        raw = clean(raw, [])
+        if cleaning:
+            raw = clean(raw, [])
         return LaporanRingkas.model_validate(raw).to_domain()
     except (TooDeep, RecursionError):
         return m.BadSummary(raw_tracking_id(raw), ("(nesting too deep)",), None)

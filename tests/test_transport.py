@@ -1,0 +1,205 @@
+"""The production transport (aiohttp under httpx) over real loopback sockets.
+
+Most tests hand the sandbox app to ``httpx.ASGITransport``; these run a real server, so
+the transport the daemon uses is the one under test: the same answers as httpx's own
+stack, the same errors for cut-off and dropped answers, and the proxy from the
+environment.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
+
+import httpx
+import pytest
+import uvicorn
+
+from connector.errors import LaporUnavailable, SkipRecord
+from connector.lapor.client import LaporClient
+from connector.lapor.transport import env_proxy
+from connector.sandbox import World
+from connector.sandbox.app import create_app
+from connector.sandbox.world import Faults
+from tests.conftest import DEMO
+
+pytestmark = pytest.mark.anyio
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def served(world: World) -> Iterator[str]:
+    """The sandbox app on a loopback port, in a thread of this process."""
+    port = _free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(world), host="127.0.0.1", port=port,
+                                           log_level="error", lifespan="off"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        while not server.started:
+            if not thread.is_alive():
+                raise RuntimeError("the sandbox server did not start")
+            threading.Event().wait(0.02)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+async def _no_sleep(_: float) -> None:
+    await asyncio.sleep(0)
+
+
+def _client(base: str, transport: httpx.AsyncBaseTransport | None = None,
+            **kw: float) -> LaporClient:
+    return LaporClient(base, DEMO, transport=transport, requests_per_minute=0,
+                       sleep=_no_sleep, rng=lambda: 0.5, **kw)
+
+
+async def _read_all(client: LaporClient) -> list[object]:
+    out: list[object] = []
+    async with client:
+        async for page in client.feed(lambda: None, page_size=7):
+            for item in page.items:
+                out.append(item)
+                out.append(await client.complaint(item.tracking_id))
+    return out
+
+
+async def test_the_default_transport_reads_what_httpx_own_stack_reads() -> None:
+    world = World(seed=7, complaints=25, faults=Faults(rate_limit_per_minute=0))
+    with served(world) as base:
+        fast = await _read_all(_client(base))
+        plain = await _read_all(_client(base, httpx.AsyncHTTPTransport()))
+    assert len(fast) == 50
+    assert fast == plain
+
+
+async def test_a_cut_off_detail_is_that_records_skip_on_both_stacks() -> None:
+    world = World(seed=7, complaints=3, faults=Faults(rate_limit_per_minute=0,
+                                                      truncated_rate=1.0))
+    with served(world) as base:
+        tid = str(sorted(world.visible_ids())[0])
+        for transport in (None, httpx.AsyncHTTPTransport()):
+            async with _client(base, transport) as client:
+                with pytest.raises(SkipRecord):
+                    await client.complaint(tid)
+
+
+@asynccontextmanager
+async def raw_server(
+    handle: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]],
+) -> AsyncIterator[str]:
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    async with server:
+        yield f"http://127.0.0.1:{port}"
+
+
+async def test_an_answer_dropped_mid_body_is_transient_and_retried() -> None:
+    """Headers promise 100 bytes, 10 arrive, the connection closes: the client retries
+    (a transport error, never a parsed record) and gives up as LAPOR! unavailable."""
+    hits = 0
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal hits
+        await reader.readuntil(b"\r\n\r\n")
+        hits += 1
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: 100\r\n\r\n{\"data\": {")
+        await writer.drain()
+        writer.close()
+
+    async with raw_server(handle) as base, _client(base, call_deadline_s=5) as client:
+        with pytest.raises(LaporUnavailable):
+            await client.ping()
+    assert hits > 1
+
+
+async def test_the_proxy_named_by_the_environment_carries_the_requests(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    seen: list[bytes] = []
+    body = b'{"data": {"waktu_server": "2026-11-28 10:00:00"}}'
+
+    async def proxy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        seen.append((await reader.readuntil(b"\r\n\r\n")).split(b"\r\n")[0])
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+        await writer.drain()
+        writer.close()
+
+    async with raw_server(proxy) as proxy_url:
+        monkeypatch.setenv("HTTP_PROXY", proxy_url)
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        monkeypatch.delenv("no_proxy", raising=False)
+        async with _client("http://lapor.example") as client:
+            await client.ping()
+    assert seen == [b"GET http://lapor.example/api/v3/ping HTTP/1.1"]
+
+
+@pytest.mark.parametrize(("env", "url", "expected"), [
+    ({}, "https://api.lapor.go.id/", None),
+    ({"HTTPS_PROXY": "http://proxy.mahulu:3128"}, "https://api.lapor.go.id/",
+     "http://proxy.mahulu:3128"),
+    ({"HTTPS_PROXY": "http://proxy.mahulu:3128"}, "http://api.lapor.go.id/", None),
+    ({"HTTPS_PROXY": "http://proxy.mahulu:3128", "NO_PROXY": "lapor.go.id"},
+     "https://api.lapor.go.id/", None),
+])
+def test_env_proxy_follows_the_usual_variables(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], url: str, expected: str | None,
+) -> None:
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy",
+                 "no_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    proxy = env_proxy(httpx.URL(url))
+    assert (str(proxy.url).rstrip("/") if proxy else None) == expected
+
+
+async def _error_names(base: str, **kw: float) -> list[str]:
+    """The error class the client saw on each attempt (what `status` and logs show)."""
+    names: list[str] = []
+    async with _client(base, call_deadline_s=2, **kw) as client:
+        client.observer = lambda _kind, code, _s: names.append(code)
+        with pytest.raises(LaporUnavailable):
+            await client.ping()
+    return names
+
+
+async def test_a_refused_connection_is_named_connect_error() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # nobody listens here once closed
+    names = await _error_names(f"http://127.0.0.1:{port}")
+    assert names and set(names) == {"ConnectError"}
+
+
+async def test_a_server_that_hangs_up_without_answering_is_a_protocol_error() -> None:
+    async def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.close()
+
+    async with raw_server(hang_up) as base:
+        names = await _error_names(base)
+    assert names and set(names) == {"RemoteProtocolError"}
+
+
+async def test_a_silent_server_is_a_read_timeout() -> None:
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        await asyncio.sleep(5)
+        writer.close()
+
+    async with raw_server(silent) as base:
+        names = await _error_names(base, timeout_s=0.3)
+    assert names and set(names) == {"ReadTimeout"}
