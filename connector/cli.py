@@ -314,7 +314,7 @@ def _in_store(config: Config, fn: Callable[[Any], Any]) -> Any:
 
 def _tracker(config: Config | None = None) -> Any:
     """The configured tracker (no network until it is used)."""
-    from connector.runtime import MappingHolder
+    from connector.mapping_reload import MappingHolder
     from connector.tracker.builtin import BuiltinTracker
     from connector.tracker.registry import open_tracker
 
@@ -467,7 +467,7 @@ def cmd_tickets_show(config: Config, args: argparse.Namespace) -> int:
 
 
 def cmd_tickets_update(config: Config, args: argparse.Namespace) -> int:
-    from connector.runtime import MappingHolder
+    from connector.mapping_reload import MappingHolder
     from connector.sync.push import ingest
     from connector.tracker.builtin import OfficerAction, TrackerRefusal
 
