@@ -1,7 +1,7 @@
 """The daemon's wiring: settings, logging, store, client, jobs, shutdown.
 
 ``python scheduler.py`` and ``lapor-connector run`` both end up in ``main``.
-Logic lives elsewhere (``daemon.py``, ``sync/``); this module only connects it.
+Logic lives elsewhere (``daemon.py``, ``sync/``, ``systemd.py``); this module only connects it.
 """
 
 from __future__ import annotations
@@ -20,18 +20,20 @@ import structlog
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
-from connector.daemon import Coordinator, DemoOfficer, sd_notify, watchdog_interval
+from connector.daemon import Coordinator
 from connector.errors import ConfigError, ConnectorError, Fatal, LeaseLost, RetryLater
 from connector.logging import configure_for
 from connector.metrics import Metrics, Monitor, Reachability, probe
 from connector.runtime import Runtime, open_runtime
 from connector.sandbox.app import run_generator
+from connector.sandbox.demo_officer import DemoOfficer
 from connector.settings import Config, load_config
 from connector.status import MAPPING_ERROR, MAPPING_VERSION, report
 from connector.store import state
 from connector.sync.context import SyncContext
 from connector.sync.cycle import run_cycle
 from connector.sync.sweep import sweep_due
+from connector.systemd import sd_notify, watchdog_interval
 
 log = structlog.get_logger("connector.service")
 STOP_GRACE_S = 8.0  # then cut off; systemd and the contract allow 15 s
