@@ -264,9 +264,10 @@ def cmd_run(config: Config, args: argparse.Namespace) -> int:
 
 
 def cmd_sync(config: Config, args: argparse.Namespace) -> int:
+    from connector.cli_format import summary_line
     from connector.status import MAPPING_VERSION
     from connector.store import state
-    from connector.sync.cycle import run_cycle, summary_line
+    from connector.sync.cycle import run_cycle
 
     configure_for(config)
     rt = _runtime(config, lock=True)  # never beside a running daemon on the same storage
@@ -614,14 +615,15 @@ def cmd_mappings_suggest(config: Config, args: argparse.Namespace) -> int:
 
 
 def cmd_status(config: Config, args: argparse.Namespace) -> int:
-    from connector.status import render, report
+    from connector.cli_format import render_status
+    from connector.status import report
 
     tracker = _tracker(config)
     rep = _in_store(config, lambda c: report(c, config, tracker, utcnow()))
     if args.json:
         _print_json(rep)
     else:
-        print(render(rep))
+        print(render_status(rep))
     return EXIT_OK if rep["healthy"] else EXIT_FAIL
 
 

@@ -8,8 +8,9 @@ from typing import Any
 
 import pytest
 
+from connector.cli_format import render_status as render
 from connector.sandbox import World
-from connector.status import render, report
+from connector.status import report
 from connector.timeutil import human_iso
 from tests.conftest import FakeTime
 from tests.harness import Harness

@@ -1,4 +1,5 @@
-"""One recorded cycle: run pull or push, write its run record, log its summary line."""
+"""One recorded cycle: run pull, sweep, push or the tracker worker, write its run record,
+log its summary line, and return its counts (the CLI formats them)."""
 
 from __future__ import annotations
 
@@ -62,13 +63,3 @@ async def _record(ctx: SyncContext, kind: str, started: Any, ok: bool, summary: 
     except ConnectorError:
         # The storage itself failed; the caller reports the original error.
         log.warning("run_record_failed", kind=kind)
-
-
-def summary_line(pulled: dict[str, Any], pushed: dict[str, Any]) -> str:
-    keys_pull = ("fetched", "created", "updated", "unchanged", "held", "quarantined")
-    keys_push = ("pushed", "failed")
-    parts = [f"{k}={pulled.get(k, 0)}" for k in keys_pull]
-    parts += [f"{k}={pushed.get(k, 0)}" for k in keys_push]
-    duration = float(pulled.get("duration_s", 0)) + float(pushed.get("duration_s", 0))
-    parts.append(f"duration={duration:.2f}s")
-    return " ".join(parts)
