@@ -265,7 +265,6 @@ def cmd_run(config: Config, args: argparse.Namespace) -> int:
 
 def cmd_sync(config: Config, args: argparse.Namespace) -> int:
     from connector.cli_format import summary_line
-    from connector.status import MAPPING_VERSION
     from connector.store import state
     from connector.sync.cycle import run_cycle
 
@@ -275,7 +274,7 @@ def cmd_sync(config: Config, args: argparse.Namespace) -> int:
     async def go() -> int:
         try:
             ctx = rt.context()
-            await ctx.db(lambda c: state.set_value(c, MAPPING_VERSION, rt.mappings().version))
+            await ctx.db(lambda c: state.set_mapping_version(c, rt.mappings().version))
             pulled = await run_cycle(ctx, "sweep" if args.sweep else "pull")
             if rt.tracker.inline is None:  # an external tracker: apply what the pull wrote
                 try:

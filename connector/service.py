@@ -12,7 +12,6 @@ import contextlib
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +27,7 @@ from connector.runtime import Runtime, open_runtime
 from connector.sandbox.app import run_generator
 from connector.sandbox.demo_officer import DemoOfficer
 from connector.settings import Config, load_config
-from connector.status import MAPPING_ERROR, MAPPING_VERSION, report
+from connector.status import report
 from connector.store import state
 from connector.sync.context import SyncContext
 from connector.sync.cycle import run_cycle
@@ -77,8 +76,8 @@ async def _serve(rt: Runtime) -> int:
         loop.add_signal_handler(sig, stop.set)
 
     def write_mapping_state(c: Any) -> None:
-        state.set_value(c, MAPPING_VERSION, rt.mappings().version)
-        state.set_value(c, MAPPING_ERROR, rt.mappings.error or "")
+        state.set_mapping_version(c, rt.mappings().version)
+        state.set_mapping_error(c, rt.mappings.error)
 
     async def publish_mapping() -> None:
         await ctx.db(write_mapping_state)
@@ -91,8 +90,7 @@ async def _serve(rt: Runtime) -> int:
 
     async def pull_or_sweep() -> Any:
         # The daily sweep takes a pull's turn: never beside a pull, same request budget.
-        raw = await ctx.db(lambda c: state.get_value(c, state.LAST_SWEEP))
-        last = datetime.fromisoformat(raw) if raw else None
+        last = await ctx.db(state.get_last_sweep)
         return await run_cycle(ctx, "sweep" if sweep_due(ctx.now(), last, s.sweep_interval_s)
                                else "pull")
 

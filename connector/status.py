@@ -15,8 +15,6 @@ from connector.sync.core import SETTLED_REASONS
 from connector.timeutil import iso
 from connector.tracker.port import TrackerPort
 
-MAPPING_VERSION = "mapping_version"
-MAPPING_ERROR = "mapping_error"
 QUARANTINE_MAX_AGE_S = 86400  # older quarantine makes status degraded: someone must look
 
 
@@ -50,8 +48,8 @@ def report(conn: Connection, config: Config, tracker: TrackerPort,
                        "last_ok_age_s": ok_age}
         if kind == "pull":
             limit = interval * s.stale_after_intervals
-            raw = state.get_value(conn, state.PULL_PROGRESS)
-            progress_age = (now - datetime.fromisoformat(raw)).total_seconds() if raw else None
+            progress = state.pull_progress_at(conn)
+            progress_age = (now - progress).total_seconds() if progress else None
             pulls[kind]["progress_age_s"] = progress_age
             pulls[kind]["running"] = _running(state.get_pull_running(conn), last, now)
             # A long first pull (a backlog under the request budget) commits as it goes: it
@@ -79,7 +77,7 @@ def report(conn: Connection, config: Config, tracker: TrackerPort,
         files_error = None
     except MappingError as exc:
         files_version, files_error = None, "; ".join(exc.problems)
-    daemon_error = state.get_value(conn, MAPPING_ERROR) or None
+    loaded_version, daemon_error = state.get_mapping_state(conn)
     mapping_error = files_error or daemon_error
     if mapping_error:
         findings.append({"code": "mapping_error", "message": mapping_error})
@@ -92,7 +90,8 @@ def report(conn: Connection, config: Config, tracker: TrackerPort,
         findings.append({"code": "quarantine_old",
                          "message": "records in quarantine for more than a day ("
                                     + ", ".join(stuck) + "); see `quarantine list`"})
-    last_sweep = state.get_value(conn, state.LAST_SWEEP)
+    swept = state.get_last_sweep(conn)
+    last_sweep = swept.isoformat() if swept else None
     tracker_info = _tracker_health(conn, tracker, now, findings)
     reporting = tracker.reporting()
     overdue = reporting.overdue(conn, now) if reporting is not None else []
@@ -121,7 +120,7 @@ def report(conn: Connection, config: Config, tracker: TrackerPort,
         "quarantine_oldest_age_s": oldest,
         "last_sweep": last_sweep,
         "mapping": {"files_version": files_version,
-                    "loaded_version": state.get_value(conn, MAPPING_VERSION),
+                    "loaded_version": loaded_version,
                     "error": mapping_error},
         "overdue": {"count": len(overdue), "tickets": overdue[:50]},
         "tracker": tracker_info,

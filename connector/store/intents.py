@@ -13,12 +13,11 @@ from typing import Any
 from sqlalchemy import Connection, func, insert, select, update
 
 from connector.store import state
+from connector.store.keys import StateKey
 from connector.store.schema import tracker_intents, tracker_issues
 from connector.tracker.port import CREATE, Intent, without_reporter
 
 OPEN = ("pending", "failed")
-LAST_CONTACT = "tracker_last_contact"  # the last successful call to the tracker
-LAST_TRACKER_ERROR = "tracker_last_error"  # JSON: since, reason (cleared on success)
 
 
 def add(conn: Connection, rows: list[tuple[str, str, dict[str, Any]]], now: datetime) -> None:
@@ -127,15 +126,15 @@ def retry(conn: Connection, intent_id: int | None, now: datetime) -> int:
 
 
 def contact(conn: Connection, now: datetime) -> None:
-    state.set_value(conn, LAST_CONTACT, now.isoformat())
-    if state.get_value(conn, LAST_TRACKER_ERROR):
-        state.set_value(conn, LAST_TRACKER_ERROR, "")
+    state.set_value(conn, StateKey.TRACKER_LAST_CONTACT, now.isoformat())
+    if state.get_value(conn, StateKey.TRACKER_LAST_ERROR):
+        state.set_value(conn, StateKey.TRACKER_LAST_ERROR, "")
 
 
 def unreachable(conn: Connection, reason: str, now: datetime) -> None:
-    raw = state.get_value(conn, LAST_TRACKER_ERROR)
+    raw = state.get_value(conn, StateKey.TRACKER_LAST_ERROR)
     since = json.loads(raw)["since"] if raw else now.isoformat()
-    state.set_value(conn, LAST_TRACKER_ERROR, json.dumps({"since": since,
+    state.set_value(conn, StateKey.TRACKER_LAST_ERROR, json.dumps({"since": since,
                                                           "reason": reason[:300]}))
 
 
@@ -155,8 +154,8 @@ def failures(conn: Connection, limit: int = 50) -> list[dict[str, Any]]:
 def health(conn: Connection) -> dict[str, Any]:
     """For ``status``: the queue, its failures, and when the tracker last answered."""
     n = counts(conn)
-    raw = state.get_value(conn, LAST_TRACKER_ERROR)
+    raw = state.get_value(conn, StateKey.TRACKER_LAST_ERROR)
     return {"pending": n.get("pending", 0), "failed": n.get("failed", 0),
             "done": n.get("done", 0), "failures": failures(conn),
-            "last_contact": state.get_value(conn, LAST_CONTACT) or None,
+            "last_contact": state.get_value(conn, StateKey.TRACKER_LAST_CONTACT) or None,
             "unreachable": json.loads(raw) if raw else None}

@@ -38,8 +38,8 @@ async def run_cycle(ctx: SyncContext, kind: str) -> dict[str, Any]:
             if sweep:
                 stats["sweep"] = 1
             if sweep and not ctx.stopping.is_set():  # a sweep cut short by a stop is not done
-                when = ctx.now().isoformat()
-                await ctx.db(lambda conn: state.set_value(conn, state.LAST_SWEEP, when))
+                when = ctx.now()
+                await ctx.db(lambda conn: state.set_last_sweep(conn, when))
             kind = "pull"
     except (ConnectorError, OSError) as exc:
         await _record(ctx, kind if kind in ("push", "tracker") else "pull", started, False,
