@@ -266,7 +266,7 @@ def cmd_run(config: Config, args: argparse.Namespace) -> int:
 def cmd_sync(config: Config, args: argparse.Namespace) -> int:
     from connector.cli_format import summary_line
     from connector.store import state
-    from connector.sync.cycle import run_cycle
+    from connector.sync.cycle import CycleKind, run_cycle
 
     configure_for(config)
     rt = _runtime(config, lock=True)  # never beside a running daemon on the same storage
@@ -275,14 +275,14 @@ def cmd_sync(config: Config, args: argparse.Namespace) -> int:
         try:
             ctx = rt.context()
             await ctx.db(lambda c: state.set_mapping_version(c, rt.mappings().version))
-            pulled = await run_cycle(ctx, "sweep" if args.sweep else "pull")
+            pulled = await run_cycle(ctx, CycleKind.SWEEP if args.sweep else CycleKind.PULL)
             if rt.tracker.inline is None:  # an external tracker: apply what the pull wrote
                 try:
-                    await run_cycle(ctx, "tracker")
+                    await run_cycle(ctx, CycleKind.TRACKER)
                 except RetryLater as exc:
                     print(safe(f"warning: the tracker is unreachable ({exc}); the changes "
                                "wait and are applied later"), file=sys.stderr)
-            pushed = await run_cycle(ctx, "push")
+            pushed = await run_cycle(ctx, CycleKind.PUSH)
             line = summary_line(pulled, pushed)
             if args.sweep:
                 line += f" sweep=1 late={pulled.get('late', 0)}"

@@ -30,7 +30,7 @@ from connector.settings import Config, load_config
 from connector.status import report
 from connector.store import state
 from connector.sync.context import SyncContext
-from connector.sync.cycle import run_cycle
+from connector.sync.cycle import CycleKind, run_cycle
 from connector.sync.sweep import sweep_due
 from connector.systemd import sd_notify, watchdog_interval
 
@@ -91,17 +91,19 @@ async def _serve(rt: Runtime) -> int:
     async def pull_or_sweep() -> Any:
         # The daily sweep takes a pull's turn: never beside a pull, same request budget.
         last = await ctx.db(state.get_last_sweep)
-        return await run_cycle(ctx, "sweep" if sweep_due(ctx.now(), last, s.sweep_interval_s)
-                               else "pull")
+        kind = CycleKind.SWEEP if sweep_due(ctx.now(), last, s.sweep_interval_s) \
+            else CycleKind.PULL
+        return await run_cycle(ctx, kind)
 
     pull = Coordinator("pull", pull_or_sweep, s.pull_interval_s, s.max_backoff_s)
-    push = Coordinator("push", lambda: run_cycle(ctx, "push"), s.push_interval_s, s.max_backoff_s)
+    push = Coordinator("push", lambda: run_cycle(ctx, CycleKind.PUSH), s.push_interval_s,
+                       s.max_backoff_s)
     coordinators = [pull, push]
     tracker_job = None
     if rt.tracker.inline is None:
         # An external tracker: its own job, failures and recovery logged by its coordinator;
         # LAPOR! intake goes on whatever the tracker does.
-        tracker_job = Coordinator("tracker", lambda: run_cycle(ctx, "tracker"),
+        tracker_job = Coordinator("tracker", lambda: run_cycle(ctx, CycleKind.TRACKER),
                                   s.tracker_interval_s, s.max_backoff_s)
         coordinators.append(tracker_job)
     scheduler = AsyncIOScheduler(event_loop=loop)
