@@ -6,7 +6,8 @@ from __future__ import annotations
 import httpx
 
 from connector.sandbox.app import create_app
-from connector.sandbox.world import Faults, World
+from connector.sandbox.faults import Faults
+from connector.sandbox.world import World
 from connector.settings import Config
 
 SANDBOX_URL = "http://sandbox.invalid"  # in-process only: never resolved
