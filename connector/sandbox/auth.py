@@ -14,6 +14,8 @@ DEMO_CLIENTS = {"mahulu-demo": ("rahasia-demo-6411", data.INSTANSI)}
 
 
 class Auth(WorldState):
+    """Issuing and checking bearer tokens."""
+
     def issue_token(self, body: Any) -> dict[str, Any]:
         if not isinstance(body, dict) or not all(
             isinstance(body.get(k), str) and body.get(k) for k in ("client_id", "client_secret")

@@ -15,6 +15,8 @@ from connector.timeutil import format_wib, parse_wib
 
 
 class Feed(Habits):
+    """The read side of the API: ``/laporan``, ``/laporan/{id}``, ``/lampiran/{id}``."""
+
     def feed(self, instansi: int, params: dict[str, str]) -> tuple[list[dict[str, Any]],
                                                                     dict[str, Any]]:
         now = self._clock()

@@ -12,6 +12,8 @@ from connector.sandbox.model import WorldState
 
 
 class Habits(WorldState):
+    """Faults as the world applies them to each request and record."""
+
     def set_faults(self, changes: dict[str, Any]) -> None:
         self.faults.update(changes)
         if "maintenance_s" in changes:

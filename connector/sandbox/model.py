@@ -39,6 +39,9 @@ class Cursor:
 
 
 class WorldState:
+    """The data every role of the world reads and changes, built deterministically for
+    the seed."""
+
     def __init__(
         self,
         seed: int = 6411,

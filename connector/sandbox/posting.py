@@ -16,6 +16,8 @@ OPEN_FOR_POSTING = ("terdisposisi", "ditindaklanjuti", "selesai")
 
 
 class Posting(Feed):
+    """``POST /laporan/{id}/tindak-lanjut``."""
+
     def post_follow_up(self, tid: int, instansi: int, key: str | None,
                        body: Any) -> tuple[int, dict[str, Any]]:
         if not key or len(key) > 128 or not all(0x21 <= ord(c) <= 0x7E for c in key):

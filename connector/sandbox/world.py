@@ -8,11 +8,11 @@ from __future__ import annotations
 from typing import Any
 
 from connector.sandbox import data
-from connector.sandbox.auth import DEMO_CLIENTS, Auth
+from connector.sandbox.auth import Auth
 from connector.sandbox.faults import ApiFault, Faults
 from connector.sandbox.posting import OPEN_FOR_POSTING, Posting
 
-__all__ = ["DEMO_CLIENTS", "OPEN_FOR_POSTING", "ApiFault", "Faults", "World"]
+__all__ = ["ApiFault", "Faults", "World"]  # Faults and ApiFault: for older imports
 
 
 class World(Posting, Auth):
