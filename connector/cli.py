@@ -264,9 +264,9 @@ def cmd_run(config: Config, args: argparse.Namespace) -> int:
 
 
 def cmd_sync(config: Config, args: argparse.Namespace) -> int:
-    from connector.status import MAPPING_VERSION
+    from connector.cli_format import summary_line
     from connector.store import state
-    from connector.sync.cycle import run_cycle, summary_line
+    from connector.sync.cycle import CycleKind, run_cycle
 
     configure_for(config)
     rt = _runtime(config, lock=True)  # never beside a running daemon on the same storage
@@ -274,15 +274,15 @@ def cmd_sync(config: Config, args: argparse.Namespace) -> int:
     async def go() -> int:
         try:
             ctx = rt.context()
-            await ctx.db(lambda c: state.set_value(c, MAPPING_VERSION, rt.mappings().version))
-            pulled = await run_cycle(ctx, "sweep" if args.sweep else "pull")
+            await ctx.db(lambda c: state.set_mapping_version(c, rt.mappings().version))
+            pulled = await run_cycle(ctx, CycleKind.SWEEP if args.sweep else CycleKind.PULL)
             if rt.tracker.inline is None:  # an external tracker: apply what the pull wrote
                 try:
-                    await run_cycle(ctx, "tracker")
+                    await run_cycle(ctx, CycleKind.TRACKER)
                 except RetryLater as exc:
                     print(safe(f"warning: the tracker is unreachable ({exc}); the changes "
                                "wait and are applied later"), file=sys.stderr)
-            pushed = await run_cycle(ctx, "push")
+            pushed = await run_cycle(ctx, CycleKind.PUSH)
             line = summary_line(pulled, pushed)
             if args.sweep:
                 line += f" sweep=1 late={pulled.get('late', 0)}"
@@ -314,7 +314,7 @@ def _in_store(config: Config, fn: Callable[[Any], Any]) -> Any:
 
 def _tracker(config: Config | None = None) -> Any:
     """The configured tracker (no network until it is used)."""
-    from connector.runtime import MappingHolder
+    from connector.mapping_reload import MappingHolder
     from connector.tracker.builtin import BuiltinTracker
     from connector.tracker.registry import open_tracker
 
@@ -467,7 +467,7 @@ def cmd_tickets_show(config: Config, args: argparse.Namespace) -> int:
 
 
 def cmd_tickets_update(config: Config, args: argparse.Namespace) -> int:
-    from connector.runtime import MappingHolder
+    from connector.mapping_reload import MappingHolder
     from connector.sync.push import ingest
     from connector.tracker.builtin import OfficerAction, TrackerRefusal
 
@@ -614,14 +614,15 @@ def cmd_mappings_suggest(config: Config, args: argparse.Namespace) -> int:
 
 
 def cmd_status(config: Config, args: argparse.Namespace) -> int:
-    from connector.status import render, report
+    from connector.cli_format import render_status
+    from connector.status import report
 
     tracker = _tracker(config)
     rep = _in_store(config, lambda c: report(c, config, tracker, utcnow()))
     if args.json:
         _print_json(rep)
     else:
-        print(render(rep))
+        print(render_status(rep))
     return EXIT_OK if rep["healthy"] else EXIT_FAIL
 
 

@@ -1,4 +1,4 @@
-"""The daemon's parts: a coordinator per job, sd_notify, the demo officer.
+"""The coordinator: one per daemon job (pull, push, tracker).
 
 The coordinator (as in Home Assistant) logs a failure once, its recovery
 once, and backs off on its own; APScheduler only ticks it.
@@ -7,9 +7,7 @@ once, and backs off on its own; APScheduler only ticks it.
 from __future__ import annotations
 
 import asyncio
-import os
 import random
-import socket
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -72,59 +70,3 @@ class Coordinator:
         else:
             log.debug(f"{self.name}_still_failing", failures=self.failures,
                       retry_in_s=round(delay, 1))
-
-
-def sd_notify(message: str) -> bool:
-    """Send one sd_notify datagram when run under systemd (Type=notify)."""
-    address = os.environ.get("NOTIFY_SOCKET")
-    if not address:
-        return False
-    if address.startswith("@"):
-        address = "\0" + address[1:]
-    try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
-            sock.connect(address)
-            sock.sendall(message.encode())
-        return True
-    except OSError:
-        return False
-
-
-def watchdog_interval() -> float | None:
-    usec = os.environ.get("WATCHDOG_USEC")
-    if not usec or not usec.isdigit():
-        return None
-    return int(usec) / 2_000_000
-
-
-class DemoOfficer:
-    """Sandbox only: acts as an agency officer so follow-ups can be seen going back."""
-
-    REPLIES = (
-        "Petugas kami sudah dijadwalkan meninjau lokasi minggu ini.",
-        "Terima kasih, laporan sudah kami teruskan ke bidang terkait.",
-        "Perbaikan sedang dikerjakan; mohon kesabarannya.",
-    )
-
-    def __init__(self, rng: random.Random | None = None):
-        self.rng = rng or random.Random(6411)
-
-    def act(self, conn: Any, tracker: Any, mappings: Any, now: Any) -> str | None:
-        from connector.sync.push import ingest
-        from connector.tracker.builtin import OfficerAction
-
-        open_ = tracker.list_tickets(conn, status="new") + \
-            tracker.list_tickets(conn, status="in_progress")
-        if not open_:
-            return None
-        ticket = self.rng.choice(open_)
-        if ticket["status"] == "new":
-            action = OfficerAction(status="in_progress", reply=self.rng.choice(self.REPLIES),
-                                   author="demo-petugas")
-        else:
-            # statuses.toml requires the officer's own words for "resolved".
-            action = OfficerAction(status="resolved", author="demo-petugas",
-                                   reply="Perbaikan sudah selesai dikerjakan oleh petugas kami.")
-        tracker.officer_update(conn, ticket["id"], action, now)
-        ingest(conn, tracker, mappings, now)
-        return str(ticket["tracking_id"])

@@ -1,77 +1,21 @@
-"""Builds the connector's parts from validated settings: store, tracker, client, mappings."""
+"""The part factories: from validated settings, the store, the LAPOR! client, the tracker
+(and the mapping in force), bundled as a ``Runtime``."""
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import httpx
-import structlog
 
-from connector.errors import ConfigError
 from connector.lapor.client import LaporClient
-from connector.mappings import FILES, MappingError, Mappings, load
-from connector.sandbox import Faults, World, create_app
+from connector.mapping_reload import MappingHolder
+from connector.sandbox.embedded import SANDBOX_URL, in_process, sandbox_world
+from connector.sandbox.world import World
 from connector.settings import Config, load_credentials
 from connector.store import Store
 from connector.sync.context import SyncContext
 from connector.tracker.port import TrackerPort
 from connector.tracker.registry import open_tracker
-
-SANDBOX_URL = "http://sandbox.invalid"  # in-process only: never resolved
-log = structlog.get_logger("connector.mappings")
-
-
-class MappingHolder:
-    """The mapping in force. A broken edit is refused and the last good mapping stays."""
-
-    def __init__(self, directory: Path):
-        self.directory = directory
-        self.current: Mappings | None = None
-        self.error: str | None = None
-        self._fingerprint: str | None = None
-
-    def fingerprint(self) -> str:
-        digest = hashlib.sha256()
-        for name in FILES:
-            path = self.directory / name
-            try:
-                digest.update(name.encode() + path.read_bytes())
-            except OSError as exc:
-                digest.update(f"{name}:{exc.__class__.__name__}".encode())
-        return digest.hexdigest()
-
-    def load_initial(self) -> Mappings:
-        self._fingerprint = self.fingerprint()
-        try:
-            self.current = load(self.directory)
-        except MappingError as exc:
-            raise ConfigError("invalid mappings:\n" + "\n".join(exc.problems)) from None
-        return self.current
-
-    def reload_if_changed(self) -> bool:
-        """Reload when the files changed; returns True when a new mapping took effect."""
-        fp = self.fingerprint()
-        if fp == self._fingerprint:
-            return False
-        self._fingerprint = fp
-        try:
-            loaded = load(self.directory)
-        except MappingError as exc:
-            self.error = "; ".join(exc.problems)
-            for problem in exc.problems:
-                log.error("mapping_invalid", error=problem,
-                          hint="the last good mapping stays in force")
-            return False
-        self.current, self.error = loaded, None
-        log.info("mapping_loaded", version=loaded.version, agencies=len(loaded.agencies))
-        return True
-
-    def __call__(self) -> Mappings:
-        if self.current is None:
-            raise ConfigError("no valid mapping loaded")
-        return self.current
 
 
 @dataclass
@@ -110,13 +54,6 @@ def open_store(config: Config, *, lock: bool = False) -> Store:
     return store
 
 
-def sandbox_world(config: Config) -> World:
-    s = config.settings.sandbox
-    faults = Faults(rate_limit_per_minute=s.rate_limit_per_minute, extra_keys=s.extra_keys,
-                    cursor_ttl_s=s.cursor_ttl_s)
-    return World(seed=s.seed, complaints=s.complaints, faults=faults, token_ttl_s=s.token_ttl_s)
-
-
 def make_client(config: Config, world: World | None = None,
                 transport: httpx.AsyncBaseTransport | None = None) -> LaporClient:
     creds = load_credentials(config)
@@ -125,7 +62,7 @@ def make_client(config: Config, world: World | None = None,
         # The embedded sandbox may allow more than LAPOR! does (a quick demo): the client's
         # budget is the sandbox's own limit, not lapor.requests_per_minute.
         return LaporClient.from_config(
-            config, creds, transport=transport or httpx.ASGITransport(app=create_app(world)),
+            config, creds, transport=transport or in_process(world),
             base_url=SANDBOX_URL,
             requests_per_minute=config.settings.sandbox.rate_limit_per_minute)
     return LaporClient.from_config(config, creds, transport=transport)

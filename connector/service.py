@@ -1,7 +1,7 @@
 """The daemon's wiring: settings, logging, store, client, jobs, shutdown.
 
 ``python scheduler.py`` and ``lapor-connector run`` both end up in ``main``.
-Logic lives elsewhere (``daemon.py``, ``sync/``); this module only connects it.
+Logic lives elsewhere (``daemon.py``, ``sync/``, ``systemd.py``); this module only connects it.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ import contextlib
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -20,18 +19,20 @@ import structlog
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
-from connector.daemon import Coordinator, DemoOfficer, sd_notify, watchdog_interval
+from connector.daemon import Coordinator
 from connector.errors import ConfigError, ConnectorError, Fatal, LeaseLost, RetryLater
 from connector.logging import configure_for
 from connector.metrics import Metrics, Monitor, Reachability, probe
 from connector.runtime import Runtime, open_runtime
 from connector.sandbox.app import run_generator
+from connector.sandbox.demo_officer import DemoOfficer
 from connector.settings import Config, load_config
-from connector.status import MAPPING_ERROR, MAPPING_VERSION, report
+from connector.status import report
 from connector.store import state
 from connector.sync.context import SyncContext
-from connector.sync.cycle import run_cycle
+from connector.sync.cycle import CycleKind, run_cycle
 from connector.sync.sweep import sweep_due
+from connector.systemd import sd_notify, watchdog_interval
 
 log = structlog.get_logger("connector.service")
 STOP_GRACE_S = 8.0  # then cut off; systemd and the contract allow 15 s
@@ -75,8 +76,8 @@ async def _serve(rt: Runtime) -> int:
         loop.add_signal_handler(sig, stop.set)
 
     def write_mapping_state(c: Any) -> None:
-        state.set_value(c, MAPPING_VERSION, rt.mappings().version)
-        state.set_value(c, MAPPING_ERROR, rt.mappings.error or "")
+        state.set_mapping_version(c, rt.mappings().version)
+        state.set_mapping_error(c, rt.mappings.error)
 
     async def publish_mapping() -> None:
         await ctx.db(write_mapping_state)
@@ -89,19 +90,20 @@ async def _serve(rt: Runtime) -> int:
 
     async def pull_or_sweep() -> Any:
         # The daily sweep takes a pull's turn: never beside a pull, same request budget.
-        raw = await ctx.db(lambda c: state.get_value(c, state.LAST_SWEEP))
-        last = datetime.fromisoformat(raw) if raw else None
-        return await run_cycle(ctx, "sweep" if sweep_due(ctx.now(), last, s.sweep_interval_s)
-                               else "pull")
+        last = await ctx.db(state.get_last_sweep)
+        kind = CycleKind.SWEEP if sweep_due(ctx.now(), last, s.sweep_interval_s) \
+            else CycleKind.PULL
+        return await run_cycle(ctx, kind)
 
     pull = Coordinator("pull", pull_or_sweep, s.pull_interval_s, s.max_backoff_s)
-    push = Coordinator("push", lambda: run_cycle(ctx, "push"), s.push_interval_s, s.max_backoff_s)
+    push = Coordinator("push", lambda: run_cycle(ctx, CycleKind.PUSH), s.push_interval_s,
+                       s.max_backoff_s)
     coordinators = [pull, push]
     tracker_job = None
     if rt.tracker.inline is None:
         # An external tracker: its own job, failures and recovery logged by its coordinator;
         # LAPOR! intake goes on whatever the tracker does.
-        tracker_job = Coordinator("tracker", lambda: run_cycle(ctx, "tracker"),
+        tracker_job = Coordinator("tracker", lambda: run_cycle(ctx, CycleKind.TRACKER),
                                   s.tracker_interval_s, s.max_backoff_s)
         coordinators.append(tracker_job)
     scheduler = AsyncIOScheduler(event_loop=loop)

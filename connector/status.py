@@ -12,11 +12,9 @@ from connector.mappings import MappingError, load
 from connector.settings import Config
 from connector.store import state
 from connector.sync.core import SETTLED_REASONS
-from connector.timeutil import human_iso, iso
+from connector.timeutil import iso
 from connector.tracker.port import TrackerPort
 
-MAPPING_VERSION = "mapping_version"
-MAPPING_ERROR = "mapping_error"
 QUARANTINE_MAX_AGE_S = 86400  # older quarantine makes status degraded: someone must look
 
 
@@ -50,8 +48,8 @@ def report(conn: Connection, config: Config, tracker: TrackerPort,
                        "last_ok_age_s": ok_age}
         if kind == "pull":
             limit = interval * s.stale_after_intervals
-            raw = state.get_value(conn, state.PULL_PROGRESS)
-            progress_age = (now - datetime.fromisoformat(raw)).total_seconds() if raw else None
+            progress = state.pull_progress_at(conn)
+            progress_age = (now - progress).total_seconds() if progress else None
             pulls[kind]["progress_age_s"] = progress_age
             pulls[kind]["running"] = _running(state.get_pull_running(conn), last, now)
             # A long first pull (a backlog under the request budget) commits as it goes: it
@@ -79,7 +77,7 @@ def report(conn: Connection, config: Config, tracker: TrackerPort,
         files_error = None
     except MappingError as exc:
         files_version, files_error = None, "; ".join(exc.problems)
-    daemon_error = state.get_value(conn, MAPPING_ERROR) or None
+    loaded_version, daemon_error = state.get_mapping_state(conn)
     mapping_error = files_error or daemon_error
     if mapping_error:
         findings.append({"code": "mapping_error", "message": mapping_error})
@@ -92,7 +90,8 @@ def report(conn: Connection, config: Config, tracker: TrackerPort,
         findings.append({"code": "quarantine_old",
                          "message": "records in quarantine for more than a day ("
                                     + ", ".join(stuck) + "); see `quarantine list`"})
-    last_sweep = state.get_value(conn, state.LAST_SWEEP)
+    swept = state.get_last_sweep(conn)
+    last_sweep = swept.isoformat() if swept else None
     tracker_info = _tracker_health(conn, tracker, now, findings)
     reporting = tracker.reporting()
     overdue = reporting.overdue(conn, now) if reporting is not None else []
@@ -121,7 +120,7 @@ def report(conn: Connection, config: Config, tracker: TrackerPort,
         "quarantine_oldest_age_s": oldest,
         "last_sweep": last_sweep,
         "mapping": {"files_version": files_version,
-                    "loaded_version": state.get_value(conn, MAPPING_VERSION),
+                    "loaded_version": loaded_version,
                     "error": mapping_error},
         "overdue": {"count": len(overdue), "tickets": overdue[:50]},
         "tracker": tracker_info,
@@ -152,71 +151,3 @@ def _tracker_health(conn: Connection, tracker: TrackerPort, now: datetime,
                                     f"tracker, e.g. laporan {first['tracking_id']}: "
                                     f"{first['reason']}; fix it there, then `intents retry`"})
     return info
-
-
-def _human(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
-        if seconds >= size:
-            return f"{seconds / size:.1f} {unit}"
-    return f"{int(seconds)} s"
-
-
-def render(rep: dict[str, Any]) -> str:
-    lines = [f"Status: {'OK' if rep['healthy'] else 'DEGRADED'}  (at {human_iso(rep['now'])})"]
-    for f in rep["findings"]:
-        lines.append(f"  ! {f['code']}: {f['message']}")
-    lines.append(f"Settings: {rep['settings']}")
-    lines.append(f"Database: {rep['database']}")
-    for kind in ("pull", "push"):
-        info = rep[kind]
-        last = info["last"]
-        if last is None:
-            lines.append(f"Last {kind}: never")
-        else:
-            res = "ok" if last["ok"] else f"FAILED ({last['error']})"
-            lines.append(f"Last {kind}: {human_iso(last['finished_at'])} "
-                         f"({info['last_age_s']} s ago) {res}")
-        run = info.get("running")
-        if run:
-            lines.append(f"Pull running since {human_iso(run['started_at'])}: pages={run['pages']} "
-                         f"fetched={run['fetched']} created={run['created']} "
-                         f"updated={run['updated']} quarantined={run['quarantined']} "
-                         f"(last progress {run['progress_age_s']} s ago)")
-    lines.append(f"Watermark: {human_iso(rep['watermark'])}")
-    lines.append("Tickets by agency:")
-    for agency, by_status in sorted(rep["tickets"].items()):
-        parts = ", ".join(f"{k}={v}" for k, v in sorted(by_status.items()))
-        lines.append(f"  {agency:<14} {parts}")
-    ob = rep["outbox"]
-    lines.append(f"Outbox: pending={ob['pending']} sent={ob['sent']} failed={ob['failed']} "
-                 f"unconfirmed={ob['unconfirmed']} dismissed={ob['dismissed']} "
-                 f"held_back={ob['held_back']}")
-    for f in ob["failures"]:
-        lines.append(f"  failed #{f['id']} laporan {f['tracking_id']}: {f['code']}")
-    q, ages = rep["quarantine"], rep.get("quarantine_oldest_age_s", {})
-    lines.append("Quarantine: " + (", ".join(
-        f"{k}={v} (oldest {_human(ages.get(k))})" for k, v in sorted(q.items())) or "empty"))
-    sweep = rep.get("last_sweep")
-    lines.append(f"Last sweep: {human_iso(sweep) if sweep else 'never'}")
-    mp = rep["mapping"]
-    error = f"; error: {mp['error']}" if mp["error"] else ""
-    lines.append(f"Mapping: files {mp['files_version'] or 'INVALID'}, daemon loaded "
-                 f"{mp['loaded_version'] or '-'}{error}")
-    tr = rep.get("tracker") or {}
-    if "pending" in tr:
-        down = tr["unreachable"]
-        lines.append(f"Tracker ({tr['kind']}): pending={tr['pending']} failed={tr['failed']} "
-                     f"last contact {human_iso(tr['last_contact'])}"
-                     + (f"; unreachable since {human_iso(down['since'])}" if down else ""))
-        for f in tr["failures"][:10]:
-            lines.append(f"  failed #{f['id']} laporan {f['tracking_id']} ({f['kind']}): "
-                         f"{f['reason']}")
-    od = rep["overdue"]
-    lines.append(f"Overdue (no follow-up on LAPOR! by the due time): {od['count']}")
-    for t in od["tickets"][:10]:
-        lines.append(f"  laporan {t['tracking_id']} {t['agency']}: due {human_iso(t['due_at'])}")
-    if od["count"] > 10:
-        lines.append(f"  ... {od['count'] - 10} more (`status --json`)")
-    return "\n".join(lines)

@@ -8,7 +8,8 @@ from typing import Any
 
 from sqlalchemy import select
 
-from connector.runtime import MappingHolder, open_store
+from connector.mapping_reload import MappingHolder
+from connector.runtime import open_store
 from connector.sandbox import World
 from connector.settings import load_config
 from connector.store import schema, state

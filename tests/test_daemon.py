@@ -180,7 +180,7 @@ def personal_strings() -> list[str]:
     # Whatever the generator adds later comes from these pools.
     found.update(data.REPORTER_REPLIES + data.OBJECTIONS)
     found.update(f"{a} {b}" for a in data.FIRST_NAMES for b in data.LAST_NAMES)
-    from connector.daemon import DemoOfficer
+    from connector.sandbox.demo_officer import DemoOfficer
     found.update(DemoOfficer.REPLIES)
     found.update({"rahasia-demo-6411", "Perbaikan sudah dilaksanakan",
                   "Laporan sudah kami terima"})

@@ -7,6 +7,9 @@ module counts, also inside functions, except under ``if TYPE_CHECKING:``.
 The layers:
 - ``connector.lapor`` (the wire) and ``connector.store`` (the database) never import
   ``connector.sync``, ``connector.cli`` or ``connector.service``;
+- the sync path (``connector.sync``, ``store``, ``lapor``, ``tracker``) never imports the
+  sandbox (``connector.sandbox``): only the wiring (``runtime``, ``service``, ``cli``)
+  starts one;
 - ``connector.sync.core`` (and ``sync.clock``) does no I/O: nothing it imports, directly or
   not, is SQLAlchemy, httpx, the store or the LAPOR! client.
 """
@@ -170,3 +173,13 @@ def test_the_core_does_no_io() -> None:
     for core in ("connector.sync.core", "connector.sync.clock"):
         wrong = {t for t in _reachable(graph, core) if t.startswith(io)}
         assert wrong == set(), core
+
+
+def test_the_sync_path_never_imports_the_sandbox() -> None:
+    graph = _graph()
+    path = ("connector.sync", "connector.store", "connector.lapor", "connector.tracker")
+    wrong = {(module, target) for module, targets in graph.items()
+             if module.startswith(path) for target in targets
+             if target.startswith("connector.sandbox")}
+    assert wrong == set()
+    assert "connector.sandbox.embedded" in graph["connector.runtime"]

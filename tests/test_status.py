@@ -7,9 +7,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import select
 
+from connector.cli_format import render_status as render
 from connector.sandbox import World
-from connector.status import render, report
+from connector.status import report
+from connector.store import schema
+from connector.store.keys import StateKey
 from connector.timeutil import human_iso
 from tests.conftest import FakeTime
 from tests.harness import Harness
@@ -47,3 +51,23 @@ async def test_status_shows_a_running_pull_and_forgets_it_when_done(
     done = h.store.run(lambda c: report(c, h.config, h.tracker, h.ctx.now()))
     assert done["pull"]["running"] is None and "Pull running" not in render(done)
     assert done["settings"] == str(h.cfg_path) and done["database"]
+
+
+async def test_every_state_row_is_named_in_the_store(
+        tmp_path: Path, db_url: str, world: World, fake_time: FakeTime) -> None:
+    """The key/value rows a pull, a sweep and a push write all have their key in
+    ``store/keys.py``, and ``status`` reads them back as written."""
+    h = Harness(tmp_path, db_url, world, fake_time)
+    await h.pull()
+    await h.sweep()
+    ticket = next(t for t in h.tickets() if t["status"] == "new")
+    h.officer(ticket["id"], status="in_progress", reply="Sedang kami tangani.")
+    await h.push()
+    rows = dict(h.store.run(lambda c: c.execute(select(schema.kv.c.key, schema.kv.c.value))
+                            .all()))
+    assert set(rows) <= {str(k) for k in StateKey}
+    assert {StateKey.WATERMARK, StateKey.PULL_PROGRESS, StateKey.LAST_SWEEP,
+            StateKey.TRACKER_CURSOR, StateKey.DB_NONCE} <= set(rows)
+    rep = h.store.run(lambda c: report(c, h.config, h.tracker, h.ctx.now()))
+    assert rep["last_sweep"] == rows[StateKey.LAST_SWEEP]
+    assert rep["pull"]["progress_age_s"] == 0

@@ -5,6 +5,7 @@ Use ``create_app(World(...))`` in-process through ``httpx.ASGITransport`` or
 """
 
 from connector.sandbox.app import create_app
-from connector.sandbox.world import Faults, World
+from connector.sandbox.faults import Faults
+from connector.sandbox.world import World
 
 __all__ = ["Faults", "World", "create_app"]

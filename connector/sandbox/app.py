@@ -17,7 +17,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from connector.sandbox import data
-from connector.sandbox.world import ApiFault, World
+from connector.sandbox.faults import ApiFault
+from connector.sandbox.world import World
 
 
 class _Json(JSONResponse):

@@ -10,7 +10,8 @@ import sys
 import uvicorn
 
 from connector.sandbox.app import create_app, run_generator
-from connector.sandbox.world import Faults, World
+from connector.sandbox.faults import Faults
+from connector.sandbox.world import World
 from connector.settings import SandboxSettings, default_config_path, load_config
 
 

@@ -6,6 +6,7 @@ transactions of their own, never around a call to the tracker.
 
 from __future__ import annotations
 
+import enum
 import json
 from datetime import datetime, timedelta
 from typing import Any
@@ -13,12 +14,21 @@ from typing import Any
 from sqlalchemy import Connection, func, insert, select, update
 
 from connector.store import state
+from connector.store.keys import StateKey
 from connector.store.schema import tracker_intents, tracker_issues
 from connector.tracker.port import CREATE, Intent, without_reporter
 
-OPEN = ("pending", "failed")
-LAST_CONTACT = "tracker_last_contact"  # the last successful call to the tracker
-LAST_TRACKER_ERROR = "tracker_last_error"  # JSON: since, reason (cleared on success)
+
+class IntentState(enum.StrEnum):
+    """A tracker intent's state, as stored (``tracker_intents.state``) and counted by
+    ``status``."""
+
+    PENDING = "pending"  # to apply (again, after a RetryLater: with its backoff)
+    FAILED = "failed"  # refused by the tracker: holds back the complaint's later intents
+    DONE = "done"
+
+
+OPEN = (IntentState.PENDING, IntentState.FAILED)
 
 
 def add(conn: Connection, rows: list[tuple[str, str, dict[str, Any]]], now: datetime) -> None:
@@ -26,7 +36,8 @@ def add(conn: Connection, rows: list[tuple[str, str, dict[str, Any]]], now: date
     if rows:
         conn.execute(insert(tracker_intents), [
             {"tracking_id": tid, "kind": kind, "payload": json.dumps(payload),
-             "state": "pending", "attempts": 0, "next_attempt_at": now, "created_at": now}
+             "state": IntentState.PENDING, "attempts": 0, "next_attempt_at": now,
+             "created_at": now}
             for tid, kind, payload in rows])
 
 
@@ -64,7 +75,7 @@ def start(conn: Connection, intent_id: int) -> None:
 def done(conn: Connection, intent: Intent, ref: str, kind: str, now: datetime) -> None:
     """Settle the intent and record the complaint's issue, in one transaction."""
     conn.execute(update(tracker_intents).where(tracker_intents.c.id == intent.id).values(
-        state="done", payload=None, issue_ref=ref, done_at=now, last_error=None))
+        state=IntentState.DONE, payload=None, issue_ref=ref, done_at=now, last_error=None))
     set_ref(conn, intent.tracking_id, kind, ref, now)
     contact(conn, now)
 
@@ -113,29 +124,29 @@ def retry_later(conn: Connection, intent_id: int, reason: str, delay_s: float,
 def fail(conn: Connection, intent_id: int, reason: str, delay_s: float, now: datetime) -> None:
     """The tracker refused it: visible as failed, retried on a slow schedule or by hand."""
     conn.execute(update(tracker_intents).where(tracker_intents.c.id == intent_id).values(
-        state="failed", next_attempt_at=now + timedelta(seconds=delay_s),
+        state=IntentState.FAILED, next_attempt_at=now + timedelta(seconds=delay_s),
         last_error=reason[:500]))
     contact(conn, now)
 
 
 def retry(conn: Connection, intent_id: int | None, now: datetime) -> int:
     """Failed intents (one, or all) due again now."""
-    q = update(tracker_intents).where(tracker_intents.c.state == "failed")
+    q = update(tracker_intents).where(tracker_intents.c.state == IntentState.FAILED)
     if intent_id is not None:
         q = q.where(tracker_intents.c.id == intent_id)
-    return int(conn.execute(q.values(state="pending", next_attempt_at=now)).rowcount)
+    return int(conn.execute(q.values(state=IntentState.PENDING, next_attempt_at=now)).rowcount)
 
 
 def contact(conn: Connection, now: datetime) -> None:
-    state.set_value(conn, LAST_CONTACT, now.isoformat())
-    if state.get_value(conn, LAST_TRACKER_ERROR):
-        state.set_value(conn, LAST_TRACKER_ERROR, "")
+    state.set_value(conn, StateKey.TRACKER_LAST_CONTACT, now.isoformat())
+    if state.get_value(conn, StateKey.TRACKER_LAST_ERROR):
+        state.set_value(conn, StateKey.TRACKER_LAST_ERROR, "")
 
 
 def unreachable(conn: Connection, reason: str, now: datetime) -> None:
-    raw = state.get_value(conn, LAST_TRACKER_ERROR)
+    raw = state.get_value(conn, StateKey.TRACKER_LAST_ERROR)
     since = json.loads(raw)["since"] if raw else now.isoformat()
-    state.set_value(conn, LAST_TRACKER_ERROR, json.dumps({"since": since,
+    state.set_value(conn, StateKey.TRACKER_LAST_ERROR, json.dumps({"since": since,
                                                           "reason": reason[:300]}))
 
 
@@ -147,7 +158,8 @@ def counts(conn: Connection) -> dict[str, int]:
 def failures(conn: Connection, limit: int = 50) -> list[dict[str, Any]]:
     q = (select(tracker_intents.c.id, tracker_intents.c.tracking_id, tracker_intents.c.kind,
                 tracker_intents.c.attempts, tracker_intents.c.last_error)
-         .where(tracker_intents.c.state == "failed").order_by(tracker_intents.c.id).limit(limit))
+         .where(tracker_intents.c.state == IntentState.FAILED).order_by(tracker_intents.c.id)
+         .limit(limit))
     return [{"id": r.id, "tracking_id": r.tracking_id, "kind": r.kind, "attempts": r.attempts,
              "reason": r.last_error} for r in conn.execute(q)]
 
@@ -155,8 +167,7 @@ def failures(conn: Connection, limit: int = 50) -> list[dict[str, Any]]:
 def health(conn: Connection) -> dict[str, Any]:
     """For ``status``: the queue, its failures, and when the tracker last answered."""
     n = counts(conn)
-    raw = state.get_value(conn, LAST_TRACKER_ERROR)
-    return {"pending": n.get("pending", 0), "failed": n.get("failed", 0),
-            "done": n.get("done", 0), "failures": failures(conn),
-            "last_contact": state.get_value(conn, LAST_CONTACT) or None,
+    raw = state.get_value(conn, StateKey.TRACKER_LAST_ERROR)
+    return {**{str(s): n.get(s, 0) for s in IntentState}, "failures": failures(conn),
+            "last_contact": state.get_value(conn, StateKey.TRACKER_LAST_CONTACT) or None,
             "unreachable": json.loads(raw) if raw else None}

@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import Connection, bindparam, delete, func, insert, select, update
 
 from connector.domain import Held, LinkState, OutboxPlan, OutboxState, OwnPost
+from connector.store.keys import StateKey
 from connector.store.schema import kv, links, outbox, quarantine, runs
 from connector.timeutil import as_utc, iso, utcnow
 
@@ -22,12 +23,13 @@ _KV_UPDATE = update(kv).where(kv.c.key == bindparam("k"))
 _LINK_UPDATE = update(links).where(links.c.tracking_id == bindparam("tid"))
 _QUARANTINE_DELETE = delete(quarantine).where(quarantine.c.tracking_id == bindparam("tid"))
 
-WATERMARK = "pull_watermark"
-TRACKER_CURSOR = "tracker_cursor"
-PULL_PROGRESS = "pull_progress_at"  # the last commit of a pull, even one still running
-PULL_RUNNING = "pull_running"  # JSON: start, last progress and counts of the current pull
-LAST_SWEEP = "last_sweep_at"  # the last reconciliation sweep that finished
-DB_NONCE = "db_nonce"  # made once per database (migration 0003): part of every key
+# The keys of the key/value rows are named in keys.py; these names stay for callers.
+WATERMARK = StateKey.WATERMARK
+TRACKER_CURSOR = StateKey.TRACKER_CURSOR
+PULL_PROGRESS = StateKey.PULL_PROGRESS
+PULL_RUNNING = StateKey.PULL_RUNNING
+LAST_SWEEP = StateKey.LAST_SWEEP
+DB_NONCE = StateKey.DB_NONCE
 # Entries still to be delivered, in order per complaint; "failed" holds back the later ones.
 OPEN_STATES = (OutboxState.PENDING, OutboxState.UNCONFIRMED)
 
@@ -68,6 +70,35 @@ def set_pull_running(conn: Connection, started: datetime, now: datetime,
 def get_pull_running(conn: Connection) -> dict[str, Any] | None:
     raw = get_value(conn, PULL_RUNNING)
     return json.loads(raw) if raw else None
+
+
+def pull_progress_at(conn: Connection) -> datetime | None:
+    """When a pull last committed (a running one too)."""
+    raw = get_value(conn, PULL_PROGRESS)
+    return datetime.fromisoformat(raw) if raw else None
+
+
+def get_last_sweep(conn: Connection) -> datetime | None:
+    raw = get_value(conn, LAST_SWEEP)
+    return datetime.fromisoformat(raw) if raw else None
+
+
+def set_last_sweep(conn: Connection, when: datetime) -> None:
+    set_value(conn, LAST_SWEEP, when.isoformat())
+
+
+def get_mapping_state(conn: Connection) -> tuple[str | None, str | None]:
+    """(the version the daemon or `sync` loaded, why the daemon refused the last edit)."""
+    return (get_value(conn, StateKey.MAPPING_VERSION),
+            get_value(conn, StateKey.MAPPING_ERROR) or None)
+
+
+def set_mapping_version(conn: Connection, version: str) -> None:
+    set_value(conn, StateKey.MAPPING_VERSION, version)
+
+
+def set_mapping_error(conn: Connection, error: str | None) -> None:
+    set_value(conn, StateKey.MAPPING_ERROR, error or "")
 
 
 # -- links --------------------------------------------------------------------------------

@@ -8,8 +8,8 @@ moment leaves the intent pending, and the next try repeats it harmlessly.
 - The tracker unreachable (``RetryLater``): the intent waits with backoff, the batch
   stops, and the job's own backoff applies; LAPOR! intake goes on meanwhile.
 - The tracker refuses it (permissions, a workflow, a missing project): the intent is
-  ``failed``, visible in ``status`` with the reason, and retried on a slow schedule or
-  by ``intents retry``. Later intents of that complaint wait behind it.
+  failed (``IntentState.FAILED``), visible in ``status`` with the reason, and retried on
+  a slow schedule or by ``intents retry``. Later intents of that complaint wait behind it.
 - A fatal error (the API key refused) goes to the coordinator: a person must act.
 """
 

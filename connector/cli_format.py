@@ -1,0 +1,90 @@
+"""What the commands print for a person: the ``sync`` line and the ``status`` text.
+
+The parts return data (``run_cycle``'s counts, ``status.report``); only the CLI formats it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from connector.timeutil import human_iso
+
+
+def summary_line(pulled: dict[str, Any], pushed: dict[str, Any]) -> str:
+    """The counts of ``sync ok: …`` from a pull's and a push's results."""
+    keys_pull = ("fetched", "created", "updated", "unchanged", "held", "quarantined")
+    keys_push = ("pushed", "failed")
+    parts = [f"{k}={pulled.get(k, 0)}" for k in keys_pull]
+    parts += [f"{k}={pushed.get(k, 0)}" for k in keys_push]
+    duration = float(pulled.get("duration_s", 0)) + float(pushed.get("duration_s", 0))
+    parts.append(f"duration={duration:.2f}s")
+    return " ".join(parts)
+
+
+def _human(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.1f} {unit}"
+    return f"{int(seconds)} s"
+
+
+def render_status(rep: dict[str, Any]) -> str:
+    """``status`` for a person (``status --json`` prints the report itself)."""
+    lines = [f"Status: {'OK' if rep['healthy'] else 'DEGRADED'}  (at {human_iso(rep['now'])})"]
+    for f in rep["findings"]:
+        lines.append(f"  ! {f['code']}: {f['message']}")
+    lines.append(f"Settings: {rep['settings']}")
+    lines.append(f"Database: {rep['database']}")
+    for kind in ("pull", "push"):
+        info = rep[kind]
+        last = info["last"]
+        if last is None:
+            lines.append(f"Last {kind}: never")
+        else:
+            res = "ok" if last["ok"] else f"FAILED ({last['error']})"
+            lines.append(f"Last {kind}: {human_iso(last['finished_at'])} "
+                         f"({info['last_age_s']} s ago) {res}")
+        run = info.get("running")
+        if run:
+            lines.append(f"Pull running since {human_iso(run['started_at'])}: pages={run['pages']} "
+                         f"fetched={run['fetched']} created={run['created']} "
+                         f"updated={run['updated']} quarantined={run['quarantined']} "
+                         f"(last progress {run['progress_age_s']} s ago)")
+    lines.append(f"Watermark: {human_iso(rep['watermark'])}")
+    lines.append("Tickets by agency:")
+    for agency, by_status in sorted(rep["tickets"].items()):
+        parts = ", ".join(f"{k}={v}" for k, v in sorted(by_status.items()))
+        lines.append(f"  {agency:<14} {parts}")
+    ob = rep["outbox"]
+    lines.append(f"Outbox: pending={ob['pending']} sent={ob['sent']} failed={ob['failed']} "
+                 f"unconfirmed={ob['unconfirmed']} dismissed={ob['dismissed']} "
+                 f"held_back={ob['held_back']}")
+    for f in ob["failures"]:
+        lines.append(f"  failed #{f['id']} laporan {f['tracking_id']}: {f['code']}")
+    q, ages = rep["quarantine"], rep.get("quarantine_oldest_age_s", {})
+    lines.append("Quarantine: " + (", ".join(
+        f"{k}={v} (oldest {_human(ages.get(k))})" for k, v in sorted(q.items())) or "empty"))
+    sweep = rep.get("last_sweep")
+    lines.append(f"Last sweep: {human_iso(sweep) if sweep else 'never'}")
+    mp = rep["mapping"]
+    error = f"; error: {mp['error']}" if mp["error"] else ""
+    lines.append(f"Mapping: files {mp['files_version'] or 'INVALID'}, daemon loaded "
+                 f"{mp['loaded_version'] or '-'}{error}")
+    tr = rep.get("tracker") or {}
+    if "pending" in tr:
+        down = tr["unreachable"]
+        lines.append(f"Tracker ({tr['kind']}): pending={tr['pending']} failed={tr['failed']} "
+                     f"last contact {human_iso(tr['last_contact'])}"
+                     + (f"; unreachable since {human_iso(down['since'])}" if down else ""))
+        for f in tr["failures"][:10]:
+            lines.append(f"  failed #{f['id']} laporan {f['tracking_id']} ({f['kind']}): "
+                         f"{f['reason']}")
+    od = rep["overdue"]
+    lines.append(f"Overdue (no follow-up on LAPOR! by the due time): {od['count']}")
+    for t in od["tickets"][:10]:
+        lines.append(f"  laporan {t['tracking_id']} {t['agency']}: due {human_iso(t['due_at'])}")
+    if od["count"] > 10:
+        lines.append(f"  ... {od['count'] - 10} more (`status --json`)")
+    return "\n".join(lines)
