@@ -10,8 +10,9 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from connector.domain import FIRST_RESPONSE
+from connector.domain import FIRST_RESPONSE, FailReason
 from connector.lapor import models as m
+from connector.lapor import reasons
 from connector.mappings import load
 from connector.sync import clock, core
 from connector.tracker.base import OfficerChange
@@ -108,7 +109,8 @@ def test_plan_outbox_rules() -> None:
     name = MAPPINGS.agency(link.agency).name  # type: ignore[union-attr]
     assert plan.text == MAPPINGS.outbound["resolved"].template.format(agency_name=name)
     assert name in plan.text and "{" not in plan.text
-    assert plan.idempotency_key == "mahulu-1-5" and plan.failed_with is None
+    assert plan.failed is None and plan.change_id == "builtin:5"
+    assert reasons.idempotency_key("", plan.tracking_id, plan.change_id) == "mahulu-1-5"
     reply = OfficerChange("6", "9", "1", None, "new", "Halo", T0)
     plan = core.plan_outbox(reply, link, MAPPINGS)
     assert plan is not None and (plan.lapor_status, plan.text) == ("diproses", "Halo")
@@ -116,7 +118,8 @@ def test_plan_outbox_rules() -> None:
                             MAPPINGS) is None
     closed = replace(link, closed=True, lapor_status="ditutup")
     plan = core.plan_outbox(change, closed, MAPPINGS)
-    assert plan is not None and plan.failed_with == "laporan_ditutup"
+    assert plan is not None and plan.failed is FailReason.COMPLAINT_CLOSED
+    assert reasons.wire_code(plan.failed) == "laporan_ditutup"
     assert core.posting_unit(link, MAPPINGS) == 6411003
 
 
@@ -139,7 +142,7 @@ class Model:
     def __init__(self) -> None:
         self.tickets: dict[str, dict[str, Any]] = {}
         self.link: core.LinkState | None = None
-        self.outbox: list[core.OutboxPlan] = []
+        self.outbox: list[core.FollowUpPlan] = []
         self.fus: list[m.FollowUp] = []
         self.at = T0
         self.changes = 0
@@ -155,21 +158,23 @@ class Model:
     def apply(self, c: m.Complaint) -> core.Decision:
         current = self.tickets["1"]["status"] if "1" in self.tickets else None
         d = core.decide(c, self.link, MAPPINGS, 6411, current_status=current, facts=self.facts)
-        if d.facts is not None:
-            self.check_clock(d.facts, self.facts)
-            self.facts = d.facts
-        if d.kind is core.Kind.CREATE:
-            assert "1" not in self.tickets, "a second ticket for one complaint"
-            assert d.ticket is not None
-            self.tickets["1"] = {"status": d.ticket.status, "agency": d.ticket.agency}
-        elif d.kind in (core.Kind.UPDATE, core.Kind.UNCHANGED):
-            assert self.link is not None and d.update is not None
-            if d.update.status:
-                self.tickets["1"]["status"] = d.update.status
-            if d.update.agency:
-                self.tickets["1"]["agency"] = d.update.agency
-        if d.link is not None:
-            self.link = replace(d.link, ticket_ref="1")
+        match d:
+            case core.Hold() | core.Quarantine():
+                return d
+            case core.Create():
+                assert "1" not in self.tickets, "a second ticket for one complaint"
+                self.tickets["1"] = {"status": d.ticket.status, "agency": d.ticket.agency}
+            case core.Update():
+                assert self.link is not None
+                if d.update.status:
+                    self.tickets["1"]["status"] = d.update.status
+                if d.update.agency:
+                    self.tickets["1"]["agency"] = d.update.agency
+            case core.Unchanged():
+                assert self.link is not None
+        self.check_clock(d.facts, self.facts)
+        self.facts = d.facts
+        self.link = replace(d.link, ticket_ref="1")
         return d
 
     @staticmethod
@@ -235,9 +240,10 @@ def test_invariants_hold_over_random_histories(history: list[tuple[Any, ...]]) -
             assert plan.text and len(plan.text) <= 5000
             assert plan.lapor_status in m.PUSH_STATUSES
             if model.link is not None and model.link.closed:
-                assert plan.failed_with in ("laporan_ditutup", "bukan_disposisi")
+                assert plan.failed in (FailReason.COMPLAINT_CLOSED,
+                                       FailReason.NOT_DISPOSED_TO_US)
             model.outbox.append(plan)
-    keys = [p.idempotency_key for p in model.outbox]
+    keys = [reasons.idempotency_key("n", p.tracking_id, p.change_id) for p in model.outbox]
     assert len(keys) == len(set(keys))
 
 

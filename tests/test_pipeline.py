@@ -13,7 +13,7 @@ import pytest
 
 from connector.sandbox import Faults, World, create_app
 from connector.store import state
-from connector.sync import pull as pull_mod
+from connector.sync import core
 from tests.conftest import FakeTime
 from tests.harness import Harness
 
@@ -53,14 +53,13 @@ class Slow(httpx.AsyncBaseTransport):
 
 
 @pytest.fixture
-def setup(tmp_path: Path, db_url: str, fake_time: FakeTime,
-          monkeypatch: pytest.MonkeyPatch) -> tuple[Harness, Slow]:
+def setup(tmp_path: Path, db_url: str, fake_time: FakeTime) -> tuple[Harness, Slow]:
     world = World(seed=8, complaints=40, faults=Faults(rate_limit_per_minute=0), clock=fake_time)
     slow = Slow(world)
     h = Harness(tmp_path / "site", db_url, world, fake_time, transport=slow)
     h.config.settings.lapor.__dict__["detail_concurrency"] = WINDOW
     h.config.settings.lapor.__dict__["page_size"] = 7
-    monkeypatch.setattr(pull_mod, "CHUNK", 5)  # several commits in one pull
+    h.ctx.cadence = core.Cadence(records=5)  # several commits in one pull
     return h, slow
 
 
@@ -105,7 +104,7 @@ async def test_commits_overlap_fetches_and_never_pass_an_uncommitted_record(
     monkeypatch.setattr(state, "advance_watermark", spy)
     pulled = await h.pull()
     assert violations == []
-    assert len(in_flight_at_commit) >= 5  # a commit every CHUNK records or so
+    assert len(in_flight_at_commit) >= 5  # a commit every 5 records or so
     assert any(in_flight_at_commit)  # a commit while details were being fetched
     assert pulled["created"] == len(updated)
     # The next pull: one feed page, no detail.

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import structlog
@@ -23,7 +22,7 @@ async def run_cycle(ctx: SyncContext, kind: str) -> dict[str, Any]:
     A sweep is a pull over a wider window: it is recorded as a pull (with ``sweep``), and
     its success is noted as the last sweep.
     """
-    started, t0 = ctx.now(), time.monotonic()
+    started, t0 = ctx.now(), ctx.monotonic()
     sweep = kind == "sweep"
     try:
         if kind == "tracker":
@@ -42,16 +41,16 @@ async def run_cycle(ctx: SyncContext, kind: str) -> dict[str, Any]:
             kind = "pull"
     except (ConnectorError, OSError) as exc:
         await _record(ctx, kind if kind in ("push", "tracker") else "pull", started, False,
-                      {"duration_s": _dur(t0), **({"sweep": 1} if sweep else {})}, str(exc))
+                      {"duration_s": _dur(ctx, t0), **({"sweep": 1} if sweep else {})}, str(exc))
         raise
-    stats["duration_s"] = _dur(t0)
+    stats["duration_s"] = _dur(ctx, t0)
     await _record(ctx, kind, started, True, stats, None)
     log.info("sweep_cycle" if sweep else f"{kind}_cycle", **stats)
     return stats
 
 
-def _dur(t0: float) -> float:
-    return round(time.monotonic() - t0, 3)
+def _dur(ctx: SyncContext, t0: float) -> float:
+    return round(ctx.monotonic() - t0, 3)
 
 
 async def _record(ctx: SyncContext, kind: str, started: Any, ok: bool, summary: dict[str, Any],
