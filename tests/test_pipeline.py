@@ -139,3 +139,29 @@ async def test_a_stop_commits_what_is_fetched_in_order(setup: tuple[Harness, Slo
     await h.pull()
     assert {t["tracking_id"] for t in h.tickets()} == h.visible()
     h.check_consistent()
+
+
+@pytest.mark.parametrize("step_s", [0.0, 10.0])
+async def test_commit_cadence_follows_the_injected_monotonic_clock(
+        setup: tuple[Harness, Slow], monkeypatch: pytest.MonkeyPatch, step_s: float) -> None:
+    """No record limit in reach: a clock that stands still commits once, at the end; one
+    that races past ``Cadence.seconds`` between parts commits every part on its own."""
+    h, _ = setup
+    ticks = iter(range(10**6))
+    h.ctx.monotonic = lambda: next(ticks) * step_s
+    h.ctx.cadence = core.Cadence(records=10**6, seconds=5.0)
+    commits: list[datetime] = []
+    original = state.advance_watermark
+
+    def spy(conn: Any, candidate: datetime, now: datetime | None = None) -> datetime:
+        commits.append(candidate)
+        return original(conn, candidate, now)
+
+    monkeypatch.setattr(state, "advance_watermark", spy)
+    pulled = await h.pull()
+    assert pulled["created"] == len(h.visible())
+    parts = -(-len(h.visible()) // (WINDOW * 2))  # at least: pages split parts further
+    if step_s:
+        assert len(commits) >= parts and commits == sorted(commits)
+    else:
+        assert len(commits) == 1
