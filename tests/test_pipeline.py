@@ -56,9 +56,8 @@ class Slow(httpx.AsyncBaseTransport):
 def setup(tmp_path: Path, db_url: str, fake_time: FakeTime) -> tuple[Harness, Slow]:
     world = World(seed=8, complaints=40, faults=Faults(rate_limit_per_minute=0), clock=fake_time)
     slow = Slow(world)
-    h = Harness(tmp_path / "site", db_url, world, fake_time, transport=slow)
-    h.config.settings.lapor.__dict__["detail_concurrency"] = WINDOW
-    h.config.settings.lapor.__dict__["page_size"] = 7
+    h = Harness(tmp_path / "site", db_url, world, fake_time, transport=slow,
+                settings={"lapor": {"detail_concurrency": WINDOW, "page_size": 7}})
     h.ctx.cadence = core.Cadence(records=5)  # several commits in one pull
     return h, slow
 
