@@ -294,6 +294,26 @@ def test_triage_asks_for_a_detail_once_per_pull() -> None:
     assert core.triage([item], {"1": link.link}, {}, {}, MAPPINGS).unchanged == 1
 
 
+feed_items = st.lists(st.one_of(
+    st.builds(m.Summary, st.sampled_from("12345"), st.sampled_from(m.LAPOR_STATUSES),
+              st.integers(0, 3).map(lambda s: T0 + timedelta(seconds=s)),
+              st.sampled_from([(6411003,), (6411777,), (6400103,)])),
+    st.builds(m.BadSummary, st.sampled_from(["1", "2", "unknown"]), st.just(("judul",)),
+              st.one_of(st.none(), st.just(T0)))), max_size=12)
+
+
+@settings(deadline=None)
+@given(feed_items, st.sets(st.sampled_from("12345")), st.booleans())
+def test_triage_accounts_for_every_item_once(items: list[m.Summary | m.BadSummary],
+                                             held_ids: set[str], retry: bool) -> None:
+    held = {t: core.Held(core.Reason.INVALID_RECORD, T0, (), retry) for t in held_ids}
+    t = core.triage(items, {}, held, {}, MAPPINGS)
+    assert len(t.wanted) + len(t.bad) + t.unchanged + len(t.unreadable) == len(items)
+    # What is held with an operator's retry request is never left out.
+    assert all(i.tracking_id in t.wanted or any(b.tracking_id == i.tracking_id for b in t.bad)
+               for i in items if i.tracking_id in held and retry)
+
+
 def test_part_high_never_passes_the_servers_clock() -> None:
     items = [m.Summary("1", "terdisposisi", T0, (1,)),
              m.Summary("2", "terdisposisi", T0 + timedelta(minutes=10), (1,)),

@@ -455,7 +455,7 @@ def _apply(ctx: SyncContext, conn: Connection, decisions: list[core.Decision],
         if not isinstance(d, core.Unchanged):
             log.debug("record_synced", tracking_id=d.tracking_id, action=d.kind.value)
     followups.save_many(conn, [(d.facts, (facts or {}).get(d.tracking_id)) for d in decisions
-                               if isinstance(d, core.Create | core.Update | core.Unchanged)],
+                               if isinstance(d, core.Linked)],
                         now)
     if page_max is None:
         return state.get_watermark(conn)
