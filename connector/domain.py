@@ -21,6 +21,31 @@ class OutboxState(enum.StrEnum):
     DISMISSED = "dismissed"  # a failed entry an admin dismissed
 
 
+class Reason(enum.StrEnum):
+    """Why a record is held or quarantined (``quarantine.reason``). A refusal LAPOR! names
+    with a code of its own is stored under that code instead (``lapor/reasons.py``)."""
+
+    UNMAPPED_UNIT = "unmapped_unit"
+    INVALID_RECORD = "invalid_record"
+    NOT_FOUND = "not_found"
+    NOT_DISPOSED = "not_disposed"
+    OUTSIDE_INSTANSI = "outside_instansi"
+    RESPONSE_TOO_LARGE = "response_too_large"
+    TRUNCATED_RESPONSE = "truncated_response"
+
+
+class FailReason(enum.StrEnum):
+    """Why an outbox entry fails, in the core's words; ``connector/lapor/reasons.py``
+    gives each the code that is stored and shown (LAPOR!'s own where it has one)."""
+
+    COMPLAINT_CLOSED = "complaint_closed"
+    NOT_DISPOSED_TO_US = "not_disposed_to_us"
+    COMPLAINT_NOT_FOUND = "complaint_not_found"
+    LOCAL_DATA_INVALID = "local_data_invalid"  # the entry's own text could not be sent
+    UNCONFIRMED = "unconfirmed"  # delivered per LAPOR!, never found by reading
+    KEY_TAKEN = "key_taken"  # LAPOR! knows the key for a different body
+
+
 class Start(enum.StrEnum):
     RECEIVED = "received"
     OBJECTION = "objection"

@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 from connector.errors import LaporUnavailable, VerifyFirst
 from connector.lapor import models as m
+from connector.lapor import reasons
 from connector.sandbox import Faults, World, create_app
 from connector.store import state
 from connector.sync import core
@@ -313,9 +314,9 @@ async def test_keys_carry_a_per_database_nonce(tmp_path: Path, world: World,
 
 
 def test_key_format_limits() -> None:
-    assert core.idempotency_key("abc", "4511", "builtin:7") == "mahulu-abc-4511-7"
-    assert core.idempotency_key("abc", "4511", "builtin:7", 2) == "mahulu-abc-4511-7-k2"
-    long = core.idempotency_key("abc", "4511", "x" * 300)
+    assert reasons.idempotency_key("abc", "4511", "builtin:7") == "mahulu-abc-4511-7"
+    assert reasons.idempotency_key("abc", "4511", "builtin:7", 2) == "mahulu-abc-4511-7-k2"
+    long = reasons.idempotency_key("abc", "4511", "x" * 300)
     assert len(long) <= 128 and long.startswith("mahulu-abc-")
     assert all(0x21 <= ord(c) <= 0x7E for c in long)
 

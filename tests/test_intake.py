@@ -21,7 +21,7 @@ from connector.lapor import models as m
 from connector.lapor import wire
 from connector.sandbox import Faults, World, create_app
 from connector.store import state
-from connector.sync import pull as pull_mod
+from connector.sync import core
 from connector.sync.core import Reason
 from connector.timeutil import format_wib
 from tests.conftest import PG_URL, FakeTime
@@ -250,7 +250,7 @@ async def test_dedupe_keeps_feed_order_with_a_commit_in_mid_page(
     h = Harness(tmp_path / "site", db_url, world, fake_time, transport=rw,
                 extra_settings="\n[sync]\noverlap_s = 0\n",
                 settings={"lapor": {"detail_concurrency": 1}})  # two records per batch
-    monkeypatch.setattr(pull_mod, "CHUNK", 1)  # a commit after every batch: in mid-page
+    h.ctx.cadence = core.Cadence(records=1)  # a commit after every batch: in mid-page
     ids = new_complaints(h, 6)
     first = ids[0]
 

@@ -13,7 +13,7 @@ import pytest
 
 from connector.sandbox import Faults, World, create_app
 from connector.store import state
-from connector.sync import pull as pull_mod
+from connector.sync import core
 from tests.conftest import FakeTime
 from tests.harness import Harness
 
@@ -53,14 +53,12 @@ class Slow(httpx.AsyncBaseTransport):
 
 
 @pytest.fixture
-def setup(tmp_path: Path, db_url: str, fake_time: FakeTime,
-          monkeypatch: pytest.MonkeyPatch) -> tuple[Harness, Slow]:
+def setup(tmp_path: Path, db_url: str, fake_time: FakeTime) -> tuple[Harness, Slow]:
     world = World(seed=8, complaints=40, faults=Faults(rate_limit_per_minute=0), clock=fake_time)
     slow = Slow(world)
-    h = Harness(tmp_path / "site", db_url, world, fake_time, transport=slow)
-    h.config.settings.lapor.__dict__["detail_concurrency"] = WINDOW
-    h.config.settings.lapor.__dict__["page_size"] = 7
-    monkeypatch.setattr(pull_mod, "CHUNK", 5)  # several commits in one pull
+    h = Harness(tmp_path / "site", db_url, world, fake_time, transport=slow,
+                settings={"lapor": {"detail_concurrency": WINDOW, "page_size": 7}})
+    h.ctx.cadence = core.Cadence(records=5)  # several commits in one pull
     return h, slow
 
 
@@ -105,7 +103,7 @@ async def test_commits_overlap_fetches_and_never_pass_an_uncommitted_record(
     monkeypatch.setattr(state, "advance_watermark", spy)
     pulled = await h.pull()
     assert violations == []
-    assert len(in_flight_at_commit) >= 5  # a commit every CHUNK records or so
+    assert len(in_flight_at_commit) >= 5  # a commit every 5 records or so
     assert any(in_flight_at_commit)  # a commit while details were being fetched
     assert pulled["created"] == len(updated)
     # The next pull: one feed page, no detail.
@@ -140,3 +138,29 @@ async def test_a_stop_commits_what_is_fetched_in_order(setup: tuple[Harness, Slo
     await h.pull()
     assert {t["tracking_id"] for t in h.tickets()} == h.visible()
     h.check_consistent()
+
+
+@pytest.mark.parametrize("step_s", [0.0, 10.0])
+async def test_commit_cadence_follows_the_injected_monotonic_clock(
+        setup: tuple[Harness, Slow], monkeypatch: pytest.MonkeyPatch, step_s: float) -> None:
+    """No record limit in reach: a clock that stands still commits once, at the end; one
+    that races past ``Cadence.seconds`` between parts commits every part on its own."""
+    h, _ = setup
+    ticks = iter(range(10**6))
+    h.ctx.monotonic = lambda: next(ticks) * step_s
+    h.ctx.cadence = core.Cadence(records=10**6, seconds=5.0)
+    commits: list[datetime] = []
+    original = state.advance_watermark
+
+    def spy(conn: Any, candidate: datetime, now: datetime | None = None) -> datetime:
+        commits.append(candidate)
+        return original(conn, candidate, now)
+
+    monkeypatch.setattr(state, "advance_watermark", spy)
+    pulled = await h.pull()
+    assert pulled["created"] == len(h.visible())
+    parts = -(-len(h.visible()) // (WINDOW * 2))  # at least: pages split parts further
+    if step_s:
+        assert len(commits) >= parts and commits == sorted(commits)
+    else:
+        assert len(commits) == 1

@@ -35,7 +35,7 @@ from connector.errors import (
     SkipRecord,
 )
 from connector.lapor import models as m
-from connector.lapor import wire
+from connector.lapor import reasons, wire
 from connector.lapor.budget import RequestBudget
 from connector.lapor.policy import (
     RETRY_STATUSES,
@@ -373,13 +373,10 @@ class LaporClient:
         try:
             answer = await self.call("GET", f"{API}/laporan/{tracking_id}")
         except Rejected as exc:
-            if exc.kode == "bukan_disposisi":
-                raise SkipRecord(tracking_id, "not_disposed") from None
-            if exc.status == 404:
-                raise SkipRecord(tracking_id, "not_found") from None
-            if exc.kode == "respons_terlalu_besar":
-                raise SkipRecord(tracking_id, "response_too_large") from None
-            raise
+            reason = reasons.detail_refusal(exc.status, exc.kode)
+            if reason is None:
+                raise
+            raise SkipRecord(tracking_id, reason) from None
         try:
             doc = answer.json()
             data = doc["data"]

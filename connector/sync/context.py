@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -14,6 +15,7 @@ from connector.lapor.client import LaporClient
 from connector.mappings import Mappings
 from connector.settings import Config
 from connector.store import Store
+from connector.sync.core import Cadence
 from connector.timeutil import utcnow
 from connector.tracker.port import TrackerPort
 
@@ -47,6 +49,10 @@ class SyncContext:
     observer: Observer = field(default_factory=NullObserver)
     # Records already reported as dated after the server's clock (warned once each).
     warned_future: set[str] = field(default_factory=set)
+    # The clocks: ``now`` (wall, UTC) above; this one for intervals (commit cadence,
+    # durations). Nothing under connector/sync reads a clock of its own.
+    monotonic: Callable[[], float] = time.monotonic
+    cadence: Cadence = field(default_factory=Cadence)  # how often a pull commits
 
     def __post_init__(self) -> None:
         self.tracker.bind(self.store)

@@ -1,7 +1,9 @@
 """The sync core: pure functions from (upstream record, link state, mappings) to decisions.
 
-No I/O here. The shells in ``pull.py`` and ``push.py`` fetch, then execute
-what these functions return inside one database transaction.
+No I/O here, and no clock: the shells pass ``now`` (wall) and monotonic readings in. The
+shells in ``pull.py`` and ``push.py`` fetch, then execute what these functions return
+inside one database transaction. The core speaks domain reasons (``connector.domain``);
+``connector/lapor/reasons.py`` gives them LAPOR!'s codes and builds Idempotency-Keys.
 """
 
 from __future__ import annotations
@@ -9,27 +11,20 @@ from __future__ import annotations
 import enum
 import hashlib
 import json
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from typing import Any, ClassVar
 
-from connector.domain import Held, LinkState, OutboxPlan, OutboxState, OwnPost
+from connector.domain import FailReason, Held, LinkState, OutboxState, OwnPost, Reason
 from connector.lapor import models as m
+from connector.lapor.policy import backoff
 from connector.mappings import Mappings
 from connector.sync import clock
+from connector.timeutil import WITA, as_utc
 from connector.tracker.base import Direction, NewMessage, NewTicket, OfficerChange, TicketUpdate
 
 AUTHORS = {"pelapor": "Pelapor (LAPOR!)", "admin": "Admin LAPOR!", "instansi": "Instansi (LAPOR!)"}
-
-
-class Reason(enum.StrEnum):
-    UNMAPPED_UNIT = "unmapped_unit"
-    INVALID_RECORD = "invalid_record"
-    NOT_FOUND = "not_found"
-    NOT_DISPOSED = "not_disposed"
-    OUTSIDE_INSTANSI = "outside_instansi"
-    RESPONSE_TOO_LARGE = "response_too_large"
-    TRUNCATED_RESPONSE = "truncated_response"
-
 
 # Reasons that look transient (a lagging replica, a cut-off answer): retried by themselves.
 TRANSIENT_REASONS = frozenset({Reason.NOT_FOUND, Reason.TRUNCATED_RESPONSE,
@@ -47,6 +42,8 @@ def retry_delay_s(attempts: int) -> float:
 
 
 class Kind(enum.StrEnum):
+    """A decision's kind, by the name the pull counts it under (``PullStats``)."""
+
     CREATE = "created"
     UPDATE = "updated"
     UNCHANGED = "unchanged"
@@ -54,19 +51,69 @@ class Kind(enum.StrEnum):
     QUARANTINE = "quarantined"
 
 
+# -- decisions: one type per kind --------------------------------------------------------------
+
+
 @dataclass(frozen=True)
-class Decision:
-    kind: Kind
+class Create:
+    """A new ticket and its link."""
+
+    kind: ClassVar[Kind] = Kind.CREATE
     tracking_id: str
-    ticket: NewTicket | None = None
-    update: TicketUpdate | None = None
-    link: LinkState | None = None
-    reason: str | None = None
-    detail: str = ""
+    ticket: NewTicket
+    link: LinkState
+    facts: clock.Facts  # due periods and first follow-ups, to store
+
+
+@dataclass(frozen=True)
+class Update:
+    """An existing ticket changes (status, agency, messages, text); the link is saved."""
+
+    kind: ClassVar[Kind] = Kind.UPDATE
+    tracking_id: str
+    update: TicketUpdate
+    link: LinkState
+    facts: clock.Facts
+    fail_outbox: FailReason | None = None  # why pending follow-ups can no longer go
+
+
+@dataclass(frozen=True)
+class Unchanged:
+    """Nothing for the ticket; the link (its watermark time) and facts are saved."""
+
+    kind: ClassVar[Kind] = Kind.UNCHANGED
+    tracking_id: str
+    link: LinkState
+    facts: clock.Facts
+    fail_outbox: FailReason | None = None
+
+
+@dataclass(frozen=True)
+class SetAside:
+    """A record kept out of the tracker, by id; ``reason`` is a ``Reason`` or, for a refusal
+    LAPOR! named, LAPOR!'s own code (passed through, never built here)."""
+
+    tracking_id: str
+    reason: str
+    detail: str
     lapor_updated_at: datetime | None = None
     unit_ids: tuple[int, ...] = ()
-    fail_outbox: str | None = None  # LAPOR! code to fail pending follow-ups with
-    facts: clock.Facts | None = None  # due periods and first follow-ups, to store
+
+
+@dataclass(frozen=True)
+class Hold(SetAside):
+    """Waiting for an admin's mapping (``unmapped_unit``)."""
+
+    kind: ClassVar[Kind] = Kind.HOLD
+
+
+@dataclass(frozen=True)
+class Quarantine(SetAside):
+    kind: ClassVar[Kind] = Kind.QUARANTINE
+
+
+Decision = Create | Update | Unchanged | Hold | Quarantine
+Linked = Create | Update | Unchanged  # the decisions that keep a link
 
 
 # -- what to fetch -------------------------------------------------------------------------
@@ -92,6 +139,167 @@ def needs_detail(summary: m.Summary, link: LinkState | None, held: Held | None,
 
 def unmapped_now_mapped(held: Held, mappings: Mappings) -> bool:
     return any(u in mappings.unit_to_agency for u in held.unit_ids)
+
+
+def requarantine(item: m.BadSummary, held: Held | None) -> Hold | Quarantine | None:
+    """A feed item that failed validation: quarantined (again) when it is new, changed
+    since it was quarantined, or an operator asked for a retry; None: nothing new."""
+    if held is None or held.retry_requested or held.lapor_updated_at != item.updated_at:
+        return quarantine(item.tracking_id, Reason.INVALID_RECORD,
+                          "invalid fields: " + ", ".join(item.fields), item.updated_at)
+    return None
+
+
+@dataclass(frozen=True)
+class Triage:
+    """What one part of a feed page asks for."""
+
+    wanted: tuple[str, ...]  # a detail request each
+    bad: tuple[Hold | Quarantine, ...]  # invalid items, quarantined without a request
+    unchanged: int  # nothing to do
+    unreadable: tuple[tuple[str, ...], ...]  # fields of invalid items without a tracking id
+
+
+def triage(items: Iterable[m.Summary | m.BadSummary], links: Mapping[str, LinkState],
+           held: Mapping[str, Held], processed: Mapping[str, datetime | None],
+           mappings: Mappings) -> Triage:
+    """Sort feed items by what they need. ``processed``: what this pull already took up
+    (an item seen again at the same time, on a later page, costs nothing)."""
+    wanted: list[str] = []
+    bad: list[Hold | Quarantine] = []
+    unreadable: list[tuple[str, ...]] = []
+    unchanged = 0
+    for item in items:
+        if isinstance(item, m.BadSummary):
+            if item.tracking_id == "unknown":
+                unreadable.append(tuple(item.fields))
+                continue
+            d = requarantine(item, held.get(item.tracking_id))
+            if d is None:
+                unchanged += 1
+            else:
+                bad.append(d)
+        elif processed.get(item.tracking_id) != item.updated_at and needs_detail(
+                item, links.get(item.tracking_id), held.get(item.tracking_id), mappings):
+            wanted.append(item.tracking_id)
+        else:
+            unchanged += 1
+    return Triage(tuple(wanted), tuple(bad), unchanged, tuple(unreadable))
+
+
+FUTURE_TOLERANCE = timedelta(seconds=60)  # clocks of LAPOR!'s nodes differ a little
+
+
+def part_high(items: Iterable[m.Summary | m.BadSummary], server_time: datetime | None,
+              ) -> tuple[datetime | None, tuple[tuple[str, timedelta], ...]]:
+    """How far a committed part moves the watermark, and the records dated ahead of
+    LAPOR!'s own clock (with how far) beyond the tolerance.
+
+    A node whose clock ran ahead: the record is processed, but the watermark never passes
+    the server's own clock, or every record after it would be missed."""
+    dated = [(i.tracking_id, i.updated_at) for i in items if i.updated_at is not None]
+    high = max((at for _, at in dated), default=None)
+    if high is None or server_time is None or high <= server_time:
+        return high, ()
+    ahead = tuple((tid, at - server_time) for tid, at in dated
+                  if at > server_time + FUTURE_TOLERANCE)
+    return server_time, ahead
+
+
+def feed_since(watermark: datetime | None, overlap: timedelta,
+               sweep_from: datetime | None = None, sweep: bool = False) -> datetime | None:
+    """Where the feed starts: always from the committed watermark (less the overlap),
+    never this machine's clock; a sweep from its fixed point further back."""
+    if sweep:
+        return sweep_from
+    return None if watermark is None else watermark - overlap
+
+
+def sweep_from(watermark: datetime | None, window: timedelta) -> datetime | None:
+    return None if watermark is None else watermark - window
+
+
+def late_lag(updated: datetime | None, watermark: datetime | None,
+             overlap: timedelta) -> timedelta | None:
+    """For a sweep: how far behind the watermark (at the sweep's start) LAPOR! committed a
+    record the ordinary pulls could not see (None: they could)."""
+    if updated is None or watermark is None or updated >= watermark - overlap:
+        return None
+    return watermark - updated
+
+
+def remember_summary(d: Hold | Quarantine, summary: m.Summary | m.BadSummary,
+                     ) -> Hold | Quarantine:
+    """A detail that could not be had keeps what the feed said: an unchanged summary then
+    costs no detail request, and transient reasons are retried on their backoff instead."""
+    if d.lapor_updated_at is None and isinstance(summary, m.Summary):
+        return replace(d, lapor_updated_at=summary.updated_at, unit_ids=summary.unit_ids)
+    return d
+
+
+def detail_refused(tracking_id: str, reason: str, detail: str) -> Hold | Quarantine:
+    """A complaint's detail LAPOR! refused or that could not be read (one record's matter)."""
+    return quarantine(tracking_id, reason, detail)
+
+
+def to_retry(held: Mapping[str, Held], transient_due: Iterable[str], processed: Iterable[str],
+             mappings: Mappings) -> list[str]:
+    """Quarantined records to fetch again after a pull: an operator asked, the mapping now
+    exists, or a transient reason's backoff (``retry_delay_s``) has run out; not those
+    this pull just took up."""
+    due, done = set(transient_due), set(processed)
+    return [tid for tid, h in held.items()
+            if tid not in done and tid != "unknown"
+            and (h.retry_requested or tid in due
+                 or (h.reason == Reason.UNMAPPED_UNIT and unmapped_now_mapped(h, mappings)))]
+
+
+# -- when the pull commits ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Cadence:
+    """A pull commits what it fetched every ``records`` records or ``seconds`` seconds,
+    whichever comes first: tickets appear while a backlog is read under the request budget,
+    and a crash loses at most that much work, never a record."""
+
+    records: int = 100
+    seconds: float = 5.0
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Fetched, decided on at the commit, not yet committed."""
+
+    records: int = 0
+    since: float | None = None  # the monotonic clock when its first part came in
+
+    def add(self, records: int, now: float) -> Batch:
+        return Batch(self.records + records, self.since if self.since is not None else now)
+
+
+def commit_due(batch: Batch, cadence: Cadence, now: float) -> bool:
+    """After a part joined the batch: commit now?"""
+    if batch.since is None:
+        return False
+    return batch.records >= cadence.records or now - batch.since >= cadence.seconds
+
+
+def commit_wait_s(batch: Batch, cadence: Cadence, now: float, budget_room: float,
+                  ) -> float | None:
+    """How long to wait for the next part before committing what is fetched; None: nothing
+    waits to be committed. No wait once the request budget is spent: what is fetched must
+    not wait for the budget to be committed."""
+    if batch.since is None:
+        return None
+    remaining = cadence.seconds - (now - batch.since)
+    return remaining if remaining > 0 and budget_room > 0 else 0.0
+
+
+def commit_before_part(budget_room: float, unfinished: int) -> bool:
+    """Whether the next part's requests would wait for the request budget: then what is
+    fetched before them commits first."""
+    return budget_room < unfinished
 
 
 def dedupe(items: tuple[m.Summary | m.BadSummary, ...]) -> list[m.Summary | m.BadSummary]:
@@ -129,10 +337,31 @@ def content_hash(c: m.Complaint) -> str:
 
 
 def quarantine(tracking_id: str, reason: str, detail: str, updated_at: datetime | None = None,
-               unit_ids: tuple[int, ...] = ()) -> Decision:
-    kind = Kind.HOLD if reason == Reason.UNMAPPED_UNIT else Kind.QUARANTINE
-    return Decision(kind, tracking_id, reason=reason, detail=detail[:500],
-                    lapor_updated_at=updated_at, unit_ids=unit_ids)
+               unit_ids: tuple[int, ...] = ()) -> Hold | Quarantine:
+    kind = Hold if reason == Reason.UNMAPPED_UNIT else Quarantine
+    return kind(tracking_id, reason, detail[:500], updated_at, unit_ids)
+
+
+def undecidable(c: m.Complaint, error: str) -> Hold | Quarantine:
+    """A complaint whose data the core cannot decide on (e.g. a date at the calendar's end)."""
+    return quarantine(c.tracking_id, Reason.INVALID_RECORD, f"cannot be processed: {error}",
+                      c.updated_at, c.unit_ids)
+
+
+def refused_by_storage(d: Decision, error: str) -> Hold | Quarantine:
+    """A decision whose values the database refused: the record is quarantined instead,
+    remembering what the feed said of it (an unchanged summary then costs no detail)."""
+    if isinstance(d, SetAside):
+        updated, units = d.lapor_updated_at, d.unit_ids
+    else:
+        updated, units = d.link.lapor_updated_at, d.link.unit_ids
+    return quarantine(d.tracking_id, Reason.INVALID_RECORD,
+                      f"values refused by the database ({error})", updated, units)
+
+
+def attachment_meta(a: m.Attachment) -> dict[str, Any]:
+    """An attachment as a ticket records it (downloads add ``stored`` or ``error``)."""
+    return {"id": a.id, "name": a.name, "mime": a.mime, "size": a.size}
 
 
 def decide(c: m.Complaint, link: LinkState | None, mappings: Mappings, instansi_id: int,
@@ -188,14 +417,12 @@ def decide(c: m.Complaint, link: LinkState | None, mappings: Mappings, instansi_
                 "province": c.location.province, "regency": c.location.regency,
                 "district": c.location.district, "village": c.location.village,
                 "lat": c.location.lat, "lon": c.location.lon},
-            attachments=tuple({"id": a.id, "name": a.name, "mime": a.mime, "size": a.size}
-                              for a in c.attachments),
+            attachments=tuple(attachment_meta(a) for a in c.attachments),
             submitted_at=c.submitted_at,
             due_at=new_facts.current.due_at,
             messages=first_msgs,
         )
-        return Decision(Kind.CREATE, c.tracking_id, ticket=ticket, link=new_link,
-                        fail_outbox=_fail_code(c, ours), facts=new_facts)
+        return Create(c.tracking_id, ticket, new_link, new_facts)
     # An existing ticket.
     status = None
     reason = None
@@ -228,9 +455,9 @@ def decide(c: m.Complaint, link: LinkState | None, mappings: Mappings, instansi_
                           title=c.title if edited else None, body=c.body if edited else None,
                           anonymous=c.anonymous if edited else None,
                           confidential=c.confidential if edited else None)
-    kind = Kind.UPDATE if changed else Kind.UNCHANGED
-    return Decision(kind, c.tracking_id, update=update, link=new_link,
-                    fail_outbox=_fail_code(c, ours), facts=new_facts)
+    if changed:
+        return Update(c.tracking_id, update, new_link, new_facts, _fail_reason(c, ours))
+    return Unchanged(c.tracking_id, new_link, new_facts, _fail_reason(c, ours))
 
 
 # What a posted follow-up status makes of the complaint on LAPOR!.
@@ -242,11 +469,11 @@ def _echo(current_status: str | None, lapor_status: str, mappings: Mappings) -> 
     return outbound is not None and POSTED_RESULT.get(outbound.lapor) == lapor_status
 
 
-def _fail_code(c: m.Complaint, ours: list[m.Disposition]) -> str | None:
+def _fail_reason(c: m.Complaint, ours: list[m.Disposition]) -> FailReason | None:
     if c.status in m.CLOSED_STATUSES:
-        return "laporan_ditutup"
+        return FailReason.COMPLAINT_CLOSED
     if not ours:
-        return "bukan_disposisi"
+        return FailReason.NOT_DISPOSED_TO_US
     return None
 
 
@@ -275,9 +502,22 @@ def _messages(c: m.Complaint, seen: frozenset[str],
 # -- push -------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class FollowUpPlan:
+    """The outbox entry one officer change makes; the shell adds its Idempotency-Key and
+    stores ``failed`` in LAPOR!'s words (``connector/lapor/reasons.py``)."""
+
+    change_id: str
+    tracking_id: str
+    ticket_ref: str
+    lapor_status: str
+    text: str
+    failed: FailReason | None = None  # recorded as failed at once (e.g. complaint closed)
+    unit_id: int | None = None  # the posting unit, fixed now: a replay's body never changes
+
+
 def plan_outbox(change: OfficerChange, link: LinkState | None,
-                mappings: Mappings, last_queued: str | None = None,
-                nonce: str = "") -> OutboxPlan | None:
+                mappings: Mappings, last_queued: str | None = None) -> FollowUpPlan | None:
     """The outbox entry for one officer change, or None when nothing goes to LAPOR!.
 
     ``last_queued`` is the LAPOR! status of the complaint's latest outbox entry that was
@@ -301,22 +541,27 @@ def plan_outbox(change: OfficerChange, link: LinkState | None,
     failed = None
     unit = None
     if link is None:
-        failed = "laporan_tidak_ditemukan"
+        failed = FailReason.COMPLAINT_NOT_FOUND
     elif link.closed:
-        failed = "laporan_ditutup" if link.lapor_status in m.CLOSED_STATUSES else "bukan_disposisi"
+        failed = closed_reason(link)
     else:
         unit = posting_unit(link, mappings)
         if unit is None:
-            failed = "bukan_disposisi"
+            failed = FailReason.NOT_DISPOSED_TO_US
     # Namespaced by tracker kind ("redmine:<journal id>"); the built-in tracker's bare ids
     # get theirs here (its in-transaction path reads them without one).
     change_id = change.change_id if ":" in change.change_id else f"builtin:{change.change_id}"
-    return OutboxPlan(
-        change_id=change_id, tracking_id=change.tracking_id,
-        ticket_ref=change.ticket_ref,
-        idempotency_key=idempotency_key(nonce, change.tracking_id, change_id),
-        lapor_status=lapor_status, text=text, failed_with=failed, unit_id=unit,
+    return FollowUpPlan(
+        change_id=change_id, tracking_id=change.tracking_id, ticket_ref=change.ticket_ref,
+        lapor_status=lapor_status, text=text, failed=failed, unit_id=unit,
     )
+
+
+def closed_reason(link: LinkState | None) -> FailReason:
+    """Why nothing more can be posted on a complaint that is no longer ours to answer."""
+    if link is not None and link.lapor_status in m.CLOSED_STATUSES:
+        return FailReason.COMPLAINT_CLOSED
+    return FailReason.NOT_DISPOSED_TO_US
 
 
 def posting_unit(link: LinkState, mappings: Mappings) -> int | None:
@@ -325,31 +570,81 @@ def posting_unit(link: LinkState, mappings: Mappings) -> int | None:
     return next((u for u in link.unit_ids if u in mine), None)
 
 
-# -- delivery: keys, their lifetime on LAPOR!, and finding our own post ------------------------
+# -- delivery: what to do with one outbox entry, keys' lifetime, finding our own post --------
 
-KEY_MAX = 128  # the spec: 1..128 printable ASCII
 # How far LAPOR!'s clock may be behind ours when we look for our own post, plus the
 # whole-second truncation of its WIB timestamps.
 VERIFY_SKEW = timedelta(seconds=601)
 UNCONFIRMED_MAX_CHECKS = 3  # "delivered, answer unreadable" but not found: then a person looks
+UNCONFIRMED_FIRST_CHECK_S = 30.0  # an unreadable success answer: read the complaint after
+MAX_KEY_CHANGES = 5  # new keys after collisions with a restored backup's, then it fails
 
 
-def idempotency_key(nonce: str, tracking_id: str, change_id: str, generation: int = 0) -> str:
-    """The one place a key is built: ``mahulu-<nonce>-<tracking id>-<change id>[-k<n>]``.
+@dataclass(frozen=True)
+class Verify:
+    """Delivered already (an unreadable success answer): only confirm it by reading."""
 
-    ``nonce`` is made when the database is created, so a fresh database never reuses an
-    old one's keys; ``generation`` counts keys replaced after LAPOR! forgot the old one.
-    """
-    # Built-in changes keep their keys of before trackers had kinds; others keep the kind.
-    change = change_id.removeprefix("builtin:")
-    parts = ["mahulu", nonce, tracking_id, change] if nonce else ["mahulu", tracking_id, change]
-    if generation:
-        parts.append(f"k{generation}")
-    key = "-".join(parts)
-    if len(key) > KEY_MAX or not all(0x21 <= ord(c) <= 0x7E for c in key):
-        digest = hashlib.sha256(key.encode()).hexdigest()[:40]
-        key = f"mahulu-{nonce}-{digest}"
-    return key
+    unit: int
+
+
+@dataclass(frozen=True)
+class Fail:
+    reason: FailReason
+
+
+@dataclass(frozen=True)
+class Post:
+    """Post it (after a verify, when ``must_verify`` says so)."""
+
+    unit: int
+    fix_unit: bool  # the entry predates fixed units: store it now, so replays stay equal
+
+
+SendStep = Verify | Fail | Post
+
+
+def send_step(state: str, unit_id: int | None, link: LinkState | None,
+              mappings: Mappings) -> SendStep:
+    """The first step for a due outbox entry."""
+    # The unit was fixed when the entry was made; entries older than that get it now, once.
+    unit = unit_id if unit_id is not None else (
+        posting_unit(link, mappings) if link is not None else None)
+    if state == OutboxState.UNCONFIRMED and unit is not None:
+        return Verify(unit)  # even if the complaint closed meanwhile
+    if link is None or link.closed or unit is None:
+        return Fail(closed_reason(link))
+    return Post(unit, fix_unit=unit_id is None)
+
+
+def rekey_on_refusal(reason: FailReason | None, key_changes: int) -> bool:
+    """LAPOR! refused the POST: a key it holds for another body (this database reuses a
+    restored copy's keys) gets a new key, a few times; any other refusal fails the entry."""
+    return reason is FailReason.KEY_TAKEN and key_changes < MAX_KEY_CHANGES
+
+
+_VERIFY_FAILS: dict[str, FailReason] = {Reason.NOT_FOUND: FailReason.COMPLAINT_NOT_FOUND,
+                                         Reason.NOT_DISPOSED: FailReason.NOT_DISPOSED_TO_US}
+
+
+def verify_refused(reason: str) -> FailReason | None:
+    """Reading the complaint to verify was refused: the entry fails (gone, not ours), or
+    None: an answer we could not read this time; look again later, never post blindly."""
+    return _VERIFY_FAILS.get(reason)
+
+
+def defer_delay_s(attempts: int, max_backoff_s: float) -> float:
+    """When an entry LAPOR! could not take now is tried again."""
+    return backoff(attempts, 30.0, max_backoff_s, 0.0)
+
+
+def check_delay_s(checks: int, max_backoff_s: float) -> float:
+    """When an unconfirmed entry not found on LAPOR! is looked for again."""
+    return backoff(checks, 60.0, max_backoff_s, 0.0)
+
+
+def unconfirmed_gives_up(checks: int) -> bool:
+    """LAPOR! said it was created, yet it was never found: a person looks."""
+    return checks >= UNCONFIRMED_MAX_CHECKS
 
 
 def verify_margin(ttl_s: float) -> timedelta:
@@ -391,3 +686,27 @@ def find_own_post(follow_ups: tuple[m.FollowUp, ...], unit_id: int, status: str,
         if fu.at >= earliest:
             return fu
     return None
+
+
+# -- when the daemon sweeps ---------------------------------------------------------------------
+
+QUIET_HOURS_WITA = range(1, 5)  # 01:00-04:59 WITA: offices closed, LAPOR! quiet
+DAY_S = 86400
+
+
+def sweep_due(now: datetime, last: datetime | None, interval_s: float) -> bool:
+    """Whether the next pull should be a sweep.
+
+    With a daily (or longer) interval the sweep waits for a quiet hour WITA, unless a
+    whole extra day has passed without one (the machine was off at night). Shorter
+    intervals do not wait.
+    """
+    now = as_utc(now)
+    elapsed = None if last is None else (now - as_utc(last)).total_seconds()
+    if elapsed is not None and elapsed < interval_s:
+        return False
+    if interval_s < DAY_S:
+        return True
+    if elapsed is not None and elapsed >= interval_s + DAY_S:
+        return True
+    return now.astimezone(WITA).hour in QUIET_HOURS_WITA

@@ -4,7 +4,6 @@ log its summary line, and return its counts (the CLI formats them)."""
 from __future__ import annotations
 
 import enum
-import time
 from typing import Any
 
 import structlog
@@ -36,7 +35,7 @@ async def run_cycle(ctx: SyncContext, kind: CycleKind) -> dict[str, Any]:
     """
     kind = CycleKind(kind)
     recorded = CycleKind.PULL if kind is CycleKind.SWEEP else kind
-    started, t0 = ctx.now(), time.monotonic()
+    started, t0 = ctx.now(), ctx.monotonic()
     sweep = kind is CycleKind.SWEEP
     try:
         if kind is CycleKind.TRACKER:
@@ -54,16 +53,16 @@ async def run_cycle(ctx: SyncContext, kind: CycleKind) -> dict[str, Any]:
                 await ctx.db(lambda conn: state.set_last_sweep(conn, when))
     except (ConnectorError, OSError) as exc:
         await _record(ctx, recorded, started, False,
-                      {"duration_s": _dur(t0), **({"sweep": 1} if sweep else {})}, str(exc))
+                      {"duration_s": _dur(ctx, t0), **({"sweep": 1} if sweep else {})}, str(exc))
         raise
-    stats["duration_s"] = _dur(t0)
+    stats["duration_s"] = _dur(ctx, t0)
     await _record(ctx, recorded, started, True, stats, None)
     log.info("sweep_cycle" if sweep else f"{recorded}_cycle", **stats)
     return stats
 
 
-def _dur(t0: float) -> float:
-    return round(time.monotonic() - t0, 3)
+def _dur(ctx: SyncContext, t0: float) -> float:
+    return round(ctx.monotonic() - t0, 3)
 
 
 async def _record(ctx: SyncContext, kind: CycleKind, started: Any, ok: bool,

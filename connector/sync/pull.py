@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable, Coroutine
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, assert_never
 
 import structlog
 from sqlalchemy import Connection
@@ -15,6 +14,7 @@ from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, StatementError
 
 from connector.errors import Rejected, RetryLater, SkipRecord
 from connector.lapor import models as m
+from connector.lapor import reasons
 from connector.store import followups, intents, state
 from connector.sync import core
 from connector.sync.context import SyncContext
@@ -22,11 +22,10 @@ from connector.tracker import port
 from connector.tracker.base import NewTicket, TicketUpdate
 
 log = structlog.get_logger("connector.pull")
-CHUNK = 100
-COMMIT_EVERY_S = 5.0
-FUTURE_TOLERANCE = timedelta(seconds=60)  # clocks of LAPOR!'s nodes differ a little
 # Failures one record's data can cause while it is read or decided on.
 RECORD_ERRORS = (ValueError, TypeError, KeyError, OverflowError, RecursionError, UnicodeError)
+# A detail request's outcome: the complaint, or the record set aside.
+Fetched = m.Complaint | core.Hold | core.Quarantine
 
 
 @dataclass
@@ -55,43 +54,37 @@ async def pull(ctx: SyncContext, sweep: bool = False) -> PullStats:
     await _progress(ctx, stats, started)
     s = ctx.config.settings.sync
     overlap = timedelta(seconds=s.overlap_s)
-    watermark: list[datetime | None] = [await ctx.db(state.get_watermark)]
-    wm_start = watermark[0]
-    sweep_from = None if wm_start is None else wm_start - timedelta(seconds=s.sweep_window_s)
+    wm_start = await ctx.db(state.get_watermark)
+    run = _Run(wm_start)
+    sweep_from = core.sweep_from(wm_start, timedelta(seconds=s.sweep_window_s))
     processed: dict[str, datetime | None] = {}
     fetched_ids: set[str] = set()
 
     def since() -> datetime | None:
-        # Always from the committed watermark, never this machine's clock.
-        if sweep:
-            return sweep_from
-        wm = watermark[0]
-        return None if wm is None else wm - overlap
+        return core.feed_since(run.watermark, overlap, sweep_from, sweep)
 
     page_size = ctx.config.settings.lapor.page_size
     concurrency = ctx.config.settings.lapor.detail_concurrency
     part_size = concurrency * 2
-    late_before = wm_start - overlap if sweep and wm_start is not None else None
+    late_watermark = wm_start if sweep else None  # a sweep: what the pulls could not see
     # A pipeline: the feed task reads pages ahead and starts each part's detail requests
     # (one window of ``detail_concurrency`` requests over all parts, no barrier between
-    # them), while this task commits finished parts in feed order. Commits come at the
-    # latest every COMMIT_EVERY_S or CHUNK records: tickets appear while a large backlog
-    # is read under the request budget, and a crash loses at most one chunk of work,
-    # never a record. Decisions are made inside the commit's transaction, on fresh state.
+    # them), while this task commits finished parts in feed order, as often as
+    # ``ctx.cadence`` says (``core.commit_due``). Decisions are made inside the commit's
+    # transaction, on fresh state.
     window = _Window(concurrency)
     ahead = 2 * -(-page_size // part_size) + 1  # parts in flight: about two pages
     # Parts in feed order; an Event asks for a commit of all before it; the end is None
     # or the feed's exception.
     parts: asyncio.Queue[asyncio.Task[_Work] | asyncio.Event | BaseException | None] = \
         asyncio.Queue(ahead)
-    acc: list[_Work] = []
-    since_first = [0.0]
 
     async def flush() -> None:
-        if acc:
-            done = await ctx.db(_committer(ctx, _Work.merge(acc)))
-            acc.clear()
-            watermark[0] = done.watermark
+        if run.acc:
+            done = await ctx.db(_committer(ctx, _Work.merge(run.acc)))
+            run.acc.clear()
+            run.batch = core.Batch()
+            run.watermark = done.watermark
             _count(stats, done.decisions)
             await _progress(ctx, stats, started)
             await _download(ctx, done.new_files)
@@ -108,9 +101,9 @@ async def pull(ctx: SyncContext, sweep: bool = False) -> PullStats:
                     return
                 part = items[start:start + part_size]
                 fetch = _fetch(ctx, part, known, stats, processed, page.server_time,
-                               late_before, window)
+                               late_watermark, window)
                 processed.update((i.tracking_id, i.updated_at) for i in part)
-                if ctx.client.budget.room() < window.unfinished:
+                if core.commit_before_part(ctx.client.budget.room(), window.unfinished):
                     # This part's requests would wait for the budget: what is fetched
                     # before them commits first.
                     committed = asyncio.Event()
@@ -140,13 +133,14 @@ async def pull(ctx: SyncContext, sweep: bool = False) -> PullStats:
 
     async def ready(aw: asyncio.Future[Any]) -> Any:
         """``aw``'s result, or None if the pull is asked to stop first. What is fetched
-        meanwhile commits when waiting would keep it from its commit (COMMIT_EVERY_S, or
-        the request budget is spent)."""
+        meanwhile commits when waiting would keep it from its commit (``core.commit_wait_s``:
+        the cadence's time is up, or the request budget is spent)."""
         try:
-            if acc and not aw.done():
-                remaining = COMMIT_EVERY_S - (time.monotonic() - since_first[0])
-                if remaining > 0 and ctx.client.budget.room() > 0:
-                    await asyncio.wait({aw, stop}, timeout=remaining,
+            wait = None if aw.done() else core.commit_wait_s(
+                run.batch, ctx.cadence, ctx.monotonic(), ctx.client.budget.room())
+            if wait is not None:
+                if wait > 0:
+                    await asyncio.wait({aw, stop}, timeout=wait,
                                        return_when=asyncio.FIRST_COMPLETED)
                 if not aw.done():
                     await flush()
@@ -177,12 +171,10 @@ async def pull(ctx: SyncContext, sweep: bool = False) -> PullStats:
             work = await ready(got)
             if work is None:
                 break  # stop at this commit point: what is fetched commits, in order
-            if not acc:
-                since_first[0] = time.monotonic()
-            acc.append(work)
+            run.acc.append(work)
+            run.batch = run.batch.add(len(work.items), ctx.monotonic())
             fetched_ids.update(work.fetched)
-            if (sum(len(w.items) for w in acc) >= CHUNK
-                    or time.monotonic() - since_first[0] >= COMMIT_EVERY_S):
+            if core.commit_due(run.batch, ctx.cadence, ctx.monotonic()):
                 await flush()
         await flush()
     finally:
@@ -212,6 +204,15 @@ async def _progress(ctx: SyncContext, stats: PullStats, started: datetime) -> No
     await ctx.db(lambda conn: state.set_pull_running(conn, started, ctx.now(), counts))
 
 
+@dataclass
+class _Run:
+    """A pull's own state between its commits."""
+
+    watermark: datetime | None  # as last committed: the feed restarts from it
+    acc: list[_Work] = field(default_factory=list)  # fetched, in feed order, not committed
+    batch: core.Batch = field(default_factory=core.Batch)
+
+
 class _Window:
     """The detail requests of one pull: at most ``size`` at a time, over all its parts."""
 
@@ -228,8 +229,8 @@ class _Work:
     """Feed items between fetch and commit."""
 
     items: list[str]
-    fetched: dict[str, m.Complaint | core.Decision]
-    bad: list[core.Decision]
+    fetched: dict[str, Fetched]
+    bad: list[core.Hold | core.Quarantine]
     high: datetime | None
 
     @staticmethod
@@ -243,79 +244,52 @@ class _Work:
 def _fetch(ctx: SyncContext, items: list[m.Summary | m.BadSummary],
            known: tuple[dict[str, core.LinkState], dict[str, core.Held]],
            stats: PullStats, processed: dict[str, datetime | None],
-           server_time: datetime | None, late_before: datetime | None = None,
+           server_time: datetime | None, late_watermark: datetime | None = None,
            window: _Window | None = None) -> Coroutine[Any, Any, _Work]:
     """Pick what needs a detail request (on possibly stale state) now, against
     ``processed`` as it is now; the coroutine returned fetches it.
 
-    ``late_before`` (a sweep): what is fetched from before it was missed by the pulls.
+    ``late_watermark`` (a sweep): the watermark when it began, to tell what the pulls missed.
     """
     ids = [i.tracking_id for i in items]
-    mappings = ctx.mappings()
     links, held = known
-    bad: list[core.Decision] = []
-    wanted: list[str] = []
-    for item in items:
-        if isinstance(item, m.BadSummary):
-            if item.tracking_id == "unknown":
-                log.warning("feed_item_invalid", fields=list(item.fields))
-                continue
-            prev = held.get(item.tracking_id)
-            if prev is None or prev.retry_requested or prev.lapor_updated_at != item.updated_at:
-                bad.append(core.quarantine(
-                    item.tracking_id, core.Reason.INVALID_RECORD,
-                    "invalid fields: " + ", ".join(item.fields), item.updated_at))
-            else:
-                stats.unchanged += 1
-        elif processed.get(item.tracking_id) != item.updated_at and core.needs_detail(
-                item, links.get(item.tracking_id), held.get(item.tracking_id), mappings):
-            wanted.append(item.tracking_id)
-        else:
-            stats.unchanged += 1
-    stats.details += len(wanted)
+    picked = core.triage(items, links, held, processed, ctx.mappings())
+    for fields in picked.unreadable:
+        log.warning("feed_item_invalid", fields=list(fields))
+    stats.unchanged += picked.unchanged
+    stats.details += len(picked.wanted)
     if window is not None:
-        window.picked(len(wanted))
+        window.picked(len(picked.wanted))
     by_id = {i.tracking_id: i for i in items}
-    high = max((i.updated_at for i in items if i.updated_at is not None), default=None)
-    if high is not None and server_time is not None and high > server_time:
-        # A node whose clock ran ahead: the record is processed, but the watermark never
-        # passes the server's own clock, or every record after it would be missed.
-        for i in items:
-            if i.updated_at is not None and i.updated_at > server_time + FUTURE_TOLERANCE \
-                    and i.tracking_id not in ctx.warned_future:
-                ctx.warned_future.add(i.tracking_id)
-                log.warning("record_from_the_future", tracking_id=i.tracking_id,
-                            skew_s=int((i.updated_at - server_time).total_seconds()))
-        high = server_time
-    return _fetched(ctx, ids, wanted, by_id, bad, high, stats, late_before, window)
+    high, ahead = core.part_high(items, server_time)
+    for tid, skew in ahead:
+        if tid not in ctx.warned_future:
+            ctx.warned_future.add(tid)
+            log.warning("record_from_the_future", tracking_id=tid,
+                        skew_s=int(skew.total_seconds()))
+    return _fetched(ctx, ids, list(picked.wanted), by_id, list(picked.bad), high, stats,
+                    late_watermark, window)
 
 
 async def _fetched(ctx: SyncContext, ids: list[str], wanted: list[str],
-                   by_id: dict[str, m.Summary | m.BadSummary], bad: list[core.Decision],
-                   high: datetime | None, stats: PullStats, late_before: datetime | None,
+                   by_id: dict[str, m.Summary | m.BadSummary],
+                   bad: list[core.Hold | core.Quarantine], high: datetime | None,
+                   stats: PullStats, late_watermark: datetime | None,
                    window: _Window | None) -> _Work:
     fetched = await _fetch_details(ctx, wanted, window)
+    overlap = timedelta(seconds=ctx.config.settings.sync.overlap_s)
     for tid, got in fetched.items():
         summary = by_id[tid]
-        if isinstance(got, core.Decision) and got.lapor_updated_at is None \
-                and isinstance(summary, m.Summary):
-            # Remember what the feed said: an unchanged summary then costs no detail request,
-            # and transient reasons are retried on their backoff instead.
-            fetched[tid] = replace(got, lapor_updated_at=summary.updated_at,
-                                   unit_ids=summary.unit_ids)
-        updated = summary.updated_at
-        if late_before is not None and updated is not None and updated < late_before \
-                and isinstance(got, m.Complaint):
+        if not isinstance(got, m.Complaint):
+            fetched[tid] = core.remember_summary(got, summary)
+        elif (lag := core.late_lag(summary.updated_at, late_watermark, overlap)) is not None:
             stats.late += 1
-            # Lag: how far behind the watermark LAPOR! committed it.
-            lag = late_before - updated + timedelta(seconds=ctx.config.settings.sync.overlap_s)
             log.warning("late_record_recovered", tracking_id=tid, lag_s=int(lag.total_seconds()))
     return _Work(ids, fetched, bad, high)
 
 
 async def _fetch_details(ctx: SyncContext, ids: list[str],
-                         window: _Window | None = None) -> dict[str, m.Complaint |
-                                                                          core.Decision]:
+                         window: _Window | None = None) -> dict[str, Fetched]:
     """Details, concurrently within ``window`` (shared by all parts of a pull; the
     client's budget paces them); skips become quarantine."""
     if not ids:
@@ -325,23 +299,23 @@ async def _fetch_details(ctx: SyncContext, ids: list[str],
         window.picked(len(ids))
     sem = window.slots
 
-    async def one(tid: str) -> m.Complaint | core.Decision:
+    async def one(tid: str) -> Fetched:
         try:
             async with sem:
                 return await _one(tid)
         finally:
             window.unfinished -= 1
 
-    async def _one(tid: str) -> m.Complaint | core.Decision:
+    async def _one(tid: str) -> Fetched:
         try:
             return await ctx.client.complaint(tid)
         except SkipRecord as exc:
-            return core.quarantine(tid, exc.reason, exc.detail)
+            return core.detail_refused(tid, exc.reason, exc.detail)
         except Rejected as exc:
-            return core.quarantine(tid, exc.kode, f"LAPOR! answered {exc.status}")
+            return core.detail_refused(tid, exc.kode, f"LAPOR! answered {exc.status}")
         except RECORD_ERRORS as exc:  # this record alone: never the rest of the page
-            return core.quarantine(tid, core.Reason.INVALID_RECORD,
-                                   f"cannot be read: {exc.__class__.__name__}")
+            return core.detail_refused(tid, core.Reason.INVALID_RECORD,
+                                       f"cannot be read: {exc.__class__.__name__}")
 
     try:
         async with asyncio.TaskGroup() as tg:
@@ -378,9 +352,9 @@ def _commit(ctx: SyncContext, conn: Connection, work: _Work) -> _Committed:
     own = state.own_posts(conn, ids)
     local = _local_statuses(ctx, conn, links)
     facts = followups.get_facts(conn, ids)
-    decisions = list(work.bad)
+    decisions: list[core.Decision] = list(work.bad)
     for tid, got in work.fetched.items():
-        if isinstance(got, core.Decision):
+        if not isinstance(got, m.Complaint):
             decisions.append(got)
             continue
         link = links.get(tid)
@@ -389,9 +363,7 @@ def _commit(ctx: SyncContext, conn: Connection, work: _Work) -> _Committed:
                                          local.get(tid) if link else None,
                                          facts.get(tid)))
         except RECORD_ERRORS as exc:  # e.g. OverflowError on a date at the calendar's end
-            decisions.append(core.quarantine(tid, core.Reason.INVALID_RECORD,
-                                             f"cannot be processed: {exc.__class__.__name__}",
-                                             got.updated_at, got.unit_ids))
+            decisions.append(core.undecidable(got, exc.__class__.__name__))
         if got.repairs:
             log.info("record_repaired", tracking_id=tid, repairs=list(got.repairs))
     try:
@@ -403,8 +375,8 @@ def _commit(ctx: SyncContext, conn: Connection, work: _Work) -> _Committed:
         watermark = _apply_each(ctx, conn, decisions, work.high, held, facts)
     new_files = []
     if ctx.config.settings.attachments.download:
-        created = {d.tracking_id: d for d in decisions if d.kind is core.Kind.CREATE}
-        refs = state.get_links(conn, list(created))
+        created = [d.tracking_id for d in decisions if isinstance(d, core.Create)]
+        refs = state.get_links(conn, created)
         for tid in created:
             complaint = work.fetched.get(tid)
             if isinstance(complaint, m.Complaint) and complaint.attachments and tid in refs:
@@ -435,11 +407,7 @@ def _apply_each(ctx: SyncContext, conn: Connection, decisions: list[core.Decisio
                 raise
             log.warning("record_refused_by_storage", tracking_id=d.tracking_id,
                         error=exc.__class__.__name__)
-            decisions[n] = core.quarantine(
-                d.tracking_id, core.Reason.INVALID_RECORD,
-                f"values refused by the database ({exc.__class__.__name__})",
-                d.lapor_updated_at or (d.link.lapor_updated_at if d.link else None),
-                d.unit_ids or (d.link.unit_ids if d.link else ()))
+            decisions[n] = core.refused_by_storage(d, exc.__class__.__name__)
             _apply(ctx, conn, [decisions[n]], None, held, facts)
     if page_max is None:
         return state.get_watermark(conn)
@@ -452,44 +420,52 @@ def _apply(ctx: SyncContext, conn: Connection, decisions: list[core.Decision],
     """Execute decisions and move the watermark, inside the caller's transaction."""
     now = ctx.now()
     inline = ctx.tracker.inline
-    creates = [d for d in decisions if d.kind is core.Kind.CREATE]
+    creates = [d for d in decisions if isinstance(d, core.Create)]
     if inline is not None:  # the built-in tracker: in this transaction
-        refs = inline.create_tickets(conn, [d.ticket for d in creates if d.ticket], now)
+        refs = inline.create_tickets(conn, [d.ticket for d in creates], now)
     else:  # an external tracker: intents, applied by the tracker worker
         refs = [""] * len(creates)
-        intents.add(conn, [row for d in creates if d.ticket
-                           for row in _create_intents(d.ticket)], now)
+        intents.add(conn, [row for d in creates for row in _create_intents(d.ticket)], now)
     state.insert_links(conn, [replace(d.link, ticket_ref=ref)
-                              for d, ref in zip(creates, refs, strict=True) if d.link], now)
+                              for d, ref in zip(creates, refs, strict=True)], now)
     for d in decisions:
-        if d.kind in (core.Kind.HOLD, core.Kind.QUARANTINE):
-            state.hold(conn, d.tracking_id, d.reason or "unknown", d.detail,
-                       d.lapor_updated_at, d.unit_ids, now)
-            log.info("record_held", tracking_id=d.tracking_id, action=d.kind.value,
-                     reason=d.reason)
-            continue
-        assert d.link is not None
-        if d.kind is not core.Kind.CREATE:
-            if d.kind is core.Kind.UPDATE:
-                assert d.update is not None
+        match d:
+            case core.Hold() | core.Quarantine():
+                state.hold(conn, d.tracking_id, d.reason, d.detail, d.lapor_updated_at,
+                           d.unit_ids, now)
+                log.info("record_held", tracking_id=d.tracking_id, action=d.kind.value,
+                         reason=d.reason)
+                continue
+            case core.Create():
+                pass  # inserted above, all at once
+            case core.Update():
                 if inline is not None:
                     inline.apply_update(conn, d.link.ticket_ref, d.update, now)
                 else:
                     if d.update.anonymous:
                         intents.forget_reporter(conn, d.tracking_id)
                     intents.add(conn, _update_intents(d.tracking_id, d.update), now)
-            state.save_link(conn, d.link, now)
-            if d.fail_outbox:  # a new ticket has no outbox entries yet
-                state.fail_pending(conn, d.tracking_id, d.fail_outbox)
+                _save_link(conn, d, now)
+            case core.Unchanged():
+                _save_link(conn, d, now)
+            case _:
+                assert_never(d)
         if d.tracking_id in held:
             state.release(conn, d.tracking_id)
-        if d.kind is not core.Kind.UNCHANGED:
+        if not isinstance(d, core.Unchanged):
             log.debug("record_synced", tracking_id=d.tracking_id, action=d.kind.value)
     followups.save_many(conn, [(d.facts, (facts or {}).get(d.tracking_id)) for d in decisions
-                               if d.facts is not None], now)
+                               if isinstance(d, core.Linked)],
+                        now)
     if page_max is None:
         return state.get_watermark(conn)
     return state.advance_watermark(conn, page_max, now)
+
+
+def _save_link(conn: Connection, d: core.Update | core.Unchanged, now: datetime) -> None:
+    state.save_link(conn, d.link, now)
+    if d.fail_outbox is not None:  # a new ticket has no outbox entries yet
+        state.fail_pending(conn, d.tracking_id, reasons.wire_code(d.fail_outbox))
 
 
 def _local_statuses(ctx: SyncContext, conn: Connection,
@@ -525,8 +501,7 @@ async def _download(ctx: SyncContext,
     for ref, tid, files in new_files:
         meta: list[dict[str, Any]] = []
         for att in files:
-            entry: dict[str, Any] = {"id": att.id, "name": att.name, "mime": att.mime,
-                                     "size": att.size}
+            entry = core.attachment_meta(att)
             if stored and att.id in stored:
                 meta.append({**entry, "stored": stored[att.id]})
                 continue
@@ -577,15 +552,13 @@ def _count(stats: PullStats, decisions: list[core.Decision]) -> None:
 
 
 async def _retry_held(ctx: SyncContext, stats: PullStats, processed: set[str]) -> None:
-    """Quarantined records whose mapping now exists, that an operator asked to retry, or
-    whose reason looks transient (retried with backoff, without an operator)."""
+    """Quarantined records fetched again (``core.to_retry`` says which)."""
     mappings = ctx.mappings()
+    now = ctx.now()
     candidates = await ctx.db(state.retry_candidates)
-    due = set(await ctx.db(lambda conn: state.transient_due(
-        conn, core.TRANSIENT_REASONS, ctx.now(), core.retry_delay_s)))
-    ids = [tid for tid, h in candidates.items() if tid not in processed and tid != "unknown" and (
-        h.retry_requested or tid in due or (h.reason == core.Reason.UNMAPPED_UNIT
-                                            and core.unmapped_now_mapped(h, mappings)))]
+    due = await ctx.db(lambda conn: state.transient_due(
+        conn, core.TRANSIENT_REASONS, now, core.retry_delay_s))
+    ids = core.to_retry(candidates, due, processed, mappings)
     if not ids:
         return
     fetched = await _fetch_details(ctx, ids)

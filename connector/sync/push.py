@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, assert_never
 
 import structlog
 from sqlalchemy import Connection
 
-from connector.domain import OutboxState
+from connector.domain import FailReason, OutboxPlan, OutboxState
 from connector.errors import (
     AnswerUnreadable,
     LaporUnavailable,
@@ -19,19 +19,16 @@ from connector.errors import (
     VerifyFirst,
 )
 from connector.lapor import models as m
-from connector.lapor.policy import backoff
+from connector.lapor import reasons
 from connector.mappings import Mappings
-from connector.store import followups, intents, state
+from connector.store import followups, intents, keys, state
 from connector.sync import core
 from connector.sync.context import SyncContext
-from connector.timeutil import as_utc, utcnow
+from connector.timeutil import as_utc
 from connector.tracker.base import Tracker
 
 log = structlog.get_logger("connector.push")
 MAX_SENDS_PER_CYCLE = 500
-LOCAL_DATA_ERROR = "data_lokal_tidak_valid"  # the entry's own text could not be sent
-KEY_TAKEN = "kunci_idempotensi_dipakai"  # LAPOR! knows this key for a different body
-MAX_KEY_CHANGES = 5
 
 
 @dataclass
@@ -49,36 +46,39 @@ class PushStats:
         return asdict(self)
 
 
-def ingest(conn: Connection, tracker: Tracker, mappings: Mappings, now: datetime | None = None,
+def ingest(conn: Connection, tracker: Tracker, mappings: Mappings, now: datetime,
            batch: int = 500) -> int:
     """Turn officer changes after the tracker cursor into outbox entries (same transaction)."""
-    when = now or utcnow()
     added = 0
     while True:
-        cursor = state.get_value(conn, state.TRACKER_CURSOR)
+        cursor = state.get_value(conn, keys.StateKey.TRACKER_CURSOR)
         changes = tracker.officer_changes(conn, cursor, batch)
         if not changes:
             return added
         nonce = state.db_nonce(conn)
         for change in changes:
             plan = core.plan_outbox(change, state.get_link(conn, change.tracking_id), mappings,
-                                    state.last_queued_status(conn, change.tracking_id),
-                                    nonce)
-            if plan is not None and state.enqueue(conn, plan, when):
+                                    state.last_queued_status(conn, change.tracking_id))
+            if plan is not None and state.enqueue(conn, _stored(plan, nonce), now):
                 added += 1
-        state.set_value(conn, state.TRACKER_CURSOR, changes[-1].change_id)
+        state.set_value(conn, keys.StateKey.TRACKER_CURSOR, changes[-1].change_id)
 
 
-def cursor_key(kind: str) -> str:
-    """Each tracker kind has its own cursor (the built-in one keeps the old key)."""
-    return state.TRACKER_CURSOR if kind == "builtin" else f"{state.TRACKER_CURSOR}:{kind}"
+def _stored(plan: core.FollowUpPlan, nonce: str) -> OutboxPlan:
+    """The core's plan as the outbox stores it: with its key, the failure in LAPOR!'s words."""
+    return OutboxPlan(
+        change_id=plan.change_id, tracking_id=plan.tracking_id, ticket_ref=plan.ticket_ref,
+        idempotency_key=reasons.idempotency_key(nonce, plan.tracking_id, plan.change_id),
+        lapor_status=plan.lapor_status, text=plan.text,
+        failed_with=reasons.wire_code(plan.failed) if plan.failed is not None else None,
+        unit_id=plan.unit_id)
 
 
 async def ingest_port(ctx: SyncContext, mappings: Mappings) -> int:
     """Officer changes from a tracker outside the database: read them outside any
     transaction, then write their outbox entries and the new cursor in one. A tracker
     that cannot be reached is noted (``status``) and follow-ups already queued still go."""
-    port, key = ctx.tracker, cursor_key(ctx.tracker.kind)
+    port, key = ctx.tracker, keys.tracker_cursor(ctx.tracker.kind)
     cursor = await ctx.db(lambda conn: state.get_value(conn, key))
     try:
         changes, new_cursor = await port.changes_since(cursor)
@@ -100,9 +100,8 @@ async def ingest_port(ctx: SyncContext, mappings: Mappings) -> int:
                 # hand, or by another installation): nothing of ours to answer.
                 log.info("tracker_change_unlinked", kind=port.kind, tracking_id=tid)
                 continue
-            plan = core.plan_outbox(change, link, mappings,
-                                    state.last_queued_status(conn, tid), nonce)
-            if plan is not None and state.enqueue(conn, plan, now):
+            plan = core.plan_outbox(change, link, mappings, state.last_queued_status(conn, tid))
+            if plan is not None and state.enqueue(conn, _stored(plan, nonce), now):
                 added += 1
             if change.status is not None:
                 intents.set_officer_status(conn, tid, port.kind, change.ticket_ref,
@@ -144,20 +143,23 @@ async def push(ctx: SyncContext) -> PushStats:
 async def _send(ctx: SyncContext, e: Any, mappings: Mappings, stats: PushStats) -> None:
     eid, tid = e.id, e.tracking_id
     link = await ctx.db(lambda conn: state.get_link(conn, tid))
-    # The unit was fixed when the entry was made; entries older than that get it now, once.
-    unit = e.unit_id if e.unit_id is not None else (
-        core.posting_unit(link, mappings) if link is not None else None)
-    if e.state == OutboxState.UNCONFIRMED and unit is not None:
-        # Delivered already: only confirm it, even if the complaint closed meanwhile.
-        await _verify(ctx, e, unit, stats)
-        return
-    if link is None or link.closed or unit is None:
-        code = ("laporan_ditutup" if link is not None and link.lapor_status in m.CLOSED_STATUSES
-                else "bukan_disposisi")
-        await _fail(ctx, eid, tid, code, stats)
-        return
-    if e.unit_id is None:  # fixed from now on, so every replay has the same body
-        await ctx.db(lambda conn: state.set_unit(conn, eid, unit))
+    step = core.send_step(e.state, e.unit_id, link, mappings)
+    match step:
+        case core.Verify():
+            await _verify(ctx, e, step.unit, stats)
+        case core.Fail():
+            await _fail(ctx, eid, tid, reasons.wire_code(step.reason), stats)
+        case core.Post():
+            if step.fix_unit:  # fixed from now on, so every replay has the same body
+                await ctx.db(lambda conn: state.set_unit(conn, eid, step.unit))
+            await _post(ctx, e, step.unit, mappings, stats)
+        case _:
+            assert_never(step)
+
+
+async def _post(ctx: SyncContext, e: Any, unit: int, mappings: Mappings,
+                stats: PushStats) -> None:
+    eid, tid = e.id, e.tracking_id
     ttl = ctx.config.settings.lapor.idempotency_ttl_s
     key = e.idempotency_key
     key_used_at = as_utc(e.key_first_used_at) if e.key_first_used_at is not None else None
@@ -190,17 +192,18 @@ async def _send(ctx: SyncContext, e: Any, mappings: Mappings, stats: PushStats) 
         # This entry's own data cannot be sent: it alone fails, the others go on.
         log.warning("followup_unsendable", tracking_id=tid, outbox_id=eid,
                     error=exc.__class__.__name__)
-        await _fail(ctx, eid, tid, LOCAL_DATA_ERROR, stats)
+        await _fail(ctx, eid, tid, reasons.wire_code(FailReason.LOCAL_DATA_INVALID), stats)
         return
     except Rejected as exc:
-        if exc.kode == KEY_TAKEN and e.key_changes < MAX_KEY_CHANGES:
+        if core.rekey_on_refusal(reasons.fail_reason(exc.kode), e.key_changes):
             await _rekey_after_collision(ctx, e, stats)
             return
         await _fail(ctx, eid, tid, exc.kode, stats)
         return
     except AnswerUnreadable:
         now = ctx.now()
-        await ctx.db(lambda conn: state.mark_unconfirmed(conn, eid, 30.0, now))
+        await ctx.db(lambda conn: state.mark_unconfirmed(conn, eid,
+                                                         core.UNCONFIRMED_FIRST_CHECK_S, now))
         stats.unconfirmed += 1
         log.warning("followup_answer_unreadable", tracking_id=tid, outbox_id=eid)
         return
@@ -235,9 +238,9 @@ async def _rekey_after_collision(ctx: SyncContext, e: Any, stats: PushStats) -> 
 
     def tx(conn: Connection) -> None:
         nonce = state.rotate_nonce(conn)
-        key = core.idempotency_key(nonce, e.tracking_id, e.change_id, e.key_changes + 1)
+        key = reasons.idempotency_key(nonce, e.tracking_id, e.change_id, e.key_changes + 1)
         state.change_key(conn, e.id, key, now)
-        state.mark_retry(conn, e.id, KEY_TAKEN, 0.0, now)
+        state.mark_retry(conn, e.id, reasons.wire_code(FailReason.KEY_TAKEN), 0.0, now)
 
     await ctx.db(tx)
     stats.key_changes += 1
@@ -258,8 +261,8 @@ async def _fail(ctx: SyncContext, eid: int, tid: str, code: str, stats: PushStat
 async def _defer(ctx: SyncContext, e: Any, reason: str, stats: PushStats,
                  delay_s: float | None = None) -> None:
     attempts = e.attempts + 1
-    delay = delay_s if delay_s is not None else backoff(
-        attempts, 30.0, ctx.config.settings.sync.max_backoff_s, 0.0)
+    delay = delay_s if delay_s is not None else core.defer_delay_s(
+        attempts, ctx.config.settings.sync.max_backoff_s)
     now = ctx.now()
     await ctx.db(lambda conn: state.mark_retry(conn, e.id, reason, delay, now))
     stats.deferred += 1
@@ -277,9 +280,9 @@ async def _verify(ctx: SyncContext, e: Any, unit: int, stats: PushStats) -> str 
         # Follow-ups are dated by LAPOR!'s clock, our first attempt by ours.
         offset = await ctx.client.ping() - ctx.now()
     except SkipRecord as exc:
-        if exc.reason in ("not_found", "not_disposed"):
-            code = "laporan_tidak_ditemukan" if exc.reason == "not_found" else "bukan_disposisi"
-            await _fail(ctx, eid, tid, code, stats)
+        failed = core.verify_refused(exc.reason)
+        if failed is not None:
+            await _fail(ctx, eid, tid, reasons.wire_code(failed), stats)
         else:  # an answer we could not read this time: look again later, never post blindly
             await _defer(ctx, e, exc.reason, stats)
         return None
@@ -302,13 +305,15 @@ async def _verify(ctx: SyncContext, e: Any, unit: int, stats: PushStats) -> str 
     now = ctx.now()
     if e.state == OutboxState.UNCONFIRMED:
         # LAPOR! said it was created: never post it again on our own; look a few more times.
-        delay = backoff(e.checks + 1, 60.0, ctx.config.settings.sync.max_backoff_s, 0.0)
+        delay = core.check_delay_s(e.checks + 1, ctx.config.settings.sync.max_backoff_s)
         checks = await ctx.db(lambda conn: state.mark_check_missed(conn, eid, delay, now))
-        if checks >= core.UNCONFIRMED_MAX_CHECKS:
-            await _fail(ctx, eid, tid, "tidak_terkonfirmasi", stats)
+        if core.unconfirmed_gives_up(checks):
+            await _fail(ctx, eid, tid, reasons.wire_code(FailReason.UNCONFIRMED), stats)
         return None
+
     def rekey(conn: Connection) -> str:
-        key = core.idempotency_key(state.db_nonce(conn), tid, e.change_id, e.key_changes + 1)
+        key = reasons.idempotency_key(state.db_nonce(conn), tid, e.change_id,
+                                      e.key_changes + 1)
         state.change_key(conn, eid, key, now)
         return key
 
