@@ -5,13 +5,14 @@ module counts, also inside functions, except under ``if TYPE_CHECKING:``.
 ``from pkg import sub`` counts as importing the submodule ``pkg.sub`` only.
 
 The layers:
-- ``connector.lapor`` (the wire) and ``connector.store`` (the database) never import
-  ``connector.sync``, ``connector.cli`` or ``connector.service``;
+- ``connector.lapor`` (the wire), ``connector.store`` (the database) and
+  ``connector.tracker`` (the trackers) never import ``connector.sync``, ``cli``,
+  ``service``, ``runtime`` or ``daemon``;
 - the sync path (``connector.sync``, ``store``, ``lapor``, ``tracker``) never imports the
   sandbox (``connector.sandbox``): only the wiring (``runtime``, ``service``, ``cli``)
   starts one;
 - ``connector.sync.core`` (and ``sync.clock``) does no I/O: nothing it imports, directly or
-  not, is SQLAlchemy, httpx, the store or the LAPOR! client.
+  not, is SQLAlchemy, httpx, aiohttp, the store or the LAPOR! client.
 """
 
 from __future__ import annotations
@@ -153,13 +154,14 @@ def test_the_cycle_finder_finds_one() -> None:
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
 
 
-def test_wire_and_store_never_import_the_layers_above() -> None:
+def test_wire_store_and_trackers_never_import_the_layers_above() -> None:
     graph = _graph()
-    above = ("connector.sync", "connector.cli", "connector.service")
+    above = ("connector.sync", "connector.cli", "connector.service", "connector.runtime",
+             "connector.daemon")
     wrong = {
         (module, target)
         for module, targets in graph.items()
-        if module.startswith(("connector.lapor", "connector.store"))
+        if module.startswith(("connector.lapor", "connector.store", "connector.tracker"))
         for target in targets
         if target.startswith(above)
     }
@@ -168,8 +170,9 @@ def test_wire_and_store_never_import_the_layers_above() -> None:
 
 def test_the_core_does_no_io() -> None:
     graph = _graph()
-    io = ("ext:sqlalchemy", "ext:httpx", "ext:alembic", "ext:psycopg", "ext:sqlite3",
-          "connector.store", "connector.lapor.client", "connector.tracker.redmine_api")
+    io = ("ext:sqlalchemy", "ext:httpx", "ext:aiohttp", "ext:httpx_aiohttp", "ext:alembic",
+          "ext:psycopg", "ext:sqlite3", "connector.store", "connector.lapor.client",
+          "connector.lapor.transport", "connector.tracker.redmine_api")
     for core in ("connector.sync.core", "connector.sync.clock"):
         wrong = {t for t in _reachable(graph, core) if t.startswith(io)}
         assert wrong == set(), core
