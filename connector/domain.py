@@ -120,6 +120,8 @@ class Held:
     lapor_updated_at: datetime | None
     unit_ids: tuple[int, ...]
     retry_requested: bool
+    attempts: int = 0  # fetches that ended here, for the backoff of transient reasons
+    last_seen: datetime | None = None
 
 
 @dataclass(frozen=True)

@@ -340,14 +340,19 @@ def test_feed_since_and_late_records() -> None:
 def test_retry_selection() -> None:
     held = {
         "asked": core.Held(core.Reason.INVALID_RECORD, T0, (6411003,), True),
-        "due": core.Held(core.Reason.NOT_FOUND, T0, (6411003,), False),
-        "waiting": core.Held(core.Reason.NOT_FOUND, T0, (6411003,), False),
+        # 5 attempts: 120 s of backoff after the last sighting.
+        "due": core.Held(core.Reason.NOT_FOUND, T0, (6411003,), False, 5, T0 - timedelta(
+            seconds=120)),
+        "waiting": core.Held(core.Reason.NOT_FOUND, T0, (6411003,), False, 5, T0 - timedelta(
+            seconds=119)),
+        "stuck": core.Held(core.Reason.INVALID_RECORD, T0, (6411003,), False, 1, T0 - timedelta(
+            days=30)),  # not transient: only an operator or a new update frees it
         "mapped": core.Held(core.Reason.UNMAPPED_UNIT, T0, (6411003,), False),
         "unmapped": core.Held(core.Reason.UNMAPPED_UNIT, T0, (6411777,), False),
         "outside": core.Held(core.Reason.OUTSIDE_INSTANSI, T0, (6400103,), True),
         "unknown": core.Held(core.Reason.INVALID_RECORD, None, (), True),
     }
-    assert core.to_retry(held, {"due"}, {"outside"}, MAPPINGS) == ["asked", "due", "mapped"]
+    assert core.to_retry(held, {"outside"}, MAPPINGS, T0) == ["asked", "due", "mapped"]
 
 
 @settings(deadline=None)

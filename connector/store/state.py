@@ -167,7 +167,8 @@ def get_held(conn: Connection, ids: list[str]) -> dict[str, Held]:
 
 def _held(r: Any) -> Held:
     return Held(r.reason, as_utc(r.lapor_updated_at) if r.lapor_updated_at else None,
-                tuple(json.loads(r.unit_ids)), r.retry_requested)
+                tuple(json.loads(r.unit_ids)), r.retry_requested, r.attempts,
+                as_utc(r.last_seen))
 
 
 def hold(conn: Connection, tracking_id: str, reason: str, detail: str,
@@ -195,15 +196,6 @@ def release(conn: Connection, tracking_id: str) -> None:
 
 def retry_candidates(conn: Connection) -> dict[str, Held]:
     return {r.tracking_id: _held(r) for r in conn.execute(select(quarantine))}
-
-
-def transient_due(conn: Connection, reasons: frozenset[str], now: datetime,
-                  delay: Any) -> list[str]:
-    """Quarantined ids with a transient-looking reason whose backoff has run out."""
-    q = select(quarantine.c.tracking_id, quarantine.c.attempts, quarantine.c.last_seen).where(
-        quarantine.c.reason.in_(sorted(reasons)))
-    return [r.tracking_id for r in conn.execute(q)
-            if (now - as_utc(r.last_seen)).total_seconds() >= delay(r.attempts)]
 
 
 def request_retry(conn: Connection, tracking_id: str | None) -> int:

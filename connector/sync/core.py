@@ -242,16 +242,23 @@ def detail_refused(tracking_id: str, reason: str, detail: str) -> Hold | Quarant
     return quarantine(tracking_id, reason, detail)
 
 
-def to_retry(held: Mapping[str, Held], transient_due: Iterable[str], processed: Iterable[str],
-             mappings: Mappings) -> list[str]:
+def to_retry(held: Mapping[str, Held], processed: Iterable[str], mappings: Mappings,
+             now: datetime) -> list[str]:
     """Quarantined records to fetch again after a pull: an operator asked, the mapping now
-    exists, or a transient reason's backoff (``retry_delay_s``) has run out; not those
-    this pull just took up."""
-    due, done = set(transient_due), set(processed)
+    exists, or a transient reason's backoff has run out (``retry_due``); not those this
+    pull just took up."""
+    done = set(processed)
     return [tid for tid, h in held.items()
             if tid not in done and tid != "unknown"
-            and (h.retry_requested or tid in due
+            and (h.retry_requested or retry_due(h, now)
                  or (h.reason == Reason.UNMAPPED_UNIT and unmapped_now_mapped(h, mappings)))]
+
+
+def retry_due(held: Held, now: datetime) -> bool:
+    """A transient reason whose backoff (``retry_delay_s`` after its last sighting) ran out."""
+    if held.reason not in TRANSIENT_REASONS or held.last_seen is None:
+        return False
+    return (now - held.last_seen).total_seconds() >= retry_delay_s(held.attempts)
 
 
 # -- when the pull commits ----------------------------------------------------------------------

@@ -556,9 +556,7 @@ async def _retry_held(ctx: SyncContext, stats: PullStats, processed: set[str]) -
     mappings = ctx.mappings()
     now = ctx.now()
     candidates = await ctx.db(state.retry_candidates)
-    due = await ctx.db(lambda conn: state.transient_due(
-        conn, core.TRANSIENT_REASONS, now, core.retry_delay_s))
-    ids = core.to_retry(candidates, due, processed, mappings)
+    ids = core.to_retry(candidates, processed, mappings, now)
     if not ids:
         return
     fetched = await _fetch_details(ctx, ids)
