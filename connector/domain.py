@@ -133,12 +133,15 @@ class OwnPost:
 
 
 @dataclass(frozen=True)
-class OutboxPlan:
+class FollowUpPlan:
+    """The outbox entry one officer change makes (``core.plan_outbox``); the push shell
+    adds its Idempotency-Key and stores ``failed`` in LAPOR!'s words
+    (``connector/lapor/reasons.py``)."""
+
     change_id: str
     tracking_id: str
     ticket_ref: str
-    idempotency_key: str
     lapor_status: str
     text: str
-    failed_with: str | None = None  # recorded as failed at once (e.g. complaint closed)
+    failed: FailReason | None = None  # recorded as failed at once (e.g. complaint closed)
     unit_id: int | None = None  # the posting unit, fixed now: a replay's body never changes

@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import insert, inspect, select
 from sqlalchemy.sql import sqltypes
 
-from connector.domain import LinkState, OutboxPlan
+from connector.domain import FollowUpPlan, LinkState
 from connector.errors import InstanceLocked, StorageError
 from connector.store import Store, schema, state
 from connector.store.schema import links, tickets
@@ -96,10 +96,10 @@ def test_watermark_only_moves_forward(db_url: str) -> None:
 def test_outbox_enqueue_is_idempotent_and_ordered(db_url: str) -> None:
     store = Store(db_url)
     store.upgrade()
-    plans = [OutboxPlan(f"builtin:{i}", "41", "1", f"k{i}", "diproses", "x") for i in (1, 2)]
-    plans.append(OutboxPlan("builtin:3", "42", "2", "k3", "selesai", "y"))
+    plans = [FollowUpPlan(f"builtin:{i}", "41", "1", "diproses", "x") for i in (1, 2)]
+    plans.append(FollowUpPlan("builtin:3", "42", "2", "selesai", "y"))
     for p in plans + plans:
-        store.run(lambda c, p=p: state.enqueue(c, p, NOW))
+        store.run(lambda c, p=p: state.enqueue(c, p, f"k{p.change_id[-1]}", None, NOW))
     assert len(store.run(state.list_outbox)) == 3
     due = store.run(lambda c: state.due_entries(c, NOW, 10))
     assert [d.idempotency_key for d in due] == ["k1", "k3"]  # one per complaint, oldest first

@@ -13,7 +13,7 @@ from typing import Any
 
 from sqlalchemy import Connection, bindparam, delete, func, insert, select, update
 
-from connector.domain import Held, LinkState, OutboxPlan, OutboxState, OwnPost
+from connector.domain import FollowUpPlan, Held, LinkState, OutboxState, OwnPost
 from connector.store.keys import StateKey
 from connector.store.schema import kv, links, outbox, quarantine, runs
 from connector.timeutil import as_utc, iso, utcnow
@@ -227,17 +227,19 @@ def quarantine_oldest(conn: Connection) -> dict[str, datetime]:
 
 # -- outbox ------------------------------------------------------------------------------------
 
-def enqueue(conn: Connection, plan: OutboxPlan, now: datetime) -> bool:
-    """Add an outbox entry unless this change is already there (idempotent by change id)."""
+def enqueue(conn: Connection, plan: FollowUpPlan, key: str, failed_with: str | None,
+            now: datetime) -> bool:
+    """Add an outbox entry unless this change is already there (idempotent by change id);
+    ``failed_with`` is the failure's code as LAPOR! names it."""
     exists = conn.execute(select(outbox.c.id).where(outbox.c.change_id == plan.change_id)).first()
     if exists:
         return False
     conn.execute(insert(outbox).values(
         change_id=plan.change_id, tracking_id=plan.tracking_id, ticket_ref=plan.ticket_ref,
-        idempotency_key=plan.idempotency_key, lapor_status=plan.lapor_status, text=plan.text,
-        state=OutboxState.FAILED if plan.failed_with else OutboxState.PENDING, attempts=0,
+        idempotency_key=key, lapor_status=plan.lapor_status, text=plan.text,
+        state=OutboxState.FAILED if failed_with else OutboxState.PENDING, attempts=0,
         next_attempt_at=now,
-        last_error=plan.failed_with, remote_id=None, created_at=now, sent_at=None,
+        last_error=failed_with, remote_id=None, created_at=now, sent_at=None,
         unit_id=plan.unit_id, key_changes=0, checks=0))
     return True
 

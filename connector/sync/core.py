@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, ClassVar
 
-from connector.domain import FailReason, Held, LinkState, OutboxState, OwnPost, Reason
+from connector.domain import FailReason, FollowUpPlan, Held, LinkState, OutboxState, OwnPost, Reason
 from connector.lapor import models as m
 from connector.lapor.policy import backoff
 from connector.mappings import Mappings
@@ -507,20 +507,6 @@ def _messages(c: m.Complaint, seen: frozenset[str],
 
 
 # -- push -------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class FollowUpPlan:
-    """The outbox entry one officer change makes; the shell adds its Idempotency-Key and
-    stores ``failed`` in LAPOR!'s words (``connector/lapor/reasons.py``)."""
-
-    change_id: str
-    tracking_id: str
-    ticket_ref: str
-    lapor_status: str
-    text: str
-    failed: FailReason | None = None  # recorded as failed at once (e.g. complaint closed)
-    unit_id: int | None = None  # the posting unit, fixed now: a replay's body never changes
 
 
 def plan_outbox(change: OfficerChange, link: LinkState | None,

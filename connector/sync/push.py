@@ -9,7 +9,7 @@ from typing import Any, assert_never
 import structlog
 from sqlalchemy import Connection
 
-from connector.domain import FailReason, OutboxPlan, OutboxState
+from connector.domain import FailReason, OutboxState
 from connector.errors import (
     AnswerUnreadable,
     LaporUnavailable,
@@ -59,19 +59,16 @@ def ingest(conn: Connection, tracker: Tracker, mappings: Mappings, now: datetime
         for change in changes:
             plan = core.plan_outbox(change, state.get_link(conn, change.tracking_id), mappings,
                                     state.last_queued_status(conn, change.tracking_id))
-            if plan is not None and state.enqueue(conn, _stored(plan, nonce), now):
+            if plan is not None and _enqueue(conn, plan, nonce, now):
                 added += 1
         state.set_value(conn, keys.StateKey.TRACKER_CURSOR, changes[-1].change_id)
 
 
-def _stored(plan: core.FollowUpPlan, nonce: str) -> OutboxPlan:
-    """The core's plan as the outbox stores it: with its key, the failure in LAPOR!'s words."""
-    return OutboxPlan(
-        change_id=plan.change_id, tracking_id=plan.tracking_id, ticket_ref=plan.ticket_ref,
-        idempotency_key=reasons.idempotency_key(nonce, plan.tracking_id, plan.change_id),
-        lapor_status=plan.lapor_status, text=plan.text,
-        failed_with=reasons.wire_code(plan.failed) if plan.failed is not None else None,
-        unit_id=plan.unit_id)
+def _enqueue(conn: Connection, plan: core.FollowUpPlan, nonce: str, now: datetime) -> bool:
+    """The core's plan into the outbox, with its key and its failure in LAPOR!'s words."""
+    return state.enqueue(
+        conn, plan, reasons.idempotency_key(nonce, plan.tracking_id, plan.change_id),
+        reasons.wire_code(plan.failed) if plan.failed is not None else None, now)
 
 
 async def ingest_port(ctx: SyncContext, mappings: Mappings) -> int:
@@ -101,7 +98,7 @@ async def ingest_port(ctx: SyncContext, mappings: Mappings) -> int:
                 log.info("tracker_change_unlinked", kind=port.kind, tracking_id=tid)
                 continue
             plan = core.plan_outbox(change, link, mappings, state.last_queued_status(conn, tid))
-            if plan is not None and state.enqueue(conn, _stored(plan, nonce), now):
+            if plan is not None and _enqueue(conn, plan, nonce, now):
                 added += 1
             if change.status is not None:
                 intents.set_officer_status(conn, tid, port.kind, change.ticket_ref,
