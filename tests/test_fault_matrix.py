@@ -178,10 +178,10 @@ class Timeouts(httpx.AsyncBaseTransport):
 
 
 async def test_timeouts(tmp_path: Path, db_url: str, world: World, fake_time: FakeTime) -> None:
-    h = Harness(tmp_path / "site", db_url, world, fake_time,
-                transport=Timeouts(httpx.ASGITransport(app=create_app(world)), 0.25))
+    timeouts = Timeouts(httpx.ASGITransport(app=create_app(world)), 0.25)
+    h = Harness(tmp_path / "site", db_url, world, fake_time, transport=timeouts)
     told_once(await drive(h, 5))
-    h.client._http._transport.rate = 0.0  # type: ignore[attr-defined]
+    timeouts.rate = 0.0
     await settle(h)
     whole(h)
 
