@@ -81,12 +81,22 @@ async def pull(ctx: SyncContext, sweep: bool = False) -> PullStats:
 
     async def flush() -> None:
         if run.acc:
-            done = await ctx.db(_committer(ctx, _Work.merge(run.acc)))
+            work = _Work.merge(run.acc)
+
+            def tx(conn: Connection) -> _Committed:
+                # The live progress `status` shows rides in the commit's own transaction.
+                done = _commit(ctx, conn, work)
+                after = replace(stats)
+                _count(after, done.decisions)
+                state.set_pull_running(conn, started, ctx.now(), after.as_dict())
+                return done
+
+            done = await ctx.db(tx)
             run.acc.clear()
             run.batch = core.Batch()
             run.watermark = done.watermark
             _count(stats, done.decisions)
-            await _progress(ctx, stats, started)
+            ctx.observer.progress("pull", stats.as_dict())
             await _download(ctx, done.new_files)
 
     async def read_pages() -> None:
