@@ -14,14 +14,14 @@ from sqlalchemy import Connection, func, insert, select, update
 
 from connector.store import state
 from connector.store.schema import tracker_intents, tracker_issues
-from connector.tracker.port import CREATE, Intent, without_reporter
+from connector.tracker.port import CREATE, Intent, Payload, without_reporter
 
 OPEN = ("pending", "failed")
 LAST_CONTACT = "tracker_last_contact"  # the last successful call to the tracker
 LAST_TRACKER_ERROR = "tracker_last_error"  # JSON: since, reason (cleared on success)
 
 
-def add(conn: Connection, rows: list[tuple[str, str, dict[str, Any]]], now: datetime) -> None:
+def add(conn: Connection, rows: list[tuple[str, str, Payload]], now: datetime) -> None:
     """(tracking id, kind, payload) in order: their ids are the order of application."""
     if rows:
         conn.execute(insert(tracker_intents), [
