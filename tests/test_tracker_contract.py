@@ -36,7 +36,14 @@ from connector.tracker.port import (
 )
 from connector.tracker.redmine import RedmineTracker
 from connector.tracker.redmine_api import RedmineClient
-from tests.conftest import REDMINE_URL, needs_redmine, require_redmine, write_config
+from tests.conftest import (
+    BACKENDS,
+    REDMINE_URL,
+    database,
+    needs_redmine,
+    require_redmine,
+    write_config,
+)
 
 pytestmark = pytest.mark.anyio
 ROOT = Path(__file__).resolve().parent.parent
@@ -156,15 +163,17 @@ class RedmineHarness(Harness):
                     "\n".join([issue.subject, issue.description, *notes]), notes)
 
 
-@pytest.fixture(params=["builtin", pytest.param("redmine", marks=needs_redmine)])
-async def harness(request: Any, tmp_path: Path) -> AsyncIterator[Harness]:
-    if request.param == "builtin":
-        config = load_config(write_config(tmp_path, f"sqlite:///{tmp_path}/c.db"), environ={})
-        store = open_store(config)
-        try:
-            yield BuiltinHarness(store)
-        finally:
-            store.close()
+# The built-in tracker on every backend; Redmine keeps nothing in the connector's database.
+@pytest.fixture(params=[*(f"builtin-{b}" for b in BACKENDS),
+                        pytest.param("redmine", marks=needs_redmine)])
+async def harness(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Harness]:
+    if request.param.startswith("builtin-"):
+        with database(request.param.removeprefix("builtin-"), tmp_path, request.node) as url:
+            store = open_store(load_config(write_config(tmp_path, url), environ={}))
+            try:
+                yield BuiltinHarness(store)
+            finally:
+                store.close()
         return
     url = require_redmine()
     field = int(os.environ["LAPOR_TEST_REDMINE_FIELD_ID"])
