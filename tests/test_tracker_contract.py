@@ -23,7 +23,7 @@ from connector.settings import load_config
 from connector.store import Store
 from connector.tracker import redmine_mapping
 from connector.tracker.base import Direction, NewMessage, NewTicket, TicketUpdate
-from connector.tracker.builtin import BuiltinTracker, OfficerAction
+from connector.tracker.builtin import BuiltinTracker, OfficerAction, TrackerRefusal
 from connector.tracker.port import (
     CREATE,
     MESSAGE,
@@ -35,7 +35,7 @@ from connector.tracker.port import (
     update_payload,
 )
 from connector.tracker.redmine import RedmineTracker
-from connector.tracker.redmine_api import RedmineClient
+from connector.tracker.redmine_api import RedmineClient, RedmineRefused
 from tests.conftest import (
     BACKENDS,
     REDMINE_URL,
@@ -284,10 +284,8 @@ async def test_officer_changes_come_back_and_echoes_do_not(harness: Harness) -> 
 
 
 async def test_apply_before_create_is_a_visible_refusal(harness: Harness) -> None:
-    from connector.errors import ConnectorError
-
     up = TicketUpdate("diproses", status="in_progress")
-    with pytest.raises(ConnectorError):
+    with pytest.raises((TrackerRefusal, RedmineRefused)):  # what each tracker refuses with
         await harness.tracker.apply(intent(_tid(), UPDATE, update_payload(up)))
 
 
