@@ -174,8 +174,12 @@ async def test_kill_9_at_random_moments_never_makes_a_second_issue(tmp_path: Pat
                                                                    rm: Any) -> None:
     c, _ = rm
     seed = random.randrange(10**6)
+    # PostgreSQL: a killed process leaves its instance lease behind until it expires
+    # (SQLite's file lock dies with the process): a short lease, waited out after a kill.
+    pg = db_url.startswith("postgresql")
     cfg = write_config(tmp_path, db_url, _settings(),
-                       sandbox=f"seed = {seed}\ncomplaints = 30\ngenerator = false")
+                       sandbox=f"seed = {seed}\ncomplaints = 30\ngenerator = false",
+                       settings={"storage": {"lease_s": 3}} if pg else None)
     _with_projects(tmp_path / "mappings")
     env = {**os.environ, "REDMINE_API_KEY": os.environ["LAPOR_TEST_REDMINE_KEY"]}
     rng = random.Random(seed)
@@ -184,6 +188,8 @@ async def test_kill_9_at_random_moments_never_makes_a_second_issue(tmp_path: Pat
         time.sleep(rng.uniform(1.5, 5.0))
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=10)
+        if pg:
+            time.sleep(3.2)
     final = _sync(cfg, env)
     assert final.wait(timeout=180) == 0
     config = load_config(cfg, environ={})

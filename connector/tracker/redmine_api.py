@@ -43,6 +43,8 @@ MAX_PAGES = 200  # a runaway listing stops (and says so) instead of reading fore
 MAX_ERROR_TEXT = 200  # per validation message
 
 # Query parameters: a mapping, or pairs where a name repeats (Redmine's ``f[]``).
+# Decoded JSON from Redmine, not yet checked: ``_list``, ``_named``, ``_issue`` check it.
+JSON = Any
 Pairs = list[tuple[str, str | int | float | bool | None]]
 Params = Mapping[str, str] | Pairs
 
@@ -228,7 +230,7 @@ class RedmineClient:
 
     async def _call(self, method: str, path: str, what: str, *,
                     params: Params | None = None,
-                    body: Mapping[str, object] | None = None) -> Any:
+                    body: Mapping[str, object] | None = None) -> JSON:
         """One attempt; the decoded JSON body (``None`` for an empty answer): unchecked
         JSON, which the ``_issue``/``_list``/``_named`` readers check."""
         try:
@@ -501,14 +503,14 @@ def _errors(raw: bytes) -> list[str]:
     return []
 
 
-def _list(doc: Any, key: str) -> list[dict[str, Any]]:
+def _list(doc: JSON, key: str) -> list[dict[str, JSON]]:
     items = doc.get(key) if isinstance(doc, dict) else None
     if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
         raise RedmineUnavailable(f"Redmine answered {key} malformed")
     return items
 
 
-def _named(raw: Any) -> Named:
+def _named(raw: JSON) -> Named:
     try:
         return Named(int(raw["id"]), str(raw["name"]), bool(raw.get("is_closed", False)),
                      raw.get("identifier"))
@@ -516,11 +518,11 @@ def _named(raw: Any) -> Named:
         raise RedmineUnavailable("Redmine answered a malformed name/id pair") from None
 
 
-def _time(value: Any) -> datetime:
+def _time(value: JSON) -> datetime:
     return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
 
 
-def _issue(doc: Any, key: str | None) -> Issue:
+def _issue(doc: JSON, key: str | None) -> Issue:
     try:
         raw = doc[key] if key is not None else doc
         due = raw.get("due_date")
@@ -543,7 +545,7 @@ def _issue(doc: Any, key: str | None) -> Issue:
         raise RedmineUnavailable("Redmine answered an issue malformed") from None
 
 
-def _journal(raw: dict[str, Any]) -> Journal:
+def _journal(raw: dict[str, JSON]) -> Journal:
     return Journal(
         id=int(raw["id"]),
         user_id=int(raw["user"]["id"]),
