@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import shutil
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -179,6 +180,18 @@ def database(backend: str, tmp_path: Path, node: pytest.Item) -> Iterator[str]:
 def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     with database(request.param, tmp_path, request.node) as url:
         yield url
+
+
+@pytest.fixture
+def another_db(db_url: str, tmp_path: Path) -> Iterator[Callable[[], str]]:
+    """More fresh databases on the backend of ``db_url``: a second site, a restored backup."""
+    numbers = itertools.count(1)
+    with contextlib.ExitStack() as stack:
+        def make() -> str:
+            if db_url.startswith("sqlite"):
+                return f"sqlite:///{tmp_path}/var/another-{next(numbers)}.db"
+            return stack.enter_context(contextlib.contextmanager(_pg_database)())
+        yield make
 
 
 Overrides = Mapping[str, Mapping[str, str | int | float | bool]]
