@@ -127,6 +127,20 @@ _BACKEND = pytest.StashKey[str]()  # the backend a test runs on, set by ``databa
 
 _SQLITE_CONNECTS = [0]
 
+# Tests in files being rewritten on other branches, converted when those are merged (the
+# patch is in the merge notes). An entry fails once its test runs on every backend: then
+# remove it. Keep this empty.
+_AWAITING_CONVERSION = {
+    "tests/test_daemon.py::test_debug_logs_carry_no_personal_data",
+    "tests/test_daemon.py::test_sd_notify_ready_watchdog_stopping",
+    "tests/test_daemon.py::test_daemon_keeps_trying_when_lapor_refuses_connections",
+    "tests/test_delivery.py::test_keys_carry_a_per_database_nonce",
+    "tests/test_delivery.py::test_a_restored_backup_never_reuses_a_key_for_a_different_follow_up",
+    "tests/test_delivery.py::test_done_when_against_a_sandbox_process_in_real_time",
+    "tests/test_fault_matrix.py::test_connection_refused_sync_exits_1_with_a_clear_message",
+    "tests/test_fault_matrix.py::test_sqlite_busy_or_locked",  # to be marked sqlite_only
+}
+
 
 @event.listens_for(Engine, "connect")
 def _count_sqlite(dbapi_connection: Any, record: Any) -> None:
@@ -149,9 +163,15 @@ def _every_backend(request: pytest.FixtureRequest) -> Iterator[None]:
     before = _SQLITE_CONNECTS[0]
     yield
     node = request.node
-    if node.get_closest_marker("sqlite_only") is not None:
-        return
     backend = node.stash.get(_BACKEND, None)
+    sqlite_only = node.get_closest_marker("sqlite_only") is not None
+    if node.nodeid.split("[")[0] in _AWAITING_CONVERSION:
+        if backend is not None or sqlite_only:
+            pytest.fail(f"{node.nodeid} is converted now: remove it from "
+                        "_AWAITING_CONVERSION in tests/conftest.py", pytrace=False)
+        return
+    if sqlite_only:
+        return
     if backend == "sqlite":
         return
     tmp = node.funcargs.get("tmp_path")
