@@ -7,10 +7,10 @@ import asyncio
 import contextlib
 import json
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, NoReturn, TypeVar
 
 from connector import __version__
 from connector.domain import OutboxState
@@ -23,11 +23,23 @@ from connector.settings import Config, load_config
 from connector.term import SafeWriter, safe
 from connector.timeutil import human_iso, utcnow
 
+if TYPE_CHECKING:
+    from sqlalchemy import Connection
+
+    from connector.lapor.models import Unit
+    from connector.runtime import Runtime
+    from connector.store import Store
+    from connector.tracker.base import OfficerChange
+    from connector.tracker.port import Desk, TrackerPort
+    from connector.tracker.rows import ExternalTicketJSON, ExternalTicketView, TicketView
+
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
+T = TypeVar("T")
+Row = TypeVar("Row", bound=Mapping[str, object])
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> Any:  # usage errors exit 2 with a clear line
+    def error(self, message: str) -> NoReturn:  # usage errors exit 2 with a clear line
         self.print_usage(sys.stderr)
         print(f"{self.prog}: error: {message}", file=sys.stderr)
         raise SystemExit(EXIT_USAGE)
@@ -221,7 +233,7 @@ def check_identity(config: Config, euid: int | None = None) -> None:
                           "database files keep their owner")
 
 
-def _runtime(config: Config, need_mappings: bool = True, lock: bool = False) -> Any:
+def _runtime(config: Config, need_mappings: bool = True, lock: bool = False) -> Runtime:
     from connector.runtime import open_runtime
 
     return open_runtime(config, need_mappings=need_mappings, lock=lock)
@@ -237,13 +249,13 @@ def _mappings_or_say_why(config: Config) -> Mappings | None:
         return None
 
 
-def _print_json(obj: Any) -> None:
+def _print_json(obj: object) -> None:
     print(json.dumps(obj, ensure_ascii=False, indent=2))
 
 
-def _show_rows(as_json: bool, rows: list[dict[str, Any]], empty: str, header: str,
-               line: Callable[[dict[str, Any]], str]) -> int:
-    """JSON for programs, or a table for a person."""
+def _show_rows(as_json: bool, rows: Sequence[Row], empty: str, header: str,
+               line: Callable[[Row], str], footer: str | None = None) -> int:
+    """JSON for programs, or a table for a person (``footer`` under a table, when given)."""
     if as_json:
         _print_json(rows)
     elif not rows:
@@ -252,6 +264,8 @@ def _show_rows(as_json: bool, rows: list[dict[str, Any]], empty: str, header: st
         print(header)
         for r in rows:
             print(line(r))
+        if footer is not None:
+            print(footer)
     return EXIT_OK
 
 
@@ -297,13 +311,13 @@ def cmd_sync(config: Config, args: argparse.Namespace) -> int:
     return asyncio.run(go())
 
 
-def _store(config: Config, lock: bool = False) -> Any:
+def _store(config: Config, lock: bool = False) -> Store:
     from connector.runtime import open_store
 
     return open_store(config, lock=lock)
 
 
-def _in_store(config: Config, fn: Callable[[Any], Any]) -> Any:
+def _in_store(config: Config, fn: Callable[[Connection], T]) -> T:
     """One transaction on the connector's database, for a command."""
     store = _store(config)
     try:
@@ -312,7 +326,7 @@ def _in_store(config: Config, fn: Callable[[Any], Any]) -> Any:
         store.close()
 
 
-def _tracker(config: Config | None = None) -> Any:
+def _tracker(config: Config | None = None) -> TrackerPort:
     """The configured tracker (no network until it is used)."""
     from connector.mapping_reload import MappingHolder
     from connector.tracker.builtin import BuiltinTracker
@@ -326,8 +340,8 @@ def _tracker(config: Config | None = None) -> Any:
     return open_tracker(config, holder)
 
 
-def _external_rows(conn: Any, tracker: Any, agency: str | None,
-                   status: str | None) -> list[dict[str, Any]]:
+def _external_rows(conn: Connection, tracker: TrackerPort, agency: str | None,
+                   status: str | None) -> list[ExternalTicketJSON]:
     """An external tracker's complaints as the connector knows them: the issue number
     and URL, and LAPOR!'s side (the text lives in the tracker)."""
     from sqlalchemy import select
@@ -341,7 +355,7 @@ def _external_rows(conn: Any, tracker: Any, agency: str | None,
     refs = intents.refs(conn, tids)
     officer = intents.officer_statuses(conn, tids)
     also = set(followups.tracking_ids_of_agency(conn, agency)) if agency else set()
-    rows = []
+    rows: list[ExternalTicketJSON] = []
     for tid in tids:
         link = all_links[tid]
         if agency and link.agency != agency and tid not in also:
@@ -357,65 +371,73 @@ def _external_rows(conn: Any, tracker: Any, agency: str | None,
     return rows
 
 
-def _tickets_view(conn: Any, agency: str | None, status: str | None,
-                  ticket_id: str | None = None, tracker: Any = None) -> list[dict[str, Any]]:
-    """Tickets with what LAPOR!'s clock adds (overdue, settle_by, due periods, agencies)."""
+def _desk_view(conn: Connection, desk: Desk, agency: str | None, status: str | None,
+               ticket_id: str | None = None) -> list[TicketView]:
+    """The built-in tracker's tickets (one, with ``ticket_id``), then what LAPOR!'s clock
+    adds (overdue, settle_by, due periods, agencies)."""
     from connector.store import followups
 
     now = utcnow()
-    desk = (tracker or _tracker()).desk()
-    if desk is None:
-        rows = _external_rows(conn, tracker, agency, status)
-    elif ticket_id is not None:
+    if ticket_id is not None:
         one = desk.show(conn, ticket_id)
         rows = [] if one is None else [one]
     else:
         also = followups.tracking_ids_of_agency(conn, agency) if agency else None
         rows = desk.list_tickets(conn, agency, status, also)
     facts = followups.get_facts(conn, [r["tracking_id"] for r in rows])
-    for r in rows:
-        r.update(followups.ticket_json(facts.get(r["tracking_id"]), now))
-    return rows
+    return [{**r, **followups.ticket_json(facts.get(r["tracking_id"]), now)} for r in rows]
+
+
+def _external_view(conn: Connection, tracker: TrackerPort, agency: str | None,
+                   status: str | None) -> list[ExternalTicketView]:
+    """An external tracker's complaints, then what LAPOR!'s clock adds."""
+    from connector.store import followups
+
+    now = utcnow()
+    rows = _external_rows(conn, tracker, agency, status)
+    facts = followups.get_facts(conn, [r["tracking_id"] for r in rows])
+    return [{**r, **followups.ticket_json(facts.get(r["tracking_id"]), now)} for r in rows]
 
 
 def cmd_tickets_list(config: Config, args: argparse.Namespace) -> int:
     tracker = _tracker(config)
-    rows = _in_store(config, lambda c: _tickets_view(c, args.agency, args.status,
-                                                    tracker=tracker))
-    if args.json:
-        _print_json(rows)
-        return EXIT_OK
-    if not rows:
-        print("no tickets")
-        return EXIT_OK
-    if tracker.desk() is None:
-        print(f"{'TRACKING':<10} {'AGENCY':<12} {'STATUS':<12} {'LAPOR':<16} "
-              f"{'DUE (WITA)':<16} !  {tracker.kind.upper()} ISSUE")
-        for r in rows:
-            due = (r.get("due_at_wita") or "-")[:16].replace("T", " ")
-            issue = (f"#{r['issue']}  {r['issue_url']}" if r["issue"]
-                     else "(not created yet: see `status`)")
-            print(f"{r['tracking_id']:<10} {r['agency']:<12} {r['status']:<12} "
-                  f"{r['lapor_status']:<16} {due:<16} {'!' if r.get('overdue') else ' '}  "
-                  f"{issue}")
-        return EXIT_OK
-    print(f"{'ID':>5}  {'TRACKING':<10} {'AGENCY':<12} {'STATUS':<12} {'LAPOR':<16} "
-          f"{'DUE (WITA)':<16} !  TITLE")
-    for r in rows:
-        due = (r["due_at_wita"] or "-")[:16].replace("T", " ")
+    desk = tracker.desk()
+    if desk is None:
+        def issue(r: ExternalTicketView) -> str:
+            return (f"#{r['issue']}  {r['issue_url']}" if r["issue"]
+                    else "(not created yet: see `status`)")
+
+        return _show_rows(
+            args.json,
+            _in_store(config, lambda c: _external_view(c, tracker, args.agency, args.status)),
+            "no tickets",
+            f"{'TRACKING':<10} {'AGENCY':<12} {'STATUS':<12} {'LAPOR':<16} "
+            f"{'DUE (WITA)':<16} !  {tracker.kind.upper()} ISSUE",
+            lambda r: f"{r['tracking_id']:<10} {r['agency']:<12} {r['status']:<12} "
+                      # The row has no due_at_wita (the clock adds settle_by_wita only).
+                      f"{r['lapor_status']:<16} {'-':<16} "
+                      f"{'!' if r['overdue'] else ' '}  {issue(r)}")
+
+    def line(r: TicketView) -> str:
         flag = "[RAHASIA] " if r["confidential"] else ""
         if args.agency and r["agency"] != args.agency:
             flag += f"[juga {args.agency}] "
         mark = "!" if r["overdue"] else " "
-        print(f"{r['id']:>5}  {r['tracking_id']:<10} {r['agency']:<12} {r['status']:<12} "
-              f"{r['lapor_status']:<16} {due:<16} {mark}  "
-              f"{flag}{safe(r['title'][:60], inline=True)}")
-    if any(r["overdue"] for r in rows):
-        print("! = overdue: no follow-up on LAPOR! by the due time")
-    return EXIT_OK
+        due = (r["due_at_wita"] or "-")[:16].replace("T", " ")
+        return (f"{r['id']:>5}  {r['tracking_id']:<10} {r['agency']:<12} {r['status']:<12} "
+                f"{r['lapor_status']:<16} {due:<16} {mark}  "
+                f"{flag}{safe(r['title'][:60], inline=True)}")
+
+    rows = _in_store(config, lambda c: _desk_view(c, desk, args.agency, args.status))
+    return _show_rows(
+        args.json, rows, "no tickets",
+        f"{'ID':>5}  {'TRACKING':<10} {'AGENCY':<12} {'STATUS':<12} {'LAPOR':<16} "
+        f"{'DUE (WITA)':<16} !  TITLE", line,
+        footer="! = overdue: no follow-up on LAPOR! by the due time"
+        if any(r["overdue"] for r in rows) else None)
 
 
-def _officers_work_in(tracker: Any) -> int:
+def _officers_work_in(tracker: TrackerPort) -> int:
     print(f"error: tickets are kept in {tracker.kind.capitalize()} (tracker.kind = "
           f"\"{tracker.kind}\"): officers work on the issues there, and their public notes "
           "and status changes go to LAPOR! by themselves. `tickets list` shows each "
@@ -425,9 +447,10 @@ def _officers_work_in(tracker: Any) -> int:
 
 def cmd_tickets_show(config: Config, args: argparse.Namespace) -> int:
     tracker = _tracker(config)
-    if tracker.desk() is None:
+    desk = tracker.desk()
+    if desk is None:
         return _officers_work_in(tracker)
-    found = _in_store(config, lambda c: _tickets_view(c, None, None, args.id))
+    found = _in_store(config, lambda c: _desk_view(c, desk, None, None, args.id))
     ticket = found[0] if found else None
     if ticket is None:
         print(f"error: no ticket with id {args.id}", file=sys.stderr)
@@ -472,7 +495,8 @@ def cmd_tickets_update(config: Config, args: argparse.Namespace) -> int:
     from connector.tracker.builtin import OfficerAction, TrackerRefusal
 
     tracker = _tracker(config)
-    if tracker.desk() is None:
+    desk, inline = tracker.desk(), tracker.inline
+    if desk is None or inline is None:
         return _officers_work_in(tracker)
     if args.status is None and args.reply is None and args.note is None:
         print("error: give at least one of --status, --reply, --note", file=sys.stderr)
@@ -496,12 +520,12 @@ def cmd_tickets_update(config: Config, args: argparse.Namespace) -> int:
         return EXIT_USAGE
     action = OfficerAction(args.status, args.reply, args.note, args.author)
 
-    def tx(conn: Any) -> Any:
+    def tx(conn: Connection) -> OfficerChange | None:
         now = utcnow()
-        change = tracker.officer_update(conn, args.id, action, now)
+        change = desk.officer_update(conn, args.id, action, now)
         if change is not None and mappings is not None:
             # The outbox entry is written in the same transaction as the change itself.
-            ingest(conn, tracker, mappings, now)
+            ingest(conn, inline, mappings, now)
         return change
 
     try:
@@ -520,7 +544,7 @@ def cmd_mappings_check(config: Config, args: argparse.Namespace) -> int:
     if args.online:
         from connector.runtime import make_client
 
-        async def units() -> Any:
+        async def units() -> list[Unit]:
             async with make_client(config) as client:
                 return await client.units()
 
@@ -551,14 +575,14 @@ def cmd_mappings_check(config: Config, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _redmine_projects(config: Config, mappings: Any) -> dict[str, str]:
+def _redmine_projects(config: Config, mappings: Mappings) -> dict[str, str]:
     projects = {f"agency {a.code}": a.redmine_project for a in mappings.agencies
                 if a.redmine_project}
     projects["settings.toml: tracker.redmine.project"] = config.settings.tracker.redmine.project
     return projects
 
 
-def _redmine_offline(config: Config, mappings: Any) -> list[str]:
+def _redmine_offline(config: Config, mappings: Mappings) -> list[str]:
     """redmine.toml and the agencies' project identifiers (tracker.kind = "redmine")."""
     from connector.tracker import redmine_mapping
 
@@ -571,7 +595,7 @@ def _redmine_offline(config: Config, mappings: Any) -> list[str]:
     return problems
 
 
-def _redmine_online(config: Config, mappings: Any) -> list[str]:
+def _redmine_online(config: Config, mappings: Mappings) -> list[str]:
     """Also what only Redmine can tell: names, the custom field, the projects exist."""
     if config.settings.tracker.kind != "redmine":
         return []
@@ -602,7 +626,7 @@ def cmd_mappings_suggest(config: Config, args: argparse.Namespace) -> int:
     except MappingError:
         existing = None
 
-    async def units() -> Any:
+    async def units() -> list[Unit]:
         async with make_client(config) as client:
             return await client.units()
 

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Connection, select
 
 from connector.mapping_reload import MappingHolder
 from connector.runtime import open_store
@@ -16,7 +16,9 @@ from connector.store import schema, state
 from connector.sync.context import SyncContext
 from connector.sync.cycle import run_cycle
 from connector.sync.push import ingest
+from connector.tracker.base import OfficerChange
 from connector.tracker.builtin import BuiltinTracker, OfficerAction
+from connector.tracker.rows import TicketJSON
 from tests.conftest import FakeTime, Overrides, make_client, write_config
 
 STATUSES = ("new", "in_progress", "resolved", "closed")
@@ -51,14 +53,14 @@ class Harness:
     async def sync(self) -> tuple[dict[str, Any], dict[str, Any]]:
         return await self.pull(), await self.push()
 
-    def tickets(self) -> list[dict[str, Any]]:
+    def tickets(self) -> list[TicketJSON]:
         return self.store.run(lambda c: self.tracker.list_tickets(c))
 
-    def ticket(self, tracking_id: int | str) -> dict[str, Any]:
+    def ticket(self, tracking_id: int | str) -> TicketJSON:
         return next(t for t in self.tickets() if t["tracking_id"] == str(tracking_id))
 
-    def officer(self, ticket_id: str, **action: Any) -> Any:
-        def tx(conn: Any) -> Any:
+    def officer(self, ticket_id: str, **action: Any) -> OfficerChange | None:
+        def tx(conn: Connection) -> OfficerChange | None:
             change = self.tracker.officer_update(conn, ticket_id, OfficerAction(**action),
                                                  self.ctx.now())
             ingest(conn, self.tracker, self.mappings(), self.ctx.now())

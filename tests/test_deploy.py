@@ -65,6 +65,7 @@ def test_install_is_idempotent_and_keeps_the_admins_files(tmp_path: Path) -> Non
     assert "kept /etc/lapor-connector/settings.toml" in again.stdout
 
 
+@pytest.mark.sqlite_only(reason="the installed settings' own SQLite database is the subject")
 def test_the_guides_ticket_and_status_commands_use_the_units_database(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str]) -> None:

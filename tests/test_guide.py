@@ -93,10 +93,13 @@ def run_as_guide(argv: list[str], system_config: Path, cwd: Path,
 
 
 def test_the_guides_safe_commands_run_against_a_sandbox_site(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        tmp_path: Path, db_url: str, monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str]) -> None:
     site = tmp_path / "etc"
-    cfg = write_config(site, "sqlite:///var/connector.db", sandbox="complaints = 30\n")
+    # SQLite: a path relative to the settings file, which the commands must resolve.
+    sqlite = db_url.startswith("sqlite")
+    cfg = write_config(site, "sqlite:///var/connector.db" if sqlite else db_url,
+                       sandbox="complaints = 30\n")
     assert cli.main(["--config", str(cfg), "sync"]) == 0
     elsewhere = tmp_path / "home"
     elsewhere.mkdir()
@@ -111,7 +114,8 @@ def test_the_guides_safe_commands_run_against_a_sandbox_site(
         if args.command != "status":
             assert code == 0, (argv, out.err)
         else:
-            assert f"{site}/var/connector.db" in out.out
+            assert (f"{site}/var/connector.db" if sqlite else db_url.rpartition("/")[2]) \
+                in out.out
         ran += 1
     assert ran >= 10
 
@@ -142,11 +146,11 @@ def test_checking_a_copy_as_the_guide_says_checks_the_copy(
 
 
 def test_a_local_settings_file_that_wins_over_the_services_is_named(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        tmp_path: Path, db_url: str, monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str]) -> None:
-    service = write_config(tmp_path / "etc", "sqlite:///var/connector.db")
+    service = write_config(tmp_path / "etc", db_url)
     here = tmp_path / "checkout"
-    local = write_config(here, "sqlite:///var/connector.db")
+    local = write_config(here, db_url)
     run_as_guide(["status"], service, here, monkeypatch)
     out = capsys.readouterr()
     assert f"note: using {local}, not the service's {service}" in out.err

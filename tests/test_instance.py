@@ -23,6 +23,7 @@ from tests.conftest import ROOT, write_config
 from tests.pgprivate import PrivatePg, available
 
 
+@pytest.mark.sqlite_only(reason="the SQLite lock file")
 def test_sqlite_lock_sits_beside_the_database_whatever_the_path_form(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     real = tmp_path / "data" / "connector.db"
@@ -49,6 +50,7 @@ def test_sqlite_lock_sits_beside_the_database_whatever_the_path_form(
     again.close()
 
 
+@pytest.mark.sqlite_only(reason="the SQLite lock file")
 def test_settings_relative_path_locks_beside_the_database(tmp_path: Path,
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     cfg = write_config(tmp_path / "site", "sqlite:///./var/c.db")
@@ -60,6 +62,7 @@ def test_settings_relative_path_locks_beside_the_database(tmp_path: Path,
         store.close()
 
 
+@pytest.mark.sqlite_only(reason="the SQLite lock file (the PostgreSQL lease: tests below)")
 def test_the_lock_is_taken_before_migrating(tmp_path: Path) -> None:
     cfg = write_config(tmp_path / "site", f"sqlite:///{tmp_path}/fresh.db")
     config = load_config(cfg, environ={})
@@ -201,10 +204,11 @@ def test_pg_daemon_keeps_its_lease_over_a_restart_and_stops_when_it_is_taken(
             daemon.wait()
 
 
-def test_db_upgrade_refuses_beside_a_running_connector(tmp_path: Path, capsys: Any) -> None:
+def test_db_upgrade_refuses_beside_a_running_connector(tmp_path: Path, db_url: str,
+                                                       capsys: Any) -> None:
     from connector.cli import main
 
-    cfg = write_config(tmp_path / "site", "sqlite:///var/c.db")
+    cfg = write_config(tmp_path / "site", db_url)
     config = load_config(cfg, environ={})
     holder = Store(config.database_url)
     holder.lock_instance()

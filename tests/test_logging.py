@@ -74,12 +74,12 @@ def personal_strings(world: World) -> set[str]:
 
 @pytest.mark.anyio
 @pytest.mark.parametrize("fmt", ["json", "console"])
-async def test_debug_sync_logs_no_personal_data(tmp_path: Path, fmt: str,
+async def test_debug_sync_logs_no_personal_data(tmp_path: Path, fmt: str, db_url: str,
                                                 fake_time: FakeTime) -> None:
     world = World(seed=31, complaints=40, clock=fake_time)
     world.set_faults({"rate_limit_per_minute": 0, "malformed_rate": 0.2, "rate_429": 0.2,
                       "token_max_uses": 4})
-    h = Harness(tmp_path / "s", f"sqlite:///{tmp_path}/db.sqlite", world, fake_time)
+    h = Harness(tmp_path / "s", db_url, world, fake_time)
     out = io.StringIO()
     configure("debug", fmt, secrets=["rahasia-demo-6411"], stream=out)
     secret_reply = "Balasan rahasia untuk Maria di Lutan."

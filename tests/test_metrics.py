@@ -87,7 +87,8 @@ def test_reachability_counts_answers_not_errors() -> None:
 
 
 @pytest.mark.slow
-def test_daemon_metrics_and_health_against_a_separate_lapor(tmp_path: Path) -> None:
+def test_daemon_metrics_and_health_against_a_separate_lapor(tmp_path: Path,
+                                                           db_url: str) -> None:
     lapor_port, metrics_port = free_port(), free_port()
     sb_dir = tmp_path / "sandbox"
     sb_dir.mkdir()
@@ -98,7 +99,7 @@ def test_daemon_metrics_and_health_against_a_separate_lapor(tmp_path: Path) -> N
          "--complaints", "25", "--no-generator"], cwd=sb_dir,
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     site = tmp_path / "site"
-    cfg = write_config(site, "sqlite:///var/connector.db",
+    cfg = write_config(site, db_url,
                        "[sync]\npull_interval_s = 1\npush_interval_s = 1\njitter_s = 0.1\n"
                        "max_backoff_s = 2\n")
     cfg.write_text(cfg.read_text().replace(
@@ -117,7 +118,7 @@ def test_daemon_metrics_and_health_against_a_separate_lapor(tmp_path: Path) -> N
         wait_for(lambda: get(base + "/healthz")[0] == 200, 30, "a healthy /healthz")
         code, body = get(base + "/healthz")
         rep = json.loads(body)
-        assert rep["healthy"] and rep["database"].endswith("var/connector.db")
+        assert rep["healthy"] and rep["database"].endswith(db_url.rpartition("/")[2])
         assert "pull" in rep and "outbox" in rep  # the body of `status --json`
         status, text = get(base + "/metrics")
         assert status == 200
@@ -160,13 +161,13 @@ def test_daemon_metrics_and_health_against_a_separate_lapor(tmp_path: Path) -> N
 
 
 @pytest.mark.slow
-def test_a_port_in_use_is_logged_and_the_daemon_runs_on(tmp_path: Path) -> None:
+def test_a_port_in_use_is_logged_and_the_daemon_runs_on(tmp_path: Path, db_url: str) -> None:
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
         site = tmp_path / "site"
-        cfg = write_config(site, "sqlite:///var/connector.db",
+        cfg = write_config(site, db_url,
                            "[sync]\npull_interval_s = 1\njitter_s = 0.1\n"
                            f'[metrics]\nlisten = "127.0.0.1:{port}"\n',
                            sandbox="complaints = 5\n")

@@ -62,11 +62,11 @@ async def rm() -> AsyncIterator[tuple[RedmineClient, RedmineClient]]:
 
 
 @pytest.fixture
-async def h(tmp_path: Path, fake_time: FakeTime) -> AsyncIterator[Harness]:
+async def h(tmp_path: Path, db_url: str, fake_time: FakeTime) -> AsyncIterator[Harness]:
     settings = _settings()
     world = World(seed=random.randrange(10**6), complaints=24,
                   faults=Faults(rate_limit_per_minute=0), clock=fake_time)
-    h = Harness(tmp_path / "site", f"sqlite:///{tmp_path}/c.db", world, fake_time, settings)
+    h = Harness(tmp_path / "site", db_url, world, fake_time, settings)
     _with_projects(h.config.mappings_dir)
     h.mappings.load_initial()
     tracker = open_tracker(h.config, h.mappings,
@@ -170,12 +170,16 @@ def _sync(cfg: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
                             stderr=subprocess.DEVNULL)
 
 
-async def test_kill_9_at_random_moments_never_makes_a_second_issue(tmp_path: Path,
+async def test_kill_9_at_random_moments_never_makes_a_second_issue(tmp_path: Path, db_url: str,
                                                                    rm: Any) -> None:
     c, _ = rm
     seed = random.randrange(10**6)
-    cfg = write_config(tmp_path, f"sqlite:///{tmp_path}/c.db", _settings(),
-                       sandbox=f"seed = {seed}\ncomplaints = 30\ngenerator = false")
+    # PostgreSQL: a killed process leaves its instance lease behind until it expires
+    # (SQLite's file lock dies with the process): a short lease, waited out after a kill.
+    pg = db_url.startswith("postgresql")
+    cfg = write_config(tmp_path, db_url, _settings(),
+                       sandbox=f"seed = {seed}\ncomplaints = 30\ngenerator = false",
+                       settings={"storage": {"lease_s": 3}} if pg else None)
     _with_projects(tmp_path / "mappings")
     env = {**os.environ, "REDMINE_API_KEY": os.environ["LAPOR_TEST_REDMINE_KEY"]}
     rng = random.Random(seed)
@@ -184,6 +188,8 @@ async def test_kill_9_at_random_moments_never_makes_a_second_issue(tmp_path: Pat
         time.sleep(rng.uniform(1.5, 5.0))
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=10)
+        if pg:
+            time.sleep(3.2)
     final = _sync(cfg, env)
     assert final.wait(timeout=180) == 0
     config = load_config(cfg, environ={})

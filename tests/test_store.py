@@ -44,6 +44,7 @@ def test_migrations_from_empty(db_url: str) -> None:
     store.close()
 
 
+@pytest.mark.sqlite_only(reason="the modes of SQLite's file and folder")
 def test_sqlite_file_modes(tmp_path: Path) -> None:
     store = Store(f"sqlite:///{tmp_path}/var/c.db")
     store.upgrade()

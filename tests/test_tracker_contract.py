@@ -23,7 +23,7 @@ from connector.settings import load_config
 from connector.store import Store
 from connector.tracker import redmine_mapping
 from connector.tracker.base import Direction, NewMessage, NewTicket, TicketUpdate
-from connector.tracker.builtin import BuiltinTracker, OfficerAction
+from connector.tracker.builtin import BuiltinTracker, OfficerAction, TrackerRefusal
 from connector.tracker.port import (
     CREATE,
     MESSAGE,
@@ -35,8 +35,15 @@ from connector.tracker.port import (
     update_payload,
 )
 from connector.tracker.redmine import RedmineTracker
-from connector.tracker.redmine_api import RedmineClient
-from tests.conftest import REDMINE_URL, needs_redmine, require_redmine, write_config
+from connector.tracker.redmine_api import RedmineClient, RedmineRefused
+from tests.conftest import (
+    BACKENDS,
+    REDMINE_URL,
+    database,
+    needs_redmine,
+    require_redmine,
+    write_config,
+)
 
 pytestmark = pytest.mark.anyio
 ROOT = Path(__file__).resolve().parent.parent
@@ -156,15 +163,17 @@ class RedmineHarness(Harness):
                     "\n".join([issue.subject, issue.description, *notes]), notes)
 
 
-@pytest.fixture(params=["builtin", pytest.param("redmine", marks=needs_redmine)])
-async def harness(request: Any, tmp_path: Path) -> AsyncIterator[Harness]:
-    if request.param == "builtin":
-        config = load_config(write_config(tmp_path, f"sqlite:///{tmp_path}/c.db"), environ={})
-        store = open_store(config)
-        try:
-            yield BuiltinHarness(store)
-        finally:
-            store.close()
+# The built-in tracker on every backend; Redmine keeps nothing in the connector's database.
+@pytest.fixture(params=[*(f"builtin-{b}" for b in BACKENDS),
+                        pytest.param("redmine", marks=needs_redmine)])
+async def harness(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Harness]:
+    if request.param.startswith("builtin-"):
+        with database(request.param.removeprefix("builtin-"), tmp_path, request.node) as url:
+            store = open_store(load_config(write_config(tmp_path, url), environ={}))
+            try:
+                yield BuiltinHarness(store)
+            finally:
+                store.close()
         return
     url = require_redmine()
     field = int(os.environ["LAPOR_TEST_REDMINE_FIELD_ID"])
@@ -275,10 +284,8 @@ async def test_officer_changes_come_back_and_echoes_do_not(harness: Harness) -> 
 
 
 async def test_apply_before_create_is_a_visible_refusal(harness: Harness) -> None:
-    from connector.errors import ConnectorError
-
     up = TicketUpdate("diproses", status="in_progress")
-    with pytest.raises(ConnectorError):
+    with pytest.raises((TrackerRefusal, RedmineRefused)):  # what each tracker refuses with
         await harness.tracker.apply(intent(_tid(), UPDATE, update_payload(up)))
 
 

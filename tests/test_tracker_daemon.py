@@ -26,11 +26,12 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def test_daemon_tracker_job_waits_for_redmine_while_intake_goes_on(tmp_path: Path) -> None:
+def test_daemon_tracker_job_waits_for_redmine_while_intake_goes_on(tmp_path: Path,
+                                                                   db_url: str) -> None:
     site = tmp_path / "site"
     metrics = _free_port()
     cfg = write_config(
-        site, "sqlite:///var/connector.db",
+        site, db_url,
         "[sync]\npull_interval_s = 1\npush_interval_s = 1\ntracker_interval_s = 0.5\n"
         "jitter_s = 0.1\nmax_backoff_s = 2\n"
         f'[metrics]\nlisten = "127.0.0.1:{metrics}"\n'

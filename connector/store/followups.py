@@ -12,19 +12,20 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, and_, delete, func, insert, select, update
+from sqlalchemy import Connection, Row, Select, and_, delete, func, insert, select, update
 
 from connector.domain import Facts, Period
 from connector.store.schema import followup_complaints as fc
 from connector.store.schema import followup_periods as fp
 from connector.timeutil import as_utc, iso, iso_wita
+from connector.tracker.rows import ClockJSON, OverdueJSON
 
 
 def _ts(v: datetime | None) -> datetime | None:
     return None if v is None else as_utc(v)
 
 
-def _period(r: Any) -> Period:
+def _period(r: Row[Any]) -> Period:
     return Period(seq=r.seq, agency=r.agency, start=r.start, started_at=as_utc(r.started_at),
                   due_at=as_utc(r.due_at), due_source=r.due_source,
                   lapor_deadline=_ts(r.lapor_deadline),
@@ -33,7 +34,7 @@ def _period(r: Any) -> Period:
                   ended_at=_ts(r.ended_at))
 
 
-def _facts(rows: Iterable[Any], periods: dict[str, list[Period]]) -> dict[str, Facts]:
+def _facts(rows: Iterable[Row[Any]], periods: dict[str, list[Period]]) -> dict[str, Facts]:
     return {r.tracking_id: Facts(
         tracking_id=r.tracking_id, agency=r.agency,
         agencies=tuple(a for a in r.agencies.split(",") if a),
@@ -56,14 +57,14 @@ def _periods_of(conn: Connection, ids: list[str]) -> dict[str, list[Period]]:
 def get_facts(conn: Connection, ids: list[str]) -> dict[str, Facts]:
     if not ids:
         return {}
-    rows: list[Any] = []
+    rows: list[Row[Any]] = []
     for start in range(0, len(ids), 500):
         rows += conn.execute(select(fc).where(fc.c.tracking_id.in_(ids[start:start + 500])))\
             .all()
     return _facts(rows, _periods_of(conn, [r.tracking_id for r in rows]))
 
 
-def _period_values(p: Period) -> dict[str, Any]:
+def _period_values(p: Period) -> dict[str, object]:
     return {"agency": p.agency, "start": str(p.start), "started_at": p.started_at,
             "due_at": p.due_at, "due_source": p.due_source, "lapor_deadline": p.lapor_deadline,
             "first_follow_up_at": p.first_follow_up_at,
@@ -71,7 +72,7 @@ def _period_values(p: Period) -> dict[str, Any]:
             "ended_at": p.ended_at}
 
 
-def _complaint_values(facts: Facts, now: datetime) -> dict[str, Any]:
+def _complaint_values(facts: Facts, now: datetime) -> dict[str, object]:
     return {"agency": facts.agency, "agencies": "," + ",".join(facts.agencies) + ",",
             "received_at": facts.received_at, "settle_by": facts.settle_by,
             "lapor_status": facts.lapor_status, "closed": facts.closed, "updated_at": now}
@@ -111,7 +112,7 @@ def save_many(conn: Connection, pairs: list[tuple[Facts, Facts | None]], now: da
 
 # -- reading ----------------------------------------------------------------------------------
 
-def _current() -> Any:
+def _current() -> Select[Any]:
     """The current (last) period of each complaint."""
     last = (select(fp.c.tracking_id, func.max(fp.c.seq).label("seq"))
             .group_by(fp.c.tracking_id).subquery())
@@ -120,7 +121,7 @@ def _current() -> Any:
             .join(fc, fc.c.tracking_id == fp.c.tracking_id))
 
 
-def _overdue_query(now: datetime) -> Any:
+def _overdue_query(now: datetime) -> Select[Any]:
     return _current().where(fc.c.closed.is_(False), fp.c.first_follow_up_at.is_(None),
                             fp.c.due_at < now)
 
@@ -131,7 +132,7 @@ def overdue_count(conn: Connection, now: datetime) -> int:
     return int(conn.execute(select(func.count()).select_from(q)).scalar_one())
 
 
-def overdue(conn: Connection, now: datetime, limit: int | None = None) -> list[dict[str, Any]]:
+def overdue(conn: Connection, now: datetime, limit: int | None = None) -> list[OverdueJSON]:
     q = _overdue_query(now).order_by(fp.c.due_at, fp.c.tracking_id)
     if limit is not None:
         q = q.limit(limit)
@@ -153,7 +154,7 @@ def received_between(conn: Connection, start: datetime, end: datetime) -> list[F
     return list(_facts(rows, _periods_of(conn, [r.tracking_id for r in rows])).values())
 
 
-def ticket_json(facts: Facts | None, now: datetime) -> dict[str, Any]:
+def ticket_json(facts: Facts | None, now: datetime) -> ClockJSON:
     """The keys the clock adds to a ticket object (JSON: ISO with offset)."""
     if facts is None:
         return {"overdue": False, "settle_by": None, "settle_by_wita": None, "agencies": [],

@@ -16,7 +16,7 @@ from sqlalchemy import Connection, func, insert, select, update
 from connector.store import state
 from connector.store.keys import StateKey
 from connector.store.schema import tracker_intents, tracker_issues
-from connector.tracker.port import CREATE, Intent, without_reporter
+from connector.tracker.port import CREATE, Intent, Payload, without_reporter
 
 
 class IntentState(enum.StrEnum):
@@ -31,7 +31,7 @@ class IntentState(enum.StrEnum):
 OPEN = (IntentState.PENDING, IntentState.FAILED)
 
 
-def add(conn: Connection, rows: list[tuple[str, str, dict[str, Any]]], now: datetime) -> None:
+def add(conn: Connection, rows: list[tuple[str, str, Payload]], now: datetime) -> None:
     """(tracking id, kind, payload) in order: their ids are the order of application."""
     if rows:
         conn.execute(insert(tracker_intents), [

@@ -489,14 +489,14 @@ def _local_statuses(ctx: SyncContext, conn: Connection,
             if link.ticket_ref in by_ref}
 
 
-def _create_intents(ticket: NewTicket) -> list[tuple[str, str, dict[str, Any]]]:
+def _create_intents(ticket: NewTicket) -> list[tuple[str, str, port.Payload]]:
     return [(ticket.tracking_id, port.CREATE, port.ticket_payload(ticket)),
             *((ticket.tracking_id, port.MESSAGE, port.message_payload(msg))
               for msg in ticket.messages)]
 
 
-def _update_intents(tid: str, upd: TicketUpdate) -> list[tuple[str, str, dict[str, Any]]]:
-    rows = [(tid, port.UPDATE, port.update_payload(upd))]
+def _update_intents(tid: str, upd: TicketUpdate) -> list[tuple[str, str, port.Payload]]:
+    rows: list[tuple[str, str, port.Payload]] = [(tid, port.UPDATE, port.update_payload(upd))]
     return rows + [(tid, port.MESSAGE, port.message_payload(msg)) for msg in upd.messages]
 
 

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import abc
 import enum
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # annotations only: the core imports this module and does no I/O
     from sqlalchemy import Connection
+
+    from connector.tracker.rows import AttachmentMeta, Location, Reporter
 
 
 class Direction(enum.StrEnum):
@@ -47,9 +50,9 @@ class NewTicket:
     channel: str
     anonymous: bool
     confidential: bool
-    reporter: dict[str, str | None] | None
-    location: dict[str, Any] | None
-    attachments: tuple[dict[str, Any], ...]
+    reporter: Reporter | None
+    location: Location | None
+    attachments: tuple[AttachmentMeta, ...]
     submitted_at: datetime
     due_at: datetime | None
     messages: tuple[NewMessage, ...] = field(default=())
@@ -107,12 +110,13 @@ class Tracker(abc.ABC):
         """Apply upstream changes. Never recorded as officer changes (no echo)."""
 
     def record_attachments(self, conn: Connection, ref: str,
-                           attachments: list[dict[str, Any]]) -> None:
-        """Store attachment metadata after downloads (where the files went, or why not)."""
+                           attachments: Sequence[Mapping[str, object]]) -> None:
+        """Store attachment metadata after downloads (where the files went, or why not):
+        ``AttachmentMeta`` objects."""
         return None
 
     def attachments_to_retry(self, conn: Connection,
-                             limit: int) -> list[tuple[str, str, list[dict[str, Any]]]]:
+                             limit: int) -> list[tuple[str, str, list[AttachmentMeta]]]:
         """Tickets whose attachment downloads failed for a transient reason:
         (ref, tracking id, metadata). Trackers that keep no files return none."""
         return []

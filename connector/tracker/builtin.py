@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from sqlalchemy import Connection, bindparam, func, insert, or_, select, update
+from sqlalchemy import Connection, CursorResult, Row, bindparam, func, insert, or_, select, update
 
 from connector.errors import ConnectorError
 from connector.lapor.wire import clean_text
@@ -28,15 +29,20 @@ from connector.tracker.port import (
     Intent,
     Reporting,
     TrackerPort,
-    message_from,
-    ticket_from,
-    update_from,
+)
+from connector.tracker.rows import (
+    AttachmentMeta,
+    MessageJSON,
+    OverdueTicketJSON,
+    Reporter,
+    TicketJSON,
 )
 
 if TYPE_CHECKING:
     from connector.store import Store
 
 MAX_REPLY = 5000
+T = TypeVar("T")
 
 
 class TrackerRefusal(ConnectorError):
@@ -74,27 +80,27 @@ class BuiltinTracker(Tracker, TrackerPort):
     def bind(self, store: Store) -> None:
         self._store = store
 
-    def _run(self, fn: Any) -> Any:
+    def _run(self, fn: Callable[[Connection], T]) -> T:
         if self._store is None:
             raise RuntimeError("the built-in tracker is not bound to a store")
         return self._store.run(fn)
 
     async def apply(self, intent: Intent) -> str:
         # One transaction: applied whole or not at all, so a repeat finds it done.
-        return str(self._run(lambda conn: self.apply_now(conn, intent, datetime.now(UTC))))
+        return self._run(lambda conn: self.apply_now(conn, intent, datetime.now(UTC)))
 
     def apply_now(self, conn: Connection, intent: Intent, now: datetime) -> str:
         ref = self._find(conn, intent.tracking_id)
         if intent.kind == CREATE:
             if ref is None:
-                ref = self.create_ticket(conn, ticket_from(intent.payload), now)
+                ref = self.create_ticket(conn, intent.ticket(), now)
             return ref
         if ref is None:
             raise TrackerRefusal(f"no ticket for tracking id {intent.tracking_id}", 1)
         if intent.kind == UPDATE:
-            self.apply_update(conn, ref, update_from(intent.payload), now)
+            self.apply_update(conn, ref, intent.update(), now)
         elif intent.kind == MESSAGE:
-            msg = message_from(intent.payload)
+            msg = intent.message()
             q = select(messages.c.id).where(messages.c.ticket_id == int(ref),
                                             messages.c.text == msg.text, messages.c.at == msg.at)
             if msg.followup_id is not None:
@@ -156,7 +162,7 @@ class BuiltinTracker(Tracker, TrackerPort):
                      now: datetime) -> None:
         ticket_id = int(ref)
         row = conn.execute(select(tickets).where(tickets.c.id == ticket_id)).one()
-        values: dict[str, Any] = {"lapor_status": upd.lapor_status, "updated_at": now}
+        values: dict[str, object] = {"lapor_status": upd.lapor_status, "updated_at": now}
         notes = self._privacy(conn, row, upd, values, now)
         if upd.agency is not None:
             values["agency"] = upd.agency
@@ -171,8 +177,8 @@ class BuiltinTracker(Tracker, TrackerPort):
                      {"tid": ticket_id, **values})
         self._add_messages(conn, ticket_id, upd.messages + notes, "lapor")
 
-    def _privacy(self, conn: Connection, row: Any, upd: TicketUpdate, values: dict[str, Any],
-                 now: datetime) -> tuple[NewMessage, ...]:
+    def _privacy(self, conn: Connection, row: Row[Any], upd: TicketUpdate,
+                 values: dict[str, object], now: datetime) -> tuple[NewMessage, ...]:
         """Edited text replaces the local copy; anonim later removes the reporter from the
         ticket, its messages and attachment metadata; rahasia later restricts it."""
         notes: list[str] = []
@@ -187,8 +193,8 @@ class BuiltinTracker(Tracker, TrackerPort):
                         if v and len(v.strip()) >= 3]
             values.update(anonymous=True, reporter_name=None, reporter_email=None,
                           reporter_phone=None)
-            for key in ("title", "body"):
-                values[key] = _scrub(values.get(key, getattr(row, key)), identity)
+            for key, new in (("title", upd.title), ("body", upd.body)):  # as set above
+                values[key] = _scrub(getattr(row, key) if new is None else new, identity)
             if row.attachments:
                 values["attachments"] = json.dumps(_scrub_json(json.loads(row.attachments),
                                                                identity))
@@ -205,12 +211,12 @@ class BuiltinTracker(Tracker, TrackerPort):
         return tuple(NewMessage(Direction.INTERNAL, "Konektor LAPOR!", n, now) for n in notes)
 
     def record_attachments(self, conn: Connection, ref: str,
-                           attachments: list[dict[str, Any]]) -> None:
+                           attachments: Sequence[Mapping[str, object]]) -> None:
         conn.execute(update(tickets).where(tickets.c.id == int(ref)).values(
-            attachments=json.dumps(attachments)))
+            attachments=json.dumps(list(attachments))))
 
     def attachments_to_retry(self, conn: Connection,
-                             limit: int) -> list[tuple[str, str, list[dict[str, Any]]]]:
+                             limit: int) -> list[tuple[str, str, list[AttachmentMeta]]]:
         q = (select(tickets.c.id, tickets.c.tracking_id, tickets.c.attachments)
              .where(tickets.c.attachments.contains('"retry": true')).limit(limit))
         return [(str(i), tid, json.loads(meta)) for i, tid, meta in conn.execute(q)]
@@ -281,7 +287,7 @@ class BuiltinTracker(Tracker, TrackerPort):
 
     def list_tickets(self, conn: Connection, agency: str | None = None,
              status: str | None = None,
-             also: list[str] | None = None) -> list[dict[str, Any]]:
+             also: list[str] | None = None) -> list[TicketJSON]:
         """Tickets, filtered; ``also``: tracking ids listed under ``agency`` besides its
         own (a complaint disposed to several agencies is visible to each)."""
         q = select(tickets).order_by(tickets.c.id)
@@ -291,14 +297,14 @@ class BuiltinTracker(Tracker, TrackerPort):
             q = q.where(tickets.c.status == status)
         rows = conn.execute(q).all()
         ids = [r.id for r in rows]
-        msgs: dict[int, list[dict[str, Any]]] = {i: [] for i in ids}
+        msgs: dict[int, list[MessageJSON]] = {i: [] for i in ids}
         if ids:
             for m in conn.execute(select(messages).where(messages.c.ticket_id.in_(ids))
                                   .order_by(messages.c.at, messages.c.id)):
                 msgs[m.ticket_id].append(_message(m))
         return [_ticket(r, msgs[r.id]) for r in rows]
 
-    def show(self, conn: Connection, ticket_id: str) -> dict[str, Any] | None:
+    def show(self, conn: Connection, ticket_id: str) -> TicketJSON | None:
         row = conn.execute(select(tickets).where(tickets.c.id == _int(ticket_id))).one_or_none()
         if row is None:
             return None
@@ -320,7 +326,7 @@ class BuiltinTracker(Tracker, TrackerPort):
              .order_by(tickets.c.agency, tickets.c.status))
         return [(a, s, n) for a, s, n in conn.execute(q)]
 
-    def overdue(self, conn: Connection, now: datetime) -> list[dict[str, Any]]:
+    def overdue(self, conn: Connection, now: datetime) -> list[OverdueTicketJSON]:
         """Overdue as LAPOR! means it: no follow-up on LAPOR! by the current due time."""
         from connector.store import followups
 
@@ -331,8 +337,9 @@ class BuiltinTracker(Tracker, TrackerPort):
                 for o in found]
 
 
-def _ticket_values(ticket: NewTicket, now: datetime) -> dict[str, Any]:
-    reporter = ticket.reporter if ticket.reporter is not None and not ticket.anonymous else {}
+def _ticket_values(ticket: NewTicket, now: datetime) -> dict[str, object]:
+    reporter: Reporter = (ticket.reporter if ticket.reporter is not None and not ticket.anonymous
+                          else {"name": None, "email": None, "phone": None})
     return {
         "tracking_id": ticket.tracking_id, "agency": ticket.agency, "status": ticket.status,
         "lapor_status": ticket.lapor_status, "title": ticket.title, "body": ticket.body,
@@ -349,7 +356,7 @@ def _ticket_values(ticket: NewTicket, now: datetime) -> dict[str, Any]:
     }
 
 
-def _message_values(ticket_id: int, m: NewMessage, source: str) -> dict[str, Any]:
+def _message_values(ticket_id: int, m: NewMessage, source: str) -> dict[str, object]:
     return {"ticket_id": ticket_id, "direction": m.direction, "author": m.author[:200],
             "text": m.text, "at": m.at, "source": source, "lapor_followup_id": m.followup_id}
 
@@ -361,7 +368,7 @@ def _scrub(text: str, identity: list[str]) -> str:
     return text
 
 
-def _scrub_json(obj: Any, identity: list[str]) -> Any:
+def _scrub_json(obj: object, identity: list[str]) -> object:
     if isinstance(obj, str):
         return _scrub(obj, identity)
     if isinstance(obj, list):
@@ -371,7 +378,7 @@ def _scrub_json(obj: Any, identity: list[str]) -> Any:
     return obj
 
 
-def _new_id(result: Any) -> int:
+def _new_id(result: CursorResult[Any]) -> int:
     key = result.inserted_primary_key
     assert key is not None
     return int(key[0])
@@ -384,12 +391,12 @@ def _int(value: str) -> int:
         return -1
 
 
-def _message(m: Any) -> dict[str, Any]:
+def _message(m: Row[Any]) -> MessageJSON:
     return {"direction": m.direction, "author": m.author, "text": m.text, "at": iso(m.at)}
 
 
-def _ticket(r: Any, msgs: list[dict[str, Any]]) -> dict[str, Any]:
-    reporter = None
+def _ticket(r: Row[Any], msgs: list[MessageJSON]) -> TicketJSON:
+    reporter: Reporter | None = None
     if not r.anonymous and r.reporter_name is not None:
         reporter = {"name": r.reporter_name, "email": r.reporter_email, "phone": r.reporter_phone}
     return {

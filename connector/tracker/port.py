@@ -22,9 +22,9 @@ tracker does not offer them.
 from __future__ import annotations
 
 import abc
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol, TypedDict, cast
 
 from sqlalchemy import Connection
 
@@ -36,11 +36,70 @@ from connector.tracker.base import (
     TicketUpdate,
     Tracker,
 )
+from connector.tracker.rows import (
+    AttachmentMeta,
+    Location,
+    OverdueTicketJSON,
+    Reporter,
+    TicketJSON,
+)
 
 if TYPE_CHECKING:
     from connector.store import Store
+    from connector.tracker.builtin import OfficerAction
 
 CREATE, UPDATE, MESSAGE = "create", "update", "message"
+
+
+# -- plain-data payloads (JSON in the intents table): datetimes as ISO 8601 text ------------
+
+
+class TicketPayload(TypedDict):
+    """A ``create`` intent: the new ticket without its messages (intents of their own)."""
+
+    tracking_id: str
+    agency: str
+    status: str
+    lapor_status: str
+    title: str
+    body: str
+    classification: str
+    category: str | None
+    channel: str
+    anonymous: bool
+    confidential: bool
+    reporter: Reporter | None
+    location: Location | None
+    attachments: list[AttachmentMeta]
+    submitted_at: str
+    due_at: str | None
+
+
+class UpdatePayload(TypedDict):
+    """An ``update`` intent: ``TicketUpdate`` without its messages."""
+
+    lapor_status: str
+    status: str | None
+    agency: str | None
+    due_at: str | None
+    reason: str | None
+    title: str | None
+    body: str | None
+    anonymous: bool | None
+    confidential: bool | None
+
+
+class MessagePayload(TypedDict):
+    """A ``message`` intent."""
+
+    direction: str
+    author: str
+    text: str
+    at: str
+    followup_id: str | None
+
+
+Payload = TicketPayload | UpdatePayload | MessagePayload
 
 
 @dataclass(frozen=True)
@@ -50,10 +109,25 @@ class Intent:
     id: int
     tracking_id: str
     kind: str  # create | update | message
-    payload: dict[str, Any]
+    payload: Payload  # of the kind's type (stored as JSON, so not checked on the way in)
     # Including this one: above 1, an earlier try may have reached the tracker.
     attempts: int = 1
     issue_ref: str | None = None  # the complaint's issue, when known
+
+    def ticket(self) -> NewTicket:
+        """A ``create`` intent's ticket."""
+        assert self.kind == CREATE, self.kind
+        return ticket_from(cast(TicketPayload, self.payload))
+
+    def update(self) -> TicketUpdate:
+        """An ``update`` intent's update."""
+        assert self.kind == UPDATE, self.kind
+        return update_from(cast(UpdatePayload, self.payload))
+
+    def message(self) -> NewMessage:
+        """A ``message`` intent's message."""
+        assert self.kind == MESSAGE, self.kind
+        return message_from(cast(MessagePayload, self.payload))
 
 
 class Reporting(Protocol):
@@ -61,7 +135,20 @@ class Reporting(Protocol):
 
     def counts(self, conn: Connection) -> list[tuple[str, str, int]]: ...
 
-    def overdue(self, conn: Connection, now: datetime) -> list[dict[str, Any]]: ...
+    def overdue(self, conn: Connection, now: datetime) -> list[OverdueTicketJSON]: ...
+
+
+class Desk(Protocol):
+    """The officer's desk of the ``tickets`` commands (and the demo officer)."""
+
+    def list_tickets(self, conn: Connection, agency: str | None = None,
+                     status: str | None = None,
+                     also: list[str] | None = None) -> list[TicketJSON]: ...
+
+    def show(self, conn: Connection, ticket_id: str) -> TicketJSON | None: ...
+
+    def officer_update(self, conn: Connection, ticket_id: str, action: OfficerAction,
+                       now: datetime) -> OfficerChange | None: ...
 
 
 class TrackerPort(abc.ABC):
@@ -97,7 +184,7 @@ class TrackerPort(abc.ABC):
     def reporting(self) -> Reporting | None:
         return None
 
-    def desk(self) -> Any | None:
+    def desk(self) -> Desk | None:
         """The officer's desk: ``list_tickets``, ``show``, ``officer_update`` (built-in)."""
         return None
 
@@ -106,50 +193,71 @@ class TrackerPort(abc.ABC):
         return None
 
 
-# -- plain-data payloads (JSON in the intents table) --------------------------------------
+# -- payloads to and from the intents table -------------------------------------------------
 
 
-def _dt(value: Any) -> Any:
-    return value.isoformat() if isinstance(value, datetime) else value
+def _iso(value: datetime) -> str:
+    return value.isoformat()
 
 
-def _from_dt(value: Any) -> datetime | None:
+def _iso_or_none(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
+
+
+def _from_iso(value: str | None) -> datetime | None:
     return None if value is None else datetime.fromisoformat(value)
 
 
-def message_payload(m: NewMessage) -> dict[str, Any]:
-    return {k: _dt(v) for k, v in asdict(m).items()}
+def message_payload(m: NewMessage) -> MessagePayload:
+    return {"direction": m.direction.value, "author": m.author, "text": m.text, "at": _iso(m.at),
+            "followup_id": m.followup_id}
 
 
-def message_from(p: dict[str, Any]) -> NewMessage:
-    at = _from_dt(p["at"])
-    assert at is not None
-    return NewMessage(Direction(p["direction"]), p["author"], p["text"], at, p.get("followup_id"))
+def message_from(p: MessagePayload) -> NewMessage:
+    return NewMessage(Direction(p["direction"]), p["author"], p["text"],
+                      datetime.fromisoformat(p["at"]), p.get("followup_id"))
 
 
-def ticket_payload(t: NewTicket) -> dict[str, Any]:
+def ticket_payload(t: NewTicket) -> TicketPayload:
     """The new ticket without its messages (they become message intents of their own)."""
-    out = {k: _dt(v) for k, v in asdict(t).items() if k != "messages"}
-    out["attachments"] = list(t.attachments)
-    return out
+    return {
+        "tracking_id": t.tracking_id, "agency": t.agency, "status": t.status,
+        "lapor_status": t.lapor_status, "title": t.title, "body": t.body,
+        "classification": t.classification, "category": t.category, "channel": t.channel,
+        "anonymous": t.anonymous, "confidential": t.confidential,
+        "reporter": None if t.reporter is None else Reporter(**t.reporter),
+        "location": None if t.location is None else Location(**t.location),
+        "attachments": [AttachmentMeta(**a) for a in t.attachments],
+        "submitted_at": _iso(t.submitted_at), "due_at": _iso_or_none(t.due_at),
+    }
 
 
-def ticket_from(p: dict[str, Any]) -> NewTicket:
-    submitted = _from_dt(p["submitted_at"])
-    assert submitted is not None
-    return NewTicket(**{**p, "submitted_at": submitted, "due_at": _from_dt(p.get("due_at")),
-                        "attachments": tuple(p.get("attachments") or ()), "messages": ()})
+def ticket_from(p: TicketPayload) -> NewTicket:
+    return NewTicket(
+        tracking_id=p["tracking_id"], agency=p["agency"], status=p["status"],
+        lapor_status=p["lapor_status"], title=p["title"], body=p["body"],
+        classification=p["classification"], category=p["category"], channel=p["channel"],
+        anonymous=p["anonymous"], confidential=p["confidential"], reporter=p["reporter"],
+        location=p["location"], attachments=tuple(p.get("attachments") or ()),
+        submitted_at=datetime.fromisoformat(p["submitted_at"]),
+        due_at=_from_iso(p.get("due_at")), messages=())
 
 
-def update_payload(u: TicketUpdate) -> dict[str, Any]:
+def update_payload(u: TicketUpdate) -> UpdatePayload:
     """The update without its messages (they become message intents of their own)."""
-    return {k: _dt(v) for k, v in asdict(u).items() if k != "messages"}
+    return {"lapor_status": u.lapor_status, "status": u.status, "agency": u.agency,
+            "due_at": _iso_or_none(u.due_at), "reason": u.reason, "title": u.title,
+            "body": u.body, "anonymous": u.anonymous, "confidential": u.confidential}
 
 
-def update_from(p: dict[str, Any]) -> TicketUpdate:
-    return TicketUpdate(**{**p, "due_at": _from_dt(p.get("due_at")), "messages": ()})
+def update_from(p: UpdatePayload) -> TicketUpdate:
+    # ``get``: an update stored before a field existed leaves that field as it is.
+    return TicketUpdate(lapor_status=p["lapor_status"], status=p.get("status"),
+                        agency=p.get("agency"), due_at=_from_iso(p.get("due_at")),
+                        reason=p.get("reason"), title=p.get("title"), body=p.get("body"),
+                        anonymous=p.get("anonymous"), confidential=p.get("confidential"))
 
 
-def without_reporter(p: dict[str, Any]) -> dict[str, Any]:
+def without_reporter(p: TicketPayload) -> TicketPayload:
     """A create payload whose complaint became anonim before it was applied."""
     return {**p, "anonymous": True, "reporter": None}

@@ -13,7 +13,6 @@ from __future__ import annotations
 import html
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import structlog
 from sqlalchemy import Connection, func, select
@@ -28,12 +27,16 @@ from connector.tracker.port import (
     Intent,
     Reporting,
     TrackerPort,
-    message_from,
-    ticket_from,
-    update_from,
 )
-from connector.tracker.redmine_api import Issue, Journal, RedmineClient, RedmineRefused
+from connector.tracker.redmine_api import (
+    Issue,
+    IssueChanges,
+    Journal,
+    RedmineClient,
+    RedmineRefused,
+)
 from connector.tracker.redmine_mapping import RedmineMapping
+from connector.tracker.rows import OverdueTicketJSON
 
 log = structlog.get_logger("connector.redmine")
 # Redmine keeps whole seconds and a commit is not instantaneous: re-read this far back and
@@ -165,7 +168,7 @@ class RedmineTracker(TrackerPort):
             issue = await c.find_issue(intent.tracking_id)
         if intent.kind == CREATE:
             if issue is None:
-                t = ticket_from(intent.payload)
+                t = intent.ticket()
                 due = None if t.due_at is None else wita_date(t.due_at)
                 start = wita_date(t.submitted_at)
                 issue = await c.create_issue(
@@ -175,7 +178,7 @@ class RedmineTracker(TrackerPort):
                     due_date=due, start_date=start if due is None else min(start, due),
                     is_private=t.confidential)
                 log.info("redmine_issue_created", tracking_id=t.tracking_id, issue=issue.id)
-            if intent.payload.get("confidential") and not issue.is_private:
+            if intent.ticket().confidential and not issue.is_private:
                 # Redmine drops is_private silently without the permission: read back, so
                 # a rahasia complaint never stays a public issue unnoticed.
                 await c.update_issue(issue.id, is_private=True)
@@ -185,9 +188,9 @@ class RedmineTracker(TrackerPort):
                                  "issue_not_found",
                                  errors=["no issue carries this tracking id"])
         if intent.kind == UPDATE:
-            await self._update(issue, intent, update_from(intent.payload))
+            await self._update(issue, intent, intent.update())
         elif intent.kind == MESSAGE:
-            await self._message(issue, intent, message_from(intent.payload))
+            await self._message(issue, intent, intent.message())
         return str(issue.id)
 
     async def _already(self, issue: Issue, intent: Intent, key: str) -> bool:
@@ -200,7 +203,7 @@ class RedmineTracker(TrackerPort):
             j.user_id == me and j.notes.rstrip().endswith(marker(key)) for j in full.journals)
 
     async def _update(self, issue: Issue, intent: Intent, u: TicketUpdate) -> None:
-        kw: dict[str, Any] = {}
+        kw: IssueChanges = {}
         notes: list[str] = []
         if u.status is not None:
             kw["status"] = self.mapping.to_redmine[u.status]
@@ -316,7 +319,7 @@ class _Reporting:
             out[key] = out.get(key, 0) + int(n)
         return sorted((a, s, n) for (a, s), n in out.items())
 
-    def overdue(self, conn: Connection, now: datetime) -> list[dict[str, Any]]:
+    def overdue(self, conn: Connection, now: datetime) -> list[OverdueTicketJSON]:
         from connector.store import followups
         from connector.store import intents as store_intents
 

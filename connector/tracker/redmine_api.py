@@ -26,10 +26,10 @@ texts such as "Subject cannot be blank"), never complaint content.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
-from typing import Any
+from typing import Any, TypedDict
 
 import httpx
 
@@ -41,6 +41,25 @@ API_KEY_HEADER = "X-Redmine-API-Key"
 PAGE_LIMIT = 100  # Redmine's own maximum for list calls
 MAX_PAGES = 200  # a runaway listing stops (and says so) instead of reading forever
 MAX_ERROR_TEXT = 200  # per validation message
+
+# Query parameters: a mapping, or pairs where a name repeats (Redmine's ``f[]``).
+# Decoded JSON from Redmine, not yet checked: ``_list``, ``_named``, ``_issue`` check it.
+JSON = Any
+Pairs = list[tuple[str, str | int | float | bool | None]]
+Params = Mapping[str, str] | Pairs
+
+
+class IssueChanges(TypedDict, total=False):
+    """The keyword arguments of ``RedmineClient.update_issue``, built up by a caller."""
+
+    status: str
+    project: str
+    notes: str
+    private_notes: bool
+    is_private: bool
+    due_date: date
+    subject: str
+    description: str
 
 
 # -- errors -------------------------------------------------------------------------------
@@ -140,13 +159,15 @@ class Issue:
     subject: str
     due_date: date | None
     updated_on: datetime
-    custom_fields: dict[int, Any]
+    custom_fields: dict[int, object]  # as Redmine gave them
     journals: tuple[Journal, ...] = field(default=())
     description: str = ""
     start_date: date | None = None
 
-    def custom(self, field_id: int) -> Any:
-        return self.custom_fields.get(field_id)
+    def custom(self, field_id: int) -> str | None:
+        """A text field's value (the tracking id); None when unset or not a text."""
+        value = self.custom_fields.get(field_id)
+        return value if isinstance(value, str) else None
 
 
 # -- the client ---------------------------------------------------------------------------
@@ -208,8 +229,10 @@ class RedmineClient:
     # -- the request machinery -----------------------------------------------------------
 
     async def _call(self, method: str, path: str, what: str, *,
-                    params: Any = None, body: Any = None) -> Any:
-        """One attempt; the decoded JSON body (``None`` for an empty answer)."""
+                    params: Params | None = None,
+                    body: Mapping[str, object] | None = None) -> JSON:
+        """One attempt; the decoded JSON body (``None`` for an empty answer): unchecked
+        JSON, which the ``_issue``/``_list``/``_named`` readers check."""
         try:
             async with self._http.stream(method, path, params=params, json=body) as resp:
                 raw = await self._read_capped(resp, what)
@@ -331,9 +354,9 @@ class RedmineClient:
         """Issues whose tracking-id field equals ``tracking_id`` exactly, in every project
         the user sees, open or closed, lowest id first."""
         cf = f"cf_{self.tracking_field_id}"
-        params = [("set_filter", "1"), ("f[]", "status_id"), ("op[status_id]", "*"),
-                  ("f[]", cf), (f"op[{cf}]", "="), (f"v[{cf}][]", tracking_id),
-                  ("sort", "id"), ("limit", str(PAGE_LIMIT))]
+        params: Pairs = [("set_filter", "1"), ("f[]", "status_id"), ("op[status_id]", "*"),
+                         ("f[]", cf), (f"op[{cf}]", "="), (f"v[{cf}][]", tracking_id),
+                         ("sort", "id"), ("limit", str(PAGE_LIMIT))]
         doc = await self._call("GET", "/issues.json", f"find tracking id {tracking_id}",
                                params=params)
         found = [_issue(raw, None) for raw in _list(doc, "issues")]
@@ -352,7 +375,7 @@ class RedmineClient:
     ) -> Issue:
         """Create one issue (NOT find-or-create: the caller looks first)."""
         what = f"create issue for tracking id {tracking_id}"
-        body: dict[str, Any] = {
+        body: dict[str, object] = {
             "project_id": project,
             "tracker_id": await self.tracker_id(tracker),
             "status_id": (await self.status(status)).id,
@@ -384,7 +407,7 @@ class RedmineClient:
         """Apply a change and read the issue back; raises ``RedmineRefused`` when Redmine
         dropped part of it (a workflow forbids the status, the project does not exist)."""
         what = f"update of issue #{issue_id}"
-        body: dict[str, Any] = {}
+        body: dict[str, object] = {}
         want_status = await self.status(status) if status is not None else None
         want_project = await self.project(project) if project is not None else None
         if project is not None and want_project is None:
@@ -429,10 +452,10 @@ class RedmineClient:
         issue is read on its own)."""
         cf = f"cf_{self.tracking_field_id}"
         stamp = since.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        base = [("set_filter", "1"), ("f[]", "status_id"), ("op[status_id]", "*"),
-                ("f[]", "updated_on"), ("op[updated_on]", ">="), ("v[updated_on][]", stamp),
-                ("f[]", cf), (f"op[{cf}]", "*"), ("sort", "updated_on,id"),
-                ("limit", str(PAGE_LIMIT))]
+        base: Pairs = [("set_filter", "1"), ("f[]", "status_id"), ("op[status_id]", "*"),
+                       ("f[]", "updated_on"), ("op[updated_on]", ">="), ("v[updated_on][]", stamp),
+                       ("f[]", cf), (f"op[{cf}]", "*"), ("sort", "updated_on,id"),
+                       ("limit", str(PAGE_LIMIT))]
         if project is not None:
             base.append(("project_id", project))
         seen: dict[int, Issue] = {}
@@ -480,14 +503,14 @@ def _errors(raw: bytes) -> list[str]:
     return []
 
 
-def _list(doc: Any, key: str) -> list[dict[str, Any]]:
+def _list(doc: JSON, key: str) -> list[dict[str, JSON]]:
     items = doc.get(key) if isinstance(doc, dict) else None
     if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
         raise RedmineUnavailable(f"Redmine answered {key} malformed")
     return items
 
 
-def _named(raw: Any) -> Named:
+def _named(raw: JSON) -> Named:
     try:
         return Named(int(raw["id"]), str(raw["name"]), bool(raw.get("is_closed", False)),
                      raw.get("identifier"))
@@ -495,11 +518,11 @@ def _named(raw: Any) -> Named:
         raise RedmineUnavailable("Redmine answered a malformed name/id pair") from None
 
 
-def _time(value: Any) -> datetime:
+def _time(value: JSON) -> datetime:
     return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
 
 
-def _issue(doc: Any, key: str | None) -> Issue:
+def _issue(doc: JSON, key: str | None) -> Issue:
     try:
         raw = doc[key] if key is not None else doc
         due = raw.get("due_date")
@@ -522,7 +545,7 @@ def _issue(doc: Any, key: str | None) -> Issue:
         raise RedmineUnavailable("Redmine answered an issue malformed") from None
 
 
-def _journal(raw: dict[str, Any]) -> Journal:
+def _journal(raw: dict[str, JSON]) -> Journal:
     return Journal(
         id=int(raw["id"]),
         user_id=int(raw["user"]["id"]),

@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import re
 import tomllib
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from connector.mappings import LOCAL_STATUSES, MappingError
 from connector.tracker.redmine_api import RedmineClient, RedmineRefused
@@ -34,7 +33,7 @@ class RedmineMapping:
         return self.to_local.get(redmine_status)
 
 
-def _name(value: Any) -> str | None:
+def _name(value: object) -> str | None:
     """The message for a bad name value, or None when it is fine."""
     if not isinstance(value, str):
         return "must be a text (the Redmine name in quotes)"
@@ -47,7 +46,7 @@ def _name(value: Any) -> str | None:
     return None
 
 
-def parse(data: dict[str, Any], problems: list[str]) -> RedmineMapping | None:
+def parse(data: Mapping[str, object], problems: list[str]) -> RedmineMapping | None:
     f = REDMINE
     start = len(problems)
     for key in data:
