@@ -130,16 +130,7 @@ _SQLITE_CONNECTS = [0]
 # Tests in files being rewritten on other branches, converted when those are merged (the
 # patch is in the merge notes). An entry fails once its test runs on every backend: then
 # remove it. Keep this empty.
-_AWAITING_CONVERSION = {
-    "tests/test_daemon.py::test_debug_logs_carry_no_personal_data",
-    "tests/test_daemon.py::test_sd_notify_ready_watchdog_stopping",
-    "tests/test_daemon.py::test_daemon_keeps_trying_when_lapor_refuses_connections",
-    "tests/test_delivery.py::test_keys_carry_a_per_database_nonce",
-    "tests/test_delivery.py::test_a_restored_backup_never_reuses_a_key_for_a_different_follow_up",
-    "tests/test_delivery.py::test_done_when_against_a_sandbox_process_in_real_time",
-    "tests/test_fault_matrix.py::test_connection_refused_sync_exits_1_with_a_clear_message",
-    "tests/test_fault_matrix.py::test_sqlite_busy_or_locked",  # to be marked sqlite_only
-}
+_AWAITING_CONVERSION: set[str] = set()
 
 
 @event.listens_for(Engine, "connect")

@@ -99,14 +99,6 @@ def site(tmp_path: Path, db_url: str) -> Iterator[Path]:
     yield s
 
 
-@pytest.fixture
-def sqlite_site(tmp_path: Path) -> Iterator[Path]:
-    """For what does not depend on the database (logs, systemd): SQLite only, to save time."""
-    s = tmp_path / "site"
-    write_config(s, "sqlite:///var/connector.db", FAST, sandbox=SANDBOX)
-    yield s
-
-
 def test_starts_pulls_pushes_stops_and_refuses_a_second_instance(site: Path) -> None:
     d = Daemon(site, level="info")
     try:
@@ -188,8 +180,7 @@ def personal_strings() -> list[str]:
 
 
 @pytest.mark.parametrize("fmt", ["json", "console"])
-def test_debug_logs_carry_no_personal_data(sqlite_site: Path, fmt: str) -> None:
-    site = sqlite_site
+def test_debug_logs_carry_no_personal_data(site: Path, fmt: str) -> None:
     d = Daemon(site, fmt=fmt, level="debug")
     try:
         wait_for(lambda: count(site, "SELECT count(*) FROM outbox WHERE state='sent'") > 1,
@@ -242,8 +233,7 @@ async def test_coordinator_logs_failure_once_recovery_once_and_backs_off() -> No
     assert c.failures == 0
 
 
-def test_sd_notify_ready_watchdog_stopping(sqlite_site: Path, tmp_path: Path) -> None:
-    site = sqlite_site
+def test_sd_notify_ready_watchdog_stopping(site: Path, tmp_path: Path) -> None:
     import socket as socketlib
 
     address = str(tmp_path / "notify.sock")
@@ -291,14 +281,14 @@ def test_systemd_unit_is_hardened() -> None:
     assert float(match.group(1)) <= 2.0
 
 
-def test_daemon_keeps_trying_when_lapor_refuses_connections(tmp_path: Path) -> None:
+def test_daemon_keeps_trying_when_lapor_refuses_connections(tmp_path: Path, db_url: str) -> None:
     import socket
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     site = tmp_path / "site"
-    cfg = write_config(site, "sqlite:///var/connector.db",
+    cfg = write_config(site, db_url,
                        "[sync]\npull_interval_s = 1\npush_interval_s = 1\njitter_s = 0.1\n"
                        "max_backoff_s = 2\n")
     cfg.write_text(cfg.read_text().replace(

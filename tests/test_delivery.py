@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -295,10 +296,11 @@ async def test_posting_unit_is_fixed_when_the_entry_is_made(h: Harness, world: W
     assert fu["unit_id"] == entry["unit_id"] and h.outbox()[0]["state"] == "sent"
 
 
-async def test_keys_carry_a_per_database_nonce(tmp_path: Path, world: World,
+async def test_keys_carry_a_per_database_nonce(tmp_path: Path, db_url: str,
+                                               another_db: Callable[[], str], world: World,
                                                fake_time: FakeTime) -> None:
-    a = Harness(tmp_path / "a", f"sqlite:///{tmp_path}/a.db", world, fake_time)
-    b = Harness(tmp_path / "b", f"sqlite:///{tmp_path}/b.db", world, fake_time)
+    a = Harness(tmp_path / "a", db_url, world, fake_time)
+    b = Harness(tmp_path / "b", another_db(), world, fake_time)
     na, nb = a.store.run(state.db_nonce), b.store.run(state.db_nonce)
     assert na != nb and re.fullmatch(r"[0-9a-f]{10}", na)
     await a.sync()
@@ -339,14 +341,14 @@ def test_must_verify_and_find_own_post() -> None:
 
 
 async def test_a_restored_backup_never_reuses_a_key_for_a_different_follow_up(
-        tmp_path: Path, world: World, fake_time: FakeTime) -> None:
-    live = Harness(tmp_path / "live", f"sqlite:///{tmp_path}/live.db", world, fake_time)
+        tmp_path: Path, db_url: str, another_db: Callable[[], str], world: World,
+        fake_time: FakeTime) -> None:
+    live = Harness(tmp_path / "live", db_url, world, fake_time)
     await live.sync()
     t = next(x for x in live.tickets() if x["status"] == "new")
     nonce = live.store.run(state.db_nonce)
     # The backup: taken now, before the officer's reply below.
-    backup = Harness(tmp_path / "restored", f"sqlite:///{tmp_path}/restored.db", world,
-                     fake_time)
+    backup = Harness(tmp_path / "restored", another_db(), world, fake_time)
     backup.store.run(lambda c: state.set_value(c, state.DB_NONCE, nonce))
     await backup.sync()
     live.officer(t["id"], reply="Dikirim sebelum server rusak.")
@@ -390,7 +392,7 @@ async def test_the_guard_runs_before_every_post_attempt_and_ends_the_call(
 
 
 @pytest.mark.slow
-def test_done_when_against_a_sandbox_process_in_real_time(tmp_path: Path) -> None:
+def test_done_when_against_a_sandbox_process_in_real_time(tmp_path: Path, db_url: str) -> None:
     """The issue's check with real clocks and processes: keys forgotten after 3 s, every
     POST answer lost after the commit, then 503 for 8 s; `sync` run now and then."""
     import time
@@ -399,7 +401,7 @@ def test_done_when_against_a_sandbox_process_in_real_time(tmp_path: Path) -> Non
 
     sandbox = Sandbox(tmp_path, complaints=20, seed=5, faults={})
     try:
-        conn = Connector(tmp_path, sandbox)
+        conn = Connector(tmp_path, sandbox, db_url=db_url)
         conn.env["LAPOR_CONNECTOR_LAPOR__IDEMPOTENCY_TTL_S"] = "3"
         conn.sync_to_completion()
         t = next(x for x in conn.tickets() if x["status"] == "new")

@@ -222,15 +222,15 @@ async def test_malformed_records(h: Harness) -> None:
     whole(h)
 
 
-def test_connection_refused_sync_exits_1_with_a_clear_message(tmp_path: Path) -> None:
+def test_connection_refused_sync_exits_1_with_a_clear_message(tmp_path: Path,
+                                                              db_url: str) -> None:
     import socket
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # nobody listens here once closed
     site = tmp_path / "site"
-    cfg = write_config(site, f"sqlite:///{tmp_path}/c.db",
-                       '\n[sync]\noverlap_s = 300\n')
+    cfg = write_config(site, db_url, '\n[sync]\noverlap_s = 300\n')
     cfg.write_text(cfg.read_text().replace('base_url = "sandbox"',
                                            f'base_url = "http://127.0.0.1:{port}"\n'
                                            'call_deadline_s = 3'))
@@ -241,6 +241,7 @@ def test_connection_refused_sync_exits_1_with_a_clear_message(tmp_path: Path) ->
     assert "LAPOR! unavailable: ConnectError" in r.stderr and "Traceback" not in r.stderr
 
 
+@pytest.mark.sqlite_only(reason="SQLite's busy/locked errors")
 async def test_sqlite_busy_or_locked(tmp_path: Path, world: World,
                                      fake_time: FakeTime) -> None:
     import sqlite3

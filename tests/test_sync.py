@@ -348,15 +348,14 @@ async def test_attachment_downloads_that_fail_transiently_are_retried(
 
 async def test_under_the_budget_tickets_are_committed_before_waiting(
         tmp_path: Path, db_url: str, world: World, fake_time: FakeTime) -> None:
-    h = Harness(tmp_path / "site", db_url, world, fake_time, requests_per_minute=30)
     committed_before_wait: list[int] = []
-    sleep = fake_time.sleep
 
-    async def watching_sleep(seconds: float) -> None:
+    async def watching_sleep(seconds: float) -> None:  # the budget's waits (no retries here)
         committed_before_wait.append(len(h.tickets()))
-        await sleep(seconds)
+        await fake_time.sleep(seconds)
 
-    h.client.budget._sleep = watching_sleep
+    h = Harness(tmp_path / "site", db_url, world, fake_time, requests_per_minute=30,
+                sleep=watching_sleep)
     await h.pull()
     assert committed_before_wait and committed_before_wait[0] > 0  # tickets before the wait
     assert len(h.tickets()) == len(h.visible())
