@@ -14,7 +14,7 @@ import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from connector.domain import FailReason, FollowUpPlan, Held, LinkState, OutboxState, OwnPost, Reason
 from connector.lapor import models as m
@@ -23,6 +23,7 @@ from connector.mappings import Mappings
 from connector.sync import clock
 from connector.timeutil import WITA, as_utc
 from connector.tracker.base import Direction, NewMessage, NewTicket, OfficerChange, TicketUpdate
+from connector.tracker.rows import AttachmentMeta
 
 AUTHORS = {"pelapor": "Pelapor (LAPOR!)", "admin": "Admin LAPOR!", "instansi": "Instansi (LAPOR!)"}
 
@@ -366,7 +367,7 @@ def refused_by_storage(d: Decision, error: str) -> Hold | Quarantine:
                       f"values refused by the database ({error})", updated, units)
 
 
-def attachment_meta(a: m.Attachment) -> dict[str, Any]:
+def attachment_meta(a: m.Attachment) -> AttachmentMeta:
     """An attachment as a ticket records it (downloads add ``stored`` or ``error``)."""
     return {"id": a.id, "name": a.name, "mime": a.mime, "size": a.size}
 

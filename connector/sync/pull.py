@@ -20,6 +20,7 @@ from connector.sync import core
 from connector.sync.context import SyncContext
 from connector.tracker import port
 from connector.tracker.base import NewTicket, TicketUpdate
+from connector.tracker.rows import AttachmentMeta
 
 log = structlog.get_logger("connector.pull")
 # Failures one record's data can cause while it is read or decided on.
@@ -509,7 +510,7 @@ async def _download(ctx: SyncContext,
     """
     cfg = ctx.config.settings.attachments
     for ref, tid, files in new_files:
-        meta: list[dict[str, Any]] = []
+        meta: list[AttachmentMeta] = []
         for att in files:
             entry = core.attachment_meta(att)
             if stored and att.id in stored:
@@ -544,8 +545,8 @@ async def _retry_downloads(ctx: SyncContext, limit: int = 10) -> None:
         await _download(ctx, [(ref, tid, complaint.attachments)], stored)
 
 
-def _recorder(ctx: SyncContext, ref: str, meta: list[dict[str, Any]]) -> Callable[[Connection],
-                                                                                  None]:
+def _recorder(ctx: SyncContext, ref: str,
+              meta: list[AttachmentMeta]) -> Callable[[Connection], None]:
     inline = ctx.tracker.inline
     # An external tracker keeps no attachment metadata: the files stay in attachments.dir.
     return lambda conn: inline.record_attachments(conn, ref, meta) if inline else None

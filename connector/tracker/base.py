@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import abc
 import enum
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING
@@ -110,9 +110,8 @@ class Tracker(abc.ABC):
         """Apply upstream changes. Never recorded as officer changes (no echo)."""
 
     def record_attachments(self, conn: Connection, ref: str,
-                           attachments: Sequence[Mapping[str, object]]) -> None:
-        """Store attachment metadata after downloads (where the files went, or why not):
-        ``AttachmentMeta`` objects."""
+                           attachments: Sequence[AttachmentMeta]) -> None:
+        """Store attachment metadata after downloads (where the files went, or why not)."""
         return None
 
     def attachments_to_retry(self, conn: Connection,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -211,7 +211,7 @@ class BuiltinTracker(Tracker, TrackerPort):
         return tuple(NewMessage(Direction.INTERNAL, "Konektor LAPOR!", n, now) for n in notes)
 
     def record_attachments(self, conn: Connection, ref: str,
-                           attachments: Sequence[Mapping[str, object]]) -> None:
+                           attachments: Sequence[AttachmentMeta]) -> None:
         conn.execute(update(tickets).where(tickets.c.id == int(ref)).values(
             attachments=json.dumps(list(attachments))))
 
