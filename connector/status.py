@@ -10,11 +10,12 @@ from sqlalchemy import Connection
 from connector.domain import OutboxState
 from connector.mappings import MappingError, load
 from connector.settings import Config
-from connector.store import state
+from connector.store import followups, state
 from connector.sync.core import SETTLED_REASONS
 from connector.timeutil import iso
 from connector.tracker.port import TrackerPort
 
+OVERDUE_SHOWN = 50  # tickets listed under "overdue" in status (the count covers all)
 QUARANTINE_MAX_AGE_S = 86400  # older quarantine makes status degraded: someone must look
 
 
@@ -37,7 +38,7 @@ TRACKER_UNREACHABLE_S = 600  # an external tracker silent this long makes status
 
 
 def report(conn: Connection, config: Config, tracker: TrackerPort,
-           now: datetime) -> dict[str, Any]:
+           now: datetime, overdue_shown: int = OVERDUE_SHOWN) -> dict[str, Any]:
     s = config.settings.sync
     findings: list[dict[str, str]] = []
     pulls = {}
@@ -94,7 +95,12 @@ def report(conn: Connection, config: Config, tracker: TrackerPort,
     last_sweep = swept.isoformat() if swept else None
     tracker_info = _tracker_health(conn, tracker, now, findings)
     reporting = tracker.reporting()
-    overdue = reporting.overdue(conn, now) if reporting is not None else []
+    # Overdue is LAPOR!'s notion (stored due periods), whatever the tracker; the tracker
+    # only names its ticket. `status` lists the first few (the refresh of
+    # /healthz runs this every few seconds: a count, not the whole list).
+    overdue_count = followups.overdue_count(conn, now)
+    overdue = (reporting.overdue(conn, now, overdue_shown) if reporting is not None else
+               [{"id": None, **o} for o in followups.overdue(conn, now, overdue_shown)])
     counts: dict[str, dict[str, int]] = {}
     for agency, status, n in (reporting.counts(conn) if reporting is not None else []):
         counts.setdefault(agency, {})[status] = n
@@ -122,7 +128,7 @@ def report(conn: Connection, config: Config, tracker: TrackerPort,
         "mapping": {"files_version": files_version,
                     "loaded_version": loaded_version,
                     "error": mapping_error},
-        "overdue": {"count": len(overdue), "tickets": overdue[:50]},
+        "overdue": {"count": overdue_count, "tickets": overdue},
         "tracker": tracker_info,
     }
 

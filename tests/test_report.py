@@ -22,6 +22,7 @@ from connector.cli import main
 from connector.domain import Facts, Period, Start
 from connector.mappings import load
 from connector.sandbox import Faults, World
+from connector.status import report as status_report
 from connector.timeutil import WITA
 from tests.conftest import ROOT, FakeTime
 from tests.harness import Harness
@@ -136,6 +137,11 @@ async def test_done_when_twelve_complaints_two_agencies(tmp_path: Path, db_url: 
     from connector.store import followups
 
     assert h.store.run(lambda c: followups.overdue_count(c, datetime.now(UTC))) == 2
+    # The health refresh lists a few and counts all.
+    short = h.store.run(lambda c: status_report(c, h.config, h.tracker, datetime.now(UTC),
+                                                overdue_shown=1))["overdue"]
+    assert short["count"] == 2 and len(short["tickets"]) == 1
+    assert short["tickets"][0]["tracking_id"] in {str(tids[2]), str(tids[7])}
     _, out, _ = cli(capsys, cfg, "tickets", "list")
     marked = [line for line in out.splitlines()[1:] if " !  " in line]
     assert sorted(line.split()[1] for line in marked) == sorted([str(tids[2]), str(tids[7])])

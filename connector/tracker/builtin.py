@@ -326,11 +326,12 @@ class BuiltinTracker(Tracker, TrackerPort):
              .order_by(tickets.c.agency, tickets.c.status))
         return [(a, s, n) for a, s, n in conn.execute(q)]
 
-    def overdue(self, conn: Connection, now: datetime) -> list[OverdueTicketJSON]:
+    def overdue(self, conn: Connection, now: datetime,
+                limit: int | None = None) -> list[OverdueTicketJSON]:
         """Overdue as LAPOR! means it: no follow-up on LAPOR! by the current due time."""
         from connector.store import followups
 
-        found = followups.overdue(conn, now)
+        found = followups.overdue(conn, now, limit)
         ids = dict(conn.execute(select(tickets.c.tracking_id, tickets.c.id).where(
             tickets.c.tracking_id.in_([o["tracking_id"] for o in found]))).all())
         return [{"id": str(ids[o["tracking_id"]]) if o["tracking_id"] in ids else None, **o}

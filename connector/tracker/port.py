@@ -135,7 +135,8 @@ class Reporting(Protocol):
 
     def counts(self, conn: Connection) -> list[tuple[str, str, int]]: ...
 
-    def overdue(self, conn: Connection, now: datetime) -> list[OverdueTicketJSON]: ...
+    def overdue(self, conn: Connection, now: datetime,
+                limit: int | None = None) -> list[OverdueTicketJSON]: ...
 
 
 class Desk(Protocol):

@@ -319,10 +319,11 @@ class _Reporting:
             out[key] = out.get(key, 0) + int(n)
         return sorted((a, s, n) for (a, s), n in out.items())
 
-    def overdue(self, conn: Connection, now: datetime) -> list[OverdueTicketJSON]:
+    def overdue(self, conn: Connection, now: datetime,
+                limit: int | None = None) -> list[OverdueTicketJSON]:
         from connector.store import followups
         from connector.store import intents as store_intents
 
-        found = followups.overdue(conn, now)
+        found = followups.overdue(conn, now, limit)
         refs = store_intents.refs(conn, [o["tracking_id"] for o in found])
         return [{"id": refs.get(o["tracking_id"]), **o} for o in found]
