@@ -236,7 +236,10 @@ def _start_metrics(rt: Runtime, ctx: SyncContext, pull: Coordinator,
 
     rt.client.observer = on_request
     monitor = Monitor(
-        metrics, lambda: rt.store.run(lambda c: report(c, rt.config, rt.tracker, ctx.now())),
+        metrics, lambda: rt.store.run(lambda c: report(
+            c, rt.config, rt.tracker, ctx.now(),
+            files=(None, rt.mappings.error) if rt.mappings.error else
+            (rt.mappings().version, None))),
         lambda: {"pull": pull.failures, "push": push.failures,
                  **({"tracker": tracker.failures} if tracker else {})}, reach, ctx.now)
     try:

@@ -38,7 +38,10 @@ TRACKER_UNREACHABLE_S = 600  # an external tracker silent this long makes status
 
 
 def report(conn: Connection, config: Config, tracker: TrackerPort,
-           now: datetime, overdue_shown: int = OVERDUE_SHOWN) -> dict[str, Any]:
+           now: datetime, overdue_shown: int = OVERDUE_SHOWN,
+           files: tuple[str | None, str | None] | None = None) -> dict[str, Any]:
+    """The health report. ``files`` is the mapping files' (version, error) when the
+    caller already knows them (the daemon's reload); otherwise the files are read."""
     s = config.settings.sync
     findings: list[dict[str, str]] = []
     pulls = {}
@@ -73,11 +76,7 @@ def report(conn: Connection, config: Config, tracker: TrackerPort,
                          "message": f"{len(failed)} follow-up(s) refused by LAPOR!; see "
                                     "`outbox list`, then `outbox retry ID` or "
                                     "`outbox dismiss ID --reason TEXT`"})
-    try:
-        files_version: str | None = load(config.mappings_dir).version
-        files_error = None
-    except MappingError as exc:
-        files_version, files_error = None, "; ".join(exc.problems)
+    files_version, files_error = files if files is not None else _read_files(config)
     loaded_version, daemon_error = state.get_mapping_state(conn)
     mapping_error = files_error or daemon_error
     if mapping_error:
@@ -131,6 +130,13 @@ def report(conn: Connection, config: Config, tracker: TrackerPort,
         "overdue": {"count": overdue_count, "tickets": overdue},
         "tracker": tracker_info,
     }
+
+
+def _read_files(config: Config) -> tuple[str | None, str | None]:
+    try:
+        return load(config.mappings_dir).version, None
+    except MappingError as exc:
+        return None, "; ".join(exc.problems)
 
 
 def _tracker_health(conn: Connection, tracker: TrackerPort, now: datetime,

@@ -71,3 +71,23 @@ async def test_every_state_row_is_named_in_the_store(
     rep = h.store.run(lambda c: report(c, h.config, h.tracker, h.ctx.now()))
     assert rep["last_sweep"] == rows[StateKey.LAST_SWEEP]
     assert rep["pull"]["progress_age_s"] == 0
+
+
+async def test_the_daemon_tells_status_the_mapping_files_it_already_read(
+        tmp_path: Path, db_url: str, world: World, fake_time: FakeTime) -> None:
+    """The /healthz refresh runs every few seconds: with ``files`` given, the mapping
+    files are not read again; without, they are (the `status` command)."""
+    h = Harness(tmp_path, db_url, world, fake_time)
+    (h.config.mappings_dir / "agencies.toml").write_text("not = [valid", encoding="utf-8")
+
+    def mapping(**kw: Any) -> dict[str, Any]:
+        rep = h.store.run(lambda c: report(c, h.config, h.tracker, h.ctx.now(), **kw))
+        return {"mapping": rep["mapping"],
+                "codes": [f["code"] for f in rep["findings"] if f["code"] == "mapping_error"]}
+
+    read = mapping()
+    assert read["codes"] == ["mapping_error"] and "agencies.toml" in read["mapping"]["error"]
+    told = mapping(files=("v-loaded", None))
+    assert told["codes"] == [] and told["mapping"]["files_version"] == "v-loaded"
+    broken = mapping(files=(None, "agencies.toml: line 1"))
+    assert broken["codes"] == ["mapping_error"]
