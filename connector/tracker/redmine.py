@@ -221,8 +221,9 @@ class RedmineTracker(TrackerPort):
         if u.title is not None:
             kw["subject"] = _subject(u.title)
         if u.body is not None or u.anonymous:
-            full = await self.client().issue(issue.id)
-            current = full.description if full is not None else ""
+            # ``issue`` was read by apply() just now (one issue or the search: both carry
+            # the description), so it is not fetched a second time.
+            current = issue.description
             new = redescribe(current, u.body, bool(u.anonymous))
             if new != current:
                 kw["description"] = new
