@@ -41,6 +41,7 @@ from connector.tracker.rows import (
     Location,
     OverdueTicketJSON,
     Reporter,
+    TicketFields,
     TicketJSON,
 )
 
@@ -54,22 +55,9 @@ CREATE, UPDATE, MESSAGE = "create", "update", "message"
 # -- plain-data payloads (JSON in the intents table): datetimes as ISO 8601 text ------------
 
 
-class TicketPayload(TypedDict):
+class TicketPayload(TicketFields):
     """A ``create`` intent: the new ticket without its messages (intents of their own)."""
 
-    tracking_id: str
-    agency: str
-    status: str
-    lapor_status: str
-    title: str
-    body: str
-    classification: str
-    category: str | None
-    channel: str
-    anonymous: bool
-    confidential: bool
-    reporter: Reporter | None
-    location: Location | None
     attachments: list[AttachmentMeta]
     submitted_at: str
     due_at: str | None

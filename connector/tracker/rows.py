@@ -72,10 +72,9 @@ class ClockJSON(TypedDict):
     due_periods: list[DuePeriodJSON]
 
 
-class TicketJSON(TypedDict):
-    """A ticket of the built-in tracker (``list_tickets``, ``show``)."""
+class TicketFields(TypedDict):
+    """What every JSON form of a ticket holds (the row below, the create intent)."""
 
-    id: str
     tracking_id: str
     agency: str
     status: str
@@ -87,9 +86,15 @@ class TicketJSON(TypedDict):
     channel: str
     anonymous: bool
     confidential: bool
-    restricted: bool
     reporter: Reporter | None
     location: Location | None
+
+
+class TicketJSON(TicketFields):
+    """A ticket of the built-in tracker (``list_tickets``, ``show``)."""
+
+    id: str
+    restricted: bool
     attachments: list[AttachmentMeta]
     submitted_at: str | None
     due_at: str | None
@@ -132,13 +137,7 @@ class OverdueJSON(TypedDict):
     start: str
 
 
-class OverdueTicketJSON(TypedDict):
+class OverdueTicketJSON(OverdueJSON):
     """An overdue complaint and its ticket (``status``: ``overdue``)."""
 
     id: str | None  # the ticket or issue, once created
-    tracking_id: str
-    agency: str
-    due_at: str | None
-    due_at_wita: str | None
-    period: int
-    start: str
