@@ -9,7 +9,7 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -21,6 +21,7 @@ from sqlalchemy import Engine, event
 from connector.lapor.client import LaporClient
 from connector.sandbox import Faults, World, create_app
 from connector.settings import DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, Credentials
+from connector.tracker.redmine_api import RedmineClient
 
 ROOT = Path(__file__).resolve().parent.parent
 PG_URL = os.environ.get("LAPOR_TEST_PG_URL")  # set by .ci/run; without it: SQLite only
@@ -37,6 +38,18 @@ def require_redmine() -> str:
     if not REDMINE_URL:
         pytest.fail("no Redmine for the Redmine leg: CI must start one (.ci/redmine-start)")
     return REDMINE_URL
+
+
+@contextlib.asynccontextmanager
+async def redmine_clients() -> AsyncIterator[tuple[RedmineClient, RedmineClient]]:
+    """The connector's and an officer's client of the test Redmine (.ci/redmine-start)."""
+    url = require_redmine()
+    field = int(os.environ["LAPOR_TEST_REDMINE_FIELD_ID"])
+    connector = RedmineClient(url, os.environ["LAPOR_TEST_REDMINE_KEY"], tracking_field_id=field)
+    officer = RedmineClient(url, os.environ["LAPOR_TEST_REDMINE_OFFICER_KEY"],
+                            tracking_field_id=field)
+    async with connector, officer:
+        yield connector, officer
 DEMO = Credentials(DEMO_CLIENT_ID, DEMO_CLIENT_SECRET)
 BASE = "http://sandbox.test"
 

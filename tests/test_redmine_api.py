@@ -5,7 +5,6 @@ set (``.ci/redmine-start`` starts one)."""
 from __future__ import annotations
 
 import json
-import os
 import uuid
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, date, datetime, timedelta
@@ -303,20 +302,13 @@ async def test_updated_since_pages_and_reads_each_issue_with_journals() -> None:
 
 # -- against a real Redmine ----------------------------------------------------------------------
 
-from tests.conftest import REDMINE_URL, needs_redmine, require_redmine  # noqa: E402
+from tests.conftest import REDMINE_URL, needs_redmine, redmine_clients  # noqa: E402
 
 
 @pytest.fixture
 async def rm() -> AsyncIterator[tuple[RedmineClient, RedmineClient]]:
-    require_redmine()
-    assert REDMINE_URL is not None
-    field = int(os.environ["LAPOR_TEST_REDMINE_FIELD_ID"])
-    connector = RedmineClient(REDMINE_URL, os.environ["LAPOR_TEST_REDMINE_KEY"],
-                              tracking_field_id=field)
-    officer = RedmineClient(REDMINE_URL, os.environ["LAPOR_TEST_REDMINE_OFFICER_KEY"],
-                            tracking_field_id=field)
-    async with connector, officer:
-        yield connector, officer
+    async with redmine_clients() as pair:
+        yield pair
 
 
 def _tid() -> str:

@@ -26,7 +26,7 @@ from connector.store.schema import links as links_t
 from connector.sync.cycle import run_cycle
 from connector.tracker.redmine_api import RedmineClient
 from connector.tracker.registry import open_tracker
-from tests.conftest import FakeTime, needs_redmine, require_redmine, write_config
+from tests.conftest import FakeTime, needs_redmine, redmine_clients, require_redmine, write_config
 from tests.harness import Harness
 
 pytestmark = [pytest.mark.anyio, needs_redmine]
@@ -52,13 +52,8 @@ def _with_projects(mappings_dir: Path) -> None:
 
 @pytest.fixture
 async def rm() -> AsyncIterator[tuple[RedmineClient, RedmineClient]]:
-    url = require_redmine()
-    field = int(os.environ["LAPOR_TEST_REDMINE_FIELD_ID"])
-    connector = RedmineClient(url, os.environ["LAPOR_TEST_REDMINE_KEY"], tracking_field_id=field)
-    officer = RedmineClient(url, os.environ["LAPOR_TEST_REDMINE_OFFICER_KEY"],
-                            tracking_field_id=field)
-    async with connector, officer:
-        yield connector, officer
+    async with redmine_clients() as pair:
+        yield pair
 
 
 @pytest.fixture

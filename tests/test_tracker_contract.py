@@ -7,7 +7,6 @@ Parametrised like ``db_url``: the built-in tracker always, Redmine where one run
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
@@ -41,7 +40,7 @@ from tests.conftest import (
     REDMINE_URL,
     database,
     needs_redmine,
-    require_redmine,
+    redmine_clients,
     write_config,
 )
 
@@ -175,12 +174,7 @@ async def harness(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
             finally:
                 store.close()
         return
-    url = require_redmine()
-    field = int(os.environ["LAPOR_TEST_REDMINE_FIELD_ID"])
-    connector = RedmineClient(url, os.environ["LAPOR_TEST_REDMINE_KEY"], tracking_field_id=field)
-    officer = RedmineClient(url, os.environ["LAPOR_TEST_REDMINE_OFFICER_KEY"],
-                            tracking_field_id=field)
-    async with connector, officer:
+    async with redmine_clients() as (connector, officer):
         yield RedmineHarness(connector, officer)
 
 
