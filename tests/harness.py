@@ -13,6 +13,7 @@ from connector.runtime import open_store
 from connector.sandbox import World
 from connector.settings import load_config
 from connector.store import schema, state
+from connector.store.keys import StateKey
 from connector.sync.context import SyncContext
 from connector.sync.cycle import run_cycle
 from connector.sync.push import ingest
@@ -78,7 +79,7 @@ class Harness:
         tables = [t for t in schema.metadata.sorted_tables if t.name != "runs"]
         with self.store.begin() as conn:
             return {t.name: [tuple(r) for r in conn.execute(select(t).order_by(*t.primary_key))
-                             if not (t is schema.kv and r[0] == state.PULL_RUNNING)]
+                             if not (t is schema.kv and r[0] == StateKey.PULL_RUNNING)]
                     for t in tables}
 
     def visible(self) -> set[str]:

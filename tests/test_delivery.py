@@ -23,6 +23,7 @@ from connector.lapor import models as m
 from connector.lapor import reasons
 from connector.sandbox import Faults, World, create_app
 from connector.store import state
+from connector.store.keys import StateKey
 from connector.sync import core
 from tests.conftest import FakeTime
 from tests.harness import Harness
@@ -349,7 +350,7 @@ async def test_a_restored_backup_never_reuses_a_key_for_a_different_follow_up(
     nonce = live.store.run(state.db_nonce)
     # The backup: taken now, before the officer's reply below.
     backup = Harness(tmp_path / "restored", another_db(), world, fake_time)
-    backup.store.run(lambda c: state.set_value(c, state.DB_NONCE, nonce))
+    backup.store.run(lambda c: state.set_value(c, StateKey.DB_NONCE, nonce))
     await backup.sync()
     live.officer(t["id"], reply="Dikirim sebelum server rusak.")
     await live.push()

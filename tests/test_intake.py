@@ -21,6 +21,7 @@ from connector.lapor import models as m
 from connector.lapor import wire
 from connector.sandbox import Faults, World, create_app
 from connector.store import state
+from connector.store.keys import StateKey
 from connector.sync import core
 from connector.sync.core import Reason
 from connector.timeutil import format_wib
@@ -223,7 +224,7 @@ async def test_sweep_recovers_a_commit_an_hour_late_and_costs_pages_only(h: Harn
     found = [e for e in logs if e["event"] == "late_record_recovered"]
     assert [e["tracking_id"] for e in found] == [late] and found[0]["lag_s"] >= 2900
     assert swept["late"] == 1 and swept["sweep"] == 1
-    assert h.store.run(lambda c: state.get_value(c, state.LAST_SWEEP))
+    assert h.store.run(lambda c: state.get_value(c, StateKey.LAST_SWEEP))
     # A sweep over an unchanged feed: pages only, no detail request.
     details, feeds = h.client.requests["detail"], h.client.requests["feed"]
     again = await h.sweep()
@@ -237,10 +238,10 @@ async def test_a_sweep_cut_short_by_a_stop_is_not_recorded_as_done(h: Harness) -
     h.ctx.stopping.set()
     swept = await h.sweep()
     assert swept["sweep"] == 1
-    assert not h.store.run(lambda c: state.get_value(c, state.LAST_SWEEP))
+    assert not h.store.run(lambda c: state.get_value(c, StateKey.LAST_SWEEP))
     h.ctx.stopping.clear()
     await h.sweep()
-    assert h.store.run(lambda c: state.get_value(c, state.LAST_SWEEP))
+    assert h.store.run(lambda c: state.get_value(c, StateKey.LAST_SWEEP))
 
 
 async def test_dedupe_keeps_feed_order_with_a_commit_in_mid_page(

@@ -23,13 +23,6 @@ _KV_UPDATE = update(kv).where(kv.c.key == bindparam("k"))
 _LINK_UPDATE = update(links).where(links.c.tracking_id == bindparam("tid"))
 _QUARANTINE_DELETE = delete(quarantine).where(quarantine.c.tracking_id == bindparam("tid"))
 
-# The keys of the key/value rows are named in keys.py; these names stay for callers.
-WATERMARK = StateKey.WATERMARK
-TRACKER_CURSOR = StateKey.TRACKER_CURSOR
-PULL_PROGRESS = StateKey.PULL_PROGRESS
-PULL_RUNNING = StateKey.PULL_RUNNING
-LAST_SWEEP = StateKey.LAST_SWEEP
-DB_NONCE = StateKey.DB_NONCE
 # Entries still to be delivered, in order per complaint; "failed" holds back the later ones.
 OPEN_STATES = (OutboxState.PENDING, OutboxState.UNCONFIRMED)
 
@@ -46,45 +39,45 @@ def set_value(conn: Connection, key: str, value: str) -> None:
 
 
 def get_watermark(conn: Connection) -> datetime | None:
-    raw = get_value(conn, WATERMARK)
+    raw = get_value(conn, StateKey.WATERMARK)
     return datetime.fromisoformat(raw) if raw else None
 
 
 def advance_watermark(conn: Connection, candidate: datetime,
                       now: datetime | None = None) -> datetime:
     """Move the watermark forward only (never back); note when the pull last committed."""
-    set_value(conn, PULL_PROGRESS, (now or utcnow()).isoformat())
+    set_value(conn, StateKey.PULL_PROGRESS, (now or utcnow()).isoformat())
     current = get_watermark(conn)
     if current is None or candidate > current:
-        set_value(conn, WATERMARK, as_utc(candidate).isoformat())
+        set_value(conn, StateKey.WATERMARK, as_utc(candidate).isoformat())
         return candidate
     return current
 
 
 def set_pull_running(conn: Connection, started: datetime, now: datetime,
                      counts: dict[str, int]) -> None:
-    set_value(conn, PULL_RUNNING, json.dumps({"started_at": iso(started), "updated_at": iso(now),
-                                              **counts}))
+    set_value(conn, StateKey.PULL_RUNNING, json.dumps(
+        {"started_at": iso(started), "updated_at": iso(now), **counts}))
 
 
 def get_pull_running(conn: Connection) -> dict[str, Any] | None:
-    raw = get_value(conn, PULL_RUNNING)
+    raw = get_value(conn, StateKey.PULL_RUNNING)
     return json.loads(raw) if raw else None
 
 
 def pull_progress_at(conn: Connection) -> datetime | None:
     """When a pull last committed (a running one too)."""
-    raw = get_value(conn, PULL_PROGRESS)
+    raw = get_value(conn, StateKey.PULL_PROGRESS)
     return datetime.fromisoformat(raw) if raw else None
 
 
 def get_last_sweep(conn: Connection) -> datetime | None:
-    raw = get_value(conn, LAST_SWEEP)
+    raw = get_value(conn, StateKey.LAST_SWEEP)
     return datetime.fromisoformat(raw) if raw else None
 
 
 def set_last_sweep(conn: Connection, when: datetime) -> None:
-    set_value(conn, LAST_SWEEP, when.isoformat())
+    set_value(conn, StateKey.LAST_SWEEP, when.isoformat())
 
 
 def get_mapping_state(conn: Connection) -> tuple[str | None, str | None]:
@@ -246,17 +239,17 @@ def enqueue(conn: Connection, plan: FollowUpPlan, key: str, failed_with: str | N
 
 def db_nonce(conn: Connection) -> str:
     """This database's nonce (made by migration 0003; made here if it is missing)."""
-    value = get_value(conn, DB_NONCE)
+    value = get_value(conn, StateKey.DB_NONCE)
     if not value:
         value = secrets.token_hex(5)
-        set_value(conn, DB_NONCE, value)
+        set_value(conn, StateKey.DB_NONCE, value)
     return value
 
 
 def rotate_nonce(conn: Connection) -> str:
     """A new nonce: LAPOR! showed that another copy of this database used our keys."""
     value = secrets.token_hex(5)
-    set_value(conn, DB_NONCE, value)
+    set_value(conn, StateKey.DB_NONCE, value)
     return value
 
 
