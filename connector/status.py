@@ -14,6 +14,7 @@ from connector.store import followups, state
 from connector.sync.core import SETTLED_REASONS
 from connector.timeutil import iso
 from connector.tracker.port import TrackerPort
+from connector.tracker.rows import OverdueTicketJSON
 
 OVERDUE_SHOWN = 50  # tickets listed under "overdue" in status (the count covers all)
 QUARANTINE_MAX_AGE_S = 86400  # older quarantine makes status degraded: someone must look
@@ -97,9 +98,9 @@ def report(conn: Connection, config: Config, tracker: TrackerPort,
     # Overdue is LAPOR!'s notion (stored due periods), whatever the tracker; the tracker
     # only names its ticket. `status` lists the first few (the refresh of
     # /healthz runs this every few seconds: a count, not the whole list).
-    overdue_count = followups.overdue_count(conn, now)
-    overdue = (reporting.overdue(conn, now, overdue_shown) if reporting is not None else
-               [{"id": None, **o} for o in followups.overdue(conn, now, overdue_shown)])
+    overdue_count, first = followups.overdue(conn, now, overdue_shown)
+    refs = reporting.refs(conn, [o["tracking_id"] for o in first]) if reporting else {}
+    overdue: list[OverdueTicketJSON] = [{"id": refs.get(o["tracking_id"]), **o} for o in first]
     counts: dict[str, dict[str, int]] = {}
     for agency, status, n in (reporting.counts(conn) if reporting is not None else []):
         counts.setdefault(agency, {})[status] = n

@@ -136,7 +136,7 @@ async def test_done_when_twelve_complaints_two_agencies(tmp_path: Path, db_url: 
     assert {t["tracking_id"] for t in overdue["tickets"]} == {str(tids[2]), str(tids[7])}
     from connector.store import followups
 
-    assert h.store.run(lambda c: followups.overdue_count(c, datetime.now(UTC))) == 2
+    assert h.store.run(lambda c: followups.overdue(c, datetime.now(UTC), 1))[0] == 2
     # The health refresh lists a few and counts all.
     short = h.store.run(lambda c: status_report(c, h.config, h.tracker, datetime.now(UTC),
                                                 overdue_shown=1))["overdue"]

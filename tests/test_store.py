@@ -157,8 +157,8 @@ def test_followups_migration_backfills_existing_tickets(db_url: str) -> None:
     late, open_ = facts["4100001"], facts["4100002"]
     assert late.current.first_follow_up_at == answered and late.current.on_time is False
     assert open_.current.first_follow_up_at is None and open_.current.due_at == due
-    assert store.run(lambda c: followups.overdue_count(c, due + timedelta(seconds=1))) == 1
-    assert store.run(lambda c: followups.overdue_count(c, due)) == 0
+    assert store.run(lambda c: followups.overdue(c, due + timedelta(seconds=1), 5))[0] == 1
+    assert store.run(lambda c: followups.overdue(c, due, 5)) == (0, [])
 
 
 def test_migration_0003_keeps_old_entries_safe(db_url: str) -> None:

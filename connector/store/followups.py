@@ -2,7 +2,7 @@
 
 Written by the pull in the same transaction as the ticket (``save``); read by ``status``,
 ``tickets``, ``report`` and the ``lapor_connector_overdue_tickets`` metric
-(``overdue_count``). Overdue means what LAPOR! means: no follow-up on LAPOR! by one of
+(``overdue``). Overdue means what LAPOR! means: no follow-up on LAPOR! by one of
 the agency's units by the due time of the complaint's current period.
 """
 
@@ -126,19 +126,17 @@ def _overdue_query(now: datetime) -> Select[Any]:
                             fp.c.due_at < now)
 
 
-def overdue_count(conn: Connection, now: datetime) -> int:
-    """Complaints with no follow-up on LAPOR! by their current due time (the metric)."""
-    q = _overdue_query(now).subquery()
-    return int(conn.execute(select(func.count()).select_from(q)).scalar_one())
-
-
-def overdue(conn: Connection, now: datetime, limit: int | None = None) -> list[OverdueJSON]:
-    q = _overdue_query(now).order_by(fp.c.due_at, fp.c.tracking_id)
-    if limit is not None:
-        q = q.limit(limit)
-    return [{"tracking_id": r.tracking_id, "agency": r.lead, "due_at": iso(r.due_at),
-             "due_at_wita": iso_wita(r.due_at), "period": r.seq, "start": r.start}
-            for r in conn.execute(q)]
+def overdue(conn: Connection, now: datetime, limit: int) -> tuple[int, list[OverdueJSON]]:
+    """How many are overdue, and the first ``limit`` of them (earliest due first), in one
+    query: the daemon's health refresh runs this every few seconds."""
+    q = (_overdue_query(now).add_columns(func.count().over().label("total"))
+         .order_by(fp.c.due_at, fp.c.tracking_id).limit(limit))
+    rows = conn.execute(q).all()
+    if not rows:
+        return 0, []
+    return int(rows[0].total), [
+        {"tracking_id": r.tracking_id, "agency": r.lead, "due_at": iso(r.due_at),
+         "due_at_wita": iso_wita(r.due_at), "period": r.seq, "start": r.start} for r in rows]
 
 
 def tracking_ids_of_agency(conn: Connection, agency: str) -> list[str]:

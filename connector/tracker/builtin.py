@@ -33,7 +33,6 @@ from connector.tracker.port import (
 from connector.tracker.rows import (
     AttachmentMeta,
     MessageJSON,
-    OverdueTicketJSON,
     Reporter,
     TicketJSON,
 )
@@ -326,16 +325,10 @@ class BuiltinTracker(Tracker, TrackerPort):
              .order_by(tickets.c.agency, tickets.c.status))
         return [(a, s, n) for a, s, n in conn.execute(q)]
 
-    def overdue(self, conn: Connection, now: datetime,
-                limit: int | None = None) -> list[OverdueTicketJSON]:
-        """Overdue as LAPOR! means it: no follow-up on LAPOR! by the current due time."""
-        from connector.store import followups
-
-        found = followups.overdue(conn, now, limit)
-        ids = dict(conn.execute(select(tickets.c.tracking_id, tickets.c.id).where(
-            tickets.c.tracking_id.in_([o["tracking_id"] for o in found]))).all())
-        return [{"id": str(ids[o["tracking_id"]]) if o["tracking_id"] in ids else None, **o}
-                for o in found]
+    def refs(self, conn: Connection, tracking_ids: list[str]) -> dict[str, str]:
+        return {tid: str(ref) for tid, ref in conn.execute(
+            select(tickets.c.tracking_id, tickets.c.id).where(
+                tickets.c.tracking_id.in_(tracking_ids)))}
 
 
 def _ticket_values(ticket: NewTicket, now: datetime) -> dict[str, object]:

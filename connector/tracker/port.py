@@ -39,7 +39,6 @@ from connector.tracker.base import (
 from connector.tracker.rows import (
     AttachmentMeta,
     Location,
-    OverdueTicketJSON,
     Reporter,
     TicketFields,
     TicketJSON,
@@ -119,12 +118,13 @@ class Intent:
 
 
 class Reporting(Protocol):
-    """Counts by agency and status, and overdue tickets (``status``, ``report``)."""
+    """Counts by agency and status, and the tracker's name of each complaint's ticket
+    (``status``, ``report``). Which complaints are overdue is the store's
+    (``followups.overdue``): LAPOR!'s notion, whatever the tracker."""
 
     def counts(self, conn: Connection) -> list[tuple[str, str, int]]: ...
 
-    def overdue(self, conn: Connection, now: datetime,
-                limit: int | None = None) -> list[OverdueTicketJSON]: ...
+    def refs(self, conn: Connection, tracking_ids: list[str]) -> dict[str, str]: ...
 
 
 class Desk(Protocol):

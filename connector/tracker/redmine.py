@@ -36,7 +36,6 @@ from connector.tracker.redmine_api import (
     RedmineRefused,
 )
 from connector.tracker.redmine_mapping import RedmineMapping
-from connector.tracker.rows import OverdueTicketJSON
 
 log = structlog.get_logger("connector.redmine")
 # Redmine keeps whole seconds and a commit is not instantaneous: re-read this far back and
@@ -320,11 +319,7 @@ class _Reporting:
             out[key] = out.get(key, 0) + int(n)
         return sorted((a, s, n) for (a, s), n in out.items())
 
-    def overdue(self, conn: Connection, now: datetime,
-                limit: int | None = None) -> list[OverdueTicketJSON]:
-        from connector.store import followups
+    def refs(self, conn: Connection, tracking_ids: list[str]) -> dict[str, str]:
         from connector.store import intents as store_intents
 
-        found = followups.overdue(conn, now, limit)
-        refs = store_intents.refs(conn, [o["tracking_id"] for o in found])
-        return [{"id": refs.get(o["tracking_id"]), **o} for o in found]
+        return store_intents.refs(conn, tracking_ids)
