@@ -49,7 +49,7 @@ class LaporSettings(_Section):
     call_deadline_s: float = Field(120.0, gt=0)
     max_retry_after_s: float = Field(300.0, gt=0)
     page_size: int = Field(100, ge=1, le=100)
-    detail_concurrency: int = Field(4, ge=1, le=32)
+    detail_concurrency: int = Field(8, ge=1, le=32)
     token_refresh_margin_s: float = Field(60.0, ge=0)
     max_response_bytes: int = Field(8 * 1024 * 1024, ge=1024)
     idempotency_ttl_s: float = Field(86400.0, gt=0)  # how long LAPOR! remembers a key
