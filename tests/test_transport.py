@@ -18,7 +18,7 @@ import httpx
 import pytest
 import uvicorn
 
-from connector.errors import LaporUnavailable, SkipRecord
+from connector.errors import ConfigError, LaporUnavailable, SkipRecord
 from connector.lapor.client import LaporClient
 from connector.lapor.transport import env_proxy
 from connector.sandbox import World
@@ -148,6 +148,8 @@ async def test_the_proxy_named_by_the_environment_carries_the_requests(
 
 @pytest.mark.parametrize(("env", "url", "expected"), [
     ({}, "https://api.lapor.go.id/", None),
+    ({"ALL_PROXY": "http://proxy.mahulu:3128"}, "https://api.lapor.go.id/",
+     "http://proxy.mahulu:3128"),
     ({"HTTPS_PROXY": "http://proxy.mahulu:3128"}, "https://api.lapor.go.id/",
      "http://proxy.mahulu:3128"),
     ({"HTTPS_PROXY": "http://proxy.mahulu:3128"}, "http://api.lapor.go.id/", None),
@@ -166,10 +168,13 @@ def test_env_proxy_follows_the_usual_variables(
     assert (str(proxy.url).rstrip("/") if proxy else None) == expected
 
 
+PING = b'{"data": {"waktu_server": "2026-11-28 10:00:00"}}'
+
+
 async def _error_names(base: str, **kw: float) -> list[str]:
     """The error class the client saw on each attempt (what `status` and logs show)."""
     names: list[str] = []
-    async with _client(base, call_deadline_s=2, **kw) as client:
+    async with _client(base, **{"call_deadline_s": 2.0, **kw}) as client:
         client.observer = lambda _kind, code, _s: names.append(code)
         with pytest.raises(LaporUnavailable):
             await client.ping()
@@ -203,3 +208,75 @@ async def test_a_silent_server_is_a_read_timeout() -> None:
     async with raw_server(silent) as base:
         names = await _error_names(base, timeout_s=0.3)
     assert names and set(names) == {"ReadTimeout"}
+
+
+def test_a_socks_proxy_is_refused_at_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HTTPS_PROXY", "socks5://proxy.mahulu:1080")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    with pytest.raises(ConfigError, match="socks5"):
+        env_proxy(httpx.URL("https://api.lapor.go.id/"))
+
+
+def _answer(head: bytes, body: bytes = PING) -> bytes:
+    return head + b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+
+
+async def test_a_malformed_answer_is_a_transient_protocol_error() -> None:
+    """aiohttp raises its own error for a broken status line: it must become the httpx
+    error the client retries, never escape and crash a cycle."""
+    async def garbage(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(_answer(b"HTTP/1.1 TWO HUNDRED\r\n"))
+        await writer.drain()
+        writer.close()
+
+    async with raw_server(garbage) as base:
+        names = await _error_names(base)
+    assert names and set(names) == {"RemoteProtocolError"}
+
+
+async def test_headers_as_long_as_httpx_own_parser_took_are_read() -> None:
+    async def long_cookie(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(_answer(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                             b"Set-Cookie: waf=" + b"x" * 12000 + b"\r\n"))
+        await writer.drain()
+        writer.close()
+
+    async with raw_server(long_cookie) as base, _client(base) as client:
+        await client.ping()
+
+
+async def test_an_answer_that_trickles_is_cut_at_the_calls_deadline() -> None:
+    """The read timeout restarts with every byte; the attempt as a whole may not."""
+    async def trickle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: 100000\r\n\r\n")
+        try:
+            for _ in range(200):
+                writer.write(b" ")
+                await writer.drain()
+                await asyncio.sleep(0.05)
+        except ConnectionError:
+            pass
+        writer.close()
+
+    t0 = asyncio.get_running_loop().time()
+    async with raw_server(trickle) as base:
+        names = await _error_names(base, timeout_s=0.5, call_deadline_s=1.0)
+    assert "ReadTimeout" in names
+    assert asyncio.get_running_loop().time() - t0 < 8
+
+
+def test_one_client_under_two_event_loops() -> None:
+    """A session belongs to its loop: a client used under a second asyncio.run() gets a
+    new one instead of failing on the closed loop."""
+    world = World(seed=7, complaints=3, faults=Faults(rate_limit_per_minute=0))
+    with served(world) as base:
+        client = _client(base)
+        first = asyncio.run(client.ping())
+        second = asyncio.run(client.ping())
+        asyncio.run(client.aclose())
+    assert first.tzinfo is not None and second >= first

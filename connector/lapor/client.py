@@ -292,8 +292,10 @@ class LaporClient:
         self.requests[kind] += 1
         t0, code = time.monotonic(), "error"
         try:
-            async with self._http.stream(method, path, params=params, json=body,
-                                         headers=headers) as resp:
+            # The read timeout restarts with every byte: a server that trickles an answer
+            # would hold this attempt (and the pull's commit order) forever without a cap.
+            async with asyncio.timeout(self._deadline_s), self._http.stream(
+                    method, path, params=params, json=body, headers=headers) as resp:
                 code = str(resp.status_code)
                 declared = resp.headers.get("Content-Length")
                 if declared and declared.isdigit() and int(declared) > self._max_bytes:
@@ -306,7 +308,11 @@ class LaporClient:
                         raise Rejected(resp.status_code, "respons_terlalu_besar")
                     chunks.append(chunk)
                 return _Answer(resp.status_code, resp.headers, b"".join(chunks))
-        except (httpx.TimeoutException, httpx.TransportError) as exc:
+        except TimeoutError:
+            code = "ReadTimeout"
+            raise _Transient("ReadTimeout (the answer took longer than the call's deadline)") \
+                from None
+        except httpx.RequestError as exc:  # transport errors, and a body that won't decode
             code = exc.__class__.__name__
             raise _Transient(exc.__class__.__name__) from None
         finally:
@@ -484,7 +490,7 @@ class LaporClient:
                 except BaseException:
                     Path(tmp).unlink(missing_ok=True)
                     raise
-        except (httpx.TimeoutException, httpx.TransportError) as exc:
+        except httpx.RequestError as exc:
             raise LaporUnavailable(
                 f"attachment download failed: {exc.__class__.__name__}") from None
 

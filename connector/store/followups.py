@@ -129,6 +129,8 @@ def _overdue_query(now: datetime) -> Select[Any]:
 def overdue(conn: Connection, now: datetime, limit: int) -> tuple[int, list[OverdueJSON]]:
     """How many are overdue, and the first ``limit`` of them (earliest due first), in one
     query: the daemon's health refresh runs this every few seconds."""
+    if limit < 1:
+        raise ValueError("limit must be at least 1: the total rides on the rows")
     q = (_overdue_query(now).add_columns(func.count().over().label("total"))
          .order_by(fp.c.due_at, fp.c.tracking_id).limit(limit))
     rows = conn.execute(q).all()

@@ -221,8 +221,11 @@ class RedmineTracker(TrackerPort):
             kw["subject"] = _subject(u.title)
         if u.body is not None or u.anonymous:
             # ``issue`` was read by apply() just now (one issue or the search: both carry
-            # the description), so it is not fetched a second time.
+            # the description in Redmine), so it is fetched again only if it lacks one.
             current = issue.description
+            if current is None:
+                full = await self.client().issue(issue.id)
+                current = (full.description if full is not None else None) or ""
             new = redescribe(current, u.body, bool(u.anonymous))
             if new != current:
                 kw["description"] = new

@@ -161,7 +161,7 @@ class Issue:
     updated_on: datetime
     custom_fields: dict[int, object]  # as Redmine gave them
     journals: tuple[Journal, ...] = field(default=())
-    description: str = ""
+    description: str | None = None
     start_date: date | None = None
 
     def custom(self, field_id: int) -> str | None:
@@ -538,7 +538,8 @@ def _issue(doc: JSON, key: str | None) -> Issue:
             updated_on=_time(raw["updated_on"]),
             custom_fields={int(c["id"]): c.get("value") for c in raw.get("custom_fields") or ()},
             journals=tuple(_journal(j) for j in raw.get("journals") or ()),
-            description=str(raw.get("description") or ""),
+            # None: the answer did not carry the field (never read as an empty text).
+            description=None if "description" not in raw else str(raw["description"] or ""),
             start_date=date.fromisoformat(raw["start_date"]) if raw.get("start_date") else None,
         )
     except (KeyError, TypeError, ValueError, AttributeError):
