@@ -12,12 +12,14 @@ import contextlib
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import structlog
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
+from sqlalchemy import Connection
 
 from connector.daemon import Coordinator
 from connector.errors import ConfigError, ConnectorError, Fatal, LeaseLost, RetryLater
@@ -27,16 +29,18 @@ from connector.runtime import Runtime, open_runtime
 from connector.sandbox.app import run_generator
 from connector.sandbox.demo_officer import DemoOfficer
 from connector.settings import Config, load_config
-from connector.status import report
-from connector.store import state
+from connector.status import OVERDUE_SHOWN, report
+from connector.store import followups, state
 from connector.sync.context import SyncContext
 from connector.sync.cycle import CycleKind, run_cycle
 from connector.sync.sweep import sweep_due
 from connector.systemd import sd_notify, watchdog_interval
+from connector.tracker.rows import OverdueJSON
 
 log = structlog.get_logger("connector.service")
 STOP_GRACE_S = 8.0  # then cut off; systemd and the contract allow 15 s
 HEALTH_REFRESH_S = 5.0  # how fresh /healthz and the gauges are
+OVERDUE_REFRESH_S = 60.0  # how fresh the overdue count in them is
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -236,10 +240,7 @@ def _start_metrics(rt: Runtime, ctx: SyncContext, pull: Coordinator,
 
     rt.client.observer = on_request
     monitor = Monitor(
-        metrics, lambda: rt.store.run(lambda c: report(
-            c, rt.config, rt.tracker, ctx.now(),
-            files=(None, rt.mappings.error) if rt.mappings.error else
-            (rt.mappings().version, None))),
+        metrics, _health_report(rt, ctx),
         lambda: {"pull": pull.failures, "push": push.failures,
                  **({"tracker": tracker.failures} if tracker else {})}, reach, ctx.now)
     try:
@@ -250,6 +251,30 @@ def _start_metrics(rt: Runtime, ctx: SyncContext, pull: Coordinator,
         return None
     log.info("metrics_listening", listen=f"{host}:{port}", paths="/metrics /healthz")
     return monitor
+
+
+@dataclass
+class _Overdue:
+    value: tuple[int, list[OverdueJSON]] | None = None
+    at: float = 0.0
+
+
+def _health_report(rt: Runtime, ctx: SyncContext) -> Callable[[], dict[str, Any]]:
+    """The report behind /healthz and the gauges, every HEALTH_REFRESH_S. The mapping
+    files' state comes from the daemon's own reload; the overdue query (the costly part,
+    over every complaint) runs at most every OVERDUE_REFRESH_S: due times are minutes
+    apart and pulls commit once a minute."""
+    cache = _Overdue()
+
+    def tx(conn: Connection) -> dict[str, Any]:
+        now, t = ctx.now(), ctx.monotonic()
+        if cache.value is None or t - cache.at >= OVERDUE_REFRESH_S:
+            cache.value, cache.at = followups.overdue(conn, now, OVERDUE_SHOWN), t
+        return report(conn, rt.config, rt.tracker, now,
+                      files=(None, rt.mappings.error) if rt.mappings.error else
+                      (rt.mappings().version, None), overdue=cache.value)
+
+    return lambda: rt.store.run(tx)
 
 
 async def _first_cycles(pull: Coordinator, push: Coordinator,

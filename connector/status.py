@@ -14,7 +14,7 @@ from connector.store import followups, state
 from connector.sync.core import SETTLED_REASONS
 from connector.timeutil import iso
 from connector.tracker.port import TrackerPort
-from connector.tracker.rows import OverdueTicketJSON
+from connector.tracker.rows import OverdueJSON, OverdueTicketJSON
 
 OVERDUE_SHOWN = 50  # tickets listed under "overdue" in status (the count covers all)
 QUARANTINE_MAX_AGE_S = 86400  # older quarantine makes status degraded: someone must look
@@ -40,9 +40,11 @@ TRACKER_UNREACHABLE_S = 600  # an external tracker silent this long makes status
 
 def report(conn: Connection, config: Config, tracker: TrackerPort,
            now: datetime, overdue_shown: int = OVERDUE_SHOWN,
-           files: tuple[str | None, str | None] | None = None) -> dict[str, Any]:
-    """The health report. ``files`` is the mapping files' (version, error) when the
-    caller already knows them (the daemon's reload); otherwise the files are read."""
+           files: tuple[str | None, str | None] | None = None,
+           overdue: tuple[int, list[OverdueJSON]] | None = None) -> dict[str, Any]:
+    """The health report. ``files`` is the mapping files' (version, error) and
+    ``overdue`` the result of ``followups.overdue`` when the caller already has them (the
+    daemon); otherwise both are read here."""
     s = config.settings.sync
     findings: list[dict[str, str]] = []
     pulls = {}
@@ -98,9 +100,9 @@ def report(conn: Connection, config: Config, tracker: TrackerPort,
     # Overdue is LAPOR!'s notion (stored due periods), whatever the tracker; the tracker
     # only names its ticket. `status` lists the first few (the refresh of
     # /healthz runs this every few seconds: a count, not the whole list).
-    overdue_count, first = followups.overdue(conn, now, overdue_shown)
+    overdue_count, first = overdue or followups.overdue(conn, now, overdue_shown)
     refs = reporting.refs(conn, [o["tracking_id"] for o in first]) if reporting else {}
-    overdue: list[OverdueTicketJSON] = [{"id": refs.get(o["tracking_id"]), **o} for o in first]
+    tickets: list[OverdueTicketJSON] = [{"id": refs.get(o["tracking_id"]), **o} for o in first]
     counts: dict[str, dict[str, int]] = {}
     for agency, status, n in (reporting.counts(conn) if reporting is not None else []):
         counts.setdefault(agency, {})[status] = n
@@ -128,7 +130,7 @@ def report(conn: Connection, config: Config, tracker: TrackerPort,
         "mapping": {"files_version": files_version,
                     "loaded_version": loaded_version,
                     "error": mapping_error},
-        "overdue": {"count": overdue_count, "tickets": overdue},
+        "overdue": {"count": overdue_count, "tickets": tickets},
         "tracker": tracker_info,
     }
 

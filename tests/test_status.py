@@ -91,3 +91,34 @@ async def test_the_daemon_tells_status_the_mapping_files_it_already_read(
     assert told["codes"] == [] and told["mapping"]["files_version"] == "v-loaded"
     broken = mapping(files=(None, "agencies.toml: line 1"))
     assert broken["codes"] == ["mapping_error"]
+
+
+async def test_the_health_refresh_runs_the_overdue_query_once_a_minute(
+        tmp_path: Path, db_url: str, world: World, fake_time: FakeTime,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from types import SimpleNamespace
+
+    from connector import service
+    from connector.store import followups
+
+    h = Harness(tmp_path, db_url, world, fake_time)
+    await h.pull()
+    calls: list[float] = []
+    real = followups.overdue
+
+    def counting(*a: Any, **kw: Any) -> Any:
+        calls.append(fake_time.t)
+        return real(*a, **kw)
+
+    monkeypatch.setattr(followups, "overdue", counting)
+    h.ctx.monotonic = lambda: fake_time.t
+    rt = SimpleNamespace(store=h.store, config=h.config, tracker=h.tracker, mappings=h.mappings)
+    compute = service._health_report(rt, h.ctx)  # type: ignore[arg-type]
+    first = compute()
+    for step in (5, 25, 29):  # the 5 s refreshes within a minute reuse the count
+        fake_time.t += step
+        assert compute()["overdue"] == first["overdue"]
+    assert len(calls) == 1
+    fake_time.t += 1  # 60 s after the first
+    compute()
+    assert len(calls) == 2
