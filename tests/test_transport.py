@@ -104,40 +104,40 @@ async def raw_server(
         yield f"http://127.0.0.1:{port}"
 
 
+PING = b'{"data": {"waktu_server": "2026-11-28 10:00:00"}}'
+JSON_200 = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+
+
+def replying(data: bytes, seen: list[bytes] | None = None) -> Callable[
+        [asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]:
+    """A server that reads each request's head (its first line noted in ``seen``),
+    writes ``data`` as it is, and closes the connection."""
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        if seen is not None:
+            seen.append(head.split(b"\r\n")[0])
+        writer.write(data)
+        await writer.drain()
+        writer.close()
+    return handle
+
+
 async def test_an_answer_dropped_mid_body_is_transient_and_retried() -> None:
     """Headers promise 100 bytes, 10 arrive, the connection closes: the client retries
     (a transport error, never a parsed record) and gives up as LAPOR! unavailable."""
-    hits = 0
-
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        nonlocal hits
-        await reader.readuntil(b"\r\n\r\n")
-        hits += 1
-        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
-                     b"Content-Length: 100\r\n\r\n{\"data\": {")
-        await writer.drain()
-        writer.close()
-
-    async with raw_server(handle) as base, _client(base, call_deadline_s=5) as client:
+    hits: list[bytes] = []
+    cut = replying(JSON_200 + b"Content-Length: 100\r\n\r\n{\"data\": {", hits)
+    async with raw_server(cut) as base, _client(base, call_deadline_s=5) as client:
         with pytest.raises(LaporUnavailable):
             await client.ping()
-    assert hits > 1
+    assert len(hits) > 1
 
 
 async def test_the_proxy_named_by_the_environment_carries_the_requests(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     seen: list[bytes] = []
-    body = b'{"data": {"waktu_server": "2026-11-28 10:00:00"}}'
-
-    async def proxy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        seen.append((await reader.readuntil(b"\r\n\r\n")).split(b"\r\n")[0])
-        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
-                     b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
-        await writer.drain()
-        writer.close()
-
-    async with raw_server(proxy) as proxy_url:
+    async with raw_server(replying(_answer(JSON_200), seen)) as proxy_url:
         monkeypatch.setenv("HTTP_PROXY", proxy_url)
         monkeypatch.delenv("NO_PROXY", raising=False)
         monkeypatch.delenv("no_proxy", raising=False)
@@ -168,9 +168,6 @@ def test_env_proxy_follows_the_usual_variables(
     assert (str(proxy.url).rstrip("/") if proxy else None) == expected
 
 
-PING = b'{"data": {"waktu_server": "2026-11-28 10:00:00"}}'
-
-
 async def _error_names(base: str, **kw: float) -> list[str]:
     """The error class the client saw on each attempt (what `status` and logs show)."""
     names: list[str] = []
@@ -190,11 +187,7 @@ async def test_a_refused_connection_is_named_connect_error() -> None:
 
 
 async def test_a_server_that_hangs_up_without_answering_is_a_protocol_error() -> None:
-    async def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await reader.readuntil(b"\r\n\r\n")
-        writer.close()
-
-    async with raw_server(hang_up) as base:
+    async with raw_server(replying(b"")) as base:
         names = await _error_names(base)
     assert names and set(names) == {"RemoteProtocolError"}
 
@@ -225,25 +218,13 @@ def _answer(head: bytes, body: bytes = PING) -> bytes:
 async def test_a_malformed_answer_is_a_transient_protocol_error() -> None:
     """aiohttp raises its own error for a broken status line: it must become the httpx
     error the client retries, never escape and crash a cycle."""
-    async def garbage(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await reader.readuntil(b"\r\n\r\n")
-        writer.write(_answer(b"HTTP/1.1 TWO HUNDRED\r\n"))
-        await writer.drain()
-        writer.close()
-
-    async with raw_server(garbage) as base:
+    async with raw_server(replying(_answer(b"HTTP/1.1 TWO HUNDRED\r\n"))) as base:
         names = await _error_names(base)
     assert names and set(names) == {"RemoteProtocolError"}
 
 
 async def test_headers_as_long_as_httpx_own_parser_took_are_read() -> None:
-    async def long_cookie(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await reader.readuntil(b"\r\n\r\n")
-        writer.write(_answer(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
-                             b"Set-Cookie: waf=" + b"x" * 12000 + b"\r\n"))
-        await writer.drain()
-        writer.close()
-
+    long_cookie = replying(_answer(JSON_200 + b"Set-Cookie: waf=" + b"x" * 12000 + b"\r\n"))
     async with raw_server(long_cookie) as base, _client(base) as client:
         await client.ping()
 
@@ -252,8 +233,7 @@ async def test_an_answer_that_trickles_is_cut_at_the_calls_deadline() -> None:
     """The read timeout restarts with every byte; the attempt as a whole may not."""
     async def trickle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.readuntil(b"\r\n\r\n")
-        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
-                     b"Content-Length: 100000\r\n\r\n")
+        writer.write(JSON_200 + b"Content-Length: 100000\r\n\r\n")
         try:
             for _ in range(200):
                 writer.write(b" ")
