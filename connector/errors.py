@@ -78,6 +78,11 @@ class StorageBusy(RetryLater):
     """The database was locked or restarted mid-cycle; the transaction rolled back."""
 
 
+# Failures one record's data can cause while it is read or decided on: that record is
+# set aside (SkipRecord, quarantine), never the rest of the page.
+RECORD_ERRORS = (ValueError, TypeError, KeyError, OverflowError, RecursionError, UnicodeError)
+
+
 class SkipRecord(ConnectorError):
     """One record cannot be processed; carries its id and a reason, never its content."""
 

@@ -27,6 +27,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type
 
 from connector import __version__
 from connector.errors import (
+    RECORD_ERRORS,
     AnswerUnreadable,
     AuthRefused,
     CursorExpired,
@@ -395,8 +396,7 @@ class LaporClient:
                              "the detail answer is not complete JSON") from None
         try:
             return wire.parse_complaint(data, tracking_id, wire.needs_cleaning(answer.body))
-        except (ValueError, TypeError, KeyError, OverflowError, RecursionError,
-                UnicodeError) as exc:
+        except RECORD_ERRORS as exc:
             # This record alone (e.g. OverflowError on a date): push's verify too, not only
             # the pull, must see it as one record's problem.
             raise SkipRecord(tracking_id, "invalid_record",

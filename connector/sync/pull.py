@@ -12,7 +12,7 @@ import structlog
 from sqlalchemy import Connection
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, StatementError
 
-from connector.errors import Rejected, RetryLater, SkipRecord
+from connector.errors import RECORD_ERRORS, Rejected, RetryLater, SkipRecord
 from connector.lapor import models as m
 from connector.lapor import reasons
 from connector.store import followups, intents, state
@@ -23,8 +23,6 @@ from connector.tracker.base import NewTicket, TicketUpdate
 from connector.tracker.rows import AttachmentMeta
 
 log = structlog.get_logger("connector.pull")
-# Failures one record's data can cause while it is read or decided on.
-RECORD_ERRORS = (ValueError, TypeError, KeyError, OverflowError, RecursionError, UnicodeError)
 # A detail request's outcome: the complaint, or the record set aside.
 Fetched = m.Complaint | core.Hold | core.Quarantine
 
