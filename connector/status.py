@@ -98,8 +98,7 @@ def report(conn: Connection, config: Config, tracker: TrackerPort,
     tracker_info = _tracker_health(conn, tracker, now, findings)
     reporting = tracker.reporting()
     # Overdue is LAPOR!'s notion (stored due periods), whatever the tracker; the tracker
-    # only names its ticket. `status` lists the first few (the refresh of
-    # /healthz runs this every few seconds: a count, not the whole list).
+    # only names its ticket. The count covers all, the list the first few.
     overdue_count, first = overdue or followups.overdue(conn, now, overdue_shown)
     refs = reporting.refs(conn, [o["tracking_id"] for o in first]) if reporting else {}
     tickets: list[OverdueTicketJSON] = [{"id": refs.get(o["tracking_id"]), **o} for o in first]

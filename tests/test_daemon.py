@@ -273,6 +273,8 @@ def test_systemd_unit_is_hardened() -> None:
     # fixed user rather than DynamicUser (operators run commands as it with sudo -u).
     assert "Environment=" not in text and "DynamicUser=yes" not in text
     if shutil.which("systemd-analyze") is None:
+        if os.environ.get("CI"):
+            pytest.fail("systemd-analyze is missing: CI must rate the unit's hardening")
         pytest.skip("systemd-analyze is not installed here; the unit text was checked")
     r = subprocess.run(["systemd-analyze", "security", "--offline=true", str(unit)],
                        capture_output=True, text=True)
