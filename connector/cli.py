@@ -135,6 +135,29 @@ def build_parser() -> argparse.ArgumentParser:
     dbs = db.add_subparsers(dest="action", required=True, parser_class=_Parser)
     dbs.add_parser("upgrade", parents=[common])
 
+    w = sub.add_parser("web", parents=[common],
+                       help="serve the officer's desk on web.listen (beside the daemon)")
+    w.set_defaults(action=None)
+
+    us = sub.add_parser("users", parents=[common], help="accounts of the officer's desk")
+    uss = us.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    ua = uss.add_parser("add", parents=[common])
+    ua.add_argument("login")
+    ua.add_argument("--name", required=True)
+    ua.add_argument("--role", required=True, help="petugas, pimpinan or admin")
+    ua.add_argument("--agency", action="append", default=[], metavar="CODE",
+                    help="an agency of agencies.toml (repeat for several)")
+    ua.add_argument("--email")
+    ua.add_argument("--password-stdin", action="store_true", required=True,
+                    help="read the password from the first line of standard input")
+    ul = uss.add_parser("list", parents=[common])
+    ul.add_argument("--json", action="store_true")
+    for name in ("disable", "enable"):
+        uss.add_parser(name, parents=[common]).add_argument("login")
+    up = uss.add_parser("password", parents=[common])
+    up.add_argument("login")
+    up.add_argument("--password-stdin", action="store_true", required=True)
+
     rel = sub.add_parser("reliability", parents=[common],
                          help="run the crash and fault campaign and print the figures")
     rel.add_argument("--kills", type=int, default=25)
@@ -145,7 +168,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # Commands whose plain-text output carries LAPOR!'s text: neutralised on the way out.
-SAFE_STDOUT = frozenset({"sync", "tickets", "status", "quarantine", "outbox", "mappings", "db"})
+SAFE_STDOUT = frozenset({"sync", "tickets", "status", "quarantine", "outbox", "mappings", "db",
+                         "users"})
 SAFE_STDERR = SAFE_STDOUT - {"sync"}  # sync's stderr carries the (coloured) log
 
 
@@ -775,6 +799,110 @@ def cmd_reliability(config: Config, args: argparse.Namespace) -> int:
     return reliability_main(config, args)
 
 
+def cmd_web(config: Config, args: argparse.Namespace) -> int:
+    from connector.desk.serve import serve
+
+    return serve(config, _tracker(config))
+
+
+def _password_stdin() -> str:
+    line = sys.stdin.readline()
+    return line.rstrip("\r\n")
+
+
+def _users(config: Config, fn: Callable[[Connection], T]) -> T:
+    """Account commands open the store like the desk: migrated, never locked."""
+    from connector.desk.serve import open_desk_store
+
+    store = open_desk_store(config)
+    try:
+        return store.run(fn)
+    finally:
+        store.close()
+
+
+def cmd_users_add(config: Config, args: argparse.Namespace) -> int:
+    from connector.desk import accounts
+
+    mappings = _mappings_or_say_why(config)
+    if mappings is None:
+        return EXIT_USAGE
+    password = _password_stdin()
+    try:
+        role = accounts.validate(args.login, args.name, args.role, args.agency, args.email,
+                                 {a.code for a in mappings.agencies})
+        accounts.check_new_password(password)
+        user = _users(config, lambda c: accounts.add_user(
+            c, args.login, args.name, role, args.agency if role != "admin" else [],
+            args.email, password, utcnow(), must_change=False))
+    except accounts.AccountError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    print(f"user {user.login} added ({user.role}"
+          + (f", {', '.join(user.agencies)}" if user.agencies else "") + ")")
+    return EXIT_OK
+
+
+def cmd_users_list(config: Config, args: argparse.Namespace) -> int:
+    from connector.desk import accounts
+
+    users = _users(config, accounts.list_users)
+    if args.json:
+        _print_json([{"login": u.login, "name": u.name, "role": str(u.role),
+                      "agencies": list(u.agencies), "email": u.email, "disabled": u.disabled,
+                      "must_change_password": u.must_change} for u in users])
+        return EXIT_OK
+    if not users:
+        print("no users (add one: lapor-connector users add LOGIN ...)")
+        return EXIT_OK
+    print(f"{'LOGIN':<20} {'ROLE':<9} {'STATE':<9} {'AGENCIES':<24} NAME")
+    for u in users:
+        print(f"{u.login:<20} {u.role:<9} {'disabled' if u.disabled else 'active':<9} "
+              f"{','.join(u.agencies) or '*':<24} {safe(u.name, inline=True)}")
+    return EXIT_OK
+
+
+def _users_change(config: Config, login: str, fn: Callable[[Connection], object],
+                  done: str) -> int:
+    from connector.desk import accounts
+
+    try:
+        _users(config, fn)
+    except accounts.AccountError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    print(f"user {login} {done}")
+    return EXIT_OK
+
+
+def cmd_users_disable(config: Config, args: argparse.Namespace) -> int:
+    from connector.desk import accounts
+
+    return _users_change(config, args.login, lambda c: accounts.set_disabled(
+        c, args.login, True, utcnow()), "disabled; every session of it ended")
+
+
+def cmd_users_enable(config: Config, args: argparse.Namespace) -> int:
+    from connector.desk import accounts
+
+    return _users_change(config, args.login, lambda c: accounts.set_disabled(
+        c, args.login, False, utcnow()), "enabled")
+
+
+def cmd_users_password(config: Config, args: argparse.Namespace) -> int:
+    from connector.desk import accounts
+
+    password = _password_stdin()
+    try:
+        accounts.check_new_password(password)
+    except accounts.AccountError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    return _users_change(config, args.login, lambda c: accounts.set_password(
+        c, args.login, password, utcnow(), must_change=False),
+        "has a new password; every session of it ended")
+
+
 HANDLERS: dict[tuple[str, str | None], Callable[..., int]] = {
     ("run", None): cmd_run,
     ("sync", None): cmd_sync,
@@ -794,4 +922,10 @@ HANDLERS: dict[tuple[str, str | None], Callable[..., int]] = {
     ("sandbox", None): cmd_sandbox,
     ("db", "upgrade"): cmd_db_upgrade,
     ("reliability", None): cmd_reliability,
+    ("web", None): cmd_web,
+    ("users", "add"): cmd_users_add,
+    ("users", "list"): cmd_users_list,
+    ("users", "disable"): cmd_users_disable,
+    ("users", "enable"): cmd_users_enable,
+    ("users", "password"): cmd_users_password,
 }

@@ -142,6 +142,38 @@ class MetricsSettings(_Section):
         return host.strip("[]"), int(port)
 
 
+class WebSettings(_Section):
+    """The officer's desk (``lapor-connector web``)."""
+
+    listen: str = "127.0.0.1:8080"
+    # Reverse proxies whose X-Forwarded-Proto / X-Forwarded-For are believed (nginx on
+    # the same host: "127.0.0.1"). Nobody else's.
+    trusted_proxies: tuple[str, ...] = ()
+
+    @field_validator("listen")
+    @classmethod
+    def _check_listen(cls, value: str) -> str:
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError('must be "host:port" (e.g. "127.0.0.1:8080")')
+        return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _check_proxies(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for item in value:
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError(f"{item!r} is not an IP address or network") from None
+        return value
+
+    @property
+    def address(self) -> tuple[str, int]:
+        host, _, port = self.listen.rpartition(":")
+        return host.strip("[]"), int(port)
+
+
 class LogSettings(_Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["auto", "json", "console"] = "auto"
@@ -209,6 +241,7 @@ class Settings(BaseSettings):
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     sandbox: SandboxSettings = Field(default_factory=SandboxSettings)
     tracker: TrackerSettings = Field(default_factory=TrackerSettings)
+    web: WebSettings = Field(default_factory=WebSettings)
 
     @classmethod
     def settings_customise_sources(

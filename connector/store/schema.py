@@ -43,6 +43,7 @@ tickets = Table(
     Column("due_at", TS),
     Column("created_at", TS, nullable=False),
     Column("updated_at", TS, nullable=False),
+    Column("assignee", String(64)),  # a desk user's login
 )
 
 messages = Table(
@@ -55,6 +56,7 @@ messages = Table(
     Column("at", TS, nullable=False),
     Column("source", String(10), nullable=False),  # lapor | officer | sync
     Column("lapor_followup_id", String(32)),
+    Column("change_id", Integer),  # an officer's public reply: its tracker_changes row
     UniqueConstraint("ticket_id", "lapor_followup_id", name="uq_messages_followup"),
 )
 
@@ -67,6 +69,7 @@ status_history = Table(
     Column("source", String(10), nullable=False),  # lapor | officer
     Column("reason", String(200)),
     Column("at", TS, nullable=False),
+    Column("change_id", Integer),  # an officer's change: its tracker_changes row
 )
 
 # Officer actions only: what the push side reads. Sync-applied changes never land here.
@@ -77,6 +80,59 @@ tracker_changes = Table(
     Column("status", String(20)),  # the new status, when the officer changed it
     Column("ticket_status", String(20), nullable=False),  # the ticket's status after the change
     Column("reply", Text),
+    Column("at", TS, nullable=False),
+)
+
+# -- the officer's desk (`lapor-connector web`) ------------------------------------------------
+
+desk_users = Table(
+    "desk_users", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("login", String(64), nullable=False, unique=True),
+    Column("name", String(200), nullable=False),
+    Column("role", String(10), nullable=False),  # petugas | pimpinan | admin
+    Column("agencies", Text, nullable=False),  # ",A,B,"
+    Column("email", String(254)),
+    Column("password_hash", String(200), nullable=False),  # argon2id
+    Column("must_change", Boolean, nullable=False),  # an admin set it: change at next login
+    Column("disabled", Boolean, nullable=False),
+    Column("created_at", TS, nullable=False),
+    Column("updated_at", TS, nullable=False),
+)
+
+# Only a hash of the cookie's token is stored: a copy of the database opens no session.
+desk_sessions = Table(
+    "desk_sessions", metadata,
+    Column("token_hash", String(64), primary_key=True),
+    Column("user_id", Integer, ForeignKey("desk_users.id"), nullable=False, index=True),
+    Column("created_at", TS, nullable=False),
+    Column("last_seen_at", TS, nullable=False),
+)
+
+desk_login_failures = Table(
+    "desk_login_failures", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("login", String(64), nullable=False, index=True),
+    Column("address", String(64), nullable=False),
+    Column("at", TS, nullable=False, index=True),
+)
+
+desk_audit = Table(
+    "desk_audit", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("at", TS, nullable=False),
+    Column("login", String(64), nullable=False),
+    Column("action", String(40), nullable=False),
+    Column("tracking_id", String(32), index=True),
+    Column("detail", String(200)),  # never complaint text
+)
+
+# One row per answer form submitted: the same form twice records one change.
+desk_submissions = Table(
+    "desk_submissions", metadata,
+    Column("form_id", String(64), primary_key=True),
+    Column("user_id", Integer, nullable=False),
+    Column("ticket_id", Integer, nullable=False),
     Column("at", TS, nullable=False),
 )
 

@@ -262,23 +262,29 @@ class BuiltinTracker(Tracker, TrackerPort):
             raise TrackerRefusal(f"ticket {ticket_id} is closed: no status change or public "
                                  "reply is possible (an internal note is)", 1)
         new_status = action.status if action.status not in (None, row.status) else None
+        change_id: int | None = None
+        if new_status is not None or action.reply:
+            # The change record first: the status and reply rows carry its id, so the
+            # desk shows each reply's delivery (outbox ``builtin:<id>``).
+            change_id = _new_id(conn.execute(insert(tracker_changes).values(
+                ticket_id=row.id, status=new_status, ticket_status=new_status or row.status,
+                reply=action.reply or None, at=now)))
         if new_status is not None:
             conn.execute(update(tickets).where(tickets.c.id == row.id)
                          .values(status=new_status, updated_at=now))
             conn.execute(insert(status_history).values(
                 ticket_id=row.id, from_status=row.status, to_status=new_status,
-                source="officer", reason=None, at=now))
+                source="officer", reason=None, at=now, change_id=change_id))
         if action.note:
             self._add_messages(conn, row.id, (NewMessage(Direction.INTERNAL, action.author,
                                                          action.note, now),), "officer")
         if action.reply:
-            self._add_messages(conn, row.id, (NewMessage(Direction.OUT, action.author, action.reply,
-                                                         now),), "officer")
-        if new_status is None and not action.reply:
+            conn.execute(insert(messages), {
+                **_message_values(row.id, NewMessage(Direction.OUT, action.author,
+                                                     action.reply, now), "officer"),
+                "change_id": change_id})
+        if change_id is None:
             return None
-        change_id = _new_id(conn.execute(insert(tracker_changes).values(
-            ticket_id=row.id, status=new_status, ticket_status=new_status or row.status,
-            reply=action.reply or None, at=now)))
         return OfficerChange(str(change_id), str(row.id), row.tracking_id, new_status,
                              new_status or row.status, action.reply or None, now)
 

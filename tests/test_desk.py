@@ -1,0 +1,475 @@
+"""The officer's desk over a real database, fed by the sandbox through the real pull: the
+answer flow to LAPOR!, who sees what, CSRF, throttling, and the web face's defences."""
+
+from __future__ import annotations
+
+import gzip
+import re
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import select
+
+from connector.desk import accounts
+from connector.desk.accounts import Role
+from connector.desk.web import create_app
+from connector.sandbox import World
+from connector.store import schema
+from tests.conftest import FakeTime
+from tests.harness import Harness
+
+pytestmark = pytest.mark.anyio
+PASSWORD = "sandi-yang-panjang-1"
+HOSTILE_TITLE = '<script>alert(1)</script>"><img src=x onerror=alert(2)>'
+HOSTILE_BODY = 'Lihat <a href="javascript:alert(3)">ini</a>\nbaris kedua'
+
+
+class Site:
+    """The harness (sandbox, pull, push) and the desk over the same database."""
+
+    def __init__(self, h: Harness):
+        self.h = h
+        self.app = create_app(h.config, h.store, h.mappings, h.tracker, clock=h.ctx.now)
+
+    def client(self, address: str = "10.0.0.1") -> httpx.AsyncClient:
+        transport = httpx.ASGITransport(app=self.app, client=(address, 4000))
+        return httpx.AsyncClient(transport=transport, base_url="http://desk.test")
+
+    def add_user(self, login: str, role: Role, agencies: list[str],
+                 must_change: bool = False) -> None:
+        self.h.store.run(lambda c: accounts.add_user(
+            c, login, f"Petugas {login}", role, agencies, None, PASSWORD, self.h.ctx.now(),
+            must_change=must_change))
+
+    def tickets(self) -> list[Any]:
+        return self.h.store.run(lambda c: list(c.execute(select(schema.tickets))))
+
+    def audit(self) -> list[Any]:
+        return self.h.store.run(lambda c: list(c.execute(select(schema.desk_audit))))
+
+
+def csrf_of(html: str) -> str:
+    found = re.search(r'name="csrf" value="([^"]+)"', html)
+    assert found, "no CSRF field on the page"
+    return found.group(1)
+
+
+def field(html: str, name: str) -> str:
+    found = re.search(rf'name="{name}" value="([^"]*)"', html)
+    assert found, f"no field {name}"
+    return found.group(1)
+
+
+async def login(c: httpx.AsyncClient, user: str, password: str = PASSWORD) -> httpx.Response:
+    page = await c.get("/masuk")
+    return await c.post("/masuk", data={"login": user, "password": password,
+                                        "csrf": csrf_of(page.text)})
+
+
+@pytest.fixture
+async def site(tmp_path: Path, db_url: str, world: World,
+               fake_time: FakeTime) -> AsyncIterator[Site]:
+    for rec in list(world.records.values())[:3]:
+        rec["judul"], rec["isi"] = HOSTILE_TITLE, HOSTILE_BODY
+    h = Harness(tmp_path / "site", db_url, world, fake_time)
+    await h.pull()
+    s = Site(h)
+    yield s
+    h.store.close()
+
+
+def _by_agency(s: Site) -> tuple[Any, Any]:
+    """An open, non-confidential ticket of one agency, and one of another agency."""
+    rows = [t for t in s.tickets() if t.status != "closed" and not t.confidential
+            and t.lapor_status not in ("ditutup", "diarsipkan")]
+    first = rows[0]
+    other = next(t for t in rows if t.agency != first.agency)
+    return first, other
+
+
+async def test_an_officer_answers_from_the_page_and_lapor_gets_exactly_one_follow_up(
+        site: Site, world: World, fake_time: FakeTime) -> None:
+    t, _ = _by_agency(site)
+    site.add_user("ani", Role.PETUGAS, [t.agency])
+    fake_time.t += 10 * 86400  # past the 5 working days: overdue
+    async with site.client() as c:
+        r = await login(c, "ani")
+        assert r.status_code == 303 and r.headers["location"] == "/"
+        inbox = await c.get("/")
+        assert t.tracking_id in inbox.text and "lewat" in inbox.text
+        page = await c.get(f"/tiket/{t.tracking_id}?templat=in_progress")
+        assert page.status_code == 200 and "Batas tindak lanjut:" in page.text
+        assert "WITA" in page.text
+        form = {"csrf": csrf_of(page.text), "form_id": field(page.text, "form_id"),
+                "versi": field(page.text, "versi"), "status": "in_progress",
+                "balasan": "Petugas kami sedang memeriksa lokasi. Terima kasih.",
+                "catatan": "cek ke kampung minggu ini", "petugas": "ani"}
+        r1 = await c.post(f"/tiket/{t.tracking_id}", data=form)
+        r2 = await c.post(f"/tiket/{t.tracking_id}", data=form)  # double click / resubmit
+        assert r1.status_code == r2.status_code == 303
+        assert r2.headers["location"].endswith("tersimpan=2")
+        shown = await c.get(r1.headers["location"])
+        assert "Menunggu dikirim ke LAPOR!" in shown.text
+    entries = site.h.outbox()
+    assert len(entries) == 1 and entries[0]["tracking_id"] == t.tracking_id
+    await site.h.push()
+    posted = [fu for fu in world.records[int(t.tracking_id)]["tindak_lanjut"]
+              if "memeriksa lokasi" in fu["isi"]]
+    assert len(posted) == 1 and posted[0]["status"] == "diproses"
+    row = next(r for r in site.tickets() if r.id == t.id)
+    assert row.status == "in_progress" and row.assignee == "ani"
+    async with site.client() as c:
+        await login(c, "ani")
+        page = await c.get(f"/tiket/{t.tracking_id}")
+        assert "Terkirim ke LAPOR! pada" in page.text
+        assert "cek ke kampung minggu ini" in page.text  # the internal note, on the desk
+    assert "cek ke kampung" not in str(world.records[int(t.tracking_id)])
+
+
+async def test_another_agencys_ticket_attachment_and_search_answer_404(site: Site) -> None:
+    mine, theirs = _by_agency(site)
+    site.add_user("budi", Role.PETUGAS, [mine.agency])
+    async with site.client() as c:
+        await login(c, "budi")
+        assert (await c.get(f"/tiket/{theirs.tracking_id}")).status_code == 404
+        assert (await c.get(f"/tiket/{theirs.tracking_id}/lampiran/0")).status_code == 404
+        assert (await c.get("/tiket/999999999")).status_code == 404  # the same answer
+        found = await c.get("/", params={"cari": theirs.tracking_id})
+        assert found.status_code == 200 and f"/tiket/{theirs.tracking_id}" not in found.text
+        inbox = await c.get("/")
+        assert f"/tiket/{theirs.tracking_id}\"" not in inbox.text
+        page = await c.get(f"/tiket/{mine.tracking_id}")
+        r = await c.post(f"/tiket/{theirs.tracking_id}", data={
+            "csrf": csrf_of(page.text), "form_id": "x1", "versi": "", "status": "resolved",
+            "balasan": "selesai"})
+        assert r.status_code == 404
+    assert next(r for r in site.tickets() if r.id == theirs.id).status == theirs.status
+
+
+async def test_confidential_complaints_open_only_for_their_agency_and_admins_and_are_audited(
+        site: Site) -> None:
+    secret = next(t for t in site.tickets() if t.confidential)
+    other = next(a.code for a in site.h.mappings().agencies if a.code != secret.agency)
+    site.add_user("kepala", Role.PIMPINAN, [secret.agency])
+    site.add_user("lain", Role.PETUGAS, [other])
+    site.add_user("petugas1", Role.PETUGAS, [secret.agency])
+    site.add_user("admin1", Role.ADMIN, [])
+    expected = {"kepala": 404, "lain": 404, "petugas1": 200, "admin1": 200}
+    for who, code in expected.items():
+        async with site.client() as c:
+            await login(c, who)
+            r = await c.get(f"/tiket/{secret.tracking_id}")
+            assert r.status_code == code, who
+            if code == 200:
+                assert "Rahasia" in r.text
+    opened = [(a.login, a.action) for a in site.audit() if a.tracking_id == secret.tracking_id]
+    assert opened == [("petugas1", "buka_rahasia"), ("admin1", "buka_rahasia")]
+
+
+async def test_a_post_without_its_csrf_token_changes_nothing(site: Site) -> None:
+    t, _ = _by_agency(site)
+    site.add_user("citra", Role.PETUGAS, [t.agency])
+    before = site.h.dump()
+    async with site.client() as c:
+        await login(c, "citra")
+        page = await c.get(f"/tiket/{t.tracking_id}")
+        form = {"form_id": field(page.text, "form_id"), "versi": field(page.text, "versi"),
+                "status": "resolved", "balasan": "Sudah selesai kami tangani."}
+        assert (await c.post(f"/tiket/{t.tracking_id}", data=form)).status_code == 403
+        assert (await c.post(f"/tiket/{t.tracking_id}",
+                             data={**form, "csrf": "wrong"})).status_code == 403
+        assert (await c.post("/keluar", data={"x": "1"})).status_code == 403
+    after = site.h.dump()
+    for table in ("tickets", "messages", "tracker_changes", "outbox", "status_history"):
+        assert before[table] == after[table], table
+
+
+async def test_wrong_passwords_lock_out_the_attacker_not_the_officer_nor_other_accounts(
+        site: Site) -> None:
+    site.add_user("dewi", Role.PETUGAS, ["DISHUB"])
+    site.add_user("eka", Role.PETUGAS, ["DISHUB"])
+    async with site.client("203.0.113.9") as attacker:
+        for _ in range(accounts.MAX_FAILURES_PER_ADDRESS):
+            r = await login(attacker, "dewi", "salah-salah-salah")
+            assert r.status_code == 422
+        r = await login(attacker, "dewi")  # even the right password now
+        assert r.status_code == 429 and "Terlalu banyak percobaan" in r.text
+        assert (await login(attacker, "eka")).status_code == 303
+    async with site.client("10.1.1.1") as officer:
+        assert (await login(officer, "dewi")).status_code == 303
+
+
+async def test_a_requires_reply_status_without_a_reply_is_refused_and_the_text_kept(
+        site: Site) -> None:
+    t, _ = _by_agency(site)
+    site.add_user("fajar", Role.PETUGAS, [t.agency])
+    async with site.client() as c:
+        await login(c, "fajar")
+        page = await c.get(f"/tiket/{t.tracking_id}")
+        form = {"csrf": csrf_of(page.text), "form_id": field(page.text, "form_id"),
+                "versi": field(page.text, "versi"), "status": "resolved", "balasan": "",
+                "catatan": "catatan saya <b>tebal</b>"}
+        r = await c.post(f"/tiket/{t.tracking_id}", data=form)
+        assert r.status_code == 422
+        assert "perlu balasan publik" in r.text and 'id="ringkasan-kesalahan"' in r.text
+        assert "catatan saya &lt;b&gt;tebal&lt;/b&gt;" in r.text
+        long = {**form, "form_id": "f-long", "status": "", "balasan": "x" * 5001}
+        r = await c.post(f"/tiket/{t.tracking_id}", data=long)
+        assert r.status_code == 422 and "5001 karakter" in r.text
+    assert site.h.outbox() == []
+
+
+async def test_a_status_change_from_a_stale_page_is_refused(site: Site) -> None:
+    t, _ = _by_agency(site)
+    site.add_user("gita", Role.PETUGAS, [t.agency])
+    site.add_user("hadi", Role.PETUGAS, [t.agency])
+    async with site.client() as g, site.client() as hd:
+        await login(g, "gita")
+        await login(hd, "hadi")
+        old = await g.get(f"/tiket/{t.tracking_id}")
+        fresh = await hd.get(f"/tiket/{t.tracking_id}")
+        r = await hd.post(f"/tiket/{t.tracking_id}", data={
+            "csrf": csrf_of(fresh.text), "form_id": field(fresh.text, "form_id"),
+            "versi": field(fresh.text, "versi"), "status": "in_progress", "balasan": "",
+        })
+        assert r.status_code == 303
+        r = await g.post(f"/tiket/{t.tracking_id}", data={
+            "csrf": csrf_of(old.text), "form_id": field(old.text, "form_id"),
+            "versi": field(old.text, "versi"), "status": "resolved",
+            "balasan": "Sudah kami selesaikan di lapangan."})
+        assert r.status_code == 422 and "sudah diubah orang lain" in r.text
+        assert "Sudah kami selesaikan di lapangan." in r.text  # kept in the form
+    assert next(r for r in site.tickets() if r.id == t.id).status == "in_progress"
+
+
+async def test_hostile_text_from_lapor_is_escaped_everywhere(site: Site) -> None:
+    hostile = next(t for t in site.tickets() if t.title == HOSTILE_TITLE)
+    site.add_user("indah", Role.PETUGAS, [hostile.agency])
+    async with site.client() as c:
+        await login(c, "indah")
+        for url in ("/", f"/tiket/{hostile.tracking_id}"):
+            html = (await c.get(url)).text
+            assert "<script>alert" not in html and "<img src=x" not in html, url
+            assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html, url
+        page = (await c.get(f"/tiket/{hostile.tracking_id}")).text
+        assert 'href="javascript:' not in page
+        headers = (await c.get("/")).headers
+    csp = headers["content-security-policy"]
+    assert "script-src 'self'" in csp and "frame-ancestors 'none'" in csp
+    assert "unsafe-inline" not in csp
+    assert headers["referrer-policy"] == "same-origin"
+    assert headers["x-content-type-options"] == "nosniff"
+
+
+async def test_pimpinan_reads_but_cannot_act(site: Site) -> None:
+    t, _ = _by_agency(site)
+    site.add_user("kadis", Role.PIMPINAN, [t.agency])
+    async with site.client() as c:
+        await login(c, "kadis")
+        page = await c.get(f"/tiket/{t.tracking_id}")
+        assert page.status_code == 200 and 'id="form-jawab"' not in page.text
+        r = await c.post(f"/tiket/{t.tracking_id}", data={
+            "csrf": csrf_of(page.text), "form_id": "p1", "versi": "", "status": "resolved",
+            "balasan": "selesai"})
+        assert r.status_code == 403
+        assert (await c.get("/pengguna")).status_code == 404
+        assert (await c.get("/laporan")).status_code == 200
+
+
+async def test_every_route_asks_for_a_login_but_the_public_report(site: Site) -> None:
+    t, _ = _by_agency(site)
+    async with site.client() as c:
+        for url in ("/", f"/tiket/{t.tracking_id}", "/pengguna", "/laporan", "/sandi",
+                    f"/tiket/{t.tracking_id}/lampiran/0"):
+            r = await c.get(url)
+            assert r.status_code == 303 and r.headers["location"].startswith("/masuk"), url
+        pub = await c.get("/publik")
+        assert pub.status_code == 200 and "Tindak lanjut pengaduan" in pub.text
+        for ticket in site.tickets():
+            assert ticket.title not in pub.text and ticket.tracking_id not in pub.text
+        csv = await c.get("/publik.csv", params={"periode": "bulan-ini"})
+        assert csv.status_code == 200 and csv.text.startswith("agency,")
+
+
+async def test_first_login_with_an_admin_set_password_must_change_it(site: Site) -> None:
+    site.add_user("joko", Role.PETUGAS, ["DISHUB"], must_change=True)
+    async with site.client() as c:
+        r = await login(c, "joko")
+        assert r.headers["location"] == "/sandi"
+        assert (await c.get("/")).headers["location"] == "/sandi"
+        page = await c.get("/sandi")
+        r = await c.post("/sandi", data={"csrf": csrf_of(page.text), "lama": PASSWORD,
+                                         "baru": "pendek", "ulang": "pendek"})
+        assert r.status_code == 422 and "paling sedikit 10" in r.text
+        r = await c.post("/sandi", data={"csrf": csrf_of(page.text), "lama": PASSWORD,
+                                         "baru": "sandi-baru-joko-1",
+                                         "ulang": "sandi-baru-joko-1"})
+        assert r.status_code == 303
+        assert (await c.get("/")).status_code == 200
+
+
+async def test_disable_and_password_change_end_every_session(site: Site) -> None:
+    site.add_user("kiki", Role.PETUGAS, ["DISHUB"])
+    async with site.client() as c1, site.client() as c2:
+        await login(c1, "kiki")
+        await login(c2, "kiki")
+        assert (await c1.get("/")).status_code == 200
+        site.h.store.run(lambda c: accounts.set_password(c, "kiki", "baru-sekali-1234",
+                                                         site.h.ctx.now(), False))
+        assert (await c1.get("/")).status_code == 303
+        assert (await c2.get("/")).status_code == 303
+        await login(c1, "kiki", "baru-sekali-1234")
+        site.h.store.run(lambda c: accounts.set_disabled(c, "kiki", True, site.h.ctx.now()))
+        assert (await c1.get("/")).status_code == 303
+        assert (await login(c1, "kiki", "baru-sekali-1234")).status_code == 422
+
+
+async def test_sessions_end_after_twelve_idle_hours(site: Site, fake_time: FakeTime) -> None:
+    site.add_user("lina", Role.PETUGAS, ["DISHUB"])
+    async with site.client() as c:
+        await login(c, "lina")
+        fake_time.t += 11 * 3600
+        assert (await c.get("/")).status_code == 200
+        fake_time.t += 11 * 3600  # touched 11 h ago: still alive
+        assert (await c.get("/")).status_code == 200
+        fake_time.t += 12 * 3600 + 60
+        assert (await c.get("/")).status_code == 303
+    stored = site.h.store.run(lambda c: list(c.execute(select(schema.desk_sessions))))
+    assert all(len(s.token_hash) == 64 for s in stored)
+
+
+async def test_bodies_over_64_kib_and_malformed_forms_are_refused(site: Site) -> None:
+    t, _ = _by_agency(site)
+    site.add_user("maya", Role.PETUGAS, [t.agency])
+    async with site.client() as c:
+        await login(c, "maya")
+        page = await c.get(f"/tiket/{t.tracking_id}")
+        r = await c.post(f"/tiket/{t.tracking_id}", data={
+            "csrf": csrf_of(page.text), "balasan": "x" * 70000})
+        assert r.status_code == 413
+        r = await c.post(f"/tiket/{t.tracking_id}", content=b"\xff\xfe{not a form",
+                         headers={"content-type": "application/json"})
+        assert r.status_code == 400
+
+
+async def test_the_inbox_of_50_rows_transfers_under_60_kib(site: Site, world: World) -> None:
+    world.add_complaints(80)
+    await site.h.pull()
+    site.add_user("admin2", Role.ADMIN, [])
+    async with site.client() as c:
+        await login(c, "admin2")
+        r = await c.get("/", headers={"accept-encoding": "gzip"})
+        assert r.status_code == 200 and r.text.count("<tr class=") == 50
+        css = await c.get("/aset/desk.css", headers={"accept-encoding": "gzip"})
+    # httpx decodes: measure what went over the wire by compressing the same way.
+    wire = len(gzip.compress(r.content)) + len(gzip.compress(css.content))
+    assert r.headers.get("content-encoding") == "gzip"
+    assert wire <= 60 * 1024, wire
+
+
+async def test_admins_add_and_disable_users_in_the_browser(site: Site) -> None:
+    site.add_user("root1", Role.ADMIN, [])
+    async with site.client() as c:
+        await login(c, "root1")
+        page = await c.get("/pengguna")
+        token = csrf_of(page.text)
+        r = await c.post("/pengguna", data={"csrf": token, "login": "nina", "nama": "Nina",
+                                            "peran": "petugas", "opd": "TIDAKADA",
+                                            "sandi": "sandi-awal-nina"})
+        assert r.status_code == 422 and "OPD tidak dikenal" in r.text
+        r = await c.post("/pengguna", data={"csrf": token, "login": "nina", "nama": "Nina",
+                                            "peran": "petugas", "opd": "DISHUB",
+                                            "sandi": "sandi-awal-nina"})
+        assert r.status_code == 303
+        r = await c.post("/pengguna/nina", data={"csrf": token, "aksi": "nonaktifkan"})
+        assert r.status_code == 303
+    user = site.h.store.run(lambda c: accounts.get_user(c, "nina"))
+    assert user is not None and user.disabled and user.must_change
+
+
+async def test_the_desk_refuses_a_database_that_is_not_migrated(tmp_path: Path,
+                                                                db_url: str) -> None:
+    from tests.conftest import write_config
+
+    cfg = write_config(tmp_path / "fresh", db_url)
+    r = subprocess.run([sys.executable, "-m", "connector", "--config", str(cfg), "web"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2
+    assert "lapor-connector db upgrade" in r.stderr
+
+
+def _cli(cfg: Path, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "connector", "--config", str(cfg), *args],
+                          capture_output=True, text=True, input=stdin, timeout=60)
+
+
+async def test_users_commands_and_their_exit_codes(tmp_path: Path, db_url: str) -> None:
+    from tests.conftest import write_config
+
+    cfg = write_config(tmp_path / "cli", db_url)
+    assert _cli(cfg, "db", "upgrade").returncode == 0
+    ok = _cli(cfg, "users", "add", "ani", "--name", "Ani", "--role", "petugas", "--agency",
+              "DISHUB", "--email", "ani@example.go.id", "--password-stdin",
+              stdin="sandi-panjang-ani\n")
+    assert ok.returncode == 0, ok.stderr
+    cases = [
+        (["users", "add", "ani", "--name", "Ani", "--role", "petugas", "--agency", "DISHUB",
+          "--password-stdin"], "sandi-panjang-ani\n", 1, "exists"),
+        (["users", "add", "budi", "--name", "B", "--role", "petugas", "--agency", "NOPE",
+          "--password-stdin"], "sandi-panjang-budi\n", 2, "unknown agency"),
+        (["users", "add", "budi", "--name", "B", "--role", "pimpinan", "--password-stdin"],
+         "sandi-panjang-budi\n", 2, "--agency"),
+        (["users", "add", "budi", "--name", "B", "--role", "admin", "--password-stdin"],
+         "pendek\n", 2, "at least 10"),
+        (["users", "disable", "tidakada"], "", 1, "no user"),
+        (["users", "password", "ani", "--password-stdin"], "pendek\n", 2, "at least 10"),
+    ]
+    for args, stdin, code, words in cases:
+        r = _cli(cfg, *args, stdin=stdin)
+        assert r.returncode == code and words in r.stderr, (args, r.returncode, r.stderr)
+    assert _cli(cfg, "users", "disable", "ani").returncode == 0
+    listed = _cli(cfg, "users", "list", "--json")
+    import json
+
+    rows = json.loads(listed.stdout)
+    assert rows == [{"login": "ani", "name": "Ani", "role": "petugas", "agencies": ["DISHUB"],
+                     "email": "ani@example.go.id", "disabled": True,
+                     "must_change_password": False}]
+    assert "sandi-panjang" not in listed.stdout + listed.stderr
+    assert _cli(cfg, "users", "enable", "ani").returncode == 0
+    assert _cli(cfg, "users", "password", "ani", "--password-stdin",
+                stdin="sandi-baru-ani-99\n").returncode == 0
+
+
+def test_due_words_count_working_days() -> None:
+    from datetime import UTC, datetime
+
+    from connector.desk.views import Due, due_state
+    from connector.domain import Facts, Period
+
+    def facts(due: datetime) -> Facts:
+        p = Period(seq=1, agency="A", start="received", started_at=due - timedelta(days=7),
+                   due_at=due, due_source="computed", lapor_deadline=None,
+                   first_follow_up_at=None, first_follow_up_id=None, on_time=None,
+                   ended_at=None)
+        return Facts("1", "A", ("A",), due - timedelta(days=7), due + timedelta(days=60),
+                     "terdisposisi", False, (p,))
+
+    # Monday 7 December 2026, 15.00 WITA = 07.00 UTC.
+    due = datetime(2026, 12, 7, 7, 0, tzinfo=UTC)
+    thursday = datetime(2026, 12, 3, 2, 0, tzinfo=UTC)
+    s = due_state(facts(due), False, thursday)
+    assert (s.kind, s.words) == (Due.LATER, "2 hari kerja lagi")
+    later = datetime(2026, 12, 10, 2, 0, tzinfo=UTC)  # Thursday after
+    s = due_state(facts(due), False, later)
+    assert (s.kind, s.words) == (Due.OVERDUE, "lewat 3 hari kerja")
+    from connector.desk.views import due_sentence
+
+    assert due_sentence(due_state(facts(due), False, thursday)) == (
+        "Batas tindak lanjut: Senin, 7 Desember 2026 pukul 15.00 WITA (2 hari kerja lagi)")
