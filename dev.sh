@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The two commands of the README:
-#   ./dev.sh run    set everything up, then run the daemon on embedded defaults
+#   ./dev.sh run    set everything up, then run the daemon and the desk on embedded defaults
 #   ./dev.sh test   set everything up, then run ruff, mypy and the whole test suite
 # Extra arguments go to scheduler.py (run) or pytest (test).
 set -euo pipefail
@@ -15,7 +15,13 @@ fi
 case "${1:-}" in
   run)
     shift
-    exec .venv/bin/python scheduler.py "$@"
+    # The daemon and, beside it, the officer's desk (a separate process on the same
+    # database; it prints its address and the demo logins). Ctrl-C stops both.
+    .venv/bin/python -m connector "$@" db upgrade >/dev/null
+    .venv/bin/python -m connector "$@" web &
+    web=$!
+    trap 'kill "$web" 2>/dev/null || true' EXIT
+    .venv/bin/python scheduler.py "$@"
     ;;
   test)
     shift

@@ -473,3 +473,195 @@ def test_due_words_count_working_days() -> None:
 
     assert due_sentence(due_state(facts(due), False, thursday)) == (
         "Batas tindak lanjut: Senin, 7 Desember 2026 pukul 15.00 WITA (2 hari kerja lagi)")
+
+
+@pytest.fixture
+async def files_site(tmp_path: Path, db_url: str, world: World,
+                     fake_time: FakeTime) -> AsyncIterator[Site]:
+    h = Harness(tmp_path / "site", db_url, world, fake_time, extra_settings=(
+        '[attachments]\ndownload = true\nallowed_types = ["image/jpeg", "image/png"]\n'))
+    await h.pull()
+    yield Site(h)
+    h.store.close()
+
+
+async def test_attachments_stream_only_to_who_may_see_them_with_safe_headers(
+        files_site: Site) -> None:
+    import json
+
+    s = files_site
+    with_files = [t for t in s.tickets()
+                  if any("stored" in a for a in json.loads(t.attachments))
+                  and not t.confidential]
+    t = with_files[0]
+    other = next(a.code for a in s.h.mappings().agencies if a.code != t.agency)
+    s.add_user("ovi", Role.PETUGAS, [t.agency])
+    s.add_user("putu", Role.PETUGAS, [other])
+    index = next(i for i, a in enumerate(json.loads(t.attachments)) if "stored" in a)
+    url = f"/tiket/{t.tracking_id}/lampiran/{index}"
+    async with s.client() as c:
+        await login(c, "ovi")
+        r = await c.get(url)
+        assert r.status_code == 200 and r.content
+        assert r.headers["content-disposition"].startswith("attachment")
+        assert r.headers["x-content-type-options"] == "nosniff"
+        assert "sandbox" in r.headers["content-security-policy"]
+        assert r.headers["content-type"].split(";")[0] in ("image/jpeg", "image/png")
+        shown = await c.get(url, params={"lihat": "1"})
+        assert shown.headers["content-disposition"].startswith("inline")
+        refused = [i for i, a in enumerate(json.loads(t.attachments)) if "stored" not in a]
+        for i in refused:  # refused types or not downloaded: never served
+            assert (await c.get(f"/tiket/{t.tracking_id}/lampiran/{i}")).status_code == 404
+        assert (await c.get(f"/tiket/{t.tracking_id}/lampiran/99")).status_code == 404
+    async with s.client() as c:
+        await login(c, "putu")
+        assert (await c.get(url)).status_code == 404
+    anonymous = [x for x in with_files if x.anonymous]
+    if anonymous:
+        a = anonymous[0]
+        s.add_user("rina", Role.PETUGAS, [a.agency])
+        async with s.client() as c:
+            await login(c, "rina")
+            i = next(i for i, m in enumerate(json.loads(a.attachments)) if "stored" in m)
+            r = await c.get(f"/tiket/{a.tracking_id}/lampiran/{i}")
+            assert f'filename="lampiran-{i + 1}.' in r.headers["content-disposition"]
+
+
+async def test_anonim_shows_no_identity_and_contact_only_to_the_agencys_officers(
+        site: Site) -> None:
+    named = next(t for t in site.tickets() if not t.anonymous and t.reporter_email
+                 and not t.confidential)
+    anon = next(t for t in site.tickets() if t.anonymous and not t.confidential)
+    site.add_user("sari", Role.PETUGAS, [named.agency, anon.agency])
+    site.add_user("kepala2", Role.PIMPINAN, [named.agency])
+    site.add_user("admin3", Role.ADMIN, [])
+    async with site.client() as c:
+        await login(c, "sari")
+        page = (await c.get(f"/tiket/{named.tracking_id}")).text
+        assert named.reporter_name in page and named.reporter_email in page
+        page = (await c.get(f"/tiket/{anon.tracking_id}")).text
+        assert "Anonim" in page
+    for who in ("kepala2", "admin3"):
+        async with site.client() as c:
+            await login(c, who)
+            page = (await c.get(f"/tiket/{named.tracking_id}")).text
+            assert named.reporter_name in page, who
+            assert named.reporter_email not in page, who
+            if named.reporter_phone:
+                assert named.reporter_phone not in page, who
+
+
+async def test_cookies_are_secure_behind_a_trusted_https_proxy_only(
+        tmp_path: Path, db_url: str, world: World, fake_time: FakeTime) -> None:
+    h = Harness(tmp_path / "site", db_url, world, fake_time,
+                extra_settings='[web]\ntrusted_proxies = ["127.0.0.1"]\n')
+    s = Site(h)
+    s.add_user("tono", Role.PETUGAS, ["DISHUB"])
+    proxied = {"x-forwarded-proto": "https", "x-forwarded-for": "198.51.100.7"}
+    async with s.client("127.0.0.1") as c:
+        page = await c.get("/masuk", headers=proxied)
+        assert "Secure" in page.headers["set-cookie"]
+        # The client speaks plain http to the proxy's side: hand the Secure cookie back.
+        token = csrf_of(page.text)
+        r = await c.post("/masuk", headers={**proxied, "cookie": f"desk_csrf={token}"},
+                         data={"login": "tono", "password": PASSWORD, "csrf": token})
+        cookie = r.headers["set-cookie"]
+        assert "__Host-sesi=" in cookie and "Secure" in cookie and "HttpOnly" in cookie
+        assert "samesite=lax" in cookie.lower()
+    async with s.client("192.0.2.50") as c:  # not a trusted proxy: its header is ignored
+        page = await c.get("/masuk", headers=proxied)
+        r = await c.post("/masuk", headers=proxied, data={
+            "login": "tono", "password": PASSWORD, "csrf": csrf_of(page.text)})
+        cookie = r.headers["set-cookie"]
+        assert cookie.startswith("sesi=") and "Secure" not in cookie
+    h.store.close()
+
+
+def test_the_per_account_ceiling_slows_guessing_from_many_addresses(db_url: str,
+                                                                    tmp_path: Path) -> None:
+    from datetime import UTC, datetime
+
+    from connector.runtime import open_store
+    from connector.settings import load_config
+    from tests.conftest import write_config
+
+    store = open_store(load_config(write_config(tmp_path / "c", db_url), environ={}))
+    now = datetime(2026, 12, 3, 1, 0, tzinfo=UTC)
+    try:
+        def spray(conn: Any) -> None:
+            for i in range(accounts.ACCOUNT_CEILING):
+                accounts.record_failure(conn, "umar", f"198.51.100.{i}", now)
+        store.run(spray)
+        # A fresh address may still try once (the officer elsewhere), then waits a minute.
+        assert store.run(lambda c: accounts.throttled(c, "umar", "10.9.9.9", now)) is None
+        store.run(lambda c: accounts.record_failure(c, "umar", "10.9.9.9", now))
+        wait = store.run(lambda c: accounts.throttled(c, "umar", "10.9.9.9",
+                                                      now + timedelta(seconds=10)))
+        assert wait is not None and wait <= timedelta(minutes=1)
+        assert store.run(lambda c: accounts.throttled(c, "lain", "10.9.9.9", now)) is None
+        later = now + accounts.THROTTLE_WINDOW + timedelta(seconds=1)
+        assert store.run(lambda c: accounts.throttled(c, "umar", "10.9.9.9", later)) is None
+    finally:
+        store.close()
+
+
+async def test_the_desk_works_beside_a_daemon_holding_the_instance_lock(
+        site: Site, db_url: str) -> None:
+    from connector.desk.serve import open_desk_store
+
+    site.h.store.lock_instance()  # as the daemon does
+    desk_store = open_desk_store(site.h.config)  # no lock, no migration: it opens
+    try:
+        app = create_app(site.h.config, desk_store, site.h.mappings, site.h.tracker,
+                         clock=site.h.ctx.now)
+        site.add_user("vina", Role.PETUGAS, ["DISHUB"])
+        transport = httpx.ASGITransport(app=app, client=("10.0.0.2", 1))
+        async with httpx.AsyncClient(transport=transport, base_url="http://d") as c:
+            assert (await login(c, "vina")).status_code == 303
+            assert (await c.get("/")).status_code == 200
+    finally:
+        desk_store.close()
+
+
+async def test_desk_logs_name_user_action_and_ticket_never_text(
+        site: Site, capsys: pytest.CaptureFixture[str]) -> None:
+    t, _ = _by_agency(site)
+    site.add_user("wati", Role.PETUGAS, [t.agency])
+    reply = "Balasan rahasia-kata-unik untuk pelapor"
+    async with site.client() as c:
+        await login(c, "wati")
+        page = await c.get(f"/tiket/{t.tracking_id}")
+        await c.post(f"/tiket/{t.tracking_id}", data={
+            "csrf": csrf_of(page.text), "form_id": field(page.text, "form_id"),
+            "versi": field(page.text, "versi"), "status": "in_progress", "balasan": reply,
+            "catatan": "catatan-kata-unik"})
+    out = capsys.readouterr()
+    logged = out.out + out.err
+    assert "desk_answer" in logged and "wati" in logged and t.tracking_id in logged
+    for secret in ("rahasia-kata-unik", "catatan-kata-unik", t.title[:20], PASSWORD):
+        assert secret not in logged, secret
+    actions = [(a.login, a.action, a.tracking_id) for a in site.audit()]
+    assert ("wati", "jawab", t.tracking_id) in actions
+
+
+async def test_search_tabs_and_filters(site: Site, fake_time: FakeTime) -> None:
+    site.add_user("admin4", Role.ADMIN, [])
+    rows = [t for t in site.tickets() if t.status != "closed"]
+    word = next(w for t in rows for w in t.title.split() if len(w) > 6 and "<" not in w)
+    async with site.client() as c:
+        await login(c, "admin4")
+        everything = (await c.get("/")).text
+        found = (await c.get("/", params={"cari": word})).text
+        assert found.count("<tr class=") == sum(
+            1 for t in rows if word.casefold() in t.title.casefold())
+        t = rows[0]
+        exact = await c.get("/", params={"cari": t.tracking_id})
+        assert f"/tiket/{t.tracking_id}" in exact.text
+        assert everything.count("<tr class=") == len(rows)
+        fake_time.t += 20 * 86400
+        await login(c, "admin4")  # the session ended meanwhile (12 h idle)
+        late = (await c.get("/", params={"tab": "lewat"})).text
+        assert late.count("<tr class=") > 0
+        assert late.count("<tr class=\"due-lewat\"") == late.count("<tr class=")
+        unassigned = (await c.get("/", params={"petugas": "-"})).text
+        assert unassigned.count("<tr class=") == len(rows)

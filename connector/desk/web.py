@@ -30,6 +30,7 @@ from starlette.responses import FileResponse, HTMLResponse, RedirectResponse, Re
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from connector import report
 from connector.desk import accounts, queries, views
@@ -204,9 +205,13 @@ def create_app(config: Config, store: Store, holder: MappingHolder,
         return desk.render(request, "error.html", status=code, code=code,
                            title=ERROR_TITLES.get(code, "Terjadi kesalahan"))
 
+    proxies = list(config.settings.web.trusted_proxies)
+    # X-Forwarded-Proto and -For count only from web.trusted_proxies (uvicorn's
+    # middleware): behind nginx the scheme is https, the address the officer's.
+    front = [Middleware(ProxyHeadersMiddleware, trusted_hosts=proxies)] if proxies else []
     return Starlette(
         routes=routes,
-        middleware=[Middleware(SecurityHeaders), Middleware(BodyLimit),
+        middleware=[*front, Middleware(SecurityHeaders), Middleware(BodyLimit),
                     Middleware(GZipMiddleware, minimum_size=500)],
         exception_handlers={HTTPException: on_error, Exception: on_error})
 
