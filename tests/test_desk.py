@@ -665,3 +665,62 @@ async def test_search_tabs_and_filters(site: Site, fake_time: FakeTime) -> None:
         assert late.count("<tr class=\"due-lewat\"") == late.count("<tr class=")
         unassigned = (await c.get("/", params={"petugas": "-"})).text
         assert unassigned.count("<tr class=") == len(rows)
+
+
+async def test_with_redmine_the_desk_lists_due_states_and_links_each_issue(
+        site: Site) -> None:
+    from connector.settings import load_config
+    from connector.tracker.registry import open_tracker
+    from tests.conftest import write_config
+
+    h = site.h
+    cfg = load_config(write_config(h.root / "rm", str(h.config.settings.storage.url), extra=(
+        '[tracker]\nkind = "redmine"\n[tracker.redmine]\nurl = "https://redmine.test"\n'
+        'project = "pengaduan"\ntracking_field_id = 7\n')), environ={})
+    tracker = open_tracker(cfg, h.mappings, environ={"REDMINE_API_KEY": "k"})
+    tids = [t.tracking_id for t in site.tickets() if t.status != "closed"]
+    now = h.ctx.now()
+    h.store.run(lambda c: c.execute(schema.tracker_issues.insert(), [
+        {"tracking_id": tid, "kind": "redmine", "issue_ref": str(100 + i),
+         "officer_status": None, "updated_at": now} for i, tid in enumerate(tids)]))
+    app = create_app(cfg, h.store, h.mappings, tracker, clock=h.ctx.now)
+    site.add_user("xena", Role.ADMIN, [])
+    transport = httpx.ASGITransport(app=app, client=("10.0.0.3", 1))
+    async with httpx.AsyncClient(transport=transport, base_url="http://d") as c:
+        await login(c, "xena")
+        inbox = (await c.get("/")).text
+        assert 'href="https://redmine.test/issues/100"' in inbox
+        assert "ditangani di Redmine" in inbox
+        for t in site.tickets()[:3]:
+            assert t.title not in inbox  # the text lives in Redmine
+        assert (await c.get(f"/tiket/{tids[0]}")).status_code == 404
+        assert (await c.get("/laporan")).status_code == 200
+
+
+async def test_a_desk_read_never_waits_for_the_daemons_write_transaction(site: Site) -> None:
+    import threading
+    import time
+
+    store = site.h.store
+    holding, release = threading.Event(), threading.Event()
+
+    def daemon_pull() -> None:
+        def tx(conn: Any) -> None:
+            conn.execute(schema.kv.insert().values(key="probe", value="1"))
+            holding.set()
+            release.wait(30)
+        store.run(tx)
+
+    writer = threading.Thread(target=daemon_pull)
+    writer.start()
+    try:
+        assert holding.wait(30)
+        started = time.monotonic()
+        count = store.read(lambda c: len(list(c.execute(select(schema.tickets.c.id)))))
+        waited = time.monotonic() - started
+    finally:
+        release.set()
+        writer.join()
+    assert count == len(site.tickets())
+    # The busy timeout is 10 s: a read that queued behind the writer would take that long.
+    assert waited < 5, waited

@@ -208,22 +208,25 @@ def open_session(conn: Connection, user: User, now: datetime) -> str:
     return token
 
 
-def session_user(conn: Connection, token: str, now: datetime) -> User | None:
-    """The session's user, touching it; an idle or disabled one ends here."""
-    digest = _digest(token)
+def find_session(conn: Connection, token: str) -> tuple[User, datetime] | None:
+    """The session's user and when it was last used (a read: no write lock)."""
     r = conn.execute(select(desk_sessions.c.last_seen_at, desk_users)
                      .join(desk_users, desk_users.c.id == desk_sessions.c.user_id)
-                     .where(desk_sessions.c.token_hash == digest)).first()
-    if r is None:
-        return None
-    if r.disabled or now - as_utc(r.last_seen_at) > SESSION_IDLE:
-        conn.execute(delete(desk_sessions).where(desk_sessions.c.token_hash == digest))
-        return None
-    # Touch at most once a minute: a page view is then usually a read-only transaction.
-    if now - as_utc(r.last_seen_at) > timedelta(minutes=1):
-        conn.execute(update(desk_sessions).where(desk_sessions.c.token_hash == digest)
-                     .values(last_seen_at=now))
-    return _user(r)
+                     .where(desk_sessions.c.token_hash == _digest(token))).first()
+    return None if r is None else (_user(r), as_utc(r.last_seen_at))
+
+
+def session_verdict(user: User, last_seen: datetime, now: datetime) -> str:
+    """``end`` (idle too long, or disabled), ``touch`` (due a new last-seen; at most once
+    a minute, so most page views only read) or ``ok``."""
+    if user.disabled or now - last_seen > SESSION_IDLE:
+        return "end"
+    return "touch" if now - last_seen > timedelta(minutes=1) else "ok"
+
+
+def touch_session(conn: Connection, token: str, now: datetime) -> None:
+    conn.execute(update(desk_sessions).where(desk_sessions.c.token_hash == _digest(token))
+                 .values(last_seen_at=now))
 
 
 def csrf_token(token: str) -> str:

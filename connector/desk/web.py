@@ -161,7 +161,12 @@ class Desk:
         return self.holder.current
 
     async def db(self, fn: Callable[[Connection], T]) -> T:
+        """A writing transaction."""
         return await run_in_threadpool(self.store.run, fn)
+
+    async def read(self, fn: Callable[[Connection], T]) -> T:
+        """A reading one: never waits for the daemon's pull on SQLite."""
+        return await run_in_threadpool(self.store.read, fn)
 
     def render(self, request: Request, name: str, status: int = 200,
                **context: Any) -> HTMLResponse:
@@ -274,7 +279,16 @@ class _Handlers:
         """The logged-in user, or a redirect to the login page (raised)."""
         token = request.cookies.get(_cookie_name(request))
         now = self.d.clock()
-        user = await self.d.db(lambda c: accounts.session_user(c, token, now)) if token else None
+        found = await self.d.read(lambda c: accounts.find_session(c, token)) if token else None
+        user = None
+        if found is not None and token is not None:
+            user, last_seen = found
+            verdict = accounts.session_verdict(user, last_seen, now)
+            if verdict == "end":
+                await self.d.db(lambda c: accounts.close_session(c, token))
+                user = None
+            elif verdict == "touch":
+                await self.d.db(lambda c: accounts.touch_session(c, token, now))
         if user is None:
             target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
             raise _Redirect("/masuk" + (f"?lanjut={_quote(target)}" if target != "/" else ""))
@@ -418,16 +432,16 @@ class _Handlers:
                           assignee=q.get("petugas", ""), q=q.get("cari", "")[:200], page=page)
         if self.d.builtin is None:
             port = self.d.tracker
-            rows = await self.d.db(lambda c: queries.external_inbox(c, user, now, m.holidays,
-                                                                    port.issue_url))
+            rows = await self.d.read(lambda c: queries.external_inbox(
+                c, user, now, m.holidays, port.issue_url))
         else:
-            rows = await self.d.db(lambda c: queries.inbox(c, user, now, m.holidays))
+            rows = await self.d.read(lambda c: queries.inbox(c, user, now, m.holidays))
         # The exact tracking id of a ticket outside the open list (closed, say) goes
         # straight to its page, which answers 404 to whoever may not see it.
         wanted = f.q.strip().upper()
         if wanted and all(r.tracking_id != wanted for r in rows) and " " not in wanted \
                 and len(wanted) <= 32 and self.d.builtin is not None:
-            found = await self.d.db(lambda c: queries.find_ticket(c, user, wanted))
+            found = await self.d.read(lambda c: queries.find_ticket(c, user, wanted))
             if found is not None:
                 return RedirectResponse(f"/tiket/{_quote(wanted)}", status_code=303)
         shown = views.apply_filters(rows, f, user.login)
@@ -449,7 +463,7 @@ class _Handlers:
         tid = request.path_params["tracking_id"]
         if self.d.builtin is None:
             raise HTTPException(404)
-        page = await self.d.db(lambda c: queries.find_ticket(c, user, tid))
+        page = await self.d.read(lambda c: queries.find_ticket(c, user, tid))
         if page is None:
             raise HTTPException(404)  # never tells whether it exists
         return page
@@ -475,7 +489,7 @@ class _Handlers:
         row = page.row
         agency = m.agency(row.agency)
         agency_name = agency.name if agency else row.agency
-        officers = await self.d.db(lambda c: accounts.officers_of(c, row.agency))
+        officers = await self.d.read(lambda c: accounts.officers_of(c, row.agency))
         templates = [(local, views.STATUS_WORDS.get(local, local), ob.text(agency_name))
                      for local, ob in m.outbound.items()]
         use = request.query_params.get("templat", "")
@@ -530,7 +544,7 @@ class _Handlers:
         m, now = self.d.mappings(), self.d.clock()
         tracker = self.d.builtin
         assert tracker is not None
-        officer_logins = [o.login for o in await self.d.db(
+        officer_logins = [o.login for o in await self.d.read(
             lambda c: accounts.officers_of(c, row.agency))]
 
         def tx(conn: Connection) -> tuple[str, dict[str, str]]:
@@ -619,7 +633,7 @@ class _Handlers:
     async def _users_page(self, request: Request, errors: dict[str, str],
                           values: dict[str, Any], status: int = 200,
                           notice: str = "") -> Response:
-        found = await self.d.db(accounts.list_users)
+        found = await self.d.read(accounts.list_users)
         m = self.d.mappings()
         return self.d.render(request, "users.html", status=status, users=found, errors=errors,
                              v=values, agencies=[(a.code, a.name) for a in m.agencies],
@@ -704,7 +718,7 @@ class _Handlers:
         out = []
         for key, label, start_d, end_d in self._periods():
             start, end = report.bounds(start_d, end_d)
-            facts = await self.d.db(_received(start, end))
+            facts = await self.d.read(_received(start, end))
             out.append((key, label, report.build(facts, m, start_d, end_d, now)))
         return out
 

@@ -24,7 +24,7 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from connector.errors import ConfigError, StorageBusy, StorageError
 from connector.store.backend import Backend
 from connector.store.postgres import PostgresBackend
-from connector.store.sqlite import SqliteBackend
+from connector.store.sqlite import READ_ONLY, SqliteBackend
 
 T = TypeVar("T")
 
@@ -92,6 +92,19 @@ class Store:
     def run(self, fn: Callable[[Connection], T]) -> T:
         with self.begin() as conn:
             return fn(conn)
+
+    def read(self, fn: Callable[[Connection], T]) -> T:
+        """A transaction that only reads: on SQLite it takes no write lock (WAL), so it
+        never waits for the daemon's pull, nor holds it up."""
+        try:
+            with self.engine.connect() as raw:
+                conn = raw.execution_options(**{READ_ONLY: True})
+                with conn.begin():
+                    return fn(conn)
+        except DBAPIError as exc:
+            if self.backend.is_busy(exc):
+                raise StorageBusy(f"storage busy: {_short(exc)}") from None
+            raise StorageError(f"storage error: {_short(exc)}") from None
 
     def lock_instance(self) -> None:
         try:

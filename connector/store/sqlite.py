@@ -14,6 +14,8 @@ from sqlalchemy.exc import DBAPIError
 from connector.errors import InstanceLocked
 from connector.store.backend import Backend
 
+READ_ONLY = "lapor_read_only"
+
 
 class SqliteBackend(Backend):
     name = "sqlite"
@@ -52,7 +54,9 @@ class SqliteBackend(Backend):
 
         @event.listens_for(engine, "begin")
         def _on_begin(conn: Any) -> None:
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            # A read (Store.read: the desk's pages) never waits for the daemon's writes.
+            read = conn.get_execution_options().get(READ_ONLY)
+            conn.exec_driver_sql("BEGIN" if read else "BEGIN IMMEDIATE")
 
         return engine
 
