@@ -27,11 +27,14 @@ from sqlalchemy import Engine, create_engine, select, text, update
 from sqlalchemy.pool import NullPool
 
 from connector.domain import OutboxState
+from connector.errors import ConfigError
 from connector.settings import DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, Config
 from connector.store.schema import outbox
 from connector.store.state import OPEN_STATES
 
-ROOT = Path(__file__).resolve().parent.parent
+# A source checkout's mappings; an installed connector passes its own (mappings.dir),
+# since a non-editable package carries none.
+SOURCE_MAPPINGS = Path(__file__).resolve().parent.parent / "mappings"
 
 
 @dataclass
@@ -111,10 +114,14 @@ class Sandbox:
 class Connector:
     """The connector's CLI as subprocesses on one settings file."""
 
-    def __init__(self, workdir: Path, sandbox: Sandbox, db_url: str | None = None):
+    def __init__(self, workdir: Path, sandbox: Sandbox, db_url: str | None = None,
+                 mappings: Path = SOURCE_MAPPINGS):
         self.workdir = workdir
         (workdir / "mappings").mkdir(exist_ok=True)
-        for f in (ROOT / "mappings").glob("*.toml"):
+        found = sorted(mappings.glob("*.toml"))
+        if not found:
+            raise ConfigError(f"{mappings}: no mapping files to run the campaign with")
+        for f in found:
             (workdir / "mappings" / f.name).write_text(f.read_text(encoding="utf-8"))
         self.db_path = workdir / "var" / "connector.db"
         self.db_url = db_url or f"sqlite:///{self.db_path}"
@@ -210,8 +217,9 @@ class Connector:
 
 def campaign(workdir: Path, *, complaints: int = 1500, changes: int = 30, kills: int = 25,
              seed: int = 6411, faults: dict[str, Any] | None = None,
-             db_url: str | None = None) -> Figures:
-    """``db_url``: the connector's database (default: SQLite in ``workdir``)."""
+             db_url: str | None = None, mappings: Path = SOURCE_MAPPINGS) -> Figures:
+    """``db_url``: the connector's database (default: SQLite in ``workdir``); ``mappings``:
+    the folder of mapping files to run with."""
     rng = random.Random(seed)
     faults = faults if faults is not None else {
         "rate_5xx": 0.03, "move_rate": 0.3, "duplicate_rate": 0.2, "token_max_uses": 50,
@@ -219,7 +227,7 @@ def campaign(workdir: Path, *, complaints: int = 1500, changes: int = 30, kills:
     fig = Figures(complaints=complaints, faults=[*sorted(faults), "sigkill"])
     sandbox = Sandbox(workdir, complaints, seed, faults)
     try:
-        conn = Connector(workdir, sandbox, db_url)
+        conn = Connector(workdir, sandbox, db_url, mappings)
         # 1. Pulls of the whole backlog, killed at random moments.
         for _ in range(kills):
             fig.kills_pull += conn.kill_at_random(rng, 0.4, 4.0, "sync")
@@ -314,7 +322,7 @@ def main(config: Config, args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="lapor-reliability-") as tmp:
         started = time.monotonic()
         fig = campaign(Path(tmp), complaints=args.complaints, changes=args.changes,
-                       kills=args.kills, seed=args.seed)
+                       kills=args.kills, seed=args.seed, mappings=config.mappings_dir)
     report = {**asdict(fig), "ok": fig.ok, "seconds": round(time.monotonic() - started, 1)}
     print(json.dumps(report, indent=2))
     return 0 if fig.ok else 1
