@@ -724,3 +724,23 @@ async def test_a_desk_read_never_waits_for_the_daemons_write_transaction(site: S
     assert count == len(site.tickets())
     # The busy timeout is 10 s: a read that queued behind the writer would take that long.
     assert waited < 5, waited
+
+
+async def test_a_complaint_closed_on_lapor_is_read_only(site: Site) -> None:
+    from sqlalchemy import update
+
+    t, _ = _by_agency(site)
+    site.add_user("yuni", Role.PETUGAS, [t.agency])
+    async with site.client() as c:
+        await login(c, "yuni")
+        page = await c.get(f"/tiket/{t.tracking_id}")
+        site.h.store.run(lambda conn: conn.execute(update(schema.tickets).where(
+            schema.tickets.c.id == t.id).values(lapor_status="diarsipkan")))
+        r = await c.post(f"/tiket/{t.tracking_id}", data={
+            "csrf": csrf_of(page.text), "form_id": field(page.text, "form_id"),
+            "versi": field(page.text, "versi"), "status": "", "balasan": "Masih kami cek.",
+            "catatan": ""})
+        assert r.status_code == 422 and "diarsipkan di LAPOR!" in r.text
+        again = await c.get(f"/tiket/{t.tracking_id}")
+        assert 'id="form-jawab"' not in again.text and "hanya dapat dibaca" in again.text
+    assert site.h.outbox() == []
