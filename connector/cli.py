@@ -831,10 +831,11 @@ def cmd_users_add(config: Config, args: argparse.Namespace) -> int:
     try:
         role = accounts.validate(args.login, args.name, args.role, args.agency, args.email,
                                  {a.code for a in mappings.agencies})
-        accounts.check_new_password(password)
+        new_hash = accounts.hash_new(password)
+        # The operator chose this password for someone: they change it at first login.
         user = _users(config, lambda c: accounts.add_user(
             c, args.login, args.name, role, args.agency if role != "admin" else [],
-            args.email, password, utcnow(), must_change=False))
+            args.email, new_hash, utcnow(), must_change=True))
     except accounts.AccountError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
@@ -892,15 +893,14 @@ def cmd_users_enable(config: Config, args: argparse.Namespace) -> int:
 def cmd_users_password(config: Config, args: argparse.Namespace) -> int:
     from connector.desk import accounts
 
-    password = _password_stdin()
     try:
-        accounts.check_new_password(password)
+        new_hash = accounts.hash_new(_password_stdin())
     except accounts.AccountError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     return _users_change(config, args.login, lambda c: accounts.set_password(
-        c, args.login, password, utcnow(), must_change=False),
-        "has a new password; every session of it ended")
+        c, args.login, new_hash, utcnow(), must_change=True),
+        "has a new password (to be changed at the next login); every session of it ended")
 
 
 HANDLERS: dict[tuple[str, str | None], Callable[..., int]] = {

@@ -26,6 +26,7 @@ from tests.harness import Harness
 
 pytestmark = pytest.mark.anyio
 PASSWORD = "sandi-yang-panjang-1"
+HASH = accounts.hash_new(PASSWORD)
 HOSTILE_TITLE = '<script>alert(1)</script>"><img src=x onerror=alert(2)>'
 HOSTILE_BODY = 'Lihat <a href="javascript:alert(3)">ini</a>\nbaris kedua'
 
@@ -44,7 +45,7 @@ class Site:
     def add_user(self, login: str, role: Role, agencies: list[str],
                  must_change: bool = False) -> None:
         self.h.store.run(lambda c: accounts.add_user(
-            c, login, f"Petugas {login}", role, agencies, None, PASSWORD, self.h.ctx.now(),
+            c, login, f"Petugas {login}", role, agencies, None, HASH, self.h.ctx.now(),
             must_change=must_change))
 
     def tickets(self) -> list[Any]:
@@ -320,8 +321,9 @@ async def test_disable_and_password_change_end_every_session(site: Site) -> None
         await login(c1, "kiki")
         await login(c2, "kiki")
         assert (await c1.get("/")).status_code == 200
-        site.h.store.run(lambda c: accounts.set_password(c, "kiki", "baru-sekali-1234",
-                                                         site.h.ctx.now(), False))
+        new = accounts.hash_new("baru-sekali-1234")
+        site.h.store.run(lambda c: accounts.set_password(c, "kiki", new, site.h.ctx.now(),
+                                                         False))
         assert (await c1.get("/")).status_code == 303
         assert (await c2.get("/")).status_code == 303
         await login(c1, "kiki", "baru-sekali-1234")
@@ -440,7 +442,7 @@ async def test_users_commands_and_their_exit_codes(tmp_path: Path, db_url: str) 
     rows = json.loads(listed.stdout)
     assert rows == [{"login": "ani", "name": "Ani", "role": "petugas", "agencies": ["DISHUB"],
                      "email": "ani@example.go.id", "disabled": True,
-                     "must_change_password": False}]
+                     "must_change_password": True}]
     assert "sandi-panjang" not in listed.stdout + listed.stderr
     assert _cli(cfg, "users", "enable", "ani").returncode == 0
     assert _cli(cfg, "users", "password", "ani", "--password-stdin",
@@ -560,10 +562,11 @@ async def test_cookies_are_secure_behind_a_trusted_https_proxy_only(
     proxied = {"x-forwarded-proto": "https", "x-forwarded-for": "198.51.100.7"}
     async with s.client("127.0.0.1") as c:
         page = await c.get("/masuk", headers=proxied)
+        assert "__Host-desk_csrf=" in page.headers["set-cookie"]
         assert "Secure" in page.headers["set-cookie"]
         # The client speaks plain http to the proxy's side: hand the Secure cookie back.
         token = csrf_of(page.text)
-        r = await c.post("/masuk", headers={**proxied, "cookie": f"desk_csrf={token}"},
+        r = await c.post("/masuk", headers={**proxied, "cookie": f"__Host-desk_csrf={token}"},
                          data={"login": "tono", "password": PASSWORD, "csrf": token})
         cookie = r.headers["set-cookie"]
         assert "__Host-sesi=" in cookie and "Secure" in cookie and "HttpOnly" in cookie
@@ -744,3 +747,150 @@ async def test_a_complaint_closed_on_lapor_is_read_only(site: Site) -> None:
         again = await c.get(f"/tiket/{t.tracking_id}")
         assert 'id="form-jawab"' not in again.text and "hanya dapat dibaca" in again.text
     assert site.h.outbox() == []
+
+
+async def test_an_answer_from_an_old_page_never_undoes_anothers_assignment(site: Site) -> None:
+    t, _ = _by_agency(site)
+    for who in ("asep", "bayu", "cici"):
+        site.add_user(who, Role.PETUGAS, [t.agency])
+    async with site.client() as a, site.client() as b:
+        await login(a, "asep")
+        await login(b, "bayu")
+        old = await a.get(f"/tiket/{t.tracking_id}")  # drawn unassigned
+        fresh = await b.get(f"/tiket/{t.tracking_id}")
+        r = await b.post(f"/tiket/{t.tracking_id}", data={
+            "csrf": csrf_of(fresh.text), "form_id": field(fresh.text, "form_id"),
+            "versi": field(fresh.text, "versi"), "petugas_asal": "", "petugas": "bayu",
+            "status": "", "balasan": "", "catatan": ""})
+        assert r.status_code == 303
+        base = {"csrf": csrf_of(old.text), "versi": field(old.text, "versi"),
+                "petugas_asal": field(old.text, "petugas_asal"), "status": "", "balasan": ""}
+        r = await a.post(f"/tiket/{t.tracking_id}", data={
+            **base, "form_id": "note-only", "petugas": "", "catatan": "hanya catatan"})
+        assert r.status_code == 303
+        assert next(x for x in site.tickets() if x.id == t.id).assignee == "bayu"
+        r = await a.post(f"/tiket/{t.tracking_id}", data={
+            **base, "form_id": "reassign", "petugas": "cici", "catatan": ""})
+        assert r.status_code == 422 and "sudah diubah orang lain" in r.text
+    assert next(x for x in site.tickets() if x.id == t.id).assignee == "bayu"
+    # A disabled assignee stays listed and assigned when someone else answers.
+    site.h.store.run(lambda c: accounts.set_disabled(c, "bayu", True, site.h.ctx.now()))
+    async with site.client() as c:
+        await login(c, "cici")
+        page = await c.get(f"/tiket/{t.tracking_id}")
+        assert 'value="bayu" selected' in page.text
+        r = await c.post(f"/tiket/{t.tracking_id}", data={
+            "csrf": csrf_of(page.text), "form_id": field(page.text, "form_id"),
+            "versi": field(page.text, "versi"),
+            "petugas_asal": field(page.text, "petugas_asal"), "petugas": "bayu",
+            "status": "", "balasan": "", "catatan": "dicek"})
+        assert r.status_code == 303
+    assert next(x for x in site.tickets() if x.id == t.id).assignee == "bayu"
+
+
+async def test_a_refused_answer_on_a_rahasia_complaint_is_audited_too(site: Site) -> None:
+    secret = next(t for t in site.tickets() if t.confidential
+                  and t.lapor_status not in ("ditutup", "diarsipkan"))
+    site.add_user("dodi", Role.PETUGAS, [secret.agency])
+    async with site.client() as c:
+        await login(c, "dodi")
+        inbox = await c.get("/")
+        r = await c.post(f"/tiket/{secret.tracking_id}", data={
+            "csrf": csrf_of(inbox.text), "form_id": "abc", "versi": "x", "status": "",
+            "balasan": "", "catatan": ""})
+        assert r.status_code == 422
+    assert [(a.login, a.action) for a in site.audit()
+            if a.tracking_id == secret.tracking_id] == [("dodi", "buka_rahasia")]
+
+
+async def test_guessing_the_current_password_on_the_change_page_is_throttled(
+        site: Site) -> None:
+    site.add_user("erna", Role.PETUGAS, ["DISHUB"])
+    async with site.client() as c:
+        await login(c, "erna")
+        page = await c.get("/sandi")
+        token = csrf_of(page.text)
+        for i in range(accounts.MAX_FAILURES_PER_ADDRESS):
+            r = await c.post("/sandi", data={"csrf": token, "lama": f"tebakan-{i:04}",
+                                             "baru": "sandi-baru-erna-1",
+                                             "ulang": "sandi-baru-erna-1"})
+            assert r.status_code == 422
+        r = await c.post("/sandi", data={"csrf": token, "lama": PASSWORD,
+                                         "baru": "sandi-baru-erna-1",
+                                         "ulang": "sandi-baru-erna-1"})
+        assert r.status_code == 429
+
+
+async def test_a_pimpinan_sees_no_detail_of_a_rahasia_complaint_in_the_inbox(
+        site: Site) -> None:
+    secret = next(t for t in site.tickets() if t.confidential and t.status != "closed")
+    site.add_user("kabid", Role.PIMPINAN, [secret.agency])
+    async with site.client() as c:
+        await login(c, "kabid")
+        inbox = (await c.get("/")).text
+    row = re.search(rf"<tr[^>]*>\s*<td data-label=\"Nomor\">{secret.tracking_id}</td>"
+                    r"(.*?)</tr>", inbox, re.S)
+    assert row, "the rahasia row is listed, not linked"
+    assert "Laporan rahasia" in row.group(1)
+    if secret.category:
+        assert secret.category not in row.group(1)
+    assert secret.title not in inbox
+
+
+def test_agency_codes_match_exactly_never_as_like_patterns(db_url: str,
+                                                            tmp_path: Path) -> None:
+    from datetime import UTC, datetime
+
+    from connector.runtime import open_store
+    from connector.settings import load_config
+    from tests.conftest import write_config
+
+    store = open_store(load_config(write_config(tmp_path / "c", db_url), environ={}))
+    try:
+        now = datetime(2026, 12, 3, tzinfo=UTC)
+        store.run(lambda c: accounts.add_user(c, "fani", "Fani", Role.PETUGAS, ["DKPXKB"],
+                                              None, HASH, now, must_change=False))
+        assert store.run(lambda c: accounts.officers_of(c, "DKP_KB")) == []
+        assert [u.login for u in store.run(lambda c: accounts.officers_of(c, "DKPXKB"))] \
+            == ["fani"]
+    finally:
+        store.close()
+
+
+async def test_password_verification_holds_no_write_lock(site: Site,
+                                                         monkeypatch: pytest.MonkeyPatch
+                                                         ) -> None:
+    import threading
+    import time
+
+    import anyio
+
+    site.add_user("gani", Role.PETUGAS, ["DISHUB"])
+    verifying, go_on = threading.Event(), threading.Event()
+    real = accounts.password_matches
+
+    def slow(stored: str, password: str) -> bool:
+        verifying.set()
+        go_on.wait(30)
+        return real(stored, password)
+
+    monkeypatch.setattr(accounts, "password_matches", slow)
+
+    async def daemon_write() -> float:
+        await anyio.to_thread.run_sync(verifying.wait, 30)
+        started = time.monotonic()
+        await anyio.to_thread.run_sync(site.h.store.run, lambda c: c.execute(
+            schema.kv.insert().values(key="probe2", value="1")))
+        go_on.set()
+        return time.monotonic() - started
+
+    async with site.client() as c, anyio.create_task_group() as tg:
+        waited: list[float] = []
+
+        async def writer() -> None:
+            waited.append(await daemon_write())
+
+        tg.start_soon(writer)
+        r = await login(c, "gani")
+    assert r.status_code == 303
+    assert waited and waited[0] < 5, waited

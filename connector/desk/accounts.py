@@ -75,14 +75,25 @@ class User:
         return self.role == Role.ADMIN
 
 
-def hash_password(password: str) -> str:
-    return _hasher.hash(password)
-
-
 def check_new_password(password: str) -> None:
     if len(password) < MIN_PASSWORD:
         raise AccountError(f"the password has {len(password)} characters; at least "
                            f"{MIN_PASSWORD} are needed")
+
+
+def hash_new(password: str) -> str:
+    """A new password's argon2id hash, checked first. Slow (tens of MiB, a fraction of a
+    second) on purpose: callers hash before opening a transaction, never inside one."""
+    check_new_password(password)
+    return _hasher.hash(password)
+
+
+def password_matches(stored: str, password: str) -> bool:
+    """argon2 verification: CPU and memory only, outside any transaction."""
+    try:
+        return bool(_hasher.verify(stored, password))
+    except (VerifyMismatchError, VerificationError, InvalidHashError):
+        return False
 
 
 def validate(login: str, name: str, role: str, agencies: list[str], email: str | None,
@@ -115,14 +126,14 @@ def _user(r: Row[Any]) -> User:
 
 
 def add_user(conn: Connection, login: str, name: str, role: Role, agencies: list[str],
-             email: str | None, password: str, now: datetime, must_change: bool) -> User:
-    check_new_password(password)
+             email: str | None, password_hash: str, now: datetime,
+             must_change: bool) -> User:
     if conn.execute(select(desk_users.c.id).where(desk_users.c.login == login)).first():
         raise AccountError(f"login {login!r} exists already", exit_code=1)
     conn.execute(insert(desk_users).values(
         login=login, name=name.strip(), role=str(role),
         agencies="," + ",".join(dict.fromkeys(agencies)) + ",", email=email,
-        password_hash=hash_password(password), must_change=must_change, disabled=False,
+        password_hash=password_hash, must_change=must_change, disabled=False,
         created_at=now, updated_at=now))
     found = get_user(conn, login)
     assert found is not None
@@ -142,7 +153,7 @@ def officers_of(conn: Connection, agency: str) -> list[User]:
     """Enabled officers of an agency: who a ticket may be assigned to."""
     q = (select(desk_users).where(desk_users.c.role == str(Role.PETUGAS),
                                   desk_users.c.disabled.is_(False),
-                                  desk_users.c.agencies.contains(f",{agency},"))
+                                  desk_users.c.agencies.contains(f",{agency},", autoescape=True))
          .order_by(desk_users.c.name))
     return [_user(r) for r in conn.execute(q)]
 
@@ -163,32 +174,22 @@ def set_disabled(conn: Connection, login: str, disabled: bool, now: datetime) ->
     return user
 
 
-def set_password(conn: Connection, login: str, password: str, now: datetime,
+def set_password(conn: Connection, login: str, password_hash: str, now: datetime,
                  must_change: bool) -> User:
-    """A new password; every session of the user ends (the caller opens a new one)."""
-    check_new_password(password)
+    """A new password (``hash_new``); every session of the user ends (the caller opens a
+    new one)."""
     user = _must_exist(conn, login)
     conn.execute(update(desk_users).where(desk_users.c.id == user.id).values(
-        password_hash=hash_password(password), must_change=must_change, updated_at=now))
+        password_hash=password_hash, must_change=must_change, updated_at=now))
     end_sessions(conn, user.id)
     return user
 
 
-def verify_password(conn: Connection, login: str, password: str) -> User | None:
-    """The user when the password is right and the account enabled, else None. A
-    missing login costs one hash too, so timing does not tell which logins exist."""
+def credentials(conn: Connection, login: str) -> tuple[User | None, str]:
+    """The account and its stored hash; for a missing login a dummy hash, so verifying
+    costs the same and timing does not tell which logins exist."""
     r = conn.execute(select(desk_users).where(desk_users.c.login == login)).first()
-    stored = r.password_hash if r is not None else _DUMMY
-    try:
-        _hasher.verify(stored, password)
-    except (VerifyMismatchError, VerificationError, InvalidHashError):
-        return None
-    if r is None or r.disabled:
-        return None
-    if _hasher.check_needs_rehash(stored):
-        conn.execute(update(desk_users).where(desk_users.c.id == r.id)
-                     .values(password_hash=hash_password(password)))
-    return _user(r)
+    return (None, _DUMMY) if r is None else (_user(r), r.password_hash)
 
 
 _DUMMY = _hasher.hash(secrets.token_hex(16))
@@ -272,8 +273,21 @@ def throttled(conn: Connection, login: str, address: str, now: datetime) -> time
 
 
 def record_failure(conn: Connection, login: str, address: str, now: datetime) -> None:
-    conn.execute(insert(desk_login_failures).values(login=login[:64], address=address[:64],
-                                                    at=now))
+    conn.execute(insert(desk_login_failures).values(login=login, address=address, at=now))
+
+
+def throttle_key(login: str, address: str) -> tuple[str, str]:
+    """What failures are counted by: the login as stored (64 characters) and the client's
+    address, an IPv6 one by its /64 (one host has many addresses in its network)."""
+    import ipaddress
+
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return login[:64], address[:64]
+    if ip.version == 6:
+        return login[:64], str(ipaddress.ip_network(f"{ip}/64", strict=False))
+    return login[:64], str(ip)
 
 
 def clear_failures(conn: Connection, login: str, address: str) -> None:

@@ -8,6 +8,7 @@ every Mahulu agency holding a disposition of it (``followup_complaints.agencies`
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
@@ -32,6 +33,7 @@ from connector.timeutil import as_utc
 from connector.tracker.rows import AttachmentMeta
 
 OPEN = ("new", "in_progress", "resolved")
+TRACKING_ID = re.compile(r"[0-9A-Za-z-]{1,32}")
 
 
 # -- who may do what (pure) -------------------------------------------------------------------
@@ -76,7 +78,8 @@ def _open_rows(conn: Connection, user: User) -> list[Any]:
     also = [r.tracking_id for r in conn.execute(
         select(followup_complaints.c.tracking_id).where(
             followup_complaints.c.closed.is_(False),
-            or_(*[followup_complaints.c.agencies.contains(f",{a},") for a in user.agencies])))]
+            or_(*[followup_complaints.c.agencies.contains(f",{a},", autoescape=True)
+                  for a in user.agencies])))]
     for start in range(0, len(also), 500):
         for r in conn.execute(q.where(tickets.c.tracking_id.in_(also[start:start + 500]))):
             rows.setdefault(r.id, r)
@@ -103,13 +106,17 @@ def inbox(conn: Connection, user: User, now: datetime,
         kampung, kecamatan = _place(r.location)
         f = facts.get(r.tracking_id)
         agencies = {r.agency, *(f.agencies if f else ())}
+        # A rahasia complaint this user may not open: its place and category could point
+        # to the reporter, so only that it exists and its clock are listed.
         hidden = r.confidential and not may_open(user, agencies, True)
         out.append(views.InboxRow(
             id=r.id, tracking_id=r.tracking_id, agency=r.agency,
-            title="Laporan rahasia" if hidden else r.title, category=r.category,
-            kampung=kampung, kecamatan=kecamatan, submitted_at=as_utc(r.submitted_at),
-            status=r.status, assignee=r.assignee, confidential=bool(r.confidential),
-            due=views.due_state(f, False, now, holidays)))
+            title="Laporan rahasia" if hidden else r.title,
+            category=None if hidden else r.category,
+            kampung=None if hidden else kampung, kecamatan=None if hidden else kecamatan,
+            submitted_at=as_utc(r.submitted_at), status=r.status,
+            assignee=None if hidden else r.assignee, confidential=bool(r.confidential),
+            due=views.due_state(f, False, now, holidays), hidden=hidden))
     return out
 
 
@@ -165,6 +172,8 @@ class TicketPage:
 def find_ticket(conn: Connection, user: User, tracking_id: str) -> TicketPage | None:
     """The complaint when this user may open it, else None (the caller answers 404,
     whether it exists or not)."""
+    if not TRACKING_ID.fullmatch(tracking_id):
+        return None
     row = conn.execute(select(tickets).where(tickets.c.tracking_id == tracking_id)).first()
     if row is None:
         return None

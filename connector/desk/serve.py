@@ -58,15 +58,18 @@ def demo_logins(config: Config, store: Store, mappings: Mappings) -> list[tuple[
     out += [(f"petugas.{a.code.lower().replace('_', '-')}", DEMO_OFFICER_PASSWORD, a.name)
             for a in mappings.agencies]
 
+    admin_hash = accounts.hash_new(DEMO_ADMIN[1])
+    officer_hash = accounts.hash_new(DEMO_OFFICER_PASSWORD)  # one hash: a public password
+
     def seed(conn: Connection) -> bool:
         if accounts.list_users(conn):
             return False
         now = utcnow()
         accounts.add_user(conn, DEMO_ADMIN[0], "Admin (demo)", Role.ADMIN, [], None,
-                          DEMO_ADMIN[1], now, must_change=False)
-        for a, (login, password, _) in zip(mappings.agencies, out[1:], strict=True):
+                          admin_hash, now, must_change=False)
+        for a, (login, _, _) in zip(mappings.agencies, out[1:], strict=True):
             accounts.add_user(conn, login, f"Petugas {a.code} (demo)", Role.PETUGAS,
-                              [a.code], None, password, now, must_change=False)
+                              [a.code], None, officer_hash, now, must_change=False)
         return True
 
     return out if store.run(seed) else []

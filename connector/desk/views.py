@@ -100,6 +100,7 @@ class InboxRow:
     confidential: bool
     due: DueState
     issue_url: str | None = None  # an external tracker's issue
+    hidden: bool = False  # rahasia, and this user may not open it: listed, not linked
 
 
 def order_key(row: InboxRow) -> tuple[int, float, int]:
@@ -196,6 +197,12 @@ class Answer:
     note: str
     assignee: str
     assignee_given: bool  # the field was in the form (an empty one unassigns)
+    assignee_before: str = ""  # the assignee the page was drawn with ("" for none)
+
+    @property
+    def reassigns(self) -> bool:
+        """The officer changed the assignee field: otherwise the form only carries it."""
+        return self.assignee_given and self.assignee != self.assignee_before
 
 
 @dataclass(frozen=True)
@@ -234,9 +241,13 @@ def check_answer(a: Answer, t: TicketState, page_version: str, outbound: Outboun
         problems["balasan"] = (f"Status {STATUS_WORDS.get(a.status, a.status)} perlu balasan "
                                "publik dengan kata-kata Anda sendiri: admin LAPOR! menolak "
                                "tindak lanjut yang hanya berisi kalimat baku.")
-    if a.assignee_given and a.assignee and a.assignee not in officers:
+    if a.reassigns and a.assignee and a.assignee not in officers:
         problems["petugas"] = "Pilih petugas dari daftar petugas OPD ini."
-    assign_changes = a.assignee_given and (a.assignee or None) != t.assignee
+    if a.reassigns and (t.assignee or "") != a.assignee_before:
+        problems["petugas"] = ("Petugas tiket ini sudah diubah orang lain sejak halaman dibuka "
+                               f"(kini: {t.assignee or 'belum ditugaskan'}). Periksa, lalu "
+                               "kirim lagi bila masih perlu.")
+    assign_changes = a.reassigns and (a.assignee or None) != t.assignee
     if not problems and not (changes_status or a.reply or a.note or assign_changes):
         problems["balasan"] = ("Tidak ada yang disimpan: pilih status baru, tulis balasan "
                                "atau catatan, atau ubah petugas.")

@@ -8,6 +8,7 @@ the connector's instance lock. Routes and form fields: CONTRACT.md.
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import time
 from collections.abc import Awaitable, Callable
@@ -138,6 +139,7 @@ class Desk:
     clock: Callable[[], datetime] = utcnow
     env: Environment = field(init=False)
     _checked: float = 0.0
+    _hash_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(2))
 
     def __post_init__(self) -> None:
         self.env = Environment(loader=PackageLoader("connector.desk", "templates"),
@@ -167,6 +169,12 @@ class Desk:
     async def read(self, fn: Callable[[Connection], T]) -> T:
         """A reading one: never waits for the daemon's pull on SQLite."""
         return await run_in_threadpool(self.store.read, fn)
+
+    async def hashing(self, fn: Callable[[], T]) -> T:
+        """argon2 work (tens of MiB each), a few at a time: a burst of logins can neither
+        exhaust memory nor starve the pages."""
+        async with self._hash_slots:
+            return await run_in_threadpool(fn)
 
     def render(self, request: Request, name: str, status: int = 200,
                **context: Any) -> HTMLResponse:
@@ -242,6 +250,10 @@ def _address(request: Request) -> str:
     return request.client.host if request.client else "-"
 
 
+def _login_cookie(request: Request) -> str:
+    return "__Host-" + LOGIN_CSRF_COOKIE if _secure(request) else LOGIN_CSRF_COOKIE
+
+
 def _local_path(target: str | None) -> str:
     """Only a path on this server: never an open redirect."""
     if target and target.startswith("/") and not target.startswith("//") and "\\" not in target:
@@ -308,66 +320,94 @@ class _Handlers:
             raise HTTPException(403)
 
     async def login_form(self, request: Request) -> Response:
-        return self._login_page(request, {}, "")
+        return self._login_page(request, {}, "", request.query_params.get("lanjut"))
 
     def _login_page(self, request: Request, errors: dict[str, str], login: str,
-                    status: int = 200, notice: str = "") -> Response:
-        token = request.cookies.get(LOGIN_CSRF_COOKIE) or secrets.token_urlsafe(24)
+                    lanjut: str | None, status: int = 200) -> Response:
+        name = _login_cookie(request)
+        token = request.cookies.get(name) or secrets.token_urlsafe(24)
         resp = self.d.render(request, "login.html", status=status, errors=errors, login=login,
-                             csrf=token, notice=notice,
-                             lanjut=_local_path(request.query_params.get("lanjut")))
-        resp.set_cookie(LOGIN_CSRF_COOKIE, token, httponly=True, samesite="lax",
-                        secure=_secure(request), path="/masuk")
+                             csrf=token, lanjut=_local_path(lanjut))
+        # Behind HTTPS a __Host- cookie: no sibling subdomain can plant a token of its own.
+        resp.set_cookie(name, token, httponly=True, samesite="lax", secure=_secure(request),
+                        path="/" if _secure(request) else "/masuk")
         return resp
+
+    def _throttled_page(self, request: Request, login: str, lanjut: str | None,
+                        wait: timedelta, template: str = "login.html") -> Response:
+        minutes = max(1, int(wait.total_seconds() // 60) + 1)
+        log.warning("desk_login_throttled", login=login, address=_address(request))
+        message = ("Terlalu banyak percobaan kata sandi yang salah untuk akun ini dari alamat "
+                   f"Anda. Coba lagi dalam {minutes} menit, atau minta admin mengatur ulang "
+                   "kata sandi.")
+        if template == "password.html":
+            return self.d.render(request, template, status=429, errors={"lama": message},
+                                 forced=False)
+        return self._login_page(request, {"password": message}, login, lanjut, 429)
+
+    async def _check_password(self, login: str, password: str, address: str
+                              ) -> tuple[User | None, timedelta | None]:
+        """The throttle, then argon2 outside any transaction (a write lock held across a
+        verification would stall the daemon), then the outcome recorded in a short write."""
+        now = self.d.clock()
+        key, where = accounts.throttle_key(login, address)
+
+        def look(conn: Connection) -> tuple[timedelta | None, User | None, str]:
+            return (accounts.throttled(conn, key, where, now), *accounts.credentials(conn, key))
+
+        wait, user, stored = await self.d.read(look)
+        if wait is not None:
+            return None, wait
+        ok = await self.d.hashing(lambda: accounts.password_matches(stored, password))
+        if not ok or user is None or user.disabled:
+            def failed(conn: Connection) -> None:
+                accounts.purge(conn, now)
+                accounts.record_failure(conn, key, where, now)
+
+            await self.d.db(failed)
+            return None, None
+        return user, None
 
     async def login(self, request: Request) -> Response:
         form = await _form(request)
-        cookie = request.cookies.get(LOGIN_CSRF_COOKIE, "")
+        cookie = request.cookies.get(_login_cookie(request), "")
         given = form.get("csrf", "")
         if not cookie or not isinstance(given, str) or not secrets.compare_digest(given, cookie):
             raise HTTPException(403)
         login = _text(form, "login", 200).strip().lower()
         password = _text(form, "password", 1000)
+        lanjut = _text(form, "lanjut", 2000) or None
         address, now = _address(request), self.d.clock()
-        target = _local_path(_text(form, "lanjut", 2000) or None)
         if not login or not password:
             errors = {}
             if not login:
                 errors["login"] = "Tulis nama pengguna Anda."
             if not password:
                 errors["password"] = "Tulis kata sandi Anda."  # noqa: S105 - a message
-            return self._login_page(request, errors, login, 422)
-
-        def attempt(conn: Connection) -> tuple[str, User | None, timedelta | None]:
-            accounts.purge(conn, now)
-            wait = accounts.throttled(conn, login, address, now)
-            if wait is not None:
-                return "", None, wait
-            user = accounts.verify_password(conn, login, password)
-            if user is None:
-                accounts.record_failure(conn, login, address, now)
-                return "", None, None
-            accounts.clear_failures(conn, login, address)
-            accounts.audit(conn, login, "masuk", None, now)
-            return accounts.open_session(conn, user, now), user, None
-
-        token, user, wait = await self.d.db(attempt)
+            return self._login_page(request, errors, login, lanjut, 422)
+        user, wait = await self._check_password(login, password, address)
         if wait is not None:
-            minutes = max(1, int(wait.total_seconds() // 60) + 1)
-            log.warning("desk_login_throttled", login=login, address=address)
-            return self._login_page(request, {"password": (
-                "Terlalu banyak percobaan masuk yang salah untuk akun ini dari alamat Anda. "
-                f"Coba lagi dalam {minutes} menit, atau minta admin mengatur ulang kata "
-                "sandi.")}, login, 429)
+            return self._throttled_page(request, login, lanjut, wait)
         if user is None:
-            log.info("desk_login_failed", login=login, address=address)
+            log.info("desk_login_failed", login=login[:64], address=address)
             return self._login_page(request, {"password": (
-                "Nama pengguna atau kata sandi salah, atau akun dinonaktifkan.")}, login, 422)
+                "Nama pengguna atau kata sandi salah, atau akun dinonaktifkan.")}, login,
+                lanjut, 422)
+        key, where = accounts.throttle_key(login, address)
+
+        def opened(conn: Connection) -> str:
+            accounts.clear_failures(conn, key, where)
+            accounts.audit(conn, user.login, "masuk", None, now)
+            return accounts.open_session(conn, user, now)
+
+        token = await self.d.db(opened)
         log.info("desk_login", user=user.login)
-        resp = RedirectResponse("/sandi" if user.must_change else target, status_code=303)
+        resp = RedirectResponse("/sandi" if user.must_change else _local_path(lanjut),
+                                status_code=303)
         resp.set_cookie(_cookie_name(request), token, httponly=True, samesite="lax",
                         secure=_secure(request), path="/")
-        resp.delete_cookie(LOGIN_CSRF_COOKIE, path="/masuk")
+        resp.delete_cookie(_login_cookie(request),
+                           path="/" if _secure(request) else "/masuk")
         return resp
 
     async def logout(self, request: Request) -> Response:
@@ -397,22 +437,26 @@ class _Handlers:
             errors["ulang"] = "Kedua kata sandi baru tidak sama."
         elif new == old:
             errors["baru"] = "Kata sandi baru harus berbeda dari yang lama."
-
-        def change(conn: Connection) -> str | None:
-            if accounts.verify_password(conn, user.login, old) is None:
-                return None
-            accounts.set_password(conn, user.login, new, now, must_change=False)
-            accounts.audit(conn, user.login, "ganti_sandi", None, now)
-            return accounts.open_session(conn, user, now)
-
-        token = None if errors else await self.d.db(change)
-        if not errors and token is None:
-            errors["lama"] = "Kata sandi lama salah."
         if errors:
             return self.d.render(request, "password.html", status=422, errors=errors,
                                  forced=user.must_change)
+        # The current password is guessed no faster here than at the login page.
+        checked, wait = await self._check_password(user.login, old, _address(request))
+        if wait is not None:
+            return self._throttled_page(request, user.login, None, wait, "password.html")
+        if checked is None:
+            return self.d.render(request, "password.html", status=422,
+                                 errors={"lama": "Kata sandi sekarang salah."},
+                                 forced=user.must_change)
+        new_hash = await self.d.hashing(lambda: accounts.hash_new(new))
+
+        def change(conn: Connection) -> str:
+            accounts.set_password(conn, user.login, new_hash, now, must_change=False)
+            accounts.audit(conn, user.login, "ganti_sandi", None, now)
+            return accounts.open_session(conn, user, now)
+
+        token = await self.d.db(change)
         resp = RedirectResponse("/?sandi=1", status_code=303)
-        assert token is not None
         resp.set_cookie(_cookie_name(request), token, httponly=True, samesite="lax",
                         secure=_secure(request), path="/")
         return resp
@@ -471,12 +515,6 @@ class _Handlers:
     async def ticket(self, request: Request) -> Response:
         user = await self._user(request)
         page = await self._page(request, user)
-        now = self.d.clock()
-        if page.row.confidential:
-            await self.d.db(lambda c: accounts.audit(c, user.login, "buka_rahasia",
-                                                     page.row.tracking_id, now))
-            log.info("desk_open_confidential", user=user.login,
-                     tracking_id=page.row.tracking_id)
         notice = {"1": "Jawaban tersimpan. Konektor mengirimnya ke LAPOR! dalam satu menit.",
                   "2": "Jawaban ini sudah tersimpan sebelumnya: tidak dicatat dua kali."}.get(
             request.query_params.get("tersimpan", ""), "")
@@ -487,9 +525,18 @@ class _Handlers:
                            notice: str = "", status: int = 200) -> Response:
         m, now = self.d.mappings(), self.d.clock()
         row = page.row
+        if row.confidential:  # every showing of a rahasia complaint, a refused answer too
+            await self.d.db(lambda c: accounts.audit(c, user.login, "buka_rahasia",
+                                                     row.tracking_id, now))
+            log.info("desk_open_confidential", user=user.login, tracking_id=row.tracking_id)
         agency = m.agency(row.agency)
         agency_name = agency.name if agency else row.agency
         officers = await self.d.read(lambda c: accounts.officers_of(c, row.agency))
+        if row.assignee and all(o.login != row.assignee for o in officers):
+            # Disabled since (or moved): still shown as the assignee, never dropped silently.
+            gone = await self.d.read(lambda c: accounts.get_user(c, row.assignee))
+            if gone is not None:
+                officers = [*officers, gone]
         templates = [(local, views.STATUS_WORDS.get(local, local), ob.text(agency_name))
                      for local, ob in m.outbound.items()]
         use = request.query_params.get("templat", "")
@@ -521,6 +568,7 @@ class _Handlers:
             templates=templates, officers=officers, statuses=LOCAL_STATUSES,
             can_act=queries.may_act(user, page.agencies) and not read_only,
             read_only=read_only, version=page.version, form_id=secrets.token_urlsafe(18),
+            assignee_before=row.assignee or "",
             notice=notice, max_reply=views.MAX_REPLY, download=self.d.config.settings
             .attachments.download)
 
@@ -536,7 +584,8 @@ class _Handlers:
                          reply=_text(form, "balasan").strip(),
                          note=_text(form, "catatan").strip(),
                          assignee=_text(form, "petugas", 64).strip(),
-                         assignee_given="petugas" in form)
+                         assignee_given="petugas" in form,
+                         assignee_before=_text(form, "petugas_asal", 64).strip())
         form_id = _text(form, "form_id", 64).strip()
         page_version = _text(form, "versi", 64).strip()
         if not form_id:
@@ -563,7 +612,7 @@ class _Handlers:
                 if change is not None:
                     # The outbox entry in the same transaction, as `tickets update` does.
                     ingest(conn, tracker, m, now)
-            if a.assignee_given and (a.assignee or None) != current.assignee:
+            if a.reassigns and (a.assignee or None) != current.assignee:
                 queries.assign(conn, row.id, a.assignee or None, now)
                 accounts.audit(conn, user.login, "tugaskan", row.tracking_id, now,
                                a.assignee or "-")
@@ -655,13 +704,16 @@ class _Handlers:
         known = {a.code for a in self.d.mappings().agencies}
         now = self.d.clock()
 
-        def tx(conn: Connection) -> None:
-            role = accounts.validate(login, name, role_text, chosen, email, known)
-            accounts.add_user(conn, login, name, role, chosen if role != Role.ADMIN else [],
-                              email, password, now, must_change=True)
-            accounts.audit(conn, admin.login, "tambah_pengguna", None, now, login)
-
         try:
+            role = accounts.validate(login, name, role_text, chosen, email, known)
+            new_hash = await self.d.hashing(lambda: accounts.hash_new(password))
+
+            def tx(conn: Connection) -> None:
+                accounts.add_user(conn, login, name, role,
+                                  chosen if role != Role.ADMIN else [], email, new_hash, now,
+                                  must_change=True)
+                accounts.audit(conn, admin.login, "tambah_pengguna", None, now, login)
+
             await self.d.db(tx)
         except AccountError as exc:
             return await self._users_page(request, {"tambah": _indonesian(str(exc))}, values,
@@ -677,6 +729,13 @@ class _Handlers:
         action = _text(form, "aksi", 20)
         now = self.d.clock()
         password = _text(form, "sandi", 1000)
+        new_hash = ""
+        if action == "sandi":
+            try:
+                new_hash = await self.d.hashing(lambda: accounts.hash_new(password))
+            except AccountError as exc:
+                return await self._users_page(request, {login: _indonesian(str(exc))}, {},
+                                              status=422)
 
         def tx(conn: Connection) -> None:
             if action == "nonaktifkan":
@@ -686,7 +745,7 @@ class _Handlers:
             elif action == "aktifkan":
                 accounts.set_disabled(conn, login, False, now)
             elif action == "sandi":
-                accounts.set_password(conn, login, password, now, must_change=True)
+                accounts.set_password(conn, login, new_hash, now, must_change=True)
             else:
                 raise HTTPException(400)
             accounts.audit(conn, admin.login, f"pengguna_{action}", None, now, login)

@@ -143,7 +143,8 @@ def overdue(conn: Connection, now: datetime, limit: int) -> tuple[int, list[Over
 
 def tracking_ids_of_agency(conn: Connection, agency: str) -> list[str]:
     """Complaints an agency holds a disposition of, lead or not."""
-    q = select(fc.c.tracking_id).where(fc.c.agencies.contains(f",{agency},"))
+    # autoescape: a code's "_" must not match any character.
+    q = select(fc.c.tracking_id).where(fc.c.agencies.contains(f",{agency},", autoescape=True))
     return [r.tracking_id for r in conn.execute(q)]
 
 
