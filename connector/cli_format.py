@@ -53,6 +53,9 @@ def render_status(rep: dict[str, Any]) -> str:
                          f"updated={run['updated']} quarantined={run['quarantined']} "
                          f"(last progress {run['progress_age_s']} s ago)")
     lines.append(f"Watermark: {human_iso(rep['watermark'])}")
+    if rep.get("restored"):
+        lines.append(f"Restored?: {rep['restored']['message']} (first seen "
+                     f"{human_iso(rep['restored']['first_seen'])})")
     lines.append("Tickets by agency:")
     for agency, by_status in sorted(rep["tickets"].items()):
         parts = ", ".join(f"{k}={v}" for k, v in sorted(by_status.items()))

@@ -57,6 +57,9 @@ class Coordinator:
                 log.info(f"{self.name}_recovered", after_failures=self.failures)
             self.failures = 0
             self.not_before = 0.0
+            # Fatal only while it lasts: a disk that filled and was freed again (the cycle
+            # ran since) must not turn the clean stop's exit code into 1.
+            self.fatal = None
         finally:
             self.running = None
 

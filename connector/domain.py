@@ -145,3 +145,6 @@ class FollowUpPlan:
     text: str
     failed: FailReason | None = None  # recorded as failed at once (e.g. complaint closed)
     unit_id: int | None = None  # the posting unit, fixed now: a replay's body never changes
+    # When the officer acted: no post of it can be older. A change read again after a
+    # restore (an external tracker's cursor went back) is that old, not new.
+    at: datetime | None = None

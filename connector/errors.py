@@ -35,6 +35,10 @@ class StorageError(Fatal):
     """The connector's database cannot be used."""
 
 
+class SchemaTooNew(ConfigError):
+    """The database was upgraded by a newer connector than this one (exit 2)."""
+
+
 class InstanceLocked(Fatal):
     """Another connector process already runs on the same storage."""
 

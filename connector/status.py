@@ -131,7 +131,23 @@ def report(conn: Connection, config: Config, tracker: TrackerPort,
                     "error": mapping_error},
         "overdue": {"count": overdue_count, "tickets": tickets},
         "tracker": tracker_info,
+        "restored": _restored(conn),
     }
+
+
+def _restored(conn: Connection) -> dict[str, Any] | None:
+    """Whether the database looks restored from a backup: LAPOR! already had follow-ups
+    that this database had never tried to send (each was recognised, not sent again).
+    Not a degradation: the next pulls re-read LAPOR! from the restored watermark."""
+    seen = state.restored(conn)
+    if seen is None:
+        return None
+    return {**seen, "watermark": iso(state.get_watermark(conn)),
+            "message": f"the database looks restored from a backup: {seen['followups_found']} "
+                       "follow-up(s) were already on LAPOR! though this database had never "
+                       "sent them (recognised, not sent again); the pulls re-read LAPOR! from "
+                       "the watermark. With the built-in tracker, officers' changes made after "
+                       "the backup and not yet on LAPOR! are lost: see the README (Restore)"}
 
 
 def _read_files(config: Config) -> tuple[str | None, str | None]:

@@ -77,8 +77,10 @@ ln -sfn /opt/lapor-connector/.venv/bin/lapor-connector "$ROOT/usr/local/bin/lapo
 
 # 4. Unit, settings, mappings. The unit is ours (local changes go in drop-ins:
 #    `systemctl edit lapor-connector`); settings and mappings are the admin's.
-install -m 0644 "$SRC/deploy/lapor-connector.service" \
-  "$ROOT/etc/systemd/system/lapor-connector.service"
+for unit in lapor-connector.service lapor-connector-backup.service \
+    lapor-connector-backup.timer; do
+  install -m 0644 "$SRC/deploy/$unit" "$ROOT/etc/systemd/system/$unit"
+done
 if [ -e "$ETC/settings.toml" ]; then
   say "kept /etc/lapor-connector/settings.toml"
 else
@@ -99,6 +101,13 @@ if [ "$LIVE" = 1 ]; then
   systemctl daemon-reload
   systemctl enable lapor-connector.service >/dev/null
   say "enabled lapor-connector.service"
+  # The nightly backup (SQLite). On PostgreSQL: disable it and schedule pg_dump instead.
+  if grep -Eq '^url = "sqlite:' "$ETC/settings.toml"; then
+    systemctl enable --now lapor-connector-backup.timer >/dev/null
+    say "enabled lapor-connector-backup.timer (nightly backup into /var/lib/lapor-connector/backup)"
+  else
+    say "storage is not SQLite: lapor-connector-backup.timer not enabled (use pg_dump; README)"
+  fi
 fi
 cat <<EOF
 install.sh: done. Next:

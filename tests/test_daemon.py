@@ -233,6 +233,28 @@ async def test_coordinator_logs_failure_once_recovery_once_and_backs_off() -> No
     assert c.failures == 0
 
 
+@pytest.mark.anyio
+async def test_a_recovered_storage_failure_is_no_longer_fatal() -> None:
+    """Issue 23 (15): a disk that filled and was freed again leaves the clean stop at 0."""
+    from connector.errors import StorageError
+
+    outcomes: list[Exception | None] = [StorageError("storage error: database or disk is full")]
+
+    async def job() -> None:
+        result = outcomes.pop(0) if outcomes else None
+        if result is not None:
+            raise result
+
+    now = [0.0]
+    c = Coordinator("pull", job, interval_s=10, max_backoff_s=100, clock=lambda: now[0],
+                    rng=lambda: 0.0)
+    await c.tick()
+    assert c.fatal is not None and c.failures == 1
+    now[0] += 1000
+    await c.tick()
+    assert c.fatal is None and c.failures == 0
+
+
 def test_sd_notify_ready_watchdog_stopping(site: Path, tmp_path: Path) -> None:
     import socket as socketlib
 

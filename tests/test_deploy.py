@@ -131,3 +131,31 @@ def test_root_is_refused_on_a_database_folder_owned_by_the_service(tmp_path: Pat
     with pytest.raises(ConfigError, match="sudo -u"):
         cli.check_identity(config, euid=0)
     cli.check_identity(config, euid=owner)  # as the owner: fine
+
+
+@pytest.mark.sqlite_only(reason="the installed settings' own SQLite database is backed up")
+def test_the_nightly_backup_unit_backs_up_the_units_database(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root = tmp_path / "root"
+    install(root)
+    units = root / "etc/systemd/system"
+    timer = (units / "lapor-connector-backup.timer").read_text()
+    assert "OnCalendar=*-*-* 02:30:00 Asia/Makassar" in timer and "Persistent=true" in timer
+    service = (units / "lapor-connector-backup.service").read_text()
+    assert "StateDirectory=lapor-connector lapor-connector/backup" in service
+    line = next(x for x in service.splitlines() if x.startswith("ExecStart="))
+    argv = shlex.split(line.removeprefix("ExecStart="))
+    assert argv[0] == exec_start(root)[0] and argv[3:5] == ["db", "backup"]
+    settings_file = root / "etc/lapor-connector/settings.toml"
+    text = settings_file.read_text().replace('base_url = ""', 'base_url = "sandbox"')
+    text = text.replace("/var/lib/lapor-connector", f"{root}/var/lib/lapor-connector")
+    text = text.replace("/etc/lapor-connector", f"{root}/etc/lapor-connector")
+    settings_file.write_text(text + "\n[sandbox]\ncomplaints = 5\nrate_limit_per_minute = 0\n")
+    assert cli.main(["--config", str(settings_file), "sync"]) == 0
+    (root / "var/lib/lapor-connector/backup").mkdir()  # systemd's StateDirectory= makes it
+    args = [str(root) + a if a.startswith(("/etc/", "/var/")) else a for a in argv[1:]]
+    for _ in range(2):
+        assert cli.main(args) == 0
+    assert "backup ok:" in capsys.readouterr().out
+    [copy] = list((root / "var/lib/lapor-connector/backup").glob("connector-*.db"))
+    assert stat.S_IMODE(copy.stat().st_mode) == 0o600

@@ -21,7 +21,7 @@ from sqlalchemy import Connection
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
-from connector.errors import ConfigError, StorageBusy, StorageError
+from connector.errors import ConfigError, SchemaTooNew, StorageBusy, StorageError
 from connector.store.backend import Backend
 from connector.store.postgres import PostgresBackend
 from connector.store.sqlite import READ_ONLY, SqliteBackend
@@ -41,13 +41,22 @@ def backend_for(url: str, busy_timeout_s: float = 10.0) -> Backend:
     raise ConfigError(f"storage.url: unsupported database {driver!r} (use sqlite or postgresql)")
 
 
-def _alembic_config(connection: Connection) -> AlembicConfig:
+def migrations_dir() -> str:
+    """The Alembic script directory shipped with the package."""
+    return str(resources.files("connector.store").joinpath("migrations"))
+
+
+def _alembic_config(connection: Connection | None) -> AlembicConfig:
     cfg = AlembicConfig()
-    cfg.set_main_option(
-        "script_location", str(resources.files("connector.store").joinpath("migrations"))
-    )
+    cfg.set_main_option("script_location", migrations_dir())
     cfg.attributes["connection"] = connection
     return cfg
+
+
+def revisions() -> list[str]:
+    """Every schema revision this version knows, oldest first (the last one is head)."""
+    script = ScriptDirectory.from_config(_alembic_config(None))
+    return [r.revision for r in reversed(list(script.walk_revisions()))]
 
 
 class Store:
@@ -61,13 +70,38 @@ class Store:
                                f"{exc.__class__.__name__}") from None
 
     def upgrade(self) -> None:
-        """Apply every pending migration (idempotent). A daemon takes its lock first."""
+        """Apply every pending migration (idempotent). A daemon takes its lock first.
+
+        All of them in one transaction, one revision after the other: a migration that
+        fails leaves the database exactly as it was (both backends have transactional
+        DDL), and the error names the revision that failed."""
+        known = revisions()
+        where = self.backend.describe()
         try:
             with self.engine.begin() as conn:
-                command.upgrade(_alembic_config(conn), "head")
+                current = MigrationContext.configure(conn).get_current_revision()
+                if current is not None and current not in known:
+                    raise SchemaTooNew(
+                        f"storage: the database {where} has schema revision {current!r}, "
+                        f"newer than this version of the connector knows (its newest is "
+                        f"{known[-1]!r}): a newer connector upgraded it. Install that "
+                        "version again, or restore a backup taken before the upgrade; "
+                        "nothing was changed")
+                pending = known[known.index(current) + 1:] if current else known
+                step = current
+                try:
+                    for step in pending:
+                        command.upgrade(_alembic_config(conn), step)
+                except Exception as exc:
+                    detail = _short(exc) if isinstance(exc, DBAPIError) else _first_line(exc)
+                    raise StorageError(
+                        f"storage: migration {step!r} failed on {where} ({detail}); rolled "
+                        f"back, the database is still at revision {current!r} and this "
+                        "version cannot run on it: run the previous version, or fix the "
+                        "cause and start again") from None
                 self.backend.fence(conn)
         except DBAPIError as exc:
-            raise StorageError(f"storage: migration failed on {self.backend.describe()}: "
+            raise StorageError(f"storage: migration failed on {where}: "
                                f"{_short(exc)}") from None
 
     def revision(self) -> tuple[str | None, str | None]:
@@ -116,6 +150,12 @@ class Store:
     def close(self) -> None:
         self.backend.release_instance_lock()
         self.engine.dispose()
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc)
+    return f"{exc.__class__.__name__}: {text.splitlines()[0][:200]}" if text else \
+        exc.__class__.__name__
 
 
 def _short(exc: DBAPIError) -> str:

@@ -20,6 +20,9 @@ class StateKey(enum.StrEnum):
     TRACKER_LAST_ERROR = "tracker_last_error"  # JSON: since, reason ("" once it answers)
     MAPPING_VERSION = "mapping_version"  # the mapping the daemon (or `sync`) loaded
     MAPPING_ERROR = "mapping_error"  # why the daemon refused the files' last edit ("" = none)
+    # JSON: first/last time, and how many, follow-ups were found already on LAPOR! that this
+    # database had never tried to send (it looks restored from a backup)
+    RESTORE_EVIDENCE = "restore_evidence"
 
 
 def tracker_cursor(kind: str) -> str:

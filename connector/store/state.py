@@ -232,9 +232,23 @@ def enqueue(conn: Connection, plan: FollowUpPlan, key: str, failed_with: str | N
         idempotency_key=key, lapor_status=plan.lapor_status, text=plan.text,
         state=OutboxState.FAILED if failed_with else OutboxState.PENDING, attempts=0,
         next_attempt_at=now,
-        last_error=failed_with, remote_id=None, created_at=now, sent_at=None,
+        last_error=failed_with, remote_id=None, sent_at=None,
+        created_at=min(now, as_utc(plan.at)) if plan.at is not None else now,
         unit_id=plan.unit_id, key_changes=0, checks=0))
     return True
+
+
+def note_restored(conn: Connection, now: datetime) -> None:
+    """One more follow-up LAPOR! had that this database did not know it had sent."""
+    seen = restored(conn)
+    set_value(conn, StateKey.RESTORE_EVIDENCE, json.dumps({
+        "first_seen": seen["first_seen"] if seen else iso(now), "last_seen": iso(now),
+        "followups_found": (seen["followups_found"] if seen else 0) + 1}))
+
+
+def restored(conn: Connection) -> dict[str, Any] | None:
+    raw = get_value(conn, StateKey.RESTORE_EVIDENCE)
+    return json.loads(raw) if raw else None
 
 
 def db_nonce(conn: Connection) -> str:

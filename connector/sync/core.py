@@ -547,7 +547,7 @@ def plan_outbox(change: OfficerChange, link: LinkState | None,
     change_id = change.change_id if ":" in change.change_id else f"builtin:{change.change_id}"
     return FollowUpPlan(
         change_id=change_id, tracking_id=change.tracking_id, ticket_ref=change.ticket_ref,
-        lapor_status=lapor_status, text=text, failed=failed, unit_id=unit,
+        lapor_status=lapor_status, text=text, failed=failed, unit_id=unit, at=change.at,
     )
 
 
@@ -652,12 +652,24 @@ def post_window_end(key_first_used_at: datetime, ttl_s: float) -> datetime:
 
 
 def must_verify(state: str, key_first_used_at: datetime | None, now: datetime,
-                ttl_s: float) -> bool:
+                ttl_s: float, created_at: datetime | None = None) -> bool:
     """Whether to read the complaint before any POST: never re-POST blindly once the key
-    may be forgotten, nor after a success answer we could not read."""
+    may be forgotten, nor after a success answer we could not read.
+
+    An entry never tried by this database counts from its creation (its officer change):
+    a database restored from a backup has forgotten attempts made after the backup, and
+    LAPOR! the key of one made more than a key's lifetime ago."""
     if state == OutboxState.UNCONFIRMED:
         return True
-    return key_first_used_at is not None and now >= post_window_end(key_first_used_at, ttl_s)
+    since = key_first_used_at if key_first_used_at is not None else created_at
+    return since is not None and now >= post_window_end(since, ttl_s)
+
+
+def looks_restored(never_tried: bool, posted_at: datetime, tried_at: datetime) -> bool:
+    """LAPOR! already had this post (found, or replayed by its key) from before this
+    database first tried it: the database forgot sending it, as a restored backup does.
+    ``posted_at`` is on LAPOR!'s clock brought to ours; VERIFY_SKEW covers what is left."""
+    return never_tried and posted_at < tried_at - VERIFY_SKEW
 
 
 def find_own_post(follow_ups: tuple[m.FollowUp, ...], unit_id: int, status: str, text: str,

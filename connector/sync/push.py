@@ -160,7 +160,8 @@ async def _post(ctx: SyncContext, e: Any, unit: int, mappings: Mappings,
     ttl = ctx.config.settings.lapor.idempotency_ttl_s
     key = e.idempotency_key
     key_used_at = as_utc(e.key_first_used_at) if e.key_first_used_at is not None else None
-    if core.must_verify(e.state, key_used_at, ctx.now(), ttl):
+    never_tried = e.first_attempt_at is None
+    if core.must_verify(e.state, key_used_at, ctx.now(), ttl, as_utc(e.created_at)):
         outcome = await _verify(ctx, e, unit, stats)
         if outcome is None:
             return  # settled (sent, failed or waiting for another check)
@@ -212,9 +213,14 @@ async def _post(ctx: SyncContext, e: Any, unit: int, mappings: Mappings,
         await _defer(ctx, e, exc.kode or "unavailable", stats)
         raise
 
+    restored = receipt.replayed and core.looks_restored(never_tried, as_utc(receipt.at),
+                                                        key_used_at)
+
     def done(conn: Connection) -> None:
         state.mark_sent(conn, eid, receipt.id, ctx.now())
         state.add_seen(conn, tid, receipt.id)
+        if restored:
+            state.note_restored(conn, ctx.now())
         # LAPOR!'s clock: the follow-up exists now, at the time LAPOR! gave it.
         facts = followups.get_facts(conn, [tid]).get(tid)
         if facts is not None:
@@ -225,6 +231,9 @@ async def _post(ctx: SyncContext, e: Any, unit: int, mappings: Mappings,
     stats.pushed += 1
     stats.replayed += int(receipt.replayed)
     log.info("followup_sent", tracking_id=tid, outbox_id=eid, replayed=receipt.replayed)
+    if restored:
+        log.warning("followup_already_on_lapor", tracking_id=tid, outbox_id=eid,
+                    hint="this database never sent it: restored from a backup?")
 
 
 async def _rekey_after_collision(ctx: SyncContext, e: Any, stats: PushStats) -> None:
@@ -291,9 +300,15 @@ async def _verify(ctx: SyncContext, e: Any, unit: int, stats: PushStats) -> str 
     found = core.find_own_post(complaint.follow_ups, unit, e.lapor_status, e.text, since, taken,
                                offset)
     if found is not None:
+        restored = core.looks_restored(e.first_attempt_at is None, found.at - offset, ctx.now())
+
         def done(conn: Connection) -> None:
             state.mark_sent(conn, eid, found.id, ctx.now())
             state.add_seen(conn, tid, found.id)
+            if restored:
+                state.note_restored(conn, ctx.now())
+                log.warning("followup_already_on_lapor", tracking_id=tid, outbox_id=eid,
+                            hint="this database never sent it: restored from a backup?")
         await ctx.db(done)
         stats.pushed += 1
         stats.verified += 1
