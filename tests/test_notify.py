@@ -429,28 +429,33 @@ async def test_an_smtp_outage_delays_mail_but_neither_pull_nor_push(
 async def test_after_a_crash_the_resend_has_the_same_message_id_and_never_a_third(
         tmp_path: Path, db_url: str, world: World, fake_time: FakeTime,
         smtp: SMTPServer) -> None:
-    h, mailer = make(tmp_path, db_url, world, fake_time, smtp.port)
+    h, _ = make(tmp_path, db_url, world, fake_time, smtp.port)
     await h.pull()
     cfg, now = h.config.settings.notify, h.ctx.now()
-    # The "crash": bundles claimed and handed to the server, the answer never recorded.
-    claimed = h.store.run(lambda c: queue.claim(c, cfg, now, "mahulu.test"))
-    first = claimed[0]
+    # The "crash": a bundle's attempt marked and its message accepted, the answer lost.
+    first = h.store.run(lambda c: queue.claim(c, cfg, now, "mahulu.test"))[0]
+    assert h.store.run(lambda c: queue.start(c, first.message_id, now))
     msg = core.message(cfg.from_, first.recipient, *core.render(first.notices, DESK),
                        first.message_id, first.at)
     await send.Transport(cfg, None, tmp_path).send_all([msg])
-    await sender(h).tick()  # a new process: resends every claimed bundle
+    await sender(h).tick()  # a new process: resends it, sends the others
     copies = smtp.handler.to(first.recipient)
     assert len(copies) == 2
     assert copies[0].message["Message-ID"] == copies[1].message["Message-ID"] == first.message_id
     assert copies[0].text == copies[1].text
+    assert h.store.run(queue.counts) == {"sent": len(by_agency(h))}
     # A bundle whose resend crashed too is never sent a third time.
     fake_time.t += 60
     tid = str(world.add_complaints(1)[0])
     await h.pull()
-    for _ in range(2):
-        again = h.store.run(lambda c: queue.claim(c, cfg, h.ctx.now(), "mahulu.test"))
-        assert len(again) == 1 and tid in str(again[0].notices)
+    again = h.store.run(lambda c: queue.claim(c, cfg, h.ctx.now(), "mahulu.test"))
+    assert len(again) == 1 and tid in str(again[0].notices)
+    mid = again[0].message_id
+    assert h.store.run(lambda c: queue.start(c, mid, h.ctx.now()))  # crash 1
+    assert h.store.run(lambda c: queue.start(c, mid, h.ctx.now()))  # crash 2
+    assert not h.store.run(lambda c: queue.start(c, mid, h.ctx.now()))
     assert h.store.run(lambda c: queue.claim(c, cfg, h.ctx.now(), "mahulu.test")) == []
+    again = [again[0]]
     row = h.store.run(lambda c: c.execute(select(schema.notifications).where(
         schema.notifications.c.message_id == again[0].message_id)).first())
     assert row.state == "sent" and row.last_error == "unconfirmed" and row.unsure == 2
@@ -483,3 +488,68 @@ def test_the_digest_day_is_a_working_day_past_the_time_once() -> None:
     # 23:30 UTC Sunday is 07:30 WITA Monday.
     assert core.digest_day(datetime(2026, 5, 10, 23, 30, tzinfo=UTC), None, (7, 30), hols) \
         == datetime(2026, 5, 11).date()
+
+
+# -- kill -9 between the server's acceptance and our record -------------------------------------
+
+CHILD = """
+import asyncio, sys
+from pathlib import Path
+from connector.mapping_reload import MappingHolder
+from connector.notify import send
+from connector.runtime import open_store
+from connector.settings import load_config
+from connector.timeutil import utcnow
+
+config = load_config(Path(sys.argv[1]), environ={})
+store = open_store(config)
+holder = MappingHolder(config.mappings_dir)
+holder.load_initial()
+
+async def db(fn):
+    return store.run(fn)
+
+print(asyncio.run(send.sender_for(config, None, db, holder, utcnow).tick()), flush=True)
+"""
+
+
+@pytest.mark.slow
+async def test_kill_9_while_the_server_answers_sends_twice_at_most_with_one_message_id(
+        tmp_path: Path, db_url: str, world: World, fake_time: FakeTime,
+        smtp: SMTPServer) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    h, _ = make(tmp_path, db_url, world, fake_time, smtp.port)
+    fake_time.t = time.time() - 5  # the child's clock is the real one
+    h.ctx.now = lambda: datetime.fromtimestamp(int(fake_time.t), UTC)
+    await h.pull()
+    expected = len(by_agency(h))
+    smtp.handler.data_delay_s = 30  # stored, then the 250 waits: the crash window
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)}
+
+    def child() -> subprocess.Popen[str]:
+        return subprocess.Popen([sys.executable, "-c", CHILD, str(h.cfg_path)], env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+
+    for kills in (1, 2):
+        p = child()
+        smtp.wait_for(kills, timeout=30)
+        assert len(smtp.handler.received) == kills
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+    smtp.handler.data_delay_s = 0
+    p = child()
+    p.communicate(timeout=60)
+    first_to = smtp.handler.received[0].rcpt
+    copies = smtp.handler.to(first_to[0])
+    # The first bundle: accepted twice (both answers lost), never a third time.
+    assert len(copies) == 2
+    assert copies[0].message["Message-ID"] == copies[1].message["Message-ID"]
+    # Every other bundle: exactly once.
+    others = [m for m in smtp.handler.received if m.rcpt != first_to]
+    assert len(others) == expected - 1
+    assert len({str(m.message["Message-ID"]) for m in others}) == expected - 1
+    assert h.store.run(queue.counts).get("pending", 0) == 0

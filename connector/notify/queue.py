@@ -250,7 +250,7 @@ def _pull_ended(conn: Connection) -> datetime | None:
 
 def claim(conn: Connection, cfg: NotifySettings, now: datetime, domain: str,
           limit: int = 50) -> list[Bundle]:
-    """The bundles to attempt now, each marked ``sending`` (commit before sending).
+    """The bundles to attempt now (``start`` marks each just before its message goes).
 
     New bundles: a recipient's ready rows once the oldest is ``bundle_s`` old; rows of a
     pull (new complaints) are ready once that pull has ended. Bundles formed before (a
@@ -282,22 +282,26 @@ def claim(conn: Connection, cfg: NotifySettings, now: datetime, domain: str,
     bundles: dict[str, list[Any]] = {}
     for r in due:
         bundles.setdefault(r.message_id, []).append(r)
-    out = []
-    for mid, rows in list(bundles.items())[:limit]:
-        first = rows[0]
-        unsure = first.unsure + (1 if first.sending else 0)
-        ids = [r.id for r in rows]
-        if unsure >= 2:
-            # Two attempts may have reached the server already: never a third copy.
-            conn.execute(update(nt).where(nt.c.id.in_(ids)).values(
-                state=SENT, sending=False, unsure=unsure, sent_at=now,
-                last_error="unconfirmed"))
-            continue
-        conn.execute(update(nt).where(nt.c.id.in_(ids)).values(sending=True, unsure=unsure))
-        out.append(Bundle(mid, first.recipient, as_utc(first.bundled_at),
-                          [Notice(Event(r.event), r.agency, json.loads(r.payload))
-                           for r in rows], first.attempts))
-    return out
+    return [Bundle(mid, rows[0].recipient, as_utc(rows[0].bundled_at),
+                   [Notice(Event(r.event), r.agency, json.loads(r.payload)) for r in rows],
+                   rows[0].attempts)
+            for mid, rows in list(bundles.items())[:limit]]
+
+
+def start(conn: Connection, message_id: str, now: datetime) -> bool:
+    """Just before the message itself goes to the server (after the recipient was
+    accepted): mark the attempt. A mark left by a crash counts as a copy the server may
+    have accepted; after two of those the bundle is never sent again (False)."""
+    r = conn.execute(select(nt.c.sending, nt.c.unsure).where(nt.c.message_id == message_id)
+                     .limit(1)).one()
+    unsure = r.unsure + (1 if r.sending else 0)
+    if unsure >= 2:
+        conn.execute(update(nt).where(nt.c.message_id == message_id).values(
+            state=SENT, sending=False, unsure=unsure, sent_at=now, last_error="unconfirmed"))
+        return False
+    conn.execute(update(nt).where(nt.c.message_id == message_id).values(
+        sending=True, unsure=unsure))
+    return True
 
 
 def sent(conn: Connection, message_id: str, now: datetime) -> None:

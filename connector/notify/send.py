@@ -63,24 +63,34 @@ class Transport:
     def __init__(self, cfg: NotifySettings, password: str | None, mail_dir: Path):
         self.cfg, self.password, self.mail_dir = cfg, password, mail_dir
 
-    async def send_all(self, messages: list[EmailMessage]) -> list[Outcome]:
-        """One connection for all of them; a connection that fails retries the rest."""
+    async def send_all(self, messages: list[EmailMessage],
+                       before: Callable[[int], Awaitable[bool]] | None = None
+                       ) -> list[Outcome]:
+        """One connection for all of them; a connection that fails retries the rest.
+        ``before(i)`` runs once message i's recipient is accepted, just before its DATA:
+        False skips it (``skipped``)."""
         if self.cfg.sandbox:
-            return [self._write(m) for m in messages]
-        out: list[Outcome] = []
+            out = []
+            for i, m in enumerate(messages):
+                out.append(self._write(m) if before is None or await before(i)
+                           else Outcome("skipped", "unconfirmed"))
+            return out
         try:
             smtp = await self._connect()
         except (TimeoutError, aiosmtplib.SMTPException, OSError) as exc:
             return [classify(exc)] * len(messages)
+        out = []
         try:
-            for m in messages:
+            for i, m in enumerate(messages):
                 try:
-                    _, answer = await smtp.send_message(m)
-                    out.append(Outcome("sent", answer[:200]))
+                    out.append(await self._one(smtp, m, i, before))
                 except (TimeoutError, aiosmtplib.SMTPException, OSError) as exc:
                     out.append(classify(exc))
                     if not smtp.is_connected:
                         break
+                    await smtp.rset()
+        except (TimeoutError, aiosmtplib.SMTPException, OSError):
+            pass  # the rest: retried below
         finally:
             if smtp.is_connected:
                 try:
@@ -89,6 +99,19 @@ class Transport:
                     smtp.close()
         broken = Outcome("retry", "SMTPServerDisconnected")
         return out + [broken] * (len(messages) - len(out))
+
+    @staticmethod
+    async def _one(smtp: aiosmtplib.SMTP, m: EmailMessage, i: int,
+                   before: Callable[[int], Awaitable[bool]] | None) -> Outcome:
+        # MAIL, RCPT, then the attempt's mark, then DATA: only a crash after DATA is sent
+        # leaves the server's acceptance unknown.
+        await smtp.mail(str(m["From"]))
+        await smtp.rcpt(str(m["To"]))
+        if before is not None and not await before(i):
+            await smtp.rset()
+            return Outcome("skipped", "unconfirmed")
+        answer = await smtp.data(m.as_bytes())
+        return Outcome("sent", f"{answer.code} {answer.message}"[:200])
 
     async def _connect(self) -> aiosmtplib.SMTP:
         cfg = self.cfg
@@ -151,12 +174,17 @@ class Sender:
             return {"sent": 0, "failed": 0, "retry": 0}
         msgs = [core.message(cfg.from_, b.recipient, *core.render(b.notices, cfg.desk_url),
                              b.message_id, b.at) for b in bundles]
-        outcomes = await self.transport.send_all(msgs)
+        async def before(i: int) -> bool:
+            return await self.db(lambda c: queue.start(c, bundles[i].message_id, self.now()))
+
+        outcomes = await self.transport.send_all(msgs, before)
         done = {"sent": 0, "failed": 0, "retry": 0}
         when = self.now()
 
         def record(conn: Connection) -> None:
             for b, o in zip(bundles, outcomes, strict=True):
+                if o.kind == "skipped":
+                    continue  # two copies may be out already: recorded by start()
                 if o.kind == "sent":
                     queue.sent(conn, b.message_id, when)
                     done["sent"] += 1
@@ -170,7 +198,7 @@ class Sender:
 
         await self.db(record)
         for b, o in zip(bundles, outcomes, strict=True):
-            if o.kind != "sent":
+            if o.kind not in ("sent", "skipped"):
                 log.warning("notify_not_sent", to=core.mask(b.recipient), outcome=o.kind,
                             detail=o.detail, attempts=b.attempts + 1)
         self.totals["sent"] += done["sent"]
