@@ -22,7 +22,9 @@ from connector.tracker.builtin import BuiltinTracker
 NOW = datetime(2026, 11, 27, 3, 0, tzinfo=UTC)
 TABLES = {"tickets", "messages", "status_history", "tracker_changes", "links",
           "connector_state", "outbox", "quarantine", "runs", "alembic_version",
-          "followup_complaints", "followup_periods", "tracker_intents", "tracker_issues"}
+          "followup_complaints", "followup_periods", "tracker_intents", "tracker_issues",
+          "desk_users", "desk_sessions", "desk_login_failures", "desk_audit",
+          "desk_submissions", "notifications"}
 
 
 def ticket(tid: str = "4100001") -> NewTicket:
