@@ -19,6 +19,7 @@ from connector.logging import configure_for
 from connector.mappings import LOCAL_STATUSES, MappingError, Mappings
 from connector.mappings import load as load_mappings
 from connector.mappings import suggest as suggest_mappings
+from connector.notify import commands as notify_commands
 from connector.settings import Config, load_config
 from connector.term import SafeWriter, safe
 from connector.timeutil import human_iso, utcnow
@@ -164,6 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
     up = uss.add_parser("password", parents=[common])
     up.add_argument("login")
     up.add_argument("--password-stdin", action="store_true", required=True)
+    notify_commands.add_parsers(sub, uss, common)  # notify test; users notify
 
     rel = sub.add_parser("reliability", parents=[common],
                          help="run the crash and fault campaign and print the figures")
@@ -969,3 +971,4 @@ HANDLERS: dict[tuple[str, str | None], Callable[..., int]] = {
     ("users", "enable"): cmd_users_enable,
     ("users", "password"): cmd_users_password,
 }
+HANDLERS.update(notify_commands.HANDLERS)

@@ -36,6 +36,8 @@ _DOUBLED = re.compile(r"[.,;:!?]\s*[.,;:!?]")
 
 Code = Annotated[str, StringConstraints(pattern=r"^[A-Z0-9_]+$", min_length=1, max_length=64)]
 UnitId = Annotated[int, Field(gt=0, strict=True)]
+Mailbox = Annotated[str, StringConstraints(pattern=r"^[^@\s<>,;]+@[^@\s<>,;]+\.[^@\s<>,;]+$",
+                                           max_length=254)]
 
 
 class _Model(BaseModel):
@@ -48,6 +50,8 @@ class Agency(_Model):
     lapor_unit_ids: Annotated[list[UnitId], Field(min_length=1)]
     # The Redmine project of its complaints (tracker.kind = "redmine"); else the default.
     redmine_project: str | None = None
+    # The agency's mailboxes: new complaints, the daily digest, replies nobody is assigned.
+    email: list[Mailbox] = []
 
 
 class AgenciesFile(_Model):
@@ -175,7 +179,9 @@ def _validate(name: str, model: type[_Model], data: dict[str, Any],
             entry, fld = _entry(tuple(err["loc"]), data)
             msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
             if err["type"] == "string_pattern_mismatch":
-                msg = "must be upper-case letters, digits and _ only (e.g. DINKES)"
+                msg = ("not an e-mail address (e.g. \"dishub@mahulukab.go.id\")"
+                       if "email" in err["loc"] else
+                       "must be upper-case letters, digits and _ only (e.g. DINKES)")
             problems.append(f"{name}: {entry}: {fld}: {msg}")
         return None
 

@@ -86,6 +86,10 @@ class Metrics:
                                      registry=r)
         self.pull_running = Gauge("lapor_connector_pull_running_records",
                                   "Records fetched so far by the pull now running", registry=r)
+        self.notifications = Counter("lapor_connector_notifications", "E-mail messages, by "
+                                     "result (failed: refused for good)", ["result"], registry=r)
+        for res in ("sent", "failed"):
+            self.notifications.labels(res)
         for a in ACTIONS:
             self.records.labels(a)
         for res in RESULTS:
@@ -114,6 +118,10 @@ class Metrics:
                 if delta.get(a):
                     self.records.labels(a).inc(delta[a])
             self.pull_running.set(counts.get("fetched", 0))
+        elif kind == "notify":
+            for res in ("sent", "failed"):
+                if delta.get(res):
+                    self.notifications.labels(res).inc(delta[res])
         elif kind == "push":
             sent = delta.get("pushed", 0) - delta.get("replayed", 0)
             for res, n in (("sent", sent), ("replayed", delta.get("replayed", 0)),

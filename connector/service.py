@@ -25,6 +25,7 @@ from connector.daemon import Coordinator
 from connector.errors import ConfigError, ConnectorError, Fatal, LeaseLost, RetryLater
 from connector.logging import configure_for
 from connector.metrics import Metrics, Monitor, Reachability, probe
+from connector.notify import send as notify_send
 from connector.runtime import Runtime, open_runtime
 from connector.sandbox.app import run_generator
 from connector.sandbox.demo_officer import DemoOfficer
@@ -41,6 +42,7 @@ log = structlog.get_logger("connector.service")
 STOP_GRACE_S = 8.0  # then cut off; systemd and the contract allow 15 s
 HEALTH_REFRESH_S = 5.0  # how fresh /healthz and the gauges are
 OVERDUE_REFRESH_S = 60.0  # how fresh the overdue count in them is
+NOTIFY_INTERVAL_S = 5.0  # the e-mail job: digest check, then what is ready to send
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -58,6 +60,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def run(config: Config) -> int:
     configure_for(config)
     try:
+        smtp_password = notify_send.password_for(config)
         rt = open_runtime(config, lock=True)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -66,12 +69,12 @@ def run(config: Config) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
     try:
-        return asyncio.run(_serve(rt))
+        return asyncio.run(_serve(rt, smtp_password))
     finally:
         rt.store.close()
 
 
-async def _serve(rt: Runtime) -> int:
+async def _serve(rt: Runtime, smtp_password: str | None = None) -> int:
     s = rt.config.settings.sync
     ctx = rt.context()
     stop = asyncio.Event()
@@ -124,6 +127,11 @@ async def _serve(rt: Runtime) -> int:
     scheduler.add_job(reload_mappings,
                       IntervalTrigger(seconds=rt.config.settings.mappings.reload_interval_s),
                       id="mappings", **opts)
+    if rt.config.settings.notify.enabled:  # e-mail: its own job, never in a cycle's way
+        mailer = notify_send.sender_for(rt.config, smtp_password, ctx.db, rt.mappings, ctx.now,
+                                        lambda kind, n: ctx.observer.progress(kind, n))
+        scheduler.add_job(notify_send.job, IntervalTrigger(seconds=NOTIFY_INTERVAL_S),
+                          args=[mailer], id="notify", **opts)
     background: list[asyncio.Task[Any]] = []
     gen_stop = asyncio.Event()
     if rt.world is not None:

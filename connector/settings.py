@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -174,6 +175,71 @@ class WebSettings(_Section):
         return host.strip("[]"), int(port)
 
 
+class NotifySettings(_Section):
+    """E-mail notifications (``connector/notify/``). The password is the credential
+    SMTP_PASSWORD (environment or $CREDENTIALS_DIRECTORY), never a setting."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    enabled: bool = False
+    smtp_host: str = ""  # "sandbox": .eml files under var/mail/
+    smtp_port: int = Field(0, ge=0, lt=65536)  # 0: 587 (starttls), 465 (tls), 25 (none)
+    security: Literal["starttls", "tls", "none"] = "starttls"
+    smtp_user: str = ""
+    from_: str = Field("", alias="from")
+    desk_url: str = "http://127.0.0.1:8080"
+    digest_time: str = "07:30"  # WITA, on working days
+    timeout_s: float = Field(30.0, gt=0)
+    bundle_s: float = Field(60.0, ge=0)  # messages to one recipient this close: one message
+    mail_dir: str = "var/mail"  # smtp_host = "sandbox" only
+
+    @field_validator("digest_time")
+    @classmethod
+    def _check_time(cls, value: str) -> str:
+        h, sep, m = value.partition(":")
+        if not (sep and h.isdigit() and m.isdigit() and len(m) == 2 and int(h) < 24
+                and int(m) < 60):
+            raise ValueError('must be "HH:MM" (WITA), e.g. "07:30"')
+        return f"{int(h):02d}:{m}"
+
+    @field_validator("desk_url")
+    @classmethod
+    def _check_desk(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError('must be the desk\'s http(s) URL, e.g. "https://lapor.mahulukab.go.id"')
+        return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _complete(self) -> NotifySettings:
+        if not self.enabled:
+            return self
+        if not self.smtp_host:
+            raise ValueError('notify.enabled is true but notify.smtp_host is not set '
+                             '(the mail server, or "sandbox")')
+        if not re.fullmatch(r"[^@\s<>]+@[^@\s<>]+\.[^@\s<>]+", self.from_):
+            raise ValueError("notify.from: give the sender's e-mail address "
+                             '(e.g. "lapor@mahulukab.go.id")')
+        if self.security == "none" and self.smtp_host != SANDBOX \
+                and not is_loopback(self.smtp_host):
+            raise ValueError('notify.security = "none" is only allowed to a loopback '
+                             'smtp_host; use "starttls" or "tls"')
+        return self
+
+    @property
+    def sandbox(self) -> bool:
+        return self.smtp_host == SANDBOX
+
+    @property
+    def port(self) -> int:
+        return self.smtp_port or {"starttls": 587, "tls": 465, "none": 25}[self.security]
+
+    @property
+    def digest_at(self) -> tuple[int, int]:
+        h, _, m = self.digest_time.partition(":")
+        return int(h), int(m)
+
+
 class LogSettings(_Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["auto", "json", "console"] = "auto"
@@ -242,6 +308,7 @@ class Settings(BaseSettings):
     sandbox: SandboxSettings = Field(default_factory=SandboxSettings)
     tracker: TrackerSettings = Field(default_factory=TrackerSettings)
     web: WebSettings = Field(default_factory=WebSettings)
+    notify: NotifySettings = Field(default_factory=NotifySettings)
 
     @classmethod
     def settings_customise_sources(
@@ -406,3 +473,15 @@ def load_redmine_key(environ: Mapping[str, str] | None = None) -> str:
             return value
     raise ConfigError("tracker.kind is \"redmine\" but REDMINE_API_KEY is not set "
                       "(environment, or a file in $CREDENTIALS_DIRECTORY)")
+
+
+def load_smtp_password(environ: Mapping[str, str] | None = None) -> str | None:
+    """``SMTP_PASSWORD`` from the environment or ``$CREDENTIALS_DIRECTORY``; None when not
+    given (a server that needs no login)."""
+    env = os.environ if environ is None else environ
+    if env.get("SMTP_PASSWORD"):
+        return env["SMTP_PASSWORD"]
+    cred_dir = env.get("CREDENTIALS_DIRECTORY")
+    if cred_dir and (Path(cred_dir) / "SMTP_PASSWORD").is_file():
+        return (Path(cred_dir) / "SMTP_PASSWORD").read_text(encoding="utf-8").strip() or None
+    return None

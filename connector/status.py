@@ -9,6 +9,7 @@ from sqlalchemy import Connection
 
 from connector.domain import OutboxState
 from connector.mappings import MappingError, load
+from connector.notify import queue as notify_queue
 from connector.settings import Config
 from connector.store import followups, state
 from connector.sync.core import SETTLED_REASONS
@@ -79,6 +80,13 @@ def report(conn: Connection, config: Config, tracker: TrackerPort,
                          "message": f"{len(failed)} follow-up(s) refused by LAPOR!; see "
                                     "`outbox list`, then `outbox retry ID` or "
                                     "`outbox dismiss ID --reason TEXT`"})
+    refused_mail = notify_queue.failed_recipients(conn)
+    if refused_mail:
+        findings.append({"code": "notify_failed",
+                         "message": "e-mail refused for good by "
+                                    + ", ".join(f"{r['recipient']} ({r['error']})"
+                                                for r in refused_mail)
+                                    + "; fix the address (users, agencies.toml email)"})
     files_version, files_error = files if files is not None else _read_files(config)
     loaded_version, daemon_error = state.get_mapping_state(conn)
     mapping_error = files_error or daemon_error
@@ -132,6 +140,7 @@ def report(conn: Connection, config: Config, tracker: TrackerPort,
         "overdue": {"count": overdue_count, "tickets": tickets},
         "tracker": tracker_info,
         "restored": _restored(conn),
+        "notify": {**notify_queue.counts(conn), "refused": refused_mail},
     }
 
 

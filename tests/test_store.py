@@ -24,7 +24,7 @@ TABLES = {"tickets", "messages", "status_history", "tracker_changes", "links",
           "connector_state", "outbox", "quarantine", "runs", "alembic_version",
           "followup_complaints", "followup_periods", "tracker_intents", "tracker_issues",
           "desk_users", "desk_sessions", "desk_login_failures", "desk_audit",
-          "desk_submissions"}
+          "desk_submissions", "notifications"}
 
 
 def ticket(tid: str = "4100001") -> NewTicket:

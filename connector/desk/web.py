@@ -40,6 +40,7 @@ from connector.domain import Facts
 from connector.errors import StorageError
 from connector.mapping_reload import MappingHolder
 from connector.mappings import LOCAL_STATUSES, Mappings
+from connector.notify import queue as notify
 from connector.settings import Config
 from connector.store import Store, followups
 from connector.sync.push import ingest
@@ -614,6 +615,7 @@ class _Handlers:
                     ingest(conn, tracker, m, now)
             if a.reassigns and (a.assignee or None) != current.assignee:
                 queries.assign(conn, row.id, a.assignee or None, now)
+                notify.assigned(conn, self.d.config.settings.notify, row.id, a.assignee, user, now)
                 accounts.audit(conn, user.login, "tugaskan", row.tracking_id, now,
                                a.assignee or "-")
             done = [k for k, v in (("status", status), ("balasan", a.reply),

@@ -98,6 +98,7 @@ desk_users = Table(
     Column("disabled", Boolean, nullable=False),
     Column("created_at", TS, nullable=False),
     Column("updated_at", TS, nullable=False),
+    Column("notify", String(100)),  # ",baru,tugas," what e-mail the user chose; NULL: default
 )
 
 # Only a hash of the cookie's token is stored: a copy of the database opens no session.
@@ -134,6 +135,32 @@ desk_submissions = Table(
     Column("user_id", Integer, nullable=False),
     Column("ticket_id", Integer, nullable=False),
     Column("at", TS, nullable=False),
+)
+
+# -- e-mail notifications (connector/notify/) -------------------------------------------------
+
+# One row per event and recipient, written in the transaction of the change that causes
+# it. The sender bundles a recipient's rows into one message, whose Message-ID is stored
+# before the first attempt: a resend after a crash carries the same one.
+notifications = Table(
+    "notifications", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("event", String(12), nullable=False),  # baru | tugas | balasan | ringkasan | gagal
+    Column("recipient", String(254), nullable=False, index=True),
+    Column("agency", String(64)),
+    Column("tracking_id", String(32)),
+    Column("payload", Text, nullable=False),  # JSON: what the message says (no complaint text)
+    Column("hold_pull", Boolean, nullable=False),  # waits for the end of its pull
+    Column("state", String(10), nullable=False, index=True),  # pending | sent | failed
+    Column("created_at", TS, nullable=False),
+    Column("message_id", String(200), index=True),  # its bundle, once bundled
+    Column("bundled_at", TS),  # the bundle's Date
+    Column("attempts", Integer, nullable=False),
+    Column("next_attempt_at", TS),
+    Column("last_error", String(200)),
+    Column("sending", Boolean, nullable=False),  # an attempt started, its answer unrecorded
+    Column("unsure", Integer, nullable=False),  # attempts whose answer a crash lost
+    Column("sent_at", TS),
 )
 
 # -- the connector's own state --------------------------------------------------------------

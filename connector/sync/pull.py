@@ -15,11 +15,12 @@ from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, StatementError
 from connector.errors import RECORD_ERRORS, Rejected, RetryLater, SkipRecord
 from connector.lapor import models as m
 from connector.lapor import reasons
+from connector.notify import queue as notify
 from connector.store import followups, intents, state
 from connector.sync import core
 from connector.sync.context import SyncContext
 from connector.tracker import port
-from connector.tracker.base import NewTicket, TicketUpdate
+from connector.tracker.base import Direction, NewTicket, TicketUpdate
 from connector.tracker.rows import AttachmentMeta
 
 log = structlog.get_logger("connector.pull")
@@ -466,9 +467,27 @@ def _apply(ctx: SyncContext, conn: Connection, decisions: list[core.Decision],
     followups.save_many(conn, [(d.facts, (facts or {}).get(d.tracking_id)) for d in decisions
                                if isinstance(d, core.Linked)],
                         now)
+    _notify(ctx, conn, creates, decisions, now)
     if page_max is None:
         return state.get_watermark(conn)
     return state.advance_watermark(conn, page_max, now)
+
+
+def _notify(ctx: SyncContext, conn: Connection, creates: list[core.Create],
+            decisions: list[core.Decision], now: datetime) -> None:
+    """E-mail about new complaints and reporters' replies, in this same transaction."""
+    cfg = ctx.config.settings.notify
+    if not cfg.enabled:
+        return
+    notify.new_complaints(conn, cfg, ctx.mappings(), [notify.Complaint(
+        d.tracking_id, d.ticket.agency, d.ticket.title, d.ticket.confidential,
+        d.facts.current.due_at) for d in creates], now)
+    for d in decisions:
+        if isinstance(d, core.Update) and any(
+                msg.direction == Direction.IN and msg.author == core.AUTHORS["pelapor"]
+                for msg in d.update.messages):
+            notify.reporter_replied(conn, cfg, ctx.mappings(), d.tracking_id, d.link.agency,
+                                    now)
 
 
 def _save_link(conn: Connection, d: core.Update | core.Unchanged, now: datetime) -> None:

@@ -21,6 +21,7 @@ from connector.errors import (
 from connector.lapor import models as m
 from connector.lapor import reasons
 from connector.mappings import Mappings
+from connector.notify import queue as notify
 from connector.store import followups, intents, keys, state
 from connector.sync import core
 from connector.sync.context import SyncContext
@@ -259,7 +260,13 @@ def _fence(conn: Connection) -> None:
 
 
 async def _fail(ctx: SyncContext, eid: int, tid: str, code: str, stats: PushStats) -> None:
-    await ctx.db(lambda conn: state.mark_failed(conn, eid, code))
+    now = ctx.now()
+
+    def tx(conn: Connection) -> None:
+        state.mark_failed(conn, eid, code)
+        notify.refused(conn, ctx.config.settings.notify, eid, code, now)  # to the admins
+
+    await ctx.db(tx)
     stats.failed += 1
     log.warning("followup_failed", tracking_id=tid, outbox_id=eid, code=code)
 
