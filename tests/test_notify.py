@@ -174,10 +174,13 @@ async def test_a_pulls_rows_wait_for_the_end_of_the_pull(
 
 # -- assignment and replies -------------------------------------------------------------------
 
+HASH = accounts.hash_new(PASSWORD)
+
+
 def add_user(h: Harness, login: str, role: Role, agencies: list[str],
              email: str | None = None) -> None:
     h.store.run(lambda c: accounts.add_user(c, login, f"Petugas {login}", role, agencies,
-                                            email, PASSWORD, h.ctx.now(), must_change=False))
+                                            email, HASH, h.ctx.now(), must_change=False))
 
 
 async def test_assignment_on_the_desk_mails_the_assignee_only(
@@ -199,7 +202,7 @@ async def test_assignment_on_the_desk_mails_the_assignee_only(
         r = await c.post(f"/tiket/{t['tracking_id']}", data={
             "csrf": csrf_of(page.text), "form_id": field(page.text, "form_id"),
             "versi": field(page.text, "versi"), "status": "", "balasan": "", "catatan": "",
-            "petugas": "budi"})
+            "petugas_asal": field(page.text, "petugas_asal"), "petugas": "budi"})
         assert r.status_code == 303
     await mailer.tick()
     new = smtp.handler.received[before:]
