@@ -265,7 +265,7 @@ def test_systemd_unit_is_hardened() -> None:
     unit = ROOT / "deploy" / "lapor-connector.service"
     text = unit.read_text()
     for line in ("Type=notify", "Restart=on-failure", "LoadCredential=LAPOR_CLIENT_SECRET",
-                 "User=lapor-connector", "WatchdogSec=",
+                 "User=lapor-connector", "WatchdogSec=", "MemoryMax=", "LimitNOFILE=",
                  "ExecStart=/opt/lapor-connector/.venv/bin/lapor-connector --config "
                  "/etc/lapor-connector/settings.toml run"):
         assert line in text

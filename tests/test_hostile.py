@@ -1,0 +1,155 @@
+"""A hostile LAPOR! on loopback (issue 23): bombs, stacked codings, trickles.
+
+Real sockets and the production transport (and httpx's own stack where both matter): the
+client must refuse or bound what it is sent, never let it take the process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import resource
+import zlib
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import httpx
+import pytest
+
+from connector.errors import LaporUnavailable, Rejected, SkipRecord
+from connector.lapor import models as m
+from connector.lapor.decoding import BoundedDecoder, TooLarge, UnsupportedEncoding
+from tests.test_transport import JSON_200, _client, raw_server
+
+pytestmark = pytest.mark.anyio
+
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+def _gzip_of_zeros(size: int) -> bytes:
+    """gzip of ``size`` zero bytes, built without holding them."""
+    z = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    block = bytes(1 << 20)
+    out = [z.compress(block) for _ in range(size >> 20)]
+    return b"".join([*out, z.flush()])
+
+
+def _gzip(data: bytes) -> bytes:
+    z = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    return z.compress(data) + z.flush()
+
+
+def _maxrss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def answering(head: bytes, body: bytes) -> Handler:
+    """Every request (keep-alive too) answered with ``head`` and ``body``."""
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                await reader.readuntil(b"\r\n\r\n")
+                writer.write(head + b"Content-Length: %d\r\n\r\n" % len(body) + body)
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        writer.close()
+    return handle
+
+
+@functools.cache
+def _zeros_gz() -> bytes:
+    return _gzip_of_zeros(512 << 20)  # 512 MiB of zeros: ~500 KB
+
+
+@functools.cache
+def _bomb() -> bytes:
+    return _gzip(_zeros_gz())  # the same inside a second gzip layer: ~2 KB
+
+
+def test_the_bomb_is_small_on_the_wire() -> None:
+    assert len(_bomb()) < 16 * 1024
+
+
+@pytest.mark.parametrize("stack", ["aiohttp", "httpx"])
+async def test_a_nested_gzip_bomb_is_refused_without_inflating_it(stack: str) -> None:
+    head = JSON_200 + b"Content-Encoding: gzip, gzip\r\n"
+    before = _maxrss_mb()
+    transport = httpx.AsyncHTTPTransport() if stack == "httpx" else None
+    async with raw_server(answering(head, _bomb())) as base, \
+            _client(base, transport, call_deadline_s=5) as client:
+        with pytest.raises(Rejected, match="pengodean_tidak_didukung"):
+            await client.ping()
+        with pytest.raises(Rejected, match="pengodean_tidak_didukung"):
+            await client.complaint("1")  # the pull quarantines it under that code
+    assert _maxrss_mb() - before < 200
+
+
+@pytest.mark.parametrize("stack", ["aiohttp", "httpx"])
+async def test_a_single_gzip_bomb_is_cut_inside_decompression(stack: str) -> None:
+    """One layer, 512 MiB decoded from ~500 KB: refused at max_response_bytes, memory bounded."""
+    head = JSON_200 + b"Content-Encoding: gzip\r\n"
+    body = _zeros_gz()
+    before = _maxrss_mb()
+    transport = httpx.AsyncHTTPTransport() if stack == "httpx" else None
+    async with raw_server(answering(head, body)) as base, \
+            _client(base, transport, call_deadline_s=5) as client:
+        with pytest.raises(SkipRecord) as info:
+            await client.complaint("1")
+    assert info.value.reason == "response_too_large"
+    assert _maxrss_mb() - before < 200
+
+
+async def test_an_attachment_bomb_is_refused(tmp_path: Path) -> None:
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: image/png\r\nContent-Encoding: gzip\r\n"
+    async with raw_server(answering(head, _gzip_of_zeros(64 << 20))) as base, \
+            _client(base) as client:
+        client.tokens._token, client.tokens._valid_until = "t", float("inf")
+        att = m.Attachment("a1", "a.png", "image/png", 1, f"{base}/api/v3/lampiran/a1")
+        with pytest.raises(Rejected, match="lampiran_terlalu_besar"):
+            await client.download(att, tmp_path, max_bytes=1 << 20,
+                                  allowed_types=("image/png",))
+        nested = answering(head.replace(b"gzip", b"gzip, gzip"), _bomb())
+    async with raw_server(nested) as base, _client(base) as client:
+        client.tokens._token, client.tokens._valid_until = "t", float("inf")
+        att = m.Attachment("a1", "a.png", "image/png", 1, f"{base}/api/v3/lampiran/a1")
+        with pytest.raises(Rejected, match="pengodean_tidak_didukung"):
+            await client.download(att, tmp_path, max_bytes=1 << 20,
+                                  allowed_types=("image/png",))
+    assert list(tmp_path.iterdir()) == []
+
+
+async def test_an_honest_gzip_answer_is_read() -> None:
+    body = _gzip(b'{"data": {"waktu_server": "2026-11-28 10:00:00"}}')
+    async with raw_server(answering(JSON_200 + b"Content-Encoding: gzip\r\n", body)) as base, \
+            _client(base) as client:
+        assert (await client.ping()).year == 2026
+
+
+def test_the_decoder_never_produces_past_its_limit() -> None:
+    for coding, packed in (("gzip", _gzip(bytes(10_000))),
+                           ("deflate", zlib.compress(bytes(10_000))),
+                           ("deflate", zlib.compress(bytes(10_000))[2:-4])):  # raw deflate
+        d = BoundedDecoder(coding, 20_000)
+        assert d.decode(packed[:7]) + d.decode(packed[7:]) + d.flush() == bytes(10_000)
+        small = BoundedDecoder(coding, 1000)
+        with pytest.raises(TooLarge):
+            small.decode(packed)
+    # two gzip members, as the format allows
+    assert BoundedDecoder("gzip", 100).decode(_gzip(b"ab") + _gzip(b"cd")) == b"abcd"
+    with pytest.raises(TooLarge):  # the wire alone
+        BoundedDecoder(None, 10).decode(bytes(11))
+    for header in ("gzip, gzip", "deflate,gzip", "br", "zstd"):
+        with pytest.raises(UnsupportedEncoding):
+            BoundedDecoder(header, 100)
+    assert BoundedDecoder("identity", 10).decode(b"abc") == b"abc"
+    with pytest.raises(httpx.DecodingError):
+        BoundedDecoder("gzip", 100).decode(b"not gzip at all")
+
+
+async def test_a_corrupt_gzip_body_is_transient() -> None:
+    async with raw_server(answering(JSON_200 + b"Content-Encoding: gzip\r\n",
+                                    b"\x1f\x8bnot really")) as base, \
+            _client(base, call_deadline_s=2) as client:
+        with pytest.raises(LaporUnavailable):
+            await client.ping()
