@@ -7,18 +7,24 @@ client must refuse or bound what it is sent, never let it take the process.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
+import http.server
+import json
 import resource
+import threading
 import zlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
+from connector import cli
 from connector.errors import LaporUnavailable, Rejected, SkipRecord
 from connector.lapor import models as m
 from connector.lapor.decoding import BoundedDecoder, TooLarge, UnsupportedEncoding
+from tests.conftest import write_config
 from tests.test_transport import JSON_200, _client, raw_server
 
 pytestmark = pytest.mark.anyio
@@ -153,3 +159,60 @@ async def test_a_corrupt_gzip_body_is_transient() -> None:
             _client(base, call_deadline_s=2) as client:
         with pytest.raises(LaporUnavailable):
             await client.ping()
+
+
+@contextlib.contextmanager
+def threaded_lapor(answer: Callable[[str], tuple[int, bytes]]) -> Iterator[str]:
+    """A LAPOR! on loopback in a thread (for commands that run their own event loop):
+    ``answer(path)`` gives the status and JSON body."""
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def _reply(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            self.rfile.read(length)
+            status, body = answer(self.path)
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_GET = do_POST = _reply
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+TOKEN = json.dumps({"status": "ok", "data": {"access_token": "t", "token_type": "Bearer",
+                                             "expires_in": 3600}}).encode()
+EVIL_KODE = json.dumps({"status": "error", "error": {
+    "kode": "dilarang\x1b[31m Bearer abcdefSECRET123", "pesan": "x"}}).encode()
+
+
+@pytest.mark.parametrize("refused", ["/auth/token", "/laporan"])
+def test_sync_reports_a_4xx_from_feed_or_token_without_a_traceback(
+        refused: str, tmp_path: Path, db_url: str, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    def answer(path: str) -> tuple[int, bytes]:
+        if refused in path:
+            return 403, EVIL_KODE
+        return 200, TOKEN
+    monkeypatch.setenv("LAPOR_CLIENT_ID", "id")
+    monkeypatch.setenv("LAPOR_CLIENT_SECRET", "secret-of-ours")
+    with threaded_lapor(answer) as base:
+        cfg = write_config(tmp_path, db_url,
+                           settings={"lapor": {"base_url": base}})
+        code = cli.main(["sync", "--config", str(cfg)])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert err.startswith("sync failed: LAPOR! answered 403 dilarang")
+    assert "\x1b" not in err and "\\x1b" in err
+    assert "abcdefSECRET123" not in err and "Traceback" not in err
