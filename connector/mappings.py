@@ -327,16 +327,37 @@ def load(directory: Path) -> Mappings:
     )
 
 
+def toml_string(value: str) -> str:
+    """``value`` as a TOML basic string: whatever it holds (quotes, newlines, control
+    characters, DEL), it stays one string. Lone surrogates, which TOML cannot hold,
+    become U+FFFD."""
+    out = ['"']
+    for ch in value:
+        cp = ord(ch)
+        if ch in ('"', "\\"):
+            out.append("\\" + ch)
+        elif cp < 0x20 or cp == 0x7F:
+            out.append(f"\\u{cp:04x}")
+        elif 0xD800 <= cp <= 0xDFFF:
+            out.append("\ufffd")
+        else:
+            out.append(ch)
+    out.append('"')
+    return "".join(out)
+
+
 def suggest(units: list[tuple[int, str]], existing: Mappings | None) -> str:
-    """Ready-to-paste TOML for units that no agency maps yet."""
+    """Ready-to-paste TOML for units that no agency maps yet. The unit names are LAPOR!'s
+    text: written as TOML strings, never spliced in raw."""
     mapped = existing.unit_to_agency if existing else {}
     out = []
     for unit_id, name in units:
         if unit_id in mapped:
             continue
-        code = "".join(w[0] for w in name.replace(",", " ").split() if w[:1].isalpha()).upper()
-        out.append(
-            f"[[agency]]\ncode = \"{code or 'UNIT'}_{unit_id}\"   # choose a short code\n"
-            f"name = \"{name}\"\nlapor_unit_ids = [{unit_id}]\n"
-        )
+        initials = (w[0] for w in name.replace(",", " ").split())
+        code = "".join(c for c in initials if c.isascii() and c.isalpha()).upper()[:40]
+        code = toml_string(f"{code or 'UNIT'}_{unit_id}")
+        shown = toml_string(name[:200] or f"unit {unit_id}")
+        out.append(f"[[agency]]\ncode = {code}   # choose a short code\n"
+                   f"name = {shown}\nlapor_unit_ids = [{unit_id}]\n")
     return "\n".join(out)
