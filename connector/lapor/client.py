@@ -9,6 +9,7 @@ never wait for a real Retry-After.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import os
 import random
@@ -461,7 +462,9 @@ class LaporClient:
         await self.budget.acquire()
         self.requests["lampiran"] += 1
         try:
-            async with self._http.stream(
+            # One deadline for the whole download: the read timeout restarts with every
+            # byte, so a server sending one byte every few seconds would hold it forever.
+            async with asyncio.timeout(self._deadline_s), self._http.stream(
                 "GET", url, headers={"Authorization": f"Bearer {token}"}
             ) as resp:
                 if resp.status_code in RETRY_STATUSES:
@@ -480,13 +483,15 @@ class LaporClient:
                     with os.fdopen(fd, "wb") as out:
                         async for chunk in _bounded(resp, max_bytes, "lampiran_terlalu_besar"):
                             out.write(chunk)
-                    final = dest_dir / _safe_name(attachment.id)
+                    final = dest_dir / attachment_file_name(attachment.id, mime)
                     os.replace(tmp, final)
                     os.chmod(final, 0o600)
                     return final
                 except BaseException:
                     Path(tmp).unlink(missing_ok=True)
                     raise
+        except TimeoutError:
+            raise LaporUnavailable("attachment download cut at the call's deadline") from None
         except httpx.RequestError as exc:
             raise LaporUnavailable(
                 f"attachment download failed: {exc.__class__.__name__}") from None
@@ -518,9 +523,17 @@ async def _one_chunk(data: bytes) -> AsyncIterator[bytes]:
     yield data
 
 
-def _safe_name(attachment_id: str) -> str:
-    cleaned = "".join(c if c.isalnum() or c in "-_" else "_" for c in attachment_id)
-    return cleaned[:100] or "lampiran"
+_SUFFIXES = {"image/jpeg": ".jpg", "image/png": ".png", "application/pdf": ".pdf"}
+
+
+def attachment_file_name(attachment_id: str, mime: str) -> str:
+    """A file name for an attachment id: unique (a hash of the whole id, so ``a/b``,
+    ``a.b`` and ``a_b`` differ), at most 80 bytes whatever the id (``ENAMETOOLONG`` is
+    never LAPOR!'s to cause), a readable ASCII prefix, and a suffix from the checked type."""
+    digest = hashlib.sha256(attachment_id.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+    readable = "".join(c for c in attachment_id if c.isascii() and (c.isalnum() or c in "-_"))
+    suffix = _SUFFIXES.get(mime, ".bin")
+    return f"{readable[:40]}-{digest}{suffix}" if readable else f"{digest}{suffix}"
 
 
 def _kind(method: str, path: str) -> str:
