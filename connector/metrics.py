@@ -30,6 +30,7 @@ from prometheus_client import (
 from prometheus_client.exposition import ThreadingWSGIServer
 
 from connector import __version__
+from connector.logging import redact_text
 
 log = structlog.get_logger("connector.metrics")
 
@@ -217,7 +218,7 @@ class Monitor:
         self.metrics.healthy.set(0)
         self._healthy = False
         self._body = json.dumps({"healthy": False, "findings": [
-            {"code": "storage_error", "message": error}]}).encode()
+            {"code": "storage_error", "message": redact_text(error)}]}).encode()
 
     def should_probe(self, pulling: bool) -> bool:
         return not pulling and self.reach.idle_for() >= PROBE_IDLE_S

@@ -28,7 +28,7 @@ from connector.metrics import Metrics, Monitor, Reachability, probe
 from connector.runtime import Runtime, open_runtime
 from connector.sandbox.app import run_generator
 from connector.sandbox.demo_officer import DemoOfficer
-from connector.settings import Config, load_config
+from connector.settings import Config, is_loopback, load_config
 from connector.status import OVERDUE_SHOWN, report
 from connector.store import followups, state
 from connector.sync.context import SyncContext
@@ -225,6 +225,18 @@ async def _serve(rt: Runtime) -> int:
     return exit_code
 
 
+def warn_if_exposed(listen: str) -> bool:
+    """/healthz names tracking ids and LAPOR!'s error codes: for this host's eyes. A
+    listener on any other address is worth a warning at every start."""
+    host = listen.rpartition(":")[0].strip("[]")
+    if not listen or is_loopback(host):
+        return False
+    log.warning("metrics_not_loopback", listen=listen,
+                hint="anyone who reaches this address reads /metrics and /healthz; "
+                     "prefer 127.0.0.1 with a local Prometheus, or a firewall")
+    return True
+
+
 def _start_metrics(rt: Runtime, ctx: SyncContext, pull: Coordinator,
                    push: Coordinator, tracker: Coordinator | None = None) -> Monitor | None:
     """/metrics and /healthz on metrics.listen; a port in use is logged, never fatal."""
@@ -250,6 +262,7 @@ def _start_metrics(rt: Runtime, ctx: SyncContext, pull: Coordinator,
                   error=str(exc))
         return None
     log.info("metrics_listening", listen=f"{host}:{port}", paths="/metrics /healthz")
+    warn_if_exposed(rt.config.settings.metrics.listen)
     return monitor
 
 

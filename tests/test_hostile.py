@@ -216,3 +216,36 @@ def test_sync_reports_a_4xx_from_feed_or_token_without_a_traceback(
     assert err.startswith("sync failed: LAPOR! answered 403 dilarang")
     assert "\x1b" not in err and "\\x1b" in err
     assert "abcdefSECRET123" not in err and "Traceback" not in err
+
+
+def test_status_json_masks_a_token_that_lapor_put_in_its_error(
+        tmp_path: Path, db_url: str, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 23 item 13: the failed pull's error quotes LAPOR!'s `kode`; `status --json`
+    (the body of /healthz too) shows it masked as the logs would."""
+    monkeypatch.setenv("LAPOR_CLIENT_ID", "id")
+    monkeypatch.setenv("LAPOR_CLIENT_SECRET", "secret-of-ours")
+    with threaded_lapor(lambda path: (403, EVIL_KODE) if "/laporan" in path
+                        else (200, TOKEN)) as base:
+        cfg = write_config(tmp_path, db_url, settings={"lapor": {"base_url": base}})
+        assert cli.main(["sync", "--config", str(cfg)]) == 1
+    capsys.readouterr()
+    cli.main(["status", "--json", "--config", str(cfg)])
+    out = capsys.readouterr().out
+    rep = json.loads(out)
+    assert "dilarang" in rep["pull"]["last"]["error"]
+    assert "abcdefSECRET123" not in out and "[redacted]" in rep["pull"]["last"]["error"]
+
+
+def test_a_metrics_listener_off_loopback_is_warned_about() -> None:
+    from structlog.testing import capture_logs
+
+    from connector.service import warn_if_exposed
+
+    with capture_logs() as logs:
+        assert warn_if_exposed("0.0.0.0:9840")
+        assert warn_if_exposed("[::]:9840")
+        assert not warn_if_exposed("127.0.0.1:9840")
+        assert not warn_if_exposed("[::1]:9840")
+        assert not warn_if_exposed("")
+    assert [e["event"] for e in logs] == ["metrics_not_loopback"] * 2
