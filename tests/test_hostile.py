@@ -14,7 +14,7 @@ import json
 import resource
 import threading
 import zlib
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -249,3 +249,103 @@ def test_a_metrics_listener_off_loopback_is_warned_about() -> None:
         assert not warn_if_exposed("[::1]:9840")
         assert not warn_if_exposed("")
     assert [e["event"] for e in logs] == ["metrics_not_loopback"] * 2
+
+
+def _summary(tid: int, when: str) -> dict[str, object]:
+    return {"tracking_id": tid, "judul": "x", "status": "baru", "diperbarui": when,
+            "disposisi": [{"unit_id": 6411001, "instansi_id": 6411}]}
+
+
+async def test_a_feed_that_repeats_itself_under_fresh_cursors_ends_the_pass() -> None:
+    """Issue 23 item 4: the same page again and again, each time with a new cursor: the
+    pass ends after a few pages with a clear error (the pull fails, health degrades)."""
+    from connector.lapor.paging import NO_PROGRESS_PAGES
+
+    pages = 0
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        nonlocal pages
+        if request.url.path.endswith("/auth/token"):
+            return httpx.Response(200, content=TOKEN)
+        pages += 1
+        return httpx.Response(200, json={"status": "ok", "data": [
+            _summary(4511001, "2026-11-27 10:00:00"), _summary(4511002, "2026-11-27 10:00:01")],
+            "meta": {"kursor_berikutnya": f"c{pages}", "waktu_server": "2026-11-27 10:00:00"}})
+
+    client = _client("http://lapor.test", httpx.MockTransport(handler))
+    with pytest.raises(LaporUnavailable, match="no progress"):
+        async for _ in client.feed(lambda: None, 100):
+            pass
+    assert pages == NO_PROGRESS_PAGES + 1
+
+
+def test_the_page_sizer_halves_to_ten_and_grows_back() -> None:
+    from connector.lapor.paging import GROW_AFTER, MIN_PAGE, PageSizer
+
+    sizer = PageSizer()
+    assert sizer.size(100) == 100 and not sizer.good(100)
+    assert sizer.cut(100) and sizer.size(100) == 50
+    assert not sizer.cut(100) and sizer.size(100) == 25
+    while sizer.can_shrink(100):
+        sizer.cut(100)
+    assert sizer.size(100) == MIN_PAGE
+    restored = [sizer.good(100) for _ in range(GROW_AFTER * 4)]
+    assert restored.count(True) == 1 and sizer.size(100) == 100
+
+
+@contextlib.asynccontextmanager
+async def cutting_proxy(upstream: str, cut_after: int) -> AsyncIterator[str]:
+    """A link that drops every connection once ``cut_after`` bytes came back on it."""
+    host, port = upstream.removeprefix("http://").split(":")
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_r, up_w = await asyncio.open_connection(host, int(port))
+
+        async def forward() -> None:
+            with contextlib.suppress(ConnectionError):
+                while data := await reader.read(65536):
+                    up_w.write(data)
+                    await up_w.drain()
+
+        async def back() -> None:
+            sent = 0
+            with contextlib.suppress(ConnectionError):
+                while sent < cut_after and (data := await up_r.read(65536)):
+                    data = data[:cut_after - sent]
+                    sent += len(data)
+                    writer.write(data)
+                    await writer.drain()
+
+        ahead = asyncio.create_task(forward())
+        await back()
+        ahead.cancel()
+        for w in (writer, up_w):
+            w.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    async with server:
+        yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+
+
+async def test_a_link_that_cuts_long_answers_still_reads_the_whole_feed() -> None:
+    """Issue 22 item 5: every connection cut after 8 KB. Pages of 100 never pass; the
+    client halves `batas` down to what passes (at least 10), says so once, and reads
+    every complaint."""
+    from structlog.testing import capture_logs
+
+    from connector.sandbox import World
+    from connector.sandbox.world import Faults
+    from tests.test_transport import served
+
+    world = World(seed=7, complaints=120, faults=Faults(rate_limit_per_minute=0))
+    got: set[str] = set()
+    with served(world) as base, capture_logs() as logs:
+        async with cutting_proxy(base, 8 * 1024) as link, \
+                _client(link, call_deadline_s=30) as client:
+            async for page in client.feed(lambda: None, 100):
+                got.update(i.tracking_id for i in page.items)
+            assert client.pages.reduced is not None
+    assert got == {str(t) for t in world.visible_ids()}
+    shrunk = [e for e in logs if e["event"] == "feed_page_size_reduced"]
+    assert [e["log_level"] for e in shrunk].count("warning") == 1
+    assert min(e["batas"] for e in shrunk) >= 10

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
+import structlog
 from pydantic import BaseModel, ValidationError
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type
 
@@ -45,6 +46,7 @@ from connector.lapor.decoding import (
     TooLarge,
     UnsupportedEncoding,
 )
+from connector.lapor.paging import NO_PROGRESS_PAGES, PageSizer, Progress
 from connector.lapor.policy import (
     RETRY_STATUSES,
     Outcome,
@@ -60,16 +62,22 @@ API = "/api/v3"
 W = TypeVar("W", bound=BaseModel)
 MAX_ATTEMPTS = 12
 MAX_CURSOR_RESTARTS = 5
+log = structlog.get_logger("connector.lapor")
 
 
 class _Transient(Exception):
     def __init__(self, what: str, status: int | None = None, kode: str | None = None,
-                 retry_after: float | None = None):
+                 retry_after: float | None = None, cut: bool = False):
         super().__init__(what)
         self.what = what
         self.status = status
         self.kode = kode
         self.retry_after = retry_after
+        self.cut = cut  # the answer broke off mid-way (a link that drops long answers)
+
+
+class _PageCut(Exception):
+    """A feed page broke off and a smaller one may pass: the feed asks again at once."""
 
 
 @dataclass
@@ -179,6 +187,7 @@ class LaporClient:
                      "Accept-Encoding": ACCEPT_ENCODING},
         )
         self.budget = RequestBudget(requests_per_minute, clock, sleep)
+        self.pages = PageSizer()
         self.tokens = _Tokens(self, credentials, token_refresh_margin_s)
         self.requests: Counter[str] = Counter()
         self.retries = 0
@@ -221,17 +230,22 @@ class LaporClient:
     async def call(
         self, method: str, path: str, *, params: dict[str, Any] | None = None,
         json: Any = None, headers: dict[str, str] | None = None, auth: bool = True,
-        guard: Callable[[], Awaitable[None]] | None = None,
+        guard: Callable[[], Awaitable[None]] | None = None, cut_ends: bool = False,
     ) -> _Answer:
         """One logical call: retried on transient failures within the call's deadline.
 
         ``guard`` runs just before every request is sent; whatever it raises ends the call
         at once (the push re-checks the instance lease and the key's lifetime per POST).
+        ``cut_ends``: an answer that breaks off mid-way raises ``_PageCut`` at once
+        instead of being asked for again as it was (the feed then asks for less).
         """
         deadline = self.clock() + self._deadline_s
 
         def stop(state: RetryCallState) -> bool:
             upcoming = state.upcoming_sleep or 0.0
+            exc = state.outcome.exception() if state.outcome else None
+            if cut_ends and isinstance(exc, _Transient) and exc.cut:
+                return True
             return state.attempt_number >= MAX_ATTEMPTS or self.clock() + upcoming > deadline
 
         retrying = AsyncRetrying(
@@ -246,6 +260,8 @@ class LaporClient:
                     return await self._attempt(method, path, params, json, headers, auth,
                                                guard)
         except _Transient as exc:
+            if cut_ends and exc.cut:
+                raise _PageCut(exc.what) from None
             raise LaporUnavailable(
                 f"LAPOR! unavailable: {exc.what} (gave up after the call's deadline)",
                 status=exc.status, kode=exc.kode,
@@ -317,7 +333,9 @@ class LaporClient:
                 from None
         except httpx.RequestError as exc:  # transport errors, and a body that won't decode
             code = exc.__class__.__name__
-            raise _Transient(exc.__class__.__name__) from None
+            raise _Transient(exc.__class__.__name__,
+                             cut=isinstance(exc, httpx.RemoteProtocolError | httpx.ReadError)) \
+                from None
         finally:
             if self.observer is not None:
                 self.observer(kind, code, time.monotonic() - t0)
@@ -340,33 +358,64 @@ class LaporClient:
         """Pages of the feed from ``since()``.
 
         On cursor expiry (410) the feed restarts from ``since()`` again: the caller's
-        committed watermark, never this client's clock.
+        committed watermark, never this client's clock. A page that breaks off is asked
+        for again at once, smaller (``PageSizer``), from the last ``diperbarui`` this pass
+        reached (``diperbarui_sejak`` is inclusive: nothing is skipped). A pass that stops
+        progressing (``Progress``) ends with ``LaporUnavailable``.
         """
         cursor: str | None = None
         seen: set[str] = set()
         restarts = 0
         start: datetime | None = None
+        reached: datetime | None = None  # the newest diperbarui of this pass so far
+        progress = Progress()
         while True:
             if cursor is None:
                 start = since()
-                params: dict[str, Any] = {"batas": page_size}
-                if start is not None:
-                    params["diperbarui_sejak"] = wire.since_param(start)
+                begin = reached if reached is not None and (
+                    start is None or reached > start) else start
+                params: dict[str, Any] = {"batas": self.pages.size(page_size)}
+                if begin is not None:
+                    params["diperbarui_sejak"] = wire.since_param(begin)
             else:
                 params = {"kursor": cursor}
+            shrinkable = self.pages.can_shrink(page_size)
             try:
-                answer = await self.call("GET", f"{API}/laporan", params=params)
+                answer = await self.call("GET", f"{API}/laporan", params=params,
+                                         cut_ends=shrinkable)
+                try:
+                    data, meta = _envelope(answer, f"{API}/laporan")
+                except LaporUnavailable:
+                    if shrinkable and _cut_short(answer):  # whole JSON never arrived
+                        raise _PageCut("cut short") from None
+                    raise
             except CursorExpired:
                 # Only restarts without progress count: a feed that keeps expiring cursors
                 # while the caller's watermark moves still gets read to the end.
                 restarts = restarts + 1 if since() == start else 1
                 if restarts > MAX_CURSOR_RESTARTS:
                     raise LaporUnavailable("feed cursor kept expiring") from None
+                cursor, seen, reached, progress = None, set(), None, Progress()
+                continue
+            except _PageCut:
+                # Logged once when it first shrinks (a warning), then each step (info).
+                first = self.pages.cut(page_size)
+                (log.warning if first else log.info)(
+                    "feed_page_size_reduced", batas=self.pages.size(page_size),
+                    configured=page_size)
                 cursor, seen = None, set()
                 continue
-            data, meta = _envelope(answer, f"{API}/laporan")
             # Most pages hold nothing to clean: skip copying every summary then.
             page = _parse_page(data, meta, wire.needs_cleaning(answer.body))
+            if self.pages.good(page_size):
+                log.info("feed_page_size_restored", batas=page_size)
+            if not progress.page((i.tracking_id, i.updated_at) for i in page.items):
+                raise LaporUnavailable(
+                    f"LAPOR! feed made no progress over {NO_PROGRESS_PAGES} pages (no new "
+                    "complaint, nothing newer); stopping this pass")
+            stamps = [i.updated_at for i in page.items if i.updated_at is not None]
+            if stamps:
+                reached = max([*stamps, *([reached] if reached else [])])
             yield page
             if page.next_cursor is None:
                 return
@@ -543,6 +592,18 @@ def _kind(method: str, path: str) -> str:
             return "feed"
         return "tindak_lanjut" if len(parts) > 2 else "detail"
     return parts[0] or "root"
+
+
+def _cut_short(answer: _Answer) -> bool:
+    """Whether a 2xx answer's body is JSON that stops before its end (a link that closed
+    early, the length it declared notwithstanding)."""
+    try:
+        answer.json()
+    except json.JSONDecodeError as exc:
+        return exc.pos >= len(answer.body.rstrip()) - 1
+    except ValueError:
+        return False
+    return False
 
 
 def _envelope(answer: _Answer, path: str) -> tuple[Any, dict[str, Any]]:
