@@ -246,9 +246,9 @@ class Monitor:
 
     def start(self, host: str, port: int) -> tuple[str, int]:
         """Listen on a thread; raises OSError when the address cannot be bound."""
-        server_cls: type[WSGIServer] = ThreadingWSGIServer
+        server_cls: type[WSGIServer] = _BoundedServer
         if ":" in host:
-            class _V6(ThreadingWSGIServer):
+            class _V6(_BoundedServer):
                 address_family = socket.AF_INET6
             server_cls = _V6
         self._server = make_server(host, port, self.wsgi(), server_cls,
@@ -266,7 +266,45 @@ class Monitor:
             self._server = None
 
 
+MAX_CONNECTIONS = 32  # far above any scraper's need; far below LimitNOFILE
+READ_TIMEOUT_S = 5.0  # a client that sends nothing for this long is dropped
+
+
+class _BoundedServer(ThreadingWSGIServer):
+    """At most ``MAX_CONNECTIONS`` connections at once, each silent for at most
+    ``READ_TIMEOUT_S``: a flood of half-open connections (slowloris) is turned away at
+    the door and cannot take the file descriptors that the sync needs."""
+
+    daemon_threads = True
+    request_queue_size = MAX_CONNECTIONS
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            self.shutdown_request(request)  # full: closed at once, no thread, no fd kept
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass  # a client that timed out or hung up: nothing to report (and no traceback)
+
+
 class _QuietHandler(WSGIRequestHandler):
+    timeout = READ_TIMEOUT_S  # the socket's timeout for every read
+
     def log_message(self, format: str, *args: Any) -> None:
         pass  # scrapes every few seconds are not news
 
