@@ -160,8 +160,14 @@ class Monitor:
 
     def __init__(self, metrics: Metrics, compute: Callable[[], dict[str, Any]],
                  failures: Callable[[], Mapping[str, int]], reach: Reachability,
-                 now: Callable[[], datetime]):
+                 now: Callable[[], datetime], stale_after_s: float = 30.0,
+                 clock: Callable[[], float] = time.monotonic):
         self.metrics = metrics
+        # The body is served from a thread; if the loop stops refreshing it (blocked, or
+        # its timers frozen), what it says is old news: 503, whatever it said.
+        self._stale_after = stale_after_s
+        self._clock = clock
+        self._refreshed: float | None = None
         self._compute = compute
         self._failures = failures
         self.reach = reach
@@ -211,6 +217,7 @@ class Monitor:
         m.healthy.set(1 if rep["healthy"] else 0)
         self._body = json.dumps(rep, ensure_ascii=False, indent=2).encode()
         self._healthy = rep["healthy"]
+        self._refreshed = self._clock()
         return rep
 
     def failed(self, error: str) -> None:
@@ -219,6 +226,17 @@ class Monitor:
         self._healthy = False
         self._body = json.dumps({"healthy": False, "findings": [
             {"code": "storage_error", "message": redact_text(error)}]}).encode()
+        self._refreshed = self._clock()
+
+    def served(self) -> tuple[bytes, bool]:
+        """The /healthz body and whether it says healthy, as of now."""
+        age = None if self._refreshed is None else self._clock() - self._refreshed
+        if age is not None and age > self._stale_after:
+            return json.dumps({"healthy": False, "findings": [
+                {"code": "health_stale",
+                 "message": f"the health report has not been refreshed for {int(age)} s: "
+                            "the daemon is blocked or its timers stopped"}]}).encode(), False
+        return self._body, self._healthy
 
     def should_probe(self, pulling: bool) -> bool:
         return not pulling and self.reach.idle_for() >= PROBE_IDLE_S
@@ -233,7 +251,7 @@ class Monitor:
             if path == "/metrics":
                 return metrics_app(environ, start_response)
             if path == "/healthz":
-                body, healthy = self._body, self._healthy
+                body, healthy = self.served()
                 start_response("200 OK" if healthy else "503 Service Unavailable",
                                [("Content-Type", "application/json; charset=utf-8"),
                                 ("Content-Length", str(len(body)))])

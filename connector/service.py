@@ -88,7 +88,8 @@ async def _serve(rt: Runtime) -> int:
 
     async def reload_mappings() -> None:
         before = rt.mappings.error
-        changed = rt.mappings.reload_if_changed()
+        # In a thread: a file system that hangs (NFS, a FIFO) must not freeze the loop.
+        changed = await asyncio.to_thread(rt.mappings.reload_if_changed)
         if changed or rt.mappings.error != before:
             await publish_mapping()
 

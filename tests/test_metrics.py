@@ -290,3 +290,51 @@ def test_a_flood_of_half_open_connections_is_bounded(monkeypatch: pytest.MonkeyP
         for s in flood:
             s.close()
         mon.stop()
+
+
+def test_healthz_turns_503_when_its_report_goes_stale() -> None:
+    """Issue 23 item 6: a loop that stops refreshing (blocked on a FIFO, timers frozen)
+    must not leave /healthz answering the last healthy report."""
+    from datetime import UTC, datetime
+
+    from connector.metrics import Monitor
+
+    t = [100.0]
+    mon = Monitor(Metrics(), lambda: fake_report({}), lambda: {"pull": 0, "push": 0},
+                  Reachability(clock=lambda: t[0]), lambda: datetime.now(UTC),
+                  stale_after_s=30, clock=lambda: t[0])
+    mon.refresh()
+    assert mon.served()[1] is True
+    t[0] += 31
+    body, healthy = mon.served()
+    assert not healthy and json.loads(body)["findings"][0]["code"] == "health_stale"
+    mon.refresh()
+    assert mon.served()[1] is True
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device", "huge"])
+def test_a_mapping_file_that_is_no_regular_file_is_refused_without_blocking(
+        tmp_path: Path, kind: str) -> None:
+    """Issue 23 item 6: a FIFO froze the reader, /dev/zero took 1.9 GB."""
+    import shutil
+
+    from connector.mapping_reload import MappingHolder
+    from connector.mappings import MAX_FILE_BYTES, MappingError, load
+
+    folder = tmp_path / "mappings"
+    shutil.copytree(ROOT / "mappings", folder)
+    holder = MappingHolder(folder)
+    holder.load_initial()
+    target = folder / "categories.toml"
+    target.unlink()
+    if kind == "fifo":
+        os.mkfifo(target)
+    elif kind == "device":
+        target.symlink_to("/dev/zero")
+    else:
+        target.write_bytes(b"#" * (MAX_FILE_BYTES + 10))
+    t0 = time.monotonic()
+    with pytest.raises(MappingError, match=r"categories\.toml: -: -: cannot read"):
+        load(folder)
+    assert not holder.reload_if_changed() and "cannot read" in (holder.error or "")
+    assert time.monotonic() - t0 < 5
