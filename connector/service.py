@@ -17,11 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import structlog
-from apscheduler.schedulers.asyncio import AsyncIOScheduler
-from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy import Connection
 
-from connector.daemon import Coordinator
+from connector.daemon import Coordinator, Ticker
 from connector.errors import ConfigError, ConnectorError, Fatal, LeaseLost, RetryLater
 from connector.logging import configure_for
 from connector.metrics import Metrics, Monitor, Reachability, probe
@@ -111,20 +109,14 @@ async def _serve(rt: Runtime) -> int:
         tracker_job = Coordinator("tracker", lambda: run_cycle(ctx, CycleKind.TRACKER),
                                   s.tracker_interval_s, s.max_backoff_s)
         coordinators.append(tracker_job)
-    scheduler = AsyncIOScheduler(event_loop=loop)
-    # max_instances=1 plus the coordinator's own guard: a cycle never overlaps itself.
-    opts: dict[str, Any] = {"max_instances": 1, "coalesce": True, "misfire_grace_time": None}
-    scheduler.add_job(pull.tick, IntervalTrigger(seconds=s.pull_interval_s, jitter=s.jitter_s),
-                      id="pull", **opts)
-    scheduler.add_job(push.tick, IntervalTrigger(seconds=s.push_interval_s, jitter=s.jitter_s),
-                      id="push", **opts)
+    # One run of a job at a time (its ticker awaits it), plus the coordinator's own guard:
+    # a cycle never overlaps itself. Monotonic time: wall-clock steps change nothing.
+    scheduler = Ticker()
+    scheduler.add("pull", pull.tick, s.pull_interval_s, s.jitter_s)
+    scheduler.add("push", push.tick, s.push_interval_s, s.jitter_s)
     if tracker_job is not None:
-        scheduler.add_job(tracker_job.tick, IntervalTrigger(seconds=s.tracker_interval_s,
-                                                            jitter=s.jitter_s),
-                          id="tracker", **opts)
-    scheduler.add_job(reload_mappings,
-                      IntervalTrigger(seconds=rt.config.settings.mappings.reload_interval_s),
-                      id="mappings", **opts)
+        scheduler.add("tracker", tracker_job.tick, s.tracker_interval_s, s.jitter_s)
+    scheduler.add("mappings", reload_mappings, rt.config.settings.mappings.reload_interval_s)
     background: list[asyncio.Task[Any]] = []
     gen_stop = asyncio.Event()
     if rt.world is not None:
@@ -139,8 +131,7 @@ async def _serve(rt: Runtime) -> int:
                 tid = await ctx.db(tx)
                 if tid:
                     log.info("demo_officer_acted", tracking_id=tid)
-            scheduler.add_job(act, IntervalTrigger(seconds=max(5.0, s.push_interval_s)),
-                              id="demo_officer", **opts)
+            scheduler.add("demo_officer", act, max(5.0, s.push_interval_s))
     monitor = _start_metrics(rt, ctx, pull, push, tracker_job)
     probing: list[asyncio.Task[Any]] = []
 
@@ -156,7 +147,7 @@ async def _serve(rt: Runtime) -> int:
             probing[:] = [asyncio.create_task(probe(rt.client))]
 
     if monitor is not None:
-        scheduler.add_job(health, IntervalTrigger(seconds=HEALTH_REFRESH_S), id="health", **opts)
+        scheduler.add("health", health, HEALTH_REFRESH_S)
         await health()
 
     lease_lost: list[LeaseLost] = []
@@ -175,12 +166,10 @@ async def _serve(rt: Runtime) -> int:
             log.warning("instance_lease_not_renewed", error=str(exc))
 
     if rt.store.backend.name == "postgresql":
-        scheduler.add_job(renew_lease, IntervalTrigger(
-            seconds=rt.config.settings.storage.lease_s / 3), id="lease", **opts)
+        scheduler.add("lease", renew_lease, rt.config.settings.storage.lease_s / 3)
     wd = watchdog_interval()
     if wd:
-        scheduler.add_job(lambda: sd_notify("WATCHDOG=1"), IntervalTrigger(seconds=wd),
-                          id="watchdog")
+        scheduler.add("watchdog", lambda: sd_notify("WATCHDOG=1"), wd)
     await publish_mapping()
     scheduler.start()
     log.info("daemon_started", storage=rt.store.backend.describe(),
@@ -207,7 +196,7 @@ async def _serve(rt: Runtime) -> int:
             task.cancel()
         if pending:
             await asyncio.wait(pending, timeout=2)
-    scheduler.shutdown(wait=False)
+    await scheduler.aclose()
     for task in background:
         await task
     for task in probing:
