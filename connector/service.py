@@ -39,6 +39,7 @@ log = structlog.get_logger("connector.service")
 STOP_GRACE_S = 8.0  # then cut off; systemd and the contract allow 15 s
 HEALTH_REFRESH_S = 5.0  # how fresh /healthz and the gauges are
 OVERDUE_REFRESH_S = 60.0  # how fresh the overdue count in them is
+STORAGE_CHECK_S = 60.0  # how often the database file is checked (identity, quick_check)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -167,6 +168,18 @@ async def _serve(rt: Runtime) -> int:
 
     if rt.store.backend.name == "postgresql":
         scheduler.add("lease", renew_lease, rt.config.settings.storage.lease_s / 3)
+    storage_lost: list[str] = []
+
+    async def check_storage() -> None:
+        # The file deleted, replaced or corrupt under us: stop with a clear error rather
+        # than go on writing into an unlinked file (every commit is fenced on it too).
+        problem = await asyncio.to_thread(rt.store.backend.health_problem, rt.store.engine)
+        if problem:
+            log.error("storage_unusable", error=problem)
+            storage_lost.append(problem)
+            stop.set()
+
+    scheduler.add("storage_check", check_storage, STORAGE_CHECK_S)
     wd = watchdog_interval()
     if wd:
         scheduler.add("watchdog", lambda: sd_notify("WATCHDOG=1"), wd)
@@ -208,7 +221,7 @@ async def _serve(rt: Runtime) -> int:
     for c in coordinators:
         if c.fatal is not None:
             exit_code = 1
-    if lease_lost:
+    if lease_lost or storage_lost:
         exit_code = 1
     await rt.aclose()
     log.info("daemon_stopped")
