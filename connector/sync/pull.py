@@ -552,9 +552,11 @@ class _Downloads:
         self._jobs: asyncio.Queue[Callable[[], Coroutine[Any, Any, None]] | None] = \
             asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
+        self.queued: set[str] = set()  # ticket refs whose files this pull already fetches
 
     def add(self, new_files: list[tuple[str, str, tuple[m.Attachment, ...]]]) -> None:
         if new_files:
+            self.queued.update(ref for ref, _, _ in new_files)
             self.submit(lambda: _download(self._ctx, new_files))
 
     def submit(self, job: Callable[[], Coroutine[Any, Any, None]]) -> None:
@@ -600,7 +602,8 @@ async def _retry_downloads(ctx: SyncContext, downloads: _Downloads, limit: int =
         await _download(ctx, [(ref, tid, complaint.attachments)], stored)
 
     for ref, tid, meta in todo:
-        downloads.submit(functools.partial(again, ref, tid, meta))
+        if ref not in downloads.queued:  # not this pull's own new tickets a second time
+            downloads.submit(functools.partial(again, ref, tid, meta))
 
 
 def _recorder(ctx: SyncContext, ref: str,
