@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, NoReturn, TypeVar
 
 from connector import __version__
 from connector.domain import OutboxState
-from connector.errors import ConfigError, Fatal, RetryLater
+from connector.errors import ConfigError, ConnectorError, Fatal, RetryLater
 from connector.logging import configure_for
 from connector.mappings import LOCAL_STATUSES, MappingError, Mappings
 from connector.mappings import load as load_mappings
@@ -220,6 +220,11 @@ def _main(args: argparse.Namespace) -> int:
     except RetryLater as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_FAIL
+    except ConnectorError as exc:  # e.g. LAPOR! refused a call (4xx): never a traceback
+        from connector.logging import redact_text
+
+        print(safe(redact_text(f"error: {exc}")), file=sys.stderr)
+        return EXIT_FAIL
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:  # e.g. `tickets list | head`
@@ -312,6 +317,8 @@ def cmd_run(config: Config, args: argparse.Namespace) -> int:
 
 def cmd_sync(config: Config, args: argparse.Namespace) -> int:
     from connector.cli_format import summary_line
+    from connector.errors import ApiError
+    from connector.logging import redact_text
     from connector.store import state
     from connector.sync.cycle import CycleKind, run_cycle
 
@@ -335,8 +342,8 @@ def cmd_sync(config: Config, args: argparse.Namespace) -> int:
                 line += f" sweep=1 late={pulled.get('late', 0)}"
             print("sync ok: " + line)
             return EXIT_OK
-        except (RetryLater, Fatal) as exc:
-            print(safe(f"sync failed: {exc}"), file=sys.stderr)
+        except (RetryLater, Fatal, ApiError) as exc:  # ApiError: LAPOR! refused feed/token
+            print(safe(redact_text(f"sync failed: {exc}")), file=sys.stderr)
             return exc.exit_code if isinstance(exc, Fatal) else EXIT_FAIL
         finally:
             await rt.aclose()

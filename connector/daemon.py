@@ -73,3 +73,51 @@ class Coordinator:
         else:
             log.debug(f"{self.name}_still_failing", failures=self.failures,
                       retry_in_s=round(delay, 1))
+
+
+class Ticker:
+    """Runs each job every ``interval_s`` (plus up to ``jitter_s``), one run at a time, on
+    the event loop's clock: monotonic, so a step of the wall clock in either direction
+    changes nothing. (APScheduler's interval trigger counted in wall-clock time: a step
+    back by an hour stopped pull, push, the health refresh and the watchdog ping for an
+    hour.)"""
+
+    def __init__(self, rng: Callable[[], float] = random.random,
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep):
+        self._rng = rng
+        self._sleep = sleep
+        self._jobs: list[tuple[str, Callable[[], Any], float, float]] = []
+        self._tasks: list[asyncio.Task[None]] = []
+        self.paused = False
+
+    def add(self, name: str, fn: Callable[[], Any], interval_s: float,
+            jitter_s: float = 0.0) -> None:
+        self._jobs.append((name, fn, interval_s, jitter_s))
+
+    def start(self) -> None:
+        self._tasks = [asyncio.create_task(self._run(*job), name=f"job:{job[0]}")
+                       for job in self._jobs]
+
+    def pause(self) -> None:
+        self.paused = True
+
+    async def aclose(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+
+    async def _run(self, name: str, fn: Callable[[], Any], interval_s: float,
+                   jitter_s: float) -> None:
+        while True:
+            await self._sleep(interval_s + self._rng() * jitter_s)
+            if self.paused:
+                continue
+            try:
+                result = fn()
+                if asyncio.iscoroutine(result) or isinstance(result, asyncio.Future):
+                    await result
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # a bug in one job: logged, the job and the rest go on
+                log.error("job_crashed", job=name, exc_info=exc)

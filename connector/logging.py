@@ -79,6 +79,12 @@ class Redactor:
         return _TOKENISH.sub(REDACTED, text)
 
 
+def redact_text(text: str, secrets: Iterable[str] = ()) -> str:
+    """Free text the connector shows outside the logs (``sync failed``, ``status``,
+    ``/healthz``) masked as the logs mask it: LAPOR!'s own words can carry a token."""
+    return Redactor(secrets)._mask(text)
+
+
 def _format_exception(exc_info: Any) -> str:
     """Traceback frames (our code) and the exception type; a message only if it is ours."""
     if exc_info is True:

@@ -12,7 +12,7 @@ from pathlib import Path
 import structlog
 
 from connector.errors import ConfigError
-from connector.mappings import FILES, MappingError, Mappings, load
+from connector.mappings import FILES, MappingError, Mappings, load, read_file
 
 log = structlog.get_logger("connector.mappings")
 
@@ -31,7 +31,7 @@ class MappingHolder:
         for name in FILES:
             path = self.directory / name
             try:
-                digest.update(name.encode() + path.read_bytes())
+                digest.update(name.encode() + read_file(path))
             except OSError as exc:
                 digest.update(f"{name}:{exc.__class__.__name__}".encode())
         return digest.hexdigest()
@@ -45,7 +45,8 @@ class MappingHolder:
         return self.current
 
     def reload_if_changed(self) -> bool:
-        """Reload when the files changed; returns True when a new mapping took effect."""
+        """Reload when the files changed; returns True when a new mapping took effect.
+        File I/O: the daemon calls it in a worker thread, never on the event loop."""
         fp = self.fingerprint()
         if fp == self._fingerprint:
             return False

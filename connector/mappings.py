@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
 import re
+import stat
 import string
 import tomllib
 from dataclasses import dataclass, field
@@ -153,12 +155,46 @@ def _entry(loc: tuple[Any, ...], data: dict[str, Any]) -> tuple[str, str]:
     return "-", ".".join(str(p) for p in loc) or "-"
 
 
+MAX_FILE_BYTES = 4 * 1024 * 1024  # the shipped files are a few KB
+
+
+class NotRegularFile(OSError):
+    """A mapping path that is a FIFO, a device or a folder: never read (a FIFO blocks,
+    /dev/zero never ends)."""
+
+
+class FileTooLarge(OSError):
+    """A mapping file over ``MAX_FILE_BYTES``."""
+
+
+def read_file(path: Path, limit: int = MAX_FILE_BYTES) -> bytes:
+    """A mapping file's bytes: regular files only, at most ``limit`` bytes. Opened
+    without blocking, so a FIFO put there cannot hold the reader."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise NotRegularFile(f"{path.name}: not a regular file")
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            data = f.read(limit + 1)
+    finally:
+        os.close(fd)
+    if len(data) > limit:
+        raise FileTooLarge(f"{path.name}: larger than {limit} bytes")
+    return data
+
+
 def _read(path: Path, problems: list[str]) -> dict[str, Any] | None:
     name = path.name
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_file(path).decode("utf-8")
     except FileNotFoundError:
         problems.append(f"{name}: -: -: file not found in {path.parent}")
+        return None
+    except NotRegularFile:
+        problems.append(f"{name}: -: -: cannot read (not a regular file)")
+        return None
+    except FileTooLarge:
+        problems.append(f"{name}: -: -: cannot read (larger than {MAX_FILE_BYTES} bytes)")
         return None
     except (OSError, UnicodeDecodeError) as exc:
         problems.append(f"{name}: -: -: cannot read ({exc.__class__.__name__})")
@@ -296,7 +332,7 @@ def load(directory: Path) -> Mappings:
         raw[name] = _read(path, problems)
         if path.exists():
             with contextlib.suppress(OSError):
-                digest.update(name.encode() + path.read_bytes())
+                digest.update(name.encode() + read_file(path))
     agencies = statuses = categories = None
     unit_to_agency: dict[int, str] = {}
     cats: dict[int, str] = {}
@@ -333,16 +369,37 @@ def load(directory: Path) -> Mappings:
     )
 
 
+def toml_string(value: str) -> str:
+    """``value`` as a TOML basic string: whatever it holds (quotes, newlines, control
+    characters, DEL), it stays one string. Lone surrogates, which TOML cannot hold,
+    become U+FFFD."""
+    out = ['"']
+    for ch in value:
+        cp = ord(ch)
+        if ch in ('"', "\\"):
+            out.append("\\" + ch)
+        elif cp < 0x20 or cp == 0x7F:
+            out.append(f"\\u{cp:04x}")
+        elif 0xD800 <= cp <= 0xDFFF:
+            out.append("\ufffd")
+        else:
+            out.append(ch)
+    out.append('"')
+    return "".join(out)
+
+
 def suggest(units: list[tuple[int, str]], existing: Mappings | None) -> str:
-    """Ready-to-paste TOML for units that no agency maps yet."""
+    """Ready-to-paste TOML for units that no agency maps yet. The unit names are LAPOR!'s
+    text: written as TOML strings, never spliced in raw."""
     mapped = existing.unit_to_agency if existing else {}
     out = []
     for unit_id, name in units:
         if unit_id in mapped:
             continue
-        code = "".join(w[0] for w in name.replace(",", " ").split() if w[:1].isalpha()).upper()
-        out.append(
-            f"[[agency]]\ncode = \"{code or 'UNIT'}_{unit_id}\"   # choose a short code\n"
-            f"name = \"{name}\"\nlapor_unit_ids = [{unit_id}]\n"
-        )
+        initials = (w[0] for w in name.replace(",", " ").split())
+        code = "".join(c for c in initials if c.isascii() and c.isalpha()).upper()[:40]
+        code = toml_string(f"{code or 'UNIT'}_{unit_id}")
+        shown = toml_string(name[:200] or f"unit {unit_id}")
+        out.append(f"[[agency]]\ncode = {code}   # choose a short code\n"
+                   f"name = {shown}\nlapor_unit_ids = [{unit_id}]\n")
     return "\n".join(out)

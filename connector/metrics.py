@@ -30,6 +30,7 @@ from prometheus_client import (
 from prometheus_client.exposition import ThreadingWSGIServer
 
 from connector import __version__
+from connector.logging import redact_text
 
 log = structlog.get_logger("connector.metrics")
 
@@ -167,8 +168,14 @@ class Monitor:
 
     def __init__(self, metrics: Metrics, compute: Callable[[], dict[str, Any]],
                  failures: Callable[[], Mapping[str, int]], reach: Reachability,
-                 now: Callable[[], datetime]):
+                 now: Callable[[], datetime], stale_after_s: float = 30.0,
+                 clock: Callable[[], float] = time.monotonic):
         self.metrics = metrics
+        # The body is served from a thread; if the loop stops refreshing it (blocked, or
+        # its timers frozen), what it says is old news: 503, whatever it said.
+        self._stale_after = stale_after_s
+        self._clock = clock
+        self._refreshed: float | None = None
         self._compute = compute
         self._failures = failures
         self.reach = reach
@@ -218,6 +225,7 @@ class Monitor:
         m.healthy.set(1 if rep["healthy"] else 0)
         self._body = json.dumps(rep, ensure_ascii=False, indent=2).encode()
         self._healthy = rep["healthy"]
+        self._refreshed = self._clock()
         return rep
 
     def failed(self, error: str) -> None:
@@ -225,7 +233,18 @@ class Monitor:
         self.metrics.healthy.set(0)
         self._healthy = False
         self._body = json.dumps({"healthy": False, "findings": [
-            {"code": "storage_error", "message": error}]}).encode()
+            {"code": "storage_error", "message": redact_text(error)}]}).encode()
+        self._refreshed = self._clock()
+
+    def served(self) -> tuple[bytes, bool]:
+        """The /healthz body and whether it says healthy, as of now."""
+        age = None if self._refreshed is None else self._clock() - self._refreshed
+        if age is not None and age > self._stale_after:
+            return json.dumps({"healthy": False, "findings": [
+                {"code": "health_stale",
+                 "message": f"the health report has not been refreshed for {int(age)} s: "
+                            "the daemon is blocked or its timers stopped"}]}).encode(), False
+        return self._body, self._healthy
 
     def should_probe(self, pulling: bool) -> bool:
         return not pulling and self.reach.idle_for() >= PROBE_IDLE_S
@@ -240,7 +259,7 @@ class Monitor:
             if path == "/metrics":
                 return metrics_app(environ, start_response)
             if path == "/healthz":
-                body, healthy = self._body, self._healthy
+                body, healthy = self.served()
                 start_response("200 OK" if healthy else "503 Service Unavailable",
                                [("Content-Type", "application/json; charset=utf-8"),
                                 ("Content-Length", str(len(body)))])
@@ -253,9 +272,9 @@ class Monitor:
 
     def start(self, host: str, port: int) -> tuple[str, int]:
         """Listen on a thread; raises OSError when the address cannot be bound."""
-        server_cls: type[WSGIServer] = ThreadingWSGIServer
+        server_cls: type[WSGIServer] = _BoundedServer
         if ":" in host:
-            class _V6(ThreadingWSGIServer):
+            class _V6(_BoundedServer):
                 address_family = socket.AF_INET6
             server_cls = _V6
         self._server = make_server(host, port, self.wsgi(), server_cls,
@@ -273,7 +292,45 @@ class Monitor:
             self._server = None
 
 
+MAX_CONNECTIONS = 32  # far above any scraper's need; far below LimitNOFILE
+READ_TIMEOUT_S = 5.0  # a client that sends nothing for this long is dropped
+
+
+class _BoundedServer(ThreadingWSGIServer):
+    """At most ``MAX_CONNECTIONS`` connections at once, each silent for at most
+    ``READ_TIMEOUT_S``: a flood of half-open connections (slowloris) is turned away at
+    the door and cannot take the file descriptors that the sync needs."""
+
+    daemon_threads = True
+    request_queue_size = MAX_CONNECTIONS
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            self.shutdown_request(request)  # full: closed at once, no thread, no fd kept
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass  # a client that timed out or hung up: nothing to report (and no traceback)
+
+
 class _QuietHandler(WSGIRequestHandler):
+    timeout = READ_TIMEOUT_S  # the socket's timeout for every read
+
     def log_message(self, format: str, *args: Any) -> None:
         pass  # scrapes every few seconds are not news
 

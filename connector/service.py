@@ -17,11 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import structlog
-from apscheduler.schedulers.asyncio import AsyncIOScheduler
-from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy import Connection
 
-from connector.daemon import Coordinator
+from connector.daemon import Coordinator, Ticker
 from connector.errors import ConfigError, ConnectorError, Fatal, LeaseLost, RetryLater
 from connector.logging import configure_for
 from connector.metrics import Metrics, Monitor, Reachability, probe
@@ -29,7 +27,7 @@ from connector.notify import send as notify_send
 from connector.runtime import Runtime, open_runtime
 from connector.sandbox.app import run_generator
 from connector.sandbox.demo_officer import DemoOfficer
-from connector.settings import Config, load_config
+from connector.settings import Config, is_loopback, load_config
 from connector.status import OVERDUE_SHOWN, report
 from connector.store import followups, state
 from connector.sync.context import SyncContext
@@ -43,6 +41,7 @@ STOP_GRACE_S = 8.0  # then cut off; systemd and the contract allow 15 s
 HEALTH_REFRESH_S = 5.0  # how fresh /healthz and the gauges are
 OVERDUE_REFRESH_S = 60.0  # how fresh the overdue count in them is
 NOTIFY_INTERVAL_S = 5.0  # the e-mail job: digest check, then what is ready to send
+STORAGE_CHECK_S = 60.0  # how often the database file is checked (identity, quick_check)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -91,7 +90,8 @@ async def _serve(rt: Runtime, smtp_password: str | None = None) -> int:
 
     async def reload_mappings() -> None:
         before = rt.mappings.error
-        changed = rt.mappings.reload_if_changed()
+        # In a thread: a file system that hangs (NFS, a FIFO) must not freeze the loop.
+        changed = await asyncio.to_thread(rt.mappings.reload_if_changed)
         if changed or rt.mappings.error != before:
             await publish_mapping()
 
@@ -113,25 +113,18 @@ async def _serve(rt: Runtime, smtp_password: str | None = None) -> int:
         tracker_job = Coordinator("tracker", lambda: run_cycle(ctx, CycleKind.TRACKER),
                                   s.tracker_interval_s, s.max_backoff_s)
         coordinators.append(tracker_job)
-    scheduler = AsyncIOScheduler(event_loop=loop)
-    # max_instances=1 plus the coordinator's own guard: a cycle never overlaps itself.
-    opts: dict[str, Any] = {"max_instances": 1, "coalesce": True, "misfire_grace_time": None}
-    scheduler.add_job(pull.tick, IntervalTrigger(seconds=s.pull_interval_s, jitter=s.jitter_s),
-                      id="pull", **opts)
-    scheduler.add_job(push.tick, IntervalTrigger(seconds=s.push_interval_s, jitter=s.jitter_s),
-                      id="push", **opts)
+    # One run of a job at a time (its ticker awaits it), plus the coordinator's own guard:
+    # a cycle never overlaps itself. Monotonic time: wall-clock steps change nothing.
+    scheduler = Ticker()
+    scheduler.add("pull", pull.tick, s.pull_interval_s, s.jitter_s)
+    scheduler.add("push", push.tick, s.push_interval_s, s.jitter_s)
     if tracker_job is not None:
-        scheduler.add_job(tracker_job.tick, IntervalTrigger(seconds=s.tracker_interval_s,
-                                                            jitter=s.jitter_s),
-                          id="tracker", **opts)
-    scheduler.add_job(reload_mappings,
-                      IntervalTrigger(seconds=rt.config.settings.mappings.reload_interval_s),
-                      id="mappings", **opts)
+        scheduler.add("tracker", tracker_job.tick, s.tracker_interval_s, s.jitter_s)
+    scheduler.add("mappings", reload_mappings, rt.config.settings.mappings.reload_interval_s)
     if rt.config.settings.notify.enabled:  # e-mail: its own job, never in a cycle's way
         mailer = notify_send.sender_for(rt.config, smtp_password, ctx.db, rt.mappings, ctx.now,
                                         lambda kind, n: ctx.observer.progress(kind, n))
-        scheduler.add_job(notify_send.job, IntervalTrigger(seconds=NOTIFY_INTERVAL_S),
-                          args=[mailer], id="notify", **opts)
+        scheduler.add("notify", lambda: notify_send.job(mailer), NOTIFY_INTERVAL_S)
     background: list[asyncio.Task[Any]] = []
     gen_stop = asyncio.Event()
     if rt.world is not None:
@@ -146,8 +139,7 @@ async def _serve(rt: Runtime, smtp_password: str | None = None) -> int:
                 tid = await ctx.db(tx)
                 if tid:
                     log.info("demo_officer_acted", tracking_id=tid)
-            scheduler.add_job(act, IntervalTrigger(seconds=max(5.0, s.push_interval_s)),
-                              id="demo_officer", **opts)
+            scheduler.add("demo_officer", act, max(5.0, s.push_interval_s))
     monitor = _start_metrics(rt, ctx, pull, push, tracker_job)
     probing: list[asyncio.Task[Any]] = []
 
@@ -163,7 +155,7 @@ async def _serve(rt: Runtime, smtp_password: str | None = None) -> int:
             probing[:] = [asyncio.create_task(probe(rt.client))]
 
     if monitor is not None:
-        scheduler.add_job(health, IntervalTrigger(seconds=HEALTH_REFRESH_S), id="health", **opts)
+        scheduler.add("health", health, HEALTH_REFRESH_S)
         await health()
 
     lease_lost: list[LeaseLost] = []
@@ -182,12 +174,22 @@ async def _serve(rt: Runtime, smtp_password: str | None = None) -> int:
             log.warning("instance_lease_not_renewed", error=str(exc))
 
     if rt.store.backend.name == "postgresql":
-        scheduler.add_job(renew_lease, IntervalTrigger(
-            seconds=rt.config.settings.storage.lease_s / 3), id="lease", **opts)
+        scheduler.add("lease", renew_lease, rt.config.settings.storage.lease_s / 3)
+    storage_lost: list[str] = []
+
+    async def check_storage() -> None:
+        # The file deleted, replaced or corrupt under us: stop with a clear error rather
+        # than go on writing into an unlinked file (every commit is fenced on it too).
+        problem = await asyncio.to_thread(rt.store.backend.health_problem, rt.store.engine)
+        if problem:
+            log.error("storage_unusable", error=problem)
+            storage_lost.append(problem)
+            stop.set()
+
+    scheduler.add("storage_check", check_storage, STORAGE_CHECK_S)
     wd = watchdog_interval()
     if wd:
-        scheduler.add_job(lambda: sd_notify("WATCHDOG=1"), IntervalTrigger(seconds=wd),
-                          id="watchdog")
+        scheduler.add("watchdog", lambda: sd_notify("WATCHDOG=1"), wd)
     await publish_mapping()
     scheduler.start()
     log.info("daemon_started", storage=rt.store.backend.describe(),
@@ -214,7 +216,7 @@ async def _serve(rt: Runtime, smtp_password: str | None = None) -> int:
             task.cancel()
         if pending:
             await asyncio.wait(pending, timeout=2)
-    scheduler.shutdown(wait=False)
+    await scheduler.aclose()
     for task in background:
         await task
     for task in probing:
@@ -226,11 +228,23 @@ async def _serve(rt: Runtime, smtp_password: str | None = None) -> int:
     for c in coordinators:
         if c.fatal is not None:
             exit_code = 1
-    if lease_lost:
+    if lease_lost or storage_lost:
         exit_code = 1
     await rt.aclose()
     log.info("daemon_stopped")
     return exit_code
+
+
+def warn_if_exposed(listen: str) -> bool:
+    """/healthz names tracking ids and LAPOR!'s error codes: for this host's eyes. A
+    listener on any other address is worth a warning at every start."""
+    host = listen.rpartition(":")[0].strip("[]")
+    if not listen or is_loopback(host):
+        return False
+    log.warning("metrics_not_loopback", listen=listen,
+                hint="anyone who reaches this address reads /metrics and /healthz; "
+                     "prefer 127.0.0.1 with a local Prometheus, or a firewall")
+    return True
 
 
 def _start_metrics(rt: Runtime, ctx: SyncContext, pull: Coordinator,
@@ -258,6 +272,7 @@ def _start_metrics(rt: Runtime, ctx: SyncContext, pull: Coordinator,
                   error=str(exc))
         return None
     log.info("metrics_listening", listen=f"{host}:{port}", paths="/metrics /healthz")
+    warn_if_exposed(rt.config.settings.metrics.listen)
     return monitor
 
 

@@ -36,6 +36,10 @@ SANDBOX = "sandbox"
 # The sandbox's published demo credentials (see shared/spec and the sandbox module).
 DEMO_CLIENT_ID = "mahulu-demo"
 DEMO_CLIENT_SECRET = "rahasia-demo-6411"  # noqa: S105 - public demo value, sandbox only
+# Every duration is bounded: a huge one overflows date arithmetic (OverflowError), a tiny
+# interval spins a core. The bounds are far from any sensible value.
+HOUR = 3600
+DAY = 86400
 
 
 class _Section(BaseModel):
@@ -46,14 +50,15 @@ class LaporSettings(_Section):
     base_url: str = SANDBOX
     instansi_id: int = Field(6411, gt=0)
     requests_per_minute: int = Field(60, ge=0)
-    timeout_s: float = Field(30.0, gt=0)
-    call_deadline_s: float = Field(120.0, gt=0)
-    max_retry_after_s: float = Field(300.0, gt=0)
+    timeout_s: float = Field(30.0, ge=0.1, le=HOUR)
+    call_deadline_s: float = Field(120.0, ge=0.5, le=HOUR)
+    max_retry_after_s: float = Field(300.0, gt=0, le=DAY)
     page_size: int = Field(100, ge=1, le=100)
     detail_concurrency: int = Field(8, ge=1, le=32)
-    token_refresh_margin_s: float = Field(60.0, ge=0)
+    token_refresh_margin_s: float = Field(60.0, ge=0, le=HOUR)
     max_response_bytes: int = Field(8 * 1024 * 1024, ge=1024)
-    idempotency_ttl_s: float = Field(86400.0, gt=0)  # how long LAPOR! remembers a key
+    # How long LAPOR! remembers an Idempotency-Key.
+    idempotency_ttl_s: float = Field(86400.0, ge=1, le=30 * DAY)
 
     @field_validator("base_url")
     @classmethod
@@ -87,27 +92,30 @@ def is_loopback(host: str) -> bool:
 
 class StorageSettings(_Section):
     url: str = "sqlite:///var/connector.db"
-    busy_timeout_s: float = Field(10.0, gt=0)  # SQLite: how long a writer waits for a lock
-    lease_s: float = Field(60.0, ge=1)  # PostgreSQL: the instance lease, renewed every third
+    # SQLite: how long a writer waits for a lock.
+    busy_timeout_s: float = Field(10.0, ge=0.1, le=HOUR)
+    # PostgreSQL: the instance lease, renewed every third.
+    lease_s: float = Field(60.0, ge=1, le=HOUR)
 
 
 class MappingsSettings(_Section):
     dir: str = "mappings"
-    reload_interval_s: float = Field(2.0, gt=0)
+    reload_interval_s: float = Field(2.0, ge=0.1, le=HOUR)
 
 
 class SyncSettings(_Section):
-    pull_interval_s: float = Field(60.0, gt=0)
-    push_interval_s: float = Field(30.0, gt=0)
-    jitter_s: float = Field(2.0, ge=0)
-    overlap_s: int = Field(300, ge=0)
-    max_backoff_s: float = Field(900.0, gt=0)
+    pull_interval_s: float = Field(60.0, ge=1, le=DAY)
+    push_interval_s: float = Field(30.0, ge=1, le=DAY)
+    jitter_s: float = Field(2.0, ge=0, le=HOUR)
+    overlap_s: int = Field(300, ge=0, le=7 * DAY)
+    max_backoff_s: float = Field(900.0, ge=1, le=DAY)
     push_batch: int = Field(50, ge=1)
     stale_after_intervals: int = Field(3, ge=1)
     demo_officer: bool = False
-    sweep_interval_s: float = Field(86400.0, gt=0)
-    sweep_window_s: int = Field(604800, ge=0)
-    tracker_interval_s: float = Field(15.0, gt=0)  # the tracker worker (external trackers)
+    sweep_interval_s: float = Field(86400.0, ge=1, le=30 * DAY)
+    sweep_window_s: int = Field(604800, ge=0, le=366 * DAY)
+    # The tracker worker (external trackers).
+    tracker_interval_s: float = Field(15.0, ge=0.5, le=DAY)
 
 
 class AttachmentSettings(_Section):
@@ -249,9 +257,9 @@ class SandboxSettings(_Section):
     seed: int = 6411
     complaints: int = Field(60, ge=0)
     generator: bool = True
-    generator_interval_s: float = Field(5.0, gt=0)
-    cursor_ttl_s: float = Field(600.0, gt=0)
-    token_ttl_s: int = Field(3600, ge=1)
+    generator_interval_s: float = Field(5.0, ge=0.1, le=DAY)
+    cursor_ttl_s: float = Field(600.0, ge=1, le=DAY)
+    token_ttl_s: int = Field(3600, ge=1, le=30 * DAY)
     rate_limit_per_minute: int = Field(60, ge=0)
     extra_keys: bool = True
 
@@ -260,10 +268,10 @@ class RedmineSettings(_Section):
     url: str = ""
     project: str = ""
     tracking_field_id: int = Field(0, ge=0)
-    timeout_s: float = Field(30.0, gt=0)
+    timeout_s: float = Field(30.0, ge=0.1, le=HOUR)
     # How far back each read of officers' changes looks again (Redmine keeps whole
     # seconds, and a commit is not instantaneous); journals are de-duplicated by id.
-    overlap_s: float = Field(60.0, ge=1)
+    overlap_s: float = Field(60.0, ge=1, le=DAY)
 
 
 class TrackerSettings(_Section):

@@ -8,9 +8,11 @@ from typing import Any
 from sqlalchemy import Connection
 
 from connector.domain import OutboxState
+from connector.errors import ConnectorError
+from connector.logging import redact_text
 from connector.mappings import MappingError, load
 from connector.notify import queue as notify_queue
-from connector.settings import Config
+from connector.settings import Config, load_credentials
 from connector.store import followups, state
 from connector.sync.core import SETTLED_REASONS
 from connector.timeutil import iso
@@ -113,7 +115,7 @@ def report(conn: Connection, config: Config, tracker: TrackerPort,
     counts: dict[str, dict[str, int]] = {}
     for agency, status, n in (reporting.counts(conn) if reporting is not None else []):
         counts.setdefault(agency, {})[status] = n
-    return {
+    return redact_report(_secrets(config), {
         "healthy": not findings,
         "findings": findings,
         "now": iso(now),
@@ -141,7 +143,29 @@ def report(conn: Connection, config: Config, tracker: TrackerPort,
         "tracker": tracker_info,
         "restored": _restored(conn),
         "notify": {**notify_queue.counts(conn), "refused": refused_mail},
-    }
+    })
+
+
+# Where a report quotes others' words (LAPOR!'s `kode`, a tracker's refusal, an error's
+# message): there it is masked as the logs mask it, for `status` and for /healthz alike.
+_QUOTING = frozenset({"error", "message", "code", "reason", "detail"})
+
+
+def redact_report(secrets: tuple[str, ...], value: Any, key: str = "") -> Any:
+    if isinstance(value, dict):
+        return {k: redact_report(secrets, v, str(k)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [redact_report(secrets, v, key) for v in value]
+    if isinstance(value, str) and key in _QUOTING:
+        return redact_text(value, secrets)
+    return value
+
+
+def _secrets(config: Config) -> tuple[str, ...]:
+    try:
+        return (load_credentials(config).client_secret,)
+    except ConnectorError:
+        return ()
 
 
 def _restored(conn: Connection) -> dict[str, Any] | None:

@@ -332,3 +332,22 @@ async def test_budget_room_counts_the_last_minute(world: World, fake_time: FakeT
     assert client.budget.room() == 5 - 3 - 1  # three calls and the token request
     fake_time.t += 61
     assert client.budget.room() == 5
+
+
+async def test_attachment_file_names_are_unique_and_bounded(client: Any, world: World,
+                                                            tmp_path: Any) -> None:
+    """Issue 23 item 10: ids that sanitise alike get different files, and a long
+    multibyte id fits a file system's 255-byte name."""
+    from connector.lapor.client import attachment_file_name
+
+    tid = next(t for t, r in world.records.items() if r["lampiran"] and world.visible(t))
+    att = (await client.complaint(str(tid))).attachments[0]
+    paths = []
+    for odd in ("a/b", "a.b", "a_b", "ü" * 100, "../../etc/passwd", ""):
+        renamed = m.Attachment(odd, att.name, att.mime, att.size, att.url)
+        paths.append(await client.download(renamed, tmp_path, max_bytes=10**6,
+                                           allowed_types=(att.mime,)))
+    assert len({p.name for p in paths}) == len(paths)
+    assert all(p.parent == tmp_path and len(p.name.encode()) <= 80 for p in paths)
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".part-")]
+    assert attachment_file_name("a/b", "image/png").endswith(".png")

@@ -287,7 +287,7 @@ def test_systemd_unit_is_hardened() -> None:
     unit = ROOT / "deploy" / "lapor-connector.service"
     text = unit.read_text()
     for line in ("Type=notify", "Restart=on-failure", "LoadCredential=LAPOR_CLIENT_SECRET",
-                 "User=lapor-connector", "WatchdogSec=",
+                 "User=lapor-connector", "WatchdogSec=", "MemoryMax=", "LimitNOFILE=",
                  "ExecStart=/opt/lapor-connector/.venv/bin/lapor-connector --config "
                  "/etc/lapor-connector/settings.toml run"):
         assert line in text
@@ -375,3 +375,70 @@ def test_daemon_runs_the_sweep_in_a_pulls_turn(tmp_path: Path, db_url: str) -> N
     sweeps = [json.loads(line) for line in d.text().splitlines()
               if line.startswith("{") and '"sweep_cycle"' in line]
     assert sweeps and sweeps[0]["sweep"] == 1
+
+
+@pytest.mark.parametrize("step_s", [-3600.0, 3600.0])
+def test_jobs_keep_their_cadence_when_the_wall_clock_steps(
+        monkeypatch: pytest.MonkeyPatch, step_s: float) -> None:
+    """Issue 23 item 5: a step of the wall clock (faked here: time.time and every
+    datetime.now jump by an hour) must not stop or rush any job."""
+    import asyncio
+    import datetime as dt
+
+    from connector.daemon import Ticker
+
+    real_time = time.time
+    offset = [0.0]
+
+    class Stepped(dt.datetime):
+        @classmethod
+        def now(cls, tz: Any = None) -> Any:
+            return dt.datetime.fromtimestamp(real_time() + offset[0], tz)
+
+    monkeypatch.setattr(time, "time", lambda: real_time() + offset[0])
+    monkeypatch.setattr(dt, "datetime", Stepped)
+    runs: dict[str, list[float]] = {"pull": [], "watchdog": []}
+
+    async def pull() -> None:
+        runs["pull"].append(time.monotonic())
+        if len(runs["pull"]) == 3:
+            offset[0] = step_s  # the clock steps while the daemon runs
+
+    async def main() -> None:
+        ticker = Ticker(rng=lambda: 0.5)
+        ticker.add("pull", pull, 0.05, jitter_s=0.02)
+        ticker.add("watchdog", lambda: runs["watchdog"].append(time.monotonic()), 0.05)
+        ticker.start()
+        await asyncio.sleep(0.8)
+        ticker.pause()
+        paused_at = len(runs["pull"])
+        await asyncio.sleep(0.2)
+        assert len(runs["pull"]) == paused_at
+        await ticker.aclose()
+
+    asyncio.run(main())
+    assert len(runs["pull"]) >= 8 and len(runs["watchdog"]) >= 8
+    gaps = [b - a for a, b in itertools.pairwise(runs["pull"])]
+    assert all(0.04 < g < 0.5 for g in gaps)
+
+
+def test_a_job_that_raises_keeps_running() -> None:
+    import asyncio
+
+    from connector.daemon import Ticker
+
+    calls = []
+
+    def boom() -> None:
+        calls.append(1)
+        raise RuntimeError("a bug")
+
+    async def main() -> None:
+        ticker = Ticker(rng=lambda: 0.0)
+        ticker.add("boom", boom, 0.02)
+        ticker.start()
+        await asyncio.sleep(0.2)
+        await ticker.aclose()
+
+    asyncio.run(main())
+    assert len(calls) >= 3

@@ -263,3 +263,24 @@ def test_mappings_check_names_the_holiday_problem(mdir: Path, tmp_path: Path) ->
                           str(cfg)], capture_output=True, text=True, timeout=60)
     assert out.returncode == 1
     assert out.stderr.startswith("holidays.toml: -: -: TOML syntax error"), out.stderr
+
+
+@pytest.mark.parametrize("name", [
+    'Puskesmas "Long Apari"',
+    'X"\nlapor_unit_ids = [6411003]\n[[agency]]\ncode = "EVIL"\nname = "x',
+    "back\\slash \\u0041 tab\tdel\x7f bell\x07 lone\ud800 ünïcödé",
+    "",
+])
+def test_suggest_writes_any_unit_name_as_one_toml_string(mdir: Path, name: str) -> None:
+    """A unit name is LAPOR!'s text: quotes and newlines in it never make a second agency
+    or invalid TOML (issue 23 item 8)."""
+    import tomllib
+
+    text = suggest([(6411777, name)], load(mdir))
+    parsed = tomllib.loads(text)
+    assert len(parsed["agency"]) == 1
+    agency = parsed["agency"][0]
+    assert agency["lapor_unit_ids"] == [6411777]
+    assert agency["name"] == (name.replace("\ud800", "\ufffd") or "unit 6411777")
+    (mdir / "agencies.toml").write_text((mdir / "agencies.toml").read_text() + "\n" + text)
+    assert load(mdir).unit_to_agency[6411777].endswith("_6411777")

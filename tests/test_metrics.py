@@ -250,3 +250,91 @@ def test_monitor_serves_health_and_gauges_from_what_the_loop_computed() -> None:
         assert "storage_error" in get(base + "/healthz")[1]
     finally:
         mon.stop()
+
+
+def test_a_flood_of_half_open_connections_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 23 item 3: 1,100 silent connections took every file descriptor. Now at most
+    MAX_CONNECTIONS are held (each for at most the read timeout); the rest are closed at
+    once, and the listener answers again as soon as the flood's connections time out."""
+    import threading
+    from datetime import UTC, datetime
+
+    from connector import metrics as mod
+    from tests.test_metrics import fake_report
+
+    monkeypatch.setattr(mod._QuietHandler, "timeout", 0.5)
+    mon = mod.Monitor(Metrics(), lambda: fake_report({}), lambda: {"pull": 0, "push": 0},
+                      Reachability(), lambda: datetime.now(UTC))
+    host, port = mon.start("127.0.0.1", 0)
+    threads_before = threading.active_count()
+    flood: list[socket.socket] = []
+    try:
+        mon.refresh()
+        for _ in range(300):
+            s = socket.create_connection((host, port), timeout=5)
+            s.sendall(b"GET /healthz HTTP/1.1\r\n")  # and never the rest
+            flood.append(s)
+        time.sleep(0.2)
+        assert threading.active_count() - threads_before <= mod.MAX_CONNECTIONS
+        closed = 0
+        for s in flood:
+            s.settimeout(0.01)
+            try:
+                closed += s.recv(1) == b""
+            except (TimeoutError, ConnectionError):
+                closed += isinstance(sys.exc_info()[1], ConnectionError)
+        assert closed >= len(flood) - mod.MAX_CONNECTIONS
+        wait_for(lambda: get(f"http://{host}:{port}/healthz")[0] == 200, 10,
+                 "/healthz answering through the flood")
+    finally:
+        for s in flood:
+            s.close()
+        mon.stop()
+
+
+def test_healthz_turns_503_when_its_report_goes_stale() -> None:
+    """Issue 23 item 6: a loop that stops refreshing (blocked on a FIFO, timers frozen)
+    must not leave /healthz answering the last healthy report."""
+    from datetime import UTC, datetime
+
+    from connector.metrics import Monitor
+
+    t = [100.0]
+    mon = Monitor(Metrics(), lambda: fake_report({}), lambda: {"pull": 0, "push": 0},
+                  Reachability(clock=lambda: t[0]), lambda: datetime.now(UTC),
+                  stale_after_s=30, clock=lambda: t[0])
+    mon.refresh()
+    assert mon.served()[1] is True
+    t[0] += 31
+    body, healthy = mon.served()
+    assert not healthy and json.loads(body)["findings"][0]["code"] == "health_stale"
+    mon.refresh()
+    assert mon.served()[1] is True
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device", "huge"])
+def test_a_mapping_file_that_is_no_regular_file_is_refused_without_blocking(
+        tmp_path: Path, kind: str) -> None:
+    """Issue 23 item 6: a FIFO froze the reader, /dev/zero took 1.9 GB."""
+    import shutil
+
+    from connector.mapping_reload import MappingHolder
+    from connector.mappings import MAX_FILE_BYTES, MappingError, load
+
+    folder = tmp_path / "mappings"
+    shutil.copytree(ROOT / "mappings", folder)
+    holder = MappingHolder(folder)
+    holder.load_initial()
+    target = folder / "categories.toml"
+    target.unlink()
+    if kind == "fifo":
+        os.mkfifo(target)
+    elif kind == "device":
+        target.symlink_to("/dev/zero")
+    else:
+        target.write_bytes(b"#" * (MAX_FILE_BYTES + 10))
+    t0 = time.monotonic()
+    with pytest.raises(MappingError, match=r"categories\.toml: -: -: cannot read"):
+        load(folder)
+    assert not holder.reload_if_changed() and "cannot read" in (holder.error or "")
+    assert time.monotonic() - t0 < 5

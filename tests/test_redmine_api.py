@@ -4,6 +4,7 @@ set (``.ci/redmine-start`` starts one)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -445,3 +446,26 @@ async def test_real_online_mapping_check(rm: Any) -> None:
     # a non-admin key cannot list custom fields: said so, not crashed
     problems = await redmine_mapping.check_online(mapping, officer)
     assert any("needs an admin key" in p for p in problems)
+
+
+async def test_a_loopback_redmine_is_never_reached_through_a_proxy(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 23 item 12: plain http goes to loopback only, and never through a proxy that
+    would read the API key in clear."""
+    from tests.test_transport import raw_server, replying
+
+    proxied: list[bytes] = []
+    direct: list[bytes] = []
+    user = b'{"user": {"id": 1, "login": "connector"}}'
+    answer = (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+              b"Content-Length: %d\r\n\r\n%s" % (len(user), user))
+    async with raw_server(replying(answer, proxied)) as proxy, \
+            raw_server(replying(answer, direct)) as redmine:
+        for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"):
+            monkeypatch.setenv(name, proxy)
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        monkeypatch.delenv("no_proxy", raising=False)
+        async with RedmineClient(redmine, KEY, tracking_field_id=1) as c:
+            with contextlib.suppress(RedmineRefused, RetryLater):
+                await c.current_user()
+    assert proxied == [] and direct

@@ -39,3 +39,43 @@ def test_the_reporter_never_survives_anonim_whatever_the_text(body: str) -> None
     after = redescribe(describe(t), None, True)
     for value in REPORTER.values():
         assert value not in after
+
+
+HOSTILE = [
+    "!http://evil.example/x.png!",
+    '"klik":http://evil.example',
+    "{{include(Rahasia)}}",
+    "[[Wiki]] #1 @admin",
+    "baris\nh1. Judul palsu",
+    "*tebal* _miring_ %{color:red}merah% |sel|",
+    "http://evil.example",
+]
+
+
+def test_every_lapor_field_in_the_description_is_inert_textile() -> None:
+    """Issue 23 item 7 (checked here on the text; the rendering is Redmine's): category,
+    location, channel and reporter fields carry no markup that Redmine would render."""
+    import re
+
+    for value in HOSTILE:
+        t = ticket("4100004", category=value, channel=value,
+                   location={"village": value, "district": value},
+                   reporter={"name": value, "email": value, "phone": value})
+        text = describe(t)
+        facts = text.split("</pre>", 1)[1]
+        bare = re.sub(r"&#\d+;", "", facts.replace(marker("4100004"), "")
+                      .replace("Diterima di LAPOR!:", ""))
+        assert not re.search(r'[!{}\[\]"#*_@%|^~=<>]', bare), value
+        assert "http://" not in facts and "\nh1." not in facts
+        benign = describe(ticket("4100004")).split("</pre>", 1)[1]
+        assert facts.count("\n") == benign.count("\n")  # one line per fact, none injected
+
+
+def test_escaped_reporter_fields_are_still_removed_on_anonim() -> None:
+    reporter = {"name": "Budi_Santoso", "email": "budi@example.org", "phone": "081234567890"}
+    t = ticket("4100005", reporter=reporter,
+               body="Saya Budi_Santoso, budi@example.org, mengadu.")
+    after = redescribe(describe(t), None, True)
+    for v in reporter.values():
+        assert v not in after
+        assert "".join(f"&#{ord(c)};" if c in "_@" else c for c in v) not in after

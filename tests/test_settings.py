@@ -123,3 +123,40 @@ def test_database_display_masks_the_password(tmp_path: Path) -> None:
 def test_bad_metrics_listen_is_refused(tmp_path: Path, value: str) -> None:
     with pytest.raises(ConfigError, match=r"metrics\.listen"):
         load_config(write(tmp_path, f'[metrics]\nlisten = "{value}"\n'), environ={})
+
+
+@pytest.mark.parametrize(("section", "key", "value"), [
+    ("sync", "overlap_s", "100000000000"),
+    ("sync", "sweep_window_s", "100000000000"),
+    ("sync", "pull_interval_s", "0.000001"),
+    ("sync", "push_interval_s", "inf"),
+    ("sync", "max_backoff_s", "nan"),
+    ("lapor", "call_deadline_s", "1e12"),
+    ("mappings", "reload_interval_s", "0.0001"),
+])
+def test_absurd_durations_are_refused(tmp_path: Path, section: str, key: str,
+                                      value: str) -> None:
+    """Issue 23 item 14: 10^11 s overflowed date arithmetic, a microsecond interval spun."""
+    env = {f"LAPOR_CONNECTOR_{section.upper()}__{key.upper()}": value}
+    with pytest.raises(ConfigError, match=f"{section}.{key}"):
+        load_config(write(tmp_path, ""), environ=env)
+
+
+def test_every_duration_setting_has_both_bounds() -> None:
+    from pydantic import BaseModel
+
+    from connector.settings import Settings
+
+    def walk(model: type[BaseModel], prefix: str) -> list[str]:
+        unbounded = []
+        for name, field in model.model_fields.items():
+            ann = field.annotation
+            if isinstance(ann, type) and issubclass(ann, BaseModel):
+                unbounded += walk(ann, f"{prefix}{name}.")
+            elif name.endswith("_s"):
+                kinds = {type(m).__name__ for m in field.metadata}
+                if not ({"Ge", "Gt"} & kinds and {"Le", "Lt"} & kinds):
+                    unbounded.append(prefix + name)
+        return unbounded
+
+    assert walk(Settings, "") == []

@@ -218,3 +218,43 @@ def test_schema_matches_the_migrated_database(db_url: str) -> None:
                 == [c.name for c in table.primary_key.columns]), table.name
     assert {t.name for t in schema.metadata.sorted_tables} | {"alembic_version"} == TABLES
     store.close()
+
+
+@pytest.mark.sqlite_only(reason="the subject is SQLite's file under a running connector")
+def test_a_database_file_deleted_replaced_or_corrupted_is_noticed(tmp_path: Path) -> None:
+    """Issue 23 item 11: deleted, the connector wrote on into the unlinked file; replaced,
+    it never noticed. Every commit is fenced on the file's identity; the periodic check
+    adds quick_check."""
+    import shutil
+
+    from sqlalchemy import text as sql
+
+    from connector.errors import StorageError
+    from connector.store import Store
+
+    db = tmp_path / "c.db"
+    store = Store(f"sqlite:///{db}")
+    store.upgrade()
+    store.run(lambda c: c.execute(sql("CREATE TABLE t (x TEXT)")))
+    store.run(lambda c: c.execute(sql("INSERT INTO t VALUES (:x)"), [{"x": "y" * 3000}] * 200))
+    assert store.backend.health_problem(store.engine) is None
+    shutil.copy(db, tmp_path / "copy.db")
+    db.unlink()
+    with pytest.raises(StorageError, match="was deleted"):
+        store.run(lambda c: c.execute(sql("INSERT INTO t VALUES ('z')")))
+    assert "was deleted" in (store.backend.health_problem(store.engine) or "")
+    (tmp_path / "copy.db").rename(db)
+    with pytest.raises(StorageError, match="was replaced"):
+        store.run(lambda c: c.execute(sql("INSERT INTO t VALUES ('z')")))
+    store.engine.dispose()
+
+    fresh = Store(f"sqlite:///{db}")  # the file as it is now: trusted again
+    assert fresh.backend.health_problem(fresh.engine) is None
+    fresh.engine.dispose()
+    with db.open("r+b") as f:  # garbage over the middle pages, header intact
+        f.seek(8192)
+        f.write(b"\xff" * 40000)
+    broken = Store(f"sqlite:///{db}")
+    assert "corrupt" in (broken.backend.health_problem(broken.engine) or "") or \
+        "cannot be read" in (broken.backend.health_problem(broken.engine) or "")
+    broken.engine.dispose()

@@ -382,3 +382,76 @@ async def test_an_outage_during_detail_fetches_is_a_plain_retry_later(
     with pytest.raises(LaporUnavailable):  # not an ExceptionGroup: callers map it to exit 1
         await h.pull()
     assert h.tickets() == []
+
+
+def _attachments_of(h: Harness) -> list[dict[str, object]]:
+    return [dict(a) for t in h.tickets() for a in t["attachments"]]
+
+
+async def test_an_attachment_that_cannot_be_written_is_retried_never_fails_the_pull(
+        tmp_path: Path, db_url: str, world: World, fake_time: FakeTime) -> None:
+    """Issue 23 item 10: a write that fails (here the folder is a file) is that file's
+    matter: the pull succeeds, the attachment is due again, and lands once writable."""
+    h = Harness(tmp_path / "site", db_url, world, fake_time,
+                extra_settings='[attachments]\ndownload = true\n'
+                               'allowed_types = ["image/jpeg", "image/png", "application/pdf"]\n')
+    folder = h.config.attachments_dir
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    folder.write_text("not a folder")
+    pulled = await h.pull()
+    assert pulled["created"] > 0
+    files = _attachments_of(h)
+    assert files and all(a["retry"] is True and a["error"] == "penulisan_gagal" for a in files)
+    folder.unlink()
+    for _ in range(20):
+        await h.pull()
+    files = _attachments_of(h)
+    assert all("stored" in a and "error" not in a for a in files)
+    names = [Path(str(a["stored"])).name for a in files]
+    assert len(set(names)) == len(names)
+
+
+async def test_a_trickling_attachment_is_cut_at_the_deadline_and_never_holds_the_pull(
+        tmp_path: Path, db_url: str, world: World, fake_time: FakeTime) -> None:
+    """Issue 23 item 2: one byte every 0.2 s. Each download is cut at call_deadline_s,
+    the pull ends at most one deadline after its last commit, the files stay due."""
+    import asyncio
+    import time
+
+    import httpx
+
+    from connector.sandbox import create_app
+
+    class Trickle(httpx.AsyncByteStream):
+        async def __aiter__(self):  # type: ignore[no-untyped-def]
+            for _ in range(10_000):
+                await asyncio.sleep(0.2)
+                yield b"x"
+
+    class SlowFiles(httpx.AsyncBaseTransport):
+        def __init__(self) -> None:
+            self.inner = httpx.ASGITransport(app=create_app(world))
+            self.slow = True
+
+        async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+            if self.slow and "/lampiran/" in request.url.path:
+                return httpx.Response(200, headers={"Content-Type": "image/png"},
+                                      stream=Trickle())
+            return await self.inner.handle_async_request(request)
+
+    slow = SlowFiles()
+    h = Harness(tmp_path / "site", db_url, world, fake_time, transport=slow,
+                call_deadline_s=1.0, settings={"lapor": {"call_deadline_s": 1.0}},
+                extra_settings='[attachments]\ndownload = true\n'
+                               'allowed_types = ["image/jpeg", "image/png", "application/pdf"]\n')
+    t0 = time.monotonic()
+    pulled = await h.pull()
+    assert time.monotonic() - t0 < 5
+    assert pulled["created"] == len(h.visible())
+    files = _attachments_of(h)
+    assert files and all(a["retry"] is True and "stored" not in a for a in files)
+    assert not [p for p in h.config.attachments_dir.rglob("*") if p.is_file()]  # no part left
+    slow.slow = False
+    for _ in range(20):
+        await h.pull()
+    assert all("stored" in a for a in _attachments_of(h))

@@ -7,6 +7,7 @@ Parametrised like ``db_url``: the built-in tracker always, Redmine where one run
 
 from __future__ import annotations
 
+import html
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
@@ -158,8 +159,10 @@ class RedmineHarness(Harness):
             by_id[p.id] = code
         notes = [j.notes for j in issue.journals if j.notes]
         local = self.mapping.local_status(names[issue.status_id]) or "?"
-        return View(local, by_id.get(issue.project_id), issue.is_private,
-                    "\n".join([issue.subject, issue.description, *notes]), notes)
+        # What a reader sees: the entities that keep LAPOR!'s fields inert Textile shown as
+        # the characters they stand for.
+        seen = html.unescape("\n".join([issue.subject, issue.description, *notes]))
+        return View(local, by_id.get(issue.project_id), issue.is_private, seen, notes)
 
 
 # The built-in tracker on every backend; Redmine keeps nothing in the connector's database.

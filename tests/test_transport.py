@@ -136,14 +136,38 @@ async def test_an_answer_dropped_mid_body_is_transient_and_retried() -> None:
 async def test_the_proxy_named_by_the_environment_carries_the_requests(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    """https through the proxy's tunnel (CONNECT): the proxy sees the host, never the
+    requests (this one cannot finish TLS with the test's server)."""
     seen: list[bytes] = []
     async with raw_server(replying(_answer(JSON_200), seen)) as proxy_url:
-        monkeypatch.setenv("HTTP_PROXY", proxy_url)
+        monkeypatch.setenv("HTTPS_PROXY", proxy_url)
         monkeypatch.delenv("NO_PROXY", raising=False)
         monkeypatch.delenv("no_proxy", raising=False)
-        async with _client("http://lapor.example") as client:
+        async with _client("https://lapor.example", call_deadline_s=1) as client:
+            with pytest.raises(LaporUnavailable):
+                await client.ping()
+    assert seen and set(seen) == {b"CONNECT lapor.example:443 HTTP/1.1"}
+
+
+async def test_plain_http_and_loopback_targets_never_go_through_a_proxy(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Issue 23 item 12: the token request (client secret included) in clear through a
+    proxy. Every proxy variable set: the loopback LAPOR! is still reached directly."""
+    through_proxy: list[bytes] = []
+    async with raw_server(replying(_answer(JSON_200), through_proxy)) as proxy_url, \
+            raw_server(replying(_answer(JSON_200))) as lapor:
+        for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"):
+            monkeypatch.setenv(name, proxy_url)
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        monkeypatch.delenv("no_proxy", raising=False)
+        async with _client(lapor) as client:
             await client.ping()
-    assert seen == [b"GET http://lapor.example/api/v3/ping HTTP/1.1"]
+        localhost = lapor.replace("127.0.0.1", "localhost")
+        assert env_proxy(httpx.URL(localhost)) is None
+        assert env_proxy(httpx.URL("https://127.0.0.1:1/")) is None
+        assert env_proxy(httpx.URL("https://api.lapor.go.id/")) is not None
+    assert through_proxy == []
 
 
 @pytest.mark.parametrize(("env", "url", "expected"), [
@@ -153,6 +177,7 @@ async def test_the_proxy_named_by_the_environment_carries_the_requests(
     ({"HTTPS_PROXY": "http://proxy.mahulu:3128"}, "https://api.lapor.go.id/",
      "http://proxy.mahulu:3128"),
     ({"HTTPS_PROXY": "http://proxy.mahulu:3128"}, "http://api.lapor.go.id/", None),
+    ({"HTTP_PROXY": "http://proxy.mahulu:3128"}, "http://api.lapor.go.id/", None),
     ({"HTTPS_PROXY": "http://proxy.mahulu:3128", "NO_PROXY": "lapor.go.id"},
      "https://api.lapor.go.id/", None),
 ])

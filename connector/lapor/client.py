@@ -9,6 +9,7 @@ never wait for a real Retry-After.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import os
 import random
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
+import structlog
 from pydantic import BaseModel, ValidationError
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type
 
@@ -38,6 +40,13 @@ from connector.errors import (
 from connector.lapor import models as m
 from connector.lapor import reasons, wire
 from connector.lapor.budget import RequestBudget
+from connector.lapor.decoding import (
+    ACCEPT_ENCODING,
+    BoundedDecoder,
+    TooLarge,
+    UnsupportedEncoding,
+)
+from connector.lapor.paging import NO_PROGRESS_PAGES, PageSizer, Progress
 from connector.lapor.policy import (
     RETRY_STATUSES,
     Outcome,
@@ -53,16 +62,22 @@ API = "/api/v3"
 W = TypeVar("W", bound=BaseModel)
 MAX_ATTEMPTS = 12
 MAX_CURSOR_RESTARTS = 5
+log = structlog.get_logger("connector.lapor")
 
 
 class _Transient(Exception):
     def __init__(self, what: str, status: int | None = None, kode: str | None = None,
-                 retry_after: float | None = None):
+                 retry_after: float | None = None, cut: bool = False):
         super().__init__(what)
         self.what = what
         self.status = status
         self.kode = kode
         self.retry_after = retry_after
+        self.cut = cut  # the answer broke off mid-way (a link that drops long answers)
+
+
+class _PageCut(Exception):
+    """A feed page broke off and a smaller one may pass: the feed asks again at once."""
 
 
 @dataclass
@@ -168,9 +183,11 @@ class LaporClient:
             transport=transport,
             timeout=httpx.Timeout(timeout_s),
             follow_redirects=False,
-            headers={"User-Agent": f"mahulu-lapor-connector/{__version__}"},
+            headers={"User-Agent": f"mahulu-lapor-connector/{__version__}",
+                     "Accept-Encoding": ACCEPT_ENCODING},
         )
         self.budget = RequestBudget(requests_per_minute, clock, sleep)
+        self.pages = PageSizer()
         self.tokens = _Tokens(self, credentials, token_refresh_margin_s)
         self.requests: Counter[str] = Counter()
         self.retries = 0
@@ -213,17 +230,22 @@ class LaporClient:
     async def call(
         self, method: str, path: str, *, params: dict[str, Any] | None = None,
         json: Any = None, headers: dict[str, str] | None = None, auth: bool = True,
-        guard: Callable[[], Awaitable[None]] | None = None,
+        guard: Callable[[], Awaitable[None]] | None = None, cut_ends: bool = False,
     ) -> _Answer:
         """One logical call: retried on transient failures within the call's deadline.
 
         ``guard`` runs just before every request is sent; whatever it raises ends the call
         at once (the push re-checks the instance lease and the key's lifetime per POST).
+        ``cut_ends``: an answer that breaks off mid-way raises ``_PageCut`` at once
+        instead of being asked for again as it was (the feed then asks for less).
         """
         deadline = self.clock() + self._deadline_s
 
         def stop(state: RetryCallState) -> bool:
             upcoming = state.upcoming_sleep or 0.0
+            exc = state.outcome.exception() if state.outcome else None
+            if cut_ends and isinstance(exc, _Transient) and exc.cut:
+                return True
             return state.attempt_number >= MAX_ATTEMPTS or self.clock() + upcoming > deadline
 
         retrying = AsyncRetrying(
@@ -238,6 +260,8 @@ class LaporClient:
                     return await self._attempt(method, path, params, json, headers, auth,
                                                guard)
         except _Transient as exc:
+            if cut_ends and exc.cut:
+                raise _PageCut(exc.what) from None
             raise LaporUnavailable(
                 f"LAPOR! unavailable: {exc.what} (gave up after the call's deadline)",
                 status=exc.status, kode=exc.kode,
@@ -301,13 +325,7 @@ class LaporClient:
                 declared = resp.headers.get("Content-Length")
                 if declared and declared.isdigit() and int(declared) > self._max_bytes:
                     raise Rejected(resp.status_code, "respons_terlalu_besar")
-                chunks: list[bytes] = []
-                size = 0
-                async for chunk in resp.aiter_bytes():
-                    size += len(chunk)
-                    if size > self._max_bytes:
-                        raise Rejected(resp.status_code, "respons_terlalu_besar")
-                    chunks.append(chunk)
+                chunks = [c async for c in _bounded(resp, self._max_bytes)]
                 return _Answer(resp.status_code, resp.headers, b"".join(chunks))
         except TimeoutError:
             code = "ReadTimeout"
@@ -315,7 +333,9 @@ class LaporClient:
                 from None
         except httpx.RequestError as exc:  # transport errors, and a body that won't decode
             code = exc.__class__.__name__
-            raise _Transient(exc.__class__.__name__) from None
+            raise _Transient(exc.__class__.__name__,
+                             cut=isinstance(exc, httpx.RemoteProtocolError | httpx.ReadError)) \
+                from None
         finally:
             if self.observer is not None:
                 self.observer(kind, code, time.monotonic() - t0)
@@ -338,33 +358,64 @@ class LaporClient:
         """Pages of the feed from ``since()``.
 
         On cursor expiry (410) the feed restarts from ``since()`` again: the caller's
-        committed watermark, never this client's clock.
+        committed watermark, never this client's clock. A page that breaks off is asked
+        for again at once, smaller (``PageSizer``), from the last ``diperbarui`` this pass
+        reached (``diperbarui_sejak`` is inclusive: nothing is skipped). A pass that stops
+        progressing (``Progress``) ends with ``LaporUnavailable``.
         """
         cursor: str | None = None
         seen: set[str] = set()
         restarts = 0
         start: datetime | None = None
+        reached: datetime | None = None  # the newest diperbarui of this pass so far
+        progress = Progress()
         while True:
             if cursor is None:
                 start = since()
-                params: dict[str, Any] = {"batas": page_size}
-                if start is not None:
-                    params["diperbarui_sejak"] = wire.since_param(start)
+                begin = reached if reached is not None and (
+                    start is None or reached > start) else start
+                params: dict[str, Any] = {"batas": self.pages.size(page_size)}
+                if begin is not None:
+                    params["diperbarui_sejak"] = wire.since_param(begin)
             else:
                 params = {"kursor": cursor}
+            shrinkable = self.pages.can_shrink(page_size)
             try:
-                answer = await self.call("GET", f"{API}/laporan", params=params)
+                answer = await self.call("GET", f"{API}/laporan", params=params,
+                                         cut_ends=shrinkable)
+                try:
+                    data, meta = _envelope(answer, f"{API}/laporan")
+                except LaporUnavailable:
+                    if shrinkable and _cut_short(answer):  # whole JSON never arrived
+                        raise _PageCut("cut short") from None
+                    raise
             except CursorExpired:
                 # Only restarts without progress count: a feed that keeps expiring cursors
                 # while the caller's watermark moves still gets read to the end.
                 restarts = restarts + 1 if since() == start else 1
                 if restarts > MAX_CURSOR_RESTARTS:
                     raise LaporUnavailable("feed cursor kept expiring") from None
+                cursor, seen, reached, progress = None, set(), None, Progress()
+                continue
+            except _PageCut:
+                # Logged once when it first shrinks (a warning), then each step (info).
+                first = self.pages.cut(page_size)
+                (log.warning if first else log.info)(
+                    "feed_page_size_reduced", batas=self.pages.size(page_size),
+                    configured=page_size)
                 cursor, seen = None, set()
                 continue
-            data, meta = _envelope(answer, f"{API}/laporan")
             # Most pages hold nothing to clean: skip copying every summary then.
             page = _parse_page(data, meta, wire.needs_cleaning(answer.body))
+            if self.pages.good(page_size):
+                log.info("feed_page_size_restored", batas=page_size)
+            if not progress.page((i.tracking_id, i.updated_at) for i in page.items):
+                raise LaporUnavailable(
+                    f"LAPOR! feed made no progress over {NO_PROGRESS_PAGES} pages (no new "
+                    "complaint, nothing newer); stopping this pass")
+            stamps = [i.updated_at for i in page.items if i.updated_at is not None]
+            if stamps:
+                reached = max([*stamps, *([reached] if reached else [])])
             yield page
             if page.next_cursor is None:
                 return
@@ -460,7 +511,9 @@ class LaporClient:
         await self.budget.acquire()
         self.requests["lampiran"] += 1
         try:
-            async with self._http.stream(
+            # One deadline for the whole download: the read timeout restarts with every
+            # byte, so a server sending one byte every few seconds would hold it forever.
+            async with asyncio.timeout(self._deadline_s), self._http.stream(
                 "GET", url, headers={"Authorization": f"Bearer {token}"}
             ) as resp:
                 if resp.status_code in RETRY_STATUSES:
@@ -475,29 +528,61 @@ class LaporClient:
                 if declared.isdigit() and int(declared) > max_bytes:
                     raise Rejected(200, "lampiran_terlalu_besar")
                 fd, tmp = tempfile.mkstemp(dir=dest_dir, prefix=".part-")
-                size = 0
                 try:
                     with os.fdopen(fd, "wb") as out:
-                        async for chunk in resp.aiter_bytes():
-                            size += len(chunk)
-                            if size > max_bytes:
-                                raise Rejected(200, "lampiran_terlalu_besar")
+                        async for chunk in _bounded(resp, max_bytes, "lampiran_terlalu_besar"):
                             out.write(chunk)
-                    final = dest_dir / _safe_name(attachment.id)
+                    final = dest_dir / attachment_file_name(attachment.id, mime)
                     os.replace(tmp, final)
                     os.chmod(final, 0o600)
                     return final
                 except BaseException:
                     Path(tmp).unlink(missing_ok=True)
                     raise
+        except TimeoutError:
+            raise LaporUnavailable("attachment download cut at the call's deadline") from None
         except httpx.RequestError as exc:
             raise LaporUnavailable(
                 f"attachment download failed: {exc.__class__.__name__}") from None
 
 
-def _safe_name(attachment_id: str) -> str:
-    cleaned = "".join(c if c.isalnum() or c in "-_" else "_" for c in attachment_id)
-    return cleaned[:100] or "lampiran"
+async def _bounded(resp: httpx.Response, limit: int,
+                   too_large: str = "respons_terlalu_besar") -> AsyncIterator[bytes]:
+    """The decoded body, never more than ``limit`` bytes on the wire or decoded; refused
+    (``Rejected``) past it, or when it stacks content codings."""
+    try:
+        if resp.is_stream_consumed:  # built in memory (a test's MockTransport): decoded
+            decoder = BoundedDecoder(None, limit)
+            raws: AsyncIterator[bytes] = _one_chunk(resp.content)
+        else:
+            decoder = BoundedDecoder(resp.headers.get("Content-Encoding"), limit)
+            raws = resp.aiter_raw()
+        async for raw in raws:
+            if out := decoder.decode(raw):
+                yield out
+        if tail := decoder.flush():
+            yield tail
+    except TooLarge:
+        raise Rejected(resp.status_code, too_large) from None
+    except UnsupportedEncoding:
+        raise Rejected(resp.status_code, "pengodean_tidak_didukung") from None
+
+
+async def _one_chunk(data: bytes) -> AsyncIterator[bytes]:
+    yield data
+
+
+_SUFFIXES = {"image/jpeg": ".jpg", "image/png": ".png", "application/pdf": ".pdf"}
+
+
+def attachment_file_name(attachment_id: str, mime: str) -> str:
+    """A file name for an attachment id: unique (a hash of the whole id, so ``a/b``,
+    ``a.b`` and ``a_b`` differ), at most 80 bytes whatever the id (``ENAMETOOLONG`` is
+    never LAPOR!'s to cause), a readable ASCII prefix, and a suffix from the checked type."""
+    digest = hashlib.sha256(attachment_id.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+    readable = "".join(c for c in attachment_id if c.isascii() and (c.isalnum() or c in "-_"))
+    suffix = _SUFFIXES.get(mime, ".bin")
+    return f"{readable[:40]}-{digest}{suffix}" if readable else f"{digest}{suffix}"
 
 
 def _kind(method: str, path: str) -> str:
@@ -507,6 +592,18 @@ def _kind(method: str, path: str) -> str:
             return "feed"
         return "tindak_lanjut" if len(parts) > 2 else "detail"
     return parts[0] or "root"
+
+
+def _cut_short(answer: _Answer) -> bool:
+    """Whether a 2xx answer's body is JSON that stops before its end (a link that closed
+    early, the length it declared notwithstanding)."""
+    try:
+        answer.json()
+    except json.JSONDecodeError as exc:
+        return exc.pos >= len(answer.body.rstrip()) - 1
+    except ValueError:
+        return False
+    return False
 
 
 def _envelope(answer: _Answer, path: str) -> tuple[Any, dict[str, Any]]:

@@ -24,6 +24,7 @@ import httpx
 from httpx_aiohttp import AiohttpTransport
 
 from connector.errors import ConfigError
+from connector.settings import is_loopback
 
 # h11, httpx's own parser, accepts header blocks up to 16 KiB; aiohttp's default line and
 # field limit is 8 KiB. A proxy's long cookie must not start failing every request.
@@ -36,7 +37,9 @@ def env_proxy(url: httpx.URL) -> httpx.Proxy | None:
     httpx's default transport honours these; aiohttp's ``trust_env`` would too, but
     re-reads the environment and ``~/.netrc`` in a thread on every request.
     """
-    if urllib.request.proxy_bypass(url.host):
+    if url.scheme != "https" or is_loopback(url.host) or urllib.request.proxy_bypass(url.host):
+        # Never through a proxy in cleartext: a plain-http (loopback) target would hand the
+        # token request, client secret included, to whoever runs the proxy.
         return None
     found = urllib.request.getproxies_environment()
     proxy = found.get(url.scheme) or found.get("all")

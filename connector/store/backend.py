@@ -38,6 +38,11 @@ class Backend(abc.ABC):
         process holds the instance lock no more (a no-op where the lock cannot be lost)."""
         return None
 
+    def health_problem(self, engine: Engine) -> str | None:
+        """A periodic check of the storage itself (SQLite: the file's identity and
+        ``quick_check``); a message when it cannot be trusted any more."""
+        return None
+
     def is_busy(self, exc: DBAPIError) -> bool:
         """Whether an error is transient (locked, restarted) rather than a real fault."""
         return isinstance(exc, OperationalError)

@@ -7,11 +7,11 @@ import os
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
-from connector.errors import InstanceLocked
+from connector.errors import InstanceLocked, StorageError
 from connector.store.backend import Backend
 
 READ_ONLY = "lapor_read_only"
@@ -25,12 +25,15 @@ class SqliteBackend(Backend):
         db = make_url(url).database
         self.path = Path(db) if db and db != ":memory:" else None
         self._lock_fd: int | None = None
+        self._identity: tuple[int, int] | None = None  # (device, inode) of the file opened
 
     def create_engine(self) -> Engine:
         if self.path is not None:
             self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             # Create the file ourselves so it is never world-readable, not even for a moment.
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+            st = os.fstat(fd)
+            self._identity = (st.st_dev, st.st_ino)
             os.close(fd)
             os.chmod(self.path, 0o600)
         # A small pool: connections (and their PRAGMAs) are reused across transactions;
@@ -84,6 +87,49 @@ class SqliteBackend(Backend):
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None
+
+    def fence(self, conn: Connection) -> None:
+        """Before every commit: the file is still the one this process opened. Deleted or
+        replaced under a running connector, the commit would go into an unlinked file
+        (and a restart would begin again from nothing)."""
+        if self.path is None or self._identity is None:
+            return
+        problem = self.file_problem()
+        if problem:
+            raise StorageError(problem)
+
+    def file_problem(self) -> str | None:
+        if self.path is None or self._identity is None:
+            return None
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            return (f"storage: the database file {self.path} was deleted while the connector "
+                    "ran; stop it and restore the file from a backup")
+        except OSError as exc:
+            return f"storage: cannot stat {self.path}: {exc.__class__.__name__}"
+        if (st.st_dev, st.st_ino) != self._identity:
+            return (f"storage: the database file {self.path} was replaced while the connector "
+                    "ran; restart it to use the new file")
+        return None
+
+    def health_problem(self, engine: Engine) -> str | None:
+        """The file's identity, then ``PRAGMA quick_check`` (corruption)."""
+        problem = self.file_problem()
+        if problem or self.path is None:
+            return problem
+        try:
+            with engine.connect() as conn:
+                rows = [r[0] for r in conn.exec_driver_sql("PRAGMA quick_check").fetchall()]
+        except DBAPIError as exc:
+            if self.is_busy(exc):
+                return None  # a writer holds it: the next check will tell
+            return (f"storage: the database file {self.path} cannot be read "
+                    f"({exc.__class__.__name__})")
+        if rows != ["ok"]:
+            return (f"storage: the database file {self.path} is corrupt (quick_check: "
+                    f"{len(rows)} problem(s)); stop and restore it from a backup")
+        return None
 
     def is_busy(self, exc: DBAPIError) -> bool:
         text = str(getattr(exc, "orig", exc)).lower()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Callable, Coroutine
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timedelta
@@ -73,6 +74,7 @@ async def pull(ctx: SyncContext, sweep: bool = False) -> PullStats:
     # ``ctx.cadence`` says (``core.commit_due``). Decisions are made inside the commit's
     # transaction, on fresh state.
     window = _Window(concurrency)
+    downloads = _Downloads(ctx)
     ahead = 2 * -(-page_size // part_size) + 1  # parts in flight: about two pages
     # Parts in feed order; an Event asks for a commit of all before it; the end is None
     # or the feed's exception.
@@ -97,7 +99,7 @@ async def pull(ctx: SyncContext, sweep: bool = False) -> PullStats:
             run.watermark = done.watermark
             _count(stats, done.decisions)
             ctx.observer.progress("pull", stats.as_dict())
-            await _download(ctx, done.new_files)
+            downloads.add(done.new_files)
 
     async def read_pages() -> None:
         async for page in ctx.client.feed(since, page_size):
@@ -165,46 +167,52 @@ async def pull(ctx: SyncContext, sweep: bool = False) -> PullStats:
         dropped.append(aw)
         return None
 
-    feeder = asyncio.create_task(read_feed())
     try:
-        while True:
-            got = await ready(asyncio.ensure_future(parts.get()))
-            if got is None:
-                break  # the feed's end, or asked to stop
-            if isinstance(got, BaseException):
-                await flush()
-                raise got
-            if isinstance(got, asyncio.Event):
-                await flush()
-                got.set()
-                continue
-            work = await ready(got)
-            if work is None:
-                break  # stop at this commit point: what is fetched commits, in order
-            run.acc.append(work)
-            run.batch = run.batch.add(len(work.items), ctx.monotonic())
-            fetched_ids.update(work.fetched)
-            if core.commit_due(run.batch, ctx.cadence, ctx.monotonic()):
-                await flush()
-        await flush()
+        feeder = asyncio.create_task(read_feed())
+        try:
+            while True:
+                got = await ready(asyncio.ensure_future(parts.get()))
+                if got is None:
+                    break  # the feed's end, or asked to stop
+                if isinstance(got, BaseException):
+                    await flush()
+                    raise got
+                if isinstance(got, asyncio.Event):
+                    await flush()
+                    got.set()
+                    continue
+                work = await ready(got)
+                if work is None:
+                    break  # stop at this commit point: what is fetched commits, in order
+                run.acc.append(work)
+                run.batch = run.batch.add(len(work.items), ctx.monotonic())
+                fetched_ids.update(work.fetched)
+                if core.commit_due(run.batch, ctx.cadence, ctx.monotonic()):
+                    await flush()
+            await flush()
+        finally:
+            stop.cancel()
+            feeder.cancel()
+            pending: list[asyncio.Future[Any]] = [stop, feeder, *dropped]
+            while not parts.empty():
+                left = parts.get_nowait()
+                if isinstance(left, asyncio.Task):
+                    left.cancel()
+                    pending.append(left)
+            await asyncio.gather(*pending, return_exceptions=True)
+        if ctx.stopping.is_set():
+            return stats  # everything fetched is committed with its watermark
+        if not sweep:
+            await _retry_held(ctx, stats, fetched_ids, downloads)
+        await _progress(ctx, stats, started)
+        if not sweep:
+            await _retry_downloads(ctx, downloads)
+        # Downloads ran beside the pull; at its end they get one call's deadline more, and
+        # what is left stays noted for retry.
+        await downloads.finish(ctx.config.settings.lapor.call_deadline_s)
+        return stats
     finally:
-        stop.cancel()
-        feeder.cancel()
-        pending: list[asyncio.Future[Any]] = [stop, feeder, *dropped]
-        while not parts.empty():
-            left = parts.get_nowait()
-            if isinstance(left, asyncio.Task):
-                left.cancel()
-                pending.append(left)
-        await asyncio.gather(*pending, return_exceptions=True)
-    if ctx.stopping.is_set():
-        return stats  # everything fetched is committed with its watermark
-    if not sweep:
-        await _retry_held(ctx, stats, fetched_ids)
-    await _progress(ctx, stats, started)
-    if not sweep:
-        await _retry_downloads(ctx)
-    return stats
+        await downloads.finish(0)
 
 
 async def _progress(ctx: SyncContext, stats: PullStats, started: datetime) -> None:
@@ -391,6 +399,11 @@ def _commit(ctx: SyncContext, conn: Connection, work: _Work) -> _Committed:
             complaint = work.fetched.get(tid)
             if isinstance(complaint, m.Complaint) and complaint.attachments and tid in refs:
                 new_files.append((refs[tid].ticket_ref, tid, complaint.attachments))
+        # Noted as due in the same transaction: a download the pull does not wait for
+        # (cut at its deadline, or still running when the pull ends) is tried again later.
+        for ref, _tid, files in new_files:
+            _recorder(ctx, ref, [{**core.attachment_meta(a), "retry": True}
+                                 for a in files])(conn)
     return _Committed(watermark, decisions, new_files)
 
 
@@ -538,28 +551,78 @@ async def _download(ctx: SyncContext,
                     att, ctx.config.attachments_dir / _safe_dir(tid), max_bytes=cfg.max_bytes,
                     allowed_types=cfg.allowed_types)
                 entry["stored"] = str(path)
-            except (Rejected, RetryLater) as exc:
-                entry["error"] = getattr(exc, "kode", None) or "unavailable"
-                entry["retry"] = isinstance(exc, RetryLater)
+            except (Rejected, RetryLater, OSError) as exc:
+                # A file that cannot be written (disk full, a name the file system refuses)
+                # is this attachment's matter: noted for retry, never the pull's failure.
+                entry["error"] = ("penulisan_gagal" if isinstance(exc, OSError)
+                                  else getattr(exc, "kode", None) or "unavailable")
+                entry["retry"] = not isinstance(exc, Rejected)
                 log.warning("attachment_skipped", tracking_id=tid, attachment=att.id,
                             reason=entry["error"])
             meta.append(entry)
         await ctx.db(_recorder(ctx, ref, meta))
 
 
-async def _retry_downloads(ctx: SyncContext, limit: int = 10) -> None:
+class _Downloads:
+    """A pull's attachment downloads, beside it: its commits never wait for a file."""
+
+    def __init__(self, ctx: SyncContext):
+        self._ctx = ctx
+        self._jobs: asyncio.Queue[Callable[[], Coroutine[Any, Any, None]] | None] = \
+            asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+        self.queued: set[str] = set()  # ticket refs whose files this pull already fetches
+
+    def add(self, new_files: list[tuple[str, str, tuple[m.Attachment, ...]]]) -> None:
+        if new_files:
+            self.queued.update(ref for ref, _, _ in new_files)
+            self.submit(lambda: _download(self._ctx, new_files))
+
+    def submit(self, job: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run())
+        self._jobs.put_nowait(job)
+
+    async def _run(self) -> None:
+        while (job := await self._jobs.get()) is not None:
+            try:
+                await job()
+            except (RetryLater, OSError) as exc:  # noted for retry at the pull's commit
+                log.warning("attachments_deferred", error=str(exc))
+            except Exception as exc:  # a bug: the pull goes on, the files stay due
+                log.error("attachments_crashed", exc_info=exc)
+
+    async def finish(self, grace_s: float) -> None:
+        """Wait up to ``grace_s`` for what is queued, then cancel the rest (it stays due)."""
+        task, self._task = self._task, None
+        if task is None:
+            return
+        self._jobs.put_nowait(None)
+        done, _ = await asyncio.wait({task}, timeout=grace_s)
+        if not done:
+            log.warning("attachments_deferred", error="the pull ended before the downloads")
+            task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def _retry_downloads(ctx: SyncContext, downloads: _Downloads, limit: int = 10) -> None:
     """Attachments that failed for a transient reason, tried again (a few per pull)."""
     inline = ctx.tracker.inline
     if not ctx.config.settings.attachments.download or inline is None:
         return
     todo = await ctx.db(lambda conn: inline.attachments_to_retry(conn, limit))
-    for ref, tid, meta in todo:
+
+    async def again(ref: str, tid: str, meta: list[AttachmentMeta]) -> None:
         try:
             complaint = await ctx.client.complaint(tid)
-        except SkipRecord:
-            continue
+        except (SkipRecord, Rejected):
+            return
         stored = {a["id"]: a["stored"] for a in meta if "stored" in a}
         await _download(ctx, [(ref, tid, complaint.attachments)], stored)
+
+    for ref, tid, meta in todo:
+        if ref not in downloads.queued:  # not this pull's own new tickets a second time
+            downloads.submit(functools.partial(again, ref, tid, meta))
 
 
 def _recorder(ctx: SyncContext, ref: str,
@@ -579,7 +642,8 @@ def _count(stats: PullStats, decisions: list[core.Decision]) -> None:
         setattr(stats, name, getattr(stats, name) + 1)
 
 
-async def _retry_held(ctx: SyncContext, stats: PullStats, processed: set[str]) -> None:
+async def _retry_held(ctx: SyncContext, stats: PullStats, processed: set[str],
+                      downloads: _Downloads) -> None:
     """Quarantined records fetched again (``core.to_retry`` says which)."""
     mappings = ctx.mappings()
     now = ctx.now()
@@ -591,3 +655,4 @@ async def _retry_held(ctx: SyncContext, stats: PullStats, processed: set[str]) -
     stats.details += len(ids)
     done = await ctx.db(_committer(ctx, _Work(ids, fetched, [], None)))
     _count(stats, done.decisions)
+    downloads.add(done.new_files)

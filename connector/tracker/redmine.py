@@ -55,24 +55,37 @@ def _pre(text: str) -> str:
     return "<pre>\n" + html.escape(text, quote=False) + "\n</pre>"
 
 
+# Characters that start Textile or Redmine markup inside a line: images (!url!), links
+# ("text":url, bare http://), macros ({{include(…)}}), wiki links ([[…]]), issue refs (#1),
+# mentions (@user), spans and tables. As numeric entities they show as typed, inert.
+_TEXTILE = {c: f"&#{ord(c)};" for c in '&<>"!{}[]#*_@%|^~=:'}
+
+
+def _inline(value: object) -> str:
+    """A value from LAPOR! on one line of an issue's Textile, shown as typed: one line
+    (a newline could start a block such as ``h1.``), every markup character escaped."""
+    return "".join(_TEXTILE.get(c, c) for c in " ".join(str(value).split()))
+
+
 def describe(t: NewTicket) -> str:
     """The issue's description: the complaint text, then facts one per line, then the
     marker. The reporter's contact only when not anonim."""
     lines = [_pre(t.body), ""]
     if t.category:
-        lines.append(f"Kategori: {t.category}")
-    lines.append(f"Kanal: {t.channel}")
+        lines.append(f"Kategori: {_inline(t.category)}")
+    lines.append(f"Kanal: {_inline(t.channel)}")
     if t.location:
-        loc = ", ".join(str(t.location[k]) for k in ("village", "district", "regency",
-                                                     "province") if t.location.get(k))
+        loc = ", ".join(_inline(t.location[k]) for k in ("village", "district", "regency",
+                                                         "province") if t.location.get(k))
         if loc:
             lines.append(f"Lokasi: {loc}")
     lines.append(f"Diterima di LAPOR!: {human(t.submitted_at)}")
     if t.confidential:
         lines.append("RAHASIA: laporan rahasia, isu privat.")
     if not t.anonymous and t.reporter:
-        contact = " / ".join(v for v in (t.reporter.get("name"), t.reporter.get("email"),
-                                         t.reporter.get("phone")) if v)
+        contact = " / ".join(_inline(v) for v in (t.reporter.get("name"),
+                                                  t.reporter.get("email"),
+                                                  t.reporter.get("phone")) if v)
         if contact:
             lines.append(REPORTER + contact)
     lines += ["", marker(t.tracking_id)]
@@ -92,8 +105,10 @@ def redescribe(current: str, body: str | None, anonymous: bool) -> str:
         identity: list[str] = []
         for line in text.split("\n"):
             if line.startswith(REPORTER):
-                identity += [v.strip() for v in line[len(REPORTER):].split(" / ")
-                             if len(v.strip()) >= 3]
+                # As written on the line (escaped) and as typed (in the text block).
+                identity += [form for v in line[len(REPORTER):].split(" / ")
+                             for form in (v.strip(), html.unescape(v.strip()))
+                             if len(form) >= 3]
                 continue
             out.append(line)
         text = "\n".join(out)
@@ -242,7 +257,7 @@ class RedmineTracker(TrackerPort):
         key = f"tl:{m.followup_id}" if m.followup_id else f"m{intent.id}"
         if await self._already(issue, intent, key):
             return
-        text = f"*{m.author}* ({human(m.at)}):\n\n{_pre(m.text)}\n\n{marker(key)}"
+        text = f"*{_inline(m.author)}* ({human(m.at)}):\n\n{_pre(m.text)}\n\n{marker(key)}"
         await self.client().update_issue(issue.id, notes=text, private_notes=False)
 
     # -- officer changes -----------------------------------------------------------------

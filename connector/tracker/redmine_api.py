@@ -208,6 +208,8 @@ class RedmineClient:
             timeout=httpx.Timeout(timeout_s),
             follow_redirects=False,  # a redirect would carry the key elsewhere
             verify=True,
+            # No proxy for plain http (loopback only): it would see the API key in clear.
+            trust_env=self.base_url.scheme == "https" and not is_loopback(self.base_url.host),
             headers={
                 API_KEY_HEADER: api_key,
                 "User-Agent": f"mahulu-lapor-connector/{__version__}",
