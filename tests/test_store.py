@@ -258,3 +258,27 @@ def test_a_database_file_deleted_replaced_or_corrupted_is_noticed(tmp_path: Path
     assert "corrupt" in (broken.backend.health_problem(broken.engine) or "") or \
         "cannot be read" in (broken.backend.health_problem(broken.engine) or "")
     broken.engine.dispose()
+
+
+@pytest.mark.sqlite_only(reason="the marker beside SQLite's file")
+def test_a_deleted_database_is_never_silently_started_over(tmp_path: Path) -> None:
+    """Issue 23 item 11, after a restart: a database that vanished is refused at start,
+    not re-created empty (which would lose the watermark, the outbox and every ticket)."""
+    from connector.errors import StorageError
+
+    db = tmp_path / "var" / "c.db"
+    first = Store(f"sqlite:///{db}")
+    first.upgrade()
+    first.close()
+    assert (tmp_path / "var" / "c.db.created").exists()
+    db.unlink()
+    again = Store(f"sqlite:///{db}")
+    with pytest.raises(StorageError, match="was deleted or lost"):
+        again.upgrade()
+    assert again.revision()[0] is None  # nothing was created
+    again.close()
+    (tmp_path / "var" / "c.db.created").unlink()  # the operator's "start afresh"
+    fresh = Store(f"sqlite:///{db}")
+    fresh.upgrade()
+    assert fresh.revision()[0] is not None
+    fresh.close()

@@ -33,6 +33,14 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def release_instance_lock(self) -> None: ...
 
+    def check_schema_missing(self) -> None:
+        """Called when the database holds no schema, before one is created: raise
+        ``StorageError`` when this database held data before (it was deleted)."""
+        return None
+
+    def schema_created(self) -> None:  # noqa: B027 - optional hook
+        """Called once a new database got its schema (to recognise its loss later)."""
+
     def fence(self, conn: Connection) -> None:
         """Inside every transaction, just before it commits: raise ``LeaseLost`` when this
         process holds the instance lock no more (a no-op where the lock cannot be lost)."""

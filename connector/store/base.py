@@ -87,6 +87,8 @@ class Store:
                         f"{known[-1]!r}): a newer connector upgraded it. Install that "
                         "version again, or restore a backup taken before the upgrade; "
                         "nothing was changed")
+                if current is None:
+                    self.backend.check_schema_missing()
                 pending = known[known.index(current) + 1:] if current else known
                 step = current
                 try:
@@ -103,6 +105,8 @@ class Store:
         except DBAPIError as exc:
             raise StorageError(f"storage: migration failed on {where}: "
                                f"{_short(exc)}") from None
+        if current is None:
+            self.backend.schema_created()
 
     def revision(self) -> tuple[str | None, str | None]:
         """(current, head) schema revisions."""

@@ -63,6 +63,31 @@ class SqliteBackend(Backend):
 
         return engine
 
+    @property
+    def marker(self) -> Path | None:
+        """Beside the database once it has a schema: a database found empty while its
+        marker is there was deleted (or lost), never new."""
+        if self.path is None:
+            return None
+        real = self.path.resolve()
+        return real.with_name(real.name + ".created")
+
+    def check_schema_missing(self) -> None:
+        marker = self.marker
+        if marker is not None and marker.exists():
+            raise StorageError(
+                f"storage: the database {self.path} is empty, but {marker} shows a "
+                "connector database was here: it was deleted or lost. Restore the last "
+                "backup (README: Backup and restore); to start afresh on purpose, delete "
+                f"{marker} first. Nothing was created")
+
+    def schema_created(self) -> None:
+        marker = self.marker
+        if marker is not None and not marker.exists():
+            fd = os.open(marker, os.O_WRONLY | os.O_CREAT, 0o600)
+            os.write(fd, b"a connector database lives beside this file\n")
+            os.close(fd)
+
     def acquire_instance_lock(self, engine: Engine) -> None:
         if self.path is None:
             return
