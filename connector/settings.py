@@ -197,8 +197,8 @@ class NotifySettings(_Section):
     from_: str = Field("", alias="from")
     desk_url: str = "http://127.0.0.1:8080"
     digest_time: str = "07:30"  # WITA, on working days
-    timeout_s: float = Field(30.0, gt=0)
-    bundle_s: float = Field(60.0, ge=0)  # messages to one recipient this close: one message
+    timeout_s: float = Field(30.0, ge=0.1, le=HOUR)
+    bundle_s: float = Field(60.0, ge=0, le=HOUR)  # messages to one recipient this close: one message
     mail_dir: str = "var/mail"  # smtp_host = "sandbox" only
 
     @field_validator("digest_time")
