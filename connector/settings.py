@@ -198,7 +198,7 @@ class NotifySettings(_Section):
     desk_url: str = "http://127.0.0.1:8080"
     digest_time: str = "07:30"  # WITA, on working days
     timeout_s: float = Field(30.0, ge=0.1, le=HOUR)
-    bundle_s: float = Field(60.0, ge=0, le=HOUR)  # messages to one recipient this close: one message
+    bundle_s: float = Field(60.0, ge=0, le=HOUR)  # one recipient, this close: one message
     mail_dir: str = "var/mail"  # smtp_host = "sandbox" only
 
     @field_validator("digest_time")
