@@ -75,10 +75,11 @@ if [ "$VENV" = 1 ]; then
 fi
 ln -sfn /opt/lapor-connector/.venv/bin/lapor-connector "$ROOT/usr/local/bin/lapor-connector"
 
-# 4. Unit, settings, mappings. The unit is ours (local changes go in drop-ins:
+# 4. Units, settings, mappings. The units are ours (local changes go in drop-ins:
 #    `systemctl edit lapor-connector`); settings and mappings are the admin's.
-for unit in lapor-connector.service lapor-connector-backup.service \
-    lapor-connector-backup.timer; do
+#    lapor-connector-web.service is the officer's desk, beside the daemon.
+for unit in lapor-connector.service lapor-connector-web.service \
+    lapor-connector-backup.service lapor-connector-backup.timer; do
   install -m 0644 "$SRC/deploy/$unit" "$ROOT/etc/systemd/system/$unit"
 done
 if [ -e "$ETC/settings.toml" ]; then
@@ -99,8 +100,8 @@ done
 # 5. systemd.
 if [ "$LIVE" = 1 ]; then
   systemctl daemon-reload
-  systemctl enable lapor-connector.service >/dev/null
-  say "enabled lapor-connector.service"
+  systemctl enable lapor-connector.service lapor-connector-web.service >/dev/null
+  say "enabled lapor-connector.service and lapor-connector-web.service (the desk)"
   # The nightly backup (SQLite). On PostgreSQL: disable it and schedule pg_dump instead.
   if grep -Eq '^url = "sqlite:' "$ETC/settings.toml"; then
     systemctl enable --now lapor-connector-backup.timer >/dev/null
@@ -113,6 +114,8 @@ cat <<EOF
 install.sh: done. Next:
   sudoedit /etc/lapor-connector/settings.toml     # lapor.base_url = "https://..."
   credentials: /etc/lapor-connector/credentials/LAPOR_CLIENT_ID and LAPOR_CLIENT_SECRET
-  sudo systemctl restart lapor-connector
+  sudo systemctl restart lapor-connector lapor-connector-web
   sudo -u $USER_NAME lapor-connector status
+  the desk: sudo -u $USER_NAME lapor-connector users add LOGIN --name NAME --role admin --password-stdin
+            then nginx with TLS in front of web.listen (README "The officer's desk")
 EOF

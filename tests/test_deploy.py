@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
+import shutil
 import stat
 import subprocess
 from pathlib import Path
@@ -28,8 +30,8 @@ def install(root: Path) -> subprocess.CompletedProcess[str]:
     return r
 
 
-def exec_start(root: Path) -> list[str]:
-    unit = (root / "etc/systemd/system/lapor-connector.service").read_text()
+def exec_start(root: Path, name: str = "lapor-connector.service") -> list[str]:
+    unit = (root / "etc/systemd/system" / name).read_text()
     line = next(x for x in unit.splitlines() if x.startswith("ExecStart="))
     return shlex.split(line.removeprefix("ExecStart="))
 
@@ -42,6 +44,9 @@ def test_install_is_idempotent_and_keeps_the_admins_files(tmp_path: Path) -> Non
     assert sorted(p.name for p in (etc / "mappings").iterdir()) == sorted(
         p.name for p in (ROOT / "mappings").glob("*.toml"))
     assert (root / "usr/lib/sysusers.d/lapor-connector.conf").exists()
+    for unit in ("lapor-connector.service", "lapor-connector-web.service"):
+        assert (root / "etc/systemd/system" / unit).read_text() == (
+            ROOT / "deploy" / unit).read_text()
     assert (root / "opt/lapor-connector/connector/cli.py").exists()
     assert not (root / "opt/lapor-connector/.git").exists()
     # No demo settings in /opt: a command run from there finds the service's file.
@@ -159,3 +164,31 @@ def test_the_nightly_backup_unit_backs_up_the_units_database(
     assert "backup ok:" in capsys.readouterr().out
     [copy] = list((root / "var/lib/lapor-connector/backup").glob("connector-*.db"))
     assert stat.S_IMODE(copy.stat().st_mode) == 0o600
+
+
+def test_the_desks_unit_runs_web_as_the_daemons_user_and_is_hardened(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    install(root)
+    daemon = exec_start(root)
+    web = exec_start(root, "lapor-connector-web.service")
+    assert web == [*daemon[:-1], "web"]  # the same program, settings file and database
+    unit = ROOT / "deploy" / "lapor-connector-web.service"
+    text = unit.read_text()
+    daemon_text = (ROOT / "deploy" / "lapor-connector.service").read_text()
+    for line in ("User=lapor-connector", "Group=lapor-connector",
+                 "StateDirectory=lapor-connector", "UMask=0077", "Restart=on-failure",
+                 "RestartPreventExitStatus=2"):
+        assert line in text and line in daemon_text, line
+    assert "After=network.target postgresql.service lapor-connector.service" in text
+    # The desk never calls LAPOR!: no LAPOR! secrets, and only loopback on the network.
+    assert "LAPOR_CLIENT" not in text and "IPAddressAllow=0.0.0.0/0" not in text
+    assert "Environment=" not in text and "DynamicUser=yes" not in text
+    if shutil.which("systemd-analyze") is None:
+        if os.environ.get("CI"):
+            pytest.fail("systemd-analyze is missing: CI must rate the desk unit's hardening")
+        pytest.skip("systemd-analyze is not installed here; the unit text was checked")
+    r = subprocess.run(["systemd-analyze", "security", "--offline=true", str(unit)],
+                       capture_output=True, text=True)
+    match = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", r.stdout)
+    assert match, r.stdout[-500:] + r.stderr[-500:]
+    assert float(match.group(1)) <= 2.0
