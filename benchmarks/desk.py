@@ -46,7 +46,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 SEED = 6411
-PASSWORD = "sandi-benchmark-1"
+PASSWORD = "sandi-benchmark-1"  # set by `users add`, to be changed at the first login
+OWN_PASSWORD = "sandi-benchmark-sendiri-2"
 OFFICER, ADMIN = "petugas", "admin"
 
 
@@ -241,23 +242,43 @@ def desk_process(cfg: Path, port: int) -> Iterator[str]:
 
 # -- the load, in its own process -----------------------------------------------------------
 
-async def _session(base: str, login: str, clients: int) -> Any:
+def _csrf(html: str) -> str:
+    token = re.search(r'name="csrf" value="([^"]+)"', html)
+    assert token, "no CSRF field on the page"
+    return token.group(1)
+
+
+async def _session(base: str, login: str, clients: int,
+                   password: str = OWN_PASSWORD) -> tuple[Any, str]:
+    """A logged-in client session, and where the login sent it."""
     import aiohttp
 
     s = aiohttp.ClientSession(base, connector=aiohttp.TCPConnector(limit=clients),
                               cookie_jar=aiohttp.CookieJar(unsafe=True))
     async with s.get("/masuk") as r:
-        token = re.search(r'name="csrf" value="([^"]+)"', await r.text())
-    assert token, "no CSRF field on the login page"
-    async with s.post("/masuk", data={"login": login, "password": PASSWORD,
-                                      "csrf": token.group(1)}, allow_redirects=False) as r:
+        token = _csrf(await r.text())
+    async with s.post("/masuk", data={"login": login, "password": password, "csrf": token},
+                      allow_redirects=False) as r:
         assert r.status == 303, f"login as {login}: {r.status}"
-    return s
+        return s, r.headers["location"]
+
+
+async def first_login(base: str, login: str) -> None:
+    """The first login, with the admin-set password: the desk asks for one's own."""
+    s, first_page = await _session(base, login, 1, PASSWORD)
+    async with s:
+        assert first_page == "/sandi", first_page
+        async with s.get("/sandi") as r:
+            token = _csrf(await r.text())
+        async with s.post("/sandi", data={"csrf": token, "lama": PASSWORD,
+                                          "baru": OWN_PASSWORD, "ulang": OWN_PASSWORD},
+                          allow_redirects=False) as r:
+            assert r.status == 303, f"password change for {login}: {r.status}"
 
 
 async def _load(base: str, login: str, path: str, clients: int, seconds: float,
                 expect: str) -> dict[str, Any]:
-    s = await _session(base, login, clients)
+    s, _ = await _session(base, login, clients)
     async with s:
         async with s.get(path) as r:  # warm-up, and a check it is the page meant
             body = await r.text()
@@ -374,6 +395,9 @@ def main() -> None:
             got: dict[str, dict[str, list[dict[str, Any]]]] = {}
             with desk_process(*sites["small"]) as small, desk_process(*sites["big"]) as big:
                 bases = {"small": small, "big": big}
+                for base in bases.values():
+                    for login in (ADMIN, OFFICER):
+                        asyncio.run(first_login(base, login))
                 for r in range(args.rounds):
                     for cell, login, path, expect in cells:
                         order = ("small", "big") if r % 2 == 0 else ("big", "small")

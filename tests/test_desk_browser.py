@@ -31,7 +31,7 @@ from connector.desk.web import create_app
 from connector.sandbox import Faults, World
 from tests.conftest import _BACKEND, BACKENDS, FakeTime, database
 from tests.harness import Harness
-from tests.test_desk import HOSTILE_BODY, HOSTILE_TITLE, PASSWORD
+from tests.test_desk import HASH, HOSTILE_BODY, HOSTILE_TITLE, PASSWORD
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -79,7 +79,7 @@ class LiveSite:
 
     def add_user(self, login: str, role: Role, agencies: list[str]) -> None:
         self.h.store.run(lambda c: accounts.add_user(
-            c, login, f"Petugas {login}", role, agencies, None, PASSWORD, self.h.ctx.now(),
+            c, login, f"Petugas {login}", role, agencies, None, HASH, self.h.ctx.now(),
             must_change=False))
 
     @contextlib.contextmanager
