@@ -15,6 +15,7 @@ from connector.errors import InstanceLocked
 from connector.store.backend import Backend
 
 READ_ONLY = "lapor_read_only"
+SQLITE_FULL = 13  # "database or disk is full"
 
 
 class SqliteBackend(Backend):
@@ -84,6 +85,11 @@ class SqliteBackend(Backend):
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None
+
+    def is_full(self, exc: DBAPIError) -> bool:
+        # SQLITE_FULL (13), in the low byte of an extended result code.
+        code = getattr(getattr(exc, "orig", None), "sqlite_errorcode", None)
+        return isinstance(code, int) and code & 0xFF == SQLITE_FULL
 
     def is_busy(self, exc: DBAPIError) -> bool:
         text = str(getattr(exc, "orig", exc)).lower()
