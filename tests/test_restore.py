@@ -23,7 +23,7 @@ from sqlalchemy.engine import make_url
 
 from connector.sandbox import World
 from connector.status import report
-from connector.store import backup, intents, state
+from connector.store import backup, intents, schema, state
 from tests.conftest import FakeTime, needs_redmine
 from tests.harness import Harness
 
@@ -114,6 +114,59 @@ async def test_restore_with_the_builtin_tracker(
     rep = h.store.run(lambda c: report(c, h.config, h.tracker, h.ctx.now()))
     assert rep["restored"] is not None, rep["restored"]
     assert rep["restored"]["followups_found"] >= 1
+
+
+@pytest.mark.parametrize("meanwhile", ["redispose", "archive"])
+@pytest.mark.parametrize("age", list(AGES))
+async def test_a_change_read_again_after_a_restore_is_found_not_posted_again(
+        tmp_path: Path, db_url: str, world: World, fake_time: FakeTime, age: str,
+        meanwhile: str) -> None:
+    """What a restored database does with an external tracker, in one database: the
+    officer's change is read again and its entry made anew, after LAPOR! moved the
+    complaint to another agency's unit (the plan now names that unit: within the key's
+    life LAPOR! refuses the key for the other body, past it the verify looks) or closed
+    it (nothing may be posted now). Either way the post made before is found, not
+    posted again, and not failed."""
+    from sqlalchemy import delete
+
+    from connector.store import keys
+    from connector.store.schema import outbox
+
+    h = Harness(tmp_path, db_url, world, fake_time)
+    await h.sync()
+    t = next(x for x in h.tickets() if x["status"] == "new")
+    tid = int(t["tracking_id"])
+    cursor = h.store.run(lambda c: state.get_value(c, keys.StateKey.TRACKER_CURSOR))
+    h.officer(t["id"], reply="Dibaca lagi setelah pemulihan.")
+    await h.push()
+    [first] = h.outbox()
+    assert first["state"] == "sent"
+    if meanwhile == "redispose":
+        m = h.mappings()
+        other = next(u for u in sorted(world.units) if u in m.unit_to_agency
+                     and m.unit_to_agency[u] != t["agency"])
+        world.event("redispose", tid, unit_id=other)
+    else:
+        world.event("archive", tid)
+    fake_time.t += AGES[age]
+    await h.pull()
+    assert h.ticket(tid)["agency"] != t["agency"] or meanwhile == "archive"
+
+    def read_again(conn: Any) -> None:
+        conn.execute(delete(outbox))
+        if cursor is None:
+            conn.execute(delete(schema.kv).where(
+                schema.kv.c.key == keys.StateKey.TRACKER_CURSOR))
+        else:
+            state.set_value(conn, keys.StateKey.TRACKER_CURSOR, cursor)
+
+    h.store.run(read_again)
+    await h.push()
+    [again] = h.outbox()
+    assert (again["state"], again["remote_id"]) == ("sent", first["remote_id"]), again
+    assert [fu["isi"] for fu in world.records[tid]["tindak_lanjut"]].count(
+        "Dibaca lagi setelah pemulihan.") == 1
+    h.check_follow_ups_once()
 
 
 # -- with Redmine: the officers' notes live there, the cursor in the restored database ---------
