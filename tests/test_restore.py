@@ -180,11 +180,11 @@ async def test_restore_with_redmine(tmp_path: Path, db_url: str, another_db: Cal
     from connector.sync.cycle import run_cycle
     from tests.conftest import redmine_clients
 
-    world = World(seed=random.randrange(10**6), complaints=16,
+    world = World(seed=random.randrange(10**6), complaints=20,
                   faults=Faults(rate_limit_per_minute=0), clock=fake_time)
     tag = f"{random.randrange(10**9):09d}"  # Redmine outlives the test: our own texts
     texts = [f"{what} {tag}." for what in ("Terkirim sebelum backup", "Tertunda saat backup",
-                                           "Dikirim setelah backup")]
+                                           "Dikirim setelah backup", "Lalu ditutup")]
     async with redmine_clients() as (connector, officer):
         async with redmine_harness(tmp_path / "live", db_url, world, fake_time) as live:
             await live.pull()
@@ -205,19 +205,30 @@ async def test_restore_with_redmine(tmp_path: Path, db_url: str, another_db: Cal
             restored_url = another_db()
             snapshot(db_url, restored_url)
             fake_time.t += 600
+            # Sent after the backup: the restored database reads both notes again.
             await officer.update_issue(int(refs[open_[2]]), notes=texts[2])
+            await officer.update_issue(int(refs[open_[0]]), notes=texts[3])
             await live.push()
-            # Not on the three: a change read again after the restore, on a complaint
-            # redisposed or closed since, is not handled yet (see the issue's report).
+            # Random life on the other complaints. Not yet on the one whose entry was
+            # pending at backup time: random redispositions and closures of it fail that
+            # entry now and then (laporan_ditutup, though LAPOR! has it; not understood yet).
             others = [int(t) for t in refs if t not in open_]
             for i in range(6):
                 fake_time.t += AGES[age] / 6
                 world.event("new")
                 world.event(("reply", "redispose", "close", "archive")[i % 4],
                             random.choice(others))
+            # And then LAPOR! redisposes one of them to another agency's unit (the note's
+            # posting unit changes) and closes the other (nothing may be posted on it).
+            m = live.mappings()
+            agency = live.store.run(lambda c: state.get_link(c, open_[2])).agency  # type: ignore[union-attr]
+            world.event("redispose", int(open_[2]), unit_id=next(
+                u for u in sorted(world.units)
+                if u in m.unit_to_agency and m.unit_to_agency[u] != agency))
+            world.event("archive", int(open_[0]))
             await live.sync()
             await run_cycle(live.ctx, "tracker")
-            assert world_posts(world)[texts[1]] == 1
+            assert [world_posts(world)[t] for t in texts] == [1, 1, 1, 1]
             live.store.close()  # the live database is lost
 
         async with redmine_harness(tmp_path / "restored", restored_url, world,
@@ -228,8 +239,9 @@ async def test_restore_with_redmine(tmp_path: Path, db_url: str, another_db: Cal
                 await run_cycle(h.ctx, "tracker")
                 await h.push()
             posts = world_posts(world)
-            assert [posts[t] for t in texts] == [1, 1, 1]
-            assert {e["state"] for e in h.outbox()} == {"sent"}
+            assert [posts[t] for t in texts] == [1, 1, 1, 1]
+            assert {e["state"] for e in h.outbox()} == {"sent"}, [
+                (e["tracking_id"], e["state"], e["last_error"]) for e in h.outbox()]
             h.check_follow_ups_once()
             # One issue per complaint, also for those first seen after the backup.
             for tid in h.visible():
