@@ -36,6 +36,7 @@ class Coordinator:
         self.not_before = 0.0
         self.running: asyncio.Task[Any] | None = None
         self.fatal: Fatal | None = None
+        self.error: BaseException | None = None  # the last cycle's failure, while it lasts
 
     async def tick(self) -> None:
         if self.running is not None or self._clock() < self.not_before:
@@ -57,6 +58,7 @@ class Coordinator:
                 log.info(f"{self.name}_recovered", after_failures=self.failures)
             self.failures = 0
             self.not_before = 0.0
+            self.error = None
             # Fatal only while it lasts: a disk that filled and was freed again (the cycle
             # ran since) must not turn the clean stop's exit code into 1.
             self.fatal = None
@@ -65,6 +67,7 @@ class Coordinator:
 
     def _failed(self, exc: BaseException) -> None:
         self.failures += 1
+        self.error = exc
         delay = min(self.max_backoff_s,
                     backoff(self.failures, self.interval_s, self.max_backoff_s, self._rng() * 0.2))
         self.not_before = self._clock() + delay

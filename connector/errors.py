@@ -35,6 +35,11 @@ class StorageError(Fatal):
     """The connector's database cannot be used."""
 
 
+class StorageFull(StorageError):
+    """The database's disk is full (SQLITE_FULL, PostgreSQL's disk_full): the transaction
+    rolled back whole; the job backs off and goes on by itself once space is freed."""
+
+
 class SchemaTooNew(ConfigError):
     """The database was upgraded by a newer connector than this one (exit 2)."""
 

@@ -20,7 +20,14 @@ import structlog
 from sqlalchemy import Connection
 
 from connector.daemon import Coordinator, Ticker
-from connector.errors import ConfigError, ConnectorError, Fatal, LeaseLost, RetryLater
+from connector.errors import (
+    ConfigError,
+    ConnectorError,
+    Fatal,
+    LeaseLost,
+    RetryLater,
+    StorageError,
+)
 from connector.logging import configure_for
 from connector.metrics import Metrics, Monitor, Reachability, probe
 from connector.notify import send as notify_send
@@ -261,8 +268,10 @@ def _start_metrics(rt: Runtime, ctx: SyncContext, pull: Coordinator,
         reach.observe(code)
 
     rt.client.observer = on_request
+    jobs = [c for c in (pull, push, tracker) if c is not None]
     monitor = Monitor(
-        metrics, _health_report(rt, ctx),
+        metrics, _health_report(rt, ctx, lambda: next(
+            (str(c.error) for c in jobs if isinstance(c.error, StorageError)), None)),
         lambda: {"pull": pull.failures, "push": push.failures,
                  **({"tracker": tracker.failures} if tracker else {})}, reach, ctx.now)
     try:
@@ -282,7 +291,9 @@ class _Overdue:
     at: float = 0.0
 
 
-def _health_report(rt: Runtime, ctx: SyncContext) -> Callable[[], dict[str, Any]]:
+def _health_report(rt: Runtime, ctx: SyncContext,
+                   storage_failure: Callable[[], str | None] | None = None,
+                   ) -> Callable[[], dict[str, Any]]:
     """The report behind /healthz and the gauges, every HEALTH_REFRESH_S. The mapping
     files' state comes from the daemon's own reload; the overdue query (the costly part,
     over every complaint) runs at most every OVERDUE_REFRESH_S: due times are minutes
@@ -295,7 +306,8 @@ def _health_report(rt: Runtime, ctx: SyncContext) -> Callable[[], dict[str, Any]
             cache.value, cache.at = followups.overdue(conn, now, OVERDUE_SHOWN), t
         return report(conn, rt.config, rt.tracker, now,
                       files=(None, rt.mappings.error) if rt.mappings.error else
-                      (rt.mappings().version, None), overdue=cache.value)
+                      (rt.mappings().version, None), overdue=cache.value,
+                      storage_failure=storage_failure() if storage_failure else None)
 
     return lambda: rt.store.run(tx)
 

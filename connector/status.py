@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from datetime import datetime
 from typing import Any
 
@@ -14,6 +15,8 @@ from connector.mappings import MappingError, load
 from connector.notify import queue as notify_queue
 from connector.settings import Config, load_credentials
 from connector.store import followups, state
+from connector.store.base import backend_for
+from connector.store.sqlite import SqliteBackend
 from connector.sync.core import SETTLED_REASONS
 from connector.timeutil import iso
 from connector.tracker.port import TrackerPort
@@ -21,6 +24,10 @@ from connector.tracker.rows import OverdueJSON, OverdueTicketJSON
 
 OVERDUE_SHOWN = 50  # tickets listed under "overdue" in status (the count covers all)
 QUARANTINE_MAX_AGE_S = 86400  # older quarantine makes status degraded: someone must look
+# Less free space than this beside the SQLite database: the disk is full. SQLite keeps
+# what its failed writes took (the WAL is not shrunk on a rollback), so after a
+# "database or disk is full" next to nothing is left, and no run record saying so fits.
+STORAGE_MIN_FREE_BYTES = 1 << 20
 
 
 def _age(run: dict[str, Any] | None, now: datetime) -> float | None:
@@ -44,10 +51,12 @@ TRACKER_UNREACHABLE_S = 600  # an external tracker silent this long makes status
 def report(conn: Connection, config: Config, tracker: TrackerPort,
            now: datetime, overdue_shown: int = OVERDUE_SHOWN,
            files: tuple[str | None, str | None] | None = None,
-           overdue: tuple[int, list[OverdueJSON]] | None = None) -> dict[str, Any]:
+           overdue: tuple[int, list[OverdueJSON]] | None = None,
+           storage_failure: str | None = None) -> dict[str, Any]:
     """The health report. ``files`` is the mapping files' (version, error) and
     ``overdue`` the result of ``followups.overdue`` when the caller already has them (the
-    daemon); otherwise both are read here."""
+    daemon); otherwise both are read here. ``storage_failure``: the daemon's jobs are
+    failing on the database itself (its error)."""
     s = config.settings.sync
     findings: list[dict[str, str]] = []
     pulls = {}
@@ -103,6 +112,7 @@ def report(conn: Connection, config: Config, tracker: TrackerPort,
         findings.append({"code": "quarantine_old",
                          "message": "records in quarantine for more than a day ("
                                     + ", ".join(stuck) + "); see `quarantine list`"})
+    storage = _storage_health(config, storage_failure, findings)
     swept = state.get_last_sweep(conn)
     last_sweep = swept.isoformat() if swept else None
     tracker_info = _tracker_health(conn, tracker, now, findings)
@@ -141,6 +151,7 @@ def report(conn: Connection, config: Config, tracker: TrackerPort,
                     "error": mapping_error},
         "overdue": {"count": overdue_count, "tickets": tickets},
         "tracker": tracker_info,
+        "storage": storage,
         "restored": _restored(conn),
         "notify": {**notify_queue.counts(conn), "refused": refused_mail},
     })
@@ -181,6 +192,34 @@ def _restored(conn: Connection) -> dict[str, Any] | None:
                        "sent them (recognised, not sent again); the pulls re-read LAPOR! from "
                        "the watermark. With the built-in tracker, officers' changes made after "
                        "the backup and not yet on LAPOR! are lost: see the README (Restore)"}
+
+
+def free_bytes(config: Config) -> int | None:
+    """Free space (for this user) on the SQLite database's filesystem; None elsewhere."""
+    backend = backend_for(config.database_url)
+    if not isinstance(backend, SqliteBackend) or backend.path is None:
+        return None
+    try:
+        return shutil.disk_usage(backend.path.parent).free
+    except OSError:
+        return None
+
+
+def _storage_health(config: Config, failure: str | None,
+                    findings: list[dict[str, str]]) -> dict[str, Any]:
+    """``storage_error``: the daemon's last cycle failed on the database, or (what the
+    ``status`` command can see itself: a full disk leaves no room to record a failed run)
+    the SQLite database's disk is (nearly) full."""
+    free = free_bytes(config)
+    problems = [] if failure is None else [f"the database refused the last cycle ({failure})"]
+    if free is not None and free < STORAGE_MIN_FREE_BYTES:
+        problems.append(f"{free // 1024} KiB free on the database's disk")
+    if problems:
+        findings.append({"code": "storage_error",
+                         "message": "; ".join(problems) + ": every cycle rolls back whole and "
+                                    "is retried; free space there (or fix the database) and "
+                                    "the daemon goes on by itself"})
+    return {"free_bytes": free, "error": failure}
 
 
 def _read_files(config: Config) -> tuple[str | None, str | None]:

@@ -250,9 +250,10 @@ async def test_a_recovered_storage_failure_is_no_longer_fatal() -> None:
                     rng=lambda: 0.0)
     await c.tick()
     assert c.fatal is not None and c.failures == 1
+    assert isinstance(c.error, StorageError)  # /healthz names it (storage_error) meanwhile
     now[0] += 1000
     await c.tick()
-    assert c.fatal is None and c.failures == 0
+    assert c.fatal is None and c.failures == 0 and c.error is None
 
 
 def test_sd_notify_ready_watchdog_stopping(site: Path, tmp_path: Path) -> None:

@@ -335,10 +335,10 @@ def test_must_verify_and_find_own_post() -> None:
     other_unit = m.FollowUp("8", "instansi", 6411004, "diproses", "Teks", t0)
     reporter = m.FollowUp("7", "pelapor", None, None, "Teks", t0)
     fus = (other_unit, reporter, ours)
-    assert core.find_own_post(fus, 6411003, "diproses", "Teks", t0) == ours
-    assert core.find_own_post(fus, 6411003, "selesai", "Teks", t0) is None
-    assert core.find_own_post(fus, 6411003, "diproses", "Teks", t0, frozenset({"9"})) is None
-    assert core.find_own_post(fus, 6411003, "diproses", "Teks", t0 + timedelta(hours=1)) is None
+    assert core.find_own_post(fus, {6411003}, "diproses", "Teks", t0) == ours
+    assert core.find_own_post(fus, {6411003}, "selesai", "Teks", t0) is None
+    assert core.find_own_post(fus, {6411003}, "diproses", "Teks", t0, frozenset({"9"})) is None
+    assert core.find_own_post(fus, {6411003}, "diproses", "Teks", t0 + timedelta(hours=1)) is None
 
 
 async def test_a_restored_backup_never_reuses_a_key_for_a_different_follow_up(
@@ -442,7 +442,7 @@ def test_find_own_post_finds_exactly_what_may_be_ours(fus: list[m.FollowUp],
                 and fu.unit_id in (None, 1) and fu.status in (None, "diproses")
                 and fu.at >= _T0 - core.VERIFY_SKEW)
 
-    found = core.find_own_post(tuple(fus), 1, "diproses", "a", _T0, frozenset(taken))
+    found = core.find_own_post(tuple(fus), {1}, "diproses", "a", _T0, frozenset(taken))
     if found is None:
         assert not any(ours(fu) for fu in fus)
     else:

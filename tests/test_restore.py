@@ -23,7 +23,7 @@ from sqlalchemy.engine import make_url
 
 from connector.sandbox import World
 from connector.status import report
-from connector.store import backup, intents, state
+from connector.store import backup, intents, schema, state
 from tests.conftest import FakeTime, needs_redmine
 from tests.harness import Harness
 
@@ -116,6 +116,59 @@ async def test_restore_with_the_builtin_tracker(
     assert rep["restored"]["followups_found"] >= 1
 
 
+@pytest.mark.parametrize("meanwhile", ["redispose", "archive"])
+@pytest.mark.parametrize("age", list(AGES))
+async def test_a_change_read_again_after_a_restore_is_found_not_posted_again(
+        tmp_path: Path, db_url: str, world: World, fake_time: FakeTime, age: str,
+        meanwhile: str) -> None:
+    """What a restored database does with an external tracker, in one database: the
+    officer's change is read again and its entry made anew, after LAPOR! moved the
+    complaint to another agency's unit (the plan now names that unit: within the key's
+    life LAPOR! refuses the key for the other body, past it the verify looks) or closed
+    it (nothing may be posted now). Either way the post made before is found, not
+    posted again, and not failed."""
+    from sqlalchemy import delete
+
+    from connector.store import keys
+    from connector.store.schema import outbox
+
+    h = Harness(tmp_path, db_url, world, fake_time)
+    await h.sync()
+    t = next(x for x in h.tickets() if x["status"] == "new")
+    tid = int(t["tracking_id"])
+    cursor = h.store.run(lambda c: state.get_value(c, keys.StateKey.TRACKER_CURSOR))
+    h.officer(t["id"], reply="Dibaca lagi setelah pemulihan.")
+    await h.push()
+    [first] = h.outbox()
+    assert first["state"] == "sent"
+    if meanwhile == "redispose":
+        m = h.mappings()
+        other = next(u for u in sorted(world.units) if u in m.unit_to_agency
+                     and m.unit_to_agency[u] != t["agency"])
+        world.event("redispose", tid, unit_id=other)
+    else:
+        world.event("archive", tid)
+    fake_time.t += AGES[age]
+    await h.pull()
+    assert h.ticket(tid)["agency"] != t["agency"] or meanwhile == "archive"
+
+    def read_again(conn: Any) -> None:
+        conn.execute(delete(outbox))
+        if cursor is None:
+            conn.execute(delete(schema.kv).where(
+                schema.kv.c.key == keys.StateKey.TRACKER_CURSOR))
+        else:
+            state.set_value(conn, keys.StateKey.TRACKER_CURSOR, cursor)
+
+    h.store.run(read_again)
+    await h.push()
+    [again] = h.outbox()
+    assert (again["state"], again["remote_id"]) == ("sent", first["remote_id"]), again
+    assert [fu["isi"] for fu in world.records[tid]["tindak_lanjut"]].count(
+        "Dibaca lagi setelah pemulihan.") == 1
+    h.check_follow_ups_once()
+
+
 # -- with Redmine: the officers' notes live there, the cursor in the restored database ---------
 
 @needs_redmine
@@ -127,11 +180,11 @@ async def test_restore_with_redmine(tmp_path: Path, db_url: str, another_db: Cal
     from connector.sync.cycle import run_cycle
     from tests.conftest import redmine_clients
 
-    world = World(seed=random.randrange(10**6), complaints=16,
+    world = World(seed=random.randrange(10**6), complaints=20,
                   faults=Faults(rate_limit_per_minute=0), clock=fake_time)
     tag = f"{random.randrange(10**9):09d}"  # Redmine outlives the test: our own texts
     texts = [f"{what} {tag}." for what in ("Terkirim sebelum backup", "Tertunda saat backup",
-                                           "Dikirim setelah backup")]
+                                           "Dikirim setelah backup", "Lalu ditutup")]
     async with redmine_clients() as (connector, officer):
         async with redmine_harness(tmp_path / "live", db_url, world, fake_time) as live:
             await live.pull()
@@ -152,19 +205,30 @@ async def test_restore_with_redmine(tmp_path: Path, db_url: str, another_db: Cal
             restored_url = another_db()
             snapshot(db_url, restored_url)
             fake_time.t += 600
+            # Sent after the backup: the restored database reads both notes again.
             await officer.update_issue(int(refs[open_[2]]), notes=texts[2])
+            await officer.update_issue(int(refs[open_[0]]), notes=texts[3])
             await live.push()
-            # Not on the three: a change read again after the restore, on a complaint
-            # redisposed or closed since, is not handled yet (see the issue's report).
+            # Random life on the other complaints. Not yet on the one whose entry was
+            # pending at backup time: random redispositions and closures of it fail that
+            # entry now and then (laporan_ditutup, though LAPOR! has it; not understood yet).
             others = [int(t) for t in refs if t not in open_]
             for i in range(6):
                 fake_time.t += AGES[age] / 6
                 world.event("new")
                 world.event(("reply", "redispose", "close", "archive")[i % 4],
                             random.choice(others))
+            # And then LAPOR! redisposes one of them to another agency's unit (the note's
+            # posting unit changes) and closes the other (nothing may be posted on it).
+            m = live.mappings()
+            agency = live.store.run(lambda c: state.get_link(c, open_[2])).agency  # type: ignore[union-attr]
+            world.event("redispose", int(open_[2]), unit_id=next(
+                u for u in sorted(world.units)
+                if u in m.unit_to_agency and m.unit_to_agency[u] != agency))
+            world.event("archive", int(open_[0]))
             await live.sync()
             await run_cycle(live.ctx, "tracker")
-            assert world_posts(world)[texts[1]] == 1
+            assert [world_posts(world)[t] for t in texts] == [1, 1, 1, 1]
             live.store.close()  # the live database is lost
 
         async with redmine_harness(tmp_path / "restored", restored_url, world,
@@ -175,8 +239,9 @@ async def test_restore_with_redmine(tmp_path: Path, db_url: str, another_db: Cal
                 await run_cycle(h.ctx, "tracker")
                 await h.push()
             posts = world_posts(world)
-            assert [posts[t] for t in texts] == [1, 1, 1]
-            assert {e["state"] for e in h.outbox()} == {"sent"}
+            assert [posts[t] for t in texts] == [1, 1, 1, 1]
+            assert {e["state"] for e in h.outbox()} == {"sent"}, [
+                (e["tracking_id"], e["state"], e["last_error"]) for e in h.outbox()]
             h.check_follow_ups_once()
             # One issue per complaint, also for those first seen after the backup.
             for tid in h.visible():

@@ -122,3 +122,33 @@ async def test_the_health_refresh_runs_the_overdue_query_once_a_minute(
     fake_time.t += 1  # 60 s after the first
     compute()
     assert len(calls) == 2
+
+
+async def test_storage_error_from_the_daemons_jobs_or_a_full_disk(
+        tmp_path: Path, db_url: str, world: World, fake_time: FakeTime,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 22 (4): the daemon tells /healthz its jobs fail on the database; the
+    `status` command sees a full SQLite disk itself (no failed run fits on it)."""
+    import shutil
+
+    from connector import status
+
+    h = Harness(tmp_path, db_url, world, fake_time)
+    await h.pull()
+
+    def storage(**kw: Any) -> tuple[list[str], dict[str, Any]]:
+        rep = h.store.run(lambda c: report(c, h.config, h.tracker, h.ctx.now(), **kw))
+        return [f["code"] for f in rep["findings"] if f["code"] == "storage_error"], \
+            rep["storage"]
+
+    codes, info = storage()
+    assert codes == [] and info["error"] is None
+    assert (info["free_bytes"] is None) == db_url.startswith("postgresql")
+    codes, info = storage(storage_failure="storage full: database or disk is full")
+    assert codes == ["storage_error"] and info["error"].startswith("storage full")
+    if db_url.startswith("sqlite"):
+        real = shutil.disk_usage
+        monkeypatch.setattr(status.shutil, "disk_usage",
+                            lambda p: real(p)._replace(free=8192))
+        codes, info = storage()
+        assert codes == ["storage_error"] and info["free_bytes"] == 8192

@@ -13,7 +13,7 @@ from sqlalchemy import insert, inspect, select
 from sqlalchemy.sql import sqltypes
 
 from connector.domain import FollowUpPlan, LinkState
-from connector.errors import InstanceLocked, StorageError
+from connector.errors import InstanceLocked, StorageBusy, StorageError, StorageFull
 from connector.store import Store, schema, state
 from connector.store.schema import links, tickets
 from connector.tracker.base import NewTicket
@@ -74,6 +74,54 @@ def test_failure_mid_transaction_leaves_nothing(db_url: str) -> None:
         assert conn.execute(select(links)).first() is None
         assert state.get_watermark(conn) is None
     store.close()
+
+
+@pytest.mark.sqlite_only(reason="SQLITE_FULL, SQLite's own answer to a full disk")
+def test_a_full_disk_is_storage_full_and_the_transaction_rolls_back_whole(
+        tmp_path: Path) -> None:
+    """Issue 22 (4): "database or disk is full" (here SQLite's page limit, the same
+    SQLITE_FULL a full disk gives; tests/test_disk_full.py fills a real one)."""
+    store = Store(f"sqlite:///{tmp_path}/var/c.db")
+    store.upgrade()
+    tracker = BuiltinTracker(("new", "in_progress", "resolved", "closed"))
+
+    def fills(conn: Any) -> None:
+        ref = tracker.create_ticket(conn, ticket(), NOW)
+        state.save_link(conn, LinkState("4100001", ref, "DINKES", "terdisposisi", NOW, (1,),
+                                        frozenset(), False), NOW)
+        state.advance_watermark(conn, NOW)
+        pages = conn.exec_driver_sql("PRAGMA page_count").scalar()
+        conn.exec_driver_sql(f"PRAGMA max_page_count = {pages}")
+        for i in range(200):
+            state.set_value(conn, f"filler_{i}", "x" * 4000)
+
+    with pytest.raises(StorageFull, match="database or disk is full") as caught:
+        store.run(fills)
+    assert isinstance(caught.value, StorageError)  # an admin's matter, as before
+    with store.begin() as conn:
+        conn.exec_driver_sql("PRAGMA max_page_count = 1073741823")
+        assert conn.execute(select(tickets)).first() is None
+        assert conn.execute(select(links)).first() is None
+        assert state.get_watermark(conn) is None
+    store.run(lambda conn: state.advance_watermark(conn, NOW))  # room again: it goes on
+    assert store.run(state.get_watermark) == NOW
+    store.close()
+
+
+def test_postgresql_disk_full_is_storage_full_not_busy() -> None:
+    import psycopg
+    from sqlalchemy.exc import OperationalError
+
+    from connector.store.postgres import PostgresBackend
+
+    backend = PostgresBackend("postgresql+psycopg://u@127.0.0.1/none")
+    full = OperationalError("INSERT", {}, psycopg.errors.DiskFull("could not extend file"))
+    gone = OperationalError("INSERT", {}, psycopg.errors.AdminShutdown("terminating"))
+    assert backend.is_full(full) and not backend.is_full(gone)
+    store = Store.__new__(Store)
+    store.backend = backend
+    assert isinstance(store._classify(full), StorageFull)
+    assert type(store._classify(gone)) is StorageBusy
 
 
 def test_unique_tracking_id_is_the_last_line_of_defence(db_url: str) -> None:

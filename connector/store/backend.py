@@ -55,5 +55,10 @@ class Backend(abc.ABC):
         """Whether an error is transient (locked, restarted) rather than a real fault."""
         return isinstance(exc, OperationalError)
 
+    def is_full(self, exc: DBAPIError) -> bool:
+        """Whether an error says the database's disk (or its size limit) is full."""
+        # PostgreSQL's SQLSTATE disk_full (ENOSPC while extending a file or the WAL).
+        return getattr(getattr(exc, "orig", None), "sqlstate", None) == "53100"
+
     def describe(self) -> str:
         return make_url(self.url).render_as_string(hide_password=True)

@@ -21,7 +21,13 @@ from sqlalchemy import Connection
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
-from connector.errors import ConfigError, SchemaTooNew, StorageBusy, StorageError
+from connector.errors import (
+    ConfigError,
+    SchemaTooNew,
+    StorageBusy,
+    StorageError,
+    StorageFull,
+)
 from connector.store.backend import Backend
 from connector.store.postgres import PostgresBackend
 from connector.store.sqlite import READ_ONLY, SqliteBackend
@@ -123,9 +129,7 @@ class Store:
                 yield conn
                 self.backend.fence(conn)
         except DBAPIError as exc:
-            if self.backend.is_busy(exc):
-                raise StorageBusy(f"storage busy: {_short(exc)}") from None
-            raise StorageError(f"storage error: {_short(exc)}") from None
+            raise self._classify(exc) from None
 
     def run(self, fn: Callable[[Connection], T]) -> T:
         with self.begin() as conn:
@@ -140,9 +144,16 @@ class Store:
                 with conn.begin():
                     return fn(conn)
         except DBAPIError as exc:
-            if self.backend.is_busy(exc):
-                raise StorageBusy(f"storage busy: {_short(exc)}") from None
-            raise StorageError(f"storage error: {_short(exc)}") from None
+            raise self._classify(exc) from None
+
+    def _classify(self, exc: DBAPIError) -> StorageError | StorageBusy:
+        # Full before busy: PostgreSQL's disk_full is an OperationalError too, and waiting
+        # for a lock to pass would not free a disk.
+        if self.backend.is_full(exc):
+            return StorageFull(f"storage full: {_short(exc)}")
+        if self.backend.is_busy(exc):
+            return StorageBusy(f"storage busy: {_short(exc)}")
+        return StorageError(f"storage error: {_short(exc)}")
 
     def lock_instance(self) -> None:
         try:

@@ -15,6 +15,7 @@ from connector.errors import InstanceLocked, StorageError
 from connector.store.backend import Backend
 
 READ_ONLY = "lapor_read_only"
+SQLITE_FULL = 13  # "database or disk is full"
 
 
 class SqliteBackend(Backend):
@@ -155,6 +156,11 @@ class SqliteBackend(Backend):
             return (f"storage: the database file {self.path} is corrupt (quick_check: "
                     f"{len(rows)} problem(s)); stop and restore it from a backup")
         return None
+
+    def is_full(self, exc: DBAPIError) -> bool:
+        # SQLITE_FULL (13), in the low byte of an extended result code.
+        code = getattr(getattr(exc, "orig", None), "sqlite_errorcode", None)
+        return isinstance(code, int) and code & 0xFF == SQLITE_FULL
 
     def is_busy(self, exc: DBAPIError) -> bool:
         text = str(getattr(exc, "orig", exc)).lower()

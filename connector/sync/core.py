@@ -11,12 +11,21 @@ from __future__ import annotations
 import enum
 import hashlib
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import ClassVar
 
-from connector.domain import FailReason, FollowUpPlan, Held, LinkState, OutboxState, OwnPost, Reason
+from connector.domain import (
+    Facts,
+    FailReason,
+    FollowUpPlan,
+    Held,
+    LinkState,
+    OutboxState,
+    OwnPost,
+    Reason,
+)
 from connector.lapor import models as m
 from connector.lapor.policy import backoff
 from connector.mappings import Mappings
@@ -594,7 +603,16 @@ class Post:
     fix_unit: bool  # the entry predates fixed units: store it now, so replays stay equal
 
 
-SendStep = Verify | Fail | Post
+@dataclass(frozen=True)
+class LookUp:
+    """The complaint is no longer ours to answer (closed, moved): never posted now, but
+    looked for on LAPOR! first (a change read again after a restore may be there, sent by
+    the lost database before the close); failed with ``reason`` when it is not."""
+
+    reason: FailReason
+
+
+SendStep = Verify | Fail | Post | LookUp
 
 
 def send_step(state: str, unit_id: int | None, link: LinkState | None,
@@ -605,9 +623,33 @@ def send_step(state: str, unit_id: int | None, link: LinkState | None,
         posting_unit(link, mappings) if link is not None else None)
     if state == OutboxState.UNCONFIRMED and unit is not None:
         return Verify(unit)  # even if the complaint closed meanwhile
-    if link is None or link.closed or unit is None:
+    if link is None:
         return Fail(closed_reason(link))
+    if link.closed or unit is None:
+        return LookUp(closed_reason(link))
     return Post(unit, fix_unit=unit_id is None)
+
+
+def failed_at_once(plan: FollowUpPlan) -> FailReason | None:
+    """The failure an outbox entry is made with. A complaint never linked fails at once;
+    one no longer ours to answer (closed, moved) is looked up on LAPOR! first
+    (``LookUp``): the change may be one read again after a restore, sent before."""
+    return plan.failed if plan.failed is FailReason.COMPLAINT_NOT_FOUND else None
+
+
+def own_units(unit: int | None, link: LinkState | None, facts: Facts | None,
+              mappings: Mappings) -> frozenset[int]:
+    """The units a post of ours on this complaint may carry: the entry's, and those of
+    every Mahulu agency that held it (its due periods, its holders now, the link). A change
+    read again after a restore is planned for the unit holding the complaint now; the lost
+    database may have posted it for the unit that held it then."""
+    agencies = ({p.agency for p in facts.periods} | set(facts.agencies)) if facts else set()
+    if link is not None:
+        agencies.add(link.agency)
+    units = {u for a in agencies for u in mappings.units_of(a)}
+    if link is not None:
+        units.update(u for u in link.unit_ids if u in mappings.unit_to_agency)
+    return frozenset(units | ({unit} if unit is not None else set()))
 
 
 def rekey_on_refusal(reason: FailReason | None, key_changes: int) -> bool:
@@ -672,11 +714,12 @@ def looks_restored(never_tried: bool, posted_at: datetime, tried_at: datetime) -
     return never_tried and posted_at < tried_at - VERIFY_SKEW
 
 
-def find_own_post(follow_ups: tuple[m.FollowUp, ...], unit_id: int, status: str, text: str,
-                  since: datetime, taken: frozenset[str] = frozenset(),
+def find_own_post(follow_ups: tuple[m.FollowUp, ...], units: Collection[int], status: str,
+                  text: str, since: datetime, taken: frozenset[str] = frozenset(),
                   server_offset: timedelta = timedelta(0)) -> m.FollowUp | None:
-    """Our post among a complaint's follow-ups: same unit, status and text, dated no earlier
-    than our first attempt (less skew); ``taken`` ids already belong to other entries.
+    """Our post among a complaint's follow-ups: by one of ``units`` (``own_units``), same
+    status and text, dated no earlier than our first attempt (less skew); ``taken`` ids
+    already belong to other entries.
 
     ``since`` is on this machine's clock, follow-ups on LAPOR!'s: ``server_offset`` (how far
     LAPOR!'s clock is ahead of ours) brings them together, so a LAPOR! whose clock runs
@@ -685,7 +728,7 @@ def find_own_post(follow_ups: tuple[m.FollowUp, ...], unit_id: int, status: str,
     for fu in follow_ups:
         if fu.id in taken or fu.by != "instansi" or fu.text != text:
             continue
-        if fu.unit_id is not None and fu.unit_id != unit_id:
+        if fu.unit_id is not None and fu.unit_id not in units:
             continue
         if fu.status is not None and fu.status != status:
             continue

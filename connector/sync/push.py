@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, assert_never
 
 import structlog
@@ -67,9 +67,10 @@ def ingest(conn: Connection, tracker: Tracker, mappings: Mappings, now: datetime
 
 def _enqueue(conn: Connection, plan: core.FollowUpPlan, nonce: str, now: datetime) -> bool:
     """The core's plan into the outbox, with its key and its failure in LAPOR!'s words."""
+    failed = core.failed_at_once(plan)
     return state.enqueue(
         conn, plan, reasons.idempotency_key(nonce, plan.tracking_id, plan.change_id),
-        reasons.wire_code(plan.failed) if plan.failed is not None else None, now)
+        reasons.wire_code(failed) if failed is not None else None, now)
 
 
 async def ingest_port(ctx: SyncContext, mappings: Mappings) -> int:
@@ -144,9 +145,13 @@ async def _send(ctx: SyncContext, e: Any, mappings: Mappings, stats: PushStats) 
     step = core.send_step(e.state, e.unit_id, link, mappings)
     match step:
         case core.Verify():
-            await _verify(ctx, e, step.unit, stats)
+            await _verify(ctx, e, step.unit, mappings, stats)
         case core.Fail():
             await _fail(ctx, eid, tid, reasons.wire_code(step.reason), stats)
+        case core.LookUp():
+            looked = await _look(ctx, e, e.unit_id, mappings, stats)
+            if looked is not None and not await _confirm(ctx, e, *looked, stats):
+                await _fail(ctx, eid, tid, reasons.wire_code(step.reason), stats)
         case core.Post():
             if step.fix_unit:  # fixed from now on, so every replay has the same body
                 await ctx.db(lambda conn: state.set_unit(conn, eid, step.unit))
@@ -163,7 +168,7 @@ async def _post(ctx: SyncContext, e: Any, unit: int, mappings: Mappings,
     key_used_at = as_utc(e.key_first_used_at) if e.key_first_used_at is not None else None
     never_tried = e.first_attempt_at is None
     if core.must_verify(e.state, key_used_at, ctx.now(), ttl, as_utc(e.created_at)):
-        outcome = await _verify(ctx, e, unit, stats)
+        outcome = await _verify(ctx, e, unit, mappings, stats)
         if outcome is None:
             return  # settled (sent, failed or waiting for another check)
         key = outcome
@@ -195,7 +200,12 @@ async def _post(ctx: SyncContext, e: Any, unit: int, mappings: Mappings,
         return
     except Rejected as exc:
         if core.rekey_on_refusal(reasons.fail_reason(exc.kode), e.key_changes):
-            await _rekey_after_collision(ctx, e, stats)
+            # LAPOR! holds the key for another body: maybe our own post, made by a lost
+            # database for the unit that held the complaint then (a change read again after
+            # a restore, the complaint redisposed since). Looked for before a new key.
+            looked = await _look(ctx, e, unit, mappings, stats)
+            if looked is not None and not await _confirm(ctx, e, *looked, stats):
+                await _rekey_after_collision(ctx, e, stats)
             return
         await _fail(ctx, eid, tid, exc.kode, stats)
         return
@@ -281,12 +291,12 @@ async def _defer(ctx: SyncContext, e: Any, reason: str, stats: PushStats,
     stats.deferred += 1
 
 
-async def _verify(ctx: SyncContext, e: Any, unit: int, stats: PushStats) -> str | None:
-    """Read the complaint for our own post before any POST that could double it.
-
-    Returns the key to POST with (a fresh one: LAPOR! may have forgotten the old), or None
-    when the entry is settled for now: found (sent), refused, or unconfirmed and not seen yet.
-    """
+async def _look(ctx: SyncContext, e: Any, unit: int | None, mappings: Mappings,
+                stats: PushStats) -> tuple[m.FollowUp | None, timedelta] | None:
+    """Read the complaint for our own post (by ``unit`` or another unit of an agency that
+    held the complaint): (the post or None, how far LAPOR!'s clock is ahead of ours), or
+    None when the entry is settled for now (failed: the complaint is gone or not ours;
+    deferred: unreadable or unreachable)."""
     eid, tid = e.id, e.tracking_id
     try:
         complaint = await ctx.client.complaint(tid)
@@ -302,24 +312,50 @@ async def _verify(ctx: SyncContext, e: Any, unit: int, stats: PushStats) -> str 
     except LaporUnavailable as exc:
         await _defer(ctx, e, exc.kode or "unavailable", stats)
         raise
-    taken = await ctx.db(lambda conn: state.taken_remote_ids(conn, tid, eid))
-    since = as_utc(e.first_attempt_at or e.created_at)
-    found = core.find_own_post(complaint.follow_ups, unit, e.lapor_status, e.text, since, taken,
-                               offset)
-    if found is not None:
-        restored = core.looks_restored(e.first_attempt_at is None, found.at - offset, ctx.now())
 
-        def done(conn: Connection) -> None:
-            state.mark_sent(conn, eid, found.id, ctx.now())
-            state.add_seen(conn, tid, found.id)
-            if restored:
-                state.note_restored(conn, ctx.now())
-                log.warning("followup_already_on_lapor", tracking_id=tid, outbox_id=eid,
-                            hint="this database never sent it: restored from a backup?")
-        await ctx.db(done)
-        stats.pushed += 1
-        stats.verified += 1
-        log.info("followup_confirmed", tracking_id=tid, outbox_id=eid)
+    def known(conn: Connection) -> tuple[frozenset[str], frozenset[int]]:
+        units = core.own_units(unit, state.get_link(conn, tid),
+                               followups.get_facts(conn, [tid]).get(tid), mappings)
+        return state.taken_remote_ids(conn, tid, eid), units
+
+    taken, units = await ctx.db(known)
+    since = as_utc(e.first_attempt_at or e.created_at)
+    return core.find_own_post(complaint.follow_ups, units, e.lapor_status, e.text, since,
+                              taken, offset), offset
+
+
+async def _confirm(ctx: SyncContext, e: Any, found: m.FollowUp | None, offset: timedelta,
+                   stats: PushStats) -> bool:
+    """Mark the entry sent when its post was ``found`` on LAPOR!; whether it was."""
+    if found is None:
+        return False
+    eid, tid = e.id, e.tracking_id
+    restored = core.looks_restored(e.first_attempt_at is None, found.at - offset, ctx.now())
+
+    def done(conn: Connection) -> None:
+        state.mark_sent(conn, eid, found.id, ctx.now())
+        state.add_seen(conn, tid, found.id)
+        if restored:
+            state.note_restored(conn, ctx.now())
+            log.warning("followup_already_on_lapor", tracking_id=tid, outbox_id=eid,
+                        hint="this database never sent it: restored from a backup?")
+    await ctx.db(done)
+    stats.pushed += 1
+    stats.verified += 1
+    log.info("followup_confirmed", tracking_id=tid, outbox_id=eid)
+    return True
+
+
+async def _verify(ctx: SyncContext, e: Any, unit: int, mappings: Mappings,
+                  stats: PushStats) -> str | None:
+    """Read the complaint for our own post before any POST that could double it.
+
+    Returns the key to POST with (a fresh one: LAPOR! may have forgotten the old), or None
+    when the entry is settled for now: found (sent), refused, or unconfirmed and not seen yet.
+    """
+    eid, tid = e.id, e.tracking_id
+    looked = await _look(ctx, e, unit, mappings, stats)
+    if looked is None or await _confirm(ctx, e, *looked, stats):
         return None
     now = ctx.now()
     if e.state == OutboxState.UNCONFIRMED:
