@@ -894,3 +894,55 @@ async def test_password_verification_holds_no_write_lock(site: Site,
         r = await login(c, "gani")
     assert r.status_code == 303
     assert waited and waited[0] < 5, waited
+
+
+async def test_every_route_as_each_role(site: Site) -> None:
+    """The scoping matrix: every route, as nobody, an officer of the complaint's agency,
+    an officer of another, a pimpinan of the agency, and an admin."""
+    t, other = _by_agency(site)
+    site.add_user("m-petugas", Role.PETUGAS, [t.agency])
+    site.add_user("m-lain", Role.PETUGAS, [other.agency])
+    site.add_user("m-kepala", Role.PIMPINAN, [t.agency])
+    site.add_user("m-admin", Role.ADMIN, [])
+    tid = t.tracking_id
+    gets = {  # route: expected status per role
+        "/": {"m-petugas": 200, "m-lain": 200, "m-kepala": 200, "m-admin": 200},
+        f"/tiket/{tid}": {"m-petugas": 200, "m-lain": 404, "m-kepala": 200, "m-admin": 200},
+        f"/tiket/{tid}/lampiran/0": {"m-petugas": 404, "m-lain": 404, "m-kepala": 404,
+                                     "m-admin": 404},  # nothing downloaded here
+        "/pengguna": {"m-petugas": 404, "m-lain": 404, "m-kepala": 404, "m-admin": 200},
+        "/laporan": {"m-petugas": 200, "m-lain": 200, "m-kepala": 200, "m-admin": 200},
+        "/sandi": {"m-petugas": 200, "m-lain": 200, "m-kepala": 200, "m-admin": 200},
+        "/publik": {"m-petugas": 200, "m-lain": 200, "m-kepala": 200, "m-admin": 200},
+    }
+    posts = {  # route: (form, expected status per role)
+        f"/tiket/{tid}": ({"status": "", "balasan": "", "catatan": "matriks", "versi": "x",
+                           "form_id": "m"},
+                          {"m-petugas": 303, "m-lain": 404, "m-kepala": 403, "m-admin": 403}),
+        "/pengguna": ({"login": "baru-x", "nama": "Baru", "peran": "admin",
+                       "sandi": "sandi-baru-sekali"},
+                      {"m-petugas": 404, "m-lain": 404, "m-kepala": 404, "m-admin": 303}),
+        "/pengguna/m-lain": ({"aksi": "aktifkan"},
+                             {"m-petugas": 404, "m-lain": 404, "m-kepala": 404,
+                              "m-admin": 303}),
+    }
+    async with site.client() as anon:
+        for url in gets:
+            r = await anon.get(url)
+            assert (r.status_code == 200 if url == "/publik" else
+                    r.status_code == 303 and r.headers["location"].startswith("/masuk")), url
+        for url, (form, _) in posts.items():
+            assert (await anon.post(url, data=form)).status_code in (303, 403), url
+    for who in ("m-petugas", "m-lain", "m-kepala", "m-admin"):
+        async with site.client() as c:
+            assert (await login(c, who)).status_code == 303
+            for url, expected in gets.items():
+                assert (await c.get(url)).status_code == expected[who], (who, url)
+            token = csrf_of((await c.get("/")).text)
+            for url, (form, expected) in posts.items():
+                data = {**form, "csrf": token}
+                if "form_id" in data:
+                    data["form_id"] = f"m-{who}"
+                r = await c.post(url, data=data)
+                assert r.status_code == expected[who], (who, url, r.status_code)
+    assert [a.login for a in site.audit() if a.action == "jawab"] == ["m-petugas"]
