@@ -86,13 +86,19 @@ def _open_rows(conn: Connection, user: User) -> list[Any]:
     return list(rows.values())
 
 
-def _place(location: str | None) -> tuple[str | None, str | None]:
-    if not location:
-        return None, None
+def location(stored: str | None) -> dict[str, Any] | None:
+    """A ticket's stored location (JSON), or None when absent or unreadable."""
+    if not stored:
+        return None
     try:
-        loc = json.loads(location)
+        loc = json.loads(stored)
     except ValueError:
-        return None, None
+        return None
+    return loc if isinstance(loc, dict) else None
+
+
+def _place(stored: str | None) -> tuple[str | None, str | None]:
+    loc = location(stored) or {}
     return loc.get("village"), loc.get("district")
 
 

@@ -560,7 +560,7 @@ class _Handlers:
             files.append({"index": i, "name": name, "mime": a.get("mime"),
                           "size": a.get("size"), "stored": bool(a.get("stored")),
                           "error": a.get("error")})
-        loc = views_location(row.location)
+        loc = queries.location(row.location)
         read_only = row.lapor_status in views.LAPOR_FINAL
         return self.d.render(
             request, "ticket.html", status=status, t=row, facts=page.facts, due=due,
@@ -841,18 +841,6 @@ def _chart(rep: report.Report) -> str:
     from markupsafe import Markup
 
     return Markup(report._chart([r for r in rep.rows if r.agency != report.TOTAL]))  # noqa: S704
-
-
-def views_location(location: str | None) -> dict[str, Any] | None:
-    import json
-
-    if not location:
-        return None
-    try:
-        loc = json.loads(location)
-    except ValueError:
-        return None
-    return loc if isinstance(loc, dict) else None
 
 
 class _Redirect(HTTPException):
