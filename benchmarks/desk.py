@@ -31,7 +31,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -44,17 +43,13 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from first_sync import free_port, wait_until_up  # noqa: E402 - after the path
 
 SEED = 6411
 PASSWORD = "sandi-benchmark-1"  # set by `users add`, to be changed at the first login
 OWN_PASSWORD = "sandi-benchmark-sendiri-2"
 OFFICER, ADMIN = "petugas", "admin"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def write_settings(directory: Path, url: str, complaints: int, port: int) -> Path:
@@ -219,18 +214,7 @@ def desk_process(cfg: Path, port: int) -> Iterator[str]:
                             stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"
     try:
-        import httpx
-
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{base}/masuk", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit(f"the desk did not start ({cfg})")
-            time.sleep(0.2)
+        wait_until_up(proc, f"{base}/masuk", 60, f"the desk did not start ({cfg})")
         yield base
     finally:
         proc.send_signal(signal.SIGTERM)

@@ -103,6 +103,21 @@ def child_env() -> dict[str, str]:
     return env
 
 
+def wait_until_up(proc: subprocess.Popen[bytes], url: str, timeout_s: float,
+                  failure: str) -> None:
+    """Until ``url`` answers 200; a process that exits, or the timeout, ends the run."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise SystemExit(failure)
+        time.sleep(0.2)
+
+
 @contextmanager
 def sandbox_process(complaints: int, workdir: Path) -> Iterator[str]:
     """The sandbox as its own process on loopback; yields its base URL."""
@@ -115,16 +130,7 @@ def sandbox_process(complaints: int, workdir: Path) -> Iterator[str]:
         cwd=ROOT, env=child_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 600
-        while True:
-            try:
-                if httpx.get(f"{base}/api/v3/ping", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit("the sandbox did not start")
-            time.sleep(0.2)
+        wait_until_up(proc, f"{base}/api/v3/ping", 600, "the sandbox did not start")
         yield base
     finally:
         proc.send_signal(signal.SIGINT)
