@@ -7,8 +7,80 @@ imports the sync layer (``tests/test_layering.py``).
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
+
+
+class LaporStatus(enum.StrEnum):
+    """A complaint's status on LAPOR!, in LAPOR!'s own words: ``mappings/statuses.toml``
+    maps exactly these, and links store them (``links.lapor_status``)."""
+
+    TERDISPOSISI = "terdisposisi"
+    DITINDAKLANJUTI = "ditindaklanjuti"
+    SELESAI = "selesai"
+    DITUTUP = "ditutup"
+    DIARSIPKAN = "diarsipkan"
+
+
+# Nothing more can be posted on a complaint in these (LAPOR!'s ``laporan_ditutup``).
+CLOSED_STATUSES = frozenset({LaporStatus.DITUTUP, LaporStatus.DIARSIPKAN})
+
+
+class PostStatus(enum.StrEnum):
+    """The status a follow-up of ours carries (``tindak-lanjut.status``), as stored in
+    ``outbox.lapor_status``."""
+
+    DIPROSES = "diproses"
+    SELESAI = "selesai"
+
+
+# What a posted follow-up status makes of the complaint on LAPOR!. Keyed by plain text:
+# the mappings and the store hand the core their values as ``str``.
+POSTED_RESULT: Mapping[str, LaporStatus] = {PostStatus.DIPROSES: LaporStatus.DITINDAKLANJUTI,
+                                            PostStatus.SELESAI: LaporStatus.SELESAI}
+
+
+class LocalStatus(enum.StrEnum):
+    """A ticket's status in the local tracker (``tickets.status``, the mappings' left side);
+    an external tracker's own statuses are mapped onto these."""
+
+    NEW = "new"
+    IN_PROGRESS = "in_progress"
+    RESOLVED = "resolved"
+    CLOSED = "closed"
+
+
+class ChangeId(str):
+    """An officer change's id, namespaced by its tracker's kind: ``builtin:<change id>``,
+    ``redmine:<journal id>``. It is a ``str`` (``outbox.change_id`` stores it as it is);
+    constructing one through ``of``/``builtin`` is what keeps the namespace rule here.
+
+    The built-in tracker reads its changes in the pull's transaction without a kind: a bare
+    id is a built-in one. Its Idempotency-Keys carry the bare id (``key_part``): they were
+    made before trackers had kinds, and a stored key is replayed as it is.
+    """
+
+    __slots__ = ()
+    BUILTIN = "builtin"
+
+    @classmethod
+    def of(cls, raw: str) -> ChangeId:
+        """A tracker's change id as given: namespaced already, or bare (built-in)."""
+        return cls(raw if ":" in raw else f"{cls.BUILTIN}:{raw}")
+
+    @classmethod
+    def builtin(cls, local: int | str) -> ChangeId:
+        return cls(f"{cls.BUILTIN}:{local}")
+
+    @property
+    def kind(self) -> str:
+        return self.partition(":")[0]
+
+    @property
+    def key_part(self) -> str:
+        """What the Idempotency-Key carries: a built-in change's bare id, else all of it."""
+        return self.removeprefix(f"{self.BUILTIN}:")
 
 
 class OutboxState(enum.StrEnum):
@@ -138,10 +210,10 @@ class FollowUpPlan:
     adds its Idempotency-Key and stores ``failed`` in LAPOR!'s words
     (``connector/lapor/reasons.py``)."""
 
-    change_id: str
+    change_id: ChangeId
     tracking_id: str
     ticket_ref: str
-    lapor_status: str
+    lapor_status: str  # a PostStatus
     text: str
     failed: FailReason | None = None  # recorded as failed at once (e.g. complaint closed)
     unit_id: int | None = None  # the posting unit, fixed now: a replay's body never changes

@@ -26,7 +26,7 @@ import httpx
 from sqlalchemy import Engine, create_engine, select, text, update
 from sqlalchemy.pool import NullPool
 
-from connector.domain import OutboxState
+from connector.domain import LocalStatus, OutboxState
 from connector.errors import ConfigError
 from connector.settings import DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, Config
 from connector.store.schema import outbox
@@ -35,6 +35,7 @@ from connector.store.state import OPEN_STATES
 # A source checkout's mappings; an installed connector passes its own (mappings.dir),
 # since a non-editable package carries none.
 SOURCE_MAPPINGS = Path(__file__).resolve().parent.parent / "mappings"
+_OPEN = (LocalStatus.NEW, LocalStatus.IN_PROGRESS)  # tickets the campaign's officers change
 
 
 @dataclass
@@ -233,7 +234,7 @@ def campaign(workdir: Path, *, complaints: int = 1500, changes: int = 30, kills:
             fig.kills_pull += conn.kill_at_random(rng, 0.4, 4.0, "sync")
         conn.sync_to_completion()
         # 2. Officer changes, some `tickets update` processes killed mid-way.
-        open_tickets = [t for t in conn.tickets() if t["status"] in ("new", "in_progress")]
+        open_tickets = [t for t in conn.tickets() if t["status"] in _OPEN]
         for t in rng.sample(open_tickets, min(changes, len(open_tickets))):
             fig.changes_requested += 1
             args = ("tickets", "update", t["id"], "--reply",
@@ -256,7 +257,7 @@ def campaign(workdir: Path, *, complaints: int = 1500, changes: int = 30, kills:
         #    random moments, many of them inside that verify step.
         ttl = 2.0
         conn.env["LAPOR_CONNECTOR_LAPOR__IDEMPOTENCY_TTL_S"] = str(ttl)
-        open_tickets = [t for t in conn.tickets() if t["status"] in ("new", "in_progress")]
+        open_tickets = [t for t in conn.tickets() if t["status"] in _OPEN]
         for t in rng.sample(open_tickets, min(max(2, changes // 2), len(open_tickets))):
             fig.changes_requested += 1
             conn.run("tickets", "update", t["id"], "--reply",

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from typing import Any
 
-from connector.domain import Facts
+from connector.domain import Facts, LaporStatus
 from connector.mappings import Mappings
 from connector.timeutil import UTC, WITA, human, working_days_between
 
@@ -114,7 +114,7 @@ def build(facts: Sequence[Facts], mappings: Mappings, date_from: date, date_to: 
                 r.overdue += 1
             else:
                 r.not_yet_due += 1
-            r.completed += f.lapor_status in ("selesai", "ditutup")
+            r.completed += f.lapor_status in (LaporStatus.SELESAI, LaporStatus.DITUTUP)
     return Report(date_from, date_to, now, (*rows.values(), total))
 
 

@@ -17,7 +17,7 @@ from sqlalchemy import Connection, Row, or_, select, update
 
 from connector.desk import views
 from connector.desk.accounts import Role, User
-from connector.domain import Facts
+from connector.domain import ChangeId, Facts, LocalStatus
 from connector.store import followups
 from connector.store.schema import (
     desk_submissions,
@@ -32,7 +32,7 @@ from connector.store.schema import (
 from connector.timeutil import as_utc
 from connector.tracker.rows import AttachmentMeta
 
-OPEN = ("new", "in_progress", "resolved")
+OPEN = (LocalStatus.NEW, LocalStatus.IN_PROGRESS, LocalStatus.RESOLVED)
 TRACKING_ID = re.compile(r"[0-9A-Za-z-]{1,32}")
 
 
@@ -146,7 +146,7 @@ def external_inbox(conn: Connection, user: User, now: datetime, holidays: frozen
             id=i, tracking_id=r.tracking_id, agency=r.agency, title=f"Laporan {r.tracking_id}",
             category=None, kampung=None, kecamatan=None,
             submitted_at=as_utc(f.received_at if f else r.created_at),
-            status=r.officer_status or "new", assignee=None, confidential=False,
+            status=r.officer_status or LocalStatus.NEW, assignee=None, confidential=False,
             due=views.due_state(f, False, now, holidays),
             issue_url=issue_url(r.issue_ref) if r.issue_ref else None))
     return out
@@ -203,7 +203,7 @@ def version(conn: Connection, ticket_id: int, status: str) -> str:
 def _deliveries(conn: Connection, change_ids: list[int]) -> dict[int, views.Delivery]:
     if not change_ids:
         return {}
-    keys = {f"builtin:{i}": i for i in change_ids}
+    keys = {ChangeId.builtin(i): i for i in change_ids}
     found = {keys[r.change_id]: views.delivery(r.state, r.sent_at and as_utc(r.sent_at),
                                                r.last_error, r.dismiss_reason)
              for r in conn.execute(select(outbox.c.change_id, outbox.c.state, outbox.c.sent_at,

@@ -11,7 +11,7 @@ from datetime import date, datetime
 
 from babel.dates import format_datetime
 
-from connector.domain import Facts, OutboxState
+from connector.domain import CLOSED_STATUSES, Facts, LaporStatus, LocalStatus, OutboxState
 from connector.mappings import Outbound
 from connector.timeutil import WITA, as_utc, wita_date, working_days_between
 from connector.tracker.builtin import MAX_REPLY
@@ -19,11 +19,14 @@ from connector.tracker.builtin import MAX_REPLY
 PAGE_SIZE = 50
 LOCALE = "id"
 # LAPOR! statuses after which the complaint is read-only on the desk.
-LAPOR_FINAL = ("ditutup", "diarsipkan")
-STATUS_WORDS = {"new": "Baru", "in_progress": "Sedang ditangani", "resolved": "Selesai",
-                "closed": "Ditutup"}
-LAPOR_WORDS = {"terdisposisi": "Terdisposisi", "ditindaklanjuti": "Ditindaklanjuti",
-               "selesai": "Selesai", "ditutup": "Ditutup", "diarsipkan": "Diarsipkan"}
+LAPOR_FINAL = CLOSED_STATUSES
+STATUS_WORDS: dict[str, str] = {
+    LocalStatus.NEW: "Baru", LocalStatus.IN_PROGRESS: "Sedang ditangani",
+    LocalStatus.RESOLVED: "Selesai", LocalStatus.CLOSED: "Ditutup"}
+LAPOR_WORDS: dict[str, str] = {
+    LaporStatus.TERDISPOSISI: "Terdisposisi", LaporStatus.DITINDAKLANJUTI: "Ditindaklanjuti",
+    LaporStatus.SELESAI: "Selesai", LaporStatus.DITUTUP: "Ditutup",
+    LaporStatus.DIARSIPKAN: "Diarsipkan"}
 
 
 class Due(enum.StrEnum):
@@ -131,11 +134,11 @@ def in_tab(row: InboxRow, tab: str, me: str) -> bool:
     if tab == "segera":
         return row.due.kind in (Due.TODAY, Due.TOMORROW)
     if tab == "baru":
-        return row.status == "new"
+        return row.status == LocalStatus.NEW
     if tab == "ditangani":
-        return row.status == "in_progress"
+        return row.status == LocalStatus.IN_PROGRESS
     if tab == "menunggu":  # answered as resolved: the reporter may still object on LAPOR!
-        return row.status == "resolved"
+        return row.status == LocalStatus.RESOLVED
     if tab == "saya":
         return row.assignee == me
     return True
@@ -225,7 +228,7 @@ def check_answer(a: Answer, t: TicketState, page_version: str, outbound: Outboun
         return problems
     if a.status and a.status not in statuses:
         problems["status"] = "Pilih status dari daftar."
-    if t.status == "closed" and (changes_status or a.reply):
+    if t.status == LocalStatus.CLOSED and (changes_status or a.reply):
         problems["status" if changes_status else "balasan"] = (
             "Tiket sudah ditutup: status dan balasan publik tidak dapat diubah lagi. "
             "Catatan internal tetap bisa ditambahkan.")

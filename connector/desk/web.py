@@ -36,7 +36,7 @@ from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 from connector import report
 from connector.desk import accounts, queries, views
 from connector.desk.accounts import AccountError, Role, User
-from connector.domain import Facts
+from connector.domain import Facts, LocalStatus
 from connector.errors import StorageError
 from connector.mapping_reload import MappingHolder
 from connector.mappings import LOCAL_STATUSES, Mappings
@@ -546,7 +546,7 @@ class _Handlers:
             answer = views.Answer(status=chosen[0] if chosen else "",
                                   reply=chosen[2] if chosen else "", note="",
                                   assignee=row.assignee or "", assignee_given=True)
-        due = views.due_state(page.facts, row.status == "closed", now, m.holidays)
+        due = views.due_state(page.facts, row.status == LocalStatus.CLOSED, now, m.holidays)
         reporter = None
         if not row.anonymous and row.reporter_name:
             contact = queries.sees_contact(user, page.agencies)

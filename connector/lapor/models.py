@@ -9,26 +9,37 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
-LAPOR_STATUSES = ("terdisposisi", "ditindaklanjuti", "selesai", "ditutup", "diarsipkan")
-CLOSED_STATUSES = frozenset({"ditutup", "diarsipkan"})
-PUSH_STATUSES = ("diproses", "selesai")
+from connector.domain import LaporStatus, PostStatus
+
+LAPOR_STATUSES = tuple(LaporStatus)
+PUSH_STATUSES = tuple(PostStatus)  # what LAPOR! accepts from an agency
 
 
 @dataclass(frozen=True)
 class Summary:
     tracking_id: str
-    status: str
+    status: str  # a LaporStatus (the wire's Literal; compared as text)
     updated_at: datetime
     unit_ids: tuple[int, ...]
+
+
+# The tracking id of a feed item that has no readable one (``wire.raw_tracking_id``): such
+# an item is reported, never quarantined under it. Kept as text because older databases
+# may hold quarantine rows under it (``core.to_retry`` skips them).
+UNIDENTIFIED = "unknown"
 
 
 @dataclass(frozen=True)
 class BadSummary:
     """A feed item that failed validation: only its id (if any) and the bad field names."""
 
-    tracking_id: str
+    tracking_id: str  # UNIDENTIFIED: it had none that could be read
     fields: tuple[str, ...]
     updated_at: datetime | None = None
+
+    @property
+    def identified(self) -> bool:
+        return self.tracking_id != UNIDENTIFIED
 
 
 @dataclass(frozen=True)
@@ -84,7 +95,7 @@ class FollowUp:
     id: str
     by: str  # "instansi" | "pelapor" | "admin"
     unit_id: int | None
-    status: str | None
+    status: str | None  # an agency's follow-up: a PostStatus
     text: str
     at: datetime
 
@@ -96,7 +107,7 @@ class Complaint:
     body: str
     classification: str
     category: Category
-    status: str
+    status: str  # a LaporStatus
     anonymous: bool
     confidential: bool
     reporter: Reporter | None
@@ -139,6 +150,6 @@ class Receipt:
 @dataclass(frozen=True)
 class FollowUpRequest:
     unit_id: int
-    status: str  # "diproses" | "selesai"
+    status: str  # a PostStatus
     text: str
     attachments: tuple[dict[str, str], ...] = field(default=())

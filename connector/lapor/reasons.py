@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 
-from connector.domain import FailReason, Reason
+from connector.domain import ChangeId, FailReason, Reason
 
 # The code stored (and shown by `outbox list`, `status`, JSON) for each failure: LAPOR!'s
 # own error code where LAPOR! has one (../shared/spec/README.md), else the connector's.
@@ -60,8 +60,7 @@ def idempotency_key(nonce: str, tracking_id: str, change_id: str, generation: in
     old one's keys; ``generation`` counts keys replaced after LAPOR! forgot the old one.
     Stored keys are replayed as they are: this format never changes.
     """
-    # Built-in changes keep their keys of before trackers had kinds; others keep the kind.
-    change = change_id.removeprefix("builtin:")
+    change = ChangeId(change_id).key_part
     parts = ["mahulu", nonce, tracking_id, change] if nonce else ["mahulu", tracking_id, change]
     if generation:
         parts.append(f"k{generation}")

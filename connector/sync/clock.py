@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import datetime
 
-from connector.domain import Facts, Period, Start
+from connector.domain import POSTED_RESULT, Facts, LaporStatus, Period, PostStatus, Start
 from connector.lapor import models as m
 from connector.mappings import Mappings
 from connector.timeutil import add_calendar_days, add_working_days
@@ -94,7 +94,7 @@ def posted(facts: Facts, fu: m.FollowUp, mappings: Mappings) -> Facts:
             and (cur.seq == 1 or fu.at >= cur.started_at)):
         periods[-1] = replace(cur, first_follow_up_at=fu.at, first_follow_up_id=fu.id,
                               on_time=fu.at <= cur.due_at)
-    status = {"selesai": "selesai", "diproses": "ditindaklanjuti"}.get(fu.status or "")
+    status = POSTED_RESULT.get(fu.status or "")
     return replace(facts, periods=tuple(periods), lapor_status=status or facts.lapor_status)
 
 
@@ -108,9 +108,9 @@ def _new_period(c: m.Complaint, cur: Period, lead: list[m.Disposition], agency: 
     kept = any(d.unit_id in prev_units for d in lead)  # a unit added beside it: same clock
     if lead and (agency != cur.agency or (fresh and not kept)):
         return Start.REDISPOSITION, max(fresh) if fresh else newest or c.updated_at
-    if c.status == "ditindaklanjuti":
+    if c.status == LaporStatus.DITINDAKLANJUTI:
         objected = _objection_at(c)
-        if prev_status == "selesai":
+        if prev_status == LaporStatus.SELESAI:
             return Start.OBJECTION, objected or c.updated_at
         if objected is not None and objected > cur.started_at:
             # selesai and the objection both happened between two pulls
@@ -120,8 +120,8 @@ def _new_period(c: m.Complaint, cur: Period, lead: list[m.Disposition], agency: 
 
 def _objection_at(c: m.Complaint) -> datetime | None:
     """When the reporter objected: their first follow-up after the last ``selesai``."""
-    last_done = max((f.at for f in c.follow_ups if f.by == "instansi" and f.status == "selesai"),
-                    default=None)
+    last_done = max((f.at for f in c.follow_ups
+                     if f.by == "instansi" and f.status == PostStatus.SELESAI), default=None)
     if last_done is not None:
         after = [f.at for f in c.follow_ups if f.by == "pelapor" and f.at >= last_done]
         if after:

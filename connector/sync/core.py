@@ -17,13 +17,19 @@ from datetime import datetime, timedelta
 from typing import ClassVar
 
 from connector.domain import (
+    CLOSED_STATUSES,
+    POSTED_RESULT,
+    ChangeId,
     Facts,
     FailReason,
     FollowUpPlan,
     Held,
+    LaporStatus,
     LinkState,
+    LocalStatus,
     OutboxState,
     OwnPost,
+    PostStatus,
     Reason,
 )
 from connector.lapor import models as m
@@ -181,7 +187,7 @@ def triage(items: Iterable[m.Summary | m.BadSummary], links: Mapping[str, LinkSt
     unchanged = 0
     for item in items:
         if isinstance(item, m.BadSummary):
-            if item.tracking_id == "unknown":
+            if not item.identified:
                 unreadable.append(tuple(item.fields))
                 continue
             d = requarantine(item, held.get(item.tracking_id))
@@ -259,7 +265,7 @@ def to_retry(held: Mapping[str, Held], processed: Iterable[str], mappings: Mappi
     pull just took up."""
     done = set(processed)
     return [tid for tid, h in held.items()
-            if tid not in done and tid != "unknown"
+            if tid not in done and tid != m.UNIDENTIFIED
             and (h.retry_requested or retry_due(h, now)
                  or (h.reason == Reason.UNMAPPED_UNIT and unmapped_now_mapped(h, mappings)))]
 
@@ -391,94 +397,161 @@ def decide(c: m.Complaint, link: LinkState | None, mappings: Mappings, instansi_
     echo of our own follow-up and does not overwrite it. ``facts`` are the complaint's
     stored due periods; the decision carries them advanced (``connector/sync/clock.py``).
     """
-    ours = [d for d in c.dispositions if d.instansi_id == instansi_id]
+    prior = Prior(link, own_posts, current_status, facts)
+    ours = tuple(d for d in c.dispositions if d.instansi_id == instansi_id)
     routed = [(d, mappings.unit_to_agency[d.unit_id]) for d in ours
               if d.unit_id in mappings.unit_to_agency]
+    aside = _set_aside(c, prior, ours, routed)
+    if aside is not None:
+        return aside
+    read = _read(c, prior, ours, routed, mappings)
+    if prior.link is None:
+        return _create(read, mappings)
+    return _existing(read, prior.link, prior.current_status, mappings)
+
+
+@dataclass(frozen=True)
+class Prior:
+    """What is known of a complaint before its new detail, as ``decide`` is given it: its
+    link (None: never linked), our own posts on it, the ticket's local status, and its
+    stored due periods."""
+
+    link: LinkState | None
+    own_posts: tuple[OwnPost, ...] = ()
+    current_status: str | None = None
+    facts: clock.Facts | None = None
+
+
+@dataclass(frozen=True)
+class _Read:
+    """A detail read against its prior state: where the new and the existing path start."""
+
+    c: m.Complaint
+    ours: tuple[m.Disposition, ...]  # the dispositions to Mahulu's instansi
+    routed: list[tuple[m.Disposition, str]]  # those in a mapped unit, with its agency
+    local_status: str  # what LAPOR!'s status maps to
+    messages: tuple[NewMessage, ...]  # follow-ups not seen before, less our own posts
+    link: LinkState  # the link as this detail leaves it
+    facts: clock.Facts
+
+
+def _set_aside(c: m.Complaint, prior: Prior, ours: tuple[m.Disposition, ...],
+               routed: list[tuple[m.Disposition, str]]) -> Hold | Quarantine | None:
+    """A complaint kept out of the tracker: disposed to units no agency has (held for a
+    mapping), or never ours (a new complaint disposed only to other instansi)."""
     if ours and not routed:
         units = tuple(d.unit_id for d in ours)
         return quarantine(c.tracking_id, Reason.UNMAPPED_UNIT,
                           "unit " + ", ".join(map(str, units)) + " is in no agency of "
                           "agencies.toml", c.updated_at, units)
-    if link is None and not ours:
+    if prior.link is None and not ours:
         return quarantine(c.tracking_id, Reason.OUTSIDE_INSTANSI,
                           "disposed only to units of other instansi", c.updated_at, c.unit_ids)
+    return None
+
+
+def _read(c: m.Complaint, prior: Prior, ours: tuple[m.Disposition, ...],
+          routed: list[tuple[m.Disposition, str]], mappings: Mappings) -> _Read:
+    link = prior.link
     local_status = mappings.inbound[c.status]
-    new_msgs, seen = _messages(c, link.seen_followups if link else frozenset(), own_posts)
+    new_msgs, seen = _messages(c, link.seen_followups if link else frozenset(), prior.own_posts)
     # Never flips because LAPOR! reordered its list: see clock.lead_agency.
     agency = clock.lead_agency(routed, link.agency if link else None)
     new_link = LinkState(
         tracking_id=c.tracking_id, ticket_ref=link.ticket_ref if link else "", agency=agency,
         lapor_status=c.status, lapor_updated_at=c.updated_at,
         unit_ids=tuple(sorted(c.unit_ids)), seen_followups=seen,
-        closed=c.status in m.CLOSED_STATUSES or not ours, content_hash=content_hash(c),
+        closed=c.status in CLOSED_STATUSES or not ours, content_hash=content_hash(c),
     )
-    new_facts = clock.advance(c, facts, routed, agency, new_link.closed, mappings,
+    new_facts = clock.advance(c, prior.facts, routed, agency, new_link.closed, mappings,
                               link.lapor_status if link else None, link.closed if link else False,
                               link.unit_ids if link else ())
-    if link is None:
-        extra = [f"Juga didisposisikan ke unit {d.unit_id} ({a})" for d, a in routed
-                 if a != agency]
-        if c.repairs:
-            extra.append("Data dari LAPOR! diperbaiki saat diterima (makna tetap): "
-                         + "; ".join(c.repairs)[:900])
-        first_msgs = new_msgs + tuple(
-            NewMessage(Direction.INTERNAL, "Konektor LAPOR!", t, c.updated_at) for t in extra)
-        ticket = NewTicket(
-            tracking_id=c.tracking_id, agency=agency, status=local_status, lapor_status=c.status,
-            title=c.title, body=c.body, classification=c.classification,
-            category=mappings.category_for(c.category.id, c.category.parent_id) or c.category.name,
-            channel=c.channel, anonymous=c.anonymous, confidential=c.confidential,
-            reporter=None if c.anonymous or c.reporter is None else {
-                "name": c.reporter.name, "email": c.reporter.email, "phone": c.reporter.phone},
-            location=None if c.location is None else {
-                "province": c.location.province, "regency": c.location.regency,
-                "district": c.location.district, "village": c.location.village,
-                "lat": c.location.lat, "lon": c.location.lon},
-            attachments=tuple(attachment_meta(a) for a in c.attachments),
-            submitted_at=c.submitted_at,
-            due_at=new_facts.current.due_at,
-            messages=first_msgs,
-        )
-        return Create(c.tracking_id, ticket, new_link, new_facts)
-    # An existing ticket.
-    status = None
-    reason = None
-    msgs = list(new_msgs)
-    if not ours:
-        status, reason = "closed", "didisposisikan ke instansi lain di LAPOR!"
-        msgs.append(NewMessage(Direction.INTERNAL, "Konektor LAPOR!",
-                               "Laporan dialihkan ke instansi lain; tiket ditutup.", c.updated_at))
-    elif link.closed and not new_link.closed:
-        status, reason = local_status, "didisposisikan kembali ke Mahulu"
-    elif c.status != link.lapor_status and not _echo(current_status, c.status, mappings):
-        status = local_status
-        reason = {"ditutup": "ditutup di LAPOR!", "diarsipkan": "diarsipkan di LAPOR!"}.get(
-            c.status, f"status LAPOR! menjadi {c.status}")
-        if link.lapor_status == "selesai" and c.status == "ditindaklanjuti":
-            reason = "pelapor menyatakan keberatan; tiket dibuka kembali"
+    return _Read(c, ours, routed, local_status, new_msgs, new_link, new_facts)
+
+
+def _create(r: _Read, mappings: Mappings) -> Create:
+    """A new ticket, with a note of the other agencies it went to and of repaired data."""
+    c, agency = r.c, r.link.agency
+    extra = [f"Juga didisposisikan ke unit {d.unit_id} ({a})" for d, a in r.routed
+             if a != agency]
+    if c.repairs:
+        extra.append("Data dari LAPOR! diperbaiki saat diterima (makna tetap): "
+                     + "; ".join(c.repairs)[:900])
+    first_msgs = r.messages + tuple(
+        NewMessage(Direction.INTERNAL, CONNECTOR, t, c.updated_at) for t in extra)
+    ticket = NewTicket(
+        tracking_id=c.tracking_id, agency=agency, status=r.local_status, lapor_status=c.status,
+        title=c.title, body=c.body, classification=c.classification,
+        category=mappings.category_for(c.category.id, c.category.parent_id) or c.category.name,
+        channel=c.channel, anonymous=c.anonymous, confidential=c.confidential,
+        reporter=None if c.anonymous or c.reporter is None else {
+            "name": c.reporter.name, "email": c.reporter.email, "phone": c.reporter.phone},
+        location=None if c.location is None else {
+            "province": c.location.province, "regency": c.location.regency,
+            "district": c.location.district, "village": c.location.village,
+            "lat": c.location.lat, "lon": c.location.lon},
+        attachments=tuple(attachment_meta(a) for a in c.attachments),
+        submitted_at=c.submitted_at,
+        due_at=r.facts.current.due_at,
+        messages=first_msgs,
+    )
+    return Create(c.tracking_id, ticket, r.link, r.facts)
+
+
+CONNECTOR = "Konektor LAPOR!"  # the author of the connector's own notes on a ticket
+
+
+def _existing(r: _Read, link: LinkState, current_status: str | None,
+              mappings: Mappings) -> Update | Unchanged:
+    """An existing ticket: what of its status, agency, messages and text changes."""
+    c = r.c
+    status, reason, msgs = _status_change(r, link, current_status, mappings)
     moved = None
-    if ours and agency != link.agency:
-        moved = agency
-        msgs.append(NewMessage(Direction.INTERNAL, "Konektor LAPOR!",
+    if r.ours and r.link.agency != link.agency:
+        moved = r.link.agency
+        msgs.append(NewMessage(Direction.INTERNAL, CONNECTOR,
                                f"Didisposisikan ulang di LAPOR!: dipindah dari {link.agency} "
-                               f"ke {agency}.", c.updated_at))
-    changed = status is not None or moved is not None or bool(msgs) or new_link != replace(
-        link, lapor_updated_at=new_link.lapor_updated_at)
+                               f"ke {moved}.", c.updated_at))
+    changed = status is not None or moved is not None or bool(msgs) or r.link != replace(
+        link, lapor_updated_at=r.link.lapor_updated_at)
     # Edited text and later privacy reach the ticket (LAPOR!'s admins remove personal data
     # by editing; privacy only ever tightens locally).
-    edited = link.content_hash != new_link.content_hash
+    edited = link.content_hash != r.link.content_hash
     update = TicketUpdate(lapor_status=c.status, status=status, agency=moved,
-                          due_at=new_facts.current.due_at, reason=reason, messages=tuple(msgs),
+                          due_at=r.facts.current.due_at, reason=reason, messages=tuple(msgs),
                           title=c.title if edited else None, body=c.body if edited else None,
                           anonymous=c.anonymous if edited else None,
                           confidential=c.confidential if edited else None)
+    failed = _fail_reason(c, r.ours)
     if changed:
-        return Update(c.tracking_id, update, new_link, new_facts, _fail_reason(c, ours))
-    return Unchanged(c.tracking_id, new_link, new_facts, _fail_reason(c, ours))
+        return Update(c.tracking_id, update, r.link, r.facts, failed)
+    return Unchanged(c.tracking_id, r.link, r.facts, failed)
 
 
-# What a posted follow-up status makes of the complaint on LAPOR!.
-POSTED_RESULT = {"diproses": "ditindaklanjuti", "selesai": "selesai"}
+# Why a ticket's status follows LAPOR!'s, by the status it follows (else "menjadi ...").
+_STATUS_REASONS: dict[str, str] = {LaporStatus.DITUTUP: "ditutup di LAPOR!",
+                                    LaporStatus.DIARSIPKAN: "diarsipkan di LAPOR!"}
+
+
+def _status_change(r: _Read, link: LinkState, current_status: str | None, mappings: Mappings,
+                   ) -> tuple[str | None, str | None, list[NewMessage]]:
+    """The ticket's new local status (None: it keeps its own), why, and the messages so far.
+
+    Disposed away from Mahulu closes it; disposed back, or a LAPOR! status that is not the
+    echo of our own follow-up, sets the mapped status."""
+    c, msgs = r.c, list(r.messages)
+    if not r.ours:
+        msgs.append(NewMessage(Direction.INTERNAL, CONNECTOR,
+                               "Laporan dialihkan ke instansi lain; tiket ditutup.", c.updated_at))
+        return LocalStatus.CLOSED, "didisposisikan ke instansi lain di LAPOR!", msgs
+    if link.closed and not r.link.closed:
+        return r.local_status, "didisposisikan kembali ke Mahulu", msgs
+    if c.status == link.lapor_status or _echo(current_status, c.status, mappings):
+        return None, None, msgs
+    reason = _STATUS_REASONS.get(c.status, f"status LAPOR! menjadi {c.status}")
+    if link.lapor_status == LaporStatus.SELESAI and c.status == LaporStatus.DITINDAKLANJUTI:
+        reason = "pelapor menyatakan keberatan; tiket dibuka kembali"
+    return r.local_status, reason, msgs
 
 
 def _echo(current_status: str | None, lapor_status: str, mappings: Mappings) -> bool:
@@ -486,8 +559,8 @@ def _echo(current_status: str | None, lapor_status: str, mappings: Mappings) -> 
     return outbound is not None and POSTED_RESULT.get(outbound.lapor) == lapor_status
 
 
-def _fail_reason(c: m.Complaint, ours: list[m.Disposition]) -> FailReason | None:
-    if c.status in m.CLOSED_STATUSES:
+def _fail_reason(c: m.Complaint, ours: Collection[m.Disposition]) -> FailReason | None:
+    if c.status in CLOSED_STATUSES:
         return FailReason.COMPLAINT_CLOSED
     if not ours:
         return FailReason.NOT_DISPOSED_TO_US
@@ -532,12 +605,14 @@ def plan_outbox(change: OfficerChange, link: LinkState | None,
         outbound = mappings.outbound.get(change.status)
         if outbound is None and not change.reply:
             return None  # e.g. back to "new": LAPOR! has no such agency status
-        if (outbound is not None and outbound.lapor == "selesai" and not change.reply
-                and "selesai" in (last_queued, link.lapor_status if link else None)):
+        done = last_queued == PostStatus.SELESAI or (
+            link is not None and link.lapor_status == LaporStatus.SELESAI)
+        if (outbound is not None and outbound.lapor == PostStatus.SELESAI and not change.reply
+                and done):
             return None  # already done on LAPOR!: the template would say it twice
     else:
         outbound = mappings.outbound.get(change.ticket_status)
-    lapor_status = outbound.lapor if outbound else "diproses"
+    lapor_status = outbound.lapor if outbound else PostStatus.DIPROSES
     agency = mappings.agency(link.agency) if link is not None else None
     text = change.reply or (outbound.text(agency.name if agency else "Pemerintah Kabupaten "
                                           "Mahakam Ulu") if outbound else "")
@@ -551,18 +626,16 @@ def plan_outbox(change: OfficerChange, link: LinkState | None,
         unit = posting_unit(link, mappings)
         if unit is None:
             failed = FailReason.NOT_DISPOSED_TO_US
-    # Namespaced by tracker kind ("redmine:<journal id>"); the built-in tracker's bare ids
-    # get theirs here (its in-transaction path reads them without one).
-    change_id = change.change_id if ":" in change.change_id else f"builtin:{change.change_id}"
     return FollowUpPlan(
-        change_id=change_id, tracking_id=change.tracking_id, ticket_ref=change.ticket_ref,
-        lapor_status=lapor_status, text=text, failed=failed, unit_id=unit, at=change.at,
+        change_id=ChangeId.of(change.change_id), tracking_id=change.tracking_id,
+        ticket_ref=change.ticket_ref, lapor_status=lapor_status, text=text, failed=failed,
+        unit_id=unit, at=change.at,
     )
 
 
 def closed_reason(link: LinkState | None) -> FailReason:
     """Why nothing more can be posted on a complaint that is no longer ours to answer."""
-    if link is not None and link.lapor_status in m.CLOSED_STATUSES:
+    if link is not None and link.lapor_status in CLOSED_STATUSES:
         return FailReason.COMPLAINT_CLOSED
     return FailReason.NOT_DISPOSED_TO_US
 

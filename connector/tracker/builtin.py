@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import Connection, CursorResult, Row, bindparam, func, insert, or_, select, update
 
+from connector.domain import ChangeId
 from connector.errors import ConnectorError
 from connector.lapor.wire import clean_text
 from connector.store.schema import messages, status_history, tickets, tracker_changes
@@ -122,7 +123,7 @@ class BuiltinTracker(Tracker, TrackerPort):
         found = self._run(lambda conn: self.officer_changes(conn, cursor, limit))
         if not found:
             return [], cursor
-        return ([replace(c, change_id=f"builtin:{c.change_id}") for c in found],
+        return ([replace(c, change_id=ChangeId.builtin(c.change_id)) for c in found],
                 found[-1].change_id)
 
     def reporting(self) -> Reporting:

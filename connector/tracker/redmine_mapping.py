@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from connector.domain import LocalStatus
 from connector.mappings import LOCAL_STATUSES, MappingError
 from connector.tracker.redmine_api import RedmineClient, RedmineRefused
 
@@ -153,7 +154,7 @@ async def check_online(mapping: RedmineMapping, client: RedmineClient,
         if found is None:
             problems.append(f"{f}: statuses: {local}: no status {name!r} in Redmine "
                             f"(has: {_names(statuses)})")
-        elif local == "closed" and not found.is_closed:
+        elif local == LocalStatus.CLOSED and not found.is_closed:
             problems.append(f"{f}: statuses: closed: Redmine status {name!r} is not a "
                             f"closed status (Administration > Issue statuses)")
     for name in mapping.to_local:
