@@ -163,11 +163,11 @@ class Sender:
         now = self.now()
         hols = self.mappings().holidays
 
-        def digest_tx(conn: Connection) -> int:
+        def digest_tx(conn: Connection) -> int | None:  # None: no digest is due
             day = core.digest_day(now, queue.last_digest(conn), cfg.digest_at, hols)
-            return -1 if day is None else queue.digest(conn, cfg, self.mappings(), day, now)
+            return None if day is None else queue.digest(conn, cfg, self.mappings(), day, now)
 
-        if (made := await self.db(digest_tx)) >= 0:
+        if (made := await self.db(digest_tx)) is not None:
             log.info("notify_digest", messages=made)
         bundles = await self.db(lambda c: queue.claim(c, cfg, now, domain_of(cfg.from_)))
         if not bundles:
