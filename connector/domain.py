@@ -54,7 +54,7 @@ class LocalStatus(enum.StrEnum):
 class ChangeId(str):
     """An officer change's id, namespaced by its tracker's kind: ``builtin:<change id>``,
     ``redmine:<journal id>``. It is a ``str`` (``outbox.change_id`` stores it as it is);
-    constructing one through ``of``/``builtin`` is what keeps the namespace rule here.
+    constructing one through ``of``, ``make`` or ``builtin`` keeps the namespace rule here.
 
     The built-in tracker reads its changes in the pull's transaction without a kind: a bare
     id is a built-in one. Its Idempotency-Keys carry the bare id (``key_part``): they were
@@ -70,12 +70,18 @@ class ChangeId(str):
         return cls(raw if ":" in raw else f"{cls.BUILTIN}:{raw}")
 
     @classmethod
+    def make(cls, kind: str, local: int | str) -> ChangeId:
+        """A change of the tracker ``kind`` (``tracker.kind``) by its id there."""
+        return cls(f"{kind}:{local}")
+
+    @classmethod
     def builtin(cls, local: int | str) -> ChangeId:
-        return cls(f"{cls.BUILTIN}:{local}")
+        return cls.make(cls.BUILTIN, local)
 
     @property
     def kind(self) -> str:
-        return self.partition(":")[0]
+        kind, namespaced, _ = self.partition(":")
+        return kind if namespaced else self.BUILTIN
 
     @property
     def key_part(self) -> str:
@@ -155,7 +161,7 @@ class Facts:
     agencies: tuple[str, ...]  # every Mahulu agency holding a disposition, lead first
     received_at: datetime  # LAPOR!'s `dibuat`
     settle_by: datetime
-    lapor_status: str
+    lapor_status: str  # a LaporStatus
     closed: bool
     periods: tuple[Period, ...]
 
@@ -175,7 +181,7 @@ class LinkState:
     tracking_id: str
     ticket_ref: str
     agency: str
-    lapor_status: str
+    lapor_status: str  # a LaporStatus
     lapor_updated_at: datetime
     unit_ids: tuple[int, ...]
     seen_followups: frozenset[str]
@@ -200,7 +206,7 @@ class Held:
 class OwnPost:
     """A follow-up this connector sent or is sending, to recognise it in the feed."""
 
-    lapor_status: str
+    lapor_status: str  # a PostStatus
     text: str
 
 

@@ -49,8 +49,9 @@ def test_change_ids_are_namespaced_by_tracker_kind() -> None:
     # The built-in tracker reads its changes in the pull's transaction without a kind.
     assert ChangeId.of("5") == ChangeId.builtin(5) == "builtin:5"
     assert ChangeId.of("builtin:5") == "builtin:5"
-    assert ChangeId.of("redmine:7") == "redmine:7" and ChangeId.of("redmine:7").kind == "redmine"
-    assert ChangeId.builtin(5).kind == "builtin"
+    assert ChangeId.of("redmine:7") == ChangeId.make("redmine", 7) == "redmine:7"
+    assert ChangeId.of("redmine:7").kind == "redmine"
+    assert ChangeId.builtin(5).kind == ChangeId("5").kind == "builtin"
     # Built-in keys carry the bare id (they predate kinds); others keep their kind.
     assert ChangeId("builtin:5").key_part == ChangeId("5").key_part == "5"
     assert ChangeId("redmine:7").key_part == "redmine:7"

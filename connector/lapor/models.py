@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from connector.domain import CLOSED_STATUSES as CLOSED_STATUSES  # its home is the domain
 from connector.domain import LaporStatus, PostStatus
 
 LAPOR_STATUSES = tuple(LaporStatus)
