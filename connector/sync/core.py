@@ -396,6 +396,10 @@ def decide(c: m.Complaint, link: LinkState | None, mappings: Mappings, instansi_
     already explains (an officer closed the ticket, so LAPOR! shows ``selesai``) is the
     echo of our own follow-up and does not overwrite it. ``facts`` are the complaint's
     stored due periods; the decision carries them advanced (``connector/sync/clock.py``).
+
+    Set aside first (held, not ours); else the detail is read against the ``Prior`` state
+    (``_read``), and a complaint never linked takes the new path (``_create``), a linked
+    one the existing path (``_existing``).
     """
     prior = Prior(link, own_posts, current_status, facts)
     ours = tuple(d for d in c.dispositions if d.instansi_id == instansi_id)
