@@ -34,7 +34,7 @@ from connector.domain import (
 )
 from connector.lapor import models as m
 from connector.lapor.policy import backoff
-from connector.mappings import Mappings
+from connector.mappings import Mappings, Outbound
 from connector.sync import clock
 from connector.timeutil import WITA, as_utc
 from connector.tracker.base import Direction, NewMessage, NewTicket, OfficerChange, TicketUpdate
@@ -605,36 +605,43 @@ def plan_outbox(change: OfficerChange, link: LinkState | None,
     """
     if change.status is None and not change.reply:
         return None
-    if change.status is not None:
-        outbound = mappings.outbound.get(change.status)
-        if outbound is None and not change.reply:
-            return None  # e.g. back to "new": LAPOR! has no such agency status
-        done = last_queued == PostStatus.SELESAI or (
-            link is not None and link.lapor_status == LaporStatus.SELESAI)
-        if (outbound is not None and outbound.lapor == PostStatus.SELESAI and not change.reply
-                and done):
-            return None  # already done on LAPOR!: the template would say it twice
-    else:
-        outbound = mappings.outbound.get(change.ticket_status)
+    outbound = mappings.outbound.get(
+        change.ticket_status if change.status is None else change.status)
+    if change.status is not None and not change.reply and _nothing_to_say(outbound, link,
+                                                                          last_queued):
+        return None
     lapor_status = outbound.lapor if outbound else PostStatus.DIPROSES
     agency = mappings.agency(link.agency) if link is not None else None
     text = change.reply or (outbound.text(agency.name if agency else "Pemerintah Kabupaten "
                                           "Mahakam Ulu") if outbound else "")
-    failed = None
-    unit = None
-    if link is None:
-        failed = FailReason.COMPLAINT_NOT_FOUND
-    elif link.closed:
-        failed = closed_reason(link)
-    else:
-        unit = posting_unit(link, mappings)
-        if unit is None:
-            failed = FailReason.NOT_DISPOSED_TO_US
+    failed, unit = _posting(link, mappings)
     return FollowUpPlan(
         change_id=ChangeId.of(change.change_id), tracking_id=change.tracking_id,
         ticket_ref=change.ticket_ref, lapor_status=lapor_status, text=text, failed=failed,
         unit_id=unit, at=change.at,
     )
+
+
+def _nothing_to_say(outbound: Outbound | None, link: LinkState | None,
+                    last_queued: str | None) -> bool:
+    """A status change without a reply that posts nothing: LAPOR! has no agency status for
+    it (e.g. back to "new"), or it is done on LAPOR! already (the template would say it
+    twice)."""
+    if outbound is None:
+        return True
+    done = last_queued == PostStatus.SELESAI or (
+        link is not None and link.lapor_status == LaporStatus.SELESAI)
+    return outbound.lapor == PostStatus.SELESAI and done
+
+
+def _posting(link: LinkState | None, mappings: Mappings) -> tuple[FailReason | None, int | None]:
+    """The unit an entry posts for, or why it cannot post."""
+    if link is None:
+        return FailReason.COMPLAINT_NOT_FOUND, None
+    if link.closed:
+        return closed_reason(link), None
+    unit = posting_unit(link, mappings)
+    return (FailReason.NOT_DISPOSED_TO_US if unit is None else None), unit
 
 
 def closed_reason(link: LinkState | None) -> FailReason:
