@@ -12,7 +12,8 @@ namespaced by the tracker's kind (``redmine:<journal id>``).
 
 The built-in tracker lives in the same database: it implements this port too, and also
 offers ``inline`` (the synchronous ``Tracker`` interface) so the pull applies its
-decisions in the pull's own transaction, an optimisation that writes no intents.
+decisions in the pull's own transaction, an optimisation that writes no intents. Only
+the seam (``tracker/sink.py``: ``sink_for``) reads ``inline``; the shells call the sink.
 
 Optional capabilities (reporting, the officer's desk of the ``tickets`` commands and
 the demo officer) are asked for with ``reporting()`` and ``desk()``; ``None`` means the
