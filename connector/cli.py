@@ -330,7 +330,7 @@ def cmd_sync(config: Config, args: argparse.Namespace) -> int:
             ctx = rt.context()
             await ctx.db(lambda c: state.set_mapping_version(c, rt.mappings().version))
             pulled = await run_cycle(ctx, CycleKind.SWEEP if args.sweep else CycleKind.PULL)
-            if rt.tracker.inline is None:  # an external tracker: apply what the pull wrote
+            if ctx.sink.queued:  # an external tracker: apply what the pull wrote
                 try:
                     await run_cycle(ctx, CycleKind.TRACKER)
                 except RetryLater as exc:
@@ -533,9 +533,10 @@ def cmd_tickets_update(config: Config, args: argparse.Namespace) -> int:
     from connector.mapping_reload import MappingHolder
     from connector.sync.push import ingest
     from connector.tracker.builtin import OfficerAction, TrackerRefusal
+    from connector.tracker.sink import sink_for
 
     tracker = _tracker(config)
-    desk, inline = tracker.desk(), tracker.inline
+    desk, inline = tracker.desk(), sink_for(tracker).in_database
     if desk is None or inline is None:
         return _officers_work_in(tracker)
     if args.status is None and args.reply is None and args.note is None:

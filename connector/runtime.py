@@ -1,5 +1,6 @@
 """The part factories: from validated settings, the store, the LAPOR! client, the tracker
-(and the mapping in force), bundled as a ``Runtime``."""
+(and the mapping in force), bundled as a ``Runtime``. The tracker's sink (where the pull's
+decisions go: ``tracker/sink.py``) is picked once, with the sync context."""
 
 from __future__ import annotations
 

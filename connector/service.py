@@ -114,7 +114,7 @@ async def _serve(rt: Runtime, smtp_password: str | None = None) -> int:
                        s.max_backoff_s)
     coordinators = [pull, push]
     tracker_job = None
-    if rt.tracker.inline is None:
+    if ctx.sink.queued:
         # An external tracker: its own job, failures and recovery logged by its coordinator;
         # LAPOR! intake goes on whatever the tracker does.
         tracker_job = Coordinator("tracker", lambda: run_cycle(ctx, CycleKind.TRACKER),

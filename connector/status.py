@@ -233,9 +233,10 @@ def _tracker_health(conn: Connection, tracker: TrackerPort, now: datetime,
                     findings: list[dict[str, str]]) -> dict[str, Any]:
     """The tracker intents (external trackers): pending, failed, and the last contact."""
     from connector.store import intents
+    from connector.tracker.sink import sink_for
 
     info: dict[str, Any] = {"kind": tracker.kind}
-    if tracker.inline is not None:
+    if not sink_for(tracker).queued:
         return info
     info.update(intents.health(conn))
     down = info["unreachable"]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, Row, Select, and_, delete, func, insert, select, update
 
@@ -18,7 +18,9 @@ from connector.domain import Facts, Period
 from connector.store.schema import followup_complaints as fc
 from connector.store.schema import followup_periods as fp
 from connector.timeutil import as_utc, iso, iso_wita
-from connector.tracker.rows import ClockJSON, OverdueJSON
+
+if TYPE_CHECKING:  # JSON shapes only: the store never imports the trackers
+    from connector.tracker.rows import ClockJSON, OverdueJSON
 
 
 def _ts(v: datetime | None) -> datetime | None:

@@ -8,15 +8,20 @@ from __future__ import annotations
 
 import enum
 import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, func, insert, select, update
 
+from connector.privacy import without_reporter
 from connector.store import state
 from connector.store.keys import StateKey
 from connector.store.schema import tracker_intents, tracker_issues
-from connector.tracker.port import CREATE, Intent, Payload, without_reporter
+
+# The kinds of intent, as stored (``tracker_intents.kind``); the tracker port's names.
+CREATE, UPDATE, MESSAGE = "create", "update", "message"
 
 
 class IntentState(enum.StrEnum):
@@ -31,7 +36,20 @@ class IntentState(enum.StrEnum):
 OPEN = (IntentState.PENDING, IntentState.FAILED)
 
 
-def add(conn: Connection, rows: list[tuple[str, str, Payload]], now: datetime) -> None:
+@dataclass(frozen=True)
+class StoredIntent:
+    """An intent as the store keeps it; the tracker port reads it as an ``Intent``."""
+
+    id: int
+    tracking_id: str
+    kind: str  # CREATE | UPDATE | MESSAGE
+    payload: Mapping[str, Any]  # the kind's payload (``tracker/port.py``), from JSON
+    attempts: int  # including the one about to be made
+    issue_ref: str | None  # the complaint's issue, when known
+
+
+def add(conn: Connection, rows: Sequence[tuple[str, str, Mapping[str, Any]]],
+        now: datetime) -> None:
     """(tracking id, kind, payload) in order: their ids are the order of application."""
     if rows:
         conn.execute(insert(tracker_intents), [
@@ -42,7 +60,8 @@ def add(conn: Connection, rows: list[tuple[str, str, Payload]], now: datetime) -
 
 
 def forget_reporter(conn: Connection, tracking_id: str) -> None:
-    """The complaint became anonim: a create not yet applied loses the reporter too."""
+    """The complaint became anonim (``connector/privacy.py`` decided): a create not yet
+    applied loses the reporter too."""
     for row in conn.execute(select(tracker_intents.c.id, tracker_intents.c.payload).where(
             tracker_intents.c.tracking_id == tracking_id, tracker_intents.c.kind == CREATE,
             tracker_intents.c.state.in_(OPEN))).all():
@@ -51,7 +70,7 @@ def forget_reporter(conn: Connection, tracking_id: str) -> None:
                       .values(payload=json.dumps(payload)))
 
 
-def due(conn: Connection, now: datetime, limit: int) -> list[Intent]:
+def due(conn: Connection, now: datetime, limit: int) -> list[StoredIntent]:
     """The oldest open intent of each complaint, if it is due: strictly in order. A failed
     intent holds back the later ones of its complaint (it is retried on its schedule)."""
     firsts = (select(func.min(tracker_intents.c.id).label("id"))
@@ -62,8 +81,8 @@ def due(conn: Connection, now: datetime, limit: int) -> list[Intent]:
          .outerjoin(tracker_issues, tracker_issues.c.tracking_id == tracker_intents.c.tracking_id)
          .where(tracker_intents.c.next_attempt_at <= now)
          .order_by(tracker_intents.c.id).limit(limit))
-    return [Intent(r.id, r.tracking_id, r.kind, json.loads(r.payload or "{}"), r.attempts + 1,
-                   r.known_ref) for r in conn.execute(q)]
+    return [StoredIntent(r.id, r.tracking_id, r.kind, json.loads(r.payload or "{}"),
+                         r.attempts + 1, r.known_ref) for r in conn.execute(q)]
 
 
 def start(conn: Connection, intent_id: int) -> None:
@@ -72,11 +91,12 @@ def start(conn: Connection, intent_id: int) -> None:
                  .values(attempts=tracker_intents.c.attempts + 1))
 
 
-def done(conn: Connection, intent: Intent, ref: str, kind: str, now: datetime) -> None:
+def done(conn: Connection, intent_id: int, tracking_id: str, ref: str, kind: str,
+         now: datetime) -> None:
     """Settle the intent and record the complaint's issue, in one transaction."""
-    conn.execute(update(tracker_intents).where(tracker_intents.c.id == intent.id).values(
+    conn.execute(update(tracker_intents).where(tracker_intents.c.id == intent_id).values(
         state=IntentState.DONE, payload=None, issue_ref=ref, done_at=now, last_error=None))
-    set_ref(conn, intent.tracking_id, kind, ref, now)
+    set_ref(conn, tracking_id, kind, ref, now)
     contact(conn, now)
 
 

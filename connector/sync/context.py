@@ -18,6 +18,7 @@ from connector.store import Store
 from connector.sync.core import Cadence
 from connector.timeutil import utcnow
 from connector.tracker.port import TrackerPort
+from connector.tracker.sink import Sink, sink_for
 
 T = TypeVar("T")
 
@@ -41,7 +42,7 @@ class SyncContext:
     config: Config
     store: Store
     client: LaporClient
-    tracker: TrackerPort  # the built-in one also offers `inline` (same transaction)
+    tracker: TrackerPort
     mappings: Callable[[], Mappings]  # the mapping in force now (live reload swaps it)
     now: Callable[[], datetime] = utcnow
     # Set on SIGTERM: cycles stop at their next commit point instead of being cut off.
@@ -53,9 +54,12 @@ class SyncContext:
     # durations). Nothing under connector/sync reads a clock of its own.
     monotonic: Callable[[], float] = time.monotonic
     cadence: Cadence = field(default_factory=Cadence)  # how often a pull commits
+    # Where the pull's decisions go (``tracker/sink.py``): picked once, from the tracker.
+    sink: Sink = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.tracker.bind(self.store)
+        self.sink = sink_for(self.tracker)
 
     async def db(self, fn: Callable[[Connection], T]) -> T:
         """Run one transaction, whole: no await inside, so no cancellation can split it.

@@ -117,7 +117,7 @@ async def push(ctx: SyncContext) -> PushStats:
     stats = PushStats()
     ctx.observer.progress("push", stats.as_dict())  # all zero: a new cycle's totals begin
     mappings = ctx.mappings()
-    inline = ctx.tracker.inline
+    inline = ctx.sink.in_database
     if inline is not None:  # the built-in tracker: read in the same transaction
         stats.queued = await ctx.db(lambda conn: ingest(conn, inline, mappings, ctx.now()))
     else:

@@ -46,7 +46,8 @@ async def work(ctx: SyncContext) -> WorkStats:
     stats = WorkStats()
     max_backoff = ctx.config.settings.sync.max_backoff_s
     while stats.applied + stats.failed < MAX_PER_CYCLE:
-        due = await ctx.db(lambda conn: intents.due(conn, ctx.now(), BATCH))
+        stored = await ctx.db(lambda conn: intents.due(conn, ctx.now(), BATCH))
+        due = [Intent.of(i) for i in stored]
         if not due:
             break
         for intent in due:
@@ -85,5 +86,6 @@ async def _apply_one(ctx: SyncContext, intent: Intent, stats: WorkStats,
                     intent=intent.id, kind=intent.kind, reason=reason)
         return
     now = ctx.now()
-    await ctx.db(lambda conn: intents.done(conn, intent, ref, port.kind, now))
+    await ctx.db(lambda conn: intents.done(conn, intent.id, intent.tracking_id, ref,
+                                           port.kind, now))
     stats.applied += 1

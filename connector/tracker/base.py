@@ -90,6 +90,16 @@ class OfficerChange:
     at: datetime
 
 
+@dataclass(frozen=True)
+class OfficerAction:
+    """What an officer does to a ticket at the desk or with ``tickets update``."""
+
+    status: str | None = None
+    reply: str | None = None
+    note: str | None = None
+    author: str = "petugas"
+
+
 class Tracker(abc.ABC):
     @abc.abstractmethod
     def create_ticket(self, conn: Connection, ticket: NewTicket, now: datetime) -> str:

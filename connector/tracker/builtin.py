@@ -4,21 +4,24 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import Connection, CursorResult, Row, bindparam, func, insert, or_, select, update
 
+from connector import privacy
 from connector.domain import ChangeId
 from connector.errors import ConnectorError
 from connector.lapor.wire import clean_text
+from connector.privacy import PrivacyChange
 from connector.store.schema import messages, status_history, tickets, tracker_changes
 from connector.timeutil import as_utc, iso, iso_wita
 from connector.tracker.base import (
     Direction,
     NewMessage,
     NewTicket,
+    OfficerAction,
     OfficerChange,
     TicketUpdate,
     Tracker,
@@ -51,14 +54,6 @@ class TrackerRefusal(ConnectorError):
     def __init__(self, message: str, exit_code: int):
         super().__init__(message)
         self.exit_code = exit_code
-
-
-@dataclass(frozen=True)
-class OfficerAction:
-    status: str | None = None
-    reply: str | None = None
-    note: str | None = None
-    author: str = "petugas"
 
 
 class BuiltinTracker(Tracker, TrackerPort):
@@ -188,27 +183,34 @@ class BuiltinTracker(Tracker, TrackerPort):
             values["body"] = upd.body
         if "title" in values or "body" in values:
             notes.append("Judul/isi laporan diubah di LAPOR!; salinan di tiket diganti.")
-        if upd.anonymous and not row.anonymous:
-            identity = [v for v in (row.reporter_name, row.reporter_email, row.reporter_phone)
-                        if v and len(v.strip()) >= 3]
-            values.update(anonymous=True, reporter_name=None, reporter_email=None,
-                          reporter_phone=None)
-            for key, new in (("title", upd.title), ("body", upd.body)):  # as set above
-                values[key] = _scrub(getattr(row, key) if new is None else new, identity)
-            if row.attachments:
-                values["attachments"] = json.dumps(_scrub_json(json.loads(row.attachments),
-                                                               identity))
-            for m in conn.execute(select(messages.c.id, messages.c.text, messages.c.author)
-                                  .where(messages.c.ticket_id == row.id)).all():
-                text, author = _scrub(m.text, identity), _scrub(m.author, identity)
-                if (text, author) != (m.text, m.author):
-                    conn.execute(update(messages).where(messages.c.id == m.id).values(
-                        text=text, author=author))
+        change = PrivacyChange.of(upd.anonymous, upd.confidential,
+                                  was_anonymous=row.anonymous, was_confidential=row.confidential)
+        if change.forget_reporter:
+            self._forget_reporter(conn, row, upd, values)
             notes.append("Laporan kini anonim di LAPOR!; identitas pelapor dihapus dari tiket.")
-        if upd.confidential and not row.confidential:
+        if change.restrict:
             values["confidential"] = True
             notes.append("Laporan kini rahasia di LAPOR!; tiket dibatasi (restricted).")
         return tuple(NewMessage(Direction.INTERNAL, "Konektor LAPOR!", n, now) for n in notes)
+
+    def _forget_reporter(self, conn: Connection, row: Row[Any], upd: TicketUpdate,
+                         values: dict[str, object]) -> None:
+        """Apply a later anonim: the reporter off the ticket, its messages and attachment
+        metadata (``connector/privacy.py`` decides what counts as their identity)."""
+        ident = privacy.identity((row.reporter_name, row.reporter_email, row.reporter_phone))
+        values.update(anonymous=True, reporter_name=None, reporter_email=None,
+                      reporter_phone=None)
+        for key, new in (("title", upd.title), ("body", upd.body)):  # as set above
+            values[key] = privacy.scrub(getattr(row, key) if new is None else new, ident)
+        if row.attachments:
+            values["attachments"] = json.dumps(privacy.scrub_json(json.loads(row.attachments),
+                                                                  ident))
+        for m in conn.execute(select(messages.c.id, messages.c.text, messages.c.author)
+                              .where(messages.c.ticket_id == row.id)).all():
+            text, author = privacy.scrub(m.text, ident), privacy.scrub(m.author, ident)
+            if (text, author) != (m.text, m.author):
+                conn.execute(update(messages).where(messages.c.id == m.id).values(
+                    text=text, author=author))
 
     def record_attachments(self, conn: Connection, ref: str,
                            attachments: Sequence[AttachmentMeta]) -> None:
@@ -360,23 +362,6 @@ def _ticket_values(ticket: NewTicket, now: datetime) -> dict[str, object]:
 def _message_values(ticket_id: int, m: NewMessage, source: str) -> dict[str, object]:
     return {"ticket_id": ticket_id, "direction": m.direction, "author": m.author[:200],
             "text": m.text, "at": m.at, "source": source, "lapor_followup_id": m.followup_id}
-
-
-def _scrub(text: str, identity: list[str]) -> str:
-    for value in identity:
-        if value in text:
-            text = text.replace(value, "[identitas dihapus]")
-    return text
-
-
-def _scrub_json(obj: object, identity: list[str]) -> object:
-    if isinstance(obj, str):
-        return _scrub(obj, identity)
-    if isinstance(obj, list):
-        return [_scrub_json(v, identity) for v in obj]
-    if isinstance(obj, dict):
-        return {k: _scrub_json(v, identity) for k, v in obj.items()}
-    return obj
 
 
 def _new_id(result: CursorResult[Any]) -> int:

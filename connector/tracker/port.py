@@ -12,7 +12,8 @@ namespaced by the tracker's kind (``redmine:<journal id>``).
 
 The built-in tracker lives in the same database: it implements this port too, and also
 offers ``inline`` (the synchronous ``Tracker`` interface) so the pull applies its
-decisions in the pull's own transaction, an optimisation that writes no intents.
+decisions in the pull's own transaction, an optimisation that writes no intents. Only
+the seam (``tracker/sink.py``: ``sink_for``) reads ``inline``; the shells call the sink.
 
 Optional capabilities (reporting, the officer's desk of the ``tickets`` commands and
 the demo officer) are asked for with ``reporting()`` and ``desk()``; ``None`` means the
@@ -28,10 +29,14 @@ from typing import TYPE_CHECKING, Protocol, TypedDict, cast
 
 from sqlalchemy import Connection
 
+from connector.store.intents import CREATE as CREATE
+from connector.store.intents import MESSAGE as MESSAGE
+from connector.store.intents import UPDATE as UPDATE
 from connector.tracker.base import (
     Direction,
     NewMessage,
     NewTicket,
+    OfficerAction,
     OfficerChange,
     TicketUpdate,
     Tracker,
@@ -46,9 +51,7 @@ from connector.tracker.rows import (
 
 if TYPE_CHECKING:
     from connector.store import Store
-    from connector.tracker.builtin import OfficerAction
-
-CREATE, UPDATE, MESSAGE = "create", "update", "message"
+    from connector.store.intents import StoredIntent
 
 
 # -- plain-data payloads (JSON in the intents table): datetimes as ISO 8601 text ------------
@@ -100,6 +103,12 @@ class Intent:
     # Including this one: above 1, an earlier try may have reached the tracker.
     attempts: int = 1
     issue_ref: str | None = None  # the complaint's issue, when known
+
+    @staticmethod
+    def of(stored: StoredIntent) -> Intent:
+        """The store's row, read as the payload its kind says (JSON, so not checked)."""
+        return Intent(stored.id, stored.tracking_id, stored.kind,
+                      cast(Payload, stored.payload), stored.attempts, stored.issue_ref)
 
     def ticket(self) -> NewTicket:
         """A ``create`` intent's ticket."""
@@ -246,7 +255,3 @@ def update_from(p: UpdatePayload) -> TicketUpdate:
                         reason=p.get("reason"), title=p.get("title"), body=p.get("body"),
                         anonymous=p.get("anonymous"), confidential=p.get("confidential"))
 
-
-def without_reporter(p: TicketPayload) -> TicketPayload:
-    """A create payload whose complaint became anonim before it was applied."""
-    return {**p, "anonymous": True, "reporter": None}

@@ -17,7 +17,9 @@ from datetime import UTC, datetime, timedelta
 import structlog
 from sqlalchemy import Connection, func, select
 
+from connector import privacy
 from connector.mappings import Mappings
+from connector.privacy import PrivacyChange
 from connector.timeutil import human, wita_date
 from connector.tracker.base import NewMessage, NewTicket, OfficerChange, TicketUpdate
 from connector.tracker.port import (
@@ -108,12 +110,11 @@ def redescribe(current: str, body: str | None, anonymous: bool) -> str:
                 # As written on the line (escaped) and as typed (in the text block).
                 identity += [form for v in line[len(REPORTER):].split(" / ")
                              for form in (v.strip(), html.unescape(v.strip()))
-                             if len(form) >= 3]
+                             if len(form) >= privacy.MIN_IDENTITY]
                 continue
             out.append(line)
         text = "\n".join(out)
-        for value in identity:
-            text = text.replace(value, "[identitas dihapus]")
+        text = privacy.scrub(text, identity)
     return text
 
 
@@ -229,7 +230,8 @@ class RedmineTracker(TrackerPort):
             due = wita_date(u.due_at)
             if due != issue.due_date and (issue.start_date is None or due >= issue.start_date):
                 kw["due_date"] = due
-        if u.confidential and not issue.is_private:
+        if PrivacyChange.of(None, u.confidential, was_anonymous=False,
+                            was_confidential=issue.is_private).restrict:
             kw["is_private"] = True
             notes.append("Laporan kini rahasia di LAPOR!; isu dijadikan privat.")
         if u.title is not None:
@@ -241,10 +243,14 @@ class RedmineTracker(TrackerPort):
             if current is None:
                 full = await self.client().issue(issue.id)
                 current = (full.description if full is not None else None) or ""
-            new = redescribe(current, u.body, bool(u.anonymous))
+            # An issue keeps no anonim flag: the decision always applies, and removes the
+            # reporter's line (this tracker's copy of the identity) when there is one.
+            forget = PrivacyChange.of(u.anonymous, None, was_anonymous=False,
+                                      was_confidential=False).forget_reporter
+            new = redescribe(current, u.body, forget)
             if new != current:
                 kw["description"] = new
-            if u.anonymous and REPORTER in current:
+            if forget and REPORTER in current:
                 notes.append("Laporan kini anonim di LAPOR!; identitas pelapor dihapus.")
             if u.body is not None:
                 notes.append("Judul/isi laporan diubah di LAPOR!; deskripsi diganti.")
