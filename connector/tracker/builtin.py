@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import Connection, CursorResult, Row, bindparam, func, insert, or_, select, update
 
-from connector.errors import ConnectorError
+from connector.errors import TrackerRefusal
 from connector.lapor.wire import clean_text
 from connector.store.schema import messages, status_history, tickets, tracker_changes
 from connector.timeutil import as_utc, iso, iso_wita
@@ -42,14 +42,6 @@ if TYPE_CHECKING:
 
 MAX_REPLY = 5000
 T = TypeVar("T")
-
-
-class TrackerRefusal(ConnectorError):
-    """An officer action (or an intent) the tracker refuses; ``exit_code`` per CONTRACT."""
-
-    def __init__(self, message: str, exit_code: int):
-        super().__init__(message)
-        self.exit_code = exit_code
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ texts such as "Subject cannot be blank"), never complaint content.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any, TypedDict
@@ -34,7 +34,12 @@ from typing import Any, TypedDict
 import httpx
 
 from connector import __version__
-from connector.errors import ConfigError, ConnectorError, Fatal, RetryLater
+from connector.errors import (
+    ConfigError,
+    RedmineAuthRefused,
+    RedmineRefused,
+    RedmineUnavailable,
+)
 from connector.settings import is_loopback
 
 API_KEY_HEADER = "X-Redmine-API-Key"
@@ -60,41 +65,6 @@ class IssueChanges(TypedDict, total=False):
     due_date: date
     subject: str
     description: str
-
-
-# -- errors -------------------------------------------------------------------------------
-
-
-class RedmineUnavailable(RetryLater):
-    """Redmine is down, slow or failing (timeouts, 5xx, 429): back off and try again."""
-
-    def __init__(self, message: str, *, status: int | None = None):
-        super().__init__(message)
-        self.status = status
-
-
-class RedmineAuthRefused(Fatal):
-    """Redmine refused the API key (401): a person must fix REDMINE_API_KEY."""
-
-
-class RedmineRefused(ConnectorError):
-    """Redmine refused or ignored a change for a reason a person must look at.
-
-    A permission refusal (403), a missing issue or project (404), a validation error
-    (422), or a change Redmine silently dropped (workflow, unknown project). Visible and
-    retryable: the worker marks the intent failed, shows it in ``status`` and tries
-    again on its slow schedule or by hand; it never skips it silently. ``reason`` is a
-    short code; ``errors`` are Redmine's own field-level messages.
-    """
-
-    def __init__(self, what: str, reason: str, *, status: int | None = None,
-                 errors: Sequence[str] = ()):
-        detail = f": {'; '.join(errors)}" if errors else ""
-        super().__init__(f"Redmine refused {what} ({reason}){detail}")
-        self.what = what
-        self.reason = reason
-        self.status = status
-        self.errors = tuple(errors)
 
 
 # -- plain data ---------------------------------------------------------------------------
