@@ -190,15 +190,10 @@ class PageCut(RetryLater):
 
 # -- SkipRecord: this record alone -------------------------------------------------------
 
-
 # Failures one record's data can cause while it is read or decided on: that record is
 # set aside (SkipRecord, quarantine), never the rest of the page. Data errors only: a
 # KeyError or TypeError is a bug of ours and fails the cycle.
 RECORD_ERRORS = (ValueError, OverflowError, RecursionError, UnicodeError)
-
-# What Python raises when a decoded JSON document has the wrong shape for what is read
-# from it (a list where a dict belongs, a missing key, a string for a number).
-MALFORMED = (ValueError, KeyError, TypeError, AttributeError)
 
 
 class SkipRecord(ConnectorError):
@@ -227,9 +222,6 @@ class TooDeep(SkipRecord):
         super().__init__("(not yet known)", "invalid_record",
                          "invalid fields: (nesting too deep)")
 
-
-# What reading a text file raises when it is missing, unreadable or not UTF-8.
-UNREADABLE = (OSError, UnicodeDecodeError)
 
 # Nesting too deep, found by our own bound or by Python's.
 NESTED_TOO_DEEP = (TooDeep, RecursionError)
@@ -327,6 +319,13 @@ class InvalidAccount(AccountError, InvalidRequest):
 
 
 # -- foreign errors become ours ----------------------------------------------------------
+
+# What Python raises when a decoded JSON document has the wrong shape for what is read
+# from it (a list where a dict belongs, a missing key, a string for a number).
+MALFORMED = (ValueError, KeyError, TypeError, AttributeError)
+
+# What reading a text file raises when it is missing, unreadable or not UTF-8.
+UNREADABLE = (OSError, UnicodeDecodeError)
 
 Kinds = type[BaseException] | tuple[type[BaseException], ...]
 Rules = Mapping[Kinds, Callable[[Any], BaseException]]
