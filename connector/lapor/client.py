@@ -290,8 +290,8 @@ class LaporClient:
                 retry_after = parse_retry_after(
                     answer.headers.get("Retry-After"), self._wall(), self._max_retry_after
                 )
-                raise AttemptFailed(f"HTTP {answer.status} {kode or ''}".strip(), answer.status,
-                                 kode, retry_after)
+                raise AttemptFailed(f"HTTP {answer.status} {kode or ''}".strip(),
+                                    answer.status, kode, retry_after)
             raise Rejected(answer.status, kode or f"http_{answer.status}", fields)
 
     async def _send(
@@ -314,12 +314,12 @@ class LaporClient:
                 return _Answer(resp.status_code, resp.headers, b"".join(chunks))
         except TimeoutError:
             code = "ReadTimeout"
-            raise AttemptFailed("ReadTimeout (the answer took longer than the call's deadline)") \
-                from None
+            raise AttemptFailed(
+                "ReadTimeout (the answer took longer than the call's deadline)") from None
         except httpx.RequestError as exc:  # transport errors, and a body that won't decode
             code = exc.__class__.__name__
             raise AttemptFailed(exc.__class__.__name__,
-                             cut=isinstance(exc, httpx.RemoteProtocolError | httpx.ReadError)) \
+                                cut=isinstance(exc, httpx.RemoteProtocolError | httpx.ReadError)) \
                 from None
         finally:
             if self.observer is not None:
