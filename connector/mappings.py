@@ -20,6 +20,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
+from connector.errors import UNREADABLE, FileTooLarge, MappingError, NotRegularFile
 from connector.lapor.models import LAPOR_STATUSES, PUSH_STATUSES
 
 LOCAL_STATUSES = ("new", "in_progress", "resolved", "closed")
@@ -96,14 +97,6 @@ class HolidaysFile(_Model):
     holiday: list[HolidayRow] = []
 
 
-class MappingError(Exception):
-    """One or more problems in the mapping files; ``problems`` are ready to print."""
-
-    def __init__(self, problems: list[str]):
-        super().__init__("\n".join(problems))
-        self.problems = problems
-
-
 @dataclass(frozen=True)
 class Outbound:
     lapor: str
@@ -158,15 +151,6 @@ def _entry(loc: tuple[Any, ...], data: dict[str, Any]) -> tuple[str, str]:
 MAX_FILE_BYTES = 4 * 1024 * 1024  # the shipped files are a few KB
 
 
-class NotRegularFile(OSError):
-    """A mapping path that is a FIFO, a device or a folder: never read (a FIFO blocks,
-    /dev/zero never ends)."""
-
-
-class FileTooLarge(OSError):
-    """A mapping file over ``MAX_FILE_BYTES``."""
-
-
 def read_file(path: Path, limit: int = MAX_FILE_BYTES) -> bytes:
     """A mapping file's bytes: regular files only, at most ``limit`` bytes. Opened
     without blocking, so a FIFO put there cannot hold the reader."""
@@ -196,7 +180,7 @@ def _read(path: Path, problems: list[str]) -> dict[str, Any] | None:
     except FileTooLarge:
         problems.append(f"{name}: -: -: cannot read (larger than {MAX_FILE_BYTES} bytes)")
         return None
-    except (OSError, UnicodeDecodeError) as exc:
+    except UNREADABLE as exc:
         problems.append(f"{name}: -: -: cannot read ({exc.__class__.__name__})")
         return None
     try:

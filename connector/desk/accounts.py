@@ -19,6 +19,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 from sqlalchemy import Connection, Row, and_, delete, func, insert, select, update
 
+from connector.errors import AccountError, InvalidAccount
 from connector.store.schema import (
     desk_audit,
     desk_login_failures,
@@ -47,14 +48,6 @@ class Role(enum.StrEnum):
     ADMIN = "admin"  # reads everything; manages accounts
 
 
-class AccountError(ValueError):
-    """A request about an account that is refused; ``exit_code`` as CONTRACT.md says."""
-
-    def __init__(self, message: str, exit_code: int = 2):
-        super().__init__(message)
-        self.exit_code = exit_code
-
-
 @dataclass(frozen=True)
 class User:
     id: int
@@ -77,8 +70,8 @@ class User:
 
 def check_new_password(password: str) -> None:
     if len(password) < MIN_PASSWORD:
-        raise AccountError(f"the password has {len(password)} characters; at least "
-                           f"{MIN_PASSWORD} are needed")
+        raise InvalidAccount(f"the password has {len(password)} characters; at least "
+                             f"{MIN_PASSWORD} are needed")
 
 
 def hash_new(password: str) -> str:
@@ -100,22 +93,22 @@ def validate(login: str, name: str, role: str, agencies: list[str], email: str |
              known_agencies: set[str]) -> Role:
     """The checks of ``users add`` (exit 2, naming the problem); returns the role."""
     if not LOGIN_RE.fullmatch(login):
-        raise AccountError(f"login {login!r}: 2 to 64 lowercase letters, digits, '.', '_' "
-                           "or '-', starting with a letter or digit")
+        raise InvalidAccount(f"login {login!r}: 2 to 64 lowercase letters, digits, '.', '_' "
+                             "or '-', starting with a letter or digit")
     if not name.strip() or len(name) > 200:
-        raise AccountError("--name: give the person's name (at most 200 characters)")
+        raise InvalidAccount("--name: give the person's name (at most 200 characters)")
     try:
         parsed = Role(role)
     except ValueError:
-        raise AccountError(f"--role: unknown role {role!r} (petugas, pimpinan or admin)") \
+        raise InvalidAccount(f"--role: unknown role {role!r} (petugas, pimpinan or admin)") \
             from None
     for code in agencies:
         if code not in known_agencies:
-            raise AccountError(f"--agency: unknown agency {code!r} (see agencies.toml)")
+            raise InvalidAccount(f"--agency: unknown agency {code!r} (see agencies.toml)")
     if parsed in (Role.PETUGAS, Role.PIMPINAN) and not agencies:
-        raise AccountError(f"--role {parsed}: give the agency with --agency CODE")
+        raise InvalidAccount(f"--role {parsed}: give the agency with --agency CODE")
     if email is not None and not EMAIL_RE.fullmatch(email):
-        raise AccountError(f"--email: not an e-mail address: {email!r}")
+        raise InvalidAccount(f"--email: not an e-mail address: {email!r}")
     return parsed
 
 
@@ -129,7 +122,7 @@ def add_user(conn: Connection, login: str, name: str, role: Role, agencies: list
              email: str | None, password_hash: str, now: datetime,
              must_change: bool) -> User:
     if conn.execute(select(desk_users.c.id).where(desk_users.c.login == login)).first():
-        raise AccountError(f"login {login!r} exists already", exit_code=1)
+        raise AccountError(f"login {login!r} exists already")
     conn.execute(insert(desk_users).values(
         login=login, name=name.strip(), role=str(role),
         agencies="," + ",".join(dict.fromkeys(agencies)) + ",", email=email,
@@ -161,7 +154,7 @@ def officers_of(conn: Connection, agency: str) -> list[User]:
 def _must_exist(conn: Connection, login: str) -> User:
     user = get_user(conn, login)
     if user is None:
-        raise AccountError(f"no user with login {login!r}", exit_code=1)
+        raise AccountError(f"no user with login {login!r}")
     return user
 
 

@@ -17,6 +17,7 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import suppress
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -29,23 +30,25 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type
 
 from connector import __version__
 from connector.errors import (
+    MALFORMED,
     RECORD_ERRORS,
     AnswerUnreadable,
+    AttemptFailed,
     AuthRefused,
     CursorExpired,
     LaporUnavailable,
+    PageCut,
     Rejected,
+    Rules,
     SkipRecord,
+    TooLarge,
+    UnsupportedEncoding,
+    mapped,
 )
 from connector.lapor import models as m
 from connector.lapor import reasons, wire
 from connector.lapor.budget import RequestBudget
-from connector.lapor.decoding import (
-    ACCEPT_ENCODING,
-    BoundedDecoder,
-    TooLarge,
-    UnsupportedEncoding,
-)
+from connector.lapor.decoding import ACCEPT_ENCODING, BoundedDecoder
 from connector.lapor.paging import NO_PROGRESS_PAGES, PageSizer, Progress
 from connector.lapor.policy import (
     RETRY_STATUSES,
@@ -65,21 +68,6 @@ MAX_CURSOR_RESTARTS = 5
 log = structlog.get_logger("connector.lapor")
 
 
-class _Transient(Exception):
-    def __init__(self, what: str, status: int | None = None, kode: str | None = None,
-                 retry_after: float | None = None, cut: bool = False):
-        super().__init__(what)
-        self.what = what
-        self.status = status
-        self.kode = kode
-        self.retry_after = retry_after
-        self.cut = cut  # the answer broke off mid-way (a link that drops long answers)
-
-
-class _PageCut(Exception):
-    """A feed page broke off and a smaller one may pass: the feed asks again at once."""
-
-
 @dataclass
 class _Answer:
     status: int
@@ -97,14 +85,13 @@ class _Answer:
 
 
 def _error_parts(answer: _Answer) -> tuple[str | None, list[str]]:
-    try:
+    with suppress(*MALFORMED):  # an error answer that names nothing usable
         err = answer.json().get("error") or {}
         kode = err.get("kode")
         rincian = err.get("rincian")
         fields = sorted(str(k) for k in rincian) if isinstance(rincian, dict) else []
         return (kode if isinstance(kode, str) else None), fields
-    except (ValueError, AttributeError):
-        return None, []
+    return None, []
 
 
 class _Tokens:
@@ -137,10 +124,8 @@ class _Tokens:
             json={"client_id": self._creds.client_id, "client_secret": self._creds.client_secret},
             auth=False,
         )
-        try:
+        with mapped({MALFORMED: lambda _: LaporUnavailable("LAPOR! token answer malformed")}):
             token = wire.Token.model_validate(answer.json().get("data"))
-        except (ValueError, ValidationError, AttributeError):
-            raise LaporUnavailable("LAPOR! token answer malformed") from None
         self.fetched += 1
         self._token = token.access_token
         margin = min(self._margin, token.expires_in / 2)
@@ -222,7 +207,7 @@ class LaporClient:
 
     def _wait(self, state: RetryCallState) -> float:
         exc = state.outcome.exception() if state.outcome else None
-        if isinstance(exc, _Transient) and exc.retry_after is not None:
+        if isinstance(exc, AttemptFailed) and exc.retry_after is not None:
             return exc.retry_after
         base, cap = self._backoff
         return backoff(state.attempt_number, base, cap, self._rng())
@@ -236,7 +221,7 @@ class LaporClient:
 
         ``guard`` runs just before every request is sent; whatever it raises ends the call
         at once (the push re-checks the instance lease and the key's lifetime per POST).
-        ``cut_ends``: an answer that breaks off mid-way raises ``_PageCut`` at once
+        ``cut_ends``: an answer that breaks off mid-way raises ``PageCut`` at once
         instead of being asked for again as it was (the feed then asks for less).
         """
         deadline = self.clock() + self._deadline_s
@@ -244,12 +229,12 @@ class LaporClient:
         def stop(state: RetryCallState) -> bool:
             upcoming = state.upcoming_sleep or 0.0
             exc = state.outcome.exception() if state.outcome else None
-            if cut_ends and isinstance(exc, _Transient) and exc.cut:
+            if cut_ends and isinstance(exc, AttemptFailed) and exc.cut:
                 return True
             return state.attempt_number >= MAX_ATTEMPTS or self.clock() + upcoming > deadline
 
         retrying = AsyncRetrying(
-            retry=retry_if_exception_type(_Transient), stop=stop, wait=self._wait,
+            retry=retry_if_exception_type(AttemptFailed), stop=stop, wait=self._wait,
             sleep=self._sleep, reraise=True,
         )
         try:
@@ -259,9 +244,9 @@ class LaporClient:
                         self.retries += 1
                     return await self._attempt(method, path, params, json, headers, auth,
                                                guard)
-        except _Transient as exc:
+        except AttemptFailed as exc:
             if cut_ends and exc.cut:
-                raise _PageCut(exc.what) from None
+                raise PageCut(exc.what) from None
             raise LaporUnavailable(
                 f"LAPOR! unavailable: {exc.what} (gave up after the call's deadline)",
                 status=exc.status, kode=exc.kode,
@@ -293,7 +278,7 @@ class LaporClient:
                 refreshed = True
                 continue
             if outcome is Outcome.REFRESH_TOKEN:
-                raise _Transient(f"token refused twice ({kode})", answer.status, kode)
+                raise AttemptFailed(f"token refused twice ({kode})", answer.status, kode)
             if outcome is Outcome.FATAL_AUTH:
                 raise AuthRefused(
                     "LAPOR! refused the client credentials (kredensial_tidak_valid): check "
@@ -305,8 +290,8 @@ class LaporClient:
                 retry_after = parse_retry_after(
                     answer.headers.get("Retry-After"), self._wall(), self._max_retry_after
                 )
-                raise _Transient(f"HTTP {answer.status} {kode or ''}".strip(), answer.status,
-                                 kode, retry_after)
+                raise AttemptFailed(f"HTTP {answer.status} {kode or ''}".strip(),
+                                    answer.status, kode, retry_after)
             raise Rejected(answer.status, kode or f"http_{answer.status}", fields)
 
     async def _send(
@@ -329,12 +314,12 @@ class LaporClient:
                 return _Answer(resp.status_code, resp.headers, b"".join(chunks))
         except TimeoutError:
             code = "ReadTimeout"
-            raise _Transient("ReadTimeout (the answer took longer than the call's deadline)") \
-                from None
+            raise AttemptFailed(
+                "ReadTimeout (the answer took longer than the call's deadline)") from None
         except httpx.RequestError as exc:  # transport errors, and a body that won't decode
             code = exc.__class__.__name__
-            raise _Transient(exc.__class__.__name__,
-                             cut=isinstance(exc, httpx.RemoteProtocolError | httpx.ReadError)) \
+            raise AttemptFailed(exc.__class__.__name__,
+                                cut=isinstance(exc, httpx.RemoteProtocolError | httpx.ReadError)) \
                 from None
         finally:
             if self.observer is not None:
@@ -347,10 +332,8 @@ class LaporClient:
 
     async def ping(self) -> datetime:
         data, _ = await self._data("GET", f"{API}/ping", auth=False)
-        try:
+        with mapped({MALFORMED: lambda _: LaporUnavailable("LAPOR! ping answer malformed")}):
             return wire.parse_wib(data["waktu_server"])
-        except (KeyError, TypeError, ValueError):
-            raise LaporUnavailable("LAPOR! ping answer malformed") from None
 
     async def feed(
         self, since: Callable[[], datetime | None], page_size: int = 100
@@ -387,7 +370,7 @@ class LaporClient:
                     data, meta = _envelope(answer, f"{API}/laporan")
                 except LaporUnavailable:
                     if shrinkable and _cut_short(answer):  # whole JSON never arrived
-                        raise _PageCut("cut short") from None
+                        raise PageCut("cut short") from None
                     raise
             except CursorExpired:
                 # Only restarts without progress count: a feed that keeps expiring cursors
@@ -397,7 +380,7 @@ class LaporClient:
                     raise LaporUnavailable("feed cursor kept expiring") from None
                 cursor, seen, reached, progress = None, set(), None, Progress()
                 continue
-            except _PageCut:
+            except PageCut:
                 # Logged once when it first shrinks (a warning), then each step (info).
                 first = self.pages.cut(page_size)
                 (log.warning if first else log.info)(
@@ -435,23 +418,19 @@ class LaporClient:
             if reason is None:
                 raise
             raise SkipRecord(tracking_id, reason) from None
-        try:
-            doc = answer.json()
-            data = doc["data"]
-        except RecursionError:
-            raise SkipRecord(tracking_id, "invalid_record",
-                             "invalid fields: (nesting too deep)") from None
-        except (ValueError, KeyError, TypeError):
+        with mapped({
+            RecursionError: lambda _: SkipRecord(tracking_id, "invalid_record",
+                                                 "invalid fields: (nesting too deep)"),
             # A body cut off mid-JSON (or otherwise unreadable): transient-looking.
-            raise SkipRecord(tracking_id, "truncated_response",
-                             "the detail answer is not complete JSON") from None
-        try:
+            MALFORMED: lambda _: SkipRecord(tracking_id, "truncated_response",
+                                            "the detail answer is not complete JSON"),
+        }):
+            data = answer.json()["data"]
+        # This record alone (e.g. OverflowError on a date): push's verify too, not only the
+        # pull, must see it as one record's problem. A KeyError or TypeError here is ours.
+        with mapped({RECORD_ERRORS: lambda exc: SkipRecord(
+                tracking_id, "invalid_record", f"cannot be read: {exc.__class__.__name__}")}):
             return wire.parse_complaint(data, tracking_id, wire.needs_cleaning(answer.body))
-        except RECORD_ERRORS as exc:
-            # This record alone (e.g. OverflowError on a date): push's verify too, not only
-            # the pull, must see it as one record's problem.
-            raise SkipRecord(tracking_id, "invalid_record",
-                             f"cannot be read: {exc.__class__.__name__}") from None
 
     async def post_follow_up(
         self, tracking_id: str, request: m.FollowUpRequest, idempotency_key: str,
@@ -469,12 +448,10 @@ class LaporClient:
             if 200 <= exc.status < 300:  # accepted, but the answer was too large to read
                 raise AnswerUnreadable(tracking_id) from None
             raise
-        try:
+        with mapped({MALFORMED: lambda _: AnswerUnreadable(tracking_id)}):
             got = wire.TindakLanjutDibuat.model_validate(answer.json()["data"])
             if str(got.tracking_id) != tracking_id:
                 raise ValueError("answer names another complaint")
-        except (ValueError, KeyError, TypeError, ValidationError):
-            raise AnswerUnreadable(tracking_id) from None
         return m.Receipt(str(got.id), str(got.tracking_id), got.dibuat,
                          replayed=answer.status == 200)
 
@@ -486,10 +463,8 @@ class LaporClient:
 
     async def _list(self, name: str, model: type[W]) -> list[W]:
         data, _ = await self._data("GET", f"{API}/{name}")
-        try:
+        with mapped({MALFORMED: lambda _: LaporUnavailable(f"LAPOR! {name} answer malformed")}):
             return [model.model_validate(item) for item in data]
-        except (ValidationError, TypeError):
-            raise LaporUnavailable(f"LAPOR! {name} answer malformed") from None
 
     async def download(
         self, attachment: m.Attachment, dest_dir: Path, *, max_bytes: int,
@@ -510,7 +485,7 @@ class LaporClient:
         token = await self.tokens.get()
         await self.budget.acquire()
         self.requests["lampiran"] += 1
-        try:
+        with mapped(_DOWNLOAD_FAILED):
             # One deadline for the whole download: the read timeout restarts with every
             # byte, so a server sending one byte every few seconds would hold it forever.
             async with asyncio.timeout(self._deadline_s), self._http.stream(
@@ -539,18 +514,15 @@ class LaporClient:
                 except BaseException:
                     Path(tmp).unlink(missing_ok=True)
                     raise
-        except TimeoutError:
-            raise LaporUnavailable("attachment download cut at the call's deadline") from None
-        except httpx.RequestError as exc:
-            raise LaporUnavailable(
-                f"attachment download failed: {exc.__class__.__name__}") from None
 
 
 async def _bounded(resp: httpx.Response, limit: int,
                    too_large: str = "respons_terlalu_besar") -> AsyncIterator[bytes]:
     """The decoded body, never more than ``limit`` bytes on the wire or decoded; refused
     (``Rejected``) past it, or when it stacks content codings."""
-    try:
+    with mapped({TooLarge: lambda _: Rejected(resp.status_code, too_large),
+                 UnsupportedEncoding: lambda _: Rejected(resp.status_code,
+                                                         "pengodean_tidak_didukung")}):
         if resp.is_stream_consumed:  # built in memory (a test's MockTransport): decoded
             decoder = BoundedDecoder(None, limit)
             raws: AsyncIterator[bytes] = _one_chunk(resp.content)
@@ -562,10 +534,6 @@ async def _bounded(resp: httpx.Response, limit: int,
                 yield out
         if tail := decoder.flush():
             yield tail
-    except TooLarge:
-        raise Rejected(resp.status_code, too_large) from None
-    except UnsupportedEncoding:
-        raise Rejected(resp.status_code, "pengodean_tidak_didukung") from None
 
 
 async def _one_chunk(data: bytes) -> AsyncIterator[bytes]:
@@ -583,6 +551,14 @@ def attachment_file_name(attachment_id: str, mime: str) -> str:
     readable = "".join(c for c in attachment_id if c.isascii() and (c.isalnum() or c in "-_"))
     suffix = _SUFFIXES.get(mime, ".bin")
     return f"{readable[:40]}-{digest}{suffix}" if readable else f"{digest}{suffix}"
+
+
+# A download that fails on the way: LAPOR! (or the link to it) is unavailable for now.
+_DOWNLOAD_FAILED: Rules = {
+    TimeoutError: lambda _: LaporUnavailable("attachment download cut at the call's deadline"),
+    httpx.RequestError: lambda exc: LaporUnavailable(
+        f"attachment download failed: {exc.__class__.__name__}"),
+}
 
 
 def _kind(method: str, path: str) -> str:
@@ -607,11 +583,12 @@ def _cut_short(answer: _Answer) -> bool:
 
 
 def _envelope(answer: _Answer, path: str) -> tuple[Any, dict[str, Any]]:
-    try:
+    def malformed(_: BaseException) -> LaporUnavailable:
+        return LaporUnavailable(f"LAPOR! answered {path} with a malformed envelope")
+
+    with mapped({MALFORMED: malformed, RecursionError: malformed}):
         doc = answer.json()
         return doc["data"], doc.get("meta") or {}
-    except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
-        raise LaporUnavailable(f"LAPOR! answered {path} with a malformed envelope") from None
 
 
 def _parse_page(data: Any, meta: dict[str, Any], cleaning: bool = True) -> m.Page:

@@ -13,15 +13,9 @@ import zlib
 
 import httpx
 
+from connector.errors import TooLarge, UnsupportedEncoding
+
 ACCEPT_ENCODING = "gzip, deflate"  # what the client asks for: exactly what it can decode
-
-
-class TooLarge(Exception):
-    """The decoded (or the wire) size passed the limit."""
-
-
-class UnsupportedEncoding(Exception):
-    """More than one content coding, or one this client never asked for."""
 
 
 def codings(header: str | None) -> list[str]:

@@ -7,12 +7,13 @@ that fails validation becomes an ``InvalidRecord`` naming fields, never values.
 from __future__ import annotations
 
 import re
+from contextlib import suppress
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
-from connector.errors import InvalidRecord
+from connector.errors import MALFORMED, NESTED_TOO_DEEP, InvalidRecord, TooDeep
 from connector.lapor import models as m
 from connector.timeutil import format_wib, parse_wib
 
@@ -20,10 +21,6 @@ ZERO_DATES = ("0001-01-01 00:00:00", "0000-00-00 00:00:00")
 MAX_DEPTH = 32  # LAPOR!'s records nest 3 levels; anything far deeper is hostile
 _SURROGATES = re.compile("[\ud800-\udfff]")
 _ESCAPED_SURROGATE = re.compile(rb"\\u[dD][89a-fA-F]")
-
-
-class TooDeep(Exception):
-    """A JSON value nested deeper than any LAPOR! record."""
 
 
 def is_zero_date(value: Any) -> bool:
@@ -220,10 +217,9 @@ class UnitKerja(_Wire):
 
 
 def _lenient_wib(value: Any) -> datetime | None:
-    try:
+    with suppress(*MALFORMED):
         return _wib(value)
-    except (ValueError, TypeError):
-        return None
+    return None
 
 
 class FeedMeta(_Wire):
@@ -264,15 +260,10 @@ def parse_summary(raw: Any, cleaning: bool = True) -> m.Summary | m.BadSummary:
         if cleaning:
             raw = clean(raw, [])
         return LaporanRingkas.model_validate(raw).to_domain()
-    except (TooDeep, RecursionError):
+    except NESTED_TOO_DEEP:
         return m.BadSummary(raw_tracking_id(raw), ("(nesting too deep)",), None)
     except ValidationError as exc:
-        updated = None
-        if isinstance(raw, dict):
-            try:
-                updated = _wib(raw.get("diperbarui"))
-            except (ValueError, TypeError):
-                updated = None
+        updated = _lenient_wib(raw.get("diperbarui")) if isinstance(raw, dict) else None
         return m.BadSummary(raw_tracking_id(raw), tuple(field_names(exc)), updated)
 
 
@@ -293,7 +284,7 @@ def parse_complaint(raw: Any, expected_id: str, cleaning: bool = True) -> m.Comp
             raw = {**raw, "batas_tindak_lanjut": None}  # optional: a zero date means none
             repairs.append("batas_tindak_lanjut: zero date treated as absent")
         complaint = Laporan.model_validate(raw).to_domain(tuple(sorted(set(repairs))))
-    except (TooDeep, RecursionError):
+    except NESTED_TOO_DEEP:
         raise InvalidRecord(expected_id, ["(nesting too deep)"]) from None
     except ValidationError as exc:
         raise InvalidRecord(expected_id, field_names(exc)) from None

@@ -12,7 +12,7 @@ from sqlalchemy import Connection, CursorResult, Row, bindparam, func, insert, o
 
 from connector import privacy
 from connector.domain import ChangeId
-from connector.errors import ConnectorError
+from connector.errors import TrackerRefusal
 from connector.lapor.wire import clean_text
 from connector.privacy import PrivacyChange
 from connector.store.schema import messages, status_history, tickets, tracker_changes
@@ -46,14 +46,6 @@ if TYPE_CHECKING:
 
 MAX_REPLY = 5000
 T = TypeVar("T")
-
-
-class TrackerRefusal(ConnectorError):
-    """An officer action (or an intent) the tracker refuses; ``exit_code`` per CONTRACT."""
-
-    def __init__(self, message: str, exit_code: int):
-        super().__init__(message)
-        self.exit_code = exit_code
 
 
 class BuiltinTracker(Tracker, TrackerPort):

@@ -26,7 +26,7 @@ texts such as "Subject cannot be blank"), never complaint content.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any, TypedDict
@@ -34,7 +34,14 @@ from typing import Any, TypedDict
 import httpx
 
 from connector import __version__
-from connector.errors import ConfigError, ConnectorError, Fatal, RetryLater
+from connector.errors import (
+    MALFORMED,
+    ConfigError,
+    RedmineAuthRefused,
+    RedmineRefused,
+    RedmineUnavailable,
+    mapped,
+)
 from connector.settings import is_loopback
 
 API_KEY_HEADER = "X-Redmine-API-Key"
@@ -60,41 +67,6 @@ class IssueChanges(TypedDict, total=False):
     due_date: date
     subject: str
     description: str
-
-
-# -- errors -------------------------------------------------------------------------------
-
-
-class RedmineUnavailable(RetryLater):
-    """Redmine is down, slow or failing (timeouts, 5xx, 429): back off and try again."""
-
-    def __init__(self, message: str, *, status: int | None = None):
-        super().__init__(message)
-        self.status = status
-
-
-class RedmineAuthRefused(Fatal):
-    """Redmine refused the API key (401): a person must fix REDMINE_API_KEY."""
-
-
-class RedmineRefused(ConnectorError):
-    """Redmine refused or ignored a change for a reason a person must look at.
-
-    A permission refusal (403), a missing issue or project (404), a validation error
-    (422), or a change Redmine silently dropped (workflow, unknown project). Visible and
-    retryable: the worker marks the intent failed, shows it in ``status`` and tries
-    again on its slow schedule or by hand; it never skips it silently. ``reason`` is a
-    short code; ``errors`` are Redmine's own field-level messages.
-    """
-
-    def __init__(self, what: str, reason: str, *, status: int | None = None,
-                 errors: Sequence[str] = ()):
-        detail = f": {'; '.join(errors)}" if errors else ""
-        super().__init__(f"Redmine refused {what} ({reason}){detail}")
-        self.what = what
-        self.reason = reason
-        self.status = status
-        self.errors = tuple(errors)
 
 
 # -- plain data ---------------------------------------------------------------------------
@@ -235,12 +207,10 @@ class RedmineClient:
                     body: Mapping[str, object] | None = None) -> JSON:
         """One attempt; the decoded JSON body (``None`` for an empty answer): unchecked
         JSON, which the ``_issue``/``_list``/``_named`` readers check."""
-        try:
+        with mapped({httpx.TransportError: lambda exc: RedmineUnavailable(  # timeouts too
+                f"Redmine unavailable during {what}: {exc.__class__.__name__}")}):
             async with self._http.stream(method, path, params=params, json=body) as resp:
                 raw = await self._read_capped(resp, what)
-        except (httpx.TimeoutException, httpx.TransportError) as exc:
-            raise RedmineUnavailable(
-                f"Redmine unavailable during {what}: {exc.__class__.__name__}") from None
         status = resp.status_code
         if 200 <= status < 300:
             if not raw.strip():
@@ -279,11 +249,10 @@ class RedmineClient:
 
     async def current_user(self) -> User:
         doc = await self._call("GET", "/users/current.json", "current user")
-        try:
+        with mapped({MALFORMED: lambda _: RedmineUnavailable(
+                "Redmine answered current user malformed")}):
             u = doc["user"]
             return User(int(u["id"]), str(u["login"]), bool(u.get("admin", False)))
-        except (KeyError, TypeError, ValueError):
-            raise RedmineUnavailable("Redmine answered current user malformed") from None
 
     async def trackers(self) -> list[Named]:
         doc = await self._call("GET", "/trackers.json", "trackers")
@@ -298,13 +267,12 @@ class RedmineClient:
         doc = await self._call("GET", "/custom_fields.json", "custom fields")
         out = []
         for c in _list(doc, "custom_fields"):
-            try:
+            with mapped({MALFORMED: lambda _: RedmineUnavailable(
+                    "Redmine answered custom fields malformed")}):
                 out.append(CustomField(
                     int(c["id"]), str(c["name"]), str(c.get("customized_type", "")),
                     str(c.get("field_format", "")), bool(c.get("is_filter", False)),
                     tuple(int(t["id"]) for t in c.get("trackers") or ())))
-            except (KeyError, TypeError, ValueError):
-                raise RedmineUnavailable("Redmine answered custom fields malformed") from None
         return out
 
     async def project(self, identifier: str) -> Named | None:
@@ -316,10 +284,9 @@ class RedmineClient:
             if exc.reason in ("not_found", "forbidden"):
                 return None
             raise
-        try:
+        with mapped({MALFORMED: lambda _: RedmineUnavailable(
+                "Redmine answered project malformed")}):
             return _named(doc["project"])
-        except (KeyError, TypeError):
-            raise RedmineUnavailable("Redmine answered project malformed") from None
 
     async def tracker_id(self, name: str, *, refresh: bool = False) -> int:
         if self._trackers is None or refresh:
@@ -513,11 +480,10 @@ def _list(doc: JSON, key: str) -> list[dict[str, JSON]]:
 
 
 def _named(raw: JSON) -> Named:
-    try:
+    with mapped({MALFORMED: lambda _: RedmineUnavailable(
+            "Redmine answered a malformed name/id pair")}):
         return Named(int(raw["id"]), str(raw["name"]), bool(raw.get("is_closed", False)),
                      raw.get("identifier"))
-    except (KeyError, TypeError, ValueError):
-        raise RedmineUnavailable("Redmine answered a malformed name/id pair") from None
 
 
 def _time(value: JSON) -> datetime:
@@ -525,7 +491,7 @@ def _time(value: JSON) -> datetime:
 
 
 def _issue(doc: JSON, key: str | None) -> Issue:
-    try:
+    with mapped({MALFORMED: lambda _: RedmineUnavailable("Redmine answered an issue malformed")}):
         raw = doc[key] if key is not None else doc
         due = raw.get("due_date")
         return Issue(
@@ -544,8 +510,6 @@ def _issue(doc: JSON, key: str | None) -> Issue:
             description=None if "description" not in raw else str(raw["description"] or ""),
             start_date=date.fromisoformat(raw["start_date"]) if raw.get("start_date") else None,
         )
-    except (KeyError, TypeError, ValueError, AttributeError):
-        raise RedmineUnavailable("Redmine answered an issue malformed") from None
 
 
 def _journal(raw: dict[str, JSON]) -> Journal:
