@@ -51,6 +51,8 @@ def render_status(rep: HealthReport) -> str:
     if rep.restored:
         lines.append(f"Restored?: {rep.restored.message} (first seen "
                      f"{human_iso(rep.restored.first_seen)})")
+    if rep.restored_watermark:
+        lines.append(f"Restored?: {rep.restored_watermark.message}")
     lines.append("Tickets by agency:")
     for agency, by_status in sorted(rep.tickets.items()):
         parts = ", ".join(f"{k}={v}" for k, v in sorted(by_status.items()))

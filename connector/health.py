@@ -156,6 +156,21 @@ class RestoredHealth:
 
 
 @dataclass(frozen=True)
+class RestoredWatermark:
+    """The watermark is behind the furthest one this connector ever committed for this
+    database (noted outside it): restored from a backup. Not a degradation: the next pulls
+    re-read LAPOR! from the restored watermark."""
+
+    watermark: str | None
+    furthest_watermark: str
+    message: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"watermark": self.watermark, "furthest_watermark": self.furthest_watermark,
+                "message": self.message}
+
+
+@dataclass(frozen=True)
 class NotifyRefusal:
     recipient: str  # masked
     count: int
@@ -193,6 +208,7 @@ class HealthReport:
     tracker: TrackerHealth = TrackerHealth("builtin")
     storage: StorageHealth = StorageHealth()
     restored: RestoredHealth | None = None
+    restored_watermark: RestoredWatermark | None = None
     notify: NotifyHealth = NotifyHealth()
 
     @property
@@ -223,5 +239,7 @@ class HealthReport:
             "tracker": self.tracker.as_dict(),
             "storage": self.storage.as_dict(),
             "restored": None if self.restored is None else self.restored.as_dict(),
+            "restored_watermark": None if self.restored_watermark is None
+            else self.restored_watermark.as_dict(),
             "notify": self.notify.as_dict(),
         }

@@ -25,6 +25,7 @@ from connector.health import (
     PullHealth,
     PullRunning,
     RestoredHealth,
+    RestoredWatermark,
     StorageHealth,
     TrackerHealth,
 )
@@ -32,8 +33,9 @@ from connector.logging import redact_text
 from connector.mappings import MappingError, load
 from connector.notify import queue as notify_queue
 from connector.settings import Config, load_credentials
-from connector.store import followups, state
+from connector.store import followups, furthest, state
 from connector.store.base import backend_for
+from connector.store.keys import StateKey
 from connector.store.sqlite import SqliteBackend
 from connector.store.state import RunRecord
 from connector.sync.core import SETTLED_REASONS
@@ -111,7 +113,7 @@ def report(conn: Connection, config: Config, tracker: TrackerPort,
         last_sweep=state.get_last_sweep(conn),
         mapping=MappingHealth(files_version, loaded_version, mapping_error),
         overdue=overdue_health, tracker=tracker_info, storage=storage,
-        restored=_restored(conn),
+        restored=_restored(conn), restored_watermark=_restored_watermark(conn, config),
         notify=NotifyHealth(notify_queue.counts(conn), refused_mail)))
 
 
@@ -214,6 +216,24 @@ def _restored(conn: Connection) -> RestoredHealth | None:
         "sent them (recognised, not sent again); the pulls re-read LAPOR! from "
         "the watermark. With the built-in tracker, officers' changes made after "
         "the backup and not yet on LAPOR! are lost: see the README (Restore)")
+
+
+def _restored_watermark(conn: Connection, config: Config) -> RestoredWatermark | None:
+    """Whether the watermark went back: behind the furthest one this connector committed
+    for this same database (its nonce), which a file outside the database remembers."""
+    known = furthest.read(furthest.marker_path(config.database_url, config.attachments_dir))
+    watermark = state.get_watermark(conn)
+    if known is None or not furthest.behind(known, watermark,
+                                            state.get_value(conn, StateKey.DB_NONCE)):
+        return None
+    at, ahead = iso(watermark), iso(known.watermark)
+    return RestoredWatermark(
+        at, ahead or "",
+        f"the database looks restored from a backup: its watermark ({at or 'none'}) is "
+        f"behind {ahead}, the furthest this connector has committed; the next pulls re-read "
+        f"LAPOR! from {at or 'the start'}, which brings back every complaint changed since "
+        "(nothing to do). With the built-in tracker, officers' changes made after the "
+        "backup and not yet on LAPOR! are lost: see the README (Restore)")
 
 
 def free_bytes(config: Config) -> int | None:

@@ -9,9 +9,11 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import structlog
+from sqlalchemy import Connection
 
 from connector.errors import ConnectorError
-from connector.store import state
+from connector.store import furthest, state
+from connector.store.keys import StateKey
 from connector.sync.context import SyncContext
 from connector.sync.pull import pull
 from connector.sync.push import push
@@ -73,6 +75,8 @@ async def run_cycle(ctx: SyncContext, kind: CycleKind) -> CycleResult:
     result = CycleResult(kind, counts, _dur(ctx, t0))
     await _record(ctx, recorded, started, True, result.summary, None)
     log.info("sweep_cycle" if sweep else f"{recorded}_cycle", **result.summary)
+    if recorded is CycleKind.PULL:
+        await _remember_furthest(ctx)
     return result
 
 
@@ -89,3 +93,26 @@ async def _record(ctx: SyncContext, kind: CycleKind, started: datetime, ok: bool
         # The storage itself failed; the caller reports the original error.
         log.warning("run_record_failed", kind=kind)
 
+
+async def _remember_furthest(ctx: SyncContext) -> None:
+    """Note the watermark just committed outside the database, so that ``status`` can tell
+    a restored database (its watermark behind this one). Never fails the cycle."""
+    path = furthest.marker_path(ctx.config.database_url, ctx.config.attachments_dir)
+    if path is None:
+        return
+
+    def read(conn: Connection) -> tuple[datetime | None, str | None]:
+        return state.get_watermark(conn), state.get_value(conn, StateKey.DB_NONCE)
+
+    try:
+        watermark, nonce = await ctx.db(read)
+    except ConnectorError:
+        return  # the storage failed just now: the next pull notes it
+    known = furthest.read(path)
+    if watermark is None or not nonce or not furthest.advanced(known, watermark, nonce):
+        return
+    try:
+        furthest.write(path, furthest.Furthest(watermark, nonce))
+    except OSError as exc:
+        log.warning("furthest_watermark_unwritten", path=str(path),
+                    error=exc.__class__.__name__)
