@@ -114,7 +114,8 @@ async def test_status_tells_a_watermark_behind_the_furthest_committed(
     # The next pull re-reads LAPOR! from the restored watermark and catches up.
     fake_time.t += 120
     await h.pull()
-    assert watermark(h) is not None and watermark(h) >= ahead  # type: ignore[operator]
+    caught_up = watermark(h)
+    assert caught_up is not None and caught_up >= ahead
     rep, text = status(h)
     assert rep["restored_watermark"] is None and rep["healthy"] and "Restored?" not in text
 
@@ -156,4 +157,5 @@ async def test_a_missing_damaged_or_unwritable_marker_never_breaks_a_cycle(
     pulled = await h.pull()
     assert pulled["fetched"] >= 0 and path.is_dir()
     assert status(h)[0]["restored_watermark"] is None
-    assert h.store.run(lambda c: state.last_runs(c, "pull"))[0].ok  # type: ignore[union-attr]
+    last = h.store.run(lambda c: state.last_runs(c, "pull"))[0]
+    assert last is not None and last.ok

@@ -227,8 +227,15 @@ async def _post(ctx: SyncContext, e: OutboxEntry, unit: int, mappings: Mappings,
         await _defer(ctx, e, exc.kode or "unavailable", stats)
         raise
 
-    restored = receipt.replayed and core.looks_restored(never_tried, as_utc(receipt.at),
-                                                        key_used_at)
+    await _sent(ctx, e, unit, receipt, mappings, stats,
+                restored=receipt.replayed and core.looks_restored(
+                    never_tried, as_utc(receipt.at), key_used_at))
+
+
+async def _sent(ctx: SyncContext, e: OutboxEntry, unit: int, receipt: m.Receipt,
+                mappings: Mappings, stats: PushStats, restored: bool) -> None:
+    """LAPOR! has the follow-up: the entry is sent, and the complaint's clock knows it."""
+    eid, tid = e.id, e.tracking_id
 
     def done(conn: Connection) -> None:
         state.mark_sent(conn, eid, receipt.id, ctx.now())
