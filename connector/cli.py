@@ -339,7 +339,7 @@ def cmd_sync(config: Config, args: argparse.Namespace) -> int:
             pushed = await run_cycle(ctx, CycleKind.PUSH)
             line = summary_line(pulled, pushed)
             if args.sweep:
-                line += f" sweep=1 late={pulled.get('late', 0)}"
+                line += f" sweep=1 late={pulled.counts.get('late', 0)}"
             print("sync ok: " + line)
             return EXIT_OK
         except (RetryLater, Fatal, ApiError) as exc:  # ApiError: LAPOR! refused feed/token
@@ -685,10 +685,10 @@ def cmd_status(config: Config, args: argparse.Namespace) -> int:
     tracker = _tracker(config)
     rep = _in_store(config, lambda c: report(c, config, tracker, utcnow()))
     if args.json:
-        _print_json(rep)
+        _print_json(rep.as_dict())
     else:
         print(render_status(rep))
-    return EXIT_OK if rep["healthy"] else EXIT_FAIL
+    return EXIT_OK if rep.healthy else EXIT_FAIL
 
 
 def cmd_quarantine_list(config: Config, args: argparse.Namespace) -> int:

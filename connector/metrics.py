@@ -30,6 +30,7 @@ from prometheus_client import (
 from prometheus_client.exposition import ThreadingWSGIServer
 
 from connector import __version__
+from connector.health import Finding, HealthReport
 from connector.logging import redact_text
 
 log = structlog.get_logger("connector.metrics")
@@ -166,7 +167,7 @@ class Reachability:
 class Monitor:
     """Computes the health report and the gauges on the loop; serves them from a thread."""
 
-    def __init__(self, metrics: Metrics, compute: Callable[[], dict[str, Any]],
+    def __init__(self, metrics: Metrics, compute: Callable[[], HealthReport],
                  failures: Callable[[], Mapping[str, int]], reach: Reachability,
                  now: Callable[[], datetime], stale_after_s: float = 30.0,
                  clock: Callable[[], float] = time.monotonic):
@@ -186,47 +187,53 @@ class Monitor:
         self._server: WSGIServer | None = None
         self._reasons: set[str] = set()
 
-    def refresh(self) -> dict[str, Any]:
-        """One transaction's worth of reading; call on the loop (as every DB access)."""
-        rep = dict(self._compute())
+    def refresh(self) -> HealthReport:
+        """One transaction's worth of reading; call on the loop (as every DB access).
+        Returns the report as served: the computed one with the daemon's own findings."""
+        computed = self._compute()
         failures = dict(self._failures())
-        findings = rep["findings"] = list(rep["findings"])
         for job, n in failures.items():
             self.metrics.failures.labels(job).set(n)
-        if failures.get("pull"):
-            findings.append({"code": "pull_failing",
-                             "message": f"the last {failures['pull']} pull(s) failed; see the "
-                                        "log (pull_failing)"})
-        down = self.reach.unreachable_for()
-        if down >= UNREACHABLE_AFTER_S:
-            findings.append({"code": "lapor_unreachable",
-                             "message": f"LAPOR! has not answered for {int(down)} s "
-                                        f"({self.reach.last_error})"})
-        rep["healthy"] = not findings
-        m = self.metrics
-        for kind, gauge in (("pull", m.pull_last_success), ("push", m.push_last_success)):
-            ok = rep[kind].get("last_ok")
-            if ok:
-                gauge.set(datetime.fromisoformat(ok["finished_at"]).timestamp())
-        for st in OUTBOX_STATES:
-            m.outbox.labels(st).set(rep["outbox"].get(st, 0))
-        m.quarantine.set(sum(rep["quarantine"].values()))
-        for reason in self._reasons - set(rep["quarantine"]):
-            m.quarantine_by_reason.labels(reason).set(0)  # emptied since: 0, not the old count
-        for reason, n in rep["quarantine"].items():
-            m.quarantine_by_reason.labels(reason).set(n)
-        self._reasons |= set(rep["quarantine"])
-        m.overdue.set(rep["overdue"]["count"])
-        tracker = rep.get("tracker") or {}
-        for st in ("pending", "failed"):
-            m.intents.labels(st).set(tracker.get(st, 0))
-        if tracker.get("last_contact"):
-            m.tracker_contact.set(datetime.fromisoformat(tracker["last_contact"]).timestamp())
-        m.healthy.set(1 if rep["healthy"] else 0)
-        self._body = json.dumps(rep, ensure_ascii=False, indent=2).encode()
-        self._healthy = rep["healthy"]
+        rep = computed.with_findings(self._own_findings(failures))
+        self._gauges(rep)
+        self._body = json.dumps(rep.as_dict(), ensure_ascii=False, indent=2).encode()
+        self._healthy = rep.healthy
         self._refreshed = self._clock()
         return rep
+
+    def _own_findings(self, failures: Mapping[str, int]) -> tuple[Finding, ...]:
+        """What only the daemon knows: its pulls failing, LAPOR! not answering."""
+        found: list[Finding] = []
+        if failures.get("pull"):
+            found.append(Finding("pull_failing", f"the last {failures['pull']} pull(s) failed; "
+                                                 "see the log (pull_failing)"))
+        down = self.reach.unreachable_for()
+        if down >= UNREACHABLE_AFTER_S:
+            found.append(Finding("lapor_unreachable", f"LAPOR! has not answered for {int(down)} s "
+                                                      f"({self.reach.last_error})"))
+        return tuple(found)
+
+    def _gauges(self, rep: HealthReport) -> None:
+        m = self.metrics
+        for job, gauge in ((rep.pull, m.pull_last_success), (rep.push, m.push_last_success)):
+            if job.last_ok is not None:
+                gauge.set(job.last_ok.finished_at.timestamp())
+        by_state = rep.outbox.by_state()
+        for st in OUTBOX_STATES:
+            m.outbox.labels(st).set(by_state[st])
+        m.quarantine.set(sum(rep.quarantine.values()))
+        for reason in self._reasons - set(rep.quarantine):
+            m.quarantine_by_reason.labels(reason).set(0)  # emptied since: 0, not the old count
+        for reason, n in rep.quarantine.items():
+            m.quarantine_by_reason.labels(reason).set(n)
+        self._reasons |= set(rep.quarantine)
+        m.overdue.set(rep.overdue.count)
+        queue = rep.tracker.queue or {}
+        for st in ("pending", "failed"):
+            m.intents.labels(st).set(queue.get(st, 0))
+        if queue.get("last_contact"):
+            m.tracker_contact.set(datetime.fromisoformat(queue["last_contact"]).timestamp())
+        m.healthy.set(1 if rep.healthy else 0)
 
     def failed(self, error: str) -> None:
         """The report itself could not be computed (e.g. the database is down)."""

@@ -28,6 +28,7 @@ from connector.errors import (
     RetryLater,
     StorageError,
 )
+from connector.health import HealthReport
 from connector.logging import configure_for
 from connector.metrics import Metrics, Monitor, Reachability, probe
 from connector.notify import send as notify_send
@@ -293,14 +294,14 @@ class _Overdue:
 
 def _health_report(rt: Runtime, ctx: SyncContext,
                    storage_failure: Callable[[], str | None] | None = None,
-                   ) -> Callable[[], dict[str, Any]]:
+                   ) -> Callable[[], HealthReport]:
     """The report behind /healthz and the gauges, every HEALTH_REFRESH_S. The mapping
     files' state comes from the daemon's own reload; the overdue query (the costly part,
     over every complaint) runs at most every OVERDUE_REFRESH_S: due times are minutes
     apart and pulls commit once a minute."""
     cache = _Overdue()
 
-    def tx(conn: Connection) -> dict[str, Any]:
+    def tx(conn: Connection) -> HealthReport:
         now, t = ctx.now(), ctx.monotonic()
         if cache.value is None or t - cache.at >= OVERDUE_REFRESH_S:
             cache.value, cache.at = followups.overdue(conn, now, OVERDUE_SHOWN), t

@@ -43,13 +43,13 @@ class Harness:
                                now=lambda: datetime.fromtimestamp(int(fake_time.t), UTC))
 
     async def pull(self) -> dict[str, Any]:
-        return await run_cycle(self.ctx, "pull")
+        return (await run_cycle(self.ctx, "pull")).summary
 
     async def sweep(self) -> dict[str, Any]:
-        return await run_cycle(self.ctx, "sweep")
+        return (await run_cycle(self.ctx, "sweep")).summary
 
     async def push(self) -> dict[str, Any]:
-        return await run_cycle(self.ctx, "push")
+        return (await run_cycle(self.ctx, "push")).summary
 
     async def sync(self) -> tuple[dict[str, Any], dict[str, Any]]:
         return await self.pull(), await self.push()

@@ -18,6 +18,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from connector import __version__
+from connector.health import HealthReport
 from connector.metrics import Metrics, Reachability
 from connector.settings import DEMO_CLIENT_ID, DEMO_CLIENT_SECRET
 from tests.conftest import ROOT, write_config
@@ -198,11 +199,19 @@ def test_alert_rules_use_only_metrics_the_connector_exports() -> None:
             assert name in exported, name
 
 
-def fake_report(quarantine: dict[str, int], healthy: bool = True) -> dict[str, object]:
-    return {"healthy": healthy, "findings": [] if healthy else [{"code": "pull_stale"}],
-            "pull": {"last_ok": {"finished_at": "2026-11-28T00:00:00+00:00"}},
-            "push": {"last_ok": None}, "outbox": {"pending": 2, "sent": 5, "failed": 1},
-            "quarantine": quarantine, "overdue": {"count": 3}}
+def fake_report(quarantine: dict[str, int], healthy: bool = True) -> HealthReport:
+    from datetime import UTC, datetime
+
+    from connector.health import Finding, OutboxHealth, OverdueHealth, PullHealth
+    from connector.store.state import RunRecord
+
+    ended = datetime.fromisoformat("2026-11-28T00:00:00+00:00")
+    return HealthReport(
+        now=datetime.now(UTC), settings="settings.toml", database="sqlite",
+        findings=() if healthy else (Finding("pull_stale", ""),),
+        pull=PullHealth(last_ok=RunRecord(ended, ended, True, {}, None)),
+        outbox=OutboxHealth(pending=2, sent=5, failed=1),
+        quarantine=quarantine, overdue=OverdueHealth(count=3))
 
 
 def test_monitor_serves_health_and_gauges_from_what_the_loop_computed() -> None:

@@ -362,7 +362,7 @@ async def test_5xx_is_final_and_shown_masked_4xx_is_retried(
     fake_time.t += 3600
     await mailer.tick()
     assert not smtp.handler.to(gone)  # final: never tried again
-    health = h.store.run(lambda c: report(c, h.config, h.tracker, h.ctx.now()))
+    health = h.store.run(lambda c: report(c, h.config, h.tracker, h.ctx.now()).as_dict())
     finding = next(f for f in health["findings"] if f["code"] == "notify_failed")
     masked = core.mask(gone)
     assert masked in finding["message"] and gone not in str(health)

@@ -91,7 +91,7 @@ async def test_complaints_become_issues_and_officers_answer_from_redmine(
     c, officer = rm
     pulled = await h.pull()
     assert pulled["created"] > 0
-    done = await run_cycle(h.ctx, "tracker")
+    done = (await run_cycle(h.ctx, "tracker")).summary
     assert done["failed"] == 0
     links = h.store.run(lambda conn: state.get_links(conn, sorted(h.visible())))
     refs = h.store.run(intents.refs)

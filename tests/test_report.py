@@ -139,7 +139,7 @@ async def test_done_when_twelve_complaints_two_agencies(tmp_path: Path, db_url: 
     assert h.store.run(lambda c: followups.overdue(c, datetime.now(UTC), 1))[0] == 2
     # The health refresh lists a few and counts all.
     short = h.store.run(lambda c: status_report(c, h.config, h.tracker, datetime.now(UTC),
-                                                overdue_shown=1))["overdue"]
+                                                overdue_shown=1).as_dict())["overdue"]
     assert short["count"] == 2 and len(short["tickets"]) == 1
     assert short["tickets"][0]["tracking_id"] in {str(tids[2]), str(tids[7])}
     _, out, _ = cli(capsys, cfg, "tickets", "list")

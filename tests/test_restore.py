@@ -111,7 +111,7 @@ async def test_restore_with_the_builtin_tracker(
     assert "Dikirim setelah backup." in [m["text"] for m in h.ticket(after["tracking_id"])
                                          ["messages"]]
     # And status says what happened.
-    rep = h.store.run(lambda c: report(c, h.config, h.tracker, h.ctx.now()))
+    rep = h.store.run(lambda c: report(c, h.config, h.tracker, h.ctx.now()).as_dict())
     assert rep["restored"] is not None, rep["restored"]
     assert rep["restored"]["followups_found"] >= 1
 
@@ -247,7 +247,7 @@ async def test_restore_with_redmine(tmp_path: Path, db_url: str, another_db: Cal
             for tid in h.visible():
                 if h.store.run(lambda c, tid=tid: state.get_link(c, tid)) is not None:
                     assert len(await connector.find_issues(tid)) == 1, tid
-            rep = h.store.run(lambda c: report(c, h.config, h.ctx.tracker, h.ctx.now()))
+            rep = h.store.run(lambda c: report(c, h.config, h.ctx.tracker, h.ctx.now()).as_dict())
             assert rep["restored"] is not None and rep["restored"]["followups_found"] >= 1
 
 

@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy import select
 
 from connector.cli_format import render_status as render
+from connector.health import HealthReport
 from connector.sandbox import World
 from connector.status import report
 from connector.store import schema
@@ -26,7 +27,7 @@ class Peek:
 
     def __init__(self, h: Harness):
         self.h = h
-        self.seen: list[dict[str, Any]] = []
+        self.seen: list[HealthReport] = []
 
     def progress(self, kind: str, counts: Mapping[str, int]) -> None:
         if kind == "pull" and counts.get("created"):
@@ -41,7 +42,7 @@ async def test_status_shows_a_running_pull_and_forgets_it_when_done(
     h.ctx.observer = peek
     stats = await h.pull()
     assert peek.seen
-    running = peek.seen[-1]["pull"]["running"]
+    running = peek.seen[-1].as_dict()["pull"]["running"]
     assert running is not None and running["created"] == stats["created"] > 0
     assert running["fetched"] == stats["fetched"] and running["pages"] >= 1
     assert running["started_at"]
@@ -49,8 +50,8 @@ async def test_status_shows_a_running_pull_and_forgets_it_when_done(
     assert f"Pull running since {human_iso(running['started_at'])}: pages=" in text
     assert f"created={stats['created']}" in text
     done = h.store.run(lambda c: report(c, h.config, h.tracker, h.ctx.now()))
-    assert done["pull"]["running"] is None and "Pull running" not in render(done)
-    assert done["settings"] == str(h.cfg_path) and done["database"]
+    assert done.as_dict()["pull"]["running"] is None and "Pull running" not in render(done)
+    assert done.as_dict()["settings"] == str(h.cfg_path) and done.as_dict()["database"]
 
 
 async def test_every_state_row_is_named_in_the_store(
@@ -68,7 +69,7 @@ async def test_every_state_row_is_named_in_the_store(
     assert set(rows) <= {str(k) for k in StateKey}
     assert {StateKey.WATERMARK, StateKey.PULL_PROGRESS, StateKey.LAST_SWEEP,
             StateKey.TRACKER_CURSOR, StateKey.DB_NONCE} <= set(rows)
-    rep = h.store.run(lambda c: report(c, h.config, h.tracker, h.ctx.now()))
+    rep = h.store.run(lambda c: report(c, h.config, h.tracker, h.ctx.now()).as_dict())
     assert rep["last_sweep"] == rows[StateKey.LAST_SWEEP]
     assert rep["pull"]["progress_age_s"] == 0
 
@@ -81,7 +82,7 @@ async def test_the_daemon_tells_status_the_mapping_files_it_already_read(
     (h.config.mappings_dir / "agencies.toml").write_text("not = [valid", encoding="utf-8")
 
     def mapping(**kw: Any) -> dict[str, Any]:
-        rep = h.store.run(lambda c: report(c, h.config, h.tracker, h.ctx.now(), **kw))
+        rep = h.store.run(lambda c: report(c, h.config, h.tracker, h.ctx.now(), **kw).as_dict())
         return {"mapping": rep["mapping"],
                 "codes": [f["code"] for f in rep["findings"] if f["code"] == "mapping_error"]}
 
@@ -114,10 +115,10 @@ async def test_the_health_refresh_runs_the_overdue_query_once_a_minute(
     h.ctx.monotonic = lambda: fake_time.t
     rt = SimpleNamespace(store=h.store, config=h.config, tracker=h.tracker, mappings=h.mappings)
     compute = service._health_report(rt, h.ctx)  # type: ignore[arg-type]
-    first = compute()
+    first = compute().as_dict()
     for step in (5, 25, 29):  # the 5 s refreshes within a minute reuse the count
         fake_time.t += step
-        assert compute()["overdue"] == first["overdue"]
+        assert compute().as_dict()["overdue"] == first["overdue"]
     assert len(calls) == 1
     fake_time.t += 1  # 60 s after the first
     compute()
@@ -137,7 +138,7 @@ async def test_storage_error_from_the_daemons_jobs_or_a_full_disk(
     await h.pull()
 
     def storage(**kw: Any) -> tuple[list[str], dict[str, Any]]:
-        rep = h.store.run(lambda c: report(c, h.config, h.tracker, h.ctx.now(), **kw))
+        rep = h.store.run(lambda c: report(c, h.config, h.tracker, h.ctx.now(), **kw).as_dict())
         return [f["code"] for f in rep["findings"] if f["code"] == "storage_error"], \
             rep["storage"]
 

@@ -178,7 +178,7 @@ async def _status(h: Harness) -> tuple[int, str]:
     import json
 
     from connector.status import report
-    rep = h.store.run(lambda c: report(c, h.config, h.tracker, h.ctx.now()))
+    rep = h.store.run(lambda c: report(c, h.config, h.tracker, h.ctx.now()).as_dict())
     return (0 if rep["healthy"] else 1), json.dumps(rep)
 
 

@@ -73,7 +73,7 @@ def h(tmp_path: Path, db_url: str, world: World, fake_time: FakeTime) -> Harness
 
 
 def _status(h: Harness) -> dict[str, Any]:
-    return h.store.run(lambda c: report(c, h.config, h.ctx.tracker, h.ctx.now()))
+    return h.store.run(lambda c: report(c, h.config, h.ctx.tracker, h.ctx.now()).as_dict())
 
 
 async def test_pull_writes_intents_and_the_worker_makes_the_tickets(h: Harness,
@@ -83,7 +83,7 @@ async def test_pull_writes_intents_and_the_worker_makes_the_tickets(h: Harness,
     assert h.tickets() == []  # nothing in the tracker inside the pull's transaction
     st = _status(h)["tracker"]
     assert st["pending"] >= pulled["created"] and st["failed"] == 0
-    done = await run_cycle(h.ctx, "tracker")
+    done = (await run_cycle(h.ctx, "tracker")).summary
     assert done["applied"] == st["pending"]
     h.check_consistent()
     refs = h.store.run(lambda c: intents.refs(c))
@@ -93,7 +93,7 @@ async def test_pull_writes_intents_and_the_worker_makes_the_tickets(h: Harness,
     for tid, kind in h.tracker.applied:
         firsts.setdefault(tid, kind)
     assert set(firsts.values()) == {"create"}
-    assert (await run_cycle(h.ctx, "tracker"))["applied"] == 0
+    assert (await run_cycle(h.ctx, "tracker")).summary["applied"] == 0
 
 
 async def test_upstream_changes_and_officer_changes_through_the_port(
@@ -145,10 +145,10 @@ async def test_tracker_down_intake_goes_on_and_the_changes_wait(h: Harness) -> N
     # The one tried waits out its backoff (the job itself backs off in the daemon); the
     # others of other complaints go as soon as the tracker answers.
     h.tracker.down = False
-    first = await run_cycle(h.ctx, "tracker")
+    first = (await run_cycle(h.ctx, "tracker")).summary
     assert first["applied"] == st["tracker"]["pending"] - 1
     h.time.t += 3600
-    done = await run_cycle(h.ctx, "tracker")
+    done = (await run_cycle(h.ctx, "tracker")).summary
     assert done["applied"] == 1
     assert _status(h)["tracker"]["unreachable"] is None
     h.check_consistent()
@@ -159,7 +159,7 @@ async def test_a_refusal_is_visible_holds_its_complaint_and_is_retried(h: Harnes
     pending = h.store.run(lambda c: intents.due(c, h.ctx.now(), 1000))
     victim = pending[0].tracking_id
     h.tracker.refuse.add(victim)
-    done = await run_cycle(h.ctx, "tracker")
+    done = (await run_cycle(h.ctx, "tracker")).summary
     assert done["failed"] == 1 and done["applied"] > 0
     assert victim not in {tid for tid, _ in h.tracker.applied}  # its later ones wait
     st = _status(h)

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import json
 import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, delete, func, insert, select, update
+from sqlalchemy import Connection, Row, Select, bindparam, delete, func, insert, select, update
 
 from connector.domain import FollowUpPlan, Held, LinkState, OutboxState, OwnPost
 from connector.store.keys import StateKey
@@ -267,7 +269,41 @@ def rotate_nonce(conn: Connection) -> str:
     return value
 
 
-def due_entries(conn: Connection, now: datetime, limit: int) -> list[Any]:
+@dataclass(frozen=True)
+class OutboxEntry:
+    """An undelivered outbox entry, as the push reads it (times aware, in UTC)."""
+
+    id: int
+    change_id: str
+    tracking_id: str
+    idempotency_key: str
+    lapor_status: str
+    text: str
+    state: OutboxState
+    unit_id: int | None  # None: made before units were fixed at creation
+    attempts: int
+    checks: int  # verifications that did not find it on LAPOR!
+    key_changes: int
+    created_at: datetime
+    first_attempt_at: datetime | None  # the first POST of any key
+    key_first_used_at: datetime | None  # the first POST with the current key
+
+
+def _entry(r: Row[Any]) -> OutboxEntry:
+    return OutboxEntry(
+        id=r.id, change_id=r.change_id, tracking_id=r.tracking_id,
+        idempotency_key=r.idempotency_key, lapor_status=r.lapor_status, text=r.text,
+        state=OutboxState(r.state), unit_id=r.unit_id, attempts=r.attempts, checks=r.checks,
+        key_changes=r.key_changes, created_at=as_utc(r.created_at),
+        first_attempt_at=_utc_or_none(r.first_attempt_at),
+        key_first_used_at=_utc_or_none(r.key_first_used_at))
+
+
+def _utc_or_none(moment: datetime | None) -> datetime | None:
+    return None if moment is None else as_utc(moment)
+
+
+def due_entries(conn: Connection, now: datetime, limit: int) -> list[OutboxEntry]:
     """The oldest undelivered entry of each complaint, if it is due: strictly in order.
 
     A failed entry counts as undelivered: it holds back the later ones of its complaint
@@ -279,7 +315,7 @@ def due_entries(conn: Connection, now: datetime, limit: int) -> list[Any]:
     q = (select(outbox).join(firsts, firsts.c.id == outbox.c.id)
          .where(outbox.c.state.in_(OPEN_STATES), outbox.c.next_attempt_at <= now)
          .order_by(outbox.c.id).limit(limit))
-    return list(conn.execute(q))
+    return [_entry(r) for r in conn.execute(q)]
 
 
 def held_back(conn: Connection) -> int:
@@ -417,23 +453,38 @@ def outbox_counts(conn: Connection) -> dict[str, int]:
 # -- runs ---------------------------------------------------------------------------------------
 
 def record_run(conn: Connection, kind: str, started: datetime, finished: datetime, ok: bool,
-               summary: dict[str, Any], error: str | None) -> None:
+               summary: Mapping[str, float], error: str | None) -> None:
     conn.execute(insert(runs).values(kind=kind, started_at=started, finished_at=finished, ok=ok,
-                                     summary=json.dumps(summary), error=(error or None) and
+                                     summary=json.dumps(dict(summary)), error=(error or None) and
                                      error[:300]))
     # Keep the table small: the last 500 runs of each kind are plenty for `status`.
     old = select(runs.c.id).where(runs.c.kind == kind).order_by(runs.c.id.desc()).offset(500)
     conn.execute(delete(runs).where(runs.c.id.in_(old.scalar_subquery())))
 
 
-def last_runs(conn: Connection, kind: str) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+@dataclass(frozen=True)
+class RunRecord:
+    """One recorded cycle (the ``runs`` table), times aware in UTC."""
+
+    started_at: datetime
+    finished_at: datetime
+    ok: bool
+    summary: Mapping[str, float]  # the cycle's counts and its duration_s
+    error: str | None
+
+    def as_dict(self) -> dict[str, object]:
+        """As ``status --json`` shows it."""
+        return {"started_at": iso(self.started_at), "finished_at": iso(self.finished_at),
+                "ok": self.ok, "summary": dict(self.summary), "error": self.error}
+
+
+def last_runs(conn: Connection, kind: str) -> tuple[RunRecord | None, RunRecord | None]:
     """(last run, last successful run) of a kind."""
-    def one(q: Any) -> dict[str, Any] | None:
+    def one(q: Select[Any]) -> RunRecord | None:
         r = conn.execute(q.order_by(runs.c.id.desc()).limit(1)).first()
         if r is None:
             return None
-        return {"started_at": iso(r.started_at), "finished_at": iso(r.finished_at), "ok": r.ok,
-                "summary": json.loads(r.summary), "error": r.error,
-                "_finished": as_utc(r.finished_at)}
+        return RunRecord(as_utc(r.started_at), as_utc(r.finished_at), r.ok,
+                         json.loads(r.summary), r.error)
     base = select(runs).where(runs.c.kind == kind)
     return one(base), one(base.where(runs.c.ok.is_(True)))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
-from typing import Any, assert_never
+from typing import assert_never
 
 import structlog
 from sqlalchemy import Connection
@@ -23,6 +23,7 @@ from connector.lapor import reasons
 from connector.mappings import Mappings
 from connector.notify import queue as notify
 from connector.store import followups, intents, keys, state
+from connector.store.state import OutboxEntry
 from connector.sync import core
 from connector.sync.context import SyncContext
 from connector.timeutil import as_utc
@@ -133,13 +134,15 @@ async def push(ctx: SyncContext) -> PushStats:
                 return stats
             sends += 1
             try:
-                await _send(ctx, entry, mappings, stats)
+                # Every log line of this entry names its complaint (and no other field).
+                with structlog.contextvars.bound_contextvars(tracking_id=entry.tracking_id):
+                    await _send(ctx, entry, mappings, stats)
             finally:
                 ctx.observer.progress("push", stats.as_dict())
     return stats
 
 
-async def _send(ctx: SyncContext, e: Any, mappings: Mappings, stats: PushStats) -> None:
+async def _send(ctx: SyncContext, e: OutboxEntry, mappings: Mappings, stats: PushStats) -> None:
     eid, tid = e.id, e.tracking_id
     link = await ctx.db(lambda conn: state.get_link(conn, tid))
     step = core.send_step(e.state, e.unit_id, link, mappings)
@@ -147,11 +150,11 @@ async def _send(ctx: SyncContext, e: Any, mappings: Mappings, stats: PushStats) 
         case core.Verify():
             await _verify(ctx, e, step.unit, mappings, stats)
         case core.Fail():
-            await _fail(ctx, eid, tid, reasons.wire_code(step.reason), stats)
+            await _fail(ctx, eid, reasons.wire_code(step.reason), stats)
         case core.LookUp():
             looked = await _look(ctx, e, e.unit_id, mappings, stats)
             if looked is not None and not await _confirm(ctx, e, *looked, stats):
-                await _fail(ctx, eid, tid, reasons.wire_code(step.reason), stats)
+                await _fail(ctx, eid, reasons.wire_code(step.reason), stats)
         case core.Post():
             if step.fix_unit:  # fixed from now on, so every replay has the same body
                 await ctx.db(lambda conn: state.set_unit(conn, eid, step.unit))
@@ -160,14 +163,14 @@ async def _send(ctx: SyncContext, e: Any, mappings: Mappings, stats: PushStats) 
             assert_never(step)
 
 
-async def _post(ctx: SyncContext, e: Any, unit: int, mappings: Mappings,
+async def _post(ctx: SyncContext, e: OutboxEntry, unit: int, mappings: Mappings,
                 stats: PushStats) -> None:
     eid, tid = e.id, e.tracking_id
     ttl = ctx.config.settings.lapor.idempotency_ttl_s
     key = e.idempotency_key
-    key_used_at = as_utc(e.key_first_used_at) if e.key_first_used_at is not None else None
+    key_used_at = e.key_first_used_at
     never_tried = e.first_attempt_at is None
-    if core.must_verify(e.state, key_used_at, ctx.now(), ttl, as_utc(e.created_at)):
+    if core.must_verify(e.state, key_used_at, ctx.now(), ttl, e.created_at):
         outcome = await _verify(ctx, e, unit, mappings, stats)
         if outcome is None:
             return  # settled (sent, failed or waiting for another check)
@@ -194,9 +197,9 @@ async def _post(ctx: SyncContext, e: Any, unit: int, mappings: Mappings,
         receipt = await ctx.client.post_follow_up(tid, request, key, guard=guard)
     except (UnicodeError, ValueError, TypeError, OverflowError) as exc:
         # This entry's own data cannot be sent: it alone fails, the others go on.
-        log.warning("followup_unsendable", tracking_id=tid, outbox_id=eid,
+        log.warning("followup_unsendable", outbox_id=eid,
                     error=exc.__class__.__name__)
-        await _fail(ctx, eid, tid, reasons.wire_code(FailReason.LOCAL_DATA_INVALID), stats)
+        await _fail(ctx, eid, reasons.wire_code(FailReason.LOCAL_DATA_INVALID), stats)
         return
     except Rejected as exc:
         if core.rekey_on_refusal(reasons.fail_reason(exc.kode), e.key_changes):
@@ -207,14 +210,14 @@ async def _post(ctx: SyncContext, e: Any, unit: int, mappings: Mappings,
             if looked is not None and not await _confirm(ctx, e, *looked, stats):
                 await _rekey_after_collision(ctx, e, stats)
             return
-        await _fail(ctx, eid, tid, exc.kode, stats)
+        await _fail(ctx, eid, exc.kode, stats)
         return
     except AnswerUnreadable:
         now = ctx.now()
         await ctx.db(lambda conn: state.mark_unconfirmed(conn, eid,
                                                          core.UNCONFIRMED_FIRST_CHECK_S, now))
         stats.unconfirmed += 1
-        log.warning("followup_answer_unreadable", tracking_id=tid, outbox_id=eid)
+        log.warning("followup_answer_unreadable", outbox_id=eid)
         return
     except VerifyFirst:
         # Not this entry's fault: the next cycle verifies it (the job itself backs off).
@@ -224,8 +227,15 @@ async def _post(ctx: SyncContext, e: Any, unit: int, mappings: Mappings,
         await _defer(ctx, e, exc.kode or "unavailable", stats)
         raise
 
-    restored = receipt.replayed and core.looks_restored(never_tried, as_utc(receipt.at),
-                                                        key_used_at)
+    await _sent(ctx, e, unit, receipt, mappings, stats,
+                restored=receipt.replayed and core.looks_restored(
+                    never_tried, as_utc(receipt.at), key_used_at))
+
+
+async def _sent(ctx: SyncContext, e: OutboxEntry, unit: int, receipt: m.Receipt,
+                mappings: Mappings, stats: PushStats, restored: bool) -> None:
+    """LAPOR! has the follow-up: the entry is sent, and the complaint's clock knows it."""
+    eid, tid = e.id, e.tracking_id
 
     def done(conn: Connection) -> None:
         state.mark_sent(conn, eid, receipt.id, ctx.now())
@@ -241,13 +251,13 @@ async def _post(ctx: SyncContext, e: Any, unit: int, mappings: Mappings,
     await ctx.db(done)
     stats.pushed += 1
     stats.replayed += int(receipt.replayed)
-    log.info("followup_sent", tracking_id=tid, outbox_id=eid, replayed=receipt.replayed)
+    log.info("followup_sent", outbox_id=eid, replayed=receipt.replayed)
     if restored:
-        log.warning("followup_already_on_lapor", tracking_id=tid, outbox_id=eid,
+        log.warning("followup_already_on_lapor", outbox_id=eid,
                     hint="this database never sent it: restored from a backup?")
 
 
-async def _rekey_after_collision(ctx: SyncContext, e: Any, stats: PushStats) -> None:
+async def _rekey_after_collision(ctx: SyncContext, e: OutboxEntry, stats: PushStats) -> None:
     """LAPOR! holds this key for another body: this database reuses keys that another copy
     of it (a restored backup) already used. Our body was never posted under that key, so
     the database gets a new nonce and the entry a key made with it."""
@@ -261,7 +271,7 @@ async def _rekey_after_collision(ctx: SyncContext, e: Any, stats: PushStats) -> 
 
     await ctx.db(tx)
     stats.key_changes += 1
-    log.warning("idempotency_key_collision", tracking_id=e.tracking_id, outbox_id=e.id,
+    log.warning("idempotency_key_collision", outbox_id=e.id,
                 hint="the database has a new nonce (restored from a backup?)")
 
 
@@ -269,7 +279,7 @@ def _fence(conn: Connection) -> None:
     """Nothing to write: committing it checks (and renews) the instance lease."""
 
 
-async def _fail(ctx: SyncContext, eid: int, tid: str, code: str, stats: PushStats) -> None:
+async def _fail(ctx: SyncContext, eid: int, code: str, stats: PushStats) -> None:
     now = ctx.now()
 
     def tx(conn: Connection) -> None:
@@ -278,10 +288,10 @@ async def _fail(ctx: SyncContext, eid: int, tid: str, code: str, stats: PushStat
 
     await ctx.db(tx)
     stats.failed += 1
-    log.warning("followup_failed", tracking_id=tid, outbox_id=eid, code=code)
+    log.warning("followup_failed", outbox_id=eid, code=code)
 
 
-async def _defer(ctx: SyncContext, e: Any, reason: str, stats: PushStats,
+async def _defer(ctx: SyncContext, e: OutboxEntry, reason: str, stats: PushStats,
                  delay_s: float | None = None) -> None:
     attempts = e.attempts + 1
     delay = delay_s if delay_s is not None else core.defer_delay_s(
@@ -291,7 +301,7 @@ async def _defer(ctx: SyncContext, e: Any, reason: str, stats: PushStats,
     stats.deferred += 1
 
 
-async def _look(ctx: SyncContext, e: Any, unit: int | None, mappings: Mappings,
+async def _look(ctx: SyncContext, e: OutboxEntry, unit: int | None, mappings: Mappings,
                 stats: PushStats) -> tuple[m.FollowUp | None, timedelta] | None:
     """Read the complaint for our own post (by ``unit`` or another unit of an agency that
     held the complaint): (the post or None, how far LAPOR!'s clock is ahead of ours), or
@@ -305,7 +315,7 @@ async def _look(ctx: SyncContext, e: Any, unit: int | None, mappings: Mappings,
     except SkipRecord as exc:
         failed = core.verify_refused(exc.reason)
         if failed is not None:
-            await _fail(ctx, eid, tid, reasons.wire_code(failed), stats)
+            await _fail(ctx, eid, reasons.wire_code(failed), stats)
         else:  # an answer we could not read this time: look again later, never post blindly
             await _defer(ctx, e, exc.reason, stats)
         return None
@@ -319,12 +329,12 @@ async def _look(ctx: SyncContext, e: Any, unit: int | None, mappings: Mappings,
         return state.taken_remote_ids(conn, tid, eid), units
 
     taken, units = await ctx.db(known)
-    since = as_utc(e.first_attempt_at or e.created_at)
+    since = e.first_attempt_at or e.created_at
     return core.find_own_post(complaint.follow_ups, units, e.lapor_status, e.text, since,
                               taken, offset), offset
 
 
-async def _confirm(ctx: SyncContext, e: Any, found: m.FollowUp | None, offset: timedelta,
+async def _confirm(ctx: SyncContext, e: OutboxEntry, found: m.FollowUp | None, offset: timedelta,
                    stats: PushStats) -> bool:
     """Mark the entry sent when its post was ``found`` on LAPOR!; whether it was."""
     if found is None:
@@ -337,16 +347,16 @@ async def _confirm(ctx: SyncContext, e: Any, found: m.FollowUp | None, offset: t
         state.add_seen(conn, tid, found.id)
         if restored:
             state.note_restored(conn, ctx.now())
-            log.warning("followup_already_on_lapor", tracking_id=tid, outbox_id=eid,
+            log.warning("followup_already_on_lapor", outbox_id=eid,
                         hint="this database never sent it: restored from a backup?")
     await ctx.db(done)
     stats.pushed += 1
     stats.verified += 1
-    log.info("followup_confirmed", tracking_id=tid, outbox_id=eid)
+    log.info("followup_confirmed", outbox_id=eid)
     return True
 
 
-async def _verify(ctx: SyncContext, e: Any, unit: int, mappings: Mappings,
+async def _verify(ctx: SyncContext, e: OutboxEntry, unit: int, mappings: Mappings,
                   stats: PushStats) -> str | None:
     """Read the complaint for our own post before any POST that could double it.
 
@@ -363,7 +373,7 @@ async def _verify(ctx: SyncContext, e: Any, unit: int, mappings: Mappings,
         delay = core.check_delay_s(e.checks + 1, ctx.config.settings.sync.max_backoff_s)
         checks = await ctx.db(lambda conn: state.mark_check_missed(conn, eid, delay, now))
         if core.unconfirmed_gives_up(checks):
-            await _fail(ctx, eid, tid, reasons.wire_code(FailReason.UNCONFIRMED), stats)
+            await _fail(ctx, eid, reasons.wire_code(FailReason.UNCONFIRMED), stats)
         return None
 
     def rekey(conn: Connection) -> str:
@@ -374,6 +384,6 @@ async def _verify(ctx: SyncContext, e: Any, unit: int, mappings: Mappings,
 
     key = await ctx.db(rekey)
     stats.key_changes += 1
-    log.warning("followup_key_changed", tracking_id=tid, outbox_id=eid,
+    log.warning("followup_key_changed", outbox_id=eid,
                 key_changes=e.key_changes + 1)
     return key
