@@ -1,5 +1,5 @@
 """``lapor-connector notify test ADDR`` and ``users notify LOGIN [--receive ...]``; wired
-into ``cli.py`` by ``add_parsers`` and ``HANDLERS``."""
+into the command line by ``add_parsers`` (``connector/cli/parser.py``) and its handler table."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import argparse
 import asyncio
 import re
 import sys
-from collections.abc import Callable
 from typing import Any
 
 from pydantic import ValidationError
@@ -97,8 +96,3 @@ def cmd_users_notify(config: Config, args: argparse.Namespace) -> int:
           + ("" if row.email else "; no e-mail address, so nothing is sent"))
     return 0
 
-
-HANDLERS: dict[tuple[str, str | None], Callable[..., int]] = {
-    ("notify", "test"): cmd_notify_test,
-    ("users", "notify"): cmd_users_notify,
-}
