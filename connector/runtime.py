@@ -13,7 +13,7 @@ from connector.sandbox.embedded import SANDBOX_URL, in_process, sandbox_world
 from connector.sandbox.world import World
 from connector.settings import Config, load_credentials
 from connector.store import Store
-from connector.sync.context import SyncContext
+from connector.sync.context import NullObserver, Observer, SyncContext
 from connector.tracker.port import TrackerPort
 from connector.tracker.registry import open_tracker
 
@@ -28,8 +28,9 @@ class Runtime:
     world: World | None = None
     _closed: bool = field(default=False)
 
-    def context(self) -> SyncContext:
-        return SyncContext(self.config, self.store, self.client, self.tracker, self.mappings)
+    def context(self, observer: Observer | None = None) -> SyncContext:
+        return SyncContext(self.config, self.store, self.client, self.tracker, self.mappings,
+                           observer=observer or NullObserver())
 
     async def aclose(self) -> None:
         if not self._closed:
