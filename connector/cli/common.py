@@ -73,9 +73,13 @@ def runtime_of(config: Config, need_mappings: bool = True, lock: bool = False) -
 
 
 def store_of(config: Config, lock: bool = False) -> Store:
-    from connector.runtime import open_store
+    """The store alone: not ``runtime`` (the LAPOR! client, the sandbox), which a command
+    that only reads the database must not pay for at start-up."""
+    from connector.store.base import open_store
 
-    return open_store(config, lock=lock)
+    s = config.settings.storage
+    return open_store(config.database_url, busy_timeout_s=s.busy_timeout_s, lease_s=s.lease_s,
+                      lock=lock)
 
 
 def in_store(config: Config, fn: Callable[[Connection], T]) -> T:
@@ -89,12 +93,13 @@ def in_store(config: Config, fn: Callable[[Connection], T]) -> T:
 
 def tracker_of(config: Config | None = None) -> TrackerPort:
     """The configured tracker (no network until it is used)."""
-    from connector.mapping_reload import MappingHolder
     from connector.tracker.builtin import BuiltinTracker
-    from connector.tracker.registry import open_tracker
 
     if config is None or config.settings.tracker.kind == "builtin":
         return BuiltinTracker(LOCAL_STATUSES)
+    from connector.mapping_reload import MappingHolder
+    from connector.tracker.registry import open_tracker
+
     holder = MappingHolder(config.mappings_dir)
     with contextlib.suppress(ConfigError):  # the default project stands in
         holder.load_initial()

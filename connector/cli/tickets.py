@@ -21,72 +21,14 @@ from connector.mappings import LOCAL_STATUSES
 from connector.settings import Config
 from connector.term import safe
 from connector.timeutil import human_iso, utcnow
+from connector.tracker import listing
 
 if TYPE_CHECKING:
     from sqlalchemy import Connection
 
     from connector.tracker.base import OfficerChange
-    from connector.tracker.port import Desk, TrackerPort
-    from connector.tracker.rows import ExternalTicketJSON, ExternalTicketView, TicketView
-
-
-def _external_rows(conn: Connection, tracker: TrackerPort, agency: str | None,
-                   status: str | None) -> list[ExternalTicketJSON]:
-    """An external tracker's complaints as the connector knows them: the issue number
-    and URL, and LAPOR!'s side (the text lives in the tracker)."""
-    from sqlalchemy import select
-
-    from connector.store import followups, intents, state
-    from connector.store.schema import links
-
-    tids = [r.tracking_id for r in conn.execute(select(links.c.tracking_id)
-                                                 .order_by(links.c.created_at))]
-    all_links = state.get_links(conn, tids)
-    refs = intents.refs(conn, tids)
-    officer = intents.officer_statuses(conn, tids)
-    also = set(followups.tracking_ids_of_agency(conn, agency)) if agency else set()
-    rows: list[ExternalTicketJSON] = []
-    for tid in tids:
-        link = all_links[tid]
-        if agency and link.agency != agency and tid not in also:
-            continue
-        local = "closed" if link.closed else officer.get(tid, "new")
-        if status and local != status:
-            continue
-        ref = refs.get(tid)
-        rows.append({"id": ref, "tracking_id": tid, "agency": link.agency, "status": local,
-                     "lapor_status": link.lapor_status, "issue": ref,
-                     "issue_url": tracker.issue_url(ref) if ref else None,
-                     "tracker": tracker.kind})
-    return rows
-
-
-def _desk_view(conn: Connection, desk: Desk, agency: str | None, status: str | None,
-               ticket_id: str | None = None) -> list[TicketView]:
-    """The built-in tracker's tickets (one, with ``ticket_id``), then what LAPOR!'s clock
-    adds (overdue, settle_by, due periods, agencies)."""
-    from connector.store import followups
-
-    now = utcnow()
-    if ticket_id is not None:
-        one = desk.show(conn, ticket_id)
-        rows = [] if one is None else [one]
-    else:
-        also = followups.tracking_ids_of_agency(conn, agency) if agency else None
-        rows = desk.list_tickets(conn, agency, status, also)
-    facts = followups.get_facts(conn, [r["tracking_id"] for r in rows])
-    return [{**r, **followups.ticket_json(facts.get(r["tracking_id"]), now)} for r in rows]
-
-
-def _external_view(conn: Connection, tracker: TrackerPort, agency: str | None,
-                   status: str | None) -> list[ExternalTicketView]:
-    """An external tracker's complaints, then what LAPOR!'s clock adds."""
-    from connector.store import followups
-
-    now = utcnow()
-    rows = _external_rows(conn, tracker, agency, status)
-    facts = followups.get_facts(conn, [r["tracking_id"] for r in rows])
-    return [{**r, **followups.ticket_json(facts.get(r["tracking_id"]), now)} for r in rows]
+    from connector.tracker.port import TrackerPort
+    from connector.tracker.rows import ExternalTicketView, TicketView
 
 
 def cmd_tickets_list(config: Config, args: argparse.Namespace) -> int:
@@ -99,7 +41,8 @@ def cmd_tickets_list(config: Config, args: argparse.Namespace) -> int:
 
         return show_rows(
             args.json,
-            in_store(config, lambda c: _external_view(c, tracker, args.agency, args.status)),
+            in_store(config, lambda c: listing.external_view(c, tracker, args.agency,
+                                                             args.status, utcnow())),
             "no tickets",
             f"{'TRACKING':<10} {'AGENCY':<12} {'STATUS':<12} {'LAPOR':<16} "
             f"{'DUE (WITA)':<16} !  {tracker.kind.upper()} ISSUE",
@@ -118,7 +61,8 @@ def cmd_tickets_list(config: Config, args: argparse.Namespace) -> int:
                 f"{r['lapor_status']:<16} {due:<16} {mark}  "
                 f"{flag}{safe(r['title'][:60], inline=True)}")
 
-    rows = in_store(config, lambda c: _desk_view(c, desk, args.agency, args.status))
+    rows = in_store(config, lambda c: listing.desk_view(c, desk, args.agency, args.status,
+                                                        utcnow()))
     return show_rows(
         args.json, rows, "no tickets",
         f"{'ID':>5}  {'TRACKING':<10} {'AGENCY':<12} {'STATUS':<12} {'LAPOR':<16} "
@@ -140,7 +84,8 @@ def cmd_tickets_show(config: Config, args: argparse.Namespace) -> int:
     desk = tracker.desk()
     if desk is None:
         return _officers_work_in(tracker)
-    found = in_store(config, lambda c: _desk_view(c, desk, None, None, args.id))
+    found = in_store(config, lambda c: listing.desk_view(c, desk, None, None, utcnow(),
+                                                         args.id))
     ticket = found[0] if found else None
     if ticket is None:
         print(f"error: no ticket with id {args.id}", file=sys.stderr)
@@ -182,7 +127,7 @@ def cmd_tickets_show(config: Config, args: argparse.Namespace) -> int:
 def cmd_tickets_update(config: Config, args: argparse.Namespace) -> int:
     from connector.mapping_reload import MappingHolder
     from connector.sync.push import ingest
-    from connector.tracker.builtin import OfficerAction, TrackerRefusal
+    from connector.tracker.builtin import OfficerAction, TrackerRefusal, check_status
 
     tracker = tracker_of(config)
     desk, inline = tracker.desk(), tracker.inline
@@ -191,10 +136,11 @@ def cmd_tickets_update(config: Config, args: argparse.Namespace) -> int:
     if args.status is None and args.reply is None and args.note is None:
         print("error: give at least one of --status, --reply, --note", file=sys.stderr)
         return EXIT_USAGE
-    if args.status is not None and args.status not in LOCAL_STATUSES:
-        print(f"error: unknown status {args.status!r} (one of {', '.join(LOCAL_STATUSES)})",
-              file=sys.stderr)
-        return EXIT_USAGE
+    try:
+        check_status(args.status, LOCAL_STATUSES)
+    except TrackerRefusal as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
     holder = MappingHolder(config.mappings_dir)
     try:
         mappings = holder.load_initial()

@@ -13,7 +13,7 @@ from pydantic import ValidationError
 from sqlalchemy import select, update
 
 from connector.errors import ConfigError
-from connector.notify import core, send
+from connector.notify import core
 from connector.settings import Config, NotifySettings, format_validation_error
 from connector.store.schema import desk_users
 from connector.timeutil import utcnow
@@ -48,6 +48,8 @@ def cmd_notify_test(config: Config, args: argparse.Namespace) -> int:
     if not ADDRESS.fullmatch(args.address):
         print(f"error: not an e-mail address: {args.address!r}", file=sys.stderr)
         return 2
+    from connector.notify import send  # SMTP: only for the command that sends
+
     cfg = _checked(config)
     tested = Config(config.settings.model_copy(update={"notify": cfg}), config.path)
     password = send.password_for(tested)
