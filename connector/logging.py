@@ -17,8 +17,6 @@ import traceback
 from collections.abc import Iterable, MutableMapping
 from typing import Any, TextIO
 
-import structlog
-
 from connector.errors import ConnectorError
 from connector.settings import Config, load_credentials
 
@@ -117,6 +115,8 @@ class _CurrentStderr:
 def configure(level: str = "info", fmt: str = "auto", *, secrets: Iterable[str] = (),
               stream: TextIO | None = None) -> None:
     """Configure structlog once per process: JSON lines or a coloured console."""
+    import structlog  # here: a command that only reads the database never logs
+
     out: Any = stream or _CurrentStderr()
     if fmt == "auto":
         fmt = "console" if out.isatty() else "json"

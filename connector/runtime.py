@@ -14,7 +14,8 @@ from connector.sandbox.embedded import SANDBOX_URL, in_process, sandbox_world
 from connector.sandbox.world import World
 from connector.settings import Config, load_credentials
 from connector.store import Store
-from connector.sync.context import SyncContext
+from connector.store import base as store_base
+from connector.sync.context import NullObserver, Observer, SyncContext
 from connector.tracker.port import TrackerPort
 from connector.tracker.registry import open_tracker
 
@@ -29,8 +30,9 @@ class Runtime:
     world: World | None = None
     _closed: bool = field(default=False)
 
-    def context(self) -> SyncContext:
-        return SyncContext(self.config, self.store, self.client, self.tracker, self.mappings)
+    def context(self, observer: Observer | None = None) -> SyncContext:
+        return SyncContext(self.config, self.store, self.client, self.tracker, self.mappings,
+                           observer=observer or NullObserver())
 
     async def aclose(self) -> None:
         if not self._closed:
@@ -41,18 +43,10 @@ class Runtime:
 
 
 def open_store(config: Config, *, lock: bool = False) -> Store:
-    """Open (and migrate) the database; with ``lock``, as the one running connector: the
-    instance lock is taken before migrating."""
+    """Open (and migrate) the database; with ``lock``, as the one running connector."""
     s = config.settings.storage
-    store = Store(config.database_url, busy_timeout_s=s.busy_timeout_s, lease_s=s.lease_s)
-    try:
-        if lock:
-            store.lock_instance()
-        store.upgrade()
-    except Exception:
-        store.close()
-        raise
-    return store
+    return store_base.open_store(config.database_url, busy_timeout_s=s.busy_timeout_s,
+                                 lease_s=s.lease_s, lock=lock)
 
 
 def make_client(config: Config, world: World | None = None,

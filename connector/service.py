@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import signal
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,19 +29,25 @@ from connector.errors import (
     StorageError,
 )
 from connector.health import HealthReport
+from connector.lapor.client import LaporClient
 from connector.logging import configure_for
+from connector.mapping_reload import MappingHolder
 from connector.metrics import Metrics, Monitor, Reachability, probe
 from connector.notify import send as notify_send
-from connector.runtime import Runtime, open_runtime
+from connector.runtime import Runtime, make_client, open_store
 from connector.sandbox.app import run_generator
 from connector.sandbox.demo_officer import DemoOfficer
+from connector.sandbox.embedded import sandbox_world
+from connector.sandbox.world import World
 from connector.settings import Config, is_loopback, load_config
 from connector.status import OVERDUE_SHOWN, report
-from connector.store import followups, state
-from connector.sync.context import SyncContext
+from connector.store import Store, followups, state
+from connector.sync.context import Observer, SyncContext
 from connector.sync.cycle import CycleKind, run_cycle
 from connector.sync.sweep import sweep_due
 from connector.systemd import sd_notify, watchdog_interval
+from connector.tracker.port import TrackerPort
+from connector.tracker.registry import open_tracker
 from connector.tracker.rows import OverdueJSON
 
 log = structlog.get_logger("connector.service")
@@ -68,179 +74,297 @@ def run(config: Config) -> int:
     configure_for(config)
     try:
         smtp_password = notify_send.password_for(config)
-        rt = open_runtime(config, lock=True)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except Fatal as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    try:
-        return asyncio.run(_serve(rt, smtp_password))
-    finally:
-        rt.store.close()
+    return asyncio.run(Daemon(config, smtp_password).run())
 
 
-async def _serve(rt: Runtime, smtp_password: str | None = None) -> int:
-    s = rt.config.settings.sync
-    ctx = rt.context()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+def _daemon_store(config: Config) -> Store:
+    return open_store(config, lock=True)
 
-    def write_mapping_state(c: Any) -> None:
-        state.set_mapping_version(c, rt.mappings().version)
-        state.set_mapping_error(c, rt.mappings.error)
 
-    async def publish_mapping() -> None:
-        await ctx.db(write_mapping_state)
+@dataclass(frozen=True)
+class Openers:
+    """How the daemon opens its parts, in this order; a test puts in one that fails."""
 
-    async def reload_mappings() -> None:
-        before = rt.mappings.error
-        # In a thread: a file system that hangs (NFS, a FIFO) must not freeze the loop.
-        changed = await asyncio.to_thread(rt.mappings.reload_if_changed)
-        if changed or rt.mappings.error != before:
-            await publish_mapping()
+    store: Callable[[Config], Store] = _daemon_store
+    client: Callable[[Config, World | None], LaporClient] = make_client
+    tracker: Callable[[Config, MappingHolder], TrackerPort] = open_tracker
 
-    async def pull_or_sweep() -> Any:
+
+class _Observed:
+    """What the metrics listen to, given to the context and the client as they are made."""
+
+    def __init__(self) -> None:
+        self.metrics, self.reach = Metrics(), Reachability()
+
+    def request(self, endpoint: str, code: str, seconds: float) -> None:
+        self.metrics.request(endpoint, code, seconds)
+        self.reach.observe(code)
+
+
+class Daemon:
+    """The owner of one run: every part it opens goes on one exit stack, so each is closed
+    once, in reverse order, whether the run ends by a signal, a lost lease, or a start-up
+    that failed half-way."""
+
+    def __init__(self, config: Config, smtp_password: str | None = None,
+                 openers: Openers = Openers()) -> None:
+        self.config = config
+        self._smtp_password = smtp_password
+        self._openers = openers
+        self.stop = asyncio.Event()  # a signal, a lost lease or lost storage sets it
+        # Metrics only when they are served; a port in use still counts (as before).
+        self._observed = _Observed() if config.settings.metrics.address is not None else None
+
+    async def run(self) -> int:
+        async with contextlib.AsyncExitStack() as stack:
+            try:
+                rt = self._open(stack)
+            except ConfigError as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                return 2
+            except Fatal as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                return exc.exit_code
+            jobs = Jobs(rt, self.stop, self._smtp_password,
+                        self._observed.metrics if self._observed else None)
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, self.stop.set)
+            first = await jobs.start(stack, self._serve_metrics(stack, jobs))
+            await self.stop.wait()
+            code = await jobs.drain(first)
+        log.info("daemon_stopped")
+        return code
+
+    def _open(self, stack: contextlib.AsyncExitStack) -> Runtime:
+        """The store, the LAPOR! client and the tracker, each closed by the stack."""
+        config, o = self.config, self._openers
+        holder = MappingHolder(config.mappings_dir)
+        holder.load_initial()
+        store = o.store(config)
+        stack.callback(store.close)
+        world = sandbox_world(config) if config.sandbox_mode else None
+        client = o.client(config, world)
+        stack.push_async_callback(client.aclose)
+        if self._observed is not None:
+            client.observer = self._observed.request
+        tracker = o.tracker(config, holder)
+        stack.push_async_callback(tracker.aclose)
+        tracker.bind(store)
+        return Runtime(config, store, tracker, client, holder, world)
+
+    def _serve_metrics(self, stack: contextlib.AsyncExitStack, jobs: Jobs) -> Monitor | None:
+        """/metrics and /healthz on metrics.listen; a port in use is logged, never fatal."""
+        settings = self.config.settings.metrics
+        if self._observed is None or settings.address is None:
+            return None
+        monitor = Monitor(self._observed.metrics, _health_report(
+            jobs.rt, jobs.ctx, jobs.storage_failure), jobs.failures, self._observed.reach,
+            jobs.ctx.now)
+        try:
+            host, port = monitor.start(*settings.address)
+        except OSError as exc:
+            log.error("metrics_unavailable", listen=settings.listen, error=str(exc))
+            return None
+        stack.callback(monitor.stop)
+        log.info("metrics_listening", listen=f"{host}:{port}", paths="/metrics /healthz")
+        warn_if_exposed(settings.listen)
+        return monitor
+
+
+class Jobs:
+    """The daemon's jobs over opened parts (it owns none of them): each job a method,
+    each run of it one coordinator tick or one ticker call."""
+
+    def __init__(self, rt: Runtime, stop: asyncio.Event, smtp_password: str | None,
+                 observer: Observer | None) -> None:
+        self.rt, self.stop = rt, stop
+        self.ctx = rt.context(observer)
+        self._smtp_password = smtp_password
+        s = rt.config.settings.sync
+        self.pull = Coordinator("pull", self.pull_or_sweep, s.pull_interval_s, s.max_backoff_s)
+        self.push = Coordinator("push", lambda: run_cycle(self.ctx, CycleKind.PUSH),
+                                s.push_interval_s, s.max_backoff_s)
+        self.tracker: Coordinator | None = None
+        if self.ctx.sink.queued:
+            # An external tracker: its own job, failures and recovery logged by its
+            # coordinator; LAPOR! intake goes on whatever the tracker does.
+            self.tracker = Coordinator("tracker", lambda: run_cycle(self.ctx, CycleKind.TRACKER),
+                                       s.tracker_interval_s, s.max_backoff_s)
+        self.coordinators = [c for c in (self.pull, self.push, self.tracker) if c is not None]
+        # One run of a job at a time (its ticker awaits it), plus the coordinator's own
+        # guard: a cycle never overlaps itself. Monotonic time: wall-clock steps change nothing.
+        self.scheduler = Ticker()
+        self.monitor: Monitor | None = None
+        self._probe: asyncio.Task[Any] | None = None
+        self._gen_stop = asyncio.Event()
+        self.lease_lost: LeaseLost | None = None
+        self.storage_lost: str | None = None
+        self._officer: DemoOfficer | None = None
+
+    def failures(self) -> dict[str, int]:
+        return {c.name: c.failures for c in self.coordinators}
+
+    def storage_failure(self) -> str | None:
+        return next((str(c.error) for c in self.coordinators
+                     if isinstance(c.error, StorageError)), None)
+
+    async def start(self, stack: contextlib.AsyncExitStack,
+                    monitor: Monitor | None) -> asyncio.Task[None]:
+        """Schedule every job, publish the mapping, start; the first cycles at once."""
+        rt, s = self.rt, self.rt.config.settings
+        self._schedule()
+        if rt.world is not None:
+            generator = asyncio.create_task(
+                run_generator(rt.world, s.sandbox.generator_interval_s, self._gen_stop))
+            stack.push_async_callback(self._end_generator, generator)
+        self.monitor = monitor
+        stack.push_async_callback(self._end_probe)
+        if monitor is not None:
+            self.scheduler.add("health", self.health, HEALTH_REFRESH_S)
+            await self.health()
+        if rt.store.backend.name == "postgresql":
+            self.scheduler.add("lease", self.renew_lease, s.storage.lease_s / 3)
+        self.scheduler.add("storage_check", self.check_storage, STORAGE_CHECK_S)
+        wd = watchdog_interval()
+        if wd:
+            self.scheduler.add("watchdog", lambda: sd_notify("WATCHDOG=1"), wd)
+        await self.publish_mapping()
+        self.scheduler.start()
+        stack.push_async_callback(self.scheduler.aclose)
+        log.info("daemon_started", storage=rt.store.backend.describe(),
+                 lapor="sandbox" if rt.config.sandbox_mode else s.lapor.base_url,
+                 mapping_version=rt.mappings().version)
+        sd_notify("READY=1\nSTATUS=running")
+        # First cycles right away rather than one interval after start.
+        return asyncio.create_task(self.first_cycles())
+
+    def _schedule(self) -> None:
+        s, rt = self.rt.config.settings.sync, self.rt
+        self.scheduler.add("pull", self.pull.tick, s.pull_interval_s, s.jitter_s)
+        self.scheduler.add("push", self.push.tick, s.push_interval_s, s.jitter_s)
+        if self.tracker is not None:
+            self.scheduler.add("tracker", self.tracker.tick, s.tracker_interval_s, s.jitter_s)
+        self.scheduler.add("mappings", self.reload_mappings,
+                           rt.config.settings.mappings.reload_interval_s)
+        if rt.config.settings.notify.enabled:  # e-mail: its own job, never in a cycle's way
+            mailer = notify_send.sender_for(
+                rt.config, self._smtp_password, self.ctx.db, rt.mappings, self.ctx.now,
+                lambda kind, n: self.ctx.observer.progress(kind, n))
+            self.scheduler.add("notify", lambda: notify_send.job(mailer), NOTIFY_INTERVAL_S)
+        if rt.world is not None and s.demo_officer and rt.tracker.desk() is not None:
+            self._officer = DemoOfficer()
+            self.scheduler.add("demo_officer", self.demo_officer, max(5.0, s.push_interval_s))
+
+    async def drain(self, first: asyncio.Task[None]) -> int:
+        """Stop at the next commit points, then cut off what outlives the grace; the exit
+        code. The exit stack closes the rest."""
+        log.info("daemon_stopping")
+        sd_notify("STOPPING=1")
+        self.ctx.stopping.set()  # cycles end at their next commit point
+        self.scheduler.pause()
+        self._gen_stop.set()
+        inflight = [c.running for c in self.coordinators if c.running is not None] + [first]
+        inflight = [t for t in inflight if t is not None and not t.done()]
+        if inflight:
+            _, pending = await asyncio.wait(inflight, timeout=STOP_GRACE_S)
+            for task in pending:
+                # Cut off mid-request: transactions run whole between awaits, so nothing
+                # is half-written, and an unanswered POST is resent later with the same key.
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending, timeout=2)
+        lost = self.lease_lost is not None or self.storage_lost is not None
+        return 1 if lost or any(c.fatal is not None for c in self.coordinators) else 0
+
+    async def _end_generator(self, task: asyncio.Task[None]) -> None:
+        self._gen_stop.set()
+        await task
+
+    async def _end_probe(self) -> None:
+        if self._probe is not None:
+            self._probe.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._probe
+
+    # -- the jobs ---------------------------------------------------------------------------
+
+    async def pull_or_sweep(self) -> Any:
         # The daily sweep takes a pull's turn: never beside a pull, same request budget.
-        last = await ctx.db(state.get_last_sweep)
-        kind = CycleKind.SWEEP if sweep_due(ctx.now(), last, s.sweep_interval_s) \
-            else CycleKind.PULL
-        return await run_cycle(ctx, kind)
+        last = await self.ctx.db(state.get_last_sweep)
+        due = sweep_due(self.ctx.now(), last, self.rt.config.settings.sync.sweep_interval_s)
+        return await run_cycle(self.ctx, CycleKind.SWEEP if due else CycleKind.PULL)
 
-    pull = Coordinator("pull", pull_or_sweep, s.pull_interval_s, s.max_backoff_s)
-    push = Coordinator("push", lambda: run_cycle(ctx, CycleKind.PUSH), s.push_interval_s,
-                       s.max_backoff_s)
-    coordinators = [pull, push]
-    tracker_job = None
-    if ctx.sink.queued:
-        # An external tracker: its own job, failures and recovery logged by its coordinator;
-        # LAPOR! intake goes on whatever the tracker does.
-        tracker_job = Coordinator("tracker", lambda: run_cycle(ctx, CycleKind.TRACKER),
-                                  s.tracker_interval_s, s.max_backoff_s)
-        coordinators.append(tracker_job)
-    # One run of a job at a time (its ticker awaits it), plus the coordinator's own guard:
-    # a cycle never overlaps itself. Monotonic time: wall-clock steps change nothing.
-    scheduler = Ticker()
-    scheduler.add("pull", pull.tick, s.pull_interval_s, s.jitter_s)
-    scheduler.add("push", push.tick, s.push_interval_s, s.jitter_s)
-    if tracker_job is not None:
-        scheduler.add("tracker", tracker_job.tick, s.tracker_interval_s, s.jitter_s)
-    scheduler.add("mappings", reload_mappings, rt.config.settings.mappings.reload_interval_s)
-    if rt.config.settings.notify.enabled:  # e-mail: its own job, never in a cycle's way
-        mailer = notify_send.sender_for(rt.config, smtp_password, ctx.db, rt.mappings, ctx.now,
-                                        lambda kind, n: ctx.observer.progress(kind, n))
-        scheduler.add("notify", lambda: notify_send.job(mailer), NOTIFY_INTERVAL_S)
-    background: list[asyncio.Task[Any]] = []
-    gen_stop = asyncio.Event()
-    if rt.world is not None:
-        background.append(asyncio.create_task(
-            run_generator(rt.world, rt.config.settings.sandbox.generator_interval_s, gen_stop)))
-        if s.demo_officer and rt.tracker.desk() is not None:
-            officer = DemoOfficer()
+    async def first_cycles(self) -> None:
+        await self.pull.tick()
+        if self.tracker is not None:
+            await self.tracker.tick()
+        await self.push.tick()
+        if self.monitor is not None:
+            await self.health()  # /healthz and the gauges reflect the first cycles at once
 
-            async def act() -> None:
-                def tx(c: Any) -> Any:
-                    return officer.act(c, rt.tracker.desk(), rt.mappings(), ctx.now())
-                tid = await ctx.db(tx)
-                if tid:
-                    log.info("demo_officer_acted", tracking_id=tid)
-            scheduler.add("demo_officer", act, max(5.0, s.push_interval_s))
-    monitor = _start_metrics(rt, ctx, pull, push, tracker_job)
-    probing: list[asyncio.Task[Any]] = []
+    def _write_mapping_state(self, c: Connection) -> None:
+        state.set_mapping_version(c, self.rt.mappings().version)
+        state.set_mapping_error(c, self.rt.mappings.error)
 
-    async def health() -> None:
+    async def publish_mapping(self) -> None:
+        await self.ctx.db(self._write_mapping_state)
+
+    async def reload_mappings(self) -> None:
+        before = self.rt.mappings.error
+        # In a thread: a file system that hangs (NFS, a FIFO) must not freeze the loop.
+        changed = await asyncio.to_thread(self.rt.mappings.reload_if_changed)
+        if changed or self.rt.mappings.error != before:
+            await self.publish_mapping()
+
+    async def demo_officer(self) -> None:
+        officer = self._officer
+        assert officer is not None  # scheduled only with one
+
+        def tx(c: Connection) -> Any:
+            return officer.act(c, self.rt.tracker.desk(), self.rt.mappings(),
+                                     self.ctx.now())
+        tid = await self.ctx.db(tx)
+        if tid:
+            log.info("demo_officer_acted", tracking_id=tid)
+
+    async def health(self) -> None:
+        monitor = self.monitor
         if monitor is None:
             return
         try:
             monitor.refresh()
         except ConnectorError as exc:
             monitor.failed(str(exc))
-        if monitor.should_probe(pull.running is not None) and not any(
-                not t.done() for t in probing):
-            probing[:] = [asyncio.create_task(probe(rt.client))]
+        probing = self._probe is not None and not self._probe.done()
+        if monitor.should_probe(self.pull.running is not None) and not probing:
+            self._probe = asyncio.create_task(probe(self.rt.client))
 
-    if monitor is not None:
-        scheduler.add("health", health, HEALTH_REFRESH_S)
-        await health()
-
-    lease_lost: list[LeaseLost] = []
-
-    async def renew_lease() -> None:
+    async def renew_lease(self) -> None:
         # An empty transaction: its commit renews the lease (fenced like every commit).
         try:
-            await ctx.db(lambda c: None)
+            await self.ctx.db(lambda c: None)
         except LeaseLost as exc:
             log.error("instance_lease_lost", error=str(exc))
-            lease_lost.append(exc)
-            stop.set()
+            self.lease_lost = exc
+            self.stop.set()
         except RetryLater as exc:
             # The database is down or restarting: the lease is a row and survives it; the
             # next renewal takes it up again unless another connector took it over.
             log.warning("instance_lease_not_renewed", error=str(exc))
 
-    if rt.store.backend.name == "postgresql":
-        scheduler.add("lease", renew_lease, rt.config.settings.storage.lease_s / 3)
-    storage_lost: list[str] = []
-
-    async def check_storage() -> None:
+    async def check_storage(self) -> None:
         # The file deleted, replaced or corrupt under us: stop with a clear error rather
         # than go on writing into an unlinked file (every commit is fenced on it too).
-        problem = await asyncio.to_thread(rt.store.backend.health_problem, rt.store.engine)
+        store = self.rt.store
+        problem = await asyncio.to_thread(store.backend.health_problem, store.engine)
         if problem:
             log.error("storage_unusable", error=problem)
-            storage_lost.append(problem)
-            stop.set()
-
-    scheduler.add("storage_check", check_storage, STORAGE_CHECK_S)
-    wd = watchdog_interval()
-    if wd:
-        scheduler.add("watchdog", lambda: sd_notify("WATCHDOG=1"), wd)
-    await publish_mapping()
-    scheduler.start()
-    log.info("daemon_started", storage=rt.store.backend.describe(),
-             lapor="sandbox" if rt.config.sandbox_mode else rt.config.settings.lapor.base_url,
-             mapping_version=rt.mappings().version)
-    sd_notify("READY=1\nSTATUS=running")
-    # First cycles right away rather than one interval after start.
-    first = asyncio.create_task(_first_cycles(pull, push, health if monitor else None,
-                                              tracker_job))
-    await stop.wait()
-    log.info("daemon_stopping")
-    sd_notify("STOPPING=1")
-    ctx.stopping.set()  # cycles end at their next commit point
-    scheduler.pause()
-    gen_stop.set()
-    exit_code = 0
-    inflight = [c.running for c in coordinators if c.running is not None] + [first]
-    inflight = [t for t in inflight if t is not None and not t.done()]
-    if inflight:
-        _, pending = await asyncio.wait(inflight, timeout=STOP_GRACE_S)
-        for task in pending:
-            # Cut off mid-request: transactions run whole between awaits, so nothing is
-            # half-written, and an unanswered POST is resent later with the same key.
-            task.cancel()
-        if pending:
-            await asyncio.wait(pending, timeout=2)
-    await scheduler.aclose()
-    for task in background:
-        await task
-    for task in probing:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-    if monitor is not None:
-        monitor.stop()
-    for c in coordinators:
-        if c.fatal is not None:
-            exit_code = 1
-    if lease_lost or storage_lost:
-        exit_code = 1
-    await rt.aclose()
-    log.info("daemon_stopped")
-    return exit_code
+            self.storage_lost = problem
+            self.stop.set()
 
 
 def warn_if_exposed(listen: str) -> bool:
@@ -253,37 +377,6 @@ def warn_if_exposed(listen: str) -> bool:
                 hint="anyone who reaches this address reads /metrics and /healthz; "
                      "prefer 127.0.0.1 with a local Prometheus, or a firewall")
     return True
-
-
-def _start_metrics(rt: Runtime, ctx: SyncContext, pull: Coordinator,
-                   push: Coordinator, tracker: Coordinator | None = None) -> Monitor | None:
-    """/metrics and /healthz on metrics.listen; a port in use is logged, never fatal."""
-    address = rt.config.settings.metrics.address
-    if address is None:
-        return None
-    metrics, reach = Metrics(), Reachability()
-    ctx.observer = metrics
-
-    def on_request(endpoint: str, code: str, seconds: float) -> None:
-        metrics.request(endpoint, code, seconds)
-        reach.observe(code)
-
-    rt.client.observer = on_request
-    jobs = [c for c in (pull, push, tracker) if c is not None]
-    monitor = Monitor(
-        metrics, _health_report(rt, ctx, lambda: next(
-            (str(c.error) for c in jobs if isinstance(c.error, StorageError)), None)),
-        lambda: {"pull": pull.failures, "push": push.failures,
-                 **({"tracker": tracker.failures} if tracker else {})}, reach, ctx.now)
-    try:
-        host, port = monitor.start(*address)
-    except OSError as exc:
-        log.error("metrics_unavailable", listen=rt.config.settings.metrics.listen,
-                  error=str(exc))
-        return None
-    log.info("metrics_listening", listen=f"{host}:{port}", paths="/metrics /healthz")
-    warn_if_exposed(rt.config.settings.metrics.listen)
-    return monitor
 
 
 @dataclass
@@ -312,13 +405,3 @@ def _health_report(rt: Runtime, ctx: SyncContext,
 
     return lambda: rt.store.run(tx)
 
-
-async def _first_cycles(pull: Coordinator, push: Coordinator,
-                        then: Callable[[], Awaitable[None]] | None = None,
-                        tracker: Coordinator | None = None) -> None:
-    await pull.tick()
-    if tracker is not None:
-        await tracker.tick()
-    await push.tick()
-    if then is not None:
-        await then()  # /healthz and the gauges reflect the first cycles at once

@@ -7,8 +7,6 @@ from collections.abc import Callable
 from datetime import date, datetime, time, timedelta, timezone
 from functools import lru_cache
 
-import holidays
-
 UTC = timezone.utc  # noqa: UP017
 WIB = timezone(timedelta(hours=7), "WIB")
 WITA = timezone(timedelta(hours=8), "WITA")
@@ -57,6 +55,8 @@ def iso_wita(moment: datetime | None) -> str | None:
 
 @lru_cache(maxsize=64)
 def _holidays(year: int) -> frozenset[date]:
+    import holidays  # its country tables: only for the day arithmetic that needs them
+
     # "government" adds cuti bersama (joint leave days) to the public holidays.
     found = holidays.country_holidays("ID", years=year, categories=("public", "government"))
     return frozenset(found.keys())

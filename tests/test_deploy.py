@@ -45,7 +45,7 @@ def test_install_is_idempotent_and_keeps_the_admins_files(tmp_path: Path) -> Non
     for unit in ("lapor-connector.service", "lapor-connector-web.service"):
         assert (root / "etc/systemd/system" / unit).read_text() == (
             ROOT / "deploy" / unit).read_text()
-    assert (root / "opt/lapor-connector/connector/cli.py").exists()
+    assert (root / "opt/lapor-connector/connector/cli/__init__.py").exists()
     assert not (root / "opt/lapor-connector/.git").exists()
     # No demo settings in /opt: a command run from there finds the service's file.
     assert not (root / "opt/lapor-connector/settings.toml").exists()

@@ -1,5 +1,5 @@
 """``lapor-connector notify test ADDR`` and ``users notify LOGIN [--receive ...]``; wired
-into ``cli.py`` by ``add_parsers`` and ``HANDLERS``."""
+into the command line by ``add_parsers`` (``connector/cli/parser.py``) and its handler table."""
 
 from __future__ import annotations
 
@@ -7,14 +7,13 @@ import argparse
 import asyncio
 import re
 import sys
-from collections.abc import Callable
 from typing import Any
 
 from pydantic import ValidationError
 from sqlalchemy import select, update
 
 from connector.errors import ConfigError
-from connector.notify import core, send
+from connector.notify import core
 from connector.settings import Config, NotifySettings, format_validation_error
 from connector.store.schema import desk_users
 from connector.timeutil import utcnow
@@ -49,6 +48,8 @@ def cmd_notify_test(config: Config, args: argparse.Namespace) -> int:
     if not ADDRESS.fullmatch(args.address):
         print(f"error: not an e-mail address: {args.address!r}", file=sys.stderr)
         return 2
+    from connector.notify import send  # SMTP: only for the command that sends
+
     cfg = _checked(config)
     tested = Config(config.settings.model_copy(update={"notify": cfg}), config.path)
     password = send.password_for(tested)
@@ -97,8 +98,3 @@ def cmd_users_notify(config: Config, args: argparse.Namespace) -> int:
           + ("" if row.email else "; no e-mail address, so nothing is sent"))
     return 0
 
-
-HANDLERS: dict[tuple[str, str | None], Callable[..., int]] = {
-    ("notify", "test"): cmd_notify_test,
-    ("users", "notify"): cmd_users_notify,
-}

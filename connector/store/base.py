@@ -8,16 +8,14 @@ kept apart so the backends never import this module back).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from importlib import resources
-from typing import TypeVar
+from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
 
-from alembic import command
-from alembic.config import Config as AlembicConfig
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from sqlalchemy import Connection
+from sqlalchemy import Connection, inspect, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
@@ -32,7 +30,15 @@ from connector.store.backend import Backend
 from connector.store.postgres import PostgresBackend
 from connector.store.sqlite import READ_ONLY, SqliteBackend
 
+if TYPE_CHECKING:
+    from alembic.config import Config as AlembicConfig
+
 T = TypeVar("T")
+VERSION_TABLE = "alembic_version"  # Alembic's own
+# A migration file's ``revision = "..."`` and ``down_revision = "..."`` (or None) lines.
+_REVISION_LINE = re.compile(
+    r"""^(revision|down_revision)\s*(?::[^=\n]*)?=\s*(None|"[^"\n]*"|'[^'\n]*')\s*$""",
+    re.MULTILINE)
 
 
 def backend_for(url: str, busy_timeout_s: float = 10.0) -> Backend:
@@ -53,6 +59,8 @@ def migrations_dir() -> str:
 
 
 def _alembic_config(connection: Connection | None) -> AlembicConfig:
+    from alembic.config import Config as AlembicConfig
+
     cfg = AlembicConfig()
     cfg.set_main_option("script_location", migrations_dir())
     cfg.attributes["connection"] = connection
@@ -60,9 +68,45 @@ def _alembic_config(connection: Connection | None) -> AlembicConfig:
 
 
 def revisions() -> list[str]:
-    """Every schema revision this version knows, oldest first (the last one is head)."""
+    """Every schema revision this version knows, oldest first (the last one is head).
+
+    Read from the migration files' own lines rather than by Alembic, which imports every
+    migration: a command on a database already at head then never loads Alembic (the
+    largest part of ``status``'s start-up). Anything but one straight chain: Alembic's
+    own walk."""
+    parents: dict[str, str | None] = {}
+    for path in sorted(Path(migrations_dir(), "versions").glob("*.py")):
+        found = {k: None if v == "None" else v[1:-1]
+                 for k, v in _REVISION_LINE.findall(path.read_text("utf-8"))}
+        if found.get("revision"):
+            parents[str(found["revision"])] = found.get("down_revision")
+    heads = [r for r in parents if r not in set(parents.values())]
+    chain = heads if len(heads) == 1 else []
+    while chain and len(chain) <= len(parents) and parents.get(chain[-1]) is not None:
+        chain.append(str(parents[chain[-1]]))
+    if not chain or len(chain) != len(parents) or chain[-1] not in parents \
+            or parents[chain[-1]] is not None:
+        return _alembic_revisions()
+    return chain[::-1]
+
+
+def _alembic_revisions() -> list[str]:
+    from alembic.script import ScriptDirectory
+
     script = ScriptDirectory.from_config(_alembic_config(None))
     return [r.revision for r in reversed(list(script.walk_revisions()))]
+
+
+def _current_revision(conn: Connection) -> str | None:
+    """The database's schema revision, read as Alembic does (one row of its table)."""
+    if not inspect(conn).has_table(VERSION_TABLE):
+        return None
+    rows = conn.execute(text(f"SELECT version_num FROM {VERSION_TABLE}")).scalars().all()
+    if len(rows) == 1:
+        return str(rows[0])
+    from alembic.runtime.migration import MigrationContext  # none, or several: its answer
+
+    return MigrationContext.configure(conn).get_current_revision()
 
 
 class Store:
@@ -85,7 +129,7 @@ class Store:
         where = self.backend.describe()
         try:
             with self.engine.begin() as conn:
-                current = MigrationContext.configure(conn).get_current_revision()
+                current = _current_revision(conn)
                 if current is not None and current not in known:
                     raise SchemaTooNew(
                         f"storage: the database {where} has schema revision {current!r}, "
@@ -98,6 +142,8 @@ class Store:
                 pending = known[known.index(current) + 1:] if current else known
                 step = current
                 try:
+                    if pending:  # Alembic only when there is something to do
+                        from alembic import command
                     for step in pending:
                         command.upgrade(_alembic_config(conn), step)
                 except Exception as exc:
@@ -116,6 +162,9 @@ class Store:
 
     def revision(self) -> tuple[str | None, str | None]:
         """(current, head) schema revisions."""
+        from alembic.runtime.migration import MigrationContext
+        from alembic.script import ScriptDirectory
+
         with self.engine.connect() as conn:
             current = MigrationContext.configure(conn).get_current_revision()
             head = ScriptDirectory.from_config(_alembic_config(conn)).get_current_head()
@@ -165,6 +214,21 @@ class Store:
     def close(self) -> None:
         self.backend.release_instance_lock()
         self.engine.dispose()
+
+
+def open_store(url: str, *, busy_timeout_s: float = 10.0, lease_s: float = 60.0,
+               lock: bool = False) -> Store:
+    """Open (and migrate) the database; with ``lock``, as the one running connector: the
+    instance lock is taken before migrating."""
+    store = Store(url, busy_timeout_s=busy_timeout_s, lease_s=lease_s)
+    try:
+        if lock:
+            store.lock_instance()
+        store.upgrade()
+    except Exception:
+        store.close()
+        raise
+    return store
 
 
 def _first_line(exc: BaseException) -> str:

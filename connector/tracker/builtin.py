@@ -241,9 +241,7 @@ class BuiltinTracker(Tracker, TrackerPort):
                                None if action.reply is None else clean_text(action.reply),
                                None if action.note is None else clean_text(action.note),
                                clean_text(action.author))
-        if action.status is not None and action.status not in self.local_statuses:
-            raise TrackerRefusal(f"unknown status {action.status!r} (one of "
-                                 f"{', '.join(self.local_statuses)})", 2)
+        check_status(action.status, self.local_statuses)
         if action.reply is not None and not action.reply.strip():
             raise TrackerRefusal("the public reply is empty", 2)
         if action.reply is not None and len(action.reply) > MAX_REPLY:
@@ -360,6 +358,13 @@ def _new_id(result: CursorResult[Any]) -> int:
     key = result.inserted_primary_key
     assert key is not None
     return int(key[0])
+
+
+def check_status(status: str | None, local_statuses: Sequence[str]) -> None:
+    """The one check of an officer's new status (the CLI asks it before anything else)."""
+    if status is not None and status not in local_statuses:
+        raise TrackerRefusal(f"unknown status {status!r} (one of "
+                             f"{', '.join(local_statuses)})", 2)
 
 
 def _int(value: str) -> int:
