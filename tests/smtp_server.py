@@ -26,8 +26,9 @@ class Received:
         parts = [str(self.message["Subject"])]
         for part in self.message.walk():
             if part.get_content_maintype() == "text":
-                parts.append(part.get_payload(decode=True).decode(part.get_content_charset()
-                                                                  or "utf-8"))
+                payload = part.get_payload(decode=True)  # a leaf part's bytes
+                assert isinstance(payload, bytes)
+                parts.append(payload.decode(part.get_content_charset() or "utf-8"))
         return "\n".join(parts).replace("\r\n", "\n")
 
 

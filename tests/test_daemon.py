@@ -10,20 +10,18 @@ import signal
 import subprocess
 import sys
 import time
-import tomllib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import create_engine, text
-from sqlalchemy.exc import DBAPIError
-from sqlalchemy.pool import NullPool
 
 from connector.daemon import Coordinator
 from connector.errors import LaporUnavailable
 from connector.sandbox import World, data
 from tests.conftest import ROOT, systemd_exposure, write_config
+from tests.factories import Daemon, count
+from tests.waits import wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -37,58 +35,6 @@ demo_officer = true
 reload_interval_s = 0.5
 """
 SANDBOX = "complaints = 30\ngenerator_interval_s = 1\n"
-
-
-class Daemon:
-    def __init__(self, site: Path, fmt: str = "json", level: str = "debug"):
-        self.site = site
-        self.log = site / f"daemon-{fmt}.log"
-        env = {**os.environ, "LAPOR_CONNECTOR_LOG__FORMAT": fmt,
-               "LAPOR_CONNECTOR_LOG__LEVEL": level}
-        self.proc = subprocess.Popen(
-            [sys.executable, str(ROOT / "scheduler.py"), "--config", str(site / "settings.toml")],
-            cwd=site, env=env, stdout=self.log.open("w"), stderr=subprocess.STDOUT)
-
-    def text(self) -> str:
-        return self.log.read_text(encoding="utf-8", errors="replace")
-
-    def stop(self) -> tuple[int, float]:
-        t0 = time.monotonic()
-        self.proc.send_signal(signal.SIGTERM)
-        code = self.proc.wait(timeout=30)
-        return code, time.monotonic() - t0
-
-
-def query(site: Path, sql: str) -> list[tuple[Any, ...]]:
-    """``sql`` on the site's database, whichever backend; [] while it is not there yet."""
-    url = tomllib.loads((site / "settings.toml").read_text("utf-8"))["storage"]["url"]
-    if url.startswith("sqlite:///"):
-        path = site / url.removeprefix("sqlite:///")  # relative to the site, as the daemon
-        if not path.exists():
-            return []
-        url = f"sqlite:///{path}"
-    engine = create_engine(url, poolclass=NullPool)
-    try:
-        with engine.connect() as conn:
-            return [tuple(r) for r in conn.execute(text(sql))]
-    except DBAPIError:  # not migrated yet, or busy for a moment
-        return []
-    finally:
-        engine.dispose()
-
-
-def wait_for(cond: Callable[[], bool], timeout: float = 60, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return
-        time.sleep(0.3)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def count(site: Path, sql: str) -> int:
-    rows = query(site, sql)
-    return int(rows[0][0]) if rows else 0
 
 
 @pytest.fixture

@@ -23,15 +23,15 @@ from typing import Any, TypeVar
 
 import pytest
 import uvicorn
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Browser, Dialog, Page, sync_playwright
 
 from connector.desk import accounts
 from connector.desk.accounts import Role
 from connector.desk.web import create_app
 from connector.sandbox import Faults, World
 from tests.conftest import _BACKEND, BACKENDS, FakeTime, database
+from tests.factories import HOSTILE_BODY, HOSTILE_TITLE, PASSWORD, password_hash
 from tests.harness import Harness
-from tests.test_desk import HASH, HOSTILE_BODY, HOSTILE_TITLE, PASSWORD
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -79,7 +79,7 @@ class LiveSite:
 
     def add_user(self, login: str, role: Role, agencies: list[str]) -> None:
         self.h.store.run(lambda c: accounts.add_user(
-            c, login, f"Petugas {login}", role, agencies, None, HASH, self.h.ctx.now(),
+            c, login, f"Petugas {login}", role, agencies, None, password_hash(), self.h.ctx.now(),
             must_change=False))
 
     @contextlib.contextmanager
@@ -301,7 +301,11 @@ def test_hostile_text_from_lapor_stays_inert_and_reads_back_literally(site: Live
     dialogs: list[str] = []
     errors: list[str] = []
     with site.page("admin") as page:
-        page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+        def dismiss(d: Dialog) -> None:
+            dialogs.append(d.message)
+            d.dismiss()
+
+        page.on("dialog", dismiss)
         page.on("pageerror", lambda e: errors.append(str(e)))
         page.goto("/")
         cells = page.locator("td[data-label=Judul]").all_inner_texts()

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select, update
 
-from connector.desk import accounts, queries
+from connector.desk import queries
 from connector.desk.accounts import Role
 from connector.mapping_reload import MappingHolder
 from connector.notify import core, queue, send
@@ -25,12 +25,12 @@ from connector.status import report
 from connector.store import followups, schema, state
 from connector.timeutil import WITA, is_working_day
 from tests.conftest import FakeTime
+from tests.factories import PASSWORD, Site, add_user, csrf_of, field, login
 from tests.harness import Harness
 from tests.smtp_server import Received, SMTPServer
 
 pytestmark = pytest.mark.anyio
 DESK = "https://desk.mahulu.test"
-PASSWORD = "sandi-yang-panjang-1"
 
 
 def mailbox(agency: str) -> str:
@@ -174,20 +174,9 @@ async def test_a_pulls_rows_wait_for_the_end_of_the_pull(
 
 # -- assignment and replies -------------------------------------------------------------------
 
-HASH = accounts.hash_new(PASSWORD)
-
-
-def add_user(h: Harness, login: str, role: Role, agencies: list[str],
-             email: str | None = None) -> None:
-    h.store.run(lambda c: accounts.add_user(c, login, f"Petugas {login}", role, agencies,
-                                            email, HASH, h.ctx.now(), must_change=False))
-
-
 async def test_assignment_on_the_desk_mails_the_assignee_only(
         tmp_path: Path, db_url: str, world: World, fake_time: FakeTime,
         smtp: SMTPServer) -> None:
-    from tests.test_desk import Site, csrf_of, field, login
-
     h, mailer = make(tmp_path, db_url, world, fake_time, smtp.port)
     await h.pull()
     await mailer.tick()
@@ -461,6 +450,7 @@ async def test_after_a_crash_the_resend_has_the_same_message_id_and_never_a_thir
     again = [again[0]]
     row = h.store.run(lambda c: c.execute(select(schema.notifications).where(
         schema.notifications.c.message_id == again[0].message_id)).first())
+    assert row is not None
     assert row.state == "sent" and row.last_error == "unconfirmed" and row.unsure == 2
 
 

@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT, write_config
-from tests.test_daemon import count, wait_for
+from tests.factories import count
+from tests.waits import wait_for
 
 pytestmark = pytest.mark.slow
 
