@@ -60,11 +60,11 @@ def test_failure_mid_transaction_leaves_nothing(db_url: str) -> None:
     store.upgrade()
     tracker = BuiltinTracker(("new", "in_progress", "resolved", "closed"))
 
-    def half(conn: object) -> None:
-        ref = tracker.create_ticket(conn, ticket(), NOW)  # type: ignore[arg-type]
-        state.save_link(conn, LinkState("4100001", ref, "DINKES", "terdisposisi", NOW, (1,),  # type: ignore[arg-type]
+    def half(conn: Connection) -> None:
+        ref = tracker.create_ticket(conn, ticket(), NOW)
+        state.save_link(conn, LinkState("4100001", ref, "DINKES", "terdisposisi", NOW, (1,),
                                         frozenset(), False), NOW)
-        state.advance_watermark(conn, NOW)  # type: ignore[arg-type]
+        state.advance_watermark(conn, NOW)
         raise RuntimeError("crash in the middle")
 
     with pytest.raises(RuntimeError):
