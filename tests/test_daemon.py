@@ -21,7 +21,7 @@ from connector.errors import LaporUnavailable
 from connector.sandbox import World, data
 from tests.conftest import ROOT, systemd_exposure, write_config
 from tests.factories import Daemon, count
-from tests.waits import wait_for
+from tests.waits import until, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -131,7 +131,9 @@ def test_debug_logs_carry_no_personal_data(site: Path, fmt: str) -> None:
     try:
         wait_for(lambda: count(site, "SELECT count(*) FROM outbox WHERE state='sent'") > 1,
                  what="follow-ups sent")
-        time.sleep(2)
+        # The rows are committed before the lines that tell of them are written.
+        wait_for(lambda: "record_synced" in d.text() and "followup_sent" in d.text(), 30,
+                 "the log lines of the synced records and sent follow-ups")
     finally:
         code, _ = d.stop()
     assert code == 0
@@ -347,7 +349,8 @@ def test_jobs_keep_their_cadence_when_the_wall_clock_steps(
         ticker.add("pull", pull, 0.05, jitter_s=0.02)
         ticker.add("watchdog", lambda: runs["watchdog"].append(time.monotonic()), 0.05)
         ticker.start()
-        await asyncio.sleep(0.8)
+        await until(lambda: len(runs["pull"]) >= 8 and len(runs["watchdog"]) >= 8, 10,
+                    "eight runs of each job")
         ticker.pause()
         paused_at = len(runs["pull"])
         await asyncio.sleep(0.2)
@@ -375,7 +378,7 @@ def test_a_job_that_raises_keeps_running() -> None:
         ticker = Ticker(rng=lambda: 0.0)
         ticker.add("boom", boom, 0.02)
         ticker.start()
-        await asyncio.sleep(0.2)
+        await until(lambda: len(calls) >= 3, 10, "three runs of the failing job")
         await ticker.aclose()
 
     asyncio.run(main())

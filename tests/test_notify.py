@@ -5,6 +5,7 @@ says, bundling, the digest's clock, and delivery through outages, refusals and c
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import time
 from collections.abc import Iterator
@@ -28,6 +29,7 @@ from tests.conftest import FakeTime
 from tests.factories import PASSWORD, Site, add_user, csrf_of, field, login
 from tests.harness import Harness
 from tests.smtp_server import Received, SMTPServer
+from tests.waits import until
 
 pytestmark = pytest.mark.anyio
 DESK = "https://desk.mahulu.test"
@@ -389,6 +391,13 @@ async def test_an_smtp_outage_delays_mail_but_neither_pull_nor_push(
     hole = socket.socket()
     hole.bind(("127.0.0.1", 0))
     hole.listen()
+    hole.setblocking(False)
+    taken: list[socket.socket] = []  # the mail job's connection, never answered
+
+    def connected() -> bool:
+        with contextlib.suppress(BlockingIOError):
+            taken.append(hole.accept()[0])
+        return bool(taken)
     black = h.config.settings.notify.model_copy(update={"smtp_port": hole.getsockname()[1],
                                                         "timeout_s": 3.0})
     stuck = send.Sender(h.config, h.ctx.db, lambda: h.mappings(), h.ctx.now,
@@ -397,7 +406,7 @@ async def test_an_smtp_outage_delays_mail_but_neither_pull_nor_push(
     tid = str(world.add_complaints(1)[0])
     t0 = time.monotonic()
     job = asyncio.create_task(stuck.tick())
-    await asyncio.sleep(0.1)
+    await until(connected, 5, "the mail job to connect")
     await h.sync()
     t = next(t for t in h.tickets() if t["tracking_id"] == tid)
     h.officer(t["id"], status="in_progress", reply="Kami tindak lanjuti.", author="ani")
@@ -405,6 +414,7 @@ async def test_an_smtp_outage_delays_mail_but_neither_pull_nor_push(
     assert time.monotonic() - t0 < 2.5 and not job.done()
     assert any(e["state"] == "sent" for e in h.outbox())
     await job
+    taken[0].close()
     hole.close()
     # Back up: everything waiting goes.
     server = SMTPServer(port).start()

@@ -28,3 +28,9 @@ async def until(cond: Callable[[], object], timeout: float = 30, what: str = "",
             return
         await asyncio.sleep(every)
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def next_second() -> None:
+    """Until the wall clock's second changes: for names that carry it."""
+    now = int(time.time())
+    wait_for(lambda: int(time.time()) > now, 5, "the next second", every=0.01)
