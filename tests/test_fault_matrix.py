@@ -5,7 +5,6 @@ For every row: nothing lost, nothing duplicated (both sides), and the operator t
 
 from __future__ import annotations
 
-import random
 import subprocess
 import sys
 import threading
@@ -26,6 +25,7 @@ from tests.conftest import FakeTime, write_config
 from tests.harness import Harness
 from tests.pgprivate import PrivatePg
 from tests.pgprivate import available as pg_available
+from tests.seeds import SeededRandom
 from tests.waits import wait_for
 
 pytestmark = pytest.mark.anyio
@@ -59,7 +59,7 @@ async def drive(h: Harness, rounds: int, during: Callable[[int], Any] | None = N
         await h.push()
 
     coord = Coordinator("sync", cycle, 60, 900, clock=h.time, rng=lambda: 0.0)
-    rng = random.Random(rounds)
+    rng = SeededRandom(rounds)
     with structlog.testing.capture_logs() as logs:
         for r in range(rounds):
             if during:
@@ -183,7 +183,7 @@ async def test_503_maintenance_longer_than_a_cycle(h: Harness) -> None:
 
 class Timeouts(httpx.AsyncBaseTransport):
     def __init__(self, inner: httpx.AsyncBaseTransport, rate: float):
-        self.inner, self.rate, self.rng = inner, rate, random.Random(3)
+        self.inner, self.rate, self.rng = inner, rate, SeededRandom(3)
         self.fired = 0
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
