@@ -20,7 +20,7 @@ from connector.daemon import Coordinator
 from connector.errors import LaporUnavailable
 from connector.sandbox import World, data
 from tests.conftest import ROOT, systemd_exposure, write_config
-from tests.factories import Daemon, count
+from tests.factories import Daemon, count, free_port
 from tests.waits import until, wait_for
 
 pytestmark = pytest.mark.slow
@@ -246,11 +246,7 @@ def test_systemd_unit_is_hardened() -> None:
 
 
 def test_daemon_keeps_trying_when_lapor_refuses_connections(tmp_path: Path, db_url: str) -> None:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()  # nobody listens there
     site = tmp_path / "site"
     cfg = write_config(site, db_url,
                        "[sync]\npull_interval_s = 1\npush_interval_s = 1\njitter_s = 0.1\n"

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import socket
 import threading
 import time
 from collections.abc import Coroutine, Iterator
@@ -25,12 +24,11 @@ import pytest
 import uvicorn
 from playwright.sync_api import Browser, Dialog, Page, sync_playwright
 
-from connector.desk import accounts
 from connector.desk.accounts import Role
 from connector.desk.web import create_app
 from connector.sandbox import Faults, World
 from tests.conftest import _BACKEND, BACKENDS, FakeTime, database
-from tests.factories import HOSTILE_BODY, HOSTILE_TITLE, PASSWORD, password_hash
+from tests.factories import HOSTILE_BODY, HOSTILE_TITLE, PASSWORD, add_user, free_port
 from tests.harness import Harness
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -59,12 +57,6 @@ class Loop:
         self.loop.close()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @dataclass
 class LiveSite:
     backend: str
@@ -78,9 +70,7 @@ class LiveSite:
     sessions: dict[str, Any] = field(default_factory=dict)  # login -> storage state
 
     def add_user(self, login: str, role: Role, agencies: list[str]) -> None:
-        self.h.store.run(lambda c: accounts.add_user(
-            c, login, f"Petugas {login}", role, agencies, None, password_hash(), self.h.ctx.now(),
-            must_change=False))
+        add_user(self.h, login, role, agencies)
 
     @contextlib.contextmanager
     def page(self, login: str | None = None, **options: Any) -> Iterator[Page]:
@@ -140,7 +130,7 @@ def site(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
         loop.run(h.pull())
         fake_time.t += 10 * 86400  # past the 5 working days: the open ones are overdue
         app = create_app(h.config, h.store, h.mappings, h.tracker, clock=h.ctx.now)
-        port = _free_port()
+        port = free_port()
         server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
                                                log_config=None, access_log=False,
                                                lifespan="off", server_header=False))

@@ -22,6 +22,7 @@ from connector.errors import StorageBusy
 from connector.sandbox import Faults, World, create_app
 from connector.store import state
 from tests.conftest import FakeTime, write_config
+from tests.factories import free_port
 from tests.harness import Harness
 from tests.pgprivate import PrivatePg
 from tests.pgprivate import available as pg_available
@@ -243,11 +244,7 @@ async def test_malformed_records(h: Harness) -> None:
 
 def test_connection_refused_sync_exits_1_with_a_clear_message(tmp_path: Path,
                                                               db_url: str) -> None:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]  # nobody listens here once closed
+    port = free_port()  # nobody listens there
     site = tmp_path / "site"
     cfg = write_config(site, db_url, '\n[sync]\noverlap_s = 300\n')
     cfg.write_text(cfg.read_text().replace('base_url = "sandbox"',

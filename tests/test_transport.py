@@ -9,7 +9,6 @@ environment.
 from __future__ import annotations
 
 import asyncio
-import socket
 from typing import Unpack
 
 import httpx
@@ -20,7 +19,15 @@ from connector.lapor.client import LaporClient
 from connector.lapor.transport import env_proxy
 from connector.sandbox import World
 from connector.sandbox.world import Faults
-from tests.factories import JSON_200, Deadlines, raw_server, replying, served, wire_client
+from tests.factories import (
+    JSON_200,
+    Deadlines,
+    free_port,
+    raw_server,
+    replying,
+    served,
+    wire_client,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -139,9 +146,7 @@ async def _error_names(base: str, **kw: Unpack[Deadlines]) -> list[str]:
 
 
 async def test_a_refused_connection_is_named_connect_error() -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]  # nobody listens here once closed
+    port = free_port()  # nobody listens there
     names = await _error_names(f"http://127.0.0.1:{port}")
     assert names and set(names) == {"ConnectError"}
 
