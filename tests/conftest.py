@@ -9,7 +9,7 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Generator, Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,7 @@ from connector.lapor.client import LaporClient
 from connector.sandbox import Faults, World, create_app
 from connector.settings import DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, Credentials
 from connector.tracker.redmine_api import RedmineClient
+from tests.seeds import CLOCK_ENV, frame_locals, seeds_in
 
 ROOT = Path(__file__).resolve().parent.parent
 PG_URL = os.environ.get("LAPOR_TEST_PG_URL")  # set by .ci/run; without it: SQLite only
@@ -60,6 +61,21 @@ def pytest_configure(config: pytest.Config) -> None:
         "lock); exempt from running on every backend")
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item,
+                              call: pytest.CallInfo[None]) -> Generator[None, Any, Any]:
+    """A failed test's report names its seeds: worlds, random generators, the fake clock."""
+    report = yield
+    if report.failed:
+        roots = list(getattr(item, "funcargs", {}).values())
+        if call.excinfo is not None:
+            roots.extend(frame_locals(call.excinfo.tb))
+        found = seeds_in(roots)
+        if found:
+            report.sections.append(("seeds", "\n".join(found)))
+    return report
+
+
 def pytest_report_header(config: Any) -> str:
     return ("storage backends: sqlite + postgresql" if PG_URL else
             "storage backends: sqlite only (set LAPOR_TEST_PG_URL for the PostgreSQL leg)")
@@ -69,7 +85,11 @@ class FakeTime:
     """One clock for the sandbox and the client; sleeping advances it instantly."""
 
     def __init__(self) -> None:
-        self.t = float(int(time.time()))
+        # From the wall clock (so days and holidays vary between runs), or a failed run's
+        # start, which the report names (tests/seeds.py).
+        pinned = os.environ.get(CLOCK_ENV)
+        self.start = float(pinned) if pinned else float(int(time.time()))
+        self.t = self.start
         self.slept: list[float] = []
 
     def __call__(self) -> float:

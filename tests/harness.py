@@ -15,7 +15,7 @@ from connector.settings import load_config
 from connector.store import schema, state
 from connector.store.keys import StateKey
 from connector.sync.context import SyncContext
-from connector.sync.cycle import run_cycle
+from connector.sync.cycle import CycleKind, run_cycle
 from connector.sync.push import ingest
 from connector.tracker.base import OfficerChange
 from connector.tracker.builtin import BuiltinTracker, OfficerAction
@@ -43,13 +43,13 @@ class Harness:
                                now=lambda: datetime.fromtimestamp(int(fake_time.t), UTC))
 
     async def pull(self) -> dict[str, Any]:
-        return (await run_cycle(self.ctx, "pull")).summary
+        return (await run_cycle(self.ctx, CycleKind.PULL)).summary
 
     async def sweep(self) -> dict[str, Any]:
-        return (await run_cycle(self.ctx, "sweep")).summary
+        return (await run_cycle(self.ctx, CycleKind.SWEEP)).summary
 
     async def push(self) -> dict[str, Any]:
-        return (await run_cycle(self.ctx, "push")).summary
+        return (await run_cycle(self.ctx, CycleKind.PUSH)).summary
 
     async def sync(self) -> tuple[dict[str, Any], dict[str, Any]]:
         return await self.pull(), await self.push()

@@ -4,7 +4,6 @@ tests, with answers the test chooses per recipient."""
 from __future__ import annotations
 
 import email
-import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -12,6 +11,8 @@ from email.message import Message
 from typing import Any
 
 from aiosmtpd.controller import Controller
+
+from tests.factories import free_port
 
 
 @dataclass
@@ -26,8 +27,9 @@ class Received:
         parts = [str(self.message["Subject"])]
         for part in self.message.walk():
             if part.get_content_maintype() == "text":
-                parts.append(part.get_payload(decode=True).decode(part.get_content_charset()
-                                                                  or "utf-8"))
+                payload = part.get_payload(decode=True)  # a leaf part's bytes
+                assert isinstance(payload, bytes)
+                parts.append(payload.decode(part.get_content_charset() or "utf-8"))
         return "\n".join(parts).replace("\r\n", "\n")
 
 
@@ -85,7 +87,3 @@ class SMTPServer:
             time.sleep(0.02)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])

@@ -7,7 +7,6 @@ import os
 import sqlite3
 import stat
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -17,6 +16,7 @@ from connector.sandbox import World
 from connector.store import Store, state
 from tests.conftest import FakeTime
 from tests.harness import Harness
+from tests.waits import next_second
 
 pytestmark = pytest.mark.anyio
 
@@ -51,7 +51,7 @@ async def test_db_backup_copies_while_the_database_is_written(
     try:
         for _ in range(3):
             assert main(["--config", cfg, "db", "backup", str(dest), "--keep", "2"]) == 0
-            time.sleep(1.05)  # names carry the wall clock's second: make each one new
+            next_second()  # names carry the wall clock's second: make each one new
     finally:
         stop.set()
         t.join()

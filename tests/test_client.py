@@ -123,19 +123,20 @@ async def test_5xx_are_retried(client: Any, world: World) -> None:
 class Flaky(httpx.AsyncBaseTransport):
     """Times out or refuses the first ``n`` requests, then passes through."""
 
-    def __init__(self, inner: httpx.AsyncBaseTransport, n: int, exc: type[Exception]):
+    def __init__(self, inner: httpx.AsyncBaseTransport, n: int,
+                 exc: type[httpx.TransportError]):
         self.inner, self.n, self.exc = inner, n, exc
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         if self.n > 0:
             self.n -= 1
-            raise self.exc("simulated", request=request)  # type: ignore[call-arg]
+            raise self.exc("simulated", request=request)
         return await self.inner.handle_async_request(request)
 
 
 @pytest.mark.parametrize("exc", [httpx.ReadTimeout, httpx.ConnectError])
 async def test_timeouts_and_connection_errors_are_retried(world: World, fake_time: FakeTime,
-                                                          exc: type[Exception]) -> None:
+                                                          exc: type[httpx.TransportError]) -> None:
     transport = Flaky(httpx.ASGITransport(app=create_app(world)), 3, exc)
     client = make_client(world, fake_time, transport=transport)
     assert len(await client.units()) > 5

@@ -13,7 +13,7 @@ from connector.mappings import load
 from connector.sync import clock, core
 from connector.timeutil import WIB, WITA
 from connector.tracker.base import OfficerChange
-from tests.test_core import MAPPINGS, T0, UNITS, complaint
+from tests.factories import MAPPINGS, T0, UNITS, complaint, linked, narrow
 
 DINKES, DISDUK = 6411003, 6411001  # two units of two agencies in the shipped mappings
 # T0 is Monday 2 November 2026, 09:00 WITA: the 5th working day after it is Monday 9th.
@@ -26,14 +26,16 @@ def fu(i: int, at: datetime, by: str = "instansi", unit: int | None = DINKES,
                       status if by == "instansi" else None, "isi", at)
 
 
-def run(*steps: m.Complaint) -> list[core.Decision]:
-    """Feed details through decide like the pull does, carrying link and facts."""
-    link, facts, out = None, None, []
+def run(*steps: m.Complaint) -> list[core.Linked]:
+    """Feed details through decide like the pull does, carrying link and facts (no step here
+    is set aside)."""
+    link: core.LinkState | None = None
+    facts: clock.Facts | None = None
+    out: list[core.Linked] = []
     for c in steps:
-        d = core.decide(c, link, MAPPINGS, 6411, facts=facts)
+        d = linked(core.decide(c, link, MAPPINGS, 6411, facts=facts))
         out.append(d)
-        if not isinstance(d, core.SetAside):
-            link, facts = replace(d.link, ticket_ref="1"), d.facts
+        link, facts = replace(d.link, ticket_ref="1"), d.facts
     return out
 
 
@@ -47,13 +49,14 @@ def test_first_follow_up_on_time_and_computed_due() -> None:
     answered = complaint("1", "ditindaklanjuti", (DINKES,), (fu(1, T0 + timedelta(days=3)),),
                          T0 + timedelta(days=3))
     d0, d1 = run(c, answered)
-    assert d0.ticket is not None and d0.ticket.due_at == DUE0
+    ticket = narrow(core.Create, d0).ticket
+    assert ticket is not None and ticket.due_at == DUE0
     assert d0.facts is not None and d0.facts.current.first_follow_up_at is None
     assert d0.facts.overdue(DUE0 + timedelta(seconds=1)) and not d0.facts.overdue(DUE0)
-    p = d1.facts.current  # type: ignore[union-attr]
+    p = d1.facts.current
     assert p.first_follow_up_at == T0 + timedelta(days=3) and p.on_time is True
     assert p.due_source == "computed" and p.start == clock.Start.RECEIVED
-    assert not d1.facts.overdue(DUE0 + timedelta(days=30))  # type: ignore[union-attr]
+    assert not d1.facts.overdue(DUE0 + timedelta(days=30))
 
 
 def test_late_against_the_lapor_deadline_and_fixed_once_seen() -> None:
@@ -64,8 +67,9 @@ def test_late_against_the_lapor_deadline_and_fixed_once_seen() -> None:
             # LAPOR! later moves its deadline: the verdict stays as it was then.
             complaint("1", "ditindaklanjuti", (DINKES,), (late,), late.at + timedelta(hours=1),
                       deadline + timedelta(days=9)))
-    assert d[0].ticket is not None and d[0].ticket.due_at == deadline
-    p = d[2].facts.current  # type: ignore[union-attr]
+    ticket = narrow(core.Create, d[0]).ticket
+    assert ticket is not None and ticket.due_at == deadline
+    p = d[2].facts.current
     assert p.on_time is False and p.due_at == deadline and p.due_source == "lapor"
 
 
@@ -114,13 +118,14 @@ def test_redisposition_with_stale_deadline_recomputes_from_the_new_disposition()
     moved = replace(c, dispositions=(m.Disposition(DISDUK, "disduk", 6411, moved_at),),
                     updated_at=moved_at)
     d = run(c, moved)
-    assert d[1].update is not None and d[1].update.agency == "DISDUKCAPIL"
+    update = narrow(core.Update, d[1]).update
+    assert update is not None and update.agency == "DISDUKCAPIL"
     f = d[1].facts
     assert f is not None and [p.agency for p in f.periods] == ["DKP2KB", "DISDUKCAPIL"]
     new = f.current
     assert new.start == clock.Start.REDISPOSITION and new.started_at == moved_at
     assert new.due_at == datetime(2026, 11, 16, 23, 59, 59, tzinfo=WITA)
-    assert d[1].update.due_at == new.due_at  # the ticket's due date follows
+    assert update.due_at == new.due_at  # the ticket's due date follows
     assert not f.overdue(stale + timedelta(days=1))  # the stale deadline flags nothing
     # A deadline LAPOR! set for the new disposition is its word.
     fresh = moved_at + timedelta(days=3)
@@ -146,8 +151,9 @@ def test_two_agencies_lead_never_flips_when_lapor_reorders() -> None:
     c = replace(c, dispositions=both)
     flipped = replace(c, dispositions=both[::-1], updated_at=T0 + timedelta(hours=2))
     d = run(c, flipped)
-    assert d[0].ticket is not None and d[0].ticket.agency == "DKP2KB"
-    notes = [x.text for x in d[0].ticket.messages if x.direction == "internal"]
+    ticket = narrow(core.Create, d[0]).ticket
+    assert ticket is not None and ticket.agency == "DKP2KB"
+    notes = [x.text for x in ticket.messages if x.direction == "internal"]
     assert notes == [f"Juga didisposisikan ke unit {DISDUK} (DISDUKCAPIL)"]
     assert isinstance(d[1], core.Unchanged)  # the reordered list changes nothing
     assert d[1].link is not None and d[1].link.agency == "DKP2KB"
@@ -155,8 +161,9 @@ def test_two_agencies_lead_never_flips_when_lapor_reorders() -> None:
     assert len(d[1].facts.periods) == 1
     # The same complaint seen first in the other order still goes to the earliest.
     d = run(flipped)
-    assert d[0].ticket is not None and d[0].ticket.agency == "DKP2KB"
-    assert [x.text for x in d[0].ticket.messages if x.direction == "internal"] == notes
+    ticket = narrow(core.Create, d[0]).ticket
+    assert ticket is not None and ticket.agency == "DKP2KB"
+    assert [x.text for x in ticket.messages if x.direction == "internal"] == notes
 
 
 def test_disposition_at_2330_wib_counts_from_the_wita_date() -> None:
@@ -165,8 +172,9 @@ def test_disposition_at_2330_wib_counts_from_the_wita_date() -> None:
     c = complaint("1", "terdisposisi", (DINKES,), (), at)
     c = replace(c, dispositions=(m.Disposition(DINKES, "a", 6411, at),))
     d = run(c)
-    assert d[0].ticket is not None
-    assert d[0].ticket.due_at == datetime(2026, 11, 10, 23, 59, 59, tzinfo=WITA)
+    ticket = narrow(core.Create, d[0]).ticket
+    assert ticket is not None
+    assert ticket.due_at == datetime(2026, 11, 10, 23, 59, 59, tzinfo=WITA)
 
 
 def test_settlement_limit_is_sixty_days_after_the_disposition() -> None:
@@ -185,8 +193,9 @@ def test_declared_holiday_moves_the_due(tmp_path: Path) -> None:
     mappings = load(tmp_path / "m")
     assert mappings.holidays == frozenset({date(2026, 11, 5)})
     d = core.decide(complaint("1", "terdisposisi", (DINKES,), (), T0), None, mappings, 6411)
-    assert d.ticket is not None
-    assert d.ticket.due_at == datetime(2026, 11, 10, 23, 59, 59, tzinfo=WITA)
+    ticket = narrow(core.Create, d).ticket
+    assert ticket is not None
+    assert ticket.due_at == datetime(2026, 11, 10, 23, 59, 59, tzinfo=WITA)
 
 
 @pytest.mark.parametrize("lapor_status,last_queued,posts", [
@@ -197,7 +206,8 @@ def test_declared_holiday_moves_the_due(tmp_path: Path) -> None:
 def test_closed_after_resolved_posts_no_second_selesai(lapor_status: str,
                                                        last_queued: str | None,
                                                        posts: bool) -> None:
-    d = core.decide(complaint("1", lapor_status, (DINKES,), (), T0), None, MAPPINGS, 6411)
+    d = linked(core.decide(complaint("1", lapor_status, (DINKES,), (), T0), None, MAPPINGS,
+                           6411))
     assert d.link is not None
     close = OfficerChange("7", "1", "1", "closed", "closed", None, T0)
     plan = core.plan_outbox(close, d.link, MAPPINGS, last_queued)
@@ -240,14 +250,14 @@ def test_a_second_unit_of_the_same_agency_keeps_the_clock(tmp_path: Path) -> Non
     first = m.Disposition(DINKES, "a", 6411, T0)
     other = m.Disposition(6411777, "b", 6411, T0 + timedelta(days=1))
     c = replace(complaint("1", "terdisposisi", (DINKES,), (), T0), dispositions=(first,))
-    d0 = core.decide(c, None, mappings, 6411)
-    link = replace(d0.link, ticket_ref="1")  # type: ignore[type-var]
+    d0 = linked(core.decide(c, None, mappings, 6411))
+    link = replace(d0.link, ticket_ref="1")
     added = replace(c, dispositions=(first, other), updated_at=other.at)
-    d1 = core.decide(added, link, mappings, 6411, facts=d0.facts)
+    d1 = linked(core.decide(added, link, mappings, 6411, facts=d0.facts))
     assert d1.facts is not None and len(d1.facts.periods) == 1
     # Replaced by the other unit of the same agency: a re-disposition, a new clock.
     moved = replace(c, dispositions=(other,), updated_at=other.at)
-    d2 = core.decide(moved, link, mappings, 6411, facts=d0.facts)
+    d2 = linked(core.decide(moved, link, mappings, 6411, facts=d0.facts))
     assert d2.facts is not None and [p.start for p in d2.facts.periods] == [
         "received", "redisposition"]
     assert d2.facts.current.agency == "DKP2KB" and d2.facts.current.started_at == other.at

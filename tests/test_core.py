@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
-from pathlib import Path
+from datetime import datetime, timedelta
 from typing import Any
 
 from hypothesis import given, settings
@@ -13,23 +12,9 @@ from hypothesis import strategies as st
 from connector.domain import FIRST_RESPONSE, FailReason
 from connector.lapor import models as m
 from connector.lapor import reasons
-from connector.mappings import load
 from connector.sync import clock, core
 from connector.tracker.base import OfficerChange
-
-MAPPINGS = load(Path(__file__).resolve().parent.parent / "mappings")
-T0 = datetime(2026, 11, 2, 1, 0, tzinfo=UTC)
-UNITS = {6411001: 6411, 6411003: 6411, 6411777: 6411, 6400103: 64}  # 6411777: ours, unmapped
-
-
-def complaint(tid: str, status: str, units: tuple[int, ...], fus: tuple[m.FollowUp, ...],
-              at: datetime, deadline: datetime | None = None) -> m.Complaint:
-    return m.Complaint(
-        tracking_id=tid, title="t", body="b", classification="pengaduan",
-        category=m.Category(101, "Pelayanan Puskesmas", 1), status=status, anonymous=False,
-        confidential=False, reporter=m.Reporter("N", None, None), channel="web", location=None,
-        dispositions=tuple(m.Disposition(u, "u", UNITS[u], T0) for u in units),
-        attachments=(), follow_ups=fus, submitted_at=T0, updated_at=at, deadline=deadline)
+from tests.factories import MAPPINGS, T0, UNITS, complaint, linked, narrow
 
 
 def summary(c: m.Complaint) -> m.Summary:
@@ -38,21 +23,25 @@ def summary(c: m.Complaint) -> m.Summary:
 
 def test_new_mapped_complaint_is_created_with_mapped_status_and_category() -> None:
     d = core.decide(complaint("1", "terdisposisi", (6411003,), (), T0), None, MAPPINGS, 6411)
-    assert d.kind is core.Kind.CREATE and d.ticket is not None
+    assert d.kind is core.Kind.CREATE
+    d = narrow(core.Create, d)
+    assert d.ticket is not None
     assert (d.ticket.agency, d.ticket.status, d.ticket.category) == ("DKP2KB", "new", "KESEHATAN")
     assert d.ticket.due_at is not None and d.ticket.due_at > T0
 
 
 def test_unmapped_unit_is_held_and_foreign_only_is_quarantined() -> None:
-    d = core.decide(complaint("1", "terdisposisi", (6411777,), (), T0), None, MAPPINGS, 6411)
+    d = narrow(core.Hold, core.decide(complaint("1", "terdisposisi", (6411777,), (), T0),
+                                      None, MAPPINGS, 6411))
     assert (d.kind, d.reason) == (core.Kind.HOLD, "unmapped_unit") and "6411777" in d.detail
-    d = core.decide(complaint("1", "terdisposisi", (6400103,), (), T0), None, MAPPINGS, 6411)
-    assert (d.kind, d.reason) == (core.Kind.QUARANTINE, "outside_instansi")
+    q = narrow(core.Quarantine, core.decide(complaint("1", "terdisposisi", (6400103,), (), T0),
+                                            None, MAPPINGS, 6411))
+    assert (q.kind, q.reason) == (core.Kind.QUARANTINE, "outside_instansi")
 
 
 def test_idle_summary_needs_no_detail_and_changes_do() -> None:
     c = complaint("1", "terdisposisi", (6411003,), (), T0)
-    link = core.decide(c, None, MAPPINGS, 6411).link
+    link = linked(core.decide(c, None, MAPPINGS, 6411)).link
     assert link is not None
     assert not core.needs_detail(summary(c), link, None, MAPPINGS)
     assert core.needs_detail(replace(summary(c), updated_at=T0 + timedelta(seconds=1)), link,
@@ -73,40 +62,45 @@ def test_dedupe_keeps_newest_at_its_later_position() -> None:
 def test_own_pending_post_is_recognised_not_imported() -> None:
     fu = m.FollowUp("77", "instansi", 6411003, "diproses", "Sedang ditangani.", T0)
     c = complaint("1", "ditindaklanjuti", (6411003,), (fu,), T0)
-    d = core.decide(c, None, MAPPINGS, 6411, (core.OwnPost("diproses", "Sedang ditangani."),))
+    own = (core.OwnPost("diproses", "Sedang ditangani."),)
+    d = narrow(core.Create, core.decide(c, None, MAPPINGS, 6411, own))
     assert d.ticket is not None and d.ticket.messages == ()
     assert d.link is not None and "77" in d.link.seen_followups
-    d = core.decide(c, None, MAPPINGS, 6411)  # posted on LAPOR! directly: shown as out
+    d = narrow(core.Create, core.decide(c, None, MAPPINGS, 6411))  # posted on LAPOR!: out
     assert d.ticket is not None and [x.direction for x in d.ticket.messages] == ["out"]
 
 
 def test_our_own_status_echo_does_not_overwrite_the_local_status() -> None:
     c = complaint("1", "ditindaklanjuti", (6411003,), (), T0)
-    link = core.decide(c, None, MAPPINGS, 6411).link
+    link = linked(core.decide(c, None, MAPPINGS, 6411)).link
     assert link is not None
     # The officer closed the ticket; we posted "selesai"; LAPOR! now says selesai.
     later = replace(c, status="selesai", updated_at=T0 + timedelta(minutes=1))
-    d = core.decide(later, link, MAPPINGS, 6411, current_status="closed")
+    d = narrow(core.Update, core.decide(later, link, MAPPINGS, 6411, current_status="closed"))
     assert d.update is not None and d.update.status is None
     # Without that officer action the same upstream change is applied.
-    d = core.decide(later, link, MAPPINGS, 6411, current_status="in_progress")
+    d = narrow(core.Update,
+               core.decide(later, link, MAPPINGS, 6411, current_status="in_progress"))
     assert d.update is not None and d.update.status == "resolved"
     # An objection reopens even a ticket closed locally.
     link2 = d.link
     assert link2 is not None
     objected = replace(c, updated_at=T0 + timedelta(minutes=2))
-    d = core.decide(objected, link2, MAPPINGS, 6411, current_status="closed")
+    d = narrow(core.Update,
+               core.decide(objected, link2, MAPPINGS, 6411, current_status="closed"))
     assert d.update is not None and d.update.status == "in_progress"
 
 
 def test_plan_outbox_rules() -> None:
     c = complaint("1", "terdisposisi", (6411003,), (), T0)
-    link = core.decide(c, None, MAPPINGS, 6411).link
+    link = linked(core.decide(c, None, MAPPINGS, 6411)).link
     assert link is not None
     change = OfficerChange("5", "9", "1", "resolved", "resolved", None, T0)
     plan = core.plan_outbox(change, link, MAPPINGS)
     assert plan is not None and plan.lapor_status == "selesai"
-    name = MAPPINGS.agency(link.agency).name  # type: ignore[union-attr]
+    agency = MAPPINGS.agency(link.agency)
+    assert agency is not None
+    name = agency.name
     assert plan.text == MAPPINGS.outbound["resolved"].template.format(agency_name=name)
     assert name in plan.text and "{" not in plan.text
     assert plan.failed is None and plan.change_id == "builtin:5"
@@ -254,7 +248,8 @@ def test_dedupe_is_ascending_and_unique(raw: list[tuple[int, int]]) -> None:
                   for t, s in sorted(raw, key=lambda x: (x[1], x[0])))
     out = core.dedupe(items)
     assert len({i.tracking_id for i in out}) == len(out)
-    assert [i.updated_at for i in out] == sorted(i.updated_at for i in out)
+    stamps = [narrow(datetime, i.updated_at) for i in out]
+    assert stamps == sorted(stamps)
     for i in out:
         assert i.updated_at == max(x.updated_at for x in items if x.tracking_id == i.tracking_id)
 
@@ -424,13 +419,14 @@ def test_cadence_commits_by_records_or_time_whatever_the_parts(
     for n, gap in parts:
         now += gap
         batch = batch.add(n, now)
-        assert batch.since is not None
+        since = batch.since
+        assert since is not None
         if core.commit_due(batch, cadence, now):
-            assert batch.records >= records or now - batch.since >= seconds
+            assert batch.records >= records or now - since >= seconds
             committed += batch.records
             batch = core.Batch()
         else:
-            assert batch.records < records and now - batch.since < seconds
+            assert batch.records < records and now - since < seconds
             wait = core.commit_wait_s(batch, cadence, now, budget_room=1)
             assert wait is not None and 0 < wait <= seconds
     assert committed + batch.records == sum(n for n, _ in parts)
@@ -457,8 +453,9 @@ def test_own_units_are_those_of_every_agency_that_held_the_complaint() -> None:
     assert core.own_units(None, None, None, MAPPINGS) == frozenset()
     assert core.own_units(7, None, None, MAPPINGS) == {7}
     change = OfficerChange("5", "1", "1", None, "new", "Halo", T0)
-    assert core.failed_at_once(core.plan_outbox(change, None, MAPPINGS)) is \
-        FailReason.COMPLAINT_NOT_FOUND  # type: ignore[arg-type]
+    unlinked = core.plan_outbox(change, None, MAPPINGS)
+    assert unlinked is not None
+    assert core.failed_at_once(unlinked) is FailReason.COMPLAINT_NOT_FOUND
     closed = core.plan_outbox(change, replace(link, closed=True, lapor_status="ditutup"),
                               MAPPINGS)
     assert closed is not None and closed.failed is FailReason.COMPLAINT_CLOSED

@@ -10,20 +10,18 @@ import signal
 import subprocess
 import sys
 import time
-import tomllib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import create_engine, text
-from sqlalchemy.exc import DBAPIError
-from sqlalchemy.pool import NullPool
 
 from connector.daemon import Coordinator
 from connector.errors import LaporUnavailable
 from connector.sandbox import World, data
 from tests.conftest import ROOT, systemd_exposure, write_config
+from tests.factories import Daemon, count, free_port
+from tests.waits import until, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -37,58 +35,6 @@ demo_officer = true
 reload_interval_s = 0.5
 """
 SANDBOX = "complaints = 30\ngenerator_interval_s = 1\n"
-
-
-class Daemon:
-    def __init__(self, site: Path, fmt: str = "json", level: str = "debug"):
-        self.site = site
-        self.log = site / f"daemon-{fmt}.log"
-        env = {**os.environ, "LAPOR_CONNECTOR_LOG__FORMAT": fmt,
-               "LAPOR_CONNECTOR_LOG__LEVEL": level}
-        self.proc = subprocess.Popen(
-            [sys.executable, str(ROOT / "scheduler.py"), "--config", str(site / "settings.toml")],
-            cwd=site, env=env, stdout=self.log.open("w"), stderr=subprocess.STDOUT)
-
-    def text(self) -> str:
-        return self.log.read_text(encoding="utf-8", errors="replace")
-
-    def stop(self) -> tuple[int, float]:
-        t0 = time.monotonic()
-        self.proc.send_signal(signal.SIGTERM)
-        code = self.proc.wait(timeout=30)
-        return code, time.monotonic() - t0
-
-
-def query(site: Path, sql: str) -> list[tuple[Any, ...]]:
-    """``sql`` on the site's database, whichever backend; [] while it is not there yet."""
-    url = tomllib.loads((site / "settings.toml").read_text("utf-8"))["storage"]["url"]
-    if url.startswith("sqlite:///"):
-        path = site / url.removeprefix("sqlite:///")  # relative to the site, as the daemon
-        if not path.exists():
-            return []
-        url = f"sqlite:///{path}"
-    engine = create_engine(url, poolclass=NullPool)
-    try:
-        with engine.connect() as conn:
-            return [tuple(r) for r in conn.execute(text(sql))]
-    except DBAPIError:  # not migrated yet, or busy for a moment
-        return []
-    finally:
-        engine.dispose()
-
-
-def wait_for(cond: Callable[[], bool], timeout: float = 60, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return
-        time.sleep(0.3)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def count(site: Path, sql: str) -> int:
-    rows = query(site, sql)
-    return int(rows[0][0]) if rows else 0
 
 
 @pytest.fixture
@@ -185,7 +131,9 @@ def test_debug_logs_carry_no_personal_data(site: Path, fmt: str) -> None:
     try:
         wait_for(lambda: count(site, "SELECT count(*) FROM outbox WHERE state='sent'") > 1,
                  what="follow-ups sent")
-        time.sleep(2)
+        # The rows are committed before the lines that tell of them are written.
+        wait_for(lambda: "record_synced" in d.text() and "followup_sent" in d.text(), 30,
+                 "the log lines of the synced records and sent follow-ups")
     finally:
         code, _ = d.stop()
     assert code == 0
@@ -298,11 +246,7 @@ def test_systemd_unit_is_hardened() -> None:
 
 
 def test_daemon_keeps_trying_when_lapor_refuses_connections(tmp_path: Path, db_url: str) -> None:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()  # nobody listens there
     site = tmp_path / "site"
     cfg = write_config(site, db_url,
                        "[sync]\npull_interval_s = 1\npush_interval_s = 1\njitter_s = 0.1\n"
@@ -401,7 +345,8 @@ def test_jobs_keep_their_cadence_when_the_wall_clock_steps(
         ticker.add("pull", pull, 0.05, jitter_s=0.02)
         ticker.add("watchdog", lambda: runs["watchdog"].append(time.monotonic()), 0.05)
         ticker.start()
-        await asyncio.sleep(0.8)
+        await until(lambda: len(runs["pull"]) >= 8 and len(runs["watchdog"]) >= 8, 10,
+                    "eight runs of each job")
         ticker.pause()
         paused_at = len(runs["pull"])
         await asyncio.sleep(0.2)
@@ -429,7 +374,7 @@ def test_a_job_that_raises_keeps_running() -> None:
         ticker = Ticker(rng=lambda: 0.0)
         ticker.add("boom", boom, 0.02)
         ticker.start()
-        await asyncio.sleep(0.2)
+        await until(lambda: len(calls) >= 3, 10, "three runs of the failing job")
         await ticker.aclose()
 
     asyncio.run(main())

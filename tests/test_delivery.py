@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import re
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from connector.domain import LinkState
 from connector.errors import LaporUnavailable, VerifyFirst
 from connector.lapor import models as m
 from connector.lapor import reasons
@@ -25,7 +27,10 @@ from connector.sandbox import Faults, World, create_app
 from connector.store import state
 from connector.store.keys import StateKey
 from connector.sync import core
+from connector.tracker.base import OfficerChange
+from connector.tracker.rows import TicketJSON
 from tests.conftest import FakeTime
+from tests.factories import narrow
 from tests.harness import Harness
 
 pytestmark = pytest.mark.anyio
@@ -53,7 +58,7 @@ def posts_with(world: World, text: str) -> list[dict[str, Any]]:
             if fu["isi"] == text]
 
 
-async def reply_on_open_ticket(h: Harness, text: str) -> dict[str, Any]:
+async def reply_on_open_ticket(h: Harness, text: str) -> TicketJSON:
     await h.sync()
     t = next(x for x in h.tickets() if x["status"] == "new")
     h.officer(t["id"], reply=text)
@@ -113,7 +118,8 @@ async def posted_then_died(h: Harness, world: World, fake_time: FakeTime, text: 
     [entry] = h.outbox()
     now = h.ctx.now()
     h.store.run(lambda c: state.start_attempt(c, entry["id"], now))
-    unit = h.store.run(lambda c: core.posting_unit(state.get_link(c, t["tracking_id"]),
+    unit = h.store.run(lambda c: core.posting_unit(narrow(LinkState,
+                                                          state.get_link(c, t["tracking_id"])),
                                                    h.mappings()))
     assert unit is not None
     world.post_follow_up(int(t["tracking_id"]), 6411, entry["idempotency_key"],
@@ -290,8 +296,8 @@ async def test_posting_unit_is_fixed_when_the_entry_is_made(h: Harness, world: W
     rec = world.records[int(t["tracking_id"])]
     assert entry["unit_id"] == rec["disposisi"][0]["unit_id"]
     # The mapping changes before the send: the body (and so the key's meaning) does not.
-    h.store.run(lambda c: state.save_link(c, state.get_link(c, t["tracking_id"]).__class__(
-        **{**vars(state.get_link(c, t["tracking_id"])), "agency": "ELSEWHERE"}), h.ctx.now()))
+    h.store.run(lambda c: state.save_link(c, replace(
+        narrow(LinkState, state.get_link(c, t["tracking_id"])), agency="ELSEWHERE"), h.ctx.now()))
     await h.push()
     [fu] = [f for f in rec["tindak_lanjut"] if f["isi"] == "Unit tetap."]
     assert fu["unit_id"] == entry["unit_id"] and h.outbox()[0]["state"] == "sent"
@@ -306,12 +312,12 @@ async def test_keys_carry_a_per_database_nonce(tmp_path: Path, db_url: str,
     assert na != nb and re.fullmatch(r"[0-9a-f]{10}", na)
     await a.sync()
     t = next(x for x in a.tickets() if x["status"] == "new")
-    change = a.officer(t["id"], reply="Kunci.")
+    change = narrow(OfficerChange, a.officer(t["id"], reply="Kunci."))
     [entry] = a.outbox()
     assert entry["idempotency_key"] == f"mahulu-{na}-{t['tracking_id']}-{change.change_id}"
     # b is a fresh database: the same tracking id and change id make another key.
     await b.sync()
-    change_b = b.officer(t["id"], reply="Kunci.")
+    change_b = narrow(OfficerChange, b.officer(t["id"], reply="Kunci."))
     assert change_b.change_id == change.change_id
     assert b.outbox()[0]["idempotency_key"] != entry["idempotency_key"]
 
@@ -355,7 +361,8 @@ async def test_a_restored_backup_never_reuses_a_key_for_a_different_follow_up(
     live.officer(t["id"], reply="Dikirim sebelum server rusak.")
     await live.push()
     # The live database is lost; the restored one gets another reply with the same change id.
-    change = backup.officer(t["id"], reply="Balasan baru setelah pemulihan.")
+    change = narrow(OfficerChange,
+                    backup.officer(t["id"], reply="Balasan baru setelah pemulihan."))
     [entry] = backup.outbox()
     assert entry["idempotency_key"] == live.outbox()[0]["idempotency_key"]  # the collision
     stats = await backup.push()

@@ -15,7 +15,7 @@ from connector import cli
 from connector.errors import ConfigError
 from connector.settings import load_config
 from tests.conftest import ROOT, systemd_exposure
-from tests.test_guide import guide_commands, run_as_guide
+from tests.factories import guide_commands, run_as_guide
 
 INSTALL = ROOT / "deploy" / "install.sh"
 

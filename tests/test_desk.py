@@ -22,57 +22,19 @@ from connector.desk.web import create_app
 from connector.sandbox import World
 from connector.store import schema
 from tests.conftest import FakeTime
+from tests.factories import (
+    HOSTILE_BODY,
+    HOSTILE_TITLE,
+    PASSWORD,
+    Site,
+    csrf_of,
+    field,
+    login,
+    password_hash,
+)
 from tests.harness import Harness
 
 pytestmark = pytest.mark.anyio
-PASSWORD = "sandi-yang-panjang-1"
-HASH = accounts.hash_new(PASSWORD)
-HOSTILE_TITLE = '<script>alert(1)</script>"><img src=x onerror=alert(2)>'
-HOSTILE_BODY = 'Lihat <a href="javascript:alert(3)">ini</a>\nbaris kedua'
-
-
-class Site:
-    """The harness (sandbox, pull, push) and the desk over the same database."""
-
-    def __init__(self, h: Harness):
-        self.h = h
-        self.app = create_app(h.config, h.store, h.mappings, h.tracker, clock=h.ctx.now)
-
-    def client(self, address: str = "10.0.0.1") -> httpx.AsyncClient:
-        transport = httpx.ASGITransport(app=self.app, client=(address, 4000))
-        return httpx.AsyncClient(transport=transport, base_url="http://desk.test")
-
-    def add_user(self, login: str, role: Role, agencies: list[str],
-                 must_change: bool = False) -> None:
-        self.h.store.run(lambda c: accounts.add_user(
-            c, login, f"Petugas {login}", role, agencies, None, HASH, self.h.ctx.now(),
-            must_change=must_change))
-
-    def tickets(self) -> list[Any]:
-        return self.h.store.run(lambda c: list(c.execute(select(schema.tickets))))
-
-    def audit(self) -> list[Any]:
-        return self.h.store.run(lambda c: list(c.execute(select(schema.desk_audit))))
-
-
-def csrf_of(html: str) -> str:
-    found = re.search(r'name="csrf" value="([^"]+)"', html)
-    assert found, "no CSRF field on the page"
-    return found.group(1)
-
-
-def field(html: str, name: str) -> str:
-    found = re.search(rf'name="{name}" value="([^"]*)"', html)
-    assert found, f"no field {name}"
-    return found.group(1)
-
-
-async def login(c: httpx.AsyncClient, user: str, password: str = PASSWORD) -> httpx.Response:
-    page = await c.get("/masuk")
-    return await c.post("/masuk", data={"login": user, "password": password,
-                                        "csrf": csrf_of(page.text)})
-
-
 @pytest.fixture
 async def site(tmp_path: Path, db_url: str, world: World,
                fake_time: FakeTime) -> AsyncIterator[Site]:
@@ -849,7 +811,7 @@ def test_agency_codes_match_exactly_never_as_like_patterns(db_url: str,
     try:
         now = datetime(2026, 12, 3, tzinfo=UTC)
         store.run(lambda c: accounts.add_user(c, "fani", "Fani", Role.PETUGAS, ["DKPXKB"],
-                                              None, HASH, now, must_change=False))
+                                              None, password_hash(), now, must_change=False))
         assert store.run(lambda c: accounts.officers_of(c, "DKP_KB")) == []
         assert [u.login for u in store.run(lambda c: accounts.officers_of(c, "DKPXKB"))] \
             == ["fani"]

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import socket
 import threading
 import time
 from collections.abc import Coroutine, Iterator
@@ -23,15 +22,14 @@ from typing import Any, TypeVar
 
 import pytest
 import uvicorn
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Browser, Dialog, Page, sync_playwright
 
-from connector.desk import accounts
 from connector.desk.accounts import Role
 from connector.desk.web import create_app
 from connector.sandbox import Faults, World
 from tests.conftest import _BACKEND, BACKENDS, FakeTime, database
+from tests.factories import HOSTILE_BODY, HOSTILE_TITLE, PASSWORD, add_user, free_port
 from tests.harness import Harness
-from tests.test_desk import HASH, HOSTILE_BODY, HOSTILE_TITLE, PASSWORD
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -59,12 +57,6 @@ class Loop:
         self.loop.close()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @dataclass
 class LiveSite:
     backend: str
@@ -78,9 +70,7 @@ class LiveSite:
     sessions: dict[str, Any] = field(default_factory=dict)  # login -> storage state
 
     def add_user(self, login: str, role: Role, agencies: list[str]) -> None:
-        self.h.store.run(lambda c: accounts.add_user(
-            c, login, f"Petugas {login}", role, agencies, None, HASH, self.h.ctx.now(),
-            must_change=False))
+        add_user(self.h, login, role, agencies)
 
     @contextlib.contextmanager
     def page(self, login: str | None = None, **options: Any) -> Iterator[Page]:
@@ -140,7 +130,7 @@ def site(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
         loop.run(h.pull())
         fake_time.t += 10 * 86400  # past the 5 working days: the open ones are overdue
         app = create_app(h.config, h.store, h.mappings, h.tracker, clock=h.ctx.now)
-        port = _free_port()
+        port = free_port()
         server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
                                                log_config=None, access_log=False,
                                                lifespan="off", server_header=False))
@@ -301,7 +291,11 @@ def test_hostile_text_from_lapor_stays_inert_and_reads_back_literally(site: Live
     dialogs: list[str] = []
     errors: list[str] = []
     with site.page("admin") as page:
-        page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+        def dismiss(d: Dialog) -> None:
+            dialogs.append(d.message)
+            d.dismiss()
+
+        page.on("dialog", dismiss)
         page.on("pageerror", lambda e: errors.append(str(e)))
         page.goto("/")
         cells = page.locator("td[data-label=Judul]").all_inner_texts()

@@ -21,8 +21,8 @@ import pytest
 
 from connector.sandbox import World
 from tests.conftest import write_config
-from tests.test_daemon import Daemon, count, query, wait_for
-from tests.test_metrics import free_port, get
+from tests.factories import Daemon, count, free_port, get, query
+from tests.waits import wait_for
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.sqlite_only(reason="SQLite's own file on a full disk")]
@@ -129,7 +129,8 @@ def test_a_disk_that_fills_during_a_pull_fails_cleanly_and_recovers(
     world = World(seed=SEED, complaints=COMPLAINTS)  # the daemon's sandbox: same seed, day
     expected = len(world.visible_ids())
     # Room for the schema and the first few hundred complaints, not for the whole pull.
-    filler: Path | None = fill(small_disk, leave=3 << 20)
+    filler = fill(small_disk, leave=3 << 20)
+    freed = False
     d = Daemon(site)
     try:
         wait_for(lambda: bool(events(d, "pull_failing")), 60, "the pull to fail")
@@ -159,7 +160,7 @@ def test_a_disk_that_fills_during_a_pull_fails_cleanly_and_recovers(
         check_whole(site, world)
 
         filler.unlink()  # space again: the daemon goes on by itself, without a restart
-        filler = None
+        freed = True
         wait_for(lambda: count(site, "SELECT count(*) FROM runs WHERE kind = 'pull' AND ok")
                  > 0, 120, "a successful pull after the space came back")
         wait_for(lambda: "storage_error" not in codes(healthz(port)[1]), 30,
@@ -171,7 +172,7 @@ def test_a_disk_that_fills_during_a_pull_fails_cleanly_and_recovers(
         assert "storage_error" not in codes(rep), rep["findings"]
         assert len(events(d, "pull_recovered")) == 1 and len(events(d, "pull_failing")) == 1
     finally:
-        if filler is not None:
+        if not freed:
             with contextlib.suppress(OSError):
                 filler.unlink()
         code, _ = d.stop()

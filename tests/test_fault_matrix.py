@@ -5,27 +5,29 @@ For every row: nothing lost, nothing duplicated (both sides), and the operator t
 
 from __future__ import annotations
 
-import random
 import subprocess
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, MutableMapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import httpx
 import pytest
 import structlog.testing
-from sqlalchemy import text
+from sqlalchemy import Connection, text
 
 from connector.daemon import Coordinator
 from connector.errors import StorageBusy
 from connector.sandbox import Faults, World, create_app
 from connector.store import state
 from tests.conftest import FakeTime, write_config
+from tests.factories import free_port
 from tests.harness import Harness
 from tests.pgprivate import PrivatePg
 from tests.pgprivate import available as pg_available
+from tests.seeds import SeededRandom
+from tests.waits import wait_for
 
 pytestmark = pytest.mark.anyio
 
@@ -47,15 +49,18 @@ def h15(tmp_path: Path, db_url: str, world: World, fake_time: FakeTime) -> Harne
                    settings={"lapor": {"page_size": 15}})
 
 
+Logs = list[MutableMapping[str, Any]]  # as structlog.testing.capture_logs gives them
+
+
 async def drive(h: Harness, rounds: int, during: Callable[[int], Any] | None = None,
-                officer_every: int = 2) -> list[dict[str, Any]]:
+                officer_every: int = 2) -> Logs:
     """Run daemon-like cycles on the fake clock; an officer acts now and then."""
     async def cycle() -> None:
         await h.pull()
         await h.push()
 
     coord = Coordinator("sync", cycle, 60, 900, clock=h.time, rng=lambda: 0.0)
-    rng = random.Random(rounds)
+    rng = SeededRandom(rounds)
     with structlog.testing.capture_logs() as logs:
         for r in range(rounds):
             if during:
@@ -85,7 +90,7 @@ async def settle(h: Harness, faults_off: dict[str, Any] | None = None) -> None:
         await h.push()
 
 
-def told_once(logs: list[dict[str, Any]]) -> None:
+def told_once(logs: Logs) -> None:
     events = [e["event"] for e in logs]
     assert events.count("sync_failing") <= 1
     assert events.count("sync_recovered") == events.count("sync_failing")
@@ -99,26 +104,32 @@ def whole(h: Harness) -> None:
     assert all(e["state"] in ("sent", "failed") for e in h.outbox())
 
 
-ROWS = {
-    "429_storm_with_retry_after": {"rate_429": 0.5, "retry_after_s": 9},
-    "500s": {"rate_5xx": 0.3},
-    "token_expiring_after_n_uses": {"token_max_uses": 3},
-    "records_moving_while_paging": {"move_rate": 1.0},
-    "late_commits": {"late_commit_s": 20, "late_commit_rate": 1.0},
-    "duplicated_record_on_a_page": {"duplicate_rate": 1.0},
+class Row(NamedTuple):
+    fires: str  # the knob of Faults the sandbox counts (World.fired) when the fault happens
+    faults: dict[str, Any]
+
+
+ROWS: dict[str, Row] = {
+    "429_storm_with_retry_after": Row("rate_429", {"rate_429": 0.5, "retry_after_s": 9}),
+    "500s": Row("rate_5xx", {"rate_5xx": 0.3}),
+    "token_expiring_after_n_uses": Row("token_max_uses", {"token_max_uses": 3}),
+    "records_moving_while_paging": Row("move_rate", {"move_rate": 1.0}),
+    "late_commits": Row("late_commit_rate", {"late_commit_s": 20, "late_commit_rate": 1.0}),
+    "duplicated_record_on_a_page": Row("duplicate_rate", {"duplicate_rate": 1.0}),
     # Extra keys are the default everywhere (test_client); this row: exactly the spec's keys.
-    "no_extra_keys": {"extra_keys": False},
-    "server_clock_10_min_ahead": {"clock_offset_s": 600},
-    "server_clock_10_min_behind": {"clock_offset_s": -600},
-    "post_answers_lost": {"drop_post_rate": 1.0},
+    "no_extra_keys": Row("extra_keys", {"extra_keys": False}),
+    "server_clock_10_min_ahead": Row("clock_offset_s", {"clock_offset_s": 600}),
+    "server_clock_10_min_behind": Row("clock_offset_s", {"clock_offset_s": -600}),
+    "post_answers_lost": Row("drop_post_rate", {"drop_post_rate": 1.0}),
     # Dirty data (spec: "as clean as the 1708 SMS gateway makes it"): repaired or retried,
     # never a stall; after settling, none of it is left in quarantine.
-    "zero_dates": {"zero_date_rate": 0.3},
-    "lone_surrogates": {"surrogate_rate": 0.3},
-    "nul_bytes": {"nul_rate": 0.3},
-    "truncated_details": {"truncated_rate": 0.2},
-    "404_once": {"not_found_once_rate": 0.3},
-    "records_from_a_clock_a_day_ahead": {"future_rate": 0.2, "future_s": 86400},
+    "zero_dates": Row("zero_date_rate", {"zero_date_rate": 0.3}),
+    "lone_surrogates": Row("surrogate_rate", {"surrogate_rate": 0.3}),
+    "nul_bytes": Row("nul_rate", {"nul_rate": 0.3}),
+    "truncated_details": Row("truncated_rate", {"truncated_rate": 0.2}),
+    "404_once": Row("not_found_once_rate", {"not_found_once_rate": 0.3}),
+    "records_from_a_clock_a_day_ahead": Row("future_rate",
+                                            {"future_rate": 0.2, "future_s": 86400}),
 }
 DIRTY = {"zero_dates", "lone_surrogates", "nul_bytes", "truncated_details", "404_once",
          "records_from_a_clock_a_day_ahead"}
@@ -127,10 +138,12 @@ DIRTY = {"zero_dates", "lone_surrogates", "nul_bytes", "truncated_details", "404
 @pytest.mark.parametrize("row", sorted(ROWS))
 async def test_fault_row(h15: Harness, row: str) -> None:
     h = h15
-    h.world.set_faults(ROWS[row])
+    fires, faults = ROWS[row]
+    h.world.set_faults(faults)
     logs = await drive(h, 6)
+    assert h.world.fired[fires] > 0, f"{row}: the sandbox never injected it"
     told_once(logs)
-    await settle(h, {k: 0.0 for k in ROWS[row] if k.endswith("_rate")})
+    await settle(h, {k: 0.0 for k in faults if k.endswith("_rate")})
     whole(h)
     if row in DIRTY:
         assert not [q for q in h.quarantine() if q["reason"] != "outside_instansi"]
@@ -147,6 +160,7 @@ async def test_commits_hours_late_are_found_by_the_sweep(h15: Harness) -> None:
     await drive(h, 2)
     h.world.set_faults({"late_commit_s": 3 * 3600, "late_commit_rate": 0.5})
     logs = await drive(h, 4)
+    assert h.world.fired["late_commit_rate"] > 0
     told_once(logs)
     h.world.set_faults({"late_commit_rate": 0.0})
     with structlog.testing.capture_logs() as swept:
@@ -161,6 +175,7 @@ async def test_503_maintenance_longer_than_a_cycle(h: Harness) -> None:
         if r == 2:
             h.world.set_faults({"maintenance_s": 150})  # about three cycles
     logs = await drive(h, 8, during)
+    assert h.world.fired["maintenance_s"] > 0
     events = [e["event"] for e in logs]
     assert events.count("sync_failing") == 1 and events.count("sync_recovered") == 1
     await settle(h)
@@ -169,10 +184,12 @@ async def test_503_maintenance_longer_than_a_cycle(h: Harness) -> None:
 
 class Timeouts(httpx.AsyncBaseTransport):
     def __init__(self, inner: httpx.AsyncBaseTransport, rate: float):
-        self.inner, self.rate, self.rng = inner, rate, random.Random(3)
+        self.inner, self.rate, self.rng = inner, rate, SeededRandom(3)
+        self.fired = 0
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         if self.rng.random() < self.rate:
+            self.fired += 1
             raise httpx.ReadTimeout("simulated", request=request)
         return await self.inner.handle_async_request(request)
 
@@ -181,6 +198,7 @@ async def test_timeouts(tmp_path: Path, db_url: str, world: World, fake_time: Fa
     timeouts = Timeouts(httpx.ASGITransport(app=create_app(world)), 0.25)
     h = Harness(tmp_path / "site", db_url, world, fake_time, transport=timeouts)
     told_once(await drive(h, 5))
+    assert timeouts.fired > 0
     timeouts.rate = 0.0
     await settle(h)
     whole(h)
@@ -205,6 +223,7 @@ async def test_cursor_expiry_mid_feed(tmp_path: Path, db_url: str, world: World,
                 settings={"lapor": {"page_size": 10}})
     pulled = await h.pull()
     assert pulled["pages"] > len(h.visible()) / 10  # restarts happened, and progress too
+    assert world.fired["cursor_ttl_s"] > 0
     told_once(await drive(h, 3))
     await settle(h)
     whole(h)
@@ -213,6 +232,7 @@ async def test_cursor_expiry_mid_feed(tmp_path: Path, db_url: str, world: World,
 async def test_malformed_records(h: Harness) -> None:
     h.world.set_faults({"malformed_rate": 0.25})
     told_once(await drive(h, 4))
+    assert h.world.fired["malformed_rate"] > 0
     assert h.quarantine()
     await settle(h, {"malformed_rate": 0.0})
     from connector.store import state
@@ -224,11 +244,7 @@ async def test_malformed_records(h: Harness) -> None:
 
 def test_connection_refused_sync_exits_1_with_a_clear_message(tmp_path: Path,
                                                               db_url: str) -> None:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]  # nobody listens here once closed
+    port = free_port()  # nobody listens there
     site = tmp_path / "site"
     cfg = write_config(site, db_url, '\n[sync]\noverlap_s = 300\n')
     cfg.write_text(cfg.read_text().replace('base_url = "sandbox"',
@@ -268,26 +284,31 @@ async def test_sqlite_busy_or_locked(tmp_path: Path, world: World,
     whole(h)
 
 
+def _postmaster_started(conn: Connection) -> Any:
+    return conn.execute(text("SELECT pg_postmaster_start_time()")).scalar()
+
+
 @pytest.mark.skipif(not pg_available(), reason="needs PostgreSQL 15 binaries (initdb)")
 async def test_postgresql_restarted_mid_cycle(tmp_path: Path, world: World,
                                               fake_time: FakeTime) -> None:
-    import time
-
     import psycopg
 
     # A private server: restarting the shared one would break others' tests.
     pg = PrivatePg()
     try:
         with psycopg.connect(pg.url.replace("postgresql+psycopg://", "postgresql://"),
-                             autocommit=True) as conn:
-            conn.execute('CREATE DATABASE "restart"')
+                             autocommit=True) as admin:
+            admin.execute('CREATE DATABASE "restart"')
         url = pg.url.rsplit("/", 1)[0] + "/restart"
         h = Harness(tmp_path / "site", url, world, fake_time)
         h.store.lock_instance()  # as the daemon: the lease must survive the restart
         world.set_faults({"latency_ms": 20})
+        started_at = h.store.run(_postmaster_started)
 
         def restart() -> None:
-            time.sleep(0.4)
+            # Some requests in: the first cycle is under way (it makes many more).
+            wait_for(lambda: world.requests >= 10, 60, "the first cycle's requests",
+                     every=0.01)
             pg.restart()
 
         restarter = threading.Thread(target=restart)
@@ -301,6 +322,7 @@ async def test_postgresql_restarted_mid_cycle(tmp_path: Path, world: World,
                 h.time.t += 1000  # past the coordinator's backoff
 
         logs = await drive(h, 5, during)
+        assert h.store.run(_postmaster_started) > started_at, "the server never restarted"
         told_once(logs)
         await settle(h)
         whole(h)

@@ -16,6 +16,7 @@ from connector.lapor import wire
 from connector.mappings import MappingError, load
 from connector.settings import load_config
 from tests.conftest import ROOT
+from tests.factories import good_record
 
 ZERO_DATES = st.sampled_from(["0001-01-01 00:00:00", "0000-00-00 00:00:00",
                               "9999-12-31 23:59:59", "0001-01-01 06:59:59"])
@@ -59,19 +60,6 @@ def test_feed_items_never_raise(raw: Any) -> None:
     assert isinstance(out, m.Summary | m.BadSummary)
     if isinstance(out, m.BadSummary):
         assert out.fields and all(isinstance(f, str) for f in out.fields)
-
-
-def good_record() -> dict[str, Any]:
-    return {
-        "tracking_id": 4100001, "judul": "t", "isi": "b", "klasifikasi": "pengaduan",
-        "kategori": {"id": 1, "nama": "K", "induk_id": None}, "status": "terdisposisi",
-        "anonim": False, "rahasia": False,
-        "pelapor": {"nama": "N", "email": None, "telepon": None}, "sumber": "web",
-        "lokasi": None, "disposisi": [{"unit_id": 6411001, "unit_nama": "u", "instansi_id": 6411,
-                                       "tanggal": "2026-11-27 10:00:00"}],
-        "lampiran": [], "tindak_lanjut": [], "dibuat": "2026-11-27 09:00:00",
-        "diperbarui": "2026-11-27 10:00:00", "batas_tindak_lanjut": None,
-    }
 
 
 @settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow])

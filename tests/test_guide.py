@@ -2,59 +2,17 @@
 
 from __future__ import annotations
 
-import re
 import shlex
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from connector import cli, settings
-from tests.conftest import ROOT, write_config
+from connector import cli
+from tests.conftest import write_config
+from tests.factories import guide_commands, run_as_guide
 
-GUIDE = ROOT / "docs" / "panduan-operator.md"
-PROGRAM = "lapor-connector"
+
 # Placeholders in prose, and what a reader would type for them.
-PLACEHOLDERS = {"ID": "1", "[NOMOR]": "4511084"}
-
-
-def _program_at(tokens: list[str]) -> int | None:
-    """Index of the connector's own program in a shell line (not `-u lapor-connector`)."""
-    if "systemctl" in tokens or (tokens and tokens[0] == "journalctl"):
-        return None
-    for i, t in enumerate(tokens):
-        if (t == PROGRAM or t.endswith("/" + PROGRAM)) and (i == 0 or tokens[i - 1] != "-u"):
-            return i if i + 1 < len(tokens) else None
-    return None
-
-
-def fenced_lines(text: str) -> Iterator[str]:
-    """Lines of ```sh blocks, backslash continuations joined, comments dropped."""
-    for block in re.findall(r"```(?:sh|bash|console)?\n(.*?)```", text, re.S):
-        for line in block.replace("\\\n", " ").splitlines():
-            line = line.split("  #")[0].strip()
-            if line:
-                yield line
-
-
-def guide_commands(text: str | None = None, *, inline: bool = False) -> list[list[str]]:
-    """argv (after the program) of every connector command in the guide's code."""
-    text = GUIDE.read_text(encoding="utf-8") if text is None else text
-    lines = list(fenced_lines(text))
-    if inline:
-        for span in re.findall(r"`([^`\n]*\blapor-connector [^`\n]+)`", text):
-            for k, v in PLACEHOLDERS.items():
-                span = re.sub(rf"(?<![\w-]){re.escape(k)}(?![\w-])", v, span)
-            lines.append(span)
-    out = []
-    for line in lines:
-        tokens = shlex.split(line)
-        at = _program_at(tokens)
-        if at is not None:
-            out.append(tokens[at + 1:])
-    return out
-
-
 def test_every_command_in_the_guide_parses() -> None:
     commands = guide_commands(inline=True)
     assert len(commands) >= 20
@@ -81,15 +39,6 @@ def test_the_extractor_finds_sudo_and_systemd_run_forms() -> None:
 
 SAFE = {("status", None), ("tickets", "list"), ("tickets", "show"), ("tickets", "update"),
         ("quarantine", "list"), ("outbox", "list"), ("mappings", "check")}
-
-
-def run_as_guide(argv: list[str], system_config: Path, cwd: Path,
-                 monkeypatch: pytest.MonkeyPatch) -> int:
-    """A guide command as an operator types it: no --config, from some other folder."""
-    monkeypatch.setattr(settings, "SYSTEM_CONFIG", system_config)
-    monkeypatch.delenv(settings.CONFIG_ENV, raising=False)
-    monkeypatch.chdir(cwd)
-    return cli.main(argv)
 
 
 def test_the_guides_safe_commands_run_against_a_sandbox_site(

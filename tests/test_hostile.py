@@ -25,7 +25,7 @@ from connector.errors import LaporUnavailable, Rejected, SkipRecord
 from connector.lapor import models as m
 from connector.lapor.decoding import BoundedDecoder, TooLarge, UnsupportedEncoding
 from tests.conftest import write_config
-from tests.test_transport import JSON_200, _client, raw_server
+from tests.factories import JSON_200, raw_server, served, wire_client
 
 pytestmark = pytest.mark.anyio
 
@@ -83,7 +83,7 @@ async def test_a_nested_gzip_bomb_is_refused_without_inflating_it(stack: str) ->
     before = _maxrss_mb()
     transport = httpx.AsyncHTTPTransport() if stack == "httpx" else None
     async with raw_server(answering(head, _bomb())) as base, \
-            _client(base, transport, call_deadline_s=5) as client:
+            wire_client(base, transport, call_deadline_s=5) as client:
         with pytest.raises(Rejected, match="pengodean_tidak_didukung"):
             await client.ping()
         with pytest.raises(Rejected, match="pengodean_tidak_didukung"):
@@ -99,7 +99,7 @@ async def test_a_single_gzip_bomb_is_cut_inside_decompression(stack: str) -> Non
     before = _maxrss_mb()
     transport = httpx.AsyncHTTPTransport() if stack == "httpx" else None
     async with raw_server(answering(head, body)) as base, \
-            _client(base, transport, call_deadline_s=5) as client:
+            wire_client(base, transport, call_deadline_s=5) as client:
         with pytest.raises(SkipRecord) as info:
             await client.complaint("1")
     assert info.value.reason == "response_too_large"
@@ -109,14 +109,14 @@ async def test_a_single_gzip_bomb_is_cut_inside_decompression(stack: str) -> Non
 async def test_an_attachment_bomb_is_refused(tmp_path: Path) -> None:
     head = b"HTTP/1.1 200 OK\r\nContent-Type: image/png\r\nContent-Encoding: gzip\r\n"
     async with raw_server(answering(head, _gzip_of_zeros(64 << 20))) as base, \
-            _client(base) as client:
+            wire_client(base) as client:
         client.tokens._token, client.tokens._valid_until = "t", float("inf")
         att = m.Attachment("a1", "a.png", "image/png", 1, f"{base}/api/v3/lampiran/a1")
         with pytest.raises(Rejected, match="lampiran_terlalu_besar"):
             await client.download(att, tmp_path, max_bytes=1 << 20,
                                   allowed_types=("image/png",))
         nested = answering(head.replace(b"gzip", b"gzip, gzip"), _bomb())
-    async with raw_server(nested) as base, _client(base) as client:
+    async with raw_server(nested) as base, wire_client(base) as client:
         client.tokens._token, client.tokens._valid_until = "t", float("inf")
         att = m.Attachment("a1", "a.png", "image/png", 1, f"{base}/api/v3/lampiran/a1")
         with pytest.raises(Rejected, match="pengodean_tidak_didukung"):
@@ -128,7 +128,7 @@ async def test_an_attachment_bomb_is_refused(tmp_path: Path) -> None:
 async def test_an_honest_gzip_answer_is_read() -> None:
     body = _gzip(b'{"data": {"waktu_server": "2026-11-28 10:00:00"}}')
     async with raw_server(answering(JSON_200 + b"Content-Encoding: gzip\r\n", body)) as base, \
-            _client(base) as client:
+            wire_client(base) as client:
         assert (await client.ping()).year == 2026
 
 
@@ -156,7 +156,7 @@ def test_the_decoder_never_produces_past_its_limit() -> None:
 async def test_a_corrupt_gzip_body_is_transient() -> None:
     async with raw_server(answering(JSON_200 + b"Content-Encoding: gzip\r\n",
                                     b"\x1f\x8bnot really")) as base, \
-            _client(base, call_deadline_s=2) as client:
+            wire_client(base, call_deadline_s=2) as client:
         with pytest.raises(LaporUnavailable):
             await client.ping()
 
@@ -272,7 +272,7 @@ async def test_a_feed_that_repeats_itself_under_fresh_cursors_ends_the_pass() ->
             _summary(4511001, "2026-11-27 10:00:00"), _summary(4511002, "2026-11-27 10:00:01")],
             "meta": {"kursor_berikutnya": f"c{pages}", "waktu_server": "2026-11-27 10:00:00"}})
 
-    client = _client("http://lapor.test", httpx.MockTransport(handler))
+    client = wire_client("http://lapor.test", httpx.MockTransport(handler))
     with pytest.raises(LaporUnavailable, match="no progress"):
         async for _ in client.feed(lambda: None, 100):
             pass
@@ -335,13 +335,12 @@ async def test_a_link_that_cuts_long_answers_still_reads_the_whole_feed() -> Non
 
     from connector.sandbox import World
     from connector.sandbox.world import Faults
-    from tests.test_transport import served
 
     world = World(seed=7, complaints=120, faults=Faults(rate_limit_per_minute=0))
     got: set[str] = set()
     with served(world) as base, capture_logs() as logs:
         async with cutting_proxy(base, 8 * 1024) as link, \
-                _client(link, call_deadline_s=30) as client:
+                wire_client(link, call_deadline_s=30) as client:
             async for page in client.feed(lambda: None, 100):
                 got.update(i.tracking_id for i in page.items)
             assert client.pages.reduced is not None

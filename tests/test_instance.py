@@ -21,6 +21,7 @@ from connector.settings import load_config
 from connector.store import Store
 from tests.conftest import ROOT, write_config
 from tests.pgprivate import PrivatePg, available
+from tests.waits import wait_for
 
 
 @pytest.mark.sqlite_only(reason="the SQLite lock file")
@@ -111,6 +112,27 @@ def _commit(store: Store, tries: int = 50) -> None:
     raise AssertionError("storage did not come back")
 
 
+def _lease_expiry(url: str) -> float:
+    """When the lease expires (epoch seconds), read by a store that holds no lease: the
+    holder's own transactions renew it."""
+    probe = Store(url)
+    try:
+        return float(probe.run(lambda c: c.execute(text(
+            "SELECT extract(epoch FROM expires_at) FROM connector_lease")).scalar_one()))
+    finally:
+        probe.close()
+
+
+def _renewed_since_start(probe: Store, lease_s: float) -> bool:
+    """Whether the lease was renewed after the server (re)started."""
+    try:
+        return bool(probe.run(lambda c: c.execute(text(
+            "SELECT expires_at - make_interval(secs => :s) > pg_postmaster_start_time() "
+            "FROM connector_lease"), {"s": lease_s}).scalar()))
+    except StorageBusy:  # the server is still coming back
+        return False
+
+
 @needs_pg
 def test_pg_lease_survives_a_restart_and_refuses_a_second_instance(pg: PrivatePg) -> None:
     url = _fresh_db(pg, "lease_restart")
@@ -139,8 +161,10 @@ def test_pg_lease_taken_over_after_expiry_fences_the_old_holder(pg: PrivatePg) -
     old = Store(url, lease_s=1)
     old.lock_instance()
     old.upgrade()
+    expires = _lease_expiry(url)
     pg.stop()
-    time.sleep(1.2)  # the database is down longer than the lease
+    # The database is down longer than the lease: until it expired, by the machine's clock.
+    wait_for(lambda: time.time() > expires, 30, "the lease to expire", every=0.05)
     pg.start()
     new = Store(url, lease_s=30)
     new.lock_instance()  # expired: the newcomer takes over
@@ -183,7 +207,9 @@ def test_pg_daemon_keeps_its_lease_over_a_restart_and_stops_when_it_is_taken(
             assert daemon.poll() is None and time.monotonic() < deadline
             time.sleep(0.2)
         pg.restart()
-        time.sleep(3)  # more than a lease period: the daemon must have renewed it
+        # The daemon must renew its lease over the restart (3 s, renewed every second).
+        wait_for(lambda: _renewed_since_start(probe, 3), 60,
+                 "the daemon to renew its lease after the restart", every=0.2)
         assert daemon.poll() is None
         second = subprocess.run([sys.executable, "-m", "connector", "--config", str(cfg),
                                  "sync"], cwd=ROOT, env=env, capture_output=True, text=True,

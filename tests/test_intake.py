@@ -26,6 +26,7 @@ from connector.sync import core
 from connector.sync.core import Reason
 from connector.timeutil import format_wib
 from tests.conftest import PG_URL, FakeTime
+from tests.factories import good_record
 from tests.harness import Harness
 
 pytestmark = pytest.mark.anyio
@@ -292,7 +293,9 @@ async def test_later_privacy_and_edits_reach_the_ticket(h: Harness) -> None:
     rec["diperbarui"] = h.world.now()
     await h.sync()
     t = h.ticket(tid)
-    assert t["reporter"]["name"] == name and any(name in m["text"] for m in t["messages"])
+    reporter = t["reporter"]
+    assert reporter is not None and reporter["name"] == name and any(
+        name in m["text"] for m in t["messages"])
     h.time.t += 5
     rec.update(anonim=True, pelapor=None, rahasia=True, judul="Judul disunting admin",
                isi="Isi disunting admin.", diperbarui=h.world.now())
@@ -324,7 +327,6 @@ def test_same_length_limits_on_both_backends() -> None:
 
 
 def test_zero_dates_and_overflow_are_named_never_raised() -> None:
-    from tests.test_fuzz import good_record
 
     for key in ("dibuat", "diperbarui"):
         for value in ("0001-01-01 00:00:00", "0000-00-00 00:00:00", "0001-01-01 06:59:59"):

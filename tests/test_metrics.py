@@ -10,8 +10,6 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -22,23 +20,8 @@ from connector.health import HealthReport
 from connector.metrics import Metrics, Reachability
 from connector.settings import DEMO_CLIENT_ID, DEMO_CLIENT_SECRET
 from tests.conftest import ROOT, write_config
-from tests.test_daemon import count, wait_for
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def get(url: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as resp:  # noqa: S310 - loopback only
-            return resp.status, resp.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
-    except OSError:
-        return 0, ""
+from tests.factories import count, free_port, get
+from tests.waits import wait_for
 
 
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -269,7 +252,6 @@ def test_a_flood_of_half_open_connections_is_bounded(monkeypatch: pytest.MonkeyP
     from datetime import UTC, datetime
 
     from connector import metrics as mod
-    from tests.test_metrics import fake_report
 
     monkeypatch.setattr(mod._QuietHandler, "timeout", 0.5)
     mon = mod.Monitor(Metrics(), lambda: fake_report({}), lambda: {"pull": 0, "push": 0},

@@ -5,6 +5,7 @@ says, bundling, the digest's clock, and delivery through outages, refusals and c
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import time
 from collections.abc import Iterator
@@ -15,7 +16,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select, update
 
-from connector.desk import accounts, queries
+from connector.desk import queries
 from connector.desk.accounts import Role
 from connector.mapping_reload import MappingHolder
 from connector.notify import core, queue, send
@@ -25,12 +26,13 @@ from connector.status import report
 from connector.store import followups, schema, state
 from connector.timeutil import WITA, is_working_day
 from tests.conftest import FakeTime
+from tests.factories import PASSWORD, Site, add_user, csrf_of, field, login
 from tests.harness import Harness
 from tests.smtp_server import Received, SMTPServer
+from tests.waits import until
 
 pytestmark = pytest.mark.anyio
 DESK = "https://desk.mahulu.test"
-PASSWORD = "sandi-yang-panjang-1"
 
 
 def mailbox(agency: str) -> str:
@@ -174,20 +176,9 @@ async def test_a_pulls_rows_wait_for_the_end_of_the_pull(
 
 # -- assignment and replies -------------------------------------------------------------------
 
-HASH = accounts.hash_new(PASSWORD)
-
-
-def add_user(h: Harness, login: str, role: Role, agencies: list[str],
-             email: str | None = None) -> None:
-    h.store.run(lambda c: accounts.add_user(c, login, f"Petugas {login}", role, agencies,
-                                            email, HASH, h.ctx.now(), must_change=False))
-
-
 async def test_assignment_on_the_desk_mails_the_assignee_only(
         tmp_path: Path, db_url: str, world: World, fake_time: FakeTime,
         smtp: SMTPServer) -> None:
-    from tests.test_desk import Site, csrf_of, field, login
-
     h, mailer = make(tmp_path, db_url, world, fake_time, smtp.port)
     await h.pull()
     await mailer.tick()
@@ -400,6 +391,13 @@ async def test_an_smtp_outage_delays_mail_but_neither_pull_nor_push(
     hole = socket.socket()
     hole.bind(("127.0.0.1", 0))
     hole.listen()
+    hole.setblocking(False)
+    taken: list[socket.socket] = []  # the mail job's connection, never answered
+
+    def connected() -> bool:
+        with contextlib.suppress(BlockingIOError):
+            taken.append(hole.accept()[0])
+        return bool(taken)
     black = h.config.settings.notify.model_copy(update={"smtp_port": hole.getsockname()[1],
                                                         "timeout_s": 3.0})
     stuck = send.Sender(h.config, h.ctx.db, lambda: h.mappings(), h.ctx.now,
@@ -408,7 +406,7 @@ async def test_an_smtp_outage_delays_mail_but_neither_pull_nor_push(
     tid = str(world.add_complaints(1)[0])
     t0 = time.monotonic()
     job = asyncio.create_task(stuck.tick())
-    await asyncio.sleep(0.1)
+    await until(connected, 5, "the mail job to connect")
     await h.sync()
     t = next(t for t in h.tickets() if t["tracking_id"] == tid)
     h.officer(t["id"], status="in_progress", reply="Kami tindak lanjuti.", author="ani")
@@ -416,6 +414,7 @@ async def test_an_smtp_outage_delays_mail_but_neither_pull_nor_push(
     assert time.monotonic() - t0 < 2.5 and not job.done()
     assert any(e["state"] == "sent" for e in h.outbox())
     await job
+    taken[0].close()
     hole.close()
     # Back up: everything waiting goes.
     server = SMTPServer(port).start()
@@ -461,6 +460,7 @@ async def test_after_a_crash_the_resend_has_the_same_message_id_and_never_a_thir
     again = [again[0]]
     row = h.store.run(lambda c: c.execute(select(schema.notifications).where(
         schema.notifications.c.message_id == again[0].message_id)).first())
+    assert row is not None
     assert row.state == "sent" and row.last_error == "unconfirmed" and row.unsure == 2
 
 

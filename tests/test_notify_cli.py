@@ -15,7 +15,8 @@ from connector.errors import ConfigError
 from connector.notify import core
 from connector.settings import load_config, load_smtp_password
 from tests.conftest import write_config
-from tests.smtp_server import SMTPServer, free_port
+from tests.factories import free_port
+from tests.smtp_server import SMTPServer
 
 pytestmark = pytest.mark.sqlite_only
 

@@ -25,6 +25,7 @@ from connector.sandbox import Faults, World
 from connector.status import report as status_report
 from connector.timeutil import WITA
 from tests.conftest import ROOT, FakeTime
+from tests.factories import narrow
 from tests.harness import Harness
 
 pytestmark = pytest.mark.anyio
@@ -204,13 +205,13 @@ async def test_redisposition_recomputes_a_stale_deadline(tmp_path: Path, db_url:
     await h.sync()
     ref = h.ticket(tid)["id"]
     t = h.store.run(lambda c: h.tracker.show(c, ref))
-    assert t["agency"] == "DISDUKCAPIL"
+    assert t is not None and t["agency"] == "DISDUKCAPIL"
     from connector.store import followups
 
     facts = h.store.run(lambda c: followups.get_facts(c, [str(tid)]))[str(tid)]
     assert [p.start for p in facts.periods] == ["received", "redisposition"]
     assert facts.current.due_source == "computed" and facts.current.due_at > world.now()
-    assert datetime.fromisoformat(t["due_at"]) == facts.current.due_at
+    assert datetime.fromisoformat(narrow(str, t["due_at"])) == facts.current.due_at
     assert not facts.overdue(world.now())
 
 

@@ -223,3 +223,16 @@ def test_generator_brings_life(fake_time: FakeTime) -> None:
     w = World(seed=5, complaints=80, clock=fake_time)
     kinds = {k for _ in range(200) for k, tid in w.tick() if tid is not None}
     assert kinds >= {"new", "reply", "objection", "redispose", "archive", "close"}
+
+
+async def test_the_world_counts_each_fault_it_injects(http: httpx.AsyncClient,
+                                                      world: World) -> None:
+    """``World.fired``: how the fault matrix knows a row's fault really happened."""
+    world.set_faults({"rate_5xx": 1.0})
+    assert (await http.get("/api/v3/laporan", params={"batas": 5})).status_code >= 500
+    world.set_faults({"rate_5xx": 0.0, "duplicate_rate": 1.0})
+    assert (await http.get("/api/v3/laporan", params={"batas": 5})).status_code == 200
+    assert world.fired == {"rate_5xx": 1, "duplicate_rate": 1}
+    world.set_faults({"duplicate_rate": 0.0})
+    await http.get("/api/v3/laporan", params={"batas": 5})
+    assert world.fired == {"rate_5xx": 1, "duplicate_rate": 1}  # nothing set: nothing counted

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import insert, inspect, select
+from sqlalchemy import Connection, insert, inspect, select
 from sqlalchemy.sql import sqltypes
 
 from connector.domain import FollowUpPlan, LinkState
@@ -60,11 +60,11 @@ def test_failure_mid_transaction_leaves_nothing(db_url: str) -> None:
     store.upgrade()
     tracker = BuiltinTracker(("new", "in_progress", "resolved", "closed"))
 
-    def half(conn: object) -> None:
-        ref = tracker.create_ticket(conn, ticket(), NOW)  # type: ignore[arg-type]
-        state.save_link(conn, LinkState("4100001", ref, "DINKES", "terdisposisi", NOW, (1,),  # type: ignore[arg-type]
+    def half(conn: Connection) -> None:
+        ref = tracker.create_ticket(conn, ticket(), NOW)
+        state.save_link(conn, LinkState("4100001", ref, "DINKES", "terdisposisi", NOW, (1,),
                                         frozenset(), False), NOW)
-        state.advance_watermark(conn, NOW)  # type: ignore[arg-type]
+        state.advance_watermark(conn, NOW)
         raise RuntimeError("crash in the middle")
 
     with pytest.raises(RuntimeError):
@@ -149,8 +149,10 @@ def test_outbox_enqueue_is_idempotent_and_ordered(db_url: str) -> None:
     store.upgrade()
     plans = [FollowUpPlan(f"builtin:{i}", "41", "1", "diproses", "x") for i in (1, 2)]
     plans.append(FollowUpPlan("builtin:3", "42", "2", "selesai", "y"))
-    for p in plans + plans:
-        store.run(lambda c, p=p: state.enqueue(c, p, f"k{p.change_id[-1]}", None, NOW))
+    for plan in plans + plans:
+        def enqueue(c: Connection, p: FollowUpPlan = plan) -> object:
+            return state.enqueue(c, p, f"k{p.change_id[-1]}", None, NOW)
+        store.run(enqueue)
     assert len(store.run(state.list_outbox)) == 3
     due = store.run(lambda c: state.due_entries(c, NOW, 10))
     assert [d.idempotency_key for d in due] == ["k1", "k3"]  # one per complaint, oldest first

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -278,7 +279,8 @@ async def test_due_date_from_working_days_when_lapor_gives_none(h: Harness, worl
     t = h.ticket(tid)
     first = world.records[tid]["disposisi"][0]["tanggal"]
     assert t["due_at"] == add_working_days(first, 5).isoformat()
-    assert t["due_at_wita"].endswith("+08:00") and "T23:59:59" in t["due_at_wita"]
+    wita = t["due_at_wita"]
+    assert wita is not None and wita.endswith("+08:00") and "T23:59:59" in wita
 
 
 async def test_confidential_complaints_are_marked_restricted(h: Harness, world: World) -> None:
@@ -349,6 +351,7 @@ async def test_attachment_downloads_that_fail_transiently_are_retried(
 async def test_under_the_budget_tickets_are_committed_before_waiting(
         tmp_path: Path, db_url: str, world: World, fake_time: FakeTime) -> None:
     committed_before_wait: list[int] = []
+    h: Harness  # made below, with this sleep
 
     async def watching_sleep(seconds: float) -> None:  # the budget's waits (no retries here)
         committed_before_wait.append(len(h.tickets()))
@@ -423,7 +426,7 @@ async def test_a_trickling_attachment_is_cut_at_the_deadline_and_never_holds_the
     from connector.sandbox import create_app
 
     class Trickle(httpx.AsyncByteStream):
-        async def __aiter__(self):  # type: ignore[no-untyped-def]
+        async def __aiter__(self) -> AsyncIterator[bytes]:
             for _ in range(10_000):
                 await asyncio.sleep(0.2)
                 yield b"x"

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import urllib.request
@@ -15,27 +14,22 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT, write_config
-from tests.test_daemon import count, wait_for
+from tests.factories import count, free_port
+from tests.waits import wait_for
 
 pytestmark = pytest.mark.slow
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def test_daemon_tracker_job_waits_for_redmine_while_intake_goes_on(tmp_path: Path,
                                                                    db_url: str) -> None:
     site = tmp_path / "site"
-    metrics = _free_port()
+    metrics = free_port()
     cfg = write_config(
         site, db_url,
         "[sync]\npull_interval_s = 1\npush_interval_s = 1\ntracker_interval_s = 0.5\n"
         "jitter_s = 0.1\nmax_backoff_s = 2\n"
         f'[metrics]\nlisten = "127.0.0.1:{metrics}"\n'
-        f'[tracker]\nkind = "redmine"\n[tracker.redmine]\nurl = "http://127.0.0.1:{_free_port()}"\n'
+        f'[tracker]\nkind = "redmine"\n[tracker.redmine]\nurl = "http://127.0.0.1:{free_port()}"\n'
         'project = "pengaduan"\ntracking_field_id = 1\ntimeout_s = 1\n',
         sandbox="complaints = 10\ngenerator = false")
     env = {**os.environ, "REDMINE_API_KEY": "rahasia-kunci-redmine-77",

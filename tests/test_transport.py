@@ -9,59 +9,27 @@ environment.
 from __future__ import annotations
 
 import asyncio
-import socket
-import threading
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from typing import Unpack
 
 import httpx
 import pytest
-import uvicorn
 
 from connector.errors import ConfigError, LaporUnavailable, SkipRecord
 from connector.lapor.client import LaporClient
 from connector.lapor.transport import env_proxy
 from connector.sandbox import World
-from connector.sandbox.app import create_app
 from connector.sandbox.world import Faults
-from tests.conftest import DEMO
+from tests.factories import (
+    JSON_200,
+    Deadlines,
+    free_port,
+    raw_server,
+    replying,
+    served,
+    wire_client,
+)
 
 pytestmark = pytest.mark.anyio
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@contextmanager
-def served(world: World) -> Iterator[str]:
-    """The sandbox app on a loopback port, in a thread of this process."""
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(world), host="127.0.0.1", port=port,
-                                           log_level="error", lifespan="off"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        while not server.started:
-            if not thread.is_alive():
-                raise RuntimeError("the sandbox server did not start")
-            threading.Event().wait(0.02)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
-
-
-async def _no_sleep(_: float) -> None:
-    await asyncio.sleep(0)
-
-
-def _client(base: str, transport: httpx.AsyncBaseTransport | None = None,
-            **kw: float) -> LaporClient:
-    return LaporClient(base, DEMO, transport=transport, requests_per_minute=0,
-                       sleep=_no_sleep, rng=lambda: 0.5, **kw)
 
 
 async def _read_all(client: LaporClient) -> list[object]:
@@ -77,8 +45,8 @@ async def _read_all(client: LaporClient) -> list[object]:
 async def test_the_default_transport_reads_what_httpx_own_stack_reads() -> None:
     world = World(seed=7, complaints=25, faults=Faults(rate_limit_per_minute=0))
     with served(world) as base:
-        fast = await _read_all(_client(base))
-        plain = await _read_all(_client(base, httpx.AsyncHTTPTransport()))
+        fast = await _read_all(wire_client(base))
+        plain = await _read_all(wire_client(base, httpx.AsyncHTTPTransport()))
     assert len(fast) == 50
     assert fast == plain
 
@@ -89,45 +57,18 @@ async def test_a_cut_off_detail_is_that_records_skip_on_both_stacks() -> None:
     with served(world) as base:
         tid = str(sorted(world.visible_ids())[0])
         for transport in (None, httpx.AsyncHTTPTransport()):
-            async with _client(base, transport) as client:
+            async with wire_client(base, transport) as client:
                 with pytest.raises(SkipRecord):
                     await client.complaint(tid)
 
 
-@asynccontextmanager
-async def raw_server(
-    handle: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]],
-) -> AsyncIterator[str]:
-    server = await asyncio.start_server(handle, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    async with server:
-        yield f"http://127.0.0.1:{port}"
-
-
 PING = b'{"data": {"waktu_server": "2026-11-28 10:00:00"}}'
-JSON_200 = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
-
-
-def replying(data: bytes, seen: list[bytes] | None = None) -> Callable[
-        [asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]:
-    """A server that reads each request's head (its first line noted in ``seen``),
-    writes ``data`` as it is, and closes the connection."""
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        head = await reader.readuntil(b"\r\n\r\n")
-        if seen is not None:
-            seen.append(head.split(b"\r\n")[0])
-        writer.write(data)
-        await writer.drain()
-        writer.close()
-    return handle
-
-
 async def test_an_answer_dropped_mid_body_is_transient_and_retried() -> None:
     """Headers promise 100 bytes, 10 arrive, the connection closes: the client retries
     (a transport error, never a parsed record) and gives up as LAPOR! unavailable."""
     hits: list[bytes] = []
     cut = replying(JSON_200 + b"Content-Length: 100\r\n\r\n{\"data\": {", hits)
-    async with raw_server(cut) as base, _client(base, call_deadline_s=5) as client:
+    async with raw_server(cut) as base, wire_client(base, call_deadline_s=5) as client:
         with pytest.raises(LaporUnavailable):
             await client.ping()
     assert len(hits) > 1
@@ -143,7 +84,7 @@ async def test_the_proxy_named_by_the_environment_carries_the_requests(
         monkeypatch.setenv("HTTPS_PROXY", proxy_url)
         monkeypatch.delenv("NO_PROXY", raising=False)
         monkeypatch.delenv("no_proxy", raising=False)
-        async with _client("https://lapor.example", call_deadline_s=1) as client:
+        async with wire_client("https://lapor.example", call_deadline_s=1) as client:
             with pytest.raises(LaporUnavailable):
                 await client.ping()
     assert seen and set(seen) == {b"CONNECT lapor.example:443 HTTP/1.1"}
@@ -161,7 +102,7 @@ async def test_plain_http_and_loopback_targets_never_go_through_a_proxy(
             monkeypatch.setenv(name, proxy_url)
         monkeypatch.delenv("NO_PROXY", raising=False)
         monkeypatch.delenv("no_proxy", raising=False)
-        async with _client(lapor) as client:
+        async with wire_client(lapor) as client:
             await client.ping()
         localhost = lapor.replace("127.0.0.1", "localhost")
         assert env_proxy(httpx.URL(localhost)) is None
@@ -193,10 +134,11 @@ def test_env_proxy_follows_the_usual_variables(
     assert (str(proxy.url).rstrip("/") if proxy else None) == expected
 
 
-async def _error_names(base: str, **kw: float) -> list[str]:
+async def _error_names(base: str, **kw: Unpack[Deadlines]) -> list[str]:
     """The error class the client saw on each attempt (what `status` and logs show)."""
     names: list[str] = []
-    async with _client(base, **{"call_deadline_s": 2.0, **kw}) as client:
+    kw.setdefault("call_deadline_s", 2.0)
+    async with wire_client(base, **kw) as client:
         client.observer = lambda _kind, code, _s: names.append(code)
         with pytest.raises(LaporUnavailable):
             await client.ping()
@@ -204,9 +146,7 @@ async def _error_names(base: str, **kw: float) -> list[str]:
 
 
 async def test_a_refused_connection_is_named_connect_error() -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]  # nobody listens here once closed
+    port = free_port()  # nobody listens there
     names = await _error_names(f"http://127.0.0.1:{port}")
     assert names and set(names) == {"ConnectError"}
 
@@ -250,7 +190,7 @@ async def test_a_malformed_answer_is_a_transient_protocol_error() -> None:
 
 async def test_headers_as_long_as_httpx_own_parser_took_are_read() -> None:
     long_cookie = replying(_answer(JSON_200 + b"Set-Cookie: waf=" + b"x" * 12000 + b"\r\n"))
-    async with raw_server(long_cookie) as base, _client(base) as client:
+    async with raw_server(long_cookie) as base, wire_client(base) as client:
         await client.ping()
 
 
@@ -280,7 +220,7 @@ def test_one_client_under_two_event_loops() -> None:
     new one instead of failing on the closed loop."""
     world = World(seed=7, complaints=3, faults=Faults(rate_limit_per_minute=0))
     with served(world) as base:
-        client = _client(base)
+        client = wire_client(base)
         first = asyncio.run(client.ping())
         second = asyncio.run(client.ping())
         asyncio.run(client.aclose())

@@ -51,6 +51,7 @@ def _base_url(request: Request) -> str:
 def create_app(world: World) -> Starlette:
     async def api(request: Request, handler: Any, *, auth: bool = True) -> Response:
         if world.faults.latency_ms:
+            world.fired["latency_ms"] += 1
             await asyncio.sleep(world.faults.latency_ms / 1000)
         try:
             world.before_request()
@@ -110,6 +111,7 @@ def create_app(world: World) -> Starlette:
             if status == 201 and world.faults.drop_post_rate and \
                     world.fault_rng.random() < world.faults.drop_post_rate:
                 # Committed, but the answer is "lost" on the way back.
+                world.fired["drop_post_rate"] += 1
                 world.drop_answer()
                 raise ApiFault(504, "kesalahan_server", "Gateway timeout.")
             return _ok(result, status=status)

@@ -38,7 +38,10 @@ class Auth(WorldState):
         now = self._clock()
         f = self.faults
         token.uses += 1
-        if now >= token.expires_at or (f.token_max_uses and token.uses > f.token_max_uses):
+        used_up = bool(f.token_max_uses) and token.uses > f.token_max_uses
+        if used_up:
+            self.fired["token_max_uses"] += 1
+        if now >= token.expires_at or used_up:
             raise ApiFault(401, "token_kedaluwarsa", "Token sudah kedaluwarsa.")
         limit = f.rate_limit_per_minute
         if limit:

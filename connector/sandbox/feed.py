@@ -26,10 +26,12 @@ class Feed(Habits):
             if cur is None:
                 raise ApiFault(400, "parameter_tidak_valid", "Kursor tidak dikenal.")
             if now - cur.issued > self.faults.cursor_ttl_s:
+                self.fired["cursor_ttl_s"] += 1
                 raise ApiFault(410, "kursor_kedaluwarsa", "Kursor sudah kedaluwarsa.")
             after: tuple[datetime, int] | None = cur.after
             batas, since = cur.batas, cur.since
             if self.faults.move_rate and self.fault_rng.random() < self.faults.move_rate:
+                self.fired["move_rate"] += 1
                 self._touch_random(instansi)
         else:
             try:
@@ -59,6 +61,7 @@ class Feed(Habits):
         items = [self.summary(self.records[tid]) for _, tid in page]
         if items and self.faults.duplicate_rate and self.fault_rng.random() < \
                 self.faults.duplicate_rate:
+            self.fired["duplicate_rate"] += 1
             items.insert(self.fault_rng.randrange(len(items)), dict(items[0]))
         next_cursor = None
         if len(rows) > batas:
@@ -74,6 +77,7 @@ class Feed(Habits):
             "unit_ids": [d["unit_id"] for d in record["disposisi"]],
         })
         if self._malformed(tid) and tid % 2 == 0:
+            self.fired["malformed_rate"] += 1
             out["diperbarui"] = "kemarin sore"
             out["unit_ids"] = "6411001"
         return out
@@ -99,14 +103,18 @@ class Feed(Habits):
             else ts(record["batas_tindak_lanjut"]),
         })
         if self._malformed(tid) and tid % 2 == 1:
+            self.fired["malformed_rate"] += 1
             out["klasifikasi"] = "keluhan"
             out["dibuat"] = "27/11/2026"
         f = self.faults
         if self._picked("zero", tid, f.zero_date_rate):
+            self.fired["zero_date_rate"] += 1
             out["batas_tindak_lanjut"] = "0001-01-01 00:00:00"
         if self._picked("surrogate", tid, f.surrogate_rate):
+            self.fired["surrogate_rate"] += 1
             out["judul"] = out["judul"][:10] + "\ud83d" + out["judul"][10:]
         if self._picked("nul", tid, f.nul_rate):
+            self.fired["nul_rate"] += 1
             out["isi"] = out["isi"][:5] + "\x00" + out["isi"][5:]
         return out
 

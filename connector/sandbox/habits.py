@@ -25,19 +25,23 @@ class Habits(WorldState):
         now = self._clock()
         if now < self.maintenance_until:
             left = max(1, int(self.maintenance_until - now))
+            self.fired["maintenance_s"] += 1
             raise ApiFault(503, "pemeliharaan", "LAPOR! sedang dalam pemeliharaan.",
                            headers={"Retry-After": str(left)})
         f = self.faults
         if f.rate_429 and self.fault_rng.random() < f.rate_429:
+            self.fired["rate_429"] += 1
             raise ApiFault(429, "batas_permintaan", "Terlalu banyak permintaan.",
                            headers={"Retry-After": str(f.retry_after_s)})
         if f.rate_5xx and self.fault_rng.random() < f.rate_5xx:
+            self.fired["rate_5xx"] += 1
             raise ApiFault(self.fault_rng.choice([500, 502, 504]), "kesalahan_server",
                            "Kesalahan pada server.")
 
     def drop_answer(self) -> None:
         """A POST answer was lost: with ``down_after_drop_s``, LAPOR! then stays down."""
         if self.faults.down_after_drop_s > 0:
+            self.fired["down_after_drop_s"] += 1
             self.maintenance_until = max(self.maintenance_until,
                                          self._clock() + self.faults.down_after_drop_s)
 
@@ -59,8 +63,10 @@ class Habits(WorldState):
         f = self.faults
         if self._picked("404", tid, f.not_found_once_rate) and tid not in self.served_404:
             self.served_404.add(tid)
+            self.fired["not_found_once_rate"] += 1
             return "not_found"
         if f.truncated_rate and self.fault_rng.random() < f.truncated_rate:
+            self.fired["truncated_rate"] += 1
             return "truncated"
         return None
 
@@ -68,4 +74,6 @@ class Habits(WorldState):
         if self.faults.extra_keys:
             obj["x_versi_skema"] = "3.1"
             obj["x_catatan_internal"] = None
+        else:
+            self.fired["extra_keys"] += 1  # exactly the spec's keys
         return obj

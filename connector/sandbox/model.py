@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -55,6 +55,9 @@ class WorldState:
         self.rng = random.Random(seed)
         self.fault_rng = random.Random(seed + 1)
         self.faults = faults or Faults()
+        # How often each fault fired, by its knob in Faults: for tests to check that a fault
+        # they set really happened. The world never reads it.
+        self.fired: Counter[str] = Counter()
         self.token_ttl_s = token_ttl_s
         self._clock = clock
         self.maintenance_until = 0.0
@@ -92,6 +95,8 @@ class WorldState:
 
     def now(self) -> datetime:
         ts = self._clock() + self.faults.clock_offset_s
+        if self.faults.clock_offset_s:
+            self.fired["clock_offset_s"] += 1
         return datetime.fromtimestamp(int(ts), UTC)
 
     def summary_time(self) -> str:
@@ -101,8 +106,10 @@ class WorldState:
         moment = self.now()
         f = self.faults
         if f.late_commit_s and self.fault_rng.random() < f.late_commit_rate:
+            self.fired["late_commit_rate"] += 1
             moment -= timedelta(seconds=f.late_commit_s)
         elif f.future_rate and self.fault_rng.random() < f.future_rate:
+            self.fired["future_rate"] += 1
             moment += timedelta(seconds=f.future_s)
         return moment
 
