@@ -160,8 +160,10 @@ class RedmineHarness(Harness):
         notes = [j.notes for j in issue.journals if j.notes]
         local = self.mapping.local_status(names[issue.status_id]) or "?"
         # What a reader sees: the entities that keep LAPOR!'s fields inert Textile shown as
-        # the characters they stand for.
-        seen = html.unescape("\n".join([issue.subject, issue.description, *notes]))
+        # the characters they stand for, and not the zero-width spaces that keep a "<", "#"
+        # or "@" from starting markup (tests/test_redmine_render.py renders them).
+        seen = html.unescape("\n".join([issue.subject, issue.description, *notes])
+                             ).replace("\u200b", "")
         return View(local, by_id.get(issue.project_id), issue.is_private, seen, notes)
 
 
