@@ -78,10 +78,11 @@ def test_exit_codes_follow_the_category() -> None:
 
 
 def test_mapped_raises_ours_for_the_first_kind_that_matches_unchained() -> None:
-    rules = {KeyError: lambda e: LaporUnavailable(f"key {e.__class__.__name__}"),
+    rules: errors.Rules = {KeyError: lambda e: LaporUnavailable(f"key {e.__class__.__name__}"),
              LookupError: lambda _: LaporUnavailable("lookup")}
     with pytest.raises(LaporUnavailable, match="key KeyError") as info, mapped(rules):
-        {}["secret"]
+        empty: dict[str, int] = {}
+        empty["secret"]
     assert info.value.__cause__ is None and info.value.__suppress_context__
     with pytest.raises(LaporUnavailable, match="lookup"), mapped(rules):
         [][1]

@@ -23,7 +23,7 @@ from connector.sandbox import Faults, World
 from connector.settings import load_config
 from connector.store import intents, state
 from connector.store.schema import links as links_t
-from connector.sync.cycle import run_cycle
+from connector.sync.cycle import CycleKind, run_cycle
 from connector.tracker.redmine_api import RedmineClient
 from connector.tracker.registry import open_tracker
 from tests.conftest import FakeTime, needs_redmine, redmine_clients, require_redmine, write_config
@@ -91,7 +91,7 @@ async def test_complaints_become_issues_and_officers_answer_from_redmine(
     c, officer = rm
     pulled = await h.pull()
     assert pulled["created"] > 0
-    done = (await run_cycle(h.ctx, "tracker")).summary
+    done = (await run_cycle(h.ctx, CycleKind.TRACKER)).summary
     assert done["failed"] == 0
     links = h.store.run(lambda conn: state.get_links(conn, sorted(h.visible())))
     refs = h.store.run(intents.refs)
@@ -132,7 +132,7 @@ async def test_complaints_become_issues_and_officers_answer_from_redmine(
     h.world.event("reply", int(tid))
     reply = h.world.records[int(tid)]["tindak_lanjut"][-1]["isi"]
     await h.pull()
-    await run_cycle(h.ctx, "tracker")
+    await run_cycle(h.ctx, CycleKind.TRACKER)
     issue = await c.issue(ref, journals=True)
     assert issue is not None
     assert sum(reply in j.notes for j in issue.journals) == 1
@@ -150,7 +150,7 @@ async def test_a_refused_status_is_a_visible_failure(h: Harness, rm: Any) -> Non
             'redmine_project = "disdukcapil"', 'redmine_project = "tidak-ada"'),
         encoding="utf-8")
     h.mappings.load_initial()
-    await run_cycle(h.ctx, "tracker")
+    await run_cycle(h.ctx, CycleKind.TRACKER)
     health = h.store.run(intents.health)
     links = h.store.run(lambda conn: state.get_links(conn, sorted(h.visible())))
     if any(link.agency == "DISDUKCAPIL" for link in links.values()):

@@ -93,7 +93,7 @@ def _lock_is_free(config: Config) -> None:
 
 def test_a_tracker_that_fails_to_open_closes_what_was_opened_once(
         tmp_path: Path, db_url: str, closed: Closed, capsys: pytest.CaptureFixture[str]) -> None:
-    config, opened = _config(tmp_path, db_url), []
+    config, opened = _config(tmp_path, db_url), list[str]()
 
     def failing(config: Config, holder: MappingHolder) -> TrackerPort:
         raise ConfigError("tracker: cannot be opened")
@@ -107,7 +107,7 @@ def test_a_tracker_that_fails_to_open_closes_what_was_opened_once(
 
 def test_a_start_that_fails_after_the_jobs_began_closes_every_part_once(
         tmp_path: Path, db_url: str, closed: Closed, monkeypatch: pytest.MonkeyPatch) -> None:
-    config, opened = _config(tmp_path, db_url), []
+    config, opened = _config(tmp_path, db_url), list[str]()
     _Tracker.closed = 0
 
     def refused(conn: Any, version: str) -> None:
@@ -123,7 +123,7 @@ def test_a_start_that_fails_after_the_jobs_began_closes_every_part_once(
 
 def test_a_stopped_daemon_closes_every_part_once(
         tmp_path: Path, db_url: str, closed: Closed) -> None:
-    config, opened = _config(tmp_path, db_url), []
+    config, opened = _config(tmp_path, db_url), list[str]()
     _Tracker.closed = 0
 
     async def run_then_stop() -> int:

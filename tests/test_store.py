@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import Connection, insert, inspect, select
 from sqlalchemy.sql import sqltypes
 
-from connector.domain import FollowUpPlan, LinkState
+from connector.domain import ChangeId, FollowUpPlan, LinkState
 from connector.errors import InstanceLocked, StorageBusy, StorageError, StorageFull
 from connector.store import Store, schema, state
 from connector.store.schema import links, tickets
@@ -147,8 +147,8 @@ def test_watermark_only_moves_forward(db_url: str) -> None:
 def test_outbox_enqueue_is_idempotent_and_ordered(db_url: str) -> None:
     store = Store(db_url)
     store.upgrade()
-    plans = [FollowUpPlan(f"builtin:{i}", "41", "1", "diproses", "x") for i in (1, 2)]
-    plans.append(FollowUpPlan("builtin:3", "42", "2", "selesai", "y"))
+    plans = [FollowUpPlan(ChangeId.builtin(i), "41", "1", "diproses", "x") for i in (1, 2)]
+    plans.append(FollowUpPlan(ChangeId.builtin(3), "42", "2", "selesai", "y"))
     for plan in plans + plans:
         def enqueue(c: Connection, p: FollowUpPlan = plan) -> object:
             return state.enqueue(c, p, f"k{p.change_id[-1]}", None, NOW)

@@ -29,6 +29,7 @@ from connector.tracker.port import (
     MESSAGE,
     UPDATE,
     Intent,
+    Payload,
     TrackerPort,
     message_payload,
     ticket_payload,
@@ -71,7 +72,7 @@ def ticket(tid: str, **kw: Any) -> NewTicket:
 _ids = iter(range(10**6, 10**7))
 
 
-def intent(tid: str, kind: str, payload: dict[str, Any], attempts: int = 1,
+def intent(tid: str, kind: str, payload: Payload, attempts: int = 1,
            ref: str | None = None, intent_id: int | None = None) -> Intent:
     return Intent(intent_id or next(_ids), tid, kind, payload, attempts, ref)
 
@@ -118,6 +119,7 @@ class BuiltinHarness(Harness):
         desk = self.tracker.desk()
         assert desk is not None
         t = self.store.run(lambda c: desk.show(c, ref))
+        assert t is not None, ref
         notes = [m["text"] for m in t["messages"]]
         text = "\n".join([t["title"], t["body"], str(t["reporter"]), *notes])
         return View(t["status"], t["agency"], t["confidential"], text, notes)
@@ -160,8 +162,10 @@ class RedmineHarness(Harness):
         notes = [j.notes for j in issue.journals if j.notes]
         local = self.mapping.local_status(names[issue.status_id]) or "?"
         # What a reader sees: the entities that keep LAPOR!'s fields inert Textile shown as
-        # the characters they stand for.
-        seen = html.unescape("\n".join([issue.subject, issue.description, *notes]))
+        # the characters they stand for, and not the zero-width spaces that keep a "<", "#"
+        # or "@" from starting markup (tests/test_redmine_render.py renders them).
+        seen = html.unescape("\n".join([issue.subject, issue.description or "", *notes])
+                             ).replace("\u200b", "")
         return View(local, by_id.get(issue.project_id), issue.is_private, seen, notes)
 
 

@@ -11,6 +11,7 @@ user's journals are dropped (echo suppression). Redmine's quirks are handled in
 from __future__ import annotations
 
 import html
+import re
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
@@ -51,16 +52,30 @@ def marker(key: str) -> str:
     return f"[LAPOR! {key}]"
 
 
+# A "<" or "&" that could start a tag or an entity: a zero-width space after it.
+_TAG_OR_ENTITY = re.compile(r"([<&])(?=[A-Za-z/!?#])")
+ZWSP = "\u200b"
+
+
+def _pre_text(text: str) -> str:
+    # Textile escapes a <pre>'s content itself (entities of ours would show as "&lt;");
+    # CommonMark keeps it as HTML. An invisible space after a "<" or "&" that could start
+    # a tag or an entity keeps it literal in both, and the text from closing the block.
+    return _TAG_OR_ENTITY.sub(r"\1" + ZWSP, text)
+
+
 def _pre(text: str) -> str:
-    # Complaint text is shown as typed: inside <pre>, with markup characters escaped, so
-    # Textile or HTML in it is never interpreted.
-    return "<pre>\n" + html.escape(text, quote=False) + "\n</pre>"
+    # Complaint text is shown as typed, inside <pre>.
+    return "<pre>\n" + _pre_text(text) + "\n</pre>"
 
 
 # Characters that start Textile or Redmine markup inside a line: images (!url!), links
 # ("text":url, bare http://), macros ({{include(…)}}), wiki links ([[…]]), issue refs (#1),
 # mentions (@user), spans and tables. As numeric entities they show as typed, inert.
+# CommonMark turns entities back into characters before Redmine looks for its links: an
+# invisible space before "#" and "@" keeps issue refs, mentions and e-mail links from forming.
 _TEXTILE = {c: f"&#{ord(c)};" for c in '&<>"!{}[]#*_@%|^~=:'}
+_TEXTILE.update({c: f"&#8203;&#{ord(c)};" for c in "#@"})
 
 
 def _inline(value: object) -> str:
@@ -107,10 +122,11 @@ def redescribe(current: str, body: str | None, anonymous: bool) -> str:
         identity: list[str] = []
         for line in text.split("\n"):
             if line.startswith(REPORTER):
-                # As written on the line (escaped) and as typed (in the text block).
-                identity += [form for v in line[len(REPORTER):].split(" / ")
-                             for form in (v.strip(), html.unescape(v.strip()))
-                             if len(form) >= privacy.MIN_IDENTITY]
+                # As written on the line (escaped), as typed, and as in the text block.
+                for v in line[len(REPORTER):].split(" / "):
+                    typed = html.unescape(v.strip()).replace(ZWSP, "")
+                    identity += [form for form in (v.strip(), typed, _pre_text(typed))
+                                 if len(form) >= privacy.MIN_IDENTITY]
                 continue
             out.append(line)
         text = "\n".join(out)
