@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The two commands of the README:
 #   ./dev.sh run    set everything up, then run the daemon and the desk on embedded defaults
-#   ./dev.sh test   set everything up, then run ruff, mypy (connector/ and tests/) and the
-#                   whole test suite
+#   ./dev.sh test   set everything up, then run ruff (lint and format check), mypy
+#                   (connector/ and tests/) and the whole test suite
 # Extra arguments go to scheduler.py (run) or pytest (test).
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -27,6 +27,7 @@ case "${1:-}" in
   test)
     shift
     .venv/bin/ruff check .
+    .venv/bin/ruff format --check .
     .venv/bin/mypy
     set +e
     .venv/bin/python -m pytest "$@"

@@ -62,16 +62,24 @@ def write_settings(directory: Path, url: str, complaints: int, port: int) -> Pat
         f'[storage]\nurl = "{url}"\n'
         f'[log]\nformat = "json"\nlevel = "warning"\n'
         f'[web]\nlisten = "127.0.0.1:{port}"\n'
-        f'[sandbox]\nseed = {SEED}\ncomplaints = {complaints}\ngenerator = false\n'
-        f'rate_limit_per_minute = 0\n', encoding="utf-8")
+        f"[sandbox]\nseed = {SEED}\ncomplaints = {complaints}\ngenerator = false\n"
+        f"rate_limit_per_minute = 0\n",
+        encoding="utf-8",
+    )
     return path
 
 
 def cli(cfg: Path, *args: str, stdin: str = "") -> str:
     env = {k: v for k, v in os.environ.items() if k != "LAPOR_CONNECTOR_CONFIG"}
-    r = subprocess.run([sys.executable, "-m", "connector", "--config", str(cfg), *args],
-                       cwd=cfg.parent, env=env, input=stdin, capture_output=True, text=True,
-                       timeout=1800)
+    r = subprocess.run(
+        [sys.executable, "-m", "connector", "--config", str(cfg), *args],
+        cwd=cfg.parent,
+        env=env,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
     if r.returncode != 0:
         raise SystemExit(f"{' '.join(args)} exited {r.returncode}: {r.stderr[-2000:]}")
     return r.stdout
@@ -116,8 +124,15 @@ def add_history(cfg: Path, total: int, analyze: bool) -> dict[str, int]:
 
         def flush() -> None:
             with store.begin() as conn:
-                for table in (tickets, messages, status_history, links, followup_complaints,
-                              followup_periods, outbox):
+                for table in (
+                    tickets,
+                    messages,
+                    status_history,
+                    links,
+                    followup_complaints,
+                    followup_periods,
+                    outbox,
+                ):
                     rows = batch.pop(table.name, [])
                     if rows:
                         conn.execute(insert(table), rows)
@@ -128,15 +143,21 @@ def add_history(cfg: Path, total: int, analyze: bool) -> dict[str, int]:
             # One to three years back, spread over the days.
             back = timedelta(days=365 + (i * 7919) % 730, seconds=(i * 104729) % 86400)
             t = dict(m._mapping)
-            t.update(id=new_id, tracking_id=tid, status="closed", lapor_status="selesai",
-                     submitted_at=m.submitted_at - back, created_at=m.created_at - back,
-                     updated_at=m.updated_at - back, due_at=m.due_at and m.due_at - back,
-                     assignee=None)
+            t.update(
+                id=new_id,
+                tracking_id=tid,
+                status="closed",
+                lapor_status="selesai",
+                submitted_at=m.submitted_at - back,
+                created_at=m.created_at - back,
+                updated_at=m.updated_at - back,
+                due_at=m.due_at and m.due_at - back,
+                assignee=None,
+            )
             batch.setdefault("tickets", []).append(t)
             for r in by_ticket.get(m.id, {}).get("messages", []):
                 row = {k: v for k, v in r._mapping.items() if k != "id"}
-                row.update(ticket_id=new_id, at=r.at - back, change_id=None,
-                           lapor_followup_id=None)
+                row.update(ticket_id=new_id, at=r.at - back, change_id=None, lapor_followup_id=None)
                 batch.setdefault("messages", []).append(row)
             for r in by_ticket.get(m.id, {}).get("history", []):
                 row = {k: v for k, v in r._mapping.items() if k != "id"}
@@ -145,47 +166,79 @@ def add_history(cfg: Path, total: int, analyze: bool) -> dict[str, int]:
             for r in [lk.get(m.tracking_id)]:
                 if r is not None:
                     row = dict(r._mapping)
-                    row.update(tracking_id=tid, ticket_ref=str(new_id), closed=True,
-                               lapor_status="selesai",
-                               lapor_updated_at=r.lapor_updated_at - back,
-                               created_at=r.created_at - back, updated_at=r.updated_at - back)
+                    row.update(
+                        tracking_id=tid,
+                        ticket_ref=str(new_id),
+                        closed=True,
+                        lapor_status="selesai",
+                        lapor_updated_at=r.lapor_updated_at - back,
+                        created_at=r.created_at - back,
+                        updated_at=r.updated_at - back,
+                    )
                     batch.setdefault("links", []).append(row)
             r = fc.get(m.tracking_id)
             if r is not None:
                 row = dict(r._mapping)
-                row.update(tracking_id=tid, closed=True, lapor_status="selesai",
-                           received_at=r.received_at - back, settle_by=r.settle_by - back,
-                           updated_at=r.updated_at - back)
+                row.update(
+                    tracking_id=tid,
+                    closed=True,
+                    lapor_status="selesai",
+                    received_at=r.received_at - back,
+                    settle_by=r.settle_by - back,
+                    updated_at=r.updated_at - back,
+                )
                 batch.setdefault("followup_complaints", []).append(row)
             for p in fp.get(m.tracking_id, []):
                 row = {k: v for k, v in p._mapping.items() if k != "id"}
-                row.update(tracking_id=tid, started_at=p.started_at - back,
-                           due_at=p.due_at - back, on_time=True,
-                           first_follow_up_at=p.started_at - back + timedelta(days=2),
-                           first_follow_up_id=f"h{i}", ended_at=p.due_at - back)
+                row.update(
+                    tracking_id=tid,
+                    started_at=p.started_at - back,
+                    due_at=p.due_at - back,
+                    on_time=True,
+                    first_follow_up_at=p.started_at - back + timedelta(days=2),
+                    first_follow_up_id=f"h{i}",
+                    ended_at=p.due_at - back,
+                )
                 if row["lapor_deadline"] is not None:
                     row["lapor_deadline"] -= back
                 batch.setdefault("followup_periods", []).append(row)
             sent = m.created_at - back + timedelta(days=2)
-            batch.setdefault("outbox", []).append(dict(
-                change_id=f"history:{i}", tracking_id=tid, ticket_ref=str(new_id),
-                idempotency_key=f"history-{i}", lapor_status="selesai",
-                text="Laporan telah selesai ditindaklanjuti.", state="sent", attempts=1,
-                created_at=sent, sent_at=sent, remote_id=f"h{i}", first_attempt_at=sent,
-                key_first_used_at=sent))
+            batch.setdefault("outbox", []).append(
+                dict(
+                    change_id=f"history:{i}",
+                    tracking_id=tid,
+                    ticket_ref=str(new_id),
+                    idempotency_key=f"history-{i}",
+                    lapor_status="selesai",
+                    text="Laporan telah selesai ditindaklanjuti.",
+                    state="sent",
+                    attempts=1,
+                    created_at=sent,
+                    sent_at=sent,
+                    remote_id=f"h{i}",
+                    first_attempt_at=sent,
+                    key_first_used_at=sent,
+                )
+            )
             if (i + 1) % 5000 == 0:
                 flush()
         flush()
         if store.engine.dialect.name == "postgresql":
             with store.begin() as conn:
-                conn.exec_driver_sql("SELECT setval(pg_get_serial_sequence('tickets', 'id'), "
-                                     "(SELECT max(id) FROM tickets))")
+                conn.exec_driver_sql(
+                    "SELECT setval(pg_get_serial_sequence('tickets', 'id'), "
+                    "(SELECT max(id) FROM tickets))"
+                )
         with store.begin() as conn:
-            counts = {t.name: conn.execute(select(func.count()).select_from(t)).scalar_one()
-                      for t in (tickets, messages, status_history, outbox)}
+            counts = {
+                t.name: conn.execute(select(func.count()).select_from(t)).scalar_one()
+                for t in (tickets, messages, status_history, outbox)
+            }
             counts["open_tickets"] = conn.execute(
-                select(func.count()).select_from(tickets)
-                .where(tickets.c.status.in_(("new", "in_progress", "resolved")))).scalar_one()
+                select(func.count())
+                .select_from(tickets)
+                .where(tickets.c.status.in_(("new", "in_progress", "resolved")))
+            ).scalar_one()
         if analyze:
             with store.begin() as conn:
                 conn.exec_driver_sql("ANALYZE")
@@ -199,8 +252,11 @@ def pick_officer_agency(cfg: Path) -> tuple[str, str, int]:
     rows = json.loads(cli(cfg, "tickets", "list", "--json"))
     counts: dict[str, list[str]] = {}
     for t in rows:
-        if t["status"] in ("new", "in_progress") and not t.get("confidential") \
-                and t["lapor_status"] not in ("ditutup", "diarsipkan"):
+        if (
+            t["status"] in ("new", "in_progress")
+            and not t.get("confidential")
+            and t["lapor_status"] not in ("ditutup", "diarsipkan")
+        ):
             counts.setdefault(t["agency"], []).append(t["tracking_id"])
     agency = max(counts, key=lambda a: len(counts[a]))
     return agency, sorted(counts[agency])[0], len(counts[agency])
@@ -209,9 +265,13 @@ def pick_officer_agency(cfg: Path) -> tuple[str, str, int]:
 @contextmanager
 def desk_process(cfg: Path, port: int) -> Iterator[str]:
     env = {k: v for k, v in os.environ.items() if k != "LAPOR_CONNECTOR_CONFIG"}
-    proc = subprocess.Popen([sys.executable, "-m", "connector", "--config", str(cfg), "web"],
-                            cwd=cfg.parent, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "connector", "--config", str(cfg), "web"],
+        cwd=cfg.parent,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         wait_until_up(proc, f"{base}/masuk", 60, f"the desk did not start ({cfg})")
@@ -226,23 +286,29 @@ def desk_process(cfg: Path, port: int) -> Iterator[str]:
 
 # -- the load, in its own process -----------------------------------------------------------
 
+
 def _csrf(html: str) -> str:
     token = re.search(r'name="csrf" value="([^"]+)"', html)
     assert token, "no CSRF field on the page"
     return token.group(1)
 
 
-async def _session(base: str, login: str, clients: int,
-                   password: str = OWN_PASSWORD) -> tuple[Any, str]:
+async def _session(
+    base: str, login: str, clients: int, password: str = OWN_PASSWORD
+) -> tuple[Any, str]:
     """A logged-in client session, and where the login sent it."""
     import aiohttp
 
-    s = aiohttp.ClientSession(base, connector=aiohttp.TCPConnector(limit=clients),
-                              cookie_jar=aiohttp.CookieJar(unsafe=True))
+    s = aiohttp.ClientSession(
+        base,
+        connector=aiohttp.TCPConnector(limit=clients),
+        cookie_jar=aiohttp.CookieJar(unsafe=True),
+    )
     async with s.get("/masuk") as r:
         token = _csrf(await r.text())
-    async with s.post("/masuk", data={"login": login, "password": password, "csrf": token},
-                      allow_redirects=False) as r:
+    async with s.post(
+        "/masuk", data={"login": login, "password": password, "csrf": token}, allow_redirects=False
+    ) as r:
         assert r.status == 303, f"login as {login}: {r.status}"
         return s, r.headers["location"]
 
@@ -254,14 +320,17 @@ async def first_login(base: str, login: str) -> None:
         assert first_page == "/sandi", first_page
         async with s.get("/sandi") as r:
             token = _csrf(await r.text())
-        async with s.post("/sandi", data={"csrf": token, "lama": PASSWORD,
-                                          "baru": OWN_PASSWORD, "ulang": OWN_PASSWORD},
-                          allow_redirects=False) as r:
+        async with s.post(
+            "/sandi",
+            data={"csrf": token, "lama": PASSWORD, "baru": OWN_PASSWORD, "ulang": OWN_PASSWORD},
+            allow_redirects=False,
+        ) as r:
             assert r.status == 303, f"password change for {login}: {r.status}"
 
 
-async def _load(base: str, login: str, path: str, clients: int, seconds: float,
-                expect: str) -> dict[str, Any]:
+async def _load(
+    base: str, login: str, path: str, clients: int, seconds: float, expect: str
+) -> dict[str, Any]:
     s, _ = await _session(base, login, clients)
     async with s:
         async with s.get(path) as r:  # warm-up, and a check it is the page meant
@@ -289,22 +358,33 @@ async def _load(base: str, login: str, path: str, clients: int, seconds: float,
     def pct(p: float) -> float:
         return round(1000 * lat[min(len(lat) - 1, int(p * len(lat)))], 2)
 
-    return {"requests": len(lat), "errors": errors, "rps": round(len(lat) / took, 1),
-            "p50_ms": pct(0.50), "p90_ms": pct(0.90), "p99_ms": pct(0.99),
-            "bytes": len(body)}
+    return {
+        "requests": len(lat),
+        "errors": errors,
+        "rps": round(len(lat) / took, 1),
+        "p50_ms": pct(0.50),
+        "p90_ms": pct(0.90),
+        "p99_ms": pct(0.99),
+        "bytes": len(body),
+    }
 
 
-def load_process(base: str, login: str, path: str, clients: int, seconds: float,
-                 expect: str) -> dict[str, Any]:
-    out = subprocess.run([sys.executable, __file__, "--load", base, login, path, str(clients),
-                          str(seconds), expect], capture_output=True, text=True,
-                         timeout=seconds + 120)
+def load_process(
+    base: str, login: str, path: str, clients: int, seconds: float, expect: str
+) -> dict[str, Any]:
+    out = subprocess.run(
+        [sys.executable, __file__, "--load", base, login, path, str(clients), str(seconds), expect],
+        capture_output=True,
+        text=True,
+        timeout=seconds + 120,
+    )
     if out.returncode != 0:
         raise SystemExit(f"the load process failed: {out.stderr[-2000:]}")
     return dict(json.loads(out.stdout))
 
 
 # -- the run ----------------------------------------------------------------------------------
+
 
 def storage_urls(storage: str, work: Path) -> tuple[dict[str, str], list[str]]:
     """A fresh database per size; PostgreSQL ones are created (and listed for dropping)."""
@@ -327,8 +407,9 @@ def drop(storage: str, names: list[str]) -> None:
         return
     import psycopg
 
-    with psycopg.connect(storage.replace("postgresql+psycopg://", "postgresql://"),
-                         autocommit=True) as conn:
+    with psycopg.connect(
+        storage.replace("postgresql+psycopg://", "postgresql://"), autocommit=True
+    ) as conn:
         for name in names:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
@@ -340,17 +421,25 @@ def main() -> None:
     ap.add_argument("--clients", type=int, default=8)
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--storage", default="sqlite",
-                    help='"sqlite", or the URL of a PostgreSQL server (a database on it '
-                    "that may create databases)")
-    ap.add_argument("--analyze", action="store_true",
-                    help="run ANALYZE on the big database after filling it")
+    ap.add_argument(
+        "--storage",
+        default="sqlite",
+        help='"sqlite", or the URL of a PostgreSQL server (a database on it '
+        "that may create databases)",
+    )
+    ap.add_argument(
+        "--analyze", action="store_true", help="run ANALYZE on the big database after filling it"
+    )
     args = ap.parse_args()
-    out: dict[str, Any] = {"clients": args.clients, "seconds_per_cell": args.seconds,
-                           "rounds": args.rounds, "cpus": os.cpu_count(),
-                           "storage": "sqlite" if args.storage == "sqlite" else "postgresql",
-                           "analyze": args.analyze,
-                           "load_at_start": round(os.getloadavg()[0], 2)}
+    out: dict[str, Any] = {
+        "clients": args.clients,
+        "seconds_per_cell": args.seconds,
+        "rounds": args.rounds,
+        "cpus": os.cpu_count(),
+        "storage": "sqlite" if args.storage == "sqlite" else "postgresql",
+        "analyze": args.analyze,
+        "load_at_start": round(os.getloadavg()[0], 2),
+    }
     with tempfile.TemporaryDirectory(prefix="lapor-desk-bench-") as tmp:
         work = Path(tmp)
         urls, made = storage_urls(args.storage, work)
@@ -369,13 +458,37 @@ def main() -> None:
             agency, tid, n_open = pick_officer_agency(small_cfg)
             out.update(agency=agency, agency_open_tickets=n_open, complaint=tid)
             for cfg, _ in sites.values():
-                cli(cfg, "users", "add", ADMIN, "--name", "Admin", "--role", "admin",
-                    "--password-stdin", stdin=PASSWORD + "\n")
-                cli(cfg, "users", "add", OFFICER, "--name", "Petugas", "--role", "petugas",
-                    "--agency", agency, "--password-stdin", stdin=PASSWORD + "\n")
-            cells = [("inbox_officer", OFFICER, "/", "Kotak masuk"),
-                     ("inbox_admin", ADMIN, "/", "Kotak masuk"),
-                     ("complaint_officer", OFFICER, f"/tiket/{tid}", "Batas tindak lanjut")]
+                cli(
+                    cfg,
+                    "users",
+                    "add",
+                    ADMIN,
+                    "--name",
+                    "Admin",
+                    "--role",
+                    "admin",
+                    "--password-stdin",
+                    stdin=PASSWORD + "\n",
+                )
+                cli(
+                    cfg,
+                    "users",
+                    "add",
+                    OFFICER,
+                    "--name",
+                    "Petugas",
+                    "--role",
+                    "petugas",
+                    "--agency",
+                    agency,
+                    "--password-stdin",
+                    stdin=PASSWORD + "\n",
+                )
+            cells = [
+                ("inbox_officer", OFFICER, "/", "Kotak masuk"),
+                ("inbox_admin", ADMIN, "/", "Kotak masuk"),
+                ("complaint_officer", OFFICER, f"/tiket/{tid}", "Batas tindak lanjut"),
+            ]
             got: dict[str, dict[str, list[dict[str, Any]]]] = {}
             with desk_process(*sites["small"]) as small, desk_process(*sites["big"]) as big:
                 bases = {"small": small, "big": big}
@@ -386,8 +499,9 @@ def main() -> None:
                     for cell, login, path, expect in cells:
                         order = ("small", "big") if r % 2 == 0 else ("big", "small")
                         for name in order:
-                            res = load_process(bases[name], login, path, args.clients,
-                                               args.seconds, expect)
+                            res = load_process(
+                                bases[name], login, path, args.clients, args.seconds, expect
+                            )
                             res["load"] = round(os.getloadavg()[0], 2)
                             got.setdefault(cell, {}).setdefault(name, []).append(res)
         finally:
@@ -408,7 +522,8 @@ def main() -> None:
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--load":
         base, login, path, clients, seconds, expect = sys.argv[2:8]
-        print(json.dumps(asyncio.run(_load(base, login, path, int(clients), float(seconds),
-                                           expect))))
+        print(
+            json.dumps(asyncio.run(_load(base, login, path, int(clients), float(seconds), expect)))
+        )
     else:
         main()

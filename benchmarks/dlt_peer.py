@@ -37,26 +37,46 @@ def dlt_pull(base: str, workdir: Path) -> tuple[float, int]:
     from dlt.sources.rest_api import rest_api_source
 
     token = httpx.post(f"{base}/api/v3/auth/token", json=CREDS).json()["data"]["access_token"]
-    source = rest_api_source({
-        "client": {
-            "base_url": f"{base}/api/v3/",
-            "auth": {"type": "bearer", "token": token},
-        },
-        "resource_defaults": {"write_disposition": "replace"},
-        "resources": [
-            {"name": "laporan", "endpoint": {
-                "path": "laporan", "params": {"batas": 100}, "data_selector": "data",
-                "paginator": {"type": "cursor", "cursor_path": "meta.kursor_berikutnya",
-                              "cursor_param": "kursor"}}},
-            {"name": "laporan_detail", "parallelized": True, "endpoint": {
-                "path": "laporan/{resources.laporan.tracking_id}", "data_selector": "data",
-                "paginator": "single_page"}},
-        ],
-    })
+    source = rest_api_source(
+        {
+            "client": {
+                "base_url": f"{base}/api/v3/",
+                "auth": {"type": "bearer", "token": token},
+            },
+            "resource_defaults": {"write_disposition": "replace"},
+            "resources": [
+                {
+                    "name": "laporan",
+                    "endpoint": {
+                        "path": "laporan",
+                        "params": {"batas": 100},
+                        "data_selector": "data",
+                        "paginator": {
+                            "type": "cursor",
+                            "cursor_path": "meta.kursor_berikutnya",
+                            "cursor_param": "kursor",
+                        },
+                    },
+                },
+                {
+                    "name": "laporan_detail",
+                    "parallelized": True,
+                    "endpoint": {
+                        "path": "laporan/{resources.laporan.tracking_id}",
+                        "data_selector": "data",
+                        "paginator": "single_page",
+                    },
+                },
+            ],
+        }
+    )
     pipeline = dlt.pipeline(
-        pipeline_name="lapor_peer", pipelines_dir=str(workdir / "dlt"),
+        pipeline_name="lapor_peer",
+        pipelines_dir=str(workdir / "dlt"),
         destination=dlt.destinations.sqlalchemy(f"sqlite:///{workdir}/dlt.db"),
-        dataset_name="lapor", progress="log" if os.environ.get("BENCH_VERBOSE") else None)
+        dataset_name="lapor",
+        progress="log" if os.environ.get("BENCH_VERBOSE") else None,
+    )
     t0 = time.perf_counter()
     pipeline.run(source)
     took = time.perf_counter() - t0
@@ -83,14 +103,22 @@ def main() -> None:
                 took, loaded = dlt_pull(base, work / f"d{r}")
                 theirs.append(took)
                 loads.append(round(os.getloadavg()[0], 2))
-    print(json.dumps({
-        "complaints": args.complaints, "dlt_rows": loaded,
-        "connector_s": round(min(ours), 2), "dlt_s": round(min(theirs), 2),
-        "dlt_over_connector": round(min(theirs) / min(ours), 2),
-        "dlt_over_connector_per_round": [round(t / o, 2) for o, t in zip(ours, theirs,
-                                                                           strict=True)],
-        "load": loads,
-    }, indent=2))
+    print(
+        json.dumps(
+            {
+                "complaints": args.complaints,
+                "dlt_rows": loaded,
+                "connector_s": round(min(ours), 2),
+                "dlt_s": round(min(theirs), 2),
+                "dlt_over_connector": round(min(theirs) / min(ours), 2),
+                "dlt_over_connector_per_round": [
+                    round(t / o, 2) for o, t in zip(ours, theirs, strict=True)
+                ],
+                "load": loads,
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -79,8 +79,9 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def write_settings(directory: Path, base_url: str, *, sandbox: str = "",
-                   concurrency: int | None = None) -> Path:
+def write_settings(
+    directory: Path, base_url: str, *, sandbox: str = "", concurrency: int | None = None
+) -> Path:
     """Default settings; only the URL, the budget (off) and the database path are set
     (and the detail concurrency, when a sweep over it asks)."""
     directory.mkdir(parents=True, exist_ok=True)
@@ -91,8 +92,9 @@ def write_settings(directory: Path, base_url: str, *, sandbox: str = "",
         f'[lapor]\nbase_url = "{base_url}"\nrequests_per_minute = 0\n{lapor}'
         f'[storage]\nurl = "sqlite:///{directory}/bench.db"\n'
         f'[log]\nformat = "json"\n'
-        f'[sandbox]\nrate_limit_per_minute = 0\ngenerator = false\n{sandbox}',
-        encoding="utf-8")
+        f"[sandbox]\nrate_limit_per_minute = 0\ngenerator = false\n{sandbox}",
+        encoding="utf-8",
+    )
     return path
 
 
@@ -103,8 +105,7 @@ def child_env() -> dict[str, str]:
     return env
 
 
-def wait_until_up(proc: subprocess.Popen[bytes], url: str, timeout_s: float,
-                  failure: str) -> None:
+def wait_until_up(proc: subprocess.Popen[bytes], url: str, timeout_s: float, failure: str) -> None:
     """Until ``url`` answers 200; a process that exits, or the timeout, ends the run."""
     deadline = time.monotonic() + timeout_s
     while True:
@@ -124,10 +125,28 @@ def sandbox_process(complaints: int, workdir: Path) -> Iterator[str]:
     port = free_port()
     cfg = write_settings(workdir / f"sandbox-{complaints}", "sandbox")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "connector", "--config", str(cfg), "sandbox", "--port", str(port),
-         "--seed", str(SEED), "--complaints", str(complaints), "--no-generator",
-         "--faults", json.dumps({"rate_limit_per_minute": 0})],
-        cwd=ROOT, env=child_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        [
+            sys.executable,
+            "-m",
+            "connector",
+            "--config",
+            str(cfg),
+            "sandbox",
+            "--port",
+            str(port),
+            "--seed",
+            str(SEED),
+            "--complaints",
+            str(complaints),
+            "--no-generator",
+            "--faults",
+            json.dumps({"rate_limit_per_minute": 0}),
+        ],
+        cwd=ROOT,
+        env=child_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         wait_until_up(proc, f"{base}/api/v3/ping", 600, "the sandbox did not start")
@@ -162,8 +181,10 @@ def floor(base: str, workers: int, page_size: int) -> float:
         r.json()
 
     t0, c0 = time.perf_counter(), time.process_time()
-    with ThreadPoolExecutor(workers) as pool, httpx.Client(base_url=base, headers=headers,
-                                                           timeout=60) as feed:
+    with (
+        ThreadPoolExecutor(workers) as pool,
+        httpx.Client(base_url=base, headers=headers, timeout=60) as feed,
+    ):
         futures = []
         params: dict[str, Any] = {"batas": page_size}
         while True:
@@ -186,15 +207,19 @@ def async_http_cpu(base: str, workers: int, n: int, *, own_stack: bool = False) 
     """CPU seconds per request of bare async httpx over the connector's transport (or
     httpx's own stack), without the connector: ``n`` detail GETs, ``workers`` at a time,
     the JSON parsed."""
+
     async def go() -> float:
-        token = httpx.post(f"{base}/api/v3/auth/token", json=CREDS).json()["data"][
-            "access_token"]
+        token = httpx.post(f"{base}/api/v3/auth/token", json=CREDS).json()["data"]["access_token"]
         ids = httpx.get(f"{base}/_sandbox/stats", timeout=60).json()["visible_ids"][:n]
         sem = asyncio.Semaphore(workers)
-        transport = None if own_stack else default_transport(httpx.URL(base),
-                                                             max_connections=16)
-        async with httpx.AsyncClient(base_url=base, timeout=60, transport=transport,
-                                     headers={"Authorization": f"Bearer {token}"}) as c:
+        transport = None if own_stack else default_transport(httpx.URL(base), max_connections=16)
+        async with httpx.AsyncClient(
+            base_url=base,
+            timeout=60,
+            transport=transport,
+            headers={"Authorization": f"Bearer {token}"},
+        ) as c:
+
             async def one(tid: int) -> None:
                 async with sem:
                     r = await c.get(f"/api/v3/laporan/{tid}")
@@ -204,22 +229,30 @@ def async_http_cpu(base: str, workers: int, n: int, *, own_stack: bool = False) 
             c0 = time.process_time()
             await asyncio.gather(*(one(t) for t in ids))
             return (time.process_time() - c0) / len(ids)
+
     return asyncio.run(go())
 
 
 def sync_process(cfg: Path, *extra: str) -> dict[str, float]:
     """``lapor-connector sync`` as a process: wall time, CPU seconds, peak RSS (MiB)."""
     t0 = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "connector", "--config", str(cfg), "sync",
-                             *extra], cwd=cfg.parent, env=child_env(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "connector", "--config", str(cfg), "sync", *extra],
+        cwd=cfg.parent,
+        env=child_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - t0
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
         raise SystemExit(f"sync exited {proc.returncode} ({cfg})")
-    return {"wall_s": wall, "cpu_s": usage.ru_utime + usage.ru_stime,
-            "rss_mib": usage.ru_maxrss / 1024}
+    return {
+        "wall_s": wall,
+        "cpu_s": usage.ru_utime + usage.ru_stime,
+        "rss_mib": usage.ru_maxrss / 1024,
+    }
 
 
 def sandbox_requests(base: str) -> int:
@@ -239,9 +272,13 @@ def proc_cpu_s(pid: int) -> float:
 
 def idle_cpu(cfg: Path, seconds: float) -> float:
     """Share of one core the daemon uses over ``seconds``, after a warm-up of one cycle."""
-    proc = subprocess.Popen([sys.executable, "-m", "connector", "--config", str(cfg), "run"],
-                            cwd=cfg.parent, env=child_env(), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "connector", "--config", str(cfg), "run"],
+        cwd=cfg.parent,
+        env=child_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         time.sleep(20)  # start-up, migrations, the first (idle) pull and push
         c0, t0 = proc_cpu_s(proc.pid), time.monotonic()
@@ -261,9 +298,12 @@ async def inprocess(complaints: int, workdir: Path, workers: int) -> dict[str, f
     from connector.sync.cycle import run_cycle
 
     world = World(seed=SEED, complaints=complaints, faults=Faults(rate_limit_per_minute=0))
-    client = LaporClient("http://sandbox.bench", Credentials(DEMO_CLIENT_ID, DEMO_CLIENT_SECRET),
-                         transport=httpx.ASGITransport(app=create_app(world)),
-                         requests_per_minute=0)
+    client = LaporClient(
+        "http://sandbox.bench",
+        Credentials(DEMO_CLIENT_ID, DEMO_CLIENT_SECRET),
+        transport=httpx.ASGITransport(app=create_app(world)),
+        requests_per_minute=0,
+    )
     sem = asyncio.Semaphore(workers)
 
     async def one(tid: str) -> None:
@@ -278,8 +318,9 @@ async def inprocess(complaints: int, workdir: Path, workers: int) -> dict[str, f
     floor_s = time.perf_counter() - t0
     await client.aclose()
 
-    cfg = write_settings(workdir / "inprocess", "sandbox",
-                         sandbox=f"seed = {SEED}\ncomplaints = {complaints}\n")
+    cfg = write_settings(
+        workdir / "inprocess", "sandbox", sandbox=f"seed = {SEED}\ncomplaints = {complaints}\n"
+    )
     rt = open_runtime(load_config(cfg, environ={}))
     try:
         t0 = time.perf_counter()
@@ -294,8 +335,14 @@ def loadavg() -> float:
     return round(os.getloadavg()[0], 2)
 
 
-def first_syncs(base: str, work: Path, name: str, rounds: int, floors: dict[int, list[float]],
-                concurrency: int | None = None) -> dict[str, Any]:
+def first_syncs(
+    base: str,
+    work: Path,
+    name: str,
+    rounds: int,
+    floors: dict[int, list[float]],
+    concurrency: int | None = None,
+) -> dict[str, Any]:
     """``rounds`` first syncs, each right after a floor of every width in ``floors`` (so
     each ratio compares runs seconds apart, under the same load)."""
     runs: list[dict[str, float]] = []
@@ -305,27 +352,37 @@ def first_syncs(base: str, work: Path, name: str, rounds: int, floors: dict[int,
         cfg = write_settings(work / f"{name}-{r}", base, concurrency=concurrency)
         first = sync_process(cfg)
         idle = sync_process(cfg)  # the same start-up, one feed request, no details
-        runs.append({"wall_s": first["wall_s"], "startup_s": idle["wall_s"],
-                     "cpu_s": first["cpu_s"] - idle["cpu_s"], "load": loadavg()})
+        runs.append(
+            {
+                "wall_s": first["wall_s"],
+                "startup_s": idle["wall_s"],
+                "cpu_s": first["cpu_s"] - idle["cpu_s"],
+                "load": loadavg(),
+            }
+        )
     return {"runs": runs, "cfg": cfg}
 
 
-def summary(runs: list[dict[str, float]], floors: dict[int, list[float]],
-            complaints: int) -> dict[str, Any]:
+def summary(
+    runs: list[dict[str, float]], floors: dict[int, list[float]], complaints: int
+) -> dict[str, Any]:
     best = min(r["wall_s"] for r in runs)
-    out: dict[str, Any] = {"connector_s": round(best, 2),
-                           "cpu_ms_per_complaint": round(
-                               1000 * min(r["cpu_s"] for r in runs) / complaints, 3),
-                           "startup_s": round(min(r["startup_s"] for r in runs), 2)}
+    out: dict[str, Any] = {
+        "connector_s": round(best, 2),
+        "cpu_ms_per_complaint": round(1000 * min(r["cpu_s"] for r in runs) / complaints, 3),
+        "startup_s": round(min(r["startup_s"] for r in runs), 2),
+    }
     for width, got in floors.items():
         out[f"floor_{width}_s"] = round(min(got), 2)
         out[f"floor_{width}_cpu_ms_per_complaint"] = round(
-            1000 * min(FLOOR_CPU[width]) / complaints, 3)
+            1000 * min(FLOOR_CPU[width]) / complaints, 3
+        )
         out[f"ratio_floor_{width}"] = round(best / min(got), 2)
         # Each round's own ratio (connector and floor seconds apart): the spread shows
         # how much the machine's load moved the figures.
-        out[f"ratio_floor_{width}_per_round"] = [round(r["wall_s"] / f, 2)
-                                                 for r, f in zip(runs, got, strict=True)]
+        out[f"ratio_floor_{width}_per_round"] = [
+            round(r["wall_s"] / f, 2) for r, f in zip(runs, got, strict=True)
+        ]
     return out
 
 
@@ -334,17 +391,27 @@ def main() -> None:
     ap.add_argument("--complaints", type=int, default=6000)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--changes", type=int, default=25)
-    ap.add_argument("--rss-sizes", default="5000,50000",
-                    help="comma-separated sizes for the peak-RSS runs ('' to skip)")
+    ap.add_argument(
+        "--rss-sizes",
+        default="5000,50000",
+        help="comma-separated sizes for the peak-RSS runs ('' to skip)",
+    )
     ap.add_argument("--idle-s", type=float, default=600.0, help="0 to skip the idle daemon")
-    ap.add_argument("--concurrency-sweep", default="",
-                    help="comma-separated detail concurrencies to compare (e.g. 4,8,16)")
+    ap.add_argument(
+        "--concurrency-sweep",
+        default="",
+        help="comma-separated detail concurrencies to compare (e.g. 4,8,16)",
+    )
     ap.add_argument("--no-inprocess", action="store_true")
     args = ap.parse_args()
     workers = DEFAULTS.detail_concurrency
-    out: dict[str, Any] = {"complaints": args.complaints, "detail_concurrency": workers,
-                           "page_size": DEFAULTS.page_size, "cpus": os.cpu_count(),
-                           "load_at_start": loadavg()}
+    out: dict[str, Any] = {
+        "complaints": args.complaints,
+        "detail_concurrency": workers,
+        "page_size": DEFAULTS.page_size,
+        "cpus": os.cpu_count(),
+        "load_at_start": loadavg(),
+    }
     with tempfile.TemporaryDirectory(prefix="lapor-bench-") as tmp:
         work = Path(tmp)
         with sandbox_process(args.complaints, work) as base:
@@ -353,20 +420,29 @@ def main() -> None:
             cfg = got["cfg"]
             out.update(summary(got["runs"], floors, args.complaints))
             out["load_per_round"] = [r["load"] for r in got["runs"]]
-            http = min(async_http_cpu(base, workers, min(args.complaints, 3000))
-                       for _ in range(args.rounds))
+            http = min(
+                async_http_cpu(base, workers, min(args.complaints, 3000))
+                for _ in range(args.rounds)
+            )
             out["http_stack_cpu_ms_per_request"] = round(1000 * http, 3)
-            out["httpx_own_stack_cpu_ms_per_request"] = round(1000 * min(
-                async_http_cpu(base, workers, min(args.complaints, 3000), own_stack=True)
-                for _ in range(args.rounds)), 3)
+            out["httpx_own_stack_cpu_ms_per_request"] = round(
+                1000
+                * min(
+                    async_http_cpu(base, workers, min(args.complaints, 3000), own_stack=True)
+                    for _ in range(args.rounds)
+                ),
+                3,
+            )
             # What the connector adds to the HTTP library it is built on.
             out["connector_own_cpu_ms_per_complaint"] = round(
-                out["cpu_ms_per_complaint"] - 1000 * http, 3)
+                out["cpu_ms_per_complaint"] - 1000 * http, 3
+            )
             for width in [int(c) for c in args.concurrency_sweep.split(",") if c.strip()]:
                 wf: dict[int, list[float]] = {width: [], 8: []}
                 sw = first_syncs(base, work, f"c{width}", args.rounds, wf, width)
                 out.setdefault("concurrency_sweep", {})[str(width)] = summary(
-                    sw["runs"], wf, args.complaints)
+                    sw["runs"], wf, args.complaints
+                )
             before = sandbox_requests(base)
             sync_process(cfg)
             out["idle_cycle_requests"] = sandbox_requests(base) - before - 1  # minus the token
@@ -378,8 +454,7 @@ def main() -> None:
             # minus the token and the one feed page: detail requests only
             out["detail_requests_after_changes"] = sandbox_requests(base) - before - 2
             if args.idle_s > 0:
-                out["idle_daemon_cpu_percent_of_core"] = round(
-                    100 * idle_cpu(cfg, args.idle_s), 3)
+                out["idle_daemon_cpu_percent_of_core"] = round(100 * idle_cpu(cfg, args.idle_s), 3)
                 out["idle_window_s"] = args.idle_s
         rss: dict[str, float] = {}
         for size in [int(s) for s in args.rss_sizes.split(",") if s.strip()]:
@@ -394,7 +469,8 @@ def main() -> None:
             configure("info", "json", stream=open(os.devnull, "w"))  # noqa: SIM115
             got_ip = asyncio.run(inprocess(args.complaints, work, workers))
             out["inprocess"] = {k: round(v, 2) for k, v in got_ip.items()} | {
-                "ratio": round(got_ip["connector_s"] / got_ip["floor_s"], 2)}
+                "ratio": round(got_ip["connector_s"] / got_ip["floor_s"], 2)
+            }
     out["load_at_end"] = loadavg()
     print(json.dumps(out, indent=2))
 

@@ -49,8 +49,9 @@ def render_status(rep: HealthReport) -> str:
     lines += _jobs(rep)
     lines.append(f"Watermark: {_when(rep.watermark)}")
     if rep.restored:
-        lines.append(f"Restored?: {rep.restored.message} (first seen "
-                     f"{human_iso(rep.restored.first_seen)})")
+        lines.append(
+            f"Restored?: {rep.restored.message} (first seen {human_iso(rep.restored.first_seen)})"
+        )
     if rep.restored_watermark:
         lines.append(f"Restored?: {rep.restored_watermark.message}")
     lines.append("Tickets by agency:")
@@ -58,20 +59,29 @@ def render_status(rep: HealthReport) -> str:
         parts = ", ".join(f"{k}={v}" for k, v in sorted(by_status.items()))
         lines.append(f"  {agency:<14} {parts}")
     ob = rep.outbox
-    lines.append(f"Outbox: pending={ob.pending} sent={ob.sent} failed={ob.failed} "
-                 f"unconfirmed={ob.unconfirmed} dismissed={ob.dismissed} "
-                 f"held_back={ob.held_back}")
+    lines.append(
+        f"Outbox: pending={ob.pending} sent={ob.sent} failed={ob.failed} "
+        f"unconfirmed={ob.unconfirmed} dismissed={ob.dismissed} "
+        f"held_back={ob.held_back}"
+    )
     for failure in ob.failures:
         lines.append(f"  failed #{failure.id} laporan {failure.tracking_id}: {failure.code}")
     q, ages = rep.quarantine, rep.quarantine_oldest_age_s
-    lines.append("Quarantine: " + (", ".join(
-        f"{k}={v} (oldest {_human(ages.get(k))})" for k, v in sorted(q.items())) or "empty"))
+    lines.append(
+        "Quarantine: "
+        + (
+            ", ".join(f"{k}={v} (oldest {_human(ages.get(k))})" for k, v in sorted(q.items()))
+            or "empty"
+        )
+    )
     sweep = rep.last_sweep
     lines.append(f"Last sweep: {human_iso(sweep.isoformat()) if sweep else 'never'}")
     mp = rep.mapping
     error = f"; error: {mp.error}" if mp.error else ""
-    lines.append(f"Mapping: files {mp.files_version or 'INVALID'}, daemon loaded "
-                 f"{mp.loaded_version or '-'}{error}")
+    lines.append(
+        f"Mapping: files {mp.files_version or 'INVALID'}, daemon loaded "
+        f"{mp.loaded_version or '-'}{error}"
+    )
     lines += _tracker(rep)
     od = rep.overdue
     lines.append(f"Overdue (no follow-up on LAPOR! by the due time): {od.count}")
@@ -90,15 +100,16 @@ def _jobs(rep: HealthReport) -> list[str]:
             lines.append(f"Last {kind}: never")
         else:
             res = "ok" if last.ok else f"FAILED ({last.error})"
-            lines.append(f"Last {kind}: {_when(last.finished_at)} "
-                         f"({info.last_age_s} s ago) {res}")
+            lines.append(f"Last {kind}: {_when(last.finished_at)} ({info.last_age_s} s ago) {res}")
         run = info.running if isinstance(info, PullHealth) else None
         if run:
             c = run.counts
-            lines.append(f"Pull running since {human_iso(run.started_at)}: pages={c['pages']} "
-                         f"fetched={c['fetched']} created={c['created']} "
-                         f"updated={c['updated']} quarantined={c['quarantined']} "
-                         f"(last progress {run.progress_age_s} s ago)")
+            lines.append(
+                f"Pull running since {human_iso(run.started_at)}: pages={c['pages']} "
+                f"fetched={c['fetched']} created={c['created']} "
+                f"updated={c['updated']} quarantined={c['quarantined']} "
+                f"(last progress {run.progress_age_s} s ago)"
+            )
     return lines
 
 
@@ -108,10 +119,11 @@ def _tracker(rep: HealthReport) -> list[str]:
     if tr is None or "pending" not in tr:
         return []
     down = tr["unreachable"]
-    lines = [f"Tracker ({rep.tracker.kind}): pending={tr['pending']} failed={tr['failed']} "
-             f"last contact {human_iso(tr['last_contact'])}"
-             + (f"; unreachable since {human_iso(down['since'])}" if down else "")]
+    lines = [
+        f"Tracker ({rep.tracker.kind}): pending={tr['pending']} failed={tr['failed']} "
+        f"last contact {human_iso(tr['last_contact'])}"
+        + (f"; unreachable since {human_iso(down['since'])}" if down else "")
+    ]
     for f in tr["failures"][:10]:
-        lines.append(f"  failed #{f['id']} laporan {f['tracking_id']} ({f['kind']}): "
-                     f"{f['reason']}")
+        lines.append(f"  failed #{f['id']} laporan {f['tracking_id']} ({f['kind']}): {f['reason']}")
     return lines

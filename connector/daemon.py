@@ -23,9 +23,15 @@ log = structlog.get_logger("connector.daemon")
 class Coordinator:
     """Runs one job's cycles; never overlapping, backing off after failures."""
 
-    def __init__(self, name: str, fn: Callable[[], Awaitable[Any]], interval_s: float,
-                 max_backoff_s: float, clock: Callable[[], float] = time.monotonic,
-                 rng: Callable[[], float] = random.random):
+    def __init__(
+        self,
+        name: str,
+        fn: Callable[[], Awaitable[Any]],
+        interval_s: float,
+        max_backoff_s: float,
+        clock: Callable[[], float] = time.monotonic,
+        rng: Callable[[], float] = random.random,
+    ):
         self.name = name
         self._fn = fn
         self.interval_s = interval_s
@@ -68,14 +74,17 @@ class Coordinator:
     def _failed(self, exc: BaseException) -> None:
         self.failures += 1
         self.error = exc
-        delay = min(self.max_backoff_s,
-                    backoff(self.failures, self.interval_s, self.max_backoff_s, self._rng() * 0.2))
+        delay = min(
+            self.max_backoff_s,
+            backoff(self.failures, self.interval_s, self.max_backoff_s, self._rng() * 0.2),
+        )
         self.not_before = self._clock() + delay
         if self.failures == 1:
             log.error(f"{self.name}_failing", error=str(exc), retry_in_s=round(delay, 1))
         else:
-            log.debug(f"{self.name}_still_failing", failures=self.failures,
-                      retry_in_s=round(delay, 1))
+            log.debug(
+                f"{self.name}_still_failing", failures=self.failures, retry_in_s=round(delay, 1)
+            )
 
 
 class Ticker:
@@ -85,21 +94,26 @@ class Ticker:
     back by an hour stopped pull, push, the health refresh and the watchdog ping for an
     hour.)"""
 
-    def __init__(self, rng: Callable[[], float] = random.random,
-                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep):
+    def __init__(
+        self,
+        rng: Callable[[], float] = random.random,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ):
         self._rng = rng
         self._sleep = sleep
         self._jobs: list[tuple[str, Callable[[], Any], float, float]] = []
         self._tasks: list[asyncio.Task[None]] = []
         self.paused = False
 
-    def add(self, name: str, fn: Callable[[], Any], interval_s: float,
-            jitter_s: float = 0.0) -> None:
+    def add(
+        self, name: str, fn: Callable[[], Any], interval_s: float, jitter_s: float = 0.0
+    ) -> None:
         self._jobs.append((name, fn, interval_s, jitter_s))
 
     def start(self) -> None:
-        self._tasks = [asyncio.create_task(self._run(*job), name=f"job:{job[0]}")
-                       for job in self._jobs]
+        self._tasks = [
+            asyncio.create_task(self._run(*job), name=f"job:{job[0]}") for job in self._jobs
+        ]
 
     def pause(self) -> None:
         self.paused = True
@@ -110,8 +124,9 @@ class Ticker:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
 
-    async def _run(self, name: str, fn: Callable[[], Any], interval_s: float,
-                   jitter_s: float) -> None:
+    async def _run(
+        self, name: str, fn: Callable[[], Any], interval_s: float, jitter_s: float
+    ) -> None:
         while True:
             await self._sleep(interval_s + self._rng() * jitter_s)
             if self.paused:

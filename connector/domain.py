@@ -37,8 +37,10 @@ class PostStatus(enum.StrEnum):
 
 # What a posted follow-up status makes of the complaint on LAPOR!. Keyed by plain text:
 # the mappings and the store hand the core their values as ``str``.
-POSTED_RESULT: Mapping[str, LaporStatus] = {PostStatus.DIPROSES: LaporStatus.DITINDAKLANJUTI,
-                                            PostStatus.SELESAI: LaporStatus.SELESAI}
+POSTED_RESULT: Mapping[str, LaporStatus] = {
+    PostStatus.DIPROSES: LaporStatus.DITINDAKLANJUTI,
+    PostStatus.SELESAI: LaporStatus.SELESAI,
+}
 
 
 class LocalStatus(enum.StrEnum):

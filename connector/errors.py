@@ -174,8 +174,14 @@ class AttemptFailed(RetryLater):
     (after ``retry_after`` when LAPOR! named one) and, past the call's deadline, raises
     ``LaporUnavailable`` instead: it never leaves ``lapor/client.py``."""
 
-    def __init__(self, what: str, status: int | None = None, kode: str | None = None,
-                 retry_after: float | None = None, cut: bool = False):
+    def __init__(
+        self,
+        what: str,
+        status: int | None = None,
+        kode: str | None = None,
+        retry_after: float | None = None,
+        cut: bool = False,
+    ):
         super().__init__(what)
         self.what = what
         self.status = status
@@ -219,8 +225,7 @@ class TooDeep(SkipRecord):
     the record's id is known: the parser names the record (an ``InvalidRecord``)."""
 
     def __init__(self) -> None:
-        super().__init__("(not yet known)", "invalid_record",
-                         "invalid fields: (nesting too deep)")
+        super().__init__("(not yet known)", "invalid_record", "invalid fields: (nesting too deep)")
 
 
 # Nesting too deep, found by our own bound or by Python's.
@@ -284,8 +289,9 @@ class RedmineRefused(Refused):
     short code; ``errors`` are Redmine's own field-level messages.
     """
 
-    def __init__(self, what: str, reason: str, *, status: int | None = None,
-                 errors: Sequence[str] = ()):
+    def __init__(
+        self, what: str, reason: str, *, status: int | None = None, errors: Sequence[str] = ()
+    ):
         detail = f": {'; '.join(errors)}" if errors else ""
         super().__init__(f"Redmine refused {what} ({reason}){detail}")
         self.what = what
@@ -346,8 +352,9 @@ class mapped:  # lower case: used as a statement, like contextlib.suppress
     def __enter__(self) -> None:
         return None
 
-    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         if exc is None:
             return
         for kinds, make in self._rules.items():

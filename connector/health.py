@@ -41,8 +41,12 @@ class PullRunning:
     progress_age_s: float
 
     def as_dict(self) -> dict[str, Any]:
-        return {"started_at": self.started_at, "updated_at": self.updated_at,
-                **self.counts, "progress_age_s": self.progress_age_s}
+        return {
+            "started_at": self.started_at,
+            "updated_at": self.updated_at,
+            **self.counts,
+            "progress_age_s": self.progress_age_s,
+        }
 
 
 def _run(run: RunRecord | None) -> dict[str, object] | None:
@@ -59,8 +63,12 @@ class JobHealth:
     last_ok_age_s: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return {"last": _run(self.last), "last_age_s": self.last_age_s,
-                "last_ok": _run(self.last_ok), "last_ok_age_s": self.last_ok_age_s}
+        return {
+            "last": _run(self.last),
+            "last_age_s": self.last_age_s,
+            "last_ok": _run(self.last_ok),
+            "last_ok_age_s": self.last_ok_age_s,
+        }
 
 
 @dataclass(frozen=True)
@@ -69,8 +77,11 @@ class PullHealth(JobHealth):
     running: PullRunning | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return {**super().as_dict(), "progress_age_s": self.progress_age_s,
-                "running": None if self.running is None else self.running.as_dict()}
+        return {
+            **super().as_dict(),
+            "progress_age_s": self.progress_age_s,
+            "running": None if self.running is None else self.running.as_dict(),
+        }
 
 
 @dataclass(frozen=True)
@@ -92,13 +103,23 @@ class OutboxHealth:
     failures: tuple[OutboxFailure, ...] = ()
 
     def by_state(self) -> dict[str, int]:
-        return {"pending": self.pending, "sent": self.sent, "failed": self.failed,
-                "unconfirmed": self.unconfirmed, "dismissed": self.dismissed}
+        return {
+            "pending": self.pending,
+            "sent": self.sent,
+            "failed": self.failed,
+            "unconfirmed": self.unconfirmed,
+            "dismissed": self.dismissed,
+        }
 
     def as_dict(self) -> dict[str, Any]:
-        return {**self.by_state(), "held_back": self.held_back,
-                "failures": [{"id": f.id, "tracking_id": f.tracking_id, "code": f.code,
-                              "attempts": f.attempts} for f in self.failures]}
+        return {
+            **self.by_state(),
+            "held_back": self.held_back,
+            "failures": [
+                {"id": f.id, "tracking_id": f.tracking_id, "code": f.code, "attempts": f.attempts}
+                for f in self.failures
+            ],
+        }
 
 
 @dataclass(frozen=True)
@@ -108,8 +129,11 @@ class MappingHealth:
     error: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return {"files_version": self.files_version, "loaded_version": self.loaded_version,
-                "error": self.error}
+        return {
+            "files_version": self.files_version,
+            "loaded_version": self.loaded_version,
+            "error": self.error,
+        }
 
 
 @dataclass(frozen=True)
@@ -150,9 +174,13 @@ class RestoredHealth:
     message: str
 
     def as_dict(self) -> dict[str, Any]:
-        return {"first_seen": self.first_seen, "last_seen": self.last_seen,
-                "followups_found": self.followups_found, "watermark": self.watermark,
-                "message": self.message}
+        return {
+            "first_seen": self.first_seen,
+            "last_seen": self.last_seen,
+            "followups_found": self.followups_found,
+            "watermark": self.watermark,
+            "message": self.message,
+        }
 
 
 @dataclass(frozen=True)
@@ -166,8 +194,11 @@ class RestoredWatermark:
     message: str
 
     def as_dict(self) -> dict[str, Any]:
-        return {"watermark": self.watermark, "furthest_watermark": self.furthest_watermark,
-                "message": self.message}
+        return {
+            "watermark": self.watermark,
+            "furthest_watermark": self.furthest_watermark,
+            "message": self.message,
+        }
 
 
 @dataclass(frozen=True)
@@ -239,7 +270,8 @@ class HealthReport:
             "tracker": self.tracker.as_dict(),
             "storage": self.storage.as_dict(),
             "restored": None if self.restored is None else self.restored.as_dict(),
-            "restored_watermark": None if self.restored_watermark is None
+            "restored_watermark": None
+            if self.restored_watermark is None
             else self.restored_watermark.as_dict(),
             "notify": self.notify.as_dict(),
         }

@@ -21,15 +21,53 @@ from connector.errors import ConnectorError
 from connector.settings import Config, load_credentials
 
 REDACTED = "[redacted]"
-DENY_KEYS = frozenset({
-    "isi", "body", "text", "reply", "note", "judul", "title", "pelapor", "reporter", "nama",
-    "name", "email", "telepon", "phone", "token", "access_token", "client_secret", "secret",
-    "password", "authorization", "credentials", "konten_base64", "content", "message", "lokasi",
-    "location",
-})
+DENY_KEYS = frozenset(
+    {
+        "isi",
+        "body",
+        "text",
+        "reply",
+        "note",
+        "judul",
+        "title",
+        "pelapor",
+        "reporter",
+        "nama",
+        "name",
+        "email",
+        "telepon",
+        "phone",
+        "token",
+        "access_token",
+        "client_secret",
+        "secret",
+        "password",
+        "authorization",
+        "credentials",
+        "konten_base64",
+        "content",
+        "message",
+        "lokasi",
+        "location",
+    }
+)
 # Keys whose free text the connector composes itself from ids, codes and field names.
-TEXT_KEYS = frozenset({"event", "error", "detail", "logger", "level", "timestamp", "hint",
-                       "mapping_error", "exception", "path", "file", "summary"})
+TEXT_KEYS = frozenset(
+    {
+        "event",
+        "error",
+        "detail",
+        "logger",
+        "level",
+        "timestamp",
+        "hint",
+        "mapping_error",
+        "exception",
+        "path",
+        "file",
+        "summary",
+    }
+)
 _SAFE_SHAPE = re.compile(r"^[\w\-.:/@+=,\[\]#]{0,100}$")
 # Short identifiers that cannot hold an email, a phone number, a token or a secret.
 _PLAIN = re.compile(r"^(?!\+?62|0)[\w\-.:]*$")
@@ -45,8 +83,9 @@ class Redactor:
     def __init__(self, secrets: Iterable[str] = ()):
         self.secrets = tuple(s for s in secrets if s and len(s) >= 4)
 
-    def __call__(self, _logger: Any, _method: str,
-                 event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    def __call__(
+        self, _logger: Any, _method: str, event: MutableMapping[str, Any]
+    ) -> MutableMapping[str, Any]:
         exc_info = event.pop("exc_info", None)
         if exc_info:
             event["exception"] = _format_exception(exc_info)
@@ -93,8 +132,9 @@ def _format_exception(exc_info: Any) -> str:
     if etype is None:
         return ""
     # Locations only: a source line could quote anything, so it is left out.
-    frames = "".join(f'  File "{f.filename}", line {f.lineno}, in {f.name}\n'
-                     for f in traceback.extract_tb(tb))
+    frames = "".join(
+        f'  File "{f.filename}", line {f.lineno}, in {f.name}\n' for f in traceback.extract_tb(tb)
+    )
     message = str(exc) if isinstance(exc, ConnectorError) else "[message redacted]"
     return f"{frames}{etype.__name__}: {message}"
 
@@ -112,16 +152,24 @@ class _CurrentStderr:
         return sys.stderr.isatty()
 
 
-def configure(level: str = "info", fmt: str = "auto", *, secrets: Iterable[str] = (),
-              stream: TextIO | None = None) -> None:
+def configure(
+    level: str = "info",
+    fmt: str = "auto",
+    *,
+    secrets: Iterable[str] = (),
+    stream: TextIO | None = None,
+) -> None:
     """Configure structlog once per process: JSON lines or a coloured console."""
     import structlog  # here: a command that only reads the database never logs
 
     out: Any = stream or _CurrentStderr()
     if fmt == "auto":
         fmt = "console" if out.isatty() else "json"
-    renderer: Any = (structlog.processors.JSONRenderer(ensure_ascii=False) if fmt == "json"
-                     else structlog.dev.ConsoleRenderer(colors=out.isatty()))
+    renderer: Any = (
+        structlog.processors.JSONRenderer(ensure_ascii=False)
+        if fmt == "json"
+        else structlog.dev.ConsoleRenderer(colors=out.isatty())
+    )
     redactor = Redactor(secrets)
     shared: list[Any] = [
         structlog.processors.add_log_level,
@@ -131,16 +179,20 @@ def configure(level: str = "info", fmt: str = "auto", *, secrets: Iterable[str] 
     structlog.configure(
         processors=[structlog.contextvars.merge_contextvars, *shared, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(
-            getattr(logging, level.upper(), logging.INFO)),
+            getattr(logging, level.upper(), logging.INFO)
+        ),
         logger_factory=structlog.PrintLoggerFactory(out),
         cache_logger_on_first_use=False,
     )
     # Libraries that log through stdlib (uvicorn, apscheduler, httpx) go through the same
     # redaction and renderer, so a library's traceback cannot carry complaint text either.
     handler = logging.StreamHandler(out)
-    handler.setFormatter(structlog.stdlib.ProcessorFormatter(
-        foreign_pre_chain=[structlog.stdlib.add_logger_name, *shared],
-        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer]))
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[structlog.stdlib.add_logger_name, *shared],
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+        )
+    )
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.WARNING)

@@ -56,8 +56,9 @@ class MappingHolder:
         except MappingError as exc:
             self.error = "; ".join(exc.problems)
             for problem in exc.problems:
-                log.error("mapping_invalid", error=problem,
-                          hint="the last good mapping stays in force")
+                log.error(
+                    "mapping_invalid", error=problem, hint="the last good mapping stays in force"
+                )
             return False
         self.current, self.error = loaded, None
         log.info("mapping_loaded", version=loaded.version, agencies=len(loaded.agencies))

@@ -39,8 +39,9 @@ _DOUBLED = re.compile(r"[.,;:!?]\s*[.,;:!?]")
 
 Code = Annotated[str, StringConstraints(pattern=r"^[A-Z0-9_]+$", min_length=1, max_length=64)]
 UnitId = Annotated[int, Field(gt=0, strict=True)]
-Mailbox = Annotated[str, StringConstraints(pattern=r"^[^@\s<>,;]+@[^@\s<>,;]+\.[^@\s<>,;]+$",
-                                           max_length=254)]
+Mailbox = Annotated[
+    str, StringConstraints(pattern=r"^[^@\s<>,;]+@[^@\s<>,;]+\.[^@\s<>,;]+$", max_length=254)
+]
 
 
 class _Model(BaseModel):
@@ -126,7 +127,8 @@ class Mappings:
 
     def category_for(self, kategori_id: int, parent_id: int | None) -> str | None:
         return self.categories.get(kategori_id) or (
-            self.categories.get(parent_id) if parent_id is not None else None)
+            self.categories.get(parent_id) if parent_id is not None else None
+        )
 
 
 def _entry(loc: tuple[Any, ...], data: dict[str, Any]) -> tuple[str, str]:
@@ -136,9 +138,11 @@ def _entry(loc: tuple[Any, ...], data: dict[str, Any]) -> tuple[str, str]:
         rows = data.get(table)
         label = f"{table}[{index + 1}]"
         if isinstance(rows, list) and index < len(rows) and isinstance(rows[index], dict):
-            ident = rows[index].get("code") or (
-                rows[index].get("local") if table == "reply" else rows[index].get("lapor")
-            ) or rows[index].get("local")
+            ident = (
+                rows[index].get("code")
+                or (rows[index].get("local") if table == "reply" else rows[index].get("lapor"))
+                or rows[index].get("local")
+            )
             if ident is None and isinstance(rows[index].get("date"), date):
                 ident = rows[index]["date"].isoformat()
             if isinstance(ident, str):
@@ -190,8 +194,7 @@ def _read(path: Path, problems: list[str]) -> dict[str, Any] | None:
         return None
 
 
-def _validate(name: str, model: type[_Model], data: dict[str, Any],
-              problems: list[str]) -> Any:
+def _validate(name: str, model: type[_Model], data: dict[str, Any], problems: list[str]) -> Any:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
@@ -199,9 +202,11 @@ def _validate(name: str, model: type[_Model], data: dict[str, Any],
             entry, fld = _entry(tuple(err["loc"]), data)
             msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
             if err["type"] == "string_pattern_mismatch":
-                msg = ("not an e-mail address (e.g. \"dishub@mahulukab.go.id\")"
-                       if "email" in err["loc"] else
-                       "must be upper-case letters, digits and _ only (e.g. DINKES)")
+                msg = (
+                    'not an e-mail address (e.g. "dishub@mahulukab.go.id")'
+                    if "email" in err["loc"]
+                    else "must be upper-case letters, digits and _ only (e.g. DINKES)"
+                )
             problems.append(f"{name}: {entry}: {fld}: {msg}")
         return None
 
@@ -212,14 +217,17 @@ def _check_agencies(parsed: AgenciesFile, problems: list[str]) -> dict[int, str]
     for i, agency in enumerate(parsed.agency, start=1):
         entry = f"agency[{i}] {agency.code}"
         if agency.code in codes:
-            problems.append(f"{AGENCIES}: {entry}: code: duplicate code, also "
-                            f"agency[{codes[agency.code]}]")
+            problems.append(
+                f"{AGENCIES}: {entry}: code: duplicate code, also agency[{codes[agency.code]}]"
+            )
         codes.setdefault(agency.code, i)
         for unit in agency.lapor_unit_ids:
             owner = unit_to_agency.get(unit)
             if owner is not None:
-                problems.append(f"{AGENCIES}: {entry}: lapor_unit_ids: unit {unit} is already "
-                                f"routed to {owner}; each unit may be in one agency only")
+                problems.append(
+                    f"{AGENCIES}: {entry}: lapor_unit_ids: unit {unit} is already "
+                    f"routed to {owner}; each unit may be in one agency only"
+                )
             else:
                 unit_to_agency[unit] = agency.code
     return unit_to_agency
@@ -230,14 +238,18 @@ def _check_statuses(parsed: StatusesFile, problems: list[str]) -> None:
     for i, row in enumerate(parsed.status, start=1):
         entry = f"status[{i}] {row.lapor}"
         if row.lapor not in LAPOR_STATUSES:
-            problems.append(f"{STATUSES}: {entry}: lapor: unknown LAPOR! status "
-                            f"(one of {', '.join(LAPOR_STATUSES)})")
+            problems.append(
+                f"{STATUSES}: {entry}: lapor: unknown LAPOR! status "
+                f"(one of {', '.join(LAPOR_STATUSES)})"
+            )
         elif row.lapor in seen:
             problems.append(f"{STATUSES}: {entry}: lapor: mapped twice")
         seen.add(row.lapor)
         if row.local not in LOCAL_STATUSES:
-            problems.append(f"{STATUSES}: {entry}: local: unknown local status "
-                            f"(one of {', '.join(LOCAL_STATUSES)})")
+            problems.append(
+                f"{STATUSES}: {entry}: local: unknown local status "
+                f"(one of {', '.join(LOCAL_STATUSES)})"
+            )
     for missing in [s for s in LAPOR_STATUSES if s not in seen]:
         problems.append(f"{STATUSES}: -: status: LAPOR! status {missing} is not mapped")
     locals_seen: set[str] = set()
@@ -249,8 +261,10 @@ def _check_statuses(parsed: StatusesFile, problems: list[str]) -> None:
             problems.append(f"{STATUSES}: {entry}: local: listed twice")
         locals_seen.add(reply.local)
         if reply.lapor not in PUSH_STATUSES:
-            problems.append(f"{STATUSES}: {entry}: lapor: must be one of "
-                            f"{', '.join(PUSH_STATUSES)} (what LAPOR! accepts from an agency)")
+            problems.append(
+                f"{STATUSES}: {entry}: lapor: must be one of "
+                f"{', '.join(PUSH_STATUSES)} (what LAPOR! accepts from an agency)"
+            )
         for problem in _template_problems(reply.template):
             problems.append(f"{STATUSES}: {entry}: template: {problem}")
 
@@ -263,8 +277,11 @@ def _template_problems(template: str) -> list[str]:
         return [f"broken placeholder ({exc}); write a literal brace as {{{{ or }}}}"]
     for name in names:
         if name not in TEMPLATE_FIELDS:
-            out.append(f"unknown placeholder {{{name}}} (known: "
-                       + ", ".join("{" + f + "}" for f in TEMPLATE_FIELDS) + ")")
+            out.append(
+                f"unknown placeholder {{{name}}} (known: "
+                + ", ".join("{" + f + "}" for f in TEMPLATE_FIELDS)
+                + ")"
+            )
     found = _DOUBLED.search(template)
     if found:
         out.append(f"doubled punctuation {found.group()!r}")
@@ -278,8 +295,9 @@ def _check_holidays(parsed: HolidaysFile, problems: list[str]) -> frozenset[date
         if not 2000 <= row.date.year <= 2100:
             problems.append(f"{HOLIDAYS}: {entry}: date: year out of range 2000..2100")
         if row.date in seen:
-            problems.append(f"{HOLIDAYS}: {entry}: date: listed twice, also "
-                            f"holiday[{seen[row.date]}]")
+            problems.append(
+                f"{HOLIDAYS}: {entry}: date: listed twice, also holiday[{seen[row.date]}]"
+            )
         seen.setdefault(row.date, i)
     return frozenset(seen)
 
@@ -294,8 +312,10 @@ def _check_categories(parsed: CategoriesFile, problems: list[str]) -> dict[int, 
         codes.add(row.code)
         for kid in row.lapor_kategori_ids:
             if kid in out:
-                problems.append(f"{CATEGORIES}: {entry}: lapor_kategori_ids: kategori {kid} "
-                                f"is already in {out[kid]}")
+                problems.append(
+                    f"{CATEGORIES}: {entry}: lapor_kategori_ids: kategori {kid} "
+                    f"is already in {out[kid]}"
+                )
             else:
                 out[kid] = row.code
     return out
@@ -342,10 +362,16 @@ def load(directory: Path) -> Mappings:
     return Mappings(
         agencies=tuple(agencies.agency),
         inbound={row.lapor: row.local for row in statuses.status},
-        outbound={row.local: Outbound(
-            row.lapor, row.template,
-            row.requires_reply if row.requires_reply is not None
-            else row.local in REPLY_REQUIRED_BY_DEFAULT) for row in statuses.reply},
+        outbound={
+            row.local: Outbound(
+                row.lapor,
+                row.template,
+                row.requires_reply
+                if row.requires_reply is not None
+                else row.local in REPLY_REQUIRED_BY_DEFAULT,
+            )
+            for row in statuses.reply
+        },
         categories=cats,
         version=digest.hexdigest()[:12],
         unit_to_agency=unit_to_agency,
@@ -384,6 +410,8 @@ def suggest(units: list[tuple[int, str]], existing: Mappings | None) -> str:
         code = "".join(c for c in initials if c.isascii() and c.isalpha()).upper()[:40]
         code = toml_string(f"{code or 'UNIT'}_{unit_id}")
         shown = toml_string(name[:200] or f"unit {unit_id}")
-        out.append(f"[[agency]]\ncode = {code}   # choose a short code\n"
-                   f"name = {shown}\nlapor_unit_ids = [{unit_id}]\n")
+        out.append(
+            f"[[agency]]\ncode = {code}   # choose a short code\n"
+            f"name = {shown}\nlapor_unit_ids = [{unit_id}]\n"
+        )
     return "\n".join(out)

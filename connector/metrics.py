@@ -49,47 +49,89 @@ class Metrics:
 
     def __init__(self, version: str = __version__):
         r = self.registry = CollectorRegistry()
-        self.build_info = Gauge("lapor_connector_build_info", "Version of the connector",
-                                ["version"], registry=r)
+        self.build_info = Gauge(
+            "lapor_connector_build_info", "Version of the connector", ["version"], registry=r
+        )
         self.build_info.labels(version).set(1)
-        self.records = Counter("lapor_connector_records", "Complaints processed by pulls, "
-                               "by decision", ["action"], registry=r)
-        self.followups = Counter("lapor_connector_followups", "Follow-ups posted to LAPOR!, "
-                                 "by result", ["result"], registry=r)
-        self.pull_last_success = Gauge("lapor_connector_pull_last_success_timestamp_seconds",
-                                       "End of the last successful pull (Unix time)", registry=r)
-        self.push_last_success = Gauge("lapor_connector_push_last_success_timestamp_seconds",
-                                       "End of the last successful push (Unix time)", registry=r)
-        self.outbox = Gauge("lapor_connector_outbox_entries", "Outbox entries by state",
-                            ["state"], registry=r)
-        self.quarantine = Gauge("lapor_connector_quarantine_entries",
-                                "Records held in quarantine", registry=r)
-        self.quarantine_by_reason = Gauge("lapor_connector_quarantine_entries_by_reason",
-                                          "Records held in quarantine, by reason", ["reason"],
-                                          registry=r)
-        self.overdue = Gauge("lapor_connector_overdue_tickets", "Tickets past their due date",
-                             registry=r)
-        self.requests = Counter("lapor_connector_lapor_requests", "HTTP requests to LAPOR!, by "
-                                "endpoint and HTTP code (or error class)", ["endpoint", "code"],
-                                registry=r)
-        self.duration = Histogram("lapor_connector_lapor_request_duration_seconds",
-                                  "Duration of HTTP requests to LAPOR!", ["endpoint"],
-                                  buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
-                                  registry=r)
-        self.healthy = Gauge("lapor_connector_healthy", "1 when /healthz answers 200",
-                             registry=r)
-        self.failures = Gauge("lapor_connector_consecutive_failures",
-                              "Failed cycles in a row, by job", ["job"], registry=r)
-        self.intents = Gauge("lapor_connector_tracker_intents",
-                             "Tracker intents (changes for an external tracker), by state",
-                             ["state"], registry=r)
-        self.tracker_contact = Gauge("lapor_connector_tracker_last_contact_timestamp_seconds",
-                                     "The last successful call to the tracker (Unix time)",
-                                     registry=r)
-        self.pull_running = Gauge("lapor_connector_pull_running_records",
-                                  "Records fetched so far by the pull now running", registry=r)
-        self.notifications = Counter("lapor_connector_notifications", "E-mail messages, by "
-                                     "result (failed: refused for good)", ["result"], registry=r)
+        self.records = Counter(
+            "lapor_connector_records",
+            "Complaints processed by pulls, by decision",
+            ["action"],
+            registry=r,
+        )
+        self.followups = Counter(
+            "lapor_connector_followups",
+            "Follow-ups posted to LAPOR!, by result",
+            ["result"],
+            registry=r,
+        )
+        self.pull_last_success = Gauge(
+            "lapor_connector_pull_last_success_timestamp_seconds",
+            "End of the last successful pull (Unix time)",
+            registry=r,
+        )
+        self.push_last_success = Gauge(
+            "lapor_connector_push_last_success_timestamp_seconds",
+            "End of the last successful push (Unix time)",
+            registry=r,
+        )
+        self.outbox = Gauge(
+            "lapor_connector_outbox_entries", "Outbox entries by state", ["state"], registry=r
+        )
+        self.quarantine = Gauge(
+            "lapor_connector_quarantine_entries", "Records held in quarantine", registry=r
+        )
+        self.quarantine_by_reason = Gauge(
+            "lapor_connector_quarantine_entries_by_reason",
+            "Records held in quarantine, by reason",
+            ["reason"],
+            registry=r,
+        )
+        self.overdue = Gauge(
+            "lapor_connector_overdue_tickets", "Tickets past their due date", registry=r
+        )
+        self.requests = Counter(
+            "lapor_connector_lapor_requests",
+            "HTTP requests to LAPOR!, by endpoint and HTTP code (or error class)",
+            ["endpoint", "code"],
+            registry=r,
+        )
+        self.duration = Histogram(
+            "lapor_connector_lapor_request_duration_seconds",
+            "Duration of HTTP requests to LAPOR!",
+            ["endpoint"],
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+            registry=r,
+        )
+        self.healthy = Gauge("lapor_connector_healthy", "1 when /healthz answers 200", registry=r)
+        self.failures = Gauge(
+            "lapor_connector_consecutive_failures",
+            "Failed cycles in a row, by job",
+            ["job"],
+            registry=r,
+        )
+        self.intents = Gauge(
+            "lapor_connector_tracker_intents",
+            "Tracker intents (changes for an external tracker), by state",
+            ["state"],
+            registry=r,
+        )
+        self.tracker_contact = Gauge(
+            "lapor_connector_tracker_last_contact_timestamp_seconds",
+            "The last successful call to the tracker (Unix time)",
+            registry=r,
+        )
+        self.pull_running = Gauge(
+            "lapor_connector_pull_running_records",
+            "Records fetched so far by the pull now running",
+            registry=r,
+        )
+        self.notifications = Counter(
+            "lapor_connector_notifications",
+            "E-mail messages, by result (failed: refused for good)",
+            ["result"],
+            registry=r,
+        )
         for res in ("sent", "failed"):
             self.notifications.labels(res)
         for a in ACTIONS:
@@ -126,8 +168,11 @@ class Metrics:
                     self.notifications.labels(res).inc(delta[res])
         elif kind == "push":
             sent = delta.get("pushed", 0) - delta.get("replayed", 0)
-            for res, n in (("sent", sent), ("replayed", delta.get("replayed", 0)),
-                           ("failed", delta.get("failed", 0))):
+            for res, n in (
+                ("sent", sent),
+                ("replayed", delta.get("replayed", 0)),
+                ("failed", delta.get("failed", 0)),
+            ):
                 if n > 0:
                     self.followups.labels(res).inc(n)
 
@@ -167,10 +212,16 @@ class Reachability:
 class Monitor:
     """Computes the health report and the gauges on the loop; serves them from a thread."""
 
-    def __init__(self, metrics: Metrics, compute: Callable[[], HealthReport],
-                 failures: Callable[[], Mapping[str, int]], reach: Reachability,
-                 now: Callable[[], datetime], stale_after_s: float = 30.0,
-                 clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self,
+        metrics: Metrics,
+        compute: Callable[[], HealthReport],
+        failures: Callable[[], Mapping[str, int]],
+        reach: Reachability,
+        now: Callable[[], datetime],
+        stale_after_s: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+    ):
         self.metrics = metrics
         # The body is served from a thread; if the loop stops refreshing it (blocked, or
         # its timers frozen), what it says is old news: 503, whatever it said.
@@ -181,8 +232,12 @@ class Monitor:
         self._failures = failures
         self.reach = reach
         self._now = now
-        self._body = json.dumps({"healthy": False, "findings": [
-            {"code": "starting", "message": "the daemon is starting"}]}).encode()
+        self._body = json.dumps(
+            {
+                "healthy": False,
+                "findings": [{"code": "starting", "message": "the daemon is starting"}],
+            }
+        ).encode()
         self._healthy = False
         self._server: WSGIServer | None = None
         self._reasons: set[str] = set()
@@ -205,12 +260,20 @@ class Monitor:
         """What only the daemon knows: its pulls failing, LAPOR! not answering."""
         found: list[Finding] = []
         if failures.get("pull"):
-            found.append(Finding("pull_failing", f"the last {failures['pull']} pull(s) failed; "
-                                                 "see the log (pull_failing)"))
+            found.append(
+                Finding(
+                    "pull_failing",
+                    f"the last {failures['pull']} pull(s) failed; see the log (pull_failing)",
+                )
+            )
         down = self.reach.unreachable_for()
         if down >= UNREACHABLE_AFTER_S:
-            found.append(Finding("lapor_unreachable", f"LAPOR! has not answered for {int(down)} s "
-                                                      f"({self.reach.last_error})"))
+            found.append(
+                Finding(
+                    "lapor_unreachable",
+                    f"LAPOR! has not answered for {int(down)} s ({self.reach.last_error})",
+                )
+            )
         return tuple(found)
 
     def _gauges(self, rep: HealthReport) -> None:
@@ -239,18 +302,30 @@ class Monitor:
         """The report itself could not be computed (e.g. the database is down)."""
         self.metrics.healthy.set(0)
         self._healthy = False
-        self._body = json.dumps({"healthy": False, "findings": [
-            {"code": "storage_error", "message": redact_text(error)}]}).encode()
+        self._body = json.dumps(
+            {
+                "healthy": False,
+                "findings": [{"code": "storage_error", "message": redact_text(error)}],
+            }
+        ).encode()
         self._refreshed = self._clock()
 
     def served(self) -> tuple[bytes, bool]:
         """The /healthz body and whether it says healthy, as of now."""
         age = None if self._refreshed is None else self._clock() - self._refreshed
         if age is not None and age > self._stale_after:
-            return json.dumps({"healthy": False, "findings": [
-                {"code": "health_stale",
-                 "message": f"the health report has not been refreshed for {int(age)} s: "
-                            "the daemon is blocked or its timers stopped"}]}).encode(), False
+            return json.dumps(
+                {
+                    "healthy": False,
+                    "findings": [
+                        {
+                            "code": "health_stale",
+                            "message": f"the health report has not been refreshed for "
+                            f"{int(age)} s: the daemon is blocked or its timers stopped",
+                        }
+                    ],
+                }
+            ).encode(), False
         return self._body, self._healthy
 
     def should_probe(self, pulling: bool) -> bool:
@@ -267,27 +342,34 @@ class Monitor:
                 return metrics_app(environ, start_response)
             if path == "/healthz":
                 body, healthy = self.served()
-                start_response("200 OK" if healthy else "503 Service Unavailable",
-                               [("Content-Type", "application/json; charset=utf-8"),
-                                ("Content-Length", str(len(body)))])
+                start_response(
+                    "200 OK" if healthy else "503 Service Unavailable",
+                    [
+                        ("Content-Type", "application/json; charset=utf-8"),
+                        ("Content-Length", str(len(body))),
+                    ],
+                )
                 return [body]
             body = b"not found: /metrics or /healthz\n"
-            start_response("404 Not Found", [("Content-Type", "text/plain"),
-                                             ("Content-Length", str(len(body)))])
+            start_response(
+                "404 Not Found",
+                [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))],
+            )
             return [body]
+
         return app
 
     def start(self, host: str, port: int) -> tuple[str, int]:
         """Listen on a thread; raises OSError when the address cannot be bound."""
         server_cls: type[WSGIServer] = _BoundedServer
         if ":" in host:
+
             class _V6(_BoundedServer):
                 address_family = socket.AF_INET6
+
             server_cls = _V6
-        self._server = make_server(host, port, self.wsgi(), server_cls,
-                                   handler_class=_QuietHandler)
-        thread = threading.Thread(target=self._server.serve_forever, name="metrics",
-                                  daemon=True)
+        self._server = make_server(host, port, self.wsgi(), server_cls, handler_class=_QuietHandler)
+        thread = threading.Thread(target=self._server.serve_forever, name="metrics", daemon=True)
         thread.start()
         bound = self._server.server_address
         return str(bound[0]), int(bound[1])
@@ -348,4 +430,3 @@ async def probe(client: Any) -> None:
         await client.ping()
     except Exception as exc:  # the hook has recorded it; nothing else to do
         log.debug("health_probe_failed", error=exc.__class__.__name__)
-

@@ -31,12 +31,18 @@ class PrivacyChange:
     restrict: bool = False  # rahasia later: the ticket is restricted (a private issue)
 
     @staticmethod
-    def of(anonymous: bool | None, confidential: bool | None, *, was_anonymous: bool,
-           was_confidential: bool) -> PrivacyChange:
+    def of(
+        anonymous: bool | None,
+        confidential: bool | None,
+        *,
+        was_anonymous: bool,
+        was_confidential: bool,
+    ) -> PrivacyChange:
         """``anonymous``/``confidential``: LAPOR!'s flags as an update carries them (None:
         not looked at); ``was_*``: the tracker's copy."""
-        return PrivacyChange(tightened(anonymous, was_anonymous),
-                             tightened(confidential, was_confidential))
+        return PrivacyChange(
+            tightened(anonymous, was_anonymous), tightened(confidential, was_confidential)
+        )
 
 
 def identity(values: Iterable[str | None]) -> list[str]:

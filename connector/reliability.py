@@ -60,8 +60,13 @@ class Figures:
 
     @property
     def ok(self) -> bool:
-        return not (self.lost_complaints or self.duplicate_tickets or self.duplicate_followups
-                    or self.missing_followups or self.half_written_updates)
+        return not (
+            self.lost_complaints
+            or self.duplicate_tickets
+            or self.duplicate_followups
+            or self.missing_followups
+            or self.half_written_updates
+        )
 
 
 def free_port() -> int:
@@ -79,10 +84,27 @@ class Sandbox:
         cfg = workdir / "sandbox.toml"
         cfg.write_text("[sandbox]\nrate_limit_per_minute = 0\ngenerator = false\n")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "connector", "--config", str(cfg), "sandbox", "--port",
-             str(self.port), "--seed", str(seed), "--complaints", str(complaints),
-             "--no-generator", "--faults", json.dumps(faults)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=workdir)
+            [
+                sys.executable,
+                "-m",
+                "connector",
+                "--config",
+                str(cfg),
+                "sandbox",
+                "--port",
+                str(self.port),
+                "--seed",
+                str(seed),
+                "--complaints",
+                str(complaints),
+                "--no-generator",
+                "--faults",
+                json.dumps(faults),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            cwd=workdir,
+        )
         deadline = time.monotonic() + 60
         while True:
             try:
@@ -115,8 +137,13 @@ class Sandbox:
 class Connector:
     """The connector's CLI as subprocesses on one settings file."""
 
-    def __init__(self, workdir: Path, sandbox: Sandbox, db_url: str | None = None,
-                 mappings: Path = SOURCE_MAPPINGS):
+    def __init__(
+        self,
+        workdir: Path,
+        sandbox: Sandbox,
+        db_url: str | None = None,
+        mappings: Path = SOURCE_MAPPINGS,
+    ):
         self.workdir = workdir
         (workdir / "mappings").mkdir(exist_ok=True)
         found = sorted(mappings.glob("*.toml"))
@@ -129,10 +156,15 @@ class Connector:
         self.settings = workdir / "settings.toml"
         self.settings.write_text(
             f'[lapor]\nbase_url = "{sandbox.url}"\nrequests_per_minute = 0\n'
-            f'detail_concurrency = 8\ncall_deadline_s = 30\n'
-            f'[storage]\nurl = "{self.db_url}"\n[log]\nlevel = "warning"\nformat = "json"\n')
-        self.env = {**os.environ, "LAPOR_CLIENT_ID": DEMO_CLIENT_ID,
-                    "LAPOR_CLIENT_SECRET": DEMO_CLIENT_SECRET, "PYTHONUNBUFFERED": "1"}
+            f"detail_concurrency = 8\ncall_deadline_s = 30\n"
+            f'[storage]\nurl = "{self.db_url}"\n[log]\nlevel = "warning"\nformat = "json"\n'
+        )
+        self.env = {
+            **os.environ,
+            "LAPOR_CLIENT_ID": DEMO_CLIENT_ID,
+            "LAPOR_CLIENT_SECRET": DEMO_CLIENT_SECRET,
+            "PYTHONUNBUFFERED": "1",
+        }
         # PostgreSQL: a killed process leaves its instance lease behind until it expires
         # (SQLite's file lock dies with the process), so the lease is short and every kill
         # waits it out: the next process must run, not be refused.
@@ -142,14 +174,23 @@ class Connector:
             self.after_kill_s = 3.2
 
     def popen(self, *args: str) -> subprocess.Popen[bytes]:
-        return subprocess.Popen([sys.executable, "-m", "connector", "--config",
-                                 str(self.settings), *args], cwd=self.workdir, env=self.env,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        return subprocess.Popen(
+            [sys.executable, "-m", "connector", "--config", str(self.settings), *args],
+            cwd=self.workdir,
+            env=self.env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
 
     def run(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "connector", "--config",
-                               str(self.settings), *args], cwd=self.workdir, env=self.env,
-                              capture_output=True, text=True, timeout=600)
+        return subprocess.run(
+            [sys.executable, "-m", "connector", "--config", str(self.settings), *args],
+            cwd=self.workdir,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
 
     def sync_to_completion(self, tries: int = 8) -> None:
         for _ in range(tries):
@@ -194,8 +235,11 @@ class Connector:
         engine = self._engine()
         try:
             with engine.begin() as conn:
-                conn.execute(update(outbox).where(outbox.c.state.in_(OPEN_STATES))
-                             .values(next_attempt_at=outbox.c.created_at))
+                conn.execute(
+                    update(outbox)
+                    .where(outbox.c.state.in_(OPEN_STATES))
+                    .values(next_attempt_at=outbox.c.created_at)
+                )
         finally:
             engine.dispose()
 
@@ -208,23 +252,44 @@ class Connector:
         engine = self._engine()
         try:
             with engine.connect() as conn:
-                rows = conn.execute(select(outbox.c.state, outbox.c.key_first_used_at)
-                                    .where(outbox.c.state.in_(OPEN_STATES))).all()
+                rows = conn.execute(
+                    select(outbox.c.state, outbox.c.key_first_used_at).where(
+                        outbox.c.state.in_(OPEN_STATES)
+                    )
+                ).all()
         finally:
             engine.dispose()
-        return sum(1 for st, used in rows
-                   if must_verify(st, as_utc(used) if used else None, now, ttl_s))
+        return sum(
+            1 for st, used in rows if must_verify(st, as_utc(used) if used else None, now, ttl_s)
+        )
 
 
-def campaign(workdir: Path, *, complaints: int = 1500, changes: int = 30, kills: int = 25,
-             seed: int = 6411, faults: dict[str, Any] | None = None,
-             db_url: str | None = None, mappings: Path = SOURCE_MAPPINGS) -> Figures:
+def campaign(
+    workdir: Path,
+    *,
+    complaints: int = 1500,
+    changes: int = 30,
+    kills: int = 25,
+    seed: int = 6411,
+    faults: dict[str, Any] | None = None,
+    db_url: str | None = None,
+    mappings: Path = SOURCE_MAPPINGS,
+) -> Figures:
     """``db_url``: the connector's database (default: SQLite in ``workdir``); ``mappings``:
     the folder of mapping files to run with."""
     rng = random.Random(seed)
-    faults = faults if faults is not None else {
-        "rate_5xx": 0.03, "move_rate": 0.3, "duplicate_rate": 0.2, "token_max_uses": 50,
-        "late_commit_s": 20, "late_commit_rate": 0.05}
+    faults = (
+        faults
+        if faults is not None
+        else {
+            "rate_5xx": 0.03,
+            "move_rate": 0.3,
+            "duplicate_rate": 0.2,
+            "token_max_uses": 50,
+            "late_commit_s": 20,
+            "late_commit_rate": 0.05,
+        }
+    )
     fig = Figures(complaints=complaints, faults=[*sorted(faults), "sigkill"])
     sandbox = Sandbox(workdir, complaints, seed, faults)
     try:
@@ -237,8 +302,13 @@ def campaign(workdir: Path, *, complaints: int = 1500, changes: int = 30, kills:
         open_tickets = [t for t in conn.tickets() if t["status"] in _OPEN]
         for t in rng.sample(open_tickets, min(changes, len(open_tickets))):
             fig.changes_requested += 1
-            args = ("tickets", "update", t["id"], "--reply",
-                    f"Tindak lanjut untuk tiket {t['id']}.")
+            args = (
+                "tickets",
+                "update",
+                t["id"],
+                "--reply",
+                f"Tindak lanjut untuk tiket {t['id']}.",
+            )
             if rng.random() < 0.3:
                 fig.kills_update += conn.kill_at_random(rng, 0.05, 0.8, *args)
             else:
@@ -248,8 +318,13 @@ def campaign(workdir: Path, *, complaints: int = 1500, changes: int = 30, kills:
         fig.faults.append("drop_post_rate")
         for _ in range(max(3, kills // 2)):
             fig.kills_push += conn.kill_at_random(rng, 0.3, 2.5, "sync")
-        sandbox.faults(drop_post_rate=0.0, rate_5xx=0.0, move_rate=0.0, duplicate_rate=0.0,
-                       late_commit_rate=0.0)
+        sandbox.faults(
+            drop_post_rate=0.0,
+            rate_5xx=0.0,
+            move_rate=0.0,
+            duplicate_rate=0.0,
+            late_commit_rate=0.0,
+        )
         conn.sync_to_completion()
         # 4. LAPOR! forgets keys after 2 s, loses every POST answer and then stays down for
         #    a moment: each sync first verifies the entry left waiting by the one before
@@ -260,10 +335,16 @@ def campaign(workdir: Path, *, complaints: int = 1500, changes: int = 30, kills:
         open_tickets = [t for t in conn.tickets() if t["status"] in _OPEN]
         for t in rng.sample(open_tickets, min(max(2, changes // 2), len(open_tickets))):
             fig.changes_requested += 1
-            conn.run("tickets", "update", t["id"], "--reply",
-                     f"Tindak lanjut kedua untuk tiket {t['id']}.")
-        sandbox.faults(idempotency_ttl_s=ttl, drop_post_rate=1.0, down_after_drop_s=1.5,
-                       latency_ms=150)
+            conn.run(
+                "tickets",
+                "update",
+                t["id"],
+                "--reply",
+                f"Tindak lanjut kedua untuk tiket {t['id']}.",
+            )
+        sandbox.faults(
+            idempotency_ttl_s=ttl, drop_post_rate=1.0, down_after_drop_s=1.5, latency_ms=150
+        )
         fig.faults += ["idempotency_ttl_s", "down_after_drop_s"]
         conn.run("sync")  # its first POST loses its answer: that entry now waits
         for _ in range(max(6, kills // 2)):
@@ -293,8 +374,9 @@ def _count(fig: Figures, conn: Connector, sandbox: Sandbox) -> None:
     fig.lost_complaints = len(visible - set(ids) - held)
     changes = conn.query("SELECT id, reply FROM tracker_changes")
     fig.changes_committed = len(changes)
-    out_msgs = conn.query("SELECT count(*) FROM messages WHERE source = 'officer' "
-                          "AND direction = 'out'")[0][0]
+    out_msgs = conn.query(
+        "SELECT count(*) FROM messages WHERE source = 'officer' AND direction = 'out'"
+    )[0][0]
     fig.half_written_updates = abs(out_msgs - sum(1 for _, r in changes if r))
     entries = conn.outbox()
     by_change = {e["idempotency_key"] for e in entries}
@@ -308,8 +390,11 @@ def _count(fig: Figures, conn: Connector, sandbox: Sandbox) -> None:
         for fu in rec["tindak_lanjut"]:
             if fu.get("idempotency_key") == e["idempotency_key"]:
                 per_key[e["idempotency_key"]] = per_key.get(e["idempotency_key"], 0) + 1
-    fig.missing_followups += sum(1 for e in entries if e["state"] == OutboxState.SENT
-                                 and per_key.get(e["idempotency_key"], 0) == 0)
+    fig.missing_followups += sum(
+        1
+        for e in entries
+        if e["state"] == OutboxState.SENT and per_key.get(e["idempotency_key"], 0) == 0
+    )
     fig.duplicate_followups = sum(n - 1 for n in per_key.values() if n > 1)
     # A second creation would show as more follow-ups created than distinct changes sent.
     fig.duplicate_followups += max(0, stats["posts_created"] - len(per_key))
@@ -318,12 +403,17 @@ def _count(fig: Figures, conn: Connector, sandbox: Sandbox) -> None:
     fig.key_changes = sum(e["key_changes"] for e in entries)
 
 
-
 def main(config: Config, args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="lapor-reliability-") as tmp:
         started = time.monotonic()
-        fig = campaign(Path(tmp), complaints=args.complaints, changes=args.changes,
-                       kills=args.kills, seed=args.seed, mappings=config.mappings_dir)
+        fig = campaign(
+            Path(tmp),
+            complaints=args.complaints,
+            changes=args.changes,
+            kills=args.kills,
+            seed=args.seed,
+            mappings=config.mappings_dir,
+        )
     report = {**asdict(fig), "ok": fig.ok, "seconds": round(time.monotonic() - started, 1)}
     print(json.dumps(report, indent=2))
     return 0 if fig.ok else 1

@@ -34,8 +34,16 @@ from connector.domain import Facts, LaporStatus
 from connector.mappings import Mappings
 from connector.timeutil import UTC, WITA, human, working_days_between
 
-COLUMNS = ("agency", "received", "followed_up_on_time", "followed_up_late", "overdue",
-           "not_yet_due", "completed", "median_working_days_to_first_follow_up")
+COLUMNS = (
+    "agency",
+    "received",
+    "followed_up_on_time",
+    "followed_up_late",
+    "overdue",
+    "not_yet_due",
+    "completed",
+    "median_working_days_to_first_follow_up",
+)
 TOTAL = "TOTAL"
 FORMATS = ("table", "csv", "json", "html")
 
@@ -57,11 +65,16 @@ class Row:
         return round(float(statistics.median(self.days)), 1) if self.days else None
 
     def as_dict(self) -> dict[str, Any]:
-        return {"agency": self.agency, "received": self.received,
-                "followed_up_on_time": self.followed_up_on_time,
-                "followed_up_late": self.followed_up_late, "overdue": self.overdue,
-                "not_yet_due": self.not_yet_due, "completed": self.completed,
-                "median_working_days_to_first_follow_up": self.median}
+        return {
+            "agency": self.agency,
+            "received": self.received,
+            "followed_up_on_time": self.followed_up_on_time,
+            "followed_up_late": self.followed_up_late,
+            "overdue": self.overdue,
+            "not_yet_due": self.not_yet_due,
+            "completed": self.completed,
+            "median_working_days_to_first_follow_up": self.median,
+        }
 
 
 @dataclass(frozen=True)
@@ -89,8 +102,14 @@ def current_month(now: datetime) -> tuple[date, date]:
     return first, nxt - timedelta(days=1)
 
 
-def build(facts: Sequence[Facts], mappings: Mappings, date_from: date, date_to: date,
-          now: datetime, agency: str | None = None) -> Report:
+def build(
+    facts: Sequence[Facts],
+    mappings: Mappings,
+    date_from: date,
+    date_to: date,
+    now: datetime,
+    agency: str | None = None,
+) -> Report:
     rows: dict[str, Row] = {}
     for a in mappings.agencies:
         if agency is None or a.code == agency:
@@ -108,8 +127,9 @@ def build(facts: Sequence[Facts], mappings: Mappings, date_from: date, date_to: 
                     r.followed_up_on_time += 1
                 else:
                     r.followed_up_late += 1
-                r.days.append(working_days_between(p.started_at, p.first_follow_up_at,
-                                                   mappings.holidays))
+                r.days.append(
+                    working_days_between(p.started_at, p.first_follow_up_at, mappings.holidays)
+                )
             elif p.due_at < now:
                 r.overdue += 1
             else:
@@ -119,6 +139,7 @@ def build(facts: Sequence[Facts], mappings: Mappings, date_from: date, date_to: 
 
 
 # -- formats ----------------------------------------------------------------------------------
+
 
 def _cell(v: Any) -> str:
     return "" if v is None else str(v)
@@ -134,31 +155,64 @@ def as_csv(rep: Report) -> str:
 
 
 def as_json(rep: Report) -> str:
-    return json.dumps({
-        "from": rep.date_from.isoformat(), "to": rep.date_to.isoformat(),
-        "dates": "WITA calendar dates of LAPOR!'s dibuat, both inclusive",
-        "generated_at": rep.generated_at.astimezone(WITA).isoformat(),
-        "columns": list(COLUMNS), "rows": rep.as_dicts(),
-    }, ensure_ascii=False, indent=2) + "\n"
+    return (
+        json.dumps(
+            {
+                "from": rep.date_from.isoformat(),
+                "to": rep.date_to.isoformat(),
+                "dates": "WITA calendar dates of LAPOR!'s dibuat, both inclusive",
+                "generated_at": rep.generated_at.astimezone(WITA).isoformat(),
+                "columns": list(COLUMNS),
+                "rows": rep.as_dicts(),
+            },
+            ensure_ascii=False,
+            indent=2,
+        )
+        + "\n"
+    )
 
 
 def as_table(rep: Report) -> str:
-    heads = ["AGENCY", "RECEIVED", "ON_TIME", "LATE", "OVERDUE", "NOT_YET_DUE", "COMPLETED",
-             "MEDIAN_WD"]
+    heads = [
+        "AGENCY",
+        "RECEIVED",
+        "ON_TIME",
+        "LATE",
+        "OVERDUE",
+        "NOT_YET_DUE",
+        "COMPLETED",
+        "MEDIAN_WD",
+    ]
     body = [[_cell(d[c]) if d[c] is not None else "-" for c in COLUMNS] for d in rep.as_dicts()]
     widths = [max(len(h), *(len(r[i]) for r in body)) for i, h in enumerate(heads)]
-    lines = [f"Report {rep.date_from} .. {rep.date_to} (received, WITA dates); "
-             f"made {human(rep.generated_at)}",
-             "  ".join(h.ljust(widths[i]) if i == 0 else h.rjust(widths[i])
-                       for i, h in enumerate(heads))]
+    lines = [
+        f"Report {rep.date_from} .. {rep.date_to} (received, WITA dates); "
+        f"made {human(rep.generated_at)}",
+        "  ".join(
+            h.ljust(widths[i]) if i == 0 else h.rjust(widths[i]) for i, h in enumerate(heads)
+        ),
+    ]
     for r in body:
-        lines.append("  ".join(v.ljust(widths[i]) if i == 0 else v.rjust(widths[i])
-                               for i, v in enumerate(r)))
+        lines.append(
+            "  ".join(v.ljust(widths[i]) if i == 0 else v.rjust(widths[i]) for i, v in enumerate(r))
+        )
     return "\n".join(lines) + "\n"
 
 
-BULAN = ("Januari", "Februari", "Maret", "April", "Mei", "Juni", "Juli", "Agustus",
-         "September", "Oktober", "November", "Desember")
+BULAN = (
+    "Januari",
+    "Februari",
+    "Maret",
+    "April",
+    "Mei",
+    "Juni",
+    "Juli",
+    "Agustus",
+    "September",
+    "Oktober",
+    "November",
+    "Desember",
+)
 COLORS = {"on_time": "#2e7d32", "late": "#ef6c00", "overdue": "#c62828"}
 
 
@@ -171,38 +225,58 @@ def _chart(rows: Sequence[Row]) -> str:
     label_w, bar_w, row_h, top = 330, 520, 34, 34
     scale = max([r.followed_up_on_time + r.followed_up_late + r.overdue for r in rows] + [1])
     height = top + row_h * len(rows) + 10
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" role="img" class="chart" '
-             f'width="{label_w + bar_w + 60}" height="{height}" '
-             f'viewBox="0 0 {label_w + bar_w + 60} {height}" shape-rendering="crispEdges" '
-             f'aria-label="Grafik tindak lanjut per OPD">']
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" role="img" class="chart" '
+        f'width="{label_w + bar_w + 60}" height="{height}" '
+        f'viewBox="0 0 {label_w + bar_w + 60} {height}" shape-rendering="crispEdges" '
+        f'aria-label="Grafik tindak lanjut per OPD">'
+    ]
     legend = (("on_time", "Tepat waktu"), ("late", "Terlambat"), ("overdue", "Melewati batas"))
     x = label_w
     for key, text in legend:
-        parts.append(f'<rect x="{x}" y="6" width="14" height="14" fill="{COLORS[key]}"/>'
-                     f'<text x="{x + 20}" y="18" font-size="13">{text}</text>')
+        parts.append(
+            f'<rect x="{x}" y="6" width="14" height="14" fill="{COLORS[key]}"/>'
+            f'<text x="{x + 20}" y="18" font-size="13">{text}</text>'
+        )
         x += 150
     for i, r in enumerate(rows):
         y = top + i * row_h
-        parts.append(f'<text x="{label_w - 8}" y="{y + 19}" font-size="13" text-anchor="end">'
-                     f'{html.escape(r.agency)}</text>')
+        parts.append(
+            f'<text x="{label_w - 8}" y="{y + 19}" font-size="13" text-anchor="end">'
+            f"{html.escape(r.agency)}</text>"
+        )
         x = label_w
-        for key, n in (("on_time", r.followed_up_on_time), ("late", r.followed_up_late),
-                       ("overdue", r.overdue)):
+        for key, n in (
+            ("on_time", r.followed_up_on_time),
+            ("late", r.followed_up_late),
+            ("overdue", r.overdue),
+        ):
             w = round(bar_w * n / scale)
             if w:
-                parts.append(f'<rect class="bar {key}" data-agency="{html.escape(r.agency)}" '
-                             f'data-count="{n}" x="{x}" y="{y + 4}" width="{w}" height="22" '
-                             f'fill="{COLORS[key]}"><title>{n}</title></rect>')
+                parts.append(
+                    f'<rect class="bar {key}" data-agency="{html.escape(r.agency)}" '
+                    f'data-count="{n}" x="{x}" y="{y + 4}" width="{w}" height="22" '
+                    f'fill="{COLORS[key]}"><title>{n}</title></rect>'
+                )
             x += w
-        parts.append(f'<text x="{x + 6}" y="{y + 19}" font-size="12">'
-                     f'{r.followed_up_on_time}/{r.followed_up_late}/{r.overdue}</text>')
+        parts.append(
+            f'<text x="{x + 6}" y="{y + 19}" font-size="12">'
+            f"{r.followed_up_on_time}/{r.followed_up_late}/{r.overdue}</text>"
+        )
     parts.append("</svg>")
     return "".join(parts)
 
 
-HEADINGS = ("OPD", "Diterima", "Ditindaklanjuti tepat waktu", "Ditindaklanjuti terlambat",
-            "Melewati batas waktu", "Belum jatuh tempo", "Selesai",
-            "Median hari kerja sampai tindak lanjut pertama")
+HEADINGS = (
+    "OPD",
+    "Diterima",
+    "Ditindaklanjuti tepat waktu",
+    "Ditindaklanjuti terlambat",
+    "Melewati batas waktu",
+    "Belum jatuh tempo",
+    "Selesai",
+    "Median hari kerja sampai tindak lanjut pertama",
+)
 
 
 def as_html(rep: Report) -> str:
@@ -213,8 +287,8 @@ def as_html(rep: Report) -> str:
         name = "Jumlah" if r.agency == TOTAL else f"{html.escape(r.name)} ({html.escape(r.agency)})"
         nums = "".join(f"<td>{'-' if d[c] is None else d[c]}</td>" for c in COLUMNS[1:])
         cls = ' class="total"' if r.agency == TOTAL else ""
-        cells.append(f"<tr{cls}><th scope=\"row\">{name}</th>{nums}</tr>")
-    head = "".join(f"<th scope=\"col\">{h}</th>" for h in HEADINGS)
+        cells.append(f'<tr{cls}><th scope="row">{name}</th>{nums}</tr>')
+    head = "".join(f'<th scope="col">{h}</th>' for h in HEADINGS)
     period = f"{tanggal(rep.date_from)} s.d. {tanggal(rep.date_to)}"
     made = human(rep.generated_at)
     return f"""<!DOCTYPE html>

@@ -31,8 +31,14 @@ class Runtime:
     _closed: bool = field(default=False)
 
     def context(self, observer: Observer | None = None) -> SyncContext:
-        return SyncContext(self.config, self.store, self.client, self.tracker, self.mappings,
-                           observer=observer or NullObserver())
+        return SyncContext(
+            self.config,
+            self.store,
+            self.client,
+            self.tracker,
+            self.mappings,
+            observer=observer or NullObserver(),
+        )
 
     async def aclose(self) -> None:
         if not self._closed:
@@ -45,27 +51,36 @@ class Runtime:
 def open_store(config: Config, *, lock: bool = False) -> Store:
     """Open (and migrate) the database; with ``lock``, as the one running connector."""
     s = config.settings.storage
-    return store_base.open_store(config.database_url, busy_timeout_s=s.busy_timeout_s,
-                                 lease_s=s.lease_s, lock=lock)
+    return store_base.open_store(
+        config.database_url, busy_timeout_s=s.busy_timeout_s, lease_s=s.lease_s, lock=lock
+    )
 
 
-def make_client(config: Config, world: World | None = None,
-                transport: httpx.AsyncBaseTransport | None = None) -> LaporClient:
+def make_client(
+    config: Config, world: World | None = None, transport: httpx.AsyncBaseTransport | None = None
+) -> LaporClient:
     creds = load_credentials(config)
     if config.sandbox_mode:
         world = world or sandbox_world(config)
         # The embedded sandbox may allow more than LAPOR! does (a quick demo): the client's
         # budget is the sandbox's own limit, not lapor.requests_per_minute.
         return LaporClient.from_config(
-            config, creds, transport=transport or in_process(world),
+            config,
+            creds,
+            transport=transport or in_process(world),
             base_url=SANDBOX_URL,
-            requests_per_minute=config.settings.sandbox.rate_limit_per_minute)
+            requests_per_minute=config.settings.sandbox.rate_limit_per_minute,
+        )
     return LaporClient.from_config(config, creds, transport=transport)
 
 
-def open_runtime(config: Config, *, need_mappings: bool = True,
-                 transport: httpx.AsyncBaseTransport | None = None,
-                 lock: bool = False) -> Runtime:
+def open_runtime(
+    config: Config,
+    *,
+    need_mappings: bool = True,
+    transport: httpx.AsyncBaseTransport | None = None,
+    lock: bool = False,
+) -> Runtime:
     holder = MappingHolder(config.mappings_dir)
     if need_mappings:
         holder.load_initial()

@@ -109,8 +109,9 @@ class Daemon:
     once, in reverse order, whether the run ends by a signal, a lost lease, or a start-up
     that failed half-way."""
 
-    def __init__(self, config: Config, smtp_password: str | None = None,
-                 openers: Openers = Openers()) -> None:
+    def __init__(
+        self, config: Config, smtp_password: str | None = None, openers: Openers = Openers()
+    ) -> None:
         self.config = config
         self._smtp_password = smtp_password
         self._openers = openers
@@ -128,8 +129,12 @@ class Daemon:
             except Fatal as exc:
                 print(f"error: {exc}", file=sys.stderr)
                 return exc.exit_code
-            jobs = Jobs(rt, self.stop, self._smtp_password,
-                        self._observed.metrics if self._observed else None)
+            jobs = Jobs(
+                rt,
+                self.stop,
+                self._smtp_password,
+                self._observed.metrics if self._observed else None,
+            )
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, self.stop.set)
@@ -161,9 +166,13 @@ class Daemon:
         settings = self.config.settings.metrics
         if self._observed is None or settings.address is None:
             return None
-        monitor = Monitor(self._observed.metrics, _health_report(
-            jobs.rt, jobs.ctx, jobs.storage_failure), jobs.failures, self._observed.reach,
-            jobs.ctx.now)
+        monitor = Monitor(
+            self._observed.metrics,
+            _health_report(jobs.rt, jobs.ctx, jobs.storage_failure),
+            jobs.failures,
+            self._observed.reach,
+            jobs.ctx.now,
+        )
         try:
             host, port = monitor.start(*settings.address)
         except OSError as exc:
@@ -179,21 +188,27 @@ class Jobs:
     """The daemon's jobs over opened parts (it owns none of them): each job a method,
     each run of it one coordinator tick or one ticker call."""
 
-    def __init__(self, rt: Runtime, stop: asyncio.Event, smtp_password: str | None,
-                 observer: Observer | None) -> None:
+    def __init__(
+        self, rt: Runtime, stop: asyncio.Event, smtp_password: str | None, observer: Observer | None
+    ) -> None:
         self.rt, self.stop = rt, stop
         self.ctx = rt.context(observer)
         self._smtp_password = smtp_password
         s = rt.config.settings.sync
         self.pull = Coordinator("pull", self.pull_or_sweep, s.pull_interval_s, s.max_backoff_s)
-        self.push = Coordinator("push", lambda: run_cycle(self.ctx, CycleKind.PUSH),
-                                s.push_interval_s, s.max_backoff_s)
+        self.push = Coordinator(
+            "push", lambda: run_cycle(self.ctx, CycleKind.PUSH), s.push_interval_s, s.max_backoff_s
+        )
         self.tracker: Coordinator | None = None
         if self.ctx.sink.queued:
             # An external tracker: its own job, failures and recovery logged by its
             # coordinator; LAPOR! intake goes on whatever the tracker does.
-            self.tracker = Coordinator("tracker", lambda: run_cycle(self.ctx, CycleKind.TRACKER),
-                                       s.tracker_interval_s, s.max_backoff_s)
+            self.tracker = Coordinator(
+                "tracker",
+                lambda: run_cycle(self.ctx, CycleKind.TRACKER),
+                s.tracker_interval_s,
+                s.max_backoff_s,
+            )
         self.coordinators = [c for c in (self.pull, self.push, self.tracker) if c is not None]
         # One run of a job at a time (its ticker awaits it), plus the coordinator's own
         # guard: a cycle never overlaps itself. Monotonic time: wall-clock steps change nothing.
@@ -209,17 +224,20 @@ class Jobs:
         return {c.name: c.failures for c in self.coordinators}
 
     def storage_failure(self) -> str | None:
-        return next((str(c.error) for c in self.coordinators
-                     if isinstance(c.error, StorageError)), None)
+        return next(
+            (str(c.error) for c in self.coordinators if isinstance(c.error, StorageError)), None
+        )
 
-    async def start(self, stack: contextlib.AsyncExitStack,
-                    monitor: Monitor | None) -> asyncio.Task[None]:
+    async def start(
+        self, stack: contextlib.AsyncExitStack, monitor: Monitor | None
+    ) -> asyncio.Task[None]:
         """Schedule every job, publish the mapping, start; the first cycles at once."""
         rt, s = self.rt, self.rt.config.settings
         self._schedule()
         if rt.world is not None:
             generator = asyncio.create_task(
-                run_generator(rt.world, s.sandbox.generator_interval_s, self._gen_stop))
+                run_generator(rt.world, s.sandbox.generator_interval_s, self._gen_stop)
+            )
             stack.push_async_callback(self._end_generator, generator)
         self.monitor = monitor
         stack.push_async_callback(self._end_probe)
@@ -235,9 +253,12 @@ class Jobs:
         await self.publish_mapping()
         self.scheduler.start()
         stack.push_async_callback(self.scheduler.aclose)
-        log.info("daemon_started", storage=rt.store.backend.describe(),
-                 lapor="sandbox" if rt.config.sandbox_mode else s.lapor.base_url,
-                 mapping_version=rt.mappings().version)
+        log.info(
+            "daemon_started",
+            storage=rt.store.backend.describe(),
+            lapor="sandbox" if rt.config.sandbox_mode else s.lapor.base_url,
+            mapping_version=rt.mappings().version,
+        )
         sd_notify("READY=1\nSTATUS=running")
         # First cycles right away rather than one interval after start.
         return asyncio.create_task(self.first_cycles())
@@ -248,12 +269,18 @@ class Jobs:
         self.scheduler.add("push", self.push.tick, s.push_interval_s, s.jitter_s)
         if self.tracker is not None:
             self.scheduler.add("tracker", self.tracker.tick, s.tracker_interval_s, s.jitter_s)
-        self.scheduler.add("mappings", self.reload_mappings,
-                           rt.config.settings.mappings.reload_interval_s)
+        self.scheduler.add(
+            "mappings", self.reload_mappings, rt.config.settings.mappings.reload_interval_s
+        )
         if rt.config.settings.notify.enabled:  # e-mail: its own job, never in a cycle's way
             mailer = notify_send.sender_for(
-                rt.config, self._smtp_password, self.ctx.db, rt.mappings, self.ctx.now,
-                lambda kind, n: self.ctx.observer.progress(kind, n))
+                rt.config,
+                self._smtp_password,
+                self.ctx.db,
+                rt.mappings,
+                self.ctx.now,
+                lambda kind, n: self.ctx.observer.progress(kind, n),
+            )
             self.scheduler.add("notify", lambda: notify_send.job(mailer), NOTIFY_INTERVAL_S)
         if rt.world is not None and s.demo_officer and rt.tracker.desk() is not None:
             self._officer = DemoOfficer()
@@ -325,8 +352,8 @@ class Jobs:
         assert officer is not None  # scheduled only with one
 
         def tx(c: Connection) -> Any:
-            return officer.act(c, self.rt.tracker.desk(), self.rt.mappings(),
-                                     self.ctx.now())
+            return officer.act(c, self.rt.tracker.desk(), self.rt.mappings(), self.ctx.now())
+
         tid = await self.ctx.db(tx)
         if tid:
             log.info("demo_officer_acted", tracking_id=tid)
@@ -373,9 +400,12 @@ def warn_if_exposed(listen: str) -> bool:
     host = listen.rpartition(":")[0].strip("[]")
     if not listen or is_loopback(host):
         return False
-    log.warning("metrics_not_loopback", listen=listen,
-                hint="anyone who reaches this address reads /metrics and /healthz; "
-                     "prefer 127.0.0.1 with a local Prometheus, or a firewall")
+    log.warning(
+        "metrics_not_loopback",
+        listen=listen,
+        hint="anyone who reaches this address reads /metrics and /healthz; "
+        "prefer 127.0.0.1 with a local Prometheus, or a firewall",
+    )
     return True
 
 
@@ -385,9 +415,11 @@ class _Overdue:
     at: float = 0.0
 
 
-def _health_report(rt: Runtime, ctx: SyncContext,
-                   storage_failure: Callable[[], str | None] | None = None,
-                   ) -> Callable[[], HealthReport]:
+def _health_report(
+    rt: Runtime,
+    ctx: SyncContext,
+    storage_failure: Callable[[], str | None] | None = None,
+) -> Callable[[], HealthReport]:
     """The report behind /healthz and the gauges, every HEALTH_REFRESH_S. The mapping
     files' state comes from the daemon's own reload; the overdue query (the costly part,
     over every complaint) runs at most every OVERDUE_REFRESH_S: due times are minutes
@@ -398,10 +430,14 @@ def _health_report(rt: Runtime, ctx: SyncContext,
         now, t = ctx.now(), ctx.monotonic()
         if cache.value is None or t - cache.at >= OVERDUE_REFRESH_S:
             cache.value, cache.at = followups.overdue(conn, now, OVERDUE_SHOWN), t
-        return report(conn, rt.config, rt.tracker, now,
-                      files=(None, rt.mappings.error) if rt.mappings.error else
-                      (rt.mappings().version, None), overdue=cache.value,
-                      storage_failure=storage_failure() if storage_failure else None)
+        return report(
+            conn,
+            rt.config,
+            rt.tracker,
+            now,
+            files=(None, rt.mappings.error) if rt.mappings.error else (rt.mappings().version, None),
+            overdue=cache.value,
+            storage_failure=storage_failure() if storage_failure else None,
+        )
 
     return lambda: rt.store.run(tx)
-

@@ -66,11 +66,13 @@ class LaporSettings(_Section):
         if value == SANDBOX:
             return value
         if not value:
-            raise ValueError('is not set: give the LAPOR! API base URL ("https://…"), or '
-                             '"sandbox" for the built-in demo')
+            raise ValueError(
+                'is not set: give the LAPOR! API base URL ("https://…"), or '
+                '"sandbox" for the built-in demo'
+            )
         parts = urlsplit(value)
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError("must be an http(s) URL or \"sandbox\"")
+            raise ValueError('must be an http(s) URL or "sandbox"')
         if parts.scheme == "http" and not is_loopback(parts.hostname):
             raise ValueError(
                 "plain http:// is only allowed for loopback hosts; use https:// "
@@ -205,8 +207,9 @@ class NotifySettings(_Section):
     @classmethod
     def _check_time(cls, value: str) -> str:
         h, sep, m = value.partition(":")
-        if not (sep and h.isdigit() and m.isdigit() and len(m) == 2 and int(h) < 24
-                and int(m) < 60):
+        if not (
+            sep and h.isdigit() and m.isdigit() and len(m) == 2 and int(h) < 24 and int(m) < 60
+        ):
             raise ValueError('must be "HH:MM" (WITA), e.g. "07:30"')
         return f"{int(h):02d}:{m}"
 
@@ -215,7 +218,9 @@ class NotifySettings(_Section):
     def _check_desk(cls, value: str) -> str:
         parts = urlsplit(value)
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError('must be the desk\'s http(s) URL, e.g. "https://lapor.mahulukab.go.id"')
+            raise ValueError(
+                'must be the desk\'s http(s) URL, e.g. "https://lapor.mahulukab.go.id"'
+            )
         return value.rstrip("/")
 
     @model_validator(mode="after")
@@ -223,15 +228,23 @@ class NotifySettings(_Section):
         if not self.enabled:
             return self
         if not self.smtp_host:
-            raise ValueError('notify.enabled is true but notify.smtp_host is not set '
-                             '(the mail server, or "sandbox")')
+            raise ValueError(
+                "notify.enabled is true but notify.smtp_host is not set "
+                '(the mail server, or "sandbox")'
+            )
         if not re.fullmatch(r"[^@\s<>]+@[^@\s<>]+\.[^@\s<>]+", self.from_):
-            raise ValueError("notify.from: give the sender's e-mail address "
-                             '(e.g. "lapor@mahulukab.go.id")')
-        if self.security == "none" and self.smtp_host != SANDBOX \
-                and not is_loopback(self.smtp_host):
-            raise ValueError('notify.security = "none" is only allowed to a loopback '
-                             'smtp_host; use "starttls" or "tls"')
+            raise ValueError(
+                'notify.from: give the sender\'s e-mail address (e.g. "lapor@mahulukab.go.id")'
+            )
+        if (
+            self.security == "none"
+            and self.smtp_host != SANDBOX
+            and not is_loopback(self.smtp_host)
+        ):
+            raise ValueError(
+                'notify.security = "none" is only allowed to a loopback '
+                'smtp_host; use "starttls" or "tls"'
+            )
         return self
 
     @property
@@ -283,17 +296,29 @@ class TrackerSettings(_Section):
         if self.kind != "redmine":
             return self
         r = self.redmine
-        missing = [k for k, v in (("url", r.url), ("project", r.project),
-                                  ("tracking_field_id", r.tracking_field_id)) if not v]
+        missing = [
+            k
+            for k, v in (
+                ("url", r.url),
+                ("project", r.project),
+                ("tracking_field_id", r.tracking_field_id),
+            )
+            if not v
+        ]
         if missing:
-            raise ValueError("tracker.kind is \"redmine\" but tracker.redmine."
-                             + ", tracker.redmine.".join(missing) + " is not set")
+            raise ValueError(
+                'tracker.kind is "redmine" but tracker.redmine.'
+                + ", tracker.redmine.".join(missing)
+                + " is not set"
+            )
         parts = urlsplit(r.url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError("tracker.redmine.url must be an http(s) URL")
         if parts.scheme == "http" and not is_loopback(parts.hostname):
-            raise ValueError("tracker.redmine.url: plain http:// is only allowed for loopback "
-                             "hosts; use https:// (TLS verification is always on)")
+            raise ValueError(
+                "tracker.redmine.url: plain http:// is only allowed for loopback "
+                "hosts; use https:// (TLS verification is always on)"
+            )
         return self
 
 
@@ -380,8 +405,7 @@ class Config:
         return self.settings.lapor.base_url == SANDBOX
 
 
-def default_config_path(environ: Mapping[str, str] | None = None,
-                        cwd: Path | None = None) -> Path:
+def default_config_path(environ: Mapping[str, str] | None = None, cwd: Path | None = None) -> Path:
     """``$LAPOR_CONNECTOR_CONFIG``, else ``./settings.toml`` if it exists, else the system file."""
     env = os.environ if environ is None else environ
     if env.get(CONFIG_ENV):
@@ -409,8 +433,10 @@ def load_config(path: Path | None = None, environ: Mapping[str, str] | None = No
     env = dict(os.environ if environ is None else environ)
     cfg_path = (path or default_config_path(env)).resolve()
     if path is None and not cfg_path.exists():
-        raise ConfigError(f"{cfg_path}: file not found (no ./settings.toml here; give "
-                          f"--config PATH or set ${CONFIG_ENV})")
+        raise ConfigError(
+            f"{cfg_path}: file not found (no ./settings.toml here; give "
+            f"--config PATH or set ${CONFIG_ENV})"
+        )
     data = load_toml(cfg_path)
     # pydantic-settings reads os.environ itself; hand it exactly the variables meant for us.
     saved = dict(os.environ)
@@ -479,8 +505,10 @@ def load_redmine_key(environ: Mapping[str, str] | None = None) -> str:
         value = (Path(cred_dir) / "REDMINE_API_KEY").read_text(encoding="utf-8").strip()
         if value:
             return value
-    raise ConfigError("tracker.kind is \"redmine\" but REDMINE_API_KEY is not set "
-                      "(environment, or a file in $CREDENTIALS_DIRECTORY)")
+    raise ConfigError(
+        'tracker.kind is "redmine" but REDMINE_API_KEY is not set '
+        "(environment, or a file in $CREDENTIALS_DIRECTORY)"
+    )
 
 
 def load_smtp_password(environ: Mapping[str, str] | None = None) -> str | None:

@@ -9,8 +9,9 @@ from typing import Any, TextIO
 
 # C0 controls but newline and tab, DEL, C1 controls, bidirectional overrides and
 # isolates, and lone surrogates (which a terminal cannot even encode).
-_UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069"
-                     "\ud800-\udfff]")
+_UNSAFE = re.compile(
+    "[\x00-\x08\x0b-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069\ud800-\udfff]"
+)
 
 
 def _escape(m: re.Match[str]) -> str:

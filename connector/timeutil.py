@@ -68,8 +68,7 @@ def is_working_day(day: date, extra: frozenset[date] = frozenset()) -> bool:
     return day.weekday() < 5 and day not in _holidays(day.year) and day not in extra
 
 
-def add_working_days(start: datetime, days: int,
-                     extra: frozenset[date] = frozenset()) -> datetime:
+def add_working_days(start: datetime, days: int, extra: frozenset[date] = frozenset()) -> datetime:
     """End (23:59:59 WITA) of the ``days``-th working day after ``start``'s WITA date.
 
     The date is Mahulu's (WITA): a disposition at 23:30 WIB is 00:30 WITA the next day,
@@ -89,8 +88,9 @@ def _working_days_after(local: date, days: int, extra: frozenset[date]) -> datet
     return end.astimezone(UTC)
 
 
-def working_days_between(start: datetime, end: datetime,
-                         extra: frozenset[date] = frozenset()) -> int:
+def working_days_between(
+    start: datetime, end: datetime, extra: frozenset[date] = frozenset()
+) -> int:
     """Working days after ``start``'s WITA date up to and including ``end``'s (0: same day)."""
     first, last = wita_date(start), wita_date(end)
     n = 0
@@ -102,8 +102,7 @@ def working_days_between(start: datetime, end: datetime,
 
 def add_calendar_days(start: datetime, days: int) -> datetime:
     """End (23:59:59 WITA) of the ``days``-th calendar day after ``start``'s WITA date."""
-    end = datetime.combine(wita_date(start) + timedelta(days=days), time(23, 59, 59),
-                           tzinfo=WITA)
+    end = datetime.combine(wita_date(start) + timedelta(days=days), time(23, 59, 59), tzinfo=WITA)
     return end.astimezone(UTC)
 
 

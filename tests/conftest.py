@@ -31,7 +31,8 @@ PG_URL = os.environ.get("LAPOR_TEST_PG_URL")  # set by .ci/run; without it: SQLi
 REDMINE_URL = os.environ.get("LAPOR_TEST_REDMINE_URL")
 needs_redmine = pytest.mark.skipif(
     not REDMINE_URL and not os.environ.get("CI"),
-    reason="no Redmine: set LAPOR_TEST_REDMINE_URL etc. (eval \"$(.ci/redmine-start)\")")
+    reason='no Redmine: set LAPOR_TEST_REDMINE_URL etc. (eval "$(.ci/redmine-start)")',
+)
 
 
 def require_redmine() -> str:
@@ -47,23 +48,29 @@ async def redmine_clients() -> AsyncIterator[tuple[RedmineClient, RedmineClient]
     url = require_redmine()
     field = int(os.environ["LAPOR_TEST_REDMINE_FIELD_ID"])
     connector = RedmineClient(url, os.environ["LAPOR_TEST_REDMINE_KEY"], tracking_field_id=field)
-    officer = RedmineClient(url, os.environ["LAPOR_TEST_REDMINE_OFFICER_KEY"],
-                            tracking_field_id=field)
+    officer = RedmineClient(
+        url, os.environ["LAPOR_TEST_REDMINE_OFFICER_KEY"], tracking_field_id=field
+    )
     async with connector, officer:
         yield connector, officer
+
+
 DEMO = Credentials(DEMO_CLIENT_ID, DEMO_CLIENT_SECRET)
 BASE = "http://sandbox.test"
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
-        "markers", "sqlite_only(reason): the test's subject is SQLite itself (its file, its "
-        "lock); exempt from running on every backend")
+        "markers",
+        "sqlite_only(reason): the test's subject is SQLite itself (its file, its "
+        "lock); exempt from running on every backend",
+    )
 
 
 @pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(item: pytest.Item,
-                              call: pytest.CallInfo[None]) -> Generator[None, Any, Any]:
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, Any, Any]:
     """A failed test's report names its seeds: worlds, random generators, the fake clock."""
     report = yield
     if report.failed:
@@ -77,8 +84,11 @@ def pytest_runtest_makereport(item: pytest.Item,
 
 
 def pytest_report_header(config: Any) -> str:
-    return ("storage backends: sqlite + postgresql" if PG_URL else
-            "storage backends: sqlite only (set LAPOR_TEST_PG_URL for the PostgreSQL leg)")
+    return (
+        "storage backends: sqlite + postgresql"
+        if PG_URL
+        else "storage backends: sqlite only (set LAPOR_TEST_PG_URL for the PostgreSQL leg)"
+    )
 
 
 class FakeTime:
@@ -115,16 +125,27 @@ def world(fake_time: FakeTime) -> World:
     return World(seed=7, complaints=40, faults=Faults(rate_limit_per_minute=0), clock=fake_time)
 
 
-def make_client(world: World, fake_time: FakeTime, *, transport: Any = None,
-                creds: Credentials = DEMO, **kw: Any) -> LaporClient:
+def make_client(
+    world: World,
+    fake_time: FakeTime,
+    *,
+    transport: Any = None,
+    creds: Credentials = DEMO,
+    **kw: Any,
+) -> LaporClient:
     """A client of the in-process sandbox on the fake clock; ``kw`` go to ``LaporClient``
     (``sleep=`` to watch the waits of the retries and the request budget)."""
     kw.setdefault("requests_per_minute", 0)
     kw.setdefault("sleep", fake_time.sleep)
     return LaporClient(
-        BASE, creds, transport=transport or httpx.ASGITransport(app=create_app(world)),
-        clock=fake_time, rng=lambda: 0.5,
-        wall=lambda: datetime.fromtimestamp(fake_time.t, UTC), **kw)
+        BASE,
+        creds,
+        transport=transport or httpx.ASGITransport(app=create_app(world)),
+        clock=fake_time,
+        rng=lambda: 0.5,
+        wall=lambda: datetime.fromtimestamp(fake_time.t, UTC),
+        **kw,
+    )
 
 
 @pytest.fixture
@@ -191,8 +212,11 @@ def _every_backend(request: pytest.FixtureRequest) -> Iterator[None]:
     sqlite_only = node.get_closest_marker("sqlite_only") is not None
     if node.nodeid.split("[")[0] in _AWAITING_CONVERSION:
         if backend is not None or sqlite_only:
-            pytest.fail(f"{node.nodeid} is converted now: remove it from "
-                        "_AWAITING_CONVERSION in tests/conftest.py", pytrace=False)
+            pytest.fail(
+                f"{node.nodeid} is converted now: remove it from "
+                "_AWAITING_CONVERSION in tests/conftest.py",
+                pytrace=False,
+            )
         return
     if sqlite_only:
         return
@@ -202,11 +226,13 @@ def _every_backend(request: pytest.FixtureRequest) -> Iterator[None]:
     files = _sqlite_files(tmp) if isinstance(tmp, Path) and tmp.exists() else []
     if _SQLITE_CONNECTS[0] > before or files:
         where = f" ({', '.join(str(f.relative_to(tmp)) for f in files)})" if files else ""
-        pytest.fail(f"{node.nodeid} opened a SQLite database{where} "
-                    + (f"on the {backend} leg" if backend else "without the db_url fixture")
-                    + ": take `db_url` so it runs on every backend, or mark it "
-                    "`@pytest.mark.sqlite_only(reason=...)` when SQLite itself is the subject",
-                    pytrace=False)
+        pytest.fail(
+            f"{node.nodeid} opened a SQLite database{where} "
+            + (f"on the {backend} leg" if backend else "without the db_url fixture")
+            + ": take `db_url` so it runs on every backend, or mark it "
+            "`@pytest.mark.sqlite_only(reason=...)` when SQLite itself is the subject",
+            pytrace=False,
+        )
 
 
 @contextlib.contextmanager
@@ -231,26 +257,34 @@ def another_db(db_url: str, tmp_path: Path) -> Iterator[Callable[[], str]]:
     """More fresh databases on the backend of ``db_url``: a second site, a restored backup."""
     numbers = itertools.count(1)
     with contextlib.ExitStack() as stack:
+
         def make() -> str:
             if db_url.startswith("sqlite"):
                 return f"sqlite:///{tmp_path}/var/another-{next(numbers)}.db"
             return stack.enter_context(contextlib.contextmanager(_pg_database)())
+
         yield make
 
 
 Overrides = Mapping[str, Mapping[str, str | int | float | bool]]
 
 
-def write_config(directory: Path, db_url: str, extra: str = "", *, sandbox: str = "",
-                 mappings_src: Path | None = None, settings: Overrides | None = None) -> Path:
+def write_config(
+    directory: Path,
+    db_url: str,
+    extra: str = "",
+    *,
+    sandbox: str = "",
+    mappings_src: Path | None = None,
+    settings: Overrides | None = None,
+) -> Path:
     """A settings file and a copy of the shipped mappings in ``directory``.
 
     ``settings`` overrides keys by section (``{"lapor": {"page_size": 10}}``); ``extra`` is
     raw TOML appended for further sections.
     """
     directory.mkdir(parents=True, exist_ok=True)
-    shutil.copytree(mappings_src or ROOT / "mappings", directory / "mappings",
-                    dirs_exist_ok=True)
+    shutil.copytree(mappings_src or ROOT / "mappings", directory / "mappings", dirs_exist_ok=True)
     sections: dict[str, dict[str, str | int | float | bool]] = {
         "lapor": {"base_url": "sandbox", "requests_per_minute": 0},
         "storage": {"url": db_url},
@@ -287,8 +321,9 @@ def systemd_exposure(unit: Path) -> float:
         if os.environ.get("CI"):
             pytest.fail(f"systemd-analyze is missing: CI must rate {unit.name}'s hardening")
         pytest.skip("systemd-analyze is not installed here; the unit text was checked")
-    r = subprocess.run(["systemd-analyze", "security", "--offline=true", str(unit)],
-                       capture_output=True, text=True)
+    r = subprocess.run(
+        ["systemd-analyze", "security", "--offline=true", str(unit)], capture_output=True, text=True
+    )
     match = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", r.stdout)
     assert match, r.stdout[-500:] + r.stderr[-500:]
     return float(match.group(1))

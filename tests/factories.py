@@ -65,15 +65,34 @@ def linked(d: core.Decision) -> core.Linked:
     return d
 
 
-def complaint(tid: str, status: str, units: tuple[int, ...], fus: tuple[m.FollowUp, ...],
-              at: datetime, deadline: datetime | None = None) -> m.Complaint:
+def complaint(
+    tid: str,
+    status: str,
+    units: tuple[int, ...],
+    fus: tuple[m.FollowUp, ...],
+    at: datetime,
+    deadline: datetime | None = None,
+) -> m.Complaint:
     """A complaint disposed to ``units`` (keys of ``UNITS``), as a detail request reads it."""
     return m.Complaint(
-        tracking_id=tid, title="t", body="b", classification="pengaduan",
-        category=m.Category(101, "Pelayanan Puskesmas", 1), status=status, anonymous=False,
-        confidential=False, reporter=m.Reporter("N", None, None), channel="web", location=None,
+        tracking_id=tid,
+        title="t",
+        body="b",
+        classification="pengaduan",
+        category=m.Category(101, "Pelayanan Puskesmas", 1),
+        status=status,
+        anonymous=False,
+        confidential=False,
+        reporter=m.Reporter("N", None, None),
+        channel="web",
+        location=None,
         dispositions=tuple(m.Disposition(u, "u", UNITS[u], T0) for u in units),
-        attachments=(), follow_ups=fus, submitted_at=T0, updated_at=at, deadline=deadline)
+        attachments=(),
+        follow_ups=fus,
+        submitted_at=T0,
+        updated_at=at,
+        deadline=deadline,
+    )
 
 
 # -- LAPOR!'s wire records -----------------------------------------------------------------
@@ -82,14 +101,30 @@ def complaint(tid: str, status: str, units: tuple[int, ...], fus: tuple[m.Follow
 def good_record() -> dict[str, Any]:
     """A valid detail record as LAPOR! sends it (spec field names)."""
     return {
-        "tracking_id": 4100001, "judul": "t", "isi": "b", "klasifikasi": "pengaduan",
-        "kategori": {"id": 1, "nama": "K", "induk_id": None}, "status": "terdisposisi",
-        "anonim": False, "rahasia": False,
-        "pelapor": {"nama": "N", "email": None, "telepon": None}, "sumber": "web",
-        "lokasi": None, "disposisi": [{"unit_id": 6411001, "unit_nama": "u", "instansi_id": 6411,
-                                       "tanggal": "2026-11-27 10:00:00"}],
-        "lampiran": [], "tindak_lanjut": [], "dibuat": "2026-11-27 09:00:00",
-        "diperbarui": "2026-11-27 10:00:00", "batas_tindak_lanjut": None,
+        "tracking_id": 4100001,
+        "judul": "t",
+        "isi": "b",
+        "klasifikasi": "pengaduan",
+        "kategori": {"id": 1, "nama": "K", "induk_id": None},
+        "status": "terdisposisi",
+        "anonim": False,
+        "rahasia": False,
+        "pelapor": {"nama": "N", "email": None, "telepon": None},
+        "sumber": "web",
+        "lokasi": None,
+        "disposisi": [
+            {
+                "unit_id": 6411001,
+                "unit_nama": "u",
+                "instansi_id": 6411,
+                "tanggal": "2026-11-27 10:00:00",
+            }
+        ],
+        "lampiran": [],
+        "tindak_lanjut": [],
+        "dibuat": "2026-11-27 09:00:00",
+        "diperbarui": "2026-11-27 10:00:00",
+        "batas_tindak_lanjut": None,
     }
 
 
@@ -121,8 +156,11 @@ def get(url: str) -> tuple[int, str]:
 def served(world: World) -> Iterator[str]:
     """The sandbox app on a loopback port, in a thread of this process."""
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(world), host="127.0.0.1", port=port,
-                                           log_level="error", lifespan="off"))
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(world), host="127.0.0.1", port=port, log_level="error", lifespan="off"
+        )
+    )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     try:
@@ -148,6 +186,7 @@ async def raw_server(handle: Handler) -> AsyncIterator[str]:
 def replying(data: bytes, seen: list[bytes] | None = None) -> Handler:
     """A server that reads each request's head (its first line noted in ``seen``),
     writes ``data`` as it is, and closes the connection."""
+
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         head = await reader.readuntil(b"\r\n\r\n")
         if seen is not None:
@@ -155,6 +194,7 @@ def replying(data: bytes, seen: list[bytes] | None = None) -> Handler:
         writer.write(data)
         await writer.drain()
         writer.close()
+
     return handle
 
 
@@ -169,11 +209,19 @@ class Deadlines(TypedDict, total=False):
     call_deadline_s: float
 
 
-def wire_client(base: str, transport: httpx.AsyncBaseTransport | None = None,
-                **kw: Unpack[Deadlines]) -> LaporClient:
+def wire_client(
+    base: str, transport: httpx.AsyncBaseTransport | None = None, **kw: Unpack[Deadlines]
+) -> LaporClient:
     """A LAPOR! client on the demo credentials without a request budget or real waits."""
-    return LaporClient(base, DEMO, transport=transport, requests_per_minute=0,
-                       sleep=no_sleep, rng=lambda: 0.5, **kw)
+    return LaporClient(
+        base,
+        DEMO,
+        transport=transport,
+        requests_per_minute=0,
+        sleep=no_sleep,
+        rng=lambda: 0.5,
+        **kw,
+    )
 
 
 # -- the daemon as a subprocess ---------------------------------------------------------------
@@ -185,11 +233,18 @@ class Daemon:
     def __init__(self, site: Path, fmt: str = "json", level: str = "debug"):
         self.site = site
         self.log = site / f"daemon-{fmt}.log"
-        env = {**os.environ, "LAPOR_CONNECTOR_LOG__FORMAT": fmt,
-               "LAPOR_CONNECTOR_LOG__LEVEL": level}
+        env = {
+            **os.environ,
+            "LAPOR_CONNECTOR_LOG__FORMAT": fmt,
+            "LAPOR_CONNECTOR_LOG__LEVEL": level,
+        }
         self.proc = subprocess.Popen(
             [sys.executable, str(ROOT / "scheduler.py"), "--config", str(site / "settings.toml")],
-            cwd=site, env=env, stdout=self.log.open("w"), stderr=subprocess.STDOUT)
+            cwd=site,
+            env=env,
+            stdout=self.log.open("w"),
+            stderr=subprocess.STDOUT,
+        )
 
     def text(self) -> str:
         return self.log.read_text(encoding="utf-8", errors="replace")
@@ -238,12 +293,28 @@ def password_hash() -> str:
     return accounts.hash_new(PASSWORD)
 
 
-def add_user(h: Harness, login: str, role: Role, agencies: list[str],
-             email: str | None = None, must_change: bool = False) -> None:
+def add_user(
+    h: Harness,
+    login: str,
+    role: Role,
+    agencies: list[str],
+    email: str | None = None,
+    must_change: bool = False,
+) -> None:
     """A desk account with PASSWORD."""
-    h.store.run(lambda c: accounts.add_user(c, login, f"Petugas {login}", role, agencies,
-                                            email, password_hash(), h.ctx.now(),
-                                            must_change=must_change))
+    h.store.run(
+        lambda c: accounts.add_user(
+            c,
+            login,
+            f"Petugas {login}",
+            role,
+            agencies,
+            email,
+            password_hash(),
+            h.ctx.now(),
+            must_change=must_change,
+        )
+    )
 
 
 class Site:
@@ -257,8 +328,9 @@ class Site:
         transport = httpx.ASGITransport(app=self.app, client=(address, 4000))
         return httpx.AsyncClient(transport=transport, base_url="http://desk.test")
 
-    def add_user(self, login: str, role: Role, agencies: list[str],
-                 must_change: bool = False) -> None:
+    def add_user(
+        self, login: str, role: Role, agencies: list[str], must_change: bool = False
+    ) -> None:
         add_user(self.h, login, role, agencies, must_change=must_change)
 
     def tickets(self) -> list[Any]:
@@ -282,8 +354,9 @@ def field(html: str, name: str) -> str:
 
 async def login(c: httpx.AsyncClient, user: str, password: str = PASSWORD) -> httpx.Response:
     page = await c.get("/masuk")
-    return await c.post("/masuk", data={"login": user, "password": password,
-                                        "csrf": csrf_of(page.text)})
+    return await c.post(
+        "/masuk", data={"login": user, "password": password, "csrf": csrf_of(page.text)}
+    )
 
 
 # -- the operator guide ---------------------------------------------------------------------
@@ -327,12 +400,13 @@ def guide_commands(text: str | None = None, *, inline: bool = False) -> list[lis
         tokens = shlex.split(line)
         at = _program_at(tokens)
         if at is not None:
-            out.append(tokens[at + 1:])
+            out.append(tokens[at + 1 :])
     return out
 
 
-def run_as_guide(argv: list[str], system_config: Path, cwd: Path,
-                 monkeypatch: pytest.MonkeyPatch) -> int:
+def run_as_guide(
+    argv: list[str], system_config: Path, cwd: Path, monkeypatch: pytest.MonkeyPatch
+) -> int:
     """A guide command as an operator types it: no --config, from some other folder."""
     monkeypatch.setattr(settings, "SYSTEM_CONFIG", system_config)
     monkeypatch.delenv(settings.CONFIG_ENV, raising=False)

@@ -26,9 +26,17 @@ STATUSES = ("new", "in_progress", "resolved", "closed")
 
 
 class Harness:
-    def __init__(self, root: Path, db_url: str, world: World, fake_time: FakeTime,
-                 extra_settings: str = "", environ: dict[str, str] | None = None,
-                 settings: Overrides | None = None, **client_kw: Any):
+    def __init__(
+        self,
+        root: Path,
+        db_url: str,
+        world: World,
+        fake_time: FakeTime,
+        extra_settings: str = "",
+        environ: dict[str, str] | None = None,
+        settings: Overrides | None = None,
+        **client_kw: Any,
+    ):
         self.root = root
         self.cfg_path = write_config(root, db_url, extra_settings, settings=settings)
         self.config = load_config(self.cfg_path, environ=environ or {})
@@ -39,8 +47,14 @@ class Harness:
         self.tracker = BuiltinTracker(STATUSES)
         self.mappings = MappingHolder(self.config.mappings_dir)
         self.mappings.load_initial()
-        self.ctx = SyncContext(self.config, self.store, self.client, self.tracker, self.mappings,
-                               now=lambda: datetime.fromtimestamp(int(fake_time.t), UTC))
+        self.ctx = SyncContext(
+            self.config,
+            self.store,
+            self.client,
+            self.tracker,
+            self.mappings,
+            now=lambda: datetime.fromtimestamp(int(fake_time.t), UTC),
+        )
 
     async def pull(self) -> dict[str, Any]:
         return (await run_cycle(self.ctx, CycleKind.PULL)).summary
@@ -62,10 +76,12 @@ class Harness:
 
     def officer(self, ticket_id: str, **action: Any) -> OfficerChange | None:
         def tx(conn: Connection) -> OfficerChange | None:
-            change = self.tracker.officer_update(conn, ticket_id, OfficerAction(**action),
-                                                 self.ctx.now())
+            change = self.tracker.officer_update(
+                conn, ticket_id, OfficerAction(**action), self.ctx.now()
+            )
             ingest(conn, self.tracker, self.mappings(), self.ctx.now())
             return change
+
         return self.store.run(tx)
 
     def outbox(self) -> list[dict[str, Any]]:
@@ -78,9 +94,14 @@ class Harness:
         """Every table but the run log (and a pull's live progress), for "nothing changed"."""
         tables = [t for t in schema.metadata.sorted_tables if t.name != "runs"]
         with self.store.begin() as conn:
-            return {t.name: [tuple(r) for r in conn.execute(select(t).order_by(*t.primary_key))
-                             if not (t is schema.kv and r[0] == StateKey.PULL_RUNNING)]
-                    for t in tables}
+            return {
+                t.name: [
+                    tuple(r)
+                    for r in conn.execute(select(t).order_by(*t.primary_key))
+                    if not (t is schema.kv and r[0] == StateKey.PULL_RUNNING)
+                ]
+                for t in tables
+            }
 
     def visible(self) -> set[str]:
         return {str(t) for t in self.world.records if self.world.visible(t)}
@@ -108,8 +129,7 @@ class Harness:
             assert t["lapor_status"] == rec["status"], tid
             if ours:
                 # One of the agencies holding it (the lead; LAPOR!'s order does not decide).
-                assert t["agency"] in {m.unit_to_agency[u] for u in ours
-                                       if u in m.unit_to_agency}
+                assert t["agency"] in {m.unit_to_agency[u] for u in ours if u in m.unit_to_agency}
                 # Closed locally only when LAPOR! closed it, or as the officer's own close
                 # (posted as "selesai").
                 if t["status"] == "closed":

@@ -27,8 +27,16 @@ class PrivatePg:
         if os.geteuid() == 0:
             subprocess.run(["chown", "-R", "postgres", str(self.tmp)], check=True)
             self.runas = ["runuser", "-u", "postgres", "--"]
-        self._run(str(BIN / "initdb"), "-D", str(self.tmp / "data"), "-U", "lapor",
-                  "--auth=trust", "-E", "UTF8")
+        self._run(
+            str(BIN / "initdb"),
+            "-D",
+            str(self.tmp / "data"),
+            "-U",
+            "lapor",
+            "--auth=trust",
+            "-E",
+            "UTF8",
+        )
         self.start()
 
     @property
@@ -36,16 +44,26 @@ class PrivatePg:
         return f"postgresql+psycopg://lapor@127.0.0.1:{self.port}/postgres"
 
     def _run(self, *args: str) -> None:
-        subprocess.run([*self.runas, *args], check=True, stdout=subprocess.DEVNULL,
-                       stderr=subprocess.DEVNULL, timeout=120)
+        subprocess.run(
+            [*self.runas, *args],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            timeout=120,
+        )
 
     def _ctl(self, *args: str) -> None:
         self._run(str(BIN / "pg_ctl"), "-D", str(self.tmp / "data"), *args)
 
     def start(self) -> None:
-        self._ctl("-l", str(self.tmp / "log"), "-w", "-o",
-                  f"-k {self.tmp} -c listen_addresses=127.0.0.1 -p {self.port} -c fsync=off",
-                  "start")
+        self._ctl(
+            "-l",
+            str(self.tmp / "log"),
+            "-w",
+            "-o",
+            f"-k {self.tmp} -c listen_addresses=127.0.0.1 -p {self.port} -c fsync=off",
+            "start",
+        )
 
     def stop(self) -> None:
         self._ctl("-m", "fast", "-w", "stop")

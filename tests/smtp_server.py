@@ -40,8 +40,9 @@ class Handler:
     data_delay_s: float = 0.0  # stored, then the 250 waits this long (a crash window)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str,
-                          rcpt_options: Any) -> str:
+    async def handle_RCPT(
+        self, server: Any, session: Any, envelope: Any, address: str, rcpt_options: Any
+    ) -> str:
         answers = self.rcpt_answers.get(address.lower())
         if answers:
             answer = answers.pop(0) if len(answers) > 1 else answers[0]
@@ -53,8 +54,9 @@ class Handler:
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         raw = envelope.content.decode("utf-8", "replace")
         with self.lock:
-            self.received.append(Received(list(envelope.rcpt_tos),
-                                          email.message_from_string(raw), raw))
+            self.received.append(
+                Received(list(envelope.rcpt_tos), email.message_from_string(raw), raw)
+            )
         if self.data_delay_s:
             import asyncio
 
@@ -85,5 +87,3 @@ class SMTPServer:
         end = time.monotonic() + timeout
         while len(self.handler.received) < n and time.monotonic() < end:
             time.sleep(0.02)
-
-

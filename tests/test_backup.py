@@ -22,8 +22,12 @@ pytestmark = pytest.mark.anyio
 
 
 async def test_db_backup_copies_while_the_database_is_written(
-        tmp_path: Path, db_url: str, world: World, fake_time: FakeTime,
-        capsys: pytest.CaptureFixture[str]) -> None:
+    tmp_path: Path,
+    db_url: str,
+    world: World,
+    fake_time: FakeTime,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     h = Harness(tmp_path / "site", db_url, world, fake_time)
     await h.sync()
     cfg = str(h.cfg_path)
@@ -71,8 +75,9 @@ async def test_db_backup_copies_while_the_database_is_written(
 
 
 @pytest.mark.sqlite_only(reason="the SQLite backup's own failure: a copy that cannot be made")
-def test_db_backup_fails_without_leaving_a_file(tmp_path: Path,
-                                                capsys: pytest.CaptureFixture[str]) -> None:
+def test_db_backup_fails_without_leaving_a_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from tests.conftest import write_config
 
     cfg = write_config(tmp_path / "site", f"sqlite:///{tmp_path}/var/none.db")

@@ -14,10 +14,24 @@ from connector.store import base
 from tests.conftest import write_config
 
 # What `status`, `tickets list` and `quarantine list` never use.
-NOT_NEEDED = ("httpx", "aiohttp", "alembic", "starlette", "jinja2", "argon2", "aiosmtplib",
-              "prometheus_client", "connector.runtime", "connector.lapor.client",
-              "connector.sandbox", "connector.desk", "connector.service", "connector.sync.pull",
-              "connector.sync.push", "connector.metrics")
+NOT_NEEDED = (
+    "httpx",
+    "aiohttp",
+    "alembic",
+    "starlette",
+    "jinja2",
+    "argon2",
+    "aiosmtplib",
+    "prometheus_client",
+    "connector.runtime",
+    "connector.lapor.client",
+    "connector.sandbox",
+    "connector.desk",
+    "connector.service",
+    "connector.sync.pull",
+    "connector.sync.push",
+    "connector.metrics",
+)
 
 PROBE = """
 import contextlib, io, json, sys
@@ -29,21 +43,26 @@ print(json.dumps([code, sorted(sys.modules)]))
 
 
 def _run(argv: list[str]) -> tuple[int, set[str]]:
-    r = subprocess.run([sys.executable, "-c", PROBE, *argv], capture_output=True, text=True,
-                       timeout=120, check=True)
+    r = subprocess.run(
+        [sys.executable, "-c", PROBE, *argv],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
     code, modules = json.loads(r.stdout.splitlines()[-1])
     return code, set(modules)
 
 
 @pytest.mark.parametrize("command", [["status"], ["tickets", "list"], ["quarantine", "list"]])
 def test_a_command_that_reads_the_database_imports_nothing_it_does_not_use(
-        tmp_path: Path, db_url: str, command: list[str]) -> None:
+    tmp_path: Path, db_url: str, command: list[str]
+) -> None:
     cfg = str(write_config(tmp_path, db_url))
     assert _run(["--config", cfg, "db", "upgrade"])[0] == 0  # at head: nothing to migrate
     code, modules = _run(["--config", cfg, *command])
     assert code in (0, 1)  # status: 1 when degraded (a fresh database never pulled)
-    loaded = {m for m in modules for name in NOT_NEEDED
-              if m == name or m.startswith(name + ".")}
+    loaded = {m for m in modules for name in NOT_NEEDED if m == name or m.startswith(name + ".")}
     assert loaded == set()
 
 

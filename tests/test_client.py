@@ -42,7 +42,8 @@ async def test_token_is_fetched_once_and_reused(client: Any) -> None:
 
 
 async def test_token_expiring_mid_feed_is_refreshed_and_the_call_repeated(
-        client: Any, world: World) -> None:
+    client: Any, world: World
+) -> None:
     world.set_faults({"token_max_uses": 2})
     items = await all_items(client)
     assert len(items) == len([t for t in world.records if world.visible(t)])
@@ -66,15 +67,17 @@ async def test_concurrent_callers_share_one_refresh(client: Any, world: World) -
     assert client.tokens.fetched == 2
 
 
-async def test_wrong_credentials_are_fatal_with_a_clear_message(world: World,
-                                                                fake_time: FakeTime) -> None:
+async def test_wrong_credentials_are_fatal_with_a_clear_message(
+    world: World, fake_time: FakeTime
+) -> None:
     bad = make_client(world, fake_time, creds=Credentials("mahulu-demo", "salah"))
     with pytest.raises(AuthRefused, match="LAPOR_CLIENT_SECRET"):
         await bad.units()
 
 
-async def test_429_storm_honours_retry_after(client: Any, world: World,
-                                             fake_time: FakeTime) -> None:
+async def test_429_storm_honours_retry_after(
+    client: Any, world: World, fake_time: FakeTime
+) -> None:
     world.set_faults({"rate_429": 0.6, "retry_after_s": 7})
     items = await all_items(client)
     assert len(items) > 0
@@ -82,8 +85,9 @@ async def test_429_storm_honours_retry_after(client: Any, world: World,
     assert client.retries > 0
 
 
-async def test_server_rate_limit_is_retried_after_its_window(client: Any, world: World,
-                                                              fake_time: FakeTime) -> None:
+async def test_server_rate_limit_is_retried_after_its_window(
+    client: Any, world: World, fake_time: FakeTime
+) -> None:
     world.set_faults({"rate_limit_per_minute": 5})
     for _ in range(12):
         await client.units()
@@ -99,16 +103,18 @@ async def test_client_budget_keeps_under_the_limit(world: World, fake_time: Fake
     assert client.budget.waited_s > 0
 
 
-async def test_maintenance_longer_than_the_deadline_gives_up(world: World,
-                                                              fake_time: FakeTime) -> None:
+async def test_maintenance_longer_than_the_deadline_gives_up(
+    world: World, fake_time: FakeTime
+) -> None:
     client = make_client(world, fake_time, call_deadline_s=60)
     world.set_faults({"maintenance_s": 600})
     with pytest.raises(LaporUnavailable, match="503"):
         await client.units()
 
 
-async def test_short_maintenance_is_waited_out(client: Any, world: World,
-                                               fake_time: FakeTime) -> None:
+async def test_short_maintenance_is_waited_out(
+    client: Any, world: World, fake_time: FakeTime
+) -> None:
     world.set_faults({"maintenance_s": 20})
     assert len(await client.units()) > 5
     assert sum(fake_time.slept) >= 19
@@ -123,8 +129,7 @@ async def test_5xx_are_retried(client: Any, world: World) -> None:
 class Flaky(httpx.AsyncBaseTransport):
     """Times out or refuses the first ``n`` requests, then passes through."""
 
-    def __init__(self, inner: httpx.AsyncBaseTransport, n: int,
-                 exc: type[httpx.TransportError]):
+    def __init__(self, inner: httpx.AsyncBaseTransport, n: int, exc: type[httpx.TransportError]):
         self.inner, self.n, self.exc = inner, n, exc
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
@@ -135,16 +140,18 @@ class Flaky(httpx.AsyncBaseTransport):
 
 
 @pytest.mark.parametrize("exc", [httpx.ReadTimeout, httpx.ConnectError])
-async def test_timeouts_and_connection_errors_are_retried(world: World, fake_time: FakeTime,
-                                                          exc: type[httpx.TransportError]) -> None:
+async def test_timeouts_and_connection_errors_are_retried(
+    world: World, fake_time: FakeTime, exc: type[httpx.TransportError]
+) -> None:
     transport = Flaky(httpx.ASGITransport(app=create_app(world)), 3, exc)
     client = make_client(world, fake_time, transport=transport)
     assert len(await client.units()) > 5
     assert client.retries == 3
 
 
-async def test_connection_refused_for_good_raises_unavailable(world: World,
-                                                              fake_time: FakeTime) -> None:
+async def test_connection_refused_for_good_raises_unavailable(
+    world: World, fake_time: FakeTime
+) -> None:
     transport = Flaky(httpx.ASGITransport(app=create_app(world)), 10_000, httpx.ConnectError)
     client = make_client(world, fake_time, transport=transport, call_deadline_s=30)
     with pytest.raises(LaporUnavailable, match="ConnectError"):
@@ -152,7 +159,8 @@ async def test_connection_refused_for_good_raises_unavailable(world: World,
 
 
 async def test_dropped_post_response_then_replay_creates_one_follow_up(
-        client: Any, world: World) -> None:
+    client: Any, world: World
+) -> None:
     tid = next(t for t, r in world.records.items() if r["status"] == "terdisposisi")
     unit = world.records[tid]["disposisi"][0]["unit_id"]
     world.set_faults({"drop_post_rate": 1.0})
@@ -162,8 +170,11 @@ async def test_dropped_post_response_then_replay_creates_one_follow_up(
     assert receipt.replayed
     again = await client.post_follow_up(str(tid), req, "key-1")  # e.g. after a crash
     assert again.id == receipt.id
-    ours = [f for f in world.records[tid]["tindak_lanjut"] if f["oleh"] == "instansi"
-            and f["isi"] == "Sedang kami tangani."]
+    ours = [
+        f
+        for f in world.records[tid]["tindak_lanjut"]
+        if f["oleh"] == "instansi" and f["isi"] == "Sedang kami tangani."
+    ]
     assert len(ours) == 1 and str(ours[0]["id"]) == receipt.id
     assert world.posts_created == 1 and world.posts_replayed == 2
 
@@ -172,20 +183,25 @@ async def test_dropped_post_with_retries_inside_one_call(client: Any, world: Wor
     tid = next(t for t, r in world.records.items() if r["status"] == "terdisposisi")
     unit = world.records[tid]["disposisi"][0]["unit_id"]
     world.set_faults({"drop_post_rate": 0.7})
-    receipt = await client.post_follow_up(str(tid), m.FollowUpRequest(unit, "selesai", "Selesai."),
-                                          "key-2")
+    receipt = await client.post_follow_up(
+        str(tid), m.FollowUpRequest(unit, "selesai", "Selesai."), "key-2"
+    )
     assert world.posts_created == 1
     assert world.records[tid]["status"] == "selesai"
     assert receipt.tracking_id == str(tid)
 
 
-@pytest.mark.parametrize(("setup", "kode"), [
-    ("closed", "laporan_ditutup"),
-    ("wrong_unit", "bukan_disposisi"),
-    ("empty_text", "validasi_gagal"),
-])
-async def test_post_refusals_are_typed_and_not_retried(client: Any, world: World, setup: str,
-                                                       kode: str) -> None:
+@pytest.mark.parametrize(
+    ("setup", "kode"),
+    [
+        ("closed", "laporan_ditutup"),
+        ("wrong_unit", "bukan_disposisi"),
+        ("empty_text", "validasi_gagal"),
+    ],
+)
+async def test_post_refusals_are_typed_and_not_retried(
+    client: Any, world: World, setup: str, kode: str
+) -> None:
     tid = next(t for t, r in world.records.items() if r["status"] == "terdisposisi")
     unit = world.records[tid]["disposisi"][0]["unit_id"]
     text = "Teks."
@@ -203,8 +219,9 @@ async def test_post_refusals_are_typed_and_not_retried(client: Any, world: World
         assert info.value.rincian_fields == ["isi"]
 
 
-async def test_cursor_expiry_restarts_from_the_callers_watermark(client: Any, world: World,
-                                                                 fake_time: FakeTime) -> None:
+async def test_cursor_expiry_restarts_from_the_callers_watermark(
+    client: Any, world: World, fake_time: FakeTime
+) -> None:
     world.set_faults({"cursor_ttl_s": 5})
     starts: list[Any] = []
     first = min(r["diperbarui"] for r in world.records.values())
@@ -219,8 +236,7 @@ async def test_cursor_expiry_restarts_from_the_callers_watermark(client: Any, wo
         if len(starts) == 1 and len(seen) >= 10:
             fake_time.t += 60  # the cursor just handed out is now expired
     assert len(starts) >= 2 and set(starts) == {first}  # restarted from the caller's value
-    assert {i.tracking_id for i in seen} >= {str(t) for t in world.records
-                                            if world.visible(t)}
+    assert {i.tracking_id for i in seen} >= {str(t) for t in world.records if world.visible(t)}
 
 
 async def test_records_moving_while_paging_are_not_missed(client: Any, world: World) -> None:
@@ -231,8 +247,9 @@ async def test_records_moving_while_paging_are_not_missed(client: Any, world: Wo
     assert len(ids) > len(set(ids))  # duplicates surfaced for the caller to dedupe
 
 
-async def test_late_commits_are_found_by_an_overlap_reread(client: Any, world: World,
-                                                           fake_time: FakeTime) -> None:
+async def test_late_commits_are_found_by_an_overlap_reread(
+    client: Any, world: World, fake_time: FakeTime
+) -> None:
     world.add_complaints(1)
     watermark = max(i.updated_at for i in await all_items(client))
     fake_time.t += 5
@@ -295,23 +312,34 @@ async def test_response_size_cap(world: World, fake_time: FakeTime) -> None:
 async def test_repeated_cursor_is_refused(world: World, fake_time: FakeTime) -> None:
     def handler(request: httpx.Request) -> httpx.Response:
         if request.url.path.endswith("/auth/token"):
-            return httpx.Response(200, json={"status": "ok", "data": {
-                "access_token": "t", "token_type": "Bearer", "expires_in": 3600}})
-        return httpx.Response(200, json={"status": "ok", "data": [], "meta": {
-            "kursor_berikutnya": "same", "waktu_server": "2026-11-27 10:00:00"}})
+            return httpx.Response(
+                200,
+                json={
+                    "status": "ok",
+                    "data": {"access_token": "t", "token_type": "Bearer", "expires_in": 3600},
+                },
+            )
+        return httpx.Response(
+            200,
+            json={
+                "status": "ok",
+                "data": [],
+                "meta": {"kursor_berikutnya": "same", "waktu_server": "2026-11-27 10:00:00"},
+            },
+        )
 
     client = make_client(world, fake_time, transport=httpx.MockTransport(handler))
     with pytest.raises(LaporUnavailable, match="repeated a cursor"):
         await all_items(client)
 
 
-async def test_attachment_download_only_from_the_api_host(client: Any, world: World,
-                                                          tmp_path: Any) -> None:
+async def test_attachment_download_only_from_the_api_host(
+    client: Any, world: World, tmp_path: Any
+) -> None:
     tid = next(t for t, r in world.records.items() if r["lampiran"] and world.visible(t))
     c = await client.complaint(str(tid))
     att = c.attachments[0]
-    path = await client.download(att, tmp_path / "att", max_bytes=10**6,
-                                 allowed_types=(att.mime,))
+    path = await client.download(att, tmp_path / "att", max_bytes=10**6, allowed_types=(att.mime,))
     assert path.stat().st_size == att.size
     assert oct(path.stat().st_mode & 0o777) == "0o600"
     assert oct((tmp_path / "att").stat().st_mode & 0o777) == "0o700"
@@ -335,8 +363,9 @@ async def test_budget_room_counts_the_last_minute(world: World, fake_time: FakeT
     assert client.budget.room() == 5
 
 
-async def test_attachment_file_names_are_unique_and_bounded(client: Any, world: World,
-                                                            tmp_path: Any) -> None:
+async def test_attachment_file_names_are_unique_and_bounded(
+    client: Any, world: World, tmp_path: Any
+) -> None:
     """Issue 23 item 10: ids that sanitise alike get different files, and a long
     multibyte id fits a file system's 255-byte name."""
     from connector.lapor.client import attachment_file_name
@@ -346,8 +375,9 @@ async def test_attachment_file_names_are_unique_and_bounded(client: Any, world: 
     paths = []
     for odd in ("a/b", "a.b", "a_b", "ü" * 100, "../../etc/passwd", ""):
         renamed = m.Attachment(odd, att.name, att.mime, att.size, att.url)
-        paths.append(await client.download(renamed, tmp_path, max_bytes=10**6,
-                                           allowed_types=(att.mime,)))
+        paths.append(
+            await client.download(renamed, tmp_path, max_bytes=10**6, allowed_types=(att.mime,))
+        )
     assert len({p.name for p in paths}) == len(paths)
     assert all(p.parent == tmp_path and len(p.name.encode()) <= 80 for p in paths)
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".part-")]

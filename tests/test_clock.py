@@ -20,10 +20,21 @@ DINKES, DISDUK = 6411003, 6411001  # two units of two agencies in the shipped ma
 DUE0 = datetime(2026, 11, 9, 23, 59, 59, tzinfo=WITA)
 
 
-def fu(i: int, at: datetime, by: str = "instansi", unit: int | None = DINKES,
-       status: str | None = "diproses") -> m.FollowUp:
-    return m.FollowUp(str(i), by, unit if by == "instansi" else None,
-                      status if by == "instansi" else None, "isi", at)
+def fu(
+    i: int,
+    at: datetime,
+    by: str = "instansi",
+    unit: int | None = DINKES,
+    status: str | None = "diproses",
+) -> m.FollowUp:
+    return m.FollowUp(
+        str(i),
+        by,
+        unit if by == "instansi" else None,
+        status if by == "instansi" else None,
+        "isi",
+        at,
+    )
 
 
 def run(*steps: m.Complaint) -> list[core.Linked]:
@@ -46,8 +57,9 @@ def test_agency_names_match_the_units_used_here() -> None:
 
 def test_first_follow_up_on_time_and_computed_due() -> None:
     c = complaint("1", "terdisposisi", (DINKES,), (), T0)
-    answered = complaint("1", "ditindaklanjuti", (DINKES,), (fu(1, T0 + timedelta(days=3)),),
-                         T0 + timedelta(days=3))
+    answered = complaint(
+        "1", "ditindaklanjuti", (DINKES,), (fu(1, T0 + timedelta(days=3)),), T0 + timedelta(days=3)
+    )
     d0, d1 = run(c, answered)
     ticket = narrow(core.Create, d0).ticket
     assert ticket is not None and ticket.due_at == DUE0
@@ -63,10 +75,19 @@ def test_late_against_the_lapor_deadline_and_fixed_once_seen() -> None:
     deadline = T0 + timedelta(days=1)
     c = complaint("1", "terdisposisi", (DINKES,), (), T0, deadline)
     late = fu(1, deadline + timedelta(seconds=1))
-    d = run(c, complaint("1", "ditindaklanjuti", (DINKES,), (late,), late.at, deadline),
-            # LAPOR! later moves its deadline: the verdict stays as it was then.
-            complaint("1", "ditindaklanjuti", (DINKES,), (late,), late.at + timedelta(hours=1),
-                      deadline + timedelta(days=9)))
+    d = run(
+        c,
+        complaint("1", "ditindaklanjuti", (DINKES,), (late,), late.at, deadline),
+        # LAPOR! later moves its deadline: the verdict stays as it was then.
+        complaint(
+            "1",
+            "ditindaklanjuti",
+            (DINKES,),
+            (late,),
+            late.at + timedelta(hours=1),
+            deadline + timedelta(days=9),
+        ),
+    )
     ticket = narrow(core.Create, d[0]).ticket
     assert ticket is not None and ticket.due_at == deadline
     p = d[2].facts.current
@@ -81,10 +102,12 @@ def test_at_the_due_second_is_on_time() -> None:
 
 
 def test_only_the_agencys_own_units_count() -> None:
-    others = (fu(1, T0 + timedelta(hours=1), unit=DISDUK), fu(2, T0 + timedelta(hours=2),
-                                                            by="pelapor"),
-              fu(3, T0 + timedelta(hours=3), by="admin"), fu(4, T0 + timedelta(hours=4),
-                                                             unit=None))
+    others = (
+        fu(1, T0 + timedelta(hours=1), unit=DISDUK),
+        fu(2, T0 + timedelta(hours=2), by="pelapor"),
+        fu(3, T0 + timedelta(hours=3), by="admin"),
+        fu(4, T0 + timedelta(hours=4), unit=None),
+    )
     d = run(complaint("1", "ditindaklanjuti", (DINKES,), others, T0 + timedelta(hours=5)))
     assert d[0].facts is not None and d[0].facts.current.first_follow_up_at is None
 
@@ -94,11 +117,25 @@ def test_objection_starts_a_new_period_and_keeps_the_old() -> None:
     objection_at = T0 + timedelta(days=10)  # Thursday 12 November 09:00 WITA
     objected = (done, fu(2, objection_at, by="pelapor"))
     answer = fu(3, objection_at + timedelta(days=1))
-    d = run(complaint("1", "selesai", (DINKES,), (done,), done.at, T0 + timedelta(days=5)),
-            complaint("1", "ditindaklanjuti", (DINKES,), objected,
-                      objection_at + timedelta(minutes=5), T0 + timedelta(days=5)),
-            complaint("1", "ditindaklanjuti", (DINKES,), (*objected, answer), answer.at,
-                      T0 + timedelta(days=5)))
+    d = run(
+        complaint("1", "selesai", (DINKES,), (done,), done.at, T0 + timedelta(days=5)),
+        complaint(
+            "1",
+            "ditindaklanjuti",
+            (DINKES,),
+            objected,
+            objection_at + timedelta(minutes=5),
+            T0 + timedelta(days=5),
+        ),
+        complaint(
+            "1",
+            "ditindaklanjuti",
+            (DINKES,),
+            (*objected, answer),
+            answer.at,
+            T0 + timedelta(days=5),
+        ),
+    )
     f = d[2].facts
     assert f is not None and len(f.periods) == 2
     first, second = f.periods
@@ -115,8 +152,9 @@ def test_redisposition_with_stale_deadline_recomputes_from_the_new_disposition()
     stale = T0 + timedelta(days=2)
     c = complaint("1", "terdisposisi", (DINKES,), (), T0, stale)
     moved_at = T0 + timedelta(days=7)  # Monday 9 November
-    moved = replace(c, dispositions=(m.Disposition(DISDUK, "disduk", 6411, moved_at),),
-                    updated_at=moved_at)
+    moved = replace(
+        c, dispositions=(m.Disposition(DISDUK, "disduk", 6411, moved_at),), updated_at=moved_at
+    )
     d = run(c, moved)
     update = narrow(core.Update, d[1]).update
     assert update is not None and update.agency == "DISDUKCAPIL"
@@ -145,8 +183,10 @@ def test_reopening_starts_a_period() -> None:
 
 
 def test_two_agencies_lead_never_flips_when_lapor_reorders() -> None:
-    both = (m.Disposition(DINKES, "a", 6411, T0), m.Disposition(DISDUK, "b", 6411,
-                                                                T0 + timedelta(hours=1)))
+    both = (
+        m.Disposition(DINKES, "a", 6411, T0),
+        m.Disposition(DISDUK, "b", 6411, T0 + timedelta(hours=1)),
+    )
     c = complaint("1", "terdisposisi", (DINKES, DISDUK), (), T0)
     c = replace(c, dispositions=both)
     flipped = replace(c, dispositions=both[::-1], updated_at=T0 + timedelta(hours=2))
@@ -189,7 +229,8 @@ def test_declared_holiday_moves_the_due(tmp_path: Path) -> None:
 
     shutil.copytree(Path(__file__).resolve().parent.parent / "mappings", tmp_path / "m")
     (tmp_path / "m" / "holidays.toml").write_text(
-        '[[holiday]]\ndate = 2026-11-05\nname = "Libur daerah"\n', encoding="utf-8")
+        '[[holiday]]\ndate = 2026-11-05\nname = "Libur daerah"\n', encoding="utf-8"
+    )
     mappings = load(tmp_path / "m")
     assert mappings.holidays == frozenset({date(2026, 11, 5)})
     d = core.decide(complaint("1", "terdisposisi", (DINKES,), (), T0), None, mappings, 6411)
@@ -198,16 +239,18 @@ def test_declared_holiday_moves_the_due(tmp_path: Path) -> None:
     assert ticket.due_at == datetime(2026, 11, 10, 23, 59, 59, tzinfo=WITA)
 
 
-@pytest.mark.parametrize("lapor_status,last_queued,posts", [
-    ("ditindaklanjuti", "selesai", False),  # resolved queued: closed must not repeat it
-    ("selesai", None, False),  # already selesai on LAPOR! (an officer posted there)
-    ("ditindaklanjuti", "diproses", True),  # closed straight from in_progress: one selesai
-])
-def test_closed_after_resolved_posts_no_second_selesai(lapor_status: str,
-                                                       last_queued: str | None,
-                                                       posts: bool) -> None:
-    d = linked(core.decide(complaint("1", lapor_status, (DINKES,), (), T0), None, MAPPINGS,
-                           6411))
+@pytest.mark.parametrize(
+    "lapor_status,last_queued,posts",
+    [
+        ("ditindaklanjuti", "selesai", False),  # resolved queued: closed must not repeat it
+        ("selesai", None, False),  # already selesai on LAPOR! (an officer posted there)
+        ("ditindaklanjuti", "diproses", True),  # closed straight from in_progress: one selesai
+    ],
+)
+def test_closed_after_resolved_posts_no_second_selesai(
+    lapor_status: str, last_queued: str | None, posts: bool
+) -> None:
+    d = linked(core.decide(complaint("1", lapor_status, (DINKES,), (), T0), None, MAPPINGS, 6411))
     assert d.link is not None
     close = OfficerChange("7", "1", "1", "closed", "closed", None, T0)
     plan = core.plan_outbox(close, d.link, MAPPINGS, last_queued)
@@ -226,16 +269,21 @@ def test_units_table_is_shared() -> None:
 def test_objection_between_two_pulls_is_still_a_new_period() -> None:
     done = fu(1, T0 + timedelta(days=1), status="selesai")
     objection = fu(2, T0 + timedelta(days=2), by="pelapor")
-    d = run(complaint("1", "terdisposisi", (DINKES,), (), T0),
-            complaint("1", "ditindaklanjuti", (DINKES,), (done, objection), objection.at))
+    d = run(
+        complaint("1", "terdisposisi", (DINKES,), (), T0),
+        complaint("1", "ditindaklanjuti", (DINKES,), (done, objection), objection.at),
+    )
     f = d[1].facts
     assert f is not None and [p.start for p in f.periods] == ["received", "objection"]
     assert f.periods[0].first_follow_up_at == done.at and f.current.started_at == objection.at
     # Seen again: no third period.
-    d = run(complaint("1", "terdisposisi", (DINKES,), (), T0),
-            complaint("1", "ditindaklanjuti", (DINKES,), (done, objection), objection.at),
-            complaint("1", "ditindaklanjuti", (DINKES,), (done, objection),
-                      objection.at + timedelta(hours=1)))
+    d = run(
+        complaint("1", "terdisposisi", (DINKES,), (), T0),
+        complaint("1", "ditindaklanjuti", (DINKES,), (done, objection), objection.at),
+        complaint(
+            "1", "ditindaklanjuti", (DINKES,), (done, objection), objection.at + timedelta(hours=1)
+        ),
+    )
     assert d[2].facts is not None and len(d[2].facts.periods) == 2
 
 
@@ -244,8 +292,12 @@ def test_a_second_unit_of_the_same_agency_keeps_the_clock(tmp_path: Path) -> Non
 
     shutil.copytree(Path(__file__).resolve().parent.parent / "mappings", tmp_path / "m")
     agencies = tmp_path / "m" / "agencies.toml"
-    agencies.write_text(agencies.read_text(encoding="utf-8").replace(
-        "lapor_unit_ids = [6411003]", "lapor_unit_ids = [6411003, 6411777]"), encoding="utf-8")
+    agencies.write_text(
+        agencies.read_text(encoding="utf-8").replace(
+            "lapor_unit_ids = [6411003]", "lapor_unit_ids = [6411003, 6411777]"
+        ),
+        encoding="utf-8",
+    )
     mappings = load(tmp_path / "m")
     first = m.Disposition(DINKES, "a", 6411, T0)
     other = m.Disposition(6411777, "b", 6411, T0 + timedelta(days=1))
@@ -259,5 +311,7 @@ def test_a_second_unit_of_the_same_agency_keeps_the_clock(tmp_path: Path) -> Non
     moved = replace(c, dispositions=(other,), updated_at=other.at)
     d2 = linked(core.decide(moved, link, mappings, 6411, facts=d0.facts))
     assert d2.facts is not None and [p.start for p in d2.facts.periods] == [
-        "received", "redisposition"]
+        "received",
+        "redisposition",
+    ]
     assert d2.facts.current.agency == "DKP2KB" and d2.facts.current.started_at == other.at

@@ -31,11 +31,15 @@ def test_new_mapped_complaint_is_created_with_mapped_status_and_category() -> No
 
 
 def test_unmapped_unit_is_held_and_foreign_only_is_quarantined() -> None:
-    d = narrow(core.Hold, core.decide(complaint("1", "terdisposisi", (6411777,), (), T0),
-                                      None, MAPPINGS, 6411))
+    d = narrow(
+        core.Hold,
+        core.decide(complaint("1", "terdisposisi", (6411777,), (), T0), None, MAPPINGS, 6411),
+    )
     assert (d.kind, d.reason) == (core.Kind.HOLD, "unmapped_unit") and "6411777" in d.detail
-    q = narrow(core.Quarantine, core.decide(complaint("1", "terdisposisi", (6400103,), (), T0),
-                                            None, MAPPINGS, 6411))
+    q = narrow(
+        core.Quarantine,
+        core.decide(complaint("1", "terdisposisi", (6400103,), (), T0), None, MAPPINGS, 6411),
+    )
     assert (q.kind, q.reason) == (core.Kind.QUARANTINE, "outside_instansi")
 
 
@@ -44,8 +48,9 @@ def test_idle_summary_needs_no_detail_and_changes_do() -> None:
     link = linked(core.decide(c, None, MAPPINGS, 6411)).link
     assert link is not None
     assert not core.needs_detail(summary(c), link, None, MAPPINGS)
-    assert core.needs_detail(replace(summary(c), updated_at=T0 + timedelta(seconds=1)), link,
-                             None, MAPPINGS)
+    assert core.needs_detail(
+        replace(summary(c), updated_at=T0 + timedelta(seconds=1)), link, None, MAPPINGS
+    )
     assert core.needs_detail(replace(summary(c), unit_ids=(6411001,)), link, None, MAPPINGS)
     held = core.Held("invalid_record", T0, (6411003,), False)
     assert not core.needs_detail(summary(c), None, held, MAPPINGS)
@@ -79,15 +84,13 @@ def test_our_own_status_echo_does_not_overwrite_the_local_status() -> None:
     d = narrow(core.Update, core.decide(later, link, MAPPINGS, 6411, current_status="closed"))
     assert d.update is not None and d.update.status is None
     # Without that officer action the same upstream change is applied.
-    d = narrow(core.Update,
-               core.decide(later, link, MAPPINGS, 6411, current_status="in_progress"))
+    d = narrow(core.Update, core.decide(later, link, MAPPINGS, 6411, current_status="in_progress"))
     assert d.update is not None and d.update.status == "resolved"
     # An objection reopens even a ticket closed locally.
     link2 = d.link
     assert link2 is not None
     objected = replace(c, updated_at=T0 + timedelta(minutes=2))
-    d = narrow(core.Update,
-               core.decide(objected, link2, MAPPINGS, 6411, current_status="closed"))
+    d = narrow(core.Update, core.decide(objected, link2, MAPPINGS, 6411, current_status="closed"))
     assert d.update is not None and d.update.status == "in_progress"
 
 
@@ -108,8 +111,10 @@ def test_plan_outbox_rules() -> None:
     reply = OfficerChange("6", "9", "1", None, "new", "Halo", T0)
     plan = core.plan_outbox(reply, link, MAPPINGS)
     assert plan is not None and (plan.lapor_status, plan.text) == ("diproses", "Halo")
-    assert core.plan_outbox(OfficerChange("7", "9", "1", "new", "new", None, T0), link,
-                            MAPPINGS) is None
+    assert (
+        core.plan_outbox(OfficerChange("7", "9", "1", "new", "new", None, T0), link, MAPPINGS)
+        is None
+    )
     closed = replace(link, closed=True, lapor_status="ditutup")
     plan = core.plan_outbox(change, closed, MAPPINGS)
     assert plan is not None and plan.failed is FailReason.COMPLAINT_CLOSED
@@ -121,12 +126,15 @@ def test_plan_outbox_rules() -> None:
 
 statuses = st.sampled_from(m.LAPOR_STATUSES)
 unit_sets = st.lists(st.sampled_from(sorted(UNITS)), min_size=1, max_size=2, unique=True)
-upstream = st.tuples(st.just("up"), statuses, unit_sets,
-                     st.sampled_from(["", "pelapor", "admin", "instansi"]))
-officer = st.tuples(st.just("officer"), st.sampled_from([None, "new", "in_progress", "resolved",
-                                                        "closed"]),
-                    st.sampled_from([None, "Balasan publik."]),
-                    st.sampled_from([None, "Catatan internal."]))
+upstream = st.tuples(
+    st.just("up"), statuses, unit_sets, st.sampled_from(["", "pelapor", "admin", "instansi"])
+)
+officer = st.tuples(
+    st.just("officer"),
+    st.sampled_from([None, "new", "in_progress", "resolved", "closed"]),
+    st.sampled_from([None, "Balasan publik."]),
+    st.sampled_from([None, "Catatan internal."]),
+)
 histories = st.lists(st.one_of(upstream, officer), min_size=1, max_size=25)
 
 
@@ -184,8 +192,10 @@ class Model:
             for old, new in zip(prev.periods, f.periods, strict=False):
                 assert old.start == new.start and old.started_at == new.started_at
                 if old.first_follow_up_at is not None:
-                    assert (new.first_follow_up_at, new.on_time) == (old.first_follow_up_at,
-                                                                     old.on_time)
+                    assert (new.first_follow_up_at, new.on_time) == (
+                        old.first_follow_up_at,
+                        old.on_time,
+                    )
         assert f.first_response().start in FIRST_RESPONSE
 
 
@@ -225,8 +235,9 @@ def test_invariants_hold_over_random_histories(history: list[tuple[Any, ...]]) -
             if new_status is None and reply is None:
                 continue  # a note alone records no change: internal notes never leave
             model.changes += 1
-            change = OfficerChange(str(model.changes), "1", "1", new_status, ticket["status"],
-                                   reply, model.at)
+            change = OfficerChange(
+                str(model.changes), "1", "1", new_status, ticket["status"], reply, model.at
+            )
             plan = core.plan_outbox(change, model.link, MAPPINGS)
             if plan is None:
                 continue
@@ -234,8 +245,7 @@ def test_invariants_hold_over_random_histories(history: list[tuple[Any, ...]]) -
             assert plan.text and len(plan.text) <= 5000
             assert plan.lapor_status in m.PUSH_STATUSES
             if model.link is not None and model.link.closed:
-                assert plan.failed in (FailReason.COMPLAINT_CLOSED,
-                                       FailReason.NOT_DISPOSED_TO_US)
+                assert plan.failed in (FailReason.COMPLAINT_CLOSED, FailReason.NOT_DISPOSED_TO_US)
             model.outbox.append(plan)
     keys = [reasons.idempotency_key("n", p.tracking_id, p.change_id) for p in model.outbox]
     assert len(keys) == len(set(keys))
@@ -244,8 +254,10 @@ def test_invariants_hold_over_random_histories(history: list[tuple[Any, ...]]) -
 @settings(max_examples=200, deadline=None)
 @given(st.lists(st.tuples(st.integers(1, 6), st.integers(0, 50)), max_size=30))
 def test_dedupe_is_ascending_and_unique(raw: list[tuple[int, int]]) -> None:
-    items = tuple(m.Summary(str(t), "terdisposisi", T0 + timedelta(seconds=s), (1,))
-                  for t, s in sorted(raw, key=lambda x: (x[1], x[0])))
+    items = tuple(
+        m.Summary(str(t), "terdisposisi", T0 + timedelta(seconds=s), (1,))
+        for t, s in sorted(raw, key=lambda x: (x[1], x[0]))
+    )
     out = core.dedupe(items)
     assert len({i.tracking_id for i in out}) == len(out)
     stamps = [narrow(datetime, i.updated_at) for i in out]
@@ -289,30 +301,48 @@ def test_triage_asks_for_a_detail_once_per_pull() -> None:
     assert core.triage([item], {"1": link.link}, {}, {}, MAPPINGS).unchanged == 1
 
 
-feed_items = st.lists(st.one_of(
-    st.builds(m.Summary, st.sampled_from("12345"), st.sampled_from(m.LAPOR_STATUSES),
-              st.integers(0, 3).map(lambda s: T0 + timedelta(seconds=s)),
-              st.sampled_from([(6411003,), (6411777,), (6400103,)])),
-    st.builds(m.BadSummary, st.sampled_from(["1", "2", "unknown"]), st.just(("judul",)),
-              st.one_of(st.none(), st.just(T0)))), max_size=12)
+feed_items = st.lists(
+    st.one_of(
+        st.builds(
+            m.Summary,
+            st.sampled_from("12345"),
+            st.sampled_from(m.LAPOR_STATUSES),
+            st.integers(0, 3).map(lambda s: T0 + timedelta(seconds=s)),
+            st.sampled_from([(6411003,), (6411777,), (6400103,)]),
+        ),
+        st.builds(
+            m.BadSummary,
+            st.sampled_from(["1", "2", "unknown"]),
+            st.just(("judul",)),
+            st.one_of(st.none(), st.just(T0)),
+        ),
+    ),
+    max_size=12,
+)
 
 
 @settings(deadline=None)
 @given(feed_items, st.sets(st.sampled_from("12345")), st.booleans())
-def test_triage_accounts_for_every_item_once(items: list[m.Summary | m.BadSummary],
-                                             held_ids: set[str], retry: bool) -> None:
+def test_triage_accounts_for_every_item_once(
+    items: list[m.Summary | m.BadSummary], held_ids: set[str], retry: bool
+) -> None:
     held = {t: core.Held(core.Reason.INVALID_RECORD, T0, (), retry) for t in held_ids}
     t = core.triage(items, {}, held, {}, MAPPINGS)
     assert len(t.wanted) + len(t.bad) + t.unchanged + len(t.unreadable) == len(items)
     # What is held with an operator's retry request is never left out.
-    assert all(i.tracking_id in t.wanted or any(b.tracking_id == i.tracking_id for b in t.bad)
-               for i in items if i.tracking_id in held and retry)
+    assert all(
+        i.tracking_id in t.wanted or any(b.tracking_id == i.tracking_id for b in t.bad)
+        for i in items
+        if i.tracking_id in held and retry
+    )
 
 
 def test_part_high_never_passes_the_servers_clock() -> None:
-    items = [m.Summary("1", "terdisposisi", T0, (1,)),
-             m.Summary("2", "terdisposisi", T0 + timedelta(minutes=10), (1,)),
-             m.Summary("3", "terdisposisi", T0 + timedelta(seconds=30), (1,))]
+    items = [
+        m.Summary("1", "terdisposisi", T0, (1,)),
+        m.Summary("2", "terdisposisi", T0 + timedelta(minutes=10), (1,)),
+        m.Summary("3", "terdisposisi", T0 + timedelta(seconds=30), (1,)),
+    ]
     assert core.part_high(items, None) == (T0 + timedelta(minutes=10), ())
     assert core.part_high(items, T0 + timedelta(hours=1)) == (T0 + timedelta(minutes=10), ())
     high, ahead = core.part_high(items, T0)
@@ -336,12 +366,15 @@ def test_retry_selection() -> None:
     held = {
         "asked": core.Held(core.Reason.INVALID_RECORD, T0, (6411003,), True),
         # 5 attempts: 120 s of backoff after the last sighting.
-        "due": core.Held(core.Reason.NOT_FOUND, T0, (6411003,), False, 5, T0 - timedelta(
-            seconds=120)),
-        "waiting": core.Held(core.Reason.NOT_FOUND, T0, (6411003,), False, 5, T0 - timedelta(
-            seconds=119)),
-        "stuck": core.Held(core.Reason.INVALID_RECORD, T0, (6411003,), False, 1, T0 - timedelta(
-            days=30)),  # not transient: only an operator or a new update frees it
+        "due": core.Held(
+            core.Reason.NOT_FOUND, T0, (6411003,), False, 5, T0 - timedelta(seconds=120)
+        ),
+        "waiting": core.Held(
+            core.Reason.NOT_FOUND, T0, (6411003,), False, 5, T0 - timedelta(seconds=119)
+        ),
+        "stuck": core.Held(
+            core.Reason.INVALID_RECORD, T0, (6411003,), False, 1, T0 - timedelta(days=30)
+        ),  # not transient: only an operator or a new update frees it
         "mapped": core.Held(core.Reason.UNMAPPED_UNIT, T0, (6411003,), False),
         "unmapped": core.Held(core.Reason.UNMAPPED_UNIT, T0, (6411777,), False),
         "outside": core.Held(core.Reason.OUTSIDE_INSTANSI, T0, (6400103,), True),
@@ -383,8 +416,12 @@ def test_attachment_metadata_has_one_shape() -> None:
     d = core.decide(c, None, MAPPINGS, 6411)
     assert isinstance(d, core.Create)
     assert d.ticket.attachments == (core.attachment_meta(att),)
-    assert core.attachment_meta(att) == {"id": "a1", "name": "foto.jpg", "mime": "image/jpeg",
-                                         "size": 1234}
+    assert core.attachment_meta(att) == {
+        "id": "a1",
+        "name": "foto.jpg",
+        "mime": "image/jpeg",
+        "size": 1234,
+    }
 
 
 # -- the commit cadence, on an injected monotonic clock ----------------------------------------
@@ -408,10 +445,14 @@ def test_commit_cadence() -> None:
 
 
 @settings(deadline=None)
-@given(st.lists(st.tuples(st.integers(1, 30), st.floats(0, 3)), min_size=1, max_size=40),
-       st.integers(1, 100), st.floats(0.5, 10))
+@given(
+    st.lists(st.tuples(st.integers(1, 30), st.floats(0, 3)), min_size=1, max_size=40),
+    st.integers(1, 100),
+    st.floats(0.5, 10),
+)
 def test_cadence_commits_by_records_or_time_whatever_the_parts(
-        parts: list[tuple[int, float]], records: int, seconds: float) -> None:
+    parts: list[tuple[int, float]], records: int, seconds: float
+) -> None:
     """Replaying parts on a fake clock: a batch is never older than the cadence's time nor
     larger than its records plus one part when it commits, and nothing is left behind."""
     cadence = core.Cadence(records, seconds)
@@ -446,8 +487,16 @@ def test_own_units_are_those_of_every_agency_that_held_the_complaint() -> None:
     assert isinstance(d, core.Create)
     link = d.link  # DISDUKCAPIL now
     period = Period(1, "DKP2KB", "received", T0, T0, "computed", None)
-    facts = Facts("1", "DISDUKCAPIL", ("DISDUKCAPIL",), T0, T0, "terdisposisi", False,
-                  (period, replace(period, seq=2, agency="DISDUKCAPIL", start="redisposition")))
+    facts = Facts(
+        "1",
+        "DISDUKCAPIL",
+        ("DISDUKCAPIL",),
+        T0,
+        T0,
+        "terdisposisi",
+        False,
+        (period, replace(period, seq=2, agency="DISDUKCAPIL", start="redisposition")),
+    )
     units = core.own_units(6411001, link, facts, MAPPINGS)
     assert units == {6411001, 6411003}  # DISDUKCAPIL's unit, and DKP2KB's before it
     assert core.own_units(None, None, None, MAPPINGS) == frozenset()
@@ -456,8 +505,7 @@ def test_own_units_are_those_of_every_agency_that_held_the_complaint() -> None:
     unlinked = core.plan_outbox(change, None, MAPPINGS)
     assert unlinked is not None
     assert core.failed_at_once(unlinked) is FailReason.COMPLAINT_NOT_FOUND
-    closed = core.plan_outbox(change, replace(link, closed=True, lapor_status="ditutup"),
-                              MAPPINGS)
+    closed = core.plan_outbox(change, replace(link, closed=True, lapor_status="ditutup"), MAPPINGS)
     assert closed is not None and closed.failed is FailReason.COMPLAINT_CLOSED
     assert core.failed_at_once(closed) is None
 
@@ -473,12 +521,15 @@ def test_send_steps() -> None:
     # No longer ours to answer: looked for on LAPOR! before it fails (issue 22: a change
     # read again after a restore may be there already).
     assert core.send_step("pending", 6411003, closed, MAPPINGS) == core.LookUp(
-        FailReason.COMPLAINT_CLOSED)
+        FailReason.COMPLAINT_CLOSED
+    )
     moved = replace(link, closed=True, lapor_status="ditindaklanjuti")
     assert core.send_step("pending", 6411003, moved, MAPPINGS) == core.LookUp(
-        FailReason.NOT_DISPOSED_TO_US)
+        FailReason.NOT_DISPOSED_TO_US
+    )
     assert core.send_step("pending", None, None, MAPPINGS) == core.Fail(
-        FailReason.NOT_DISPOSED_TO_US)
+        FailReason.NOT_DISPOSED_TO_US
+    )
     # Delivered already: only confirmed, even on a closed complaint.
     assert core.send_step("unconfirmed", 6411003, closed, MAPPINGS) == core.Verify(6411003)
     assert core.rekey_on_refusal(FailReason.KEY_TAKEN, 0)

@@ -15,8 +15,14 @@ pytestmark = pytest.mark.slow
 def test_kills_never_lose_or_duplicate(tmp_path: Path, db_url: str, seed: int) -> None:
     # PostgreSQL: a shorter campaign (fewer complaints and kills) to keep the suite's time.
     pg = db_url.startswith("postgresql")
-    fig = campaign(tmp_path, complaints=250 if pg else 500, changes=8 if pg else 12,
-                   kills=5 if pg else 8, seed=seed, db_url=db_url)
+    fig = campaign(
+        tmp_path,
+        complaints=250 if pg else 500,
+        changes=8 if pg else 12,
+        kills=5 if pg else 8,
+        seed=seed,
+        db_url=db_url,
+    )
     assert fig.kills_pull + fig.kills_push >= 3  # the kills really hit running processes
     assert fig.kills_verify >= 1  # ...also while entries waited to be verified on LAPOR!
     assert fig.tickets > 0 and fig.changes_committed > 0

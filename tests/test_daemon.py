@@ -49,58 +49,110 @@ def test_starts_pulls_pushes_stops_and_refuses_a_second_instance(site: Path) -> 
     d = Daemon(site, level="info")
     try:
         wait_for(lambda: count(site, "SELECT count(*) FROM tickets") > 0, what="tickets")
-        wait_for(lambda: count(site, "SELECT count(*) FROM runs WHERE kind='pull' AND ok") > 0,
-                 what="a recorded pull")
-        wait_for(lambda: count(site, "SELECT count(*) FROM outbox WHERE state='sent'") > 0,
-                 what="demo officer follow-ups sent")
-        second = subprocess.run([sys.executable, str(ROOT / "scheduler.py"), "--config",
-                                 str(site / "settings.toml")], cwd=site, capture_output=True,
-                                text=True, timeout=60)
+        wait_for(
+            lambda: count(site, "SELECT count(*) FROM runs WHERE kind='pull' AND ok") > 0,
+            what="a recorded pull",
+        )
+        wait_for(
+            lambda: count(site, "SELECT count(*) FROM outbox WHERE state='sent'") > 0,
+            what="demo officer follow-ups sent",
+        )
+        second = subprocess.run(
+            [sys.executable, str(ROOT / "scheduler.py"), "--config", str(site / "settings.toml")],
+            cwd=site,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert second.returncode != 0 and "already running" in second.stderr
-        beside = subprocess.run([sys.executable, "-m", "connector", "--config",
-                                 str(site / "settings.toml"), "sync"], cwd=site,
-                                capture_output=True, text=True, timeout=60)
+        beside = subprocess.run(
+            [sys.executable, "-m", "connector", "--config", str(site / "settings.toml"), "sync"],
+            cwd=site,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert beside.returncode == 1 and "already running" in beside.stderr
     finally:
         code, took = d.stop()
     assert code == 0 and took < 15
     text = d.text()
     assert "daemon_stopped" in text and "Traceback" not in text
-    summaries = [json.loads(line) for line in text.splitlines()
-                 if line.startswith("{") and '"pull_cycle"' in line]
-    assert summaries and {"fetched", "created", "updated", "unchanged", "held", "quarantined",
-                          "duration_s"} <= set(summaries[0])
+    summaries = [
+        json.loads(line)
+        for line in text.splitlines()
+        if line.startswith("{") and '"pull_cycle"' in line
+    ]
+    assert summaries and {
+        "fetched",
+        "created",
+        "updated",
+        "unchanged",
+        "held",
+        "quarantined",
+        "duration_s",
+    } <= set(summaries[0])
 
 
 def test_live_mapping_reload_bad_then_good(site: Path) -> None:
     agencies = site / "mappings" / "agencies.toml"
     good = agencies.read_text()
-    narrowed = good.replace("lapor_unit_ids = [6411019, 6411021, 6411022, 6411023, 6411024, "
-                            "6411025]", "lapor_unit_ids = [6411019]")
+    narrowed = good.replace(
+        "lapor_unit_ids = [6411019, 6411021, 6411022, 6411023, 6411024, 6411025]",
+        "lapor_unit_ids = [6411019]",
+    )
     agencies.write_text(narrowed)
     d = Daemon(site, level="info")
     try:
-        wait_for(lambda: count(site, "SELECT count(*) FROM runs WHERE kind='pull' AND ok") > 0,
-                 what="first pull")
+        wait_for(
+            lambda: count(site, "SELECT count(*) FROM runs WHERE kind='pull' AND ok") > 0,
+            what="first pull",
+        )
         n0 = count(site, "SELECT count(*) FROM tickets")
         agencies.write_text(narrowed.replace('code = "DKP2KB"', 'code = "dinkes"'))
         wait_for(lambda: "mapping_invalid" in d.text(), 20, "the invalid mapping to be logged")
-        expected = subprocess.run([sys.executable, "-m", "connector", "--config",
-                                   str(site / "settings.toml"), "mappings", "check"],
-                                  cwd=site, capture_output=True, text=True).stderr.strip()
+        expected = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "connector",
+                "--config",
+                str(site / "settings.toml"),
+                "mappings",
+                "check",
+            ],
+            cwd=site,
+            capture_output=True,
+            text=True,
+        ).stderr.strip()
         assert expected and expected.split(": ")[0] == "agencies.toml"
         assert expected in d.text().replace('\\"', '"')  # the same message `mappings check` gives
-        status = subprocess.run([sys.executable, "-m", "connector", "--config",
-                                 str(site / "settings.toml"), "status", "--json"],
-                                cwd=site, capture_output=True, text=True)
+        status = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "connector",
+                "--config",
+                str(site / "settings.toml"),
+                "status",
+                "--json",
+            ],
+            cwd=site,
+            capture_output=True,
+            text=True,
+        )
         assert status.returncode == 1 and "mapping_error" in status.stdout
         # Routing goes on with the last good mapping.
         wait_for(lambda: count(site, "SELECT count(*) FROM tickets") > n0, 30, "new tickets")
         agencies.write_text(good)  # now extends routing to the kecamatan units
         wait_for(lambda: "mapping_loaded" in d.text(), 20, "the good mapping")
-        wait_for(lambda: count(site, "SELECT count(*) FROM quarantine "
-                                     "WHERE reason='unmapped_unit'") == 0, 30,
-                 "held complaints to be routed")
+        wait_for(
+            lambda: (
+                count(site, "SELECT count(*) FROM quarantine WHERE reason='unmapped_unit'") == 0
+            ),
+            30,
+            "held complaints to be routed",
+        )
         assert count(site, "SELECT count(*) FROM tickets WHERE agency='SETDA'") > 0
     finally:
         code, _ = d.stop()
@@ -119,9 +171,9 @@ def personal_strings() -> list[str]:
     found.update(data.REPORTER_REPLIES + data.OBJECTIONS)
     found.update(f"{a} {b}" for a in data.FIRST_NAMES for b in data.LAST_NAMES)
     from connector.sandbox.demo_officer import DemoOfficer
+
     found.update(DemoOfficer.REPLIES)
-    found.update({"rahasia-demo-6411", "Perbaikan sudah dilaksanakan",
-                  "Laporan sudah kami terima"})
+    found.update({"rahasia-demo-6411", "Perbaikan sudah dilaksanakan", "Laporan sudah kami terima"})
     return sorted(found)
 
 
@@ -129,11 +181,16 @@ def personal_strings() -> list[str]:
 def test_debug_logs_carry_no_personal_data(site: Path, fmt: str) -> None:
     d = Daemon(site, fmt=fmt, level="debug")
     try:
-        wait_for(lambda: count(site, "SELECT count(*) FROM outbox WHERE state='sent'") > 1,
-                 what="follow-ups sent")
+        wait_for(
+            lambda: count(site, "SELECT count(*) FROM outbox WHERE state='sent'") > 1,
+            what="follow-ups sent",
+        )
         # The rows are committed before the lines that tell of them are written.
-        wait_for(lambda: "record_synced" in d.text() and "followup_sent" in d.text(), 30,
-                 "the log lines of the synced records and sent follow-ups")
+        wait_for(
+            lambda: "record_synced" in d.text() and "followup_sent" in d.text(),
+            30,
+            "the log lines of the synced records and sent follow-ups",
+        )
     finally:
         code, _ = d.stop()
     assert code == 0
@@ -144,15 +201,23 @@ def test_debug_logs_carry_no_personal_data(site: Path, fmt: str) -> None:
     assert not re.search(r"[\w.]+@contoh\.id", text)
     assert not re.search(r"(?<!\d)08\d{9,}", text)
     assert "Bearer " not in text.replace("Bearer [redacted]", "")
-    sync = subprocess.run([sys.executable, "-m", "connector", "--config",
-                           str(site / "settings.toml"), "sync"], cwd=site, capture_output=True,
-                          text=True, env={**os.environ, "LAPOR_CONNECTOR_LOG__FORMAT": fmt,
-                                          "LAPOR_CONNECTOR_LOG__LEVEL": "debug"})
+    sync = subprocess.run(
+        [sys.executable, "-m", "connector", "--config", str(site / "settings.toml"), "sync"],
+        cwd=site,
+        capture_output=True,
+        text=True,
+        env={
+            **os.environ,
+            "LAPOR_CONNECTOR_LOG__FORMAT": fmt,
+            "LAPOR_CONNECTOR_LOG__LEVEL": "debug",
+        },
+    )
     assert sync.returncode == 0
     assert not [s for s in personal_strings() if s in sync.stderr + sync.stdout]
 
 
 # -- the coordinator, without a process ----------------------------------------------------
+
 
 @pytest.mark.anyio
 async def test_coordinator_logs_failure_once_recovery_once_and_backs_off() -> None:
@@ -168,8 +233,9 @@ async def test_coordinator_logs_failure_once_recovery_once_and_backs_off() -> No
         if result is not None:
             raise result
 
-    c = Coordinator("pull", job, interval_s=10, max_backoff_s=100, clock=lambda: now[0],
-                    rng=lambda: 0.0)
+    c = Coordinator(
+        "pull", job, interval_s=10, max_backoff_s=100, clock=lambda: now[0], rng=lambda: 0.0
+    )
     with structlog.testing.capture_logs() as logs:
         for _ in range(60):
             await c.tick()
@@ -194,8 +260,9 @@ async def test_a_recovered_storage_failure_is_no_longer_fatal() -> None:
             raise result
 
     now = [0.0]
-    c = Coordinator("pull", job, interval_s=10, max_backoff_s=100, clock=lambda: now[0],
-                    rng=lambda: 0.0)
+    c = Coordinator(
+        "pull", job, interval_s=10, max_backoff_s=100, clock=lambda: now[0], rng=lambda: 0.0
+    )
     await c.tick()
     assert c.fatal is not None and c.failures == 1
     assert isinstance(c.error, StorageError)  # /healthz names it (storage_error) meanwhile
@@ -212,9 +279,13 @@ def test_sd_notify_ready_watchdog_stopping(site: Path, tmp_path: Path) -> None:
     sock.bind(address)
     sock.settimeout(30)
     env = {**os.environ, "NOTIFY_SOCKET": address, "WATCHDOG_USEC": "2000000"}
-    proc = subprocess.Popen([sys.executable, str(ROOT / "scheduler.py"), "--config",
-                             str(site / "settings.toml")], cwd=site, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "scheduler.py"), "--config", str(site / "settings.toml")],
+        cwd=site,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     got: list[str] = []
     try:
         while not any("WATCHDOG=1" in g for g in got):
@@ -234,10 +305,17 @@ def test_systemd_unit_is_hardened() -> None:
 
     unit = ROOT / "deploy" / "lapor-connector.service"
     text = unit.read_text()
-    for line in ("Type=notify", "Restart=on-failure", "LoadCredential=LAPOR_CLIENT_SECRET",
-                 "User=lapor-connector", "WatchdogSec=", "MemoryMax=", "LimitNOFILE=",
-                 "ExecStart=/opt/lapor-connector/.venv/bin/lapor-connector --config "
-                 "/etc/lapor-connector/settings.toml run"):
+    for line in (
+        "Type=notify",
+        "Restart=on-failure",
+        "LoadCredential=LAPOR_CLIENT_SECRET",
+        "User=lapor-connector",
+        "WatchdogSec=",
+        "MemoryMax=",
+        "LimitNOFILE=",
+        "ExecStart=/opt/lapor-connector/.venv/bin/lapor-connector --config "
+        "/etc/lapor-connector/settings.toml run",
+    ):
         assert line in text
     # One configuration: no path through the environment (commands would not see it), and a
     # fixed user rather than DynamicUser (operators run commands as it with sudo -u).
@@ -248,19 +326,36 @@ def test_systemd_unit_is_hardened() -> None:
 def test_daemon_keeps_trying_when_lapor_refuses_connections(tmp_path: Path, db_url: str) -> None:
     port = free_port()  # nobody listens there
     site = tmp_path / "site"
-    cfg = write_config(site, db_url,
-                       "[sync]\npull_interval_s = 1\npush_interval_s = 1\njitter_s = 0.1\n"
-                       "max_backoff_s = 2\n")
-    cfg.write_text(cfg.read_text().replace(
-        'base_url = "sandbox"', f'base_url = "http://127.0.0.1:{port}"\ncall_deadline_s = 1'))
-    env = {**os.environ, "LAPOR_CLIENT_ID": "x", "LAPOR_CLIENT_SECRET": "sangat-rahasia-99",
-           "LAPOR_CONNECTOR_LOG__LEVEL": "info"}
+    cfg = write_config(
+        site,
+        db_url,
+        "[sync]\npull_interval_s = 1\npush_interval_s = 1\njitter_s = 0.1\nmax_backoff_s = 2\n",
+    )
+    cfg.write_text(
+        cfg.read_text().replace(
+            'base_url = "sandbox"', f'base_url = "http://127.0.0.1:{port}"\ncall_deadline_s = 1'
+        )
+    )
+    env = {
+        **os.environ,
+        "LAPOR_CLIENT_ID": "x",
+        "LAPOR_CLIENT_SECRET": "sangat-rahasia-99",
+        "LAPOR_CONNECTOR_LOG__LEVEL": "info",
+    }
     log = site / "refused.log"
-    proc = subprocess.Popen([sys.executable, str(ROOT / "scheduler.py"), "--config", str(cfg)],
-                            cwd=site, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "scheduler.py"), "--config", str(cfg)],
+        cwd=site,
+        env=env,
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+    )
     try:
-        wait_for(lambda: count(site, "SELECT count(*) FROM runs WHERE kind='pull'") >= 3, 40,
-                 "several failed pulls")
+        wait_for(
+            lambda: count(site, "SELECT count(*) FROM runs WHERE kind='pull'") >= 3,
+            40,
+            "several failed pulls",
+        )
         assert proc.poll() is None  # still running, still trying
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -269,8 +364,13 @@ def test_daemon_keeps_trying_when_lapor_refuses_connections(tmp_path: Path, db_u
     assert code == 0
     assert text.count('"pull_failing"') == 1  # told once, not at every attempt
     assert "ConnectError" in text and "sangat-rahasia-99" not in text
-    status = subprocess.run([sys.executable, "-m", "connector", "--config", str(cfg), "status",
-                             "--json"], cwd=site, env=env, capture_output=True, text=True)
+    status = subprocess.run(
+        [sys.executable, "-m", "connector", "--config", str(cfg), "status", "--json"],
+        cwd=site,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert status.returncode == 1 and "sangat-rahasia-99" not in status.stdout
 
 
@@ -285,8 +385,9 @@ async def test_coordinator_survives_a_bug_reports_it_once_and_backs_off() -> Non
         calls.append(now[0])
         raise KeyError("a bug")
 
-    c = Coordinator("push", job, interval_s=10, max_backoff_s=60, clock=lambda: now[0],
-                    rng=lambda: 0.0)
+    c = Coordinator(
+        "push", job, interval_s=10, max_backoff_s=60, clock=lambda: now[0], rng=lambda: 0.0
+    )
     with structlog.testing.capture_logs() as logs:
         for _ in range(40):
             await c.tick()
@@ -298,24 +399,36 @@ async def test_coordinator_survives_a_bug_reports_it_once_and_backs_off() -> Non
 def test_daemon_runs_the_sweep_in_a_pulls_turn(tmp_path: Path, db_url: str) -> None:
     s = tmp_path / "site"
     # Intervals under a day do not wait for the quiet hour WITA.
-    write_config(s, db_url, FAST.replace(
-        "demo_officer = true", "demo_officer = false\nsweep_interval_s = 3"), sandbox=SANDBOX)
+    write_config(
+        s,
+        db_url,
+        FAST.replace("demo_officer = true", "demo_officer = false\nsweep_interval_s = 3"),
+        sandbox=SANDBOX,
+    )
     d = Daemon(s, level="info")
     try:
-        wait_for(lambda: count(s, "SELECT count(*) FROM connector_state "
-                                  "WHERE key = 'last_sweep_at'") > 0, what="a sweep")
+        wait_for(
+            lambda: (
+                count(s, "SELECT count(*) FROM connector_state WHERE key = 'last_sweep_at'") > 0
+            ),
+            what="a sweep",
+        )
         wait_for(lambda: '"pull_cycle"' in d.text(), what="an ordinary pull as well")
     finally:
         code, _ = d.stop()
     assert code == 0
-    sweeps = [json.loads(line) for line in d.text().splitlines()
-              if line.startswith("{") and '"sweep_cycle"' in line]
+    sweeps = [
+        json.loads(line)
+        for line in d.text().splitlines()
+        if line.startswith("{") and '"sweep_cycle"' in line
+    ]
     assert sweeps and sweeps[0]["sweep"] == 1
 
 
 @pytest.mark.parametrize("step_s", [-3600.0, 3600.0])
 def test_jobs_keep_their_cadence_when_the_wall_clock_steps(
-        monkeypatch: pytest.MonkeyPatch, step_s: float) -> None:
+    monkeypatch: pytest.MonkeyPatch, step_s: float
+) -> None:
     """Issue 23 item 5: a step of the wall clock (faked here: time.time and every
     datetime.now jump by an hour) must not stop or rush any job."""
     import asyncio
@@ -345,8 +458,11 @@ def test_jobs_keep_their_cadence_when_the_wall_clock_steps(
         ticker.add("pull", pull, 0.05, jitter_s=0.02)
         ticker.add("watchdog", lambda: runs["watchdog"].append(time.monotonic()), 0.05)
         ticker.start()
-        await until(lambda: len(runs["pull"]) >= 8 and len(runs["watchdog"]) >= 8, 10,
-                    "eight runs of each job")
+        await until(
+            lambda: len(runs["pull"]) >= 8 and len(runs["watchdog"]) >= 8,
+            10,
+            "eight runs of each job",
+        )
         ticker.pause()
         paused_at = len(runs["pull"])
         await asyncio.sleep(0.2)

@@ -47,15 +47,15 @@ def h(tmp_path: Path, db_url: str, world: World, fake_time: FakeTime) -> Harness
     return Harness(tmp_path / "site", db_url, world, fake_time)
 
 
-def short_ttl(tmp_path: Path, db_url: str, world: World, fake_time: FakeTime,
-              **kw: Any) -> Harness:
+def short_ttl(tmp_path: Path, db_url: str, world: World, fake_time: FakeTime, **kw: Any) -> Harness:
     world.set_faults({"idempotency_ttl_s": 3})
     return Harness(tmp_path / "site", db_url, world, fake_time, environ=TTL, **kw)
 
 
 def posts_with(world: World, text: str) -> list[dict[str, Any]]:
-    return [fu for rec in world.records.values() for fu in rec["tindak_lanjut"]
-            if fu["isi"] == text]
+    return [
+        fu for rec in world.records.values() for fu in rec["tindak_lanjut"] if fu["isi"] == text
+    ]
 
 
 async def reply_on_open_ticket(h: Harness, text: str) -> TicketJSON:
@@ -67,7 +67,8 @@ async def reply_on_open_ticket(h: Harness, text: str) -> TicketJSON:
 
 @pytest.mark.parametrize("skew_s", [0, -3600, 700])
 async def test_done_when_lost_answer_then_outage_past_the_key_lifetime(
-        tmp_path: Path, db_url: str, world: World, fake_time: FakeTime, skew_s: int) -> None:
+    tmp_path: Path, db_url: str, world: World, fake_time: FakeTime, skew_s: int
+) -> None:
     """The issue's check: keys forgotten after 3 s, the answer to a committed follow-up
     dropped, then 503 for 8 s. Exactly one follow-up, and the entry ends sent; also when
     LAPOR!'s clock runs an hour behind ours, or ahead of it."""
@@ -94,7 +95,8 @@ async def test_done_when_lost_answer_then_outage_past_the_key_lifetime(
 
 
 async def test_outage_before_any_post_got_through_posts_once_with_a_fresh_key(
-        tmp_path: Path, db_url: str, world: World, fake_time: FakeTime) -> None:
+    tmp_path: Path, db_url: str, world: World, fake_time: FakeTime
+) -> None:
     h = short_ttl(tmp_path, db_url, world, fake_time)
     text = "Balasan yang tertahan oleh pemeliharaan."
     await reply_on_open_ticket(h, text)
@@ -118,17 +120,24 @@ async def posted_then_died(h: Harness, world: World, fake_time: FakeTime, text: 
     [entry] = h.outbox()
     now = h.ctx.now()
     h.store.run(lambda c: state.start_attempt(c, entry["id"], now))
-    unit = h.store.run(lambda c: core.posting_unit(narrow(LinkState,
-                                                          state.get_link(c, t["tracking_id"])),
-                                                   h.mappings()))
+    unit = h.store.run(
+        lambda c: core.posting_unit(
+            narrow(LinkState, state.get_link(c, t["tracking_id"])), h.mappings()
+        )
+    )
     assert unit is not None
-    world.post_follow_up(int(t["tracking_id"]), 6411, entry["idempotency_key"],
-                         {"unit_id": unit, "status": "diproses", "isi": text})
+    world.post_follow_up(
+        int(t["tracking_id"]),
+        6411,
+        entry["idempotency_key"],
+        {"unit_id": unit, "status": "diproses", "isi": text},
+    )
     fake_time.t += 86400
 
 
 async def test_a_restart_after_the_key_lifetime_finds_the_post_instead_of_reposting(
-        tmp_path: Path, db_url: str, world: World, fake_time: FakeTime) -> None:
+    tmp_path: Path, db_url: str, world: World, fake_time: FakeTime
+) -> None:
     """A process died between its POST and the commit; it comes back a day later."""
     h = short_ttl(tmp_path, db_url, world, fake_time)
     text = "Dikirim sebelum proses mati."
@@ -140,7 +149,8 @@ async def test_a_restart_after_the_key_lifetime_finds_the_post_instead_of_repost
 
 
 async def test_an_unreadable_answer_while_verifying_waits_never_fails_or_reposts(
-        tmp_path: Path, db_url: str, world: World, fake_time: FakeTime) -> None:
+    tmp_path: Path, db_url: str, world: World, fake_time: FakeTime
+) -> None:
     h = short_ttl(tmp_path, db_url, world, fake_time)
     text = "Dikirim, lalu jawaban detail terpotong saat diperiksa."
     await posted_then_died(h, world, fake_time, text)
@@ -157,7 +167,8 @@ async def test_an_unreadable_answer_while_verifying_waits_never_fails_or_reposts
 
 
 async def test_an_older_identical_post_is_not_taken_for_ours(
-        tmp_path: Path, db_url: str, world: World, fake_time: FakeTime) -> None:
+    tmp_path: Path, db_url: str, world: World, fake_time: FakeTime
+) -> None:
     h = short_ttl(tmp_path, db_url, world, fake_time)
     text = "Terima kasih, laporan sedang kami proses."
     t = await reply_on_open_ticket(h, text)
@@ -199,7 +210,8 @@ class Garble(httpx.AsyncBaseTransport):
 
 
 async def test_unreadable_success_answer_is_confirmed_by_reading_never_reposted(
-        tmp_path: Path, db_url: str, world: World, fake_time: FakeTime) -> None:
+    tmp_path: Path, db_url: str, world: World, fake_time: FakeTime
+) -> None:
     garble = Garble(world)
     h = Harness(tmp_path / "site", db_url, world, fake_time, transport=garble)
     text = "Jawaban ini sampai, tetapi tanda terimanya rusak."
@@ -220,7 +232,8 @@ async def test_unreadable_success_answer_is_confirmed_by_reading_never_reposted(
 
 
 async def test_unconfirmed_entry_is_confirmed_even_after_the_complaint_closes(
-        tmp_path: Path, db_url: str, world: World, fake_time: FakeTime) -> None:
+    tmp_path: Path, db_url: str, world: World, fake_time: FakeTime
+) -> None:
     garble = Garble(world)
     h = Harness(tmp_path / "site", db_url, world, fake_time, transport=garble)
     text = "Dikirim tepat sebelum laporan diarsipkan."
@@ -238,7 +251,8 @@ async def test_unconfirmed_entry_is_confirmed_even_after_the_complaint_closes(
 
 
 async def test_unreadable_answer_never_found_goes_to_the_operator_not_a_loop(
-        tmp_path: Path, db_url: str, world: World, fake_time: FakeTime) -> None:
+    tmp_path: Path, db_url: str, world: World, fake_time: FakeTime
+) -> None:
     garble = Garble(world, swallow=True)
     h = Harness(tmp_path / "site", db_url, world, fake_time, transport=garble)
     await reply_on_open_ticket(h, "Tidak pernah sampai.")
@@ -251,7 +265,8 @@ async def test_unreadable_answer_never_found_goes_to_the_operator_not_a_loop(
 
 
 async def test_a_failed_entry_holds_back_later_ones_until_dismissed(
-        h: Harness, world: World) -> None:
+    h: Harness, world: World
+) -> None:
     await h.sync()
     t = next(x for x in h.tickets() if x["status"] == "new")
     h.officer(t["id"], status="resolved", reply="Selesai dikerjakan.")
@@ -262,8 +277,7 @@ async def test_a_failed_entry_holds_back_later_ones_until_dismissed(
     assert stats["pushed"] == 0 and world.posts_created == 0
     assert h.store.run(state.held_back) == 1
     assert h.store.run(lambda c: state.dismiss(c, second["id"], "x", h.ctx.now())) == 0
-    assert h.store.run(lambda c: state.dismiss(c, first["id"], "dikirim manual",
-                                               h.ctx.now())) == 1
+    assert h.store.run(lambda c: state.dismiss(c, first["id"], "dikirim manual", h.ctx.now())) == 1
     await h.push()
     first, second = h.outbox()
     assert first["state"] == "dismissed" and first["dismiss_reason"] == "dikirim manual"
@@ -284,7 +298,9 @@ async def test_a_late_retry_goes_before_later_entries(h: Harness, world: World) 
     assert [e["state"] for e in h.outbox()] == ["sent", "sent"]
     rec = world.records[int(t["tracking_id"])]
     assert [fu["status"] for fu in rec["tindak_lanjut"] if fu["oleh"] == "instansi"][-2:] == [
-        "diproses", "selesai"]
+        "diproses",
+        "selesai",
+    ]
     assert rec["status"] == "selesai"
 
 
@@ -296,16 +312,21 @@ async def test_posting_unit_is_fixed_when_the_entry_is_made(h: Harness, world: W
     rec = world.records[int(t["tracking_id"])]
     assert entry["unit_id"] == rec["disposisi"][0]["unit_id"]
     # The mapping changes before the send: the body (and so the key's meaning) does not.
-    h.store.run(lambda c: state.save_link(c, replace(
-        narrow(LinkState, state.get_link(c, t["tracking_id"])), agency="ELSEWHERE"), h.ctx.now()))
+    h.store.run(
+        lambda c: state.save_link(
+            c,
+            replace(narrow(LinkState, state.get_link(c, t["tracking_id"])), agency="ELSEWHERE"),
+            h.ctx.now(),
+        )
+    )
     await h.push()
     [fu] = [f for f in rec["tindak_lanjut"] if f["isi"] == "Unit tetap."]
     assert fu["unit_id"] == entry["unit_id"] and h.outbox()[0]["state"] == "sent"
 
 
-async def test_keys_carry_a_per_database_nonce(tmp_path: Path, db_url: str,
-                                               another_db: Callable[[], str], world: World,
-                                               fake_time: FakeTime) -> None:
+async def test_keys_carry_a_per_database_nonce(
+    tmp_path: Path, db_url: str, another_db: Callable[[], str], world: World, fake_time: FakeTime
+) -> None:
     a = Harness(tmp_path / "a", db_url, world, fake_time)
     b = Harness(tmp_path / "b", another_db(), world, fake_time)
     na, nb = a.store.run(state.db_nonce), b.store.run(state.db_nonce)
@@ -348,8 +369,8 @@ def test_must_verify_and_find_own_post() -> None:
 
 
 async def test_a_restored_backup_never_reuses_a_key_for_a_different_follow_up(
-        tmp_path: Path, db_url: str, another_db: Callable[[], str], world: World,
-        fake_time: FakeTime) -> None:
+    tmp_path: Path, db_url: str, another_db: Callable[[], str], world: World, fake_time: FakeTime
+) -> None:
     live = Harness(tmp_path / "live", db_url, world, fake_time)
     await live.sync()
     t = next(x for x in live.tickets() if x["status"] == "new")
@@ -361,8 +382,7 @@ async def test_a_restored_backup_never_reuses_a_key_for_a_different_follow_up(
     live.officer(t["id"], reply="Dikirim sebelum server rusak.")
     await live.push()
     # The live database is lost; the restored one gets another reply with the same change id.
-    change = narrow(OfficerChange,
-                    backup.officer(t["id"], reply="Balasan baru setelah pemulihan."))
+    change = narrow(OfficerChange, backup.officer(t["id"], reply="Balasan baru setelah pemulihan."))
     [entry] = backup.outbox()
     assert entry["idempotency_key"] == live.outbox()[0]["idempotency_key"]  # the collision
     stats = await backup.push()
@@ -376,12 +396,14 @@ async def test_a_restored_backup_never_reuses_a_key_for_a_different_follow_up(
 
 
 async def test_the_guard_runs_before_every_post_attempt_and_ends_the_call(
-        world: World, fake_time: FakeTime) -> None:
+    world: World, fake_time: FakeTime
+) -> None:
     from tests.conftest import make_client
 
     client = make_client(world, fake_time)
-    tid = next(t for t, r in world.records.items()
-               if world.visible(t) and r["status"] == "terdisposisi")
+    tid = next(
+        t for t, r in world.records.items() if world.visible(t) and r["status"] == "terdisposisi"
+    )
     unit = world.records[tid]["disposisi"][0]["unit_id"]
     await client.tokens.get()
     world.set_faults({"rate_5xx": 1.0})
@@ -393,8 +415,9 @@ async def test_the_guard_runs_before_every_post_attempt_and_ends_the_call(
             raise VerifyFirst("key may be forgotten")
 
     with pytest.raises(VerifyFirst):
-        await client.post_follow_up(str(tid), m.FollowUpRequest(unit, "diproses", "Teks."),
-                                    "k-guard", guard=guard)
+        await client.post_follow_up(
+            str(tid), m.FollowUpRequest(unit, "diproses", "Teks."), "k-guard", guard=guard
+        )
     assert len(calls) == 3 and world.posts_created == 0
     await client.aclose()
 
@@ -423,8 +446,9 @@ def test_done_when_against_a_sandbox_process_in_real_time(tmp_path: Path, db_url
             if entry["state"] == "sent" or time.monotonic() > deadline:
                 break
             time.sleep(2)
-        posts = [fu for fu in sandbox.inspect(t["tracking_id"])["tindak_lanjut"]
-                 if fu["isi"] == text]
+        posts = [
+            fu for fu in sandbox.inspect(t["tracking_id"])["tindak_lanjut"] if fu["isi"] == text
+        ]
         assert len(posts) == 1
         assert entry["state"] == "sent" and entry["remote_id"] == str(posts[0]["id"])
         assert sandbox.stats()["posts_created"] == 1
@@ -434,20 +458,30 @@ def test_done_when_against_a_sandbox_process_in_real_time(tmp_path: Path, db_url
 
 _T0 = datetime(2026, 11, 27, 3, 0, tzinfo=UTC)
 _follow_up = st.builds(
-    m.FollowUp, id=st.integers(1, 40).map(str), by=st.sampled_from(["instansi", "pelapor"]),
-    unit_id=st.sampled_from([None, 1, 2]), status=st.sampled_from([None, "diproses", "selesai"]),
+    m.FollowUp,
+    id=st.integers(1, 40).map(str),
+    by=st.sampled_from(["instansi", "pelapor"]),
+    unit_id=st.sampled_from([None, 1, 2]),
+    status=st.sampled_from([None, "diproses", "selesai"]),
     text=st.sampled_from(["a", "b"]),
-    at=st.integers(-2000, 2000).map(lambda s: _T0 + timedelta(seconds=s)))
+    at=st.integers(-2000, 2000).map(lambda s: _T0 + timedelta(seconds=s)),
+)
 
 
 @settings(max_examples=300, deadline=None)
 @given(fus=st.lists(_follow_up, max_size=8), taken=st.sets(st.integers(1, 40).map(str)))
-def test_find_own_post_finds_exactly_what_may_be_ours(fus: list[m.FollowUp],
-                                                      taken: set[str]) -> None:
+def test_find_own_post_finds_exactly_what_may_be_ours(
+    fus: list[m.FollowUp], taken: set[str]
+) -> None:
     def ours(fu: m.FollowUp) -> bool:
-        return (fu.id not in taken and fu.by == "instansi" and fu.text == "a"
-                and fu.unit_id in (None, 1) and fu.status in (None, "diproses")
-                and fu.at >= _T0 - core.VERIFY_SKEW)
+        return (
+            fu.id not in taken
+            and fu.by == "instansi"
+            and fu.text == "a"
+            and fu.unit_id in (None, 1)
+            and fu.status in (None, "diproses")
+            and fu.at >= _T0 - core.VERIFY_SKEW
+        )
 
     found = core.find_own_post(tuple(fus), {1}, "diproses", "a", _T0, frozenset(taken))
     if found is None:

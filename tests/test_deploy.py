@@ -22,8 +22,9 @@ INSTALL = ROOT / "deploy" / "install.sh"
 
 def install(root: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "DESTDIR": str(root)}
-    r = subprocess.run(["bash", str(INSTALL), "--no-venv"], env=env, capture_output=True,
-                       text=True, timeout=120)
+    r = subprocess.run(
+        ["bash", str(INSTALL), "--no-venv"], env=env, capture_output=True, text=True, timeout=120
+    )
     assert r.returncode == 0, r.stderr
     return r
 
@@ -40,25 +41,32 @@ def test_install_is_idempotent_and_keeps_the_admins_files(tmp_path: Path) -> Non
     etc = root / "etc/lapor-connector"
     assert (etc / "settings.toml").read_text() == (ROOT / "deploy/settings.toml").read_text()
     assert sorted(p.name for p in (etc / "mappings").iterdir()) == sorted(
-        p.name for p in (ROOT / "mappings").glob("*.toml"))
+        p.name for p in (ROOT / "mappings").glob("*.toml")
+    )
     assert (root / "usr/lib/sysusers.d/lapor-connector.conf").exists()
     for unit in ("lapor-connector.service", "lapor-connector-web.service"):
         assert (root / "etc/systemd/system" / unit).read_text() == (
-            ROOT / "deploy" / unit).read_text()
+            ROOT / "deploy" / unit
+        ).read_text()
     assert (root / "opt/lapor-connector/connector/cli/__init__.py").exists()
     assert not (root / "opt/lapor-connector/.git").exists()
     # No demo settings in /opt: a command run from there finds the service's file.
     assert not (root / "opt/lapor-connector/settings.toml").exists()
-    assert os.readlink(root / "usr/local/bin/lapor-connector") == \
-        "/opt/lapor-connector/.venv/bin/lapor-connector"
+    assert (
+        os.readlink(root / "usr/local/bin/lapor-connector")
+        == "/opt/lapor-connector/.venv/bin/lapor-connector"
+    )
     for private in (etc / "credentials", root / "var/lib/lapor-connector"):
         assert stat.S_IMODE(private.stat().st_mode) == 0o700
     assert "wrote /etc/lapor-connector/settings.toml" in first.stdout
     # The shipped settings refuse to start until the admin sets lapor.base_url.
     with pytest.raises(ConfigError, match=r"lapor\.base_url: Value error, is not set"):
         load_config(etc / "settings.toml", environ={})
-    edited = (etc / "settings.toml").read_text().replace('base_url = ""',
-                                                         'base_url = "https://lapor.example"')
+    edited = (
+        (etc / "settings.toml")
+        .read_text()
+        .replace('base_url = ""', 'base_url = "https://lapor.example"')
+    )
     (etc / "settings.toml").write_text(edited)
     agencies = (etc / "mappings/agencies.toml").read_text() + "\n# diubah admin\n"
     (etc / "mappings/agencies.toml").write_text(agencies)
@@ -70,8 +78,8 @@ def test_install_is_idempotent_and_keeps_the_admins_files(tmp_path: Path) -> Non
 
 @pytest.mark.sqlite_only(reason="the installed settings' own SQLite database is the subject")
 def test_the_guides_ticket_and_status_commands_use_the_units_database(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-        capsys: pytest.CaptureFixture[str]) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     root = tmp_path / "root"
     install(root)
     settings_file = root / "etc/lapor-connector/settings.toml"
@@ -98,8 +106,7 @@ def test_the_guides_ticket_and_status_commands_use_the_units_database(
     assert any(a[:2] == ["tickets", "update"] and "--reply" in a for a in commands)
     updated = []
     for argv in commands:
-        code = run_as_guide(argv, root / "etc/lapor-connector/settings.toml", home,
-                            monkeypatch)
+        code = run_as_guide(argv, root / "etc/lapor-connector/settings.toml", home, monkeypatch)
         out = capsys.readouterr().out
         if argv[0] == "status":
             assert code in (0, 1)
@@ -140,7 +147,8 @@ def test_root_is_refused_on_a_database_folder_owned_by_the_service(tmp_path: Pat
 
 @pytest.mark.sqlite_only(reason="the installed settings' own SQLite database is backed up")
 def test_the_nightly_backup_unit_backs_up_the_units_database(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     root = tmp_path / "root"
     install(root)
     units = root / "etc/systemd/system"
@@ -175,9 +183,14 @@ def test_the_desks_unit_runs_web_as_the_daemons_user_and_is_hardened(tmp_path: P
     unit = ROOT / "deploy" / "lapor-connector-web.service"
     text = unit.read_text()
     daemon_text = (ROOT / "deploy" / "lapor-connector.service").read_text()
-    for line in ("User=lapor-connector", "Group=lapor-connector",
-                 "StateDirectory=lapor-connector", "UMask=0077", "Restart=on-failure",
-                 "RestartPreventExitStatus=2"):
+    for line in (
+        "User=lapor-connector",
+        "Group=lapor-connector",
+        "StateDirectory=lapor-connector",
+        "UMask=0077",
+        "Restart=on-failure",
+        "RestartPreventExitStatus=2",
+    ):
         assert line in text and line in daemon_text, line
     assert "After=network.target postgresql.service lapor-connector.service" in text
     # The desk never calls LAPOR!: no LAPOR! secrets, and only loopback on the network.

@@ -32,12 +32,19 @@ from tests.factories import HOSTILE_BODY, HOSTILE_TITLE, PASSWORD, add_user, fre
 from tests.harness import Harness
 
 CHROMIUM = Path("/usr/bin/chromium")
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run"]
+ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 T = TypeVar("T")
 
 
 # -- the site: sandbox, pull and push in a loop thread; the desk in uvicorn's thread ----------
+
 
 class Loop:
     """One event loop in its own thread for the harness (the sync Playwright API owns the
@@ -94,13 +101,21 @@ class LiveSite:
         self.loop.run(self.h.push())
 
     def follow_ups_with(self, text: str) -> list[tuple[int, dict[str, Any]]]:
-        return [(tid, fu) for tid, rec in self.world.records.items()
-                for fu in rec["tindak_lanjut"] if fu["isi"] == text]
+        return [
+            (tid, fu)
+            for tid, rec in self.world.records.items()
+            for fu in rec["tindak_lanjut"]
+            if fu["isi"] == text
+        ]
 
     def open_tickets(self, agency: str) -> list[Any]:
-        return [t for t in self.h.tickets() if t["agency"] == agency
-                and t["status"] in ("new", "in_progress")
-                and t["lapor_status"] not in ("ditutup", "diarsipkan")]
+        return [
+            t
+            for t in self.h.tickets()
+            if t["agency"] == agency
+            and t["status"] in ("new", "in_progress")
+            and t["lapor_status"] not in ("ditutup", "diarsipkan")
+        ]
 
 
 @pytest.fixture(scope="module")
@@ -116,13 +131,15 @@ def browser() -> Iterator[Browser]:
 
 
 @pytest.fixture(scope="module", params=BACKENDS)
-def site(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
-         browser: Browser) -> Iterator[LiveSite]:
+def site(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, browser: Browser
+) -> Iterator[LiveSite]:
     tmp = tmp_path_factory.mktemp(f"desk-{request.param}")
     with database(request.param, tmp, request.node) as url:
         fake_time = FakeTime()
-        world = World(seed=7, complaints=60, faults=Faults(rate_limit_per_minute=0),
-                      clock=fake_time)
+        world = World(
+            seed=7, complaints=60, faults=Faults(rate_limit_per_minute=0), clock=fake_time
+        )
         for rec in list(world.records.values())[:3]:
             rec["judul"], rec["isi"] = HOSTILE_TITLE, HOSTILE_BODY
         loop = Loop()
@@ -131,22 +148,32 @@ def site(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
         fake_time.t += 10 * 86400  # past the 5 working days: the open ones are overdue
         app = create_app(h.config, h.store, h.mappings, h.tracker, clock=h.ctx.now)
         port = free_port()
-        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
-                                               log_config=None, access_log=False,
-                                               lifespan="off", server_header=False))
+        server = uvicorn.Server(
+            uvicorn.Config(
+                app,
+                host="127.0.0.1",
+                port=port,
+                log_config=None,
+                access_log=False,
+                lifespan="off",
+                server_header=False,
+            )
+        )
         thread = threading.Thread(target=server.run, daemon=True)
         thread.start()
         deadline = time.monotonic() + 30
         while not server.started:
             assert thread.is_alive() and time.monotonic() < deadline, "the desk did not start"
             time.sleep(0.02)
-        s = LiveSite(request.param, h, world, fake_time, loop, f"http://127.0.0.1:{port}",
-                     browser)
+        s = LiveSite(request.param, h, world, fake_time, loop, f"http://127.0.0.1:{port}", browser)
         counts: dict[str, int] = {}
         for t in h.tickets():
-            if t["status"] in ("new", "in_progress") and not t["confidential"] \
-                    and t["title"] != HOSTILE_TITLE \
-                    and t["lapor_status"] not in ("ditutup", "diarsipkan"):
+            if (
+                t["status"] in ("new", "in_progress")
+                and not t["confidential"]
+                and t["title"] != HOSTILE_TITLE
+                and t["lapor_status"] not in ("ditutup", "diarsipkan")
+            ):
                 counts[t["agency"]] = counts.get(t["agency"], 0) + 1
         s.agencies = sorted((a for a, n in counts.items() if n >= 2), key=lambda a: -counts[a])
         s.add_user("admin", Role.ADMIN, [])
@@ -176,6 +203,7 @@ def _login(page: Page, login: str) -> None:
 
 # -- the answer flow ---------------------------------------------------------------------------
 
+
 def _focus_next(page: Page, matches: str, limit: int = 300) -> None:
     """Tab until the focused element matches the JS predicate ``matches`` (on ``el``)."""
     test = f"(() => {{ const el = document.activeElement; return !!({matches}); }})()"
@@ -186,8 +214,7 @@ def _focus_next(page: Page, matches: str, limit: int = 300) -> None:
     raise AssertionError(f"Tab never reached an element where {matches}")
 
 
-def test_an_officer_answers_an_overdue_complaint_with_the_keyboard_alone(
-        site: LiveSite) -> None:
+def test_an_officer_answers_an_overdue_complaint_with_the_keyboard_alone(site: LiveSite) -> None:
     site.add_user("kibor", Role.PETUGAS, [site.agencies[0]])
     with site.page() as page:
         page.goto("/masuk")
@@ -262,9 +289,11 @@ def test_without_javascript_the_template_comes_from_the_server(site: LiveSite) -
 
 
 def test_another_agencys_complaint_is_not_found_and_a_forged_form_changes_nothing(
-        site: LiveSite) -> None:
-    theirs = next(t for t in site.h.tickets() if t["agency"] != site.agencies[0]
-                  and not t["confidential"])
+    site: LiveSite,
+) -> None:
+    theirs = next(
+        t for t in site.h.tickets() if t["agency"] != site.agencies[0] and not t["confidential"]
+    )
     mine = site.open_tickets(site.agencies[0])[-1]
     with site.page("petugas") as page:
         r = page.goto(f"/tiket/{theirs['tracking_id']}")
@@ -285,12 +314,14 @@ def test_another_agencys_complaint_is_not_found_and_a_forged_form_changes_nothin
 
 # -- hostile text, small screens -------------------------------------------------------------
 
+
 def test_hostile_text_from_lapor_stays_inert_and_reads_back_literally(site: LiveSite) -> None:
     hostile = [t for t in site.h.tickets() if t["title"] == HOSTILE_TITLE]
     assert hostile
     dialogs: list[str] = []
     errors: list[str] = []
     with site.page("admin") as page:
+
         def dismiss(d: Dialog) -> None:
             dialogs.append(d.message)
             d.dismiss()
@@ -326,11 +357,16 @@ PHONE = {"width": 360, "height": 740}
 @pytest.mark.parametrize("where", ["login", "inbox", "ticket", "hostile ticket"])
 def test_a_360_px_phone_screen_needs_no_sideways_scrolling(site: LiveSite, where: str) -> None:
     with site.page(None if where == "login" else "admin", viewport=PHONE) as page:
-        target = {"login": "/masuk", "inbox": "/", "ticket": f"/tiket/{_ordinary(site)}",
-                  "hostile ticket": f"/tiket/{_hostile(site)}"}[where]
+        target = {
+            "login": "/masuk",
+            "inbox": "/",
+            "ticket": f"/tiket/{_ordinary(site)}",
+            "hostile ticket": f"/tiket/{_hostile(site)}",
+        }[where]
         page.goto(target)
-        scroll, client = page.evaluate("[document.documentElement.scrollWidth,"
-                                       " document.documentElement.clientWidth]")
+        scroll, client = page.evaluate(
+            "[document.documentElement.scrollWidth, document.documentElement.clientWidth]"
+        )
         assert scroll <= client, (target, scroll, client)
 
 
@@ -345,26 +381,43 @@ def _axe(page: Page) -> list[str]:
     page.evaluate(AXE)  # evaluated by the DevTools protocol: the page's CSP does not apply
     result = page.evaluate("axe.run(document, {resultTypes: ['violations']})")
     assert len(result["passes"]) > 10, "axe-core checked next to nothing"
-    return [f"{v['id']} ({v['impact']}): {v['help']} at "
-            + "; ".join(", ".join(n["target"]) for n in v["nodes"][:5])
-            for v in result["violations"]]
+    return [
+        f"{v['id']} ({v['impact']}): {v['help']} at "
+        + "; ".join(", ".join(n["target"]) for n in v["nodes"][:5])
+        for v in result["violations"]
+    ]
 
 
 # page type -> (who opens it, its HTTP status)
 PAGES: dict[str, tuple[str | None, int]] = {
-    "login": (None, 200), "login with errors": (None, 422), "inbox": ("petugas", 200),
-    "ticket": ("petugas", 200), "ticket with errors": ("petugas", 422),
-    "password": ("petugas", 200), "users": ("admin", 200), "report": ("admin", 200),
-    "public report": (None, 200), "404": ("petugas", 404), "404 without login": (None, 404),
-    "403": ("petugas", 403)}
+    "login": (None, 200),
+    "login with errors": (None, 422),
+    "inbox": ("petugas", 200),
+    "ticket": ("petugas", 200),
+    "ticket with errors": ("petugas", 422),
+    "password": ("petugas", 200),
+    "users": ("admin", 200),
+    "report": ("admin", 200),
+    "public report": (None, 200),
+    "404": ("petugas", 404),
+    "404 without login": (None, 404),
+    "403": ("petugas", 403),
+}
 
 
 def _reach(site: LiveSite, page: Page, kind: str) -> int:
     """Open one page type; its HTTP status."""
-    url = {"login": "/masuk", "login with errors": "/masuk", "inbox": "/",
-           "password": "/sandi", "users": "/pengguna", "report": "/laporan",
-           "public report": "/publik", "404": "/tiket/999999999",
-           "404 without login": "/tidak-ada"}.get(kind, f"/tiket/{_ordinary(site)}")
+    url = {
+        "login": "/masuk",
+        "login with errors": "/masuk",
+        "inbox": "/",
+        "password": "/sandi",
+        "users": "/pengguna",
+        "report": "/laporan",
+        "public report": "/publik",
+        "404": "/tiket/999999999",
+        "404 without login": "/tidak-ada",
+    }.get(kind, f"/tiket/{_ordinary(site)}")
     r = page.goto(url)
     assert r is not None
     if kind not in ("login with errors", "ticket with errors", "403"):

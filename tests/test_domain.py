@@ -31,8 +31,13 @@ T0 = datetime(2026, 11, 2, 1, 0, tzinfo=UTC)
 
 def test_statuses_keep_their_words() -> None:
     # LAPOR!'s words, in LAPOR!'s order (the mappings' error messages list them so).
-    assert m.LAPOR_STATUSES == ("terdisposisi", "ditindaklanjuti", "selesai", "ditutup",
-                                "diarsipkan")
+    assert m.LAPOR_STATUSES == (
+        "terdisposisi",
+        "ditindaklanjuti",
+        "selesai",
+        "ditutup",
+        "diarsipkan",
+    )
     assert m.PUSH_STATUSES == ("diproses", "selesai")
     assert tuple(LocalStatus) == LOCAL_STATUSES == ("new", "in_progress", "resolved", "closed")
     assert sorted(CLOSED_STATUSES) == ["diarsipkan", "ditutup"]
@@ -41,8 +46,9 @@ def test_statuses_keep_their_words() -> None:
     for word in (*LaporStatus, *PostStatus, *LocalStatus):
         assert str(word) == f"{word}" == word.value
         assert json.dumps(word) == json.dumps(word.value)
-    assert ", ".join(m.LAPOR_STATUSES) == "terdisposisi, ditindaklanjuti, selesai, ditutup, " \
-                                           "diarsipkan"
+    assert (
+        ", ".join(m.LAPOR_STATUSES) == "terdisposisi, ditindaklanjuti, selesai, ditutup, diarsipkan"
+    )
 
 
 def test_change_ids_are_namespaced_by_tracker_kind() -> None:
@@ -64,32 +70,54 @@ def test_change_ids_are_namespaced_by_tracker_kind() -> None:
 def test_plans_store_plain_text(db_url: str) -> None:
     """A plan's change id and status are stored as the plain text they were before."""
     c = m.Complaint(
-        tracking_id="41", title="t", body="b", classification="pengaduan",
-        category=m.Category(101, "Pelayanan Puskesmas", 1), status="terdisposisi",
-        anonymous=False, confidential=False, reporter=None, channel="web", location=None,
-        dispositions=(m.Disposition(6411003, "u", 6411, T0),), attachments=(), follow_ups=(),
-        submitted_at=T0, updated_at=T0, deadline=None)
+        tracking_id="41",
+        title="t",
+        body="b",
+        classification="pengaduan",
+        category=m.Category(101, "Pelayanan Puskesmas", 1),
+        status="terdisposisi",
+        anonymous=False,
+        confidential=False,
+        reporter=None,
+        channel="web",
+        location=None,
+        dispositions=(m.Disposition(6411003, "u", 6411, T0),),
+        attachments=(),
+        follow_ups=(),
+        submitted_at=T0,
+        updated_at=T0,
+        deadline=None,
+    )
     created = core.decide(c, None, MAPPINGS, 6411)
     assert isinstance(created, core.Create)
     link = created.link
-    plans = [core.plan_outbox(OfficerChange("5", "9", "41", None, "in_progress", "Halo", T0),
-                              link, MAPPINGS),
-             core.plan_outbox(OfficerChange("redmine:7", "9", "41", "resolved", "resolved",
-                                            None, T0), link, MAPPINGS)]
+    plans = [
+        core.plan_outbox(
+            OfficerChange("5", "9", "41", None, "in_progress", "Halo", T0), link, MAPPINGS
+        ),
+        core.plan_outbox(
+            OfficerChange("redmine:7", "9", "41", "resolved", "resolved", None, T0), link, MAPPINGS
+        ),
+    ]
     store = Store(db_url)
     store.upgrade()
     for p in plans:
         assert p is not None
         key = reasons.idempotency_key("n1", p.tracking_id, p.change_id)
         store.run(functools.partial(state.enqueue, plan=p, key=key, failed_with=None, now=T0))
-    cols = (schema.outbox.c.change_id, schema.outbox.c.lapor_status,
-            schema.outbox.c.idempotency_key)
+    cols = (
+        schema.outbox.c.change_id,
+        schema.outbox.c.lapor_status,
+        schema.outbox.c.idempotency_key,
+    )
 
     def read(conn: Connection) -> list[tuple[str, ...]]:
         return [tuple(r) for r in conn.execute(select(*cols).order_by(schema.outbox.c.id))]
 
     rows = store.run(read)
     store.close()
-    assert rows == [("builtin:5", "diproses", "mahulu-n1-41-5"),
-                    ("redmine:7", "selesai", "mahulu-n1-41-redmine:7")]
+    assert rows == [
+        ("builtin:5", "diproses", "mahulu-n1-41-5"),
+        ("redmine:7", "selesai", "mahulu-n1-41-redmine:7"),
+    ]
     assert all(type(v) is str for r in rows for v in r)

@@ -34,24 +34,35 @@ NOT_ERRORS = {("desk/web.py", "_Redirect")}
 
 
 def _ours() -> list[type[ConnectorError]]:
-    return [v for v in vars(errors).values()
-            if isinstance(v, type) and issubclass(v, ConnectorError)]
+    return [
+        v for v in vars(errors).values() if isinstance(v, type) and issubclass(v, ConnectorError)
+    ]
 
 
 def test_every_error_of_ours_is_under_a_what_next_base_and_drawn_in_the_tree() -> None:
     doc = errors.__doc__ or ""
     for cls in _ours():
         assert cls.__module__ == "connector.errors"
-        assert re.search(rf"── {cls.__name__}\b", doc) or cls is ConnectorError, \
+        assert re.search(rf"── {cls.__name__}\b", doc) or cls is ConnectorError, (
             f"{cls.__name__} is not drawn in the tree"
+        )
         if cls is not ConnectorError:
             assert issubclass(cls, BASES), f"{cls.__name__} is under no what-next base"
 
 
 def test_no_exception_is_defined_outside_errors_py() -> None:
     """The sandbox is LAPOR!, not the connector: its ``ApiFault`` builds error answers."""
-    exception_names = {"Exception", "BaseException", "ValueError", "OSError", "KeyError",
-                       "TypeError", "RuntimeError", "LookupError", "HTTPException"}
+    exception_names = {
+        "Exception",
+        "BaseException",
+        "ValueError",
+        "OSError",
+        "KeyError",
+        "TypeError",
+        "RuntimeError",
+        "LookupError",
+        "HTTPException",
+    }
     exception_names |= {c.__name__ for c in _ours()}
     found = []
     for path in ROOT.rglob("*.py"):
@@ -59,8 +70,11 @@ def test_no_exception_is_defined_outside_errors_py() -> None:
         if rel == "errors.py" or rel.startswith(("sandbox/", "store/migrations/")):
             continue
         for node in ast.walk(ast.parse(path.read_text("utf-8"))):
-            if isinstance(node, ast.ClassDef) and (rel, node.name) not in NOT_ERRORS and any(
-                    ast.unparse(b).split(".")[-1] in exception_names for b in node.bases):
+            if (
+                isinstance(node, ast.ClassDef)
+                and (rel, node.name) not in NOT_ERRORS
+                and any(ast.unparse(b).split(".")[-1] in exception_names for b in node.bases)
+            ):
                 found.append(f"{rel}: {node.name}")
     assert found == []
 
@@ -78,8 +92,10 @@ def test_exit_codes_follow_the_category() -> None:
 
 
 def test_mapped_raises_ours_for_the_first_kind_that_matches_unchained() -> None:
-    rules: errors.Rules = {KeyError: lambda e: LaporUnavailable(f"key {e.__class__.__name__}"),
-             LookupError: lambda _: LaporUnavailable("lookup")}
+    rules: errors.Rules = {
+        KeyError: lambda e: LaporUnavailable(f"key {e.__class__.__name__}"),
+        LookupError: lambda _: LaporUnavailable("lookup"),
+    }
     with pytest.raises(LaporUnavailable, match="key KeyError") as info, mapped(rules):
         empty: dict[str, int] = {}
         empty["secret"]
@@ -100,16 +116,17 @@ def test_record_errors_hold_data_errors_only() -> None:
 
 # -- a bug of ours fails the cycle loudly -------------------------------------------------
 
+
 @pytest.fixture
 def h(tmp_path: Path, db_url: str, fake_time: FakeTime) -> Harness:
-    world = World(seed=21, complaints=12, faults=Faults(rate_limit_per_minute=0),
-                  clock=fake_time)
+    world = World(seed=21, complaints=12, faults=Faults(rate_limit_per_minute=0), clock=fake_time)
     return Harness(tmp_path / "site", db_url, world, fake_time)
 
 
 def _broken(error: type[Exception]) -> Any:
     def broken(*_: Any, **__: Any) -> Any:
         raise error("a bug of ours")
+
     return broken
 
 
@@ -117,8 +134,8 @@ def _broken(error: type[Exception]) -> Any:
 @pytest.mark.parametrize("error", [KeyError, TypeError])
 @pytest.mark.parametrize("where", ["decide", "parse"])
 async def test_a_key_or_type_error_of_ours_fails_the_pull_never_a_quarantine_row(
-        h: Harness, monkeypatch: pytest.MonkeyPatch, error: type[Exception],
-        where: str) -> None:
+    h: Harness, monkeypatch: pytest.MonkeyPatch, error: type[Exception], where: str
+) -> None:
     if where == "decide":
         monkeypatch.setattr(core, "decide", _broken(error))
     else:
@@ -131,7 +148,8 @@ async def test_a_key_or_type_error_of_ours_fails_the_pull_never_a_quarantine_row
 
 @pytest.mark.anyio
 async def test_dirty_data_in_decide_is_still_one_records_quarantine(
-        h: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(core, "decide", _broken(OverflowError))
     pulled = await h.pull()
     q = h.quarantine()

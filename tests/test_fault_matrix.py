@@ -45,16 +45,19 @@ def h(tmp_path: Path, db_url: str, world: World, fake_time: FakeTime) -> Harness
 @pytest.fixture
 def h15(tmp_path: Path, db_url: str, world: World, fake_time: FakeTime) -> Harness:
     """Pages of 15: several pages per pull."""
-    return Harness(tmp_path / "site", db_url, world, fake_time,
-                   settings={"lapor": {"page_size": 15}})
+    return Harness(
+        tmp_path / "site", db_url, world, fake_time, settings={"lapor": {"page_size": 15}}
+    )
 
 
 Logs = list[MutableMapping[str, Any]]  # as structlog.testing.capture_logs gives them
 
 
-async def drive(h: Harness, rounds: int, during: Callable[[int], Any] | None = None,
-                officer_every: int = 2) -> Logs:
+async def drive(
+    h: Harness, rounds: int, during: Callable[[int], Any] | None = None, officer_every: int = 2
+) -> Logs:
     """Run daemon-like cycles on the fake clock; an officer acts now and then."""
+
     async def cycle() -> None:
         await h.pull()
         await h.push()
@@ -72,8 +75,11 @@ async def drive(h: Harness, rounds: int, during: Callable[[int], Any] | None = N
                     opened = [t for t in h.tickets() if t["status"] in ("new", "in_progress")]
                     if opened:
                         t = rng.choice(opened)
-                        h.officer(t["id"], status=rng.choice(["in_progress", "resolved"]),
-                                  reply=rng.choice([None, f"Balasan putaran {r}."]))
+                        h.officer(
+                            t["id"],
+                            status=rng.choice(["in_progress", "resolved"]),
+                            reply=rng.choice([None, f"Balasan putaran {r}."]),
+                        )
                 except StorageBusy:
                     pass  # the officer's command failed whole; they try again later
             h.time.t += 61
@@ -81,9 +87,18 @@ async def drive(h: Harness, rounds: int, during: Callable[[int], Any] | None = N
 
 
 async def settle(h: Harness, faults_off: dict[str, Any] | None = None) -> None:
-    h.world.set_faults({"rate_429": 0, "rate_5xx": 0, "maintenance_s": 0, "move_rate": 0,
-                        "late_commit_rate": 0, "duplicate_rate": 0, "drop_post_rate": 0,
-                        **(faults_off or {})})
+    h.world.set_faults(
+        {
+            "rate_429": 0,
+            "rate_5xx": 0,
+            "maintenance_s": 0,
+            "move_rate": 0,
+            "late_commit_rate": 0,
+            "duplicate_rate": 0,
+            "drop_post_rate": 0,
+            **(faults_off or {}),
+        }
+    )
     for _ in range(3):
         h.time.t += 3600  # past any push backoff
         await h.pull()
@@ -94,8 +109,7 @@ def told_once(logs: Logs) -> None:
     events = [e["event"] for e in logs]
     assert events.count("sync_failing") <= 1
     assert events.count("sync_recovered") == events.count("sync_failing")
-    assert not [e for e in logs if e.get("log_level") == "error"
-                and e["event"] != "sync_failing"]
+    assert not [e for e in logs if e.get("log_level") == "error" and e["event"] != "sync_failing"]
 
 
 def whole(h: Harness) -> None:
@@ -128,11 +142,16 @@ ROWS: dict[str, Row] = {
     "nul_bytes": Row("nul_rate", {"nul_rate": 0.3}),
     "truncated_details": Row("truncated_rate", {"truncated_rate": 0.2}),
     "404_once": Row("not_found_once_rate", {"not_found_once_rate": 0.3}),
-    "records_from_a_clock_a_day_ahead": Row("future_rate",
-                                            {"future_rate": 0.2, "future_s": 86400}),
+    "records_from_a_clock_a_day_ahead": Row("future_rate", {"future_rate": 0.2, "future_s": 86400}),
 }
-DIRTY = {"zero_dates", "lone_surrogates", "nul_bytes", "truncated_details", "404_once",
-         "records_from_a_clock_a_day_ahead"}
+DIRTY = {
+    "zero_dates",
+    "lone_surrogates",
+    "nul_bytes",
+    "truncated_details",
+    "404_once",
+    "records_from_a_clock_a_day_ahead",
+}
 
 
 @pytest.mark.parametrize("row", sorted(ROWS))
@@ -174,6 +193,7 @@ async def test_503_maintenance_longer_than_a_cycle(h: Harness) -> None:
     def during(r: int) -> None:
         if r == 2:
             h.world.set_faults({"maintenance_s": 150})  # about three cycles
+
     logs = await drive(h, 8, during)
     assert h.world.fired["maintenance_s"] > 0
     events = [e["event"] for e in logs]
@@ -215,12 +235,18 @@ class Clock(httpx.AsyncBaseTransport):
         return await self.inner.handle_async_request(request)
 
 
-async def test_cursor_expiry_mid_feed(tmp_path: Path, db_url: str, world: World,
-                                      fake_time: FakeTime) -> None:
+async def test_cursor_expiry_mid_feed(
+    tmp_path: Path, db_url: str, world: World, fake_time: FakeTime
+) -> None:
     world.set_faults({"cursor_ttl_s": 15})
-    h = Harness(tmp_path / "site", db_url, world, fake_time,
-                transport=Clock(httpx.ASGITransport(app=create_app(world)), fake_time),
-                settings={"lapor": {"page_size": 10}})
+    h = Harness(
+        tmp_path / "site",
+        db_url,
+        world,
+        fake_time,
+        transport=Clock(httpx.ASGITransport(app=create_app(world)), fake_time),
+        settings={"lapor": {"page_size": 10}},
+    )
     pulled = await h.pull()
     assert pulled["pages"] > len(h.visible()) / 10  # restarts happened, and progress too
     assert world.fired["cursor_ttl_s"] > 0
@@ -236,34 +262,41 @@ async def test_malformed_records(h: Harness) -> None:
     assert h.quarantine()
     await settle(h, {"malformed_rate": 0.0})
     from connector.store import state
+
     h.store.run(lambda c: state.request_retry(c, None))
     await settle(h)
     assert h.quarantine() == []
     whole(h)
 
 
-def test_connection_refused_sync_exits_1_with_a_clear_message(tmp_path: Path,
-                                                              db_url: str) -> None:
+def test_connection_refused_sync_exits_1_with_a_clear_message(tmp_path: Path, db_url: str) -> None:
     port = free_port()  # nobody listens there
     site = tmp_path / "site"
-    cfg = write_config(site, db_url, '\n[sync]\noverlap_s = 300\n')
-    cfg.write_text(cfg.read_text().replace('base_url = "sandbox"',
-                                           f'base_url = "http://127.0.0.1:{port}"\n'
-                                           'call_deadline_s = 3'))
+    cfg = write_config(site, db_url, "\n[sync]\noverlap_s = 300\n")
+    cfg.write_text(
+        cfg.read_text().replace(
+            'base_url = "sandbox"', f'base_url = "http://127.0.0.1:{port}"\ncall_deadline_s = 3'
+        )
+    )
     env = {"LAPOR_CLIENT_ID": "x", "LAPOR_CLIENT_SECRET": "y", "PATH": "/usr/bin:/bin"}
-    r = subprocess.run([sys.executable, "-m", "connector", "--config", str(cfg), "sync"],
-                       capture_output=True, text=True, env=env, timeout=120)
+    r = subprocess.run(
+        [sys.executable, "-m", "connector", "--config", str(cfg), "sync"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert r.returncode == 1
     assert "LAPOR! unavailable: ConnectError" in r.stderr and "Traceback" not in r.stderr
 
 
 @pytest.mark.sqlite_only(reason="SQLite's busy/locked errors")
-async def test_sqlite_busy_or_locked(tmp_path: Path, world: World,
-                                     fake_time: FakeTime) -> None:
+async def test_sqlite_busy_or_locked(tmp_path: Path, world: World, fake_time: FakeTime) -> None:
     import sqlite3
 
-    h = Harness(tmp_path / "site", f"sqlite:///{tmp_path}/busy.db", world, fake_time,
-                extra_settings="")
+    h = Harness(
+        tmp_path / "site", f"sqlite:///{tmp_path}/busy.db", world, fake_time, extra_settings=""
+    )
     h.store.engine.dispose()
     h.store.backend.busy_timeout_s = 0.2
     h.store.engine = h.store.backend.create_engine()
@@ -289,15 +322,17 @@ def _postmaster_started(conn: Connection) -> Any:
 
 
 @pytest.mark.skipif(not pg_available(), reason="needs PostgreSQL 15 binaries (initdb)")
-async def test_postgresql_restarted_mid_cycle(tmp_path: Path, world: World,
-                                              fake_time: FakeTime) -> None:
+async def test_postgresql_restarted_mid_cycle(
+    tmp_path: Path, world: World, fake_time: FakeTime
+) -> None:
     import psycopg
 
     # A private server: restarting the shared one would break others' tests.
     pg = PrivatePg()
     try:
-        with psycopg.connect(pg.url.replace("postgresql+psycopg://", "postgresql://"),
-                             autocommit=True) as admin:
+        with psycopg.connect(
+            pg.url.replace("postgresql+psycopg://", "postgresql://"), autocommit=True
+        ) as admin:
             admin.execute('CREATE DATABASE "restart"')
         url = pg.url.rsplit("/", 1)[0] + "/restart"
         h = Harness(tmp_path / "site", url, world, fake_time)
@@ -307,8 +342,7 @@ async def test_postgresql_restarted_mid_cycle(tmp_path: Path, world: World,
 
         def restart() -> None:
             # Some requests in: the first cycle is under way (it makes many more).
-            wait_for(lambda: world.requests >= 10, 60, "the first cycle's requests",
-                     every=0.01)
+            wait_for(lambda: world.requests >= 10, 60, "the first cycle's requests", every=0.01)
             pg.restart()
 
         restarter = threading.Thread(target=restart)

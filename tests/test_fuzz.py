@@ -18,13 +18,16 @@ from connector.settings import load_config
 from tests.conftest import ROOT
 from tests.factories import good_record
 
-ZERO_DATES = st.sampled_from(["0001-01-01 00:00:00", "0000-00-00 00:00:00",
-                              "9999-12-31 23:59:59", "0001-01-01 06:59:59"])
+ZERO_DATES = st.sampled_from(
+    ["0001-01-01 00:00:00", "0000-00-00 00:00:00", "9999-12-31 23:59:59", "0001-01-01 06:59:59"]
+)
 # Text as dirty as LAPOR!'s: NUL bytes, lone UTF-16 surrogates, control characters.
-dirty_text = st.text(st.characters(codec=None, blacklist_categories=()), max_size=30) | \
-    st.builds(lambda a, b, c: a + b + c, st.text(max_size=8),
-              st.sampled_from(["\x00", "\ud800", "\udfff", "\x1b[2J", "\u202e", "\x07"]),
-              st.text(max_size=8))
+dirty_text = st.text(st.characters(codec=None, blacklist_categories=()), max_size=30) | st.builds(
+    lambda a, b, c: a + b + c,
+    st.text(max_size=8),
+    st.sampled_from(["\x00", "\ud800", "\udfff", "\x1b[2J", "\u202e", "\x07"]),
+    st.text(max_size=8),
+)
 
 
 def nested(depth: int) -> Any:
@@ -36,10 +39,16 @@ def nested(depth: int) -> Any:
 
 deep_values = st.integers(30, 3000).map(nested)
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=30)
-    | dirty_text | ZERO_DATES,
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner,
-                                                                max_size=6),
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=True)
+    | st.text(max_size=30)
+    | dirty_text
+    | ZERO_DATES,
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=6)
+    ),
     max_leaves=25,
 )
 # Records shaped like LAPOR!'s, with fields randomly wrong, missing or extra.
@@ -47,8 +56,9 @@ field_values = {
     "tracking_id": st.one_of(st.integers(-5, 10**12), st.text(max_size=8), st.none()),
     "judul": st.one_of(st.text(max_size=20), st.integers()),
     "status": st.one_of(st.sampled_from(m.LAPOR_STATUSES), st.text(max_size=10)),
-    "diperbarui": st.one_of(st.just("2026-11-27 10:00:00"), st.text(max_size=22), st.integers(),
-                            ZERO_DATES),
+    "diperbarui": st.one_of(
+        st.just("2026-11-27 10:00:00"), st.text(max_size=22), st.integers(), ZERO_DATES
+    ),
     "unit_ids": st.one_of(st.lists(st.integers(), max_size=3), st.text(max_size=5)),
 }
 
@@ -63,9 +73,14 @@ def test_feed_items_never_raise(raw: Any) -> None:
 
 
 @settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow])
-@given(st.dictionaries(st.sampled_from(sorted(good_record())),
-                       json_values | deep_values | dirty_text | ZERO_DATES, max_size=5),
-       st.sets(st.sampled_from(sorted(good_record())), max_size=3))
+@given(
+    st.dictionaries(
+        st.sampled_from(sorted(good_record())),
+        json_values | deep_values | dirty_text | ZERO_DATES,
+        max_size=5,
+    ),
+    st.sets(st.sampled_from(sorted(good_record())), max_size=3),
+)
 def test_details_are_parsed_or_named_invalid(changes: dict[str, Any], drop: set[str]) -> None:
     raw = {**good_record(), **changes}
     for key in drop:
@@ -84,8 +99,10 @@ def test_details_are_parsed_or_named_invalid(changes: dict[str, Any], drop: set[
         for text in (c.title, c.body, c.category.name):
             assert "\x00" not in text
             text.encode("utf-8")
-        assert all(r.endswith(("NUL removed", "lone surrogate replaced",
-                               "zero date treated as absent")) for r in c.repairs)
+        assert all(
+            r.endswith(("NUL removed", "lone surrogate replaced", "zero date treated as absent"))
+            for r in c.repairs
+        )
 
 
 @settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow])
@@ -94,19 +111,43 @@ def test_terminal_output_is_neutralised(text: str) -> None:
     from connector.term import safe
 
     shown = safe(text, inline=True)
-    assert not any(ord(ch) < 0x20 or 0x7F <= ord(ch) <= 0x9F or 0xD800 <= ord(ch) <= 0xDFFF
-                   or ch in "\u202a\u202b\u202c\u202d\u202e" for ch in shown)
+    assert not any(
+        ord(ch) < 0x20
+        or 0x7F <= ord(ch) <= 0x9F
+        or 0xD800 <= ord(ch) <= 0xDFFF
+        or ch in "\u202a\u202b\u202c\u202d\u202e"
+        for ch in shown
+    )
     shown.encode("utf-8")
 
 
 toml_text = st.one_of(
     st.text(max_size=200),
-    st.lists(st.sampled_from([
-        "[lapor]", "[storage]", "[sync]", "[log]", "[nosuch]", "base_url = \"sandbox\"",
-        "instansi_id = 6411", "instansi_id = \"x\"", "overlap_s = -1", "pull_interval_s = 0",
-        "level = \"debug\"", "format = \"xml\"", "url = 5", "x = [1, 2", "= 3", "[[agency]]",
-        "requests_per_minute = 1e9", "page_size = 500",
-    ]), max_size=8).map("\n".join),
+    st.lists(
+        st.sampled_from(
+            [
+                "[lapor]",
+                "[storage]",
+                "[sync]",
+                "[log]",
+                "[nosuch]",
+                'base_url = "sandbox"',
+                "instansi_id = 6411",
+                'instansi_id = "x"',
+                "overlap_s = -1",
+                "pull_interval_s = 0",
+                'level = "debug"',
+                'format = "xml"',
+                "url = 5",
+                "x = [1, 2",
+                "= 3",
+                "[[agency]]",
+                "requests_per_minute = 1e9",
+                "page_size = 500",
+            ]
+        ),
+        max_size=8,
+    ).map("\n".join),
 )
 
 
@@ -122,12 +163,29 @@ def test_settings_files_validate_or_name_the_problem(text: str) -> None:
             assert str(path) in str(exc)
 
 
-mapping_lines = st.lists(st.sampled_from([
-    "[[agency]]", 'code = "DINKES"', 'code = "dinkes"', 'code = "X"', 'name = "Dinas"',
-    "name = 5", "lapor_unit_ids = [6411001]", "lapor_unit_ids = [6411001, 6411001]",
-    'lapor_unit_ids = ["a"]', "lapor_unit_ids = []", "extra = 1", "[agency]", "lapor_unit_ids",
-    '"unterminated', "[[status]]", 'lapor = "selesai"',
-]), max_size=12).map("\n".join)
+mapping_lines = st.lists(
+    st.sampled_from(
+        [
+            "[[agency]]",
+            'code = "DINKES"',
+            'code = "dinkes"',
+            'code = "X"',
+            'name = "Dinas"',
+            "name = 5",
+            "lapor_unit_ids = [6411001]",
+            "lapor_unit_ids = [6411001, 6411001]",
+            'lapor_unit_ids = ["a"]',
+            "lapor_unit_ids = []",
+            "extra = 1",
+            "[agency]",
+            "lapor_unit_ids",
+            '"unterminated',
+            "[[status]]",
+            'lapor = "selesai"',
+        ]
+    ),
+    max_size=12,
+).map("\n".join)
 
 
 @settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -141,5 +199,8 @@ def test_mapping_files_validate_or_name_the_file(text: str) -> None:
             load(d)
         except MappingError as exc:
             assert exc.problems
-            assert all(p.split(": ")[0] in ("agencies.toml", "statuses.toml", "categories.toml")
-                       and p.count(": ") >= 3 for p in exc.problems)
+            assert all(
+                p.split(": ")[0] in ("agencies.toml", "statuses.toml", "categories.toml")
+                and p.count(": ") >= 3
+                for p in exc.problems
+            )

@@ -22,33 +22,49 @@ def test_every_command_in_the_guide_parses() -> None:
         try:
             args = parser.parse_args(argv)
         except SystemExit as exc:  # argparse's way of refusing
-            raise AssertionError(f"the guide's `lapor-connector {shlex.join(argv)}` does not "
-                                 f"parse (exit {exc.code})") from None
+            raise AssertionError(
+                f"the guide's `lapor-connector {shlex.join(argv)}` does not parse (exit {exc.code})"
+            ) from None
         seen.add((args.command, getattr(args, "action", None)))
-    assert {("status", None), ("tickets", "update"), ("mappings", "check"),
-            ("outbox", "list"), ("quarantine", "list")} <= seen
+    assert {
+        ("status", None),
+        ("tickets", "update"),
+        ("mappings", "check"),
+        ("outbox", "list"),
+        ("quarantine", "list"),
+    } <= seen
 
 
 def test_the_extractor_finds_sudo_and_systemd_run_forms() -> None:
-    text = ("```sh\nsudo -u lapor-connector lapor-connector status --json\n"
-            "journalctl -u lapor-connector -o cat\nsudo systemctl restart lapor-connector\n"
-            "sudo systemd-run --pipe -p User=lapor-connector \\\n"
-            "  /usr/local/bin/lapor-connector mappings check --online\n```\n")
+    text = (
+        "```sh\nsudo -u lapor-connector lapor-connector status --json\n"
+        "journalctl -u lapor-connector -o cat\nsudo systemctl restart lapor-connector\n"
+        "sudo systemd-run --pipe -p User=lapor-connector \\\n"
+        "  /usr/local/bin/lapor-connector mappings check --online\n```\n"
+    )
     assert guide_commands(text) == [["status", "--json"], ["mappings", "check", "--online"]]
 
 
-SAFE = {("status", None), ("tickets", "list"), ("tickets", "show"), ("tickets", "update"),
-        ("quarantine", "list"), ("outbox", "list"), ("mappings", "check")}
+SAFE = {
+    ("status", None),
+    ("tickets", "list"),
+    ("tickets", "show"),
+    ("tickets", "update"),
+    ("quarantine", "list"),
+    ("outbox", "list"),
+    ("mappings", "check"),
+}
 
 
 def test_the_guides_safe_commands_run_against_a_sandbox_site(
-        tmp_path: Path, db_url: str, monkeypatch: pytest.MonkeyPatch,
-        capsys: pytest.CaptureFixture[str]) -> None:
+    tmp_path: Path, db_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     site = tmp_path / "etc"
     # SQLite: a path relative to the settings file, which the commands must resolve.
     sqlite = db_url.startswith("sqlite")
-    cfg = write_config(site, "sqlite:///var/connector.db" if sqlite else db_url,
-                       sandbox="complaints = 30\n")
+    cfg = write_config(
+        site, "sqlite:///var/connector.db" if sqlite else db_url, sandbox="complaints = 30\n"
+    )
     assert cli.main(["--config", str(cfg), "sync"]) == 0
     elsewhere = tmp_path / "home"
     elsewhere.mkdir()
@@ -63,15 +79,14 @@ def test_the_guides_safe_commands_run_against_a_sandbox_site(
         if args.command != "status":
             assert code == 0, (argv, out.err)
         else:
-            assert (f"{site}/var/connector.db" if sqlite else db_url.rpartition("/")[2]) \
-                in out.out
+            assert (f"{site}/var/connector.db" if sqlite else db_url.rpartition("/")[2]) in out.out
         ran += 1
     assert ran >= 10
 
 
 def test_checking_a_copy_as_the_guide_says_checks_the_copy(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-        capsys: pytest.CaptureFixture[str]) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     live = write_config(tmp_path / "etc", "sqlite:///var/connector.db")
     copy = tmp_path / "salinan"
     copy.mkdir()
@@ -79,24 +94,30 @@ def test_checking_a_copy_as_the_guide_says_checks_the_copy(
     for f in (tmp_path / "etc" / "mappings").iterdir():
         (copy / "mappings" / f.name).write_text(f.read_text())
     agencies = copy / "mappings" / "agencies.toml"
-    agencies.write_text(agencies.read_text().replace("lapor_unit_ids = [6411004]",
-                                                     "lapor_unit_ids = [6411004, 6411003]"))
+    agencies.write_text(
+        agencies.read_text().replace(
+            "lapor_unit_ids = [6411004]", "lapor_unit_ids = [6411004, 6411003]"
+        )
+    )
     # The guide: a settings.toml beside the copy, with [mappings] dir = "mappings".
     (copy / "settings.toml").write_text('[mappings]\ndir = "mappings"\n')
     elsewhere = tmp_path / "home"
     elsewhere.mkdir()
     assert run_as_guide(["mappings", "check"], live, elsewhere, monkeypatch) == 0
     capsys.readouterr()
-    code = run_as_guide(["--config", str(copy / "settings.toml"), "mappings", "check"], live,
-                        elsewhere, monkeypatch)
+    code = run_as_guide(
+        ["--config", str(copy / "settings.toml"), "mappings", "check"], live, elsewhere, monkeypatch
+    )
     assert code == 1
-    assert "RSP_DATAH_DAWAI: lapor_unit_ids: unit 6411003 is already routed to DKP2KB" in \
-        capsys.readouterr().err
+    assert (
+        "RSP_DATAH_DAWAI: lapor_unit_ids: unit 6411003 is already routed to DKP2KB"
+        in capsys.readouterr().err
+    )
 
 
 def test_a_local_settings_file_that_wins_over_the_services_is_named(
-        tmp_path: Path, db_url: str, monkeypatch: pytest.MonkeyPatch,
-        capsys: pytest.CaptureFixture[str]) -> None:
+    tmp_path: Path, db_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     service = write_config(tmp_path / "etc", db_url)
     here = tmp_path / "checkout"
     local = write_config(here, db_url)

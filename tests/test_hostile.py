@@ -51,6 +51,7 @@ def _maxrss_mb() -> float:
 
 def answering(head: bytes, body: bytes) -> Handler:
     """Every request (keep-alive too) answered with ``head`` and ``body``."""
+
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             while True:
@@ -60,6 +61,7 @@ def answering(head: bytes, body: bytes) -> Handler:
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
         writer.close()
+
     return handle
 
 
@@ -82,8 +84,10 @@ async def test_a_nested_gzip_bomb_is_refused_without_inflating_it(stack: str) ->
     head = JSON_200 + b"Content-Encoding: gzip, gzip\r\n"
     before = _maxrss_mb()
     transport = httpx.AsyncHTTPTransport() if stack == "httpx" else None
-    async with raw_server(answering(head, _bomb())) as base, \
-            wire_client(base, transport, call_deadline_s=5) as client:
+    async with (
+        raw_server(answering(head, _bomb())) as base,
+        wire_client(base, transport, call_deadline_s=5) as client,
+    ):
         with pytest.raises(Rejected, match="pengodean_tidak_didukung"):
             await client.ping()
         with pytest.raises(Rejected, match="pengodean_tidak_didukung"):
@@ -98,8 +102,10 @@ async def test_a_single_gzip_bomb_is_cut_inside_decompression(stack: str) -> Non
     body = _zeros_gz()
     before = _maxrss_mb()
     transport = httpx.AsyncHTTPTransport() if stack == "httpx" else None
-    async with raw_server(answering(head, body)) as base, \
-            wire_client(base, transport, call_deadline_s=5) as client:
+    async with (
+        raw_server(answering(head, body)) as base,
+        wire_client(base, transport, call_deadline_s=5) as client,
+    ):
         with pytest.raises(SkipRecord) as info:
             await client.complaint("1")
     assert info.value.reason == "response_too_large"
@@ -108,34 +114,38 @@ async def test_a_single_gzip_bomb_is_cut_inside_decompression(stack: str) -> Non
 
 async def test_an_attachment_bomb_is_refused(tmp_path: Path) -> None:
     head = b"HTTP/1.1 200 OK\r\nContent-Type: image/png\r\nContent-Encoding: gzip\r\n"
-    async with raw_server(answering(head, _gzip_of_zeros(64 << 20))) as base, \
-            wire_client(base) as client:
+    async with (
+        raw_server(answering(head, _gzip_of_zeros(64 << 20))) as base,
+        wire_client(base) as client,
+    ):
         client.tokens._token, client.tokens._valid_until = "t", float("inf")
         att = m.Attachment("a1", "a.png", "image/png", 1, f"{base}/api/v3/lampiran/a1")
         with pytest.raises(Rejected, match="lampiran_terlalu_besar"):
-            await client.download(att, tmp_path, max_bytes=1 << 20,
-                                  allowed_types=("image/png",))
+            await client.download(att, tmp_path, max_bytes=1 << 20, allowed_types=("image/png",))
         nested = answering(head.replace(b"gzip", b"gzip, gzip"), _bomb())
     async with raw_server(nested) as base, wire_client(base) as client:
         client.tokens._token, client.tokens._valid_until = "t", float("inf")
         att = m.Attachment("a1", "a.png", "image/png", 1, f"{base}/api/v3/lampiran/a1")
         with pytest.raises(Rejected, match="pengodean_tidak_didukung"):
-            await client.download(att, tmp_path, max_bytes=1 << 20,
-                                  allowed_types=("image/png",))
+            await client.download(att, tmp_path, max_bytes=1 << 20, allowed_types=("image/png",))
     assert list(tmp_path.iterdir()) == []
 
 
 async def test_an_honest_gzip_answer_is_read() -> None:
     body = _gzip(b'{"data": {"waktu_server": "2026-11-28 10:00:00"}}')
-    async with raw_server(answering(JSON_200 + b"Content-Encoding: gzip\r\n", body)) as base, \
-            wire_client(base) as client:
+    async with (
+        raw_server(answering(JSON_200 + b"Content-Encoding: gzip\r\n", body)) as base,
+        wire_client(base) as client,
+    ):
         assert (await client.ping()).year == 2026
 
 
 def test_the_decoder_never_produces_past_its_limit() -> None:
-    for coding, packed in (("gzip", _gzip(bytes(10_000))),
-                           ("deflate", zlib.compress(bytes(10_000))),
-                           ("deflate", zlib.compress(bytes(10_000))[2:-4])):  # raw deflate
+    for coding, packed in (
+        ("gzip", _gzip(bytes(10_000))),
+        ("deflate", zlib.compress(bytes(10_000))),
+        ("deflate", zlib.compress(bytes(10_000))[2:-4]),
+    ):  # raw deflate
         d = BoundedDecoder(coding, 20_000)
         assert d.decode(packed[:7]) + d.decode(packed[7:]) + d.flush() == bytes(10_000)
         small = BoundedDecoder(coding, 1000)
@@ -154,9 +164,12 @@ def test_the_decoder_never_produces_past_its_limit() -> None:
 
 
 async def test_a_corrupt_gzip_body_is_transient() -> None:
-    async with raw_server(answering(JSON_200 + b"Content-Encoding: gzip\r\n",
-                                    b"\x1f\x8bnot really")) as base, \
-            wire_client(base, call_deadline_s=2) as client:
+    async with (
+        raw_server(
+            answering(JSON_200 + b"Content-Encoding: gzip\r\n", b"\x1f\x8bnot really")
+        ) as base,
+        wire_client(base, call_deadline_s=2) as client,
+    ):
         with pytest.raises(LaporUnavailable):
             await client.ping()
 
@@ -165,6 +178,7 @@ async def test_a_corrupt_gzip_body_is_transient() -> None:
 def threaded_lapor(answer: Callable[[str], tuple[int, bytes]]) -> Iterator[str]:
     """A LAPOR! on loopback in a thread (for commands that run their own event loop):
     ``answer(path)`` gives the status and JSON body."""
+
     class Handler(http.server.BaseHTTPRequestHandler):
         def _reply(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
@@ -191,25 +205,31 @@ def threaded_lapor(answer: Callable[[str], tuple[int, bytes]]) -> Iterator[str]:
         server.server_close()
 
 
-TOKEN = json.dumps({"status": "ok", "data": {"access_token": "t", "token_type": "Bearer",
-                                             "expires_in": 3600}}).encode()
-EVIL_KODE = json.dumps({"status": "error", "error": {
-    "kode": "dilarang\x1b[31m Bearer abcdefSECRET123", "pesan": "x"}}).encode()
+TOKEN = json.dumps(
+    {"status": "ok", "data": {"access_token": "t", "token_type": "Bearer", "expires_in": 3600}}
+).encode()
+EVIL_KODE = json.dumps(
+    {"status": "error", "error": {"kode": "dilarang\x1b[31m Bearer abcdefSECRET123", "pesan": "x"}}
+).encode()
 
 
 @pytest.mark.parametrize("refused", ["/auth/token", "/laporan"])
 def test_sync_reports_a_4xx_from_feed_or_token_without_a_traceback(
-        refused: str, tmp_path: Path, db_url: str, monkeypatch: pytest.MonkeyPatch,
-        capsys: pytest.CaptureFixture[str]) -> None:
+    refused: str,
+    tmp_path: Path,
+    db_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     def answer(path: str) -> tuple[int, bytes]:
         if refused in path:
             return 403, EVIL_KODE
         return 200, TOKEN
+
     monkeypatch.setenv("LAPOR_CLIENT_ID", "id")
     monkeypatch.setenv("LAPOR_CLIENT_SECRET", "secret-of-ours")
     with threaded_lapor(answer) as base:
-        cfg = write_config(tmp_path, db_url,
-                           settings={"lapor": {"base_url": base}})
+        cfg = write_config(tmp_path, db_url, settings={"lapor": {"base_url": base}})
         code = cli.main(["sync", "--config", str(cfg)])
     err = capsys.readouterr().err
     assert code == 1
@@ -219,14 +239,15 @@ def test_sync_reports_a_4xx_from_feed_or_token_without_a_traceback(
 
 
 def test_status_json_masks_a_token_that_lapor_put_in_its_error(
-        tmp_path: Path, db_url: str, monkeypatch: pytest.MonkeyPatch,
-        capsys: pytest.CaptureFixture[str]) -> None:
+    tmp_path: Path, db_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     """Issue 23 item 13: the failed pull's error quotes LAPOR!'s `kode`; `status --json`
     (the body of /healthz too) shows it masked as the logs would."""
     monkeypatch.setenv("LAPOR_CLIENT_ID", "id")
     monkeypatch.setenv("LAPOR_CLIENT_SECRET", "secret-of-ours")
-    with threaded_lapor(lambda path: (403, EVIL_KODE) if "/laporan" in path
-                        else (200, TOKEN)) as base:
+    with threaded_lapor(
+        lambda path: (403, EVIL_KODE) if "/laporan" in path else (200, TOKEN)
+    ) as base:
         cfg = write_config(tmp_path, db_url, settings={"lapor": {"base_url": base}})
         assert cli.main(["sync", "--config", str(cfg)]) == 1
     capsys.readouterr()
@@ -252,8 +273,13 @@ def test_a_metrics_listener_off_loopback_is_warned_about() -> None:
 
 
 def _summary(tid: int, when: str) -> dict[str, object]:
-    return {"tracking_id": tid, "judul": "x", "status": "baru", "diperbarui": when,
-            "disposisi": [{"unit_id": 6411001, "instansi_id": 6411}]}
+    return {
+        "tracking_id": tid,
+        "judul": "x",
+        "status": "baru",
+        "diperbarui": when,
+        "disposisi": [{"unit_id": 6411001, "instansi_id": 6411}],
+    }
 
 
 async def test_a_feed_that_repeats_itself_under_fresh_cursors_ends_the_pass() -> None:
@@ -268,9 +294,17 @@ async def test_a_feed_that_repeats_itself_under_fresh_cursors_ends_the_pass() ->
         if request.url.path.endswith("/auth/token"):
             return httpx.Response(200, content=TOKEN)
         pages += 1
-        return httpx.Response(200, json={"status": "ok", "data": [
-            _summary(4511001, "2026-11-27 10:00:00"), _summary(4511002, "2026-11-27 10:00:01")],
-            "meta": {"kursor_berikutnya": f"c{pages}", "waktu_server": "2026-11-27 10:00:00"}})
+        return httpx.Response(
+            200,
+            json={
+                "status": "ok",
+                "data": [
+                    _summary(4511001, "2026-11-27 10:00:00"),
+                    _summary(4511002, "2026-11-27 10:00:01"),
+                ],
+                "meta": {"kursor_berikutnya": f"c{pages}", "waktu_server": "2026-11-27 10:00:00"},
+            },
+        )
 
     client = wire_client("http://lapor.test", httpx.MockTransport(handler))
     with pytest.raises(LaporUnavailable, match="no progress"):
@@ -311,7 +345,7 @@ async def cutting_proxy(upstream: str, cut_after: int) -> AsyncIterator[str]:
             sent = 0
             with contextlib.suppress(ConnectionError):
                 while sent < cut_after and (data := await up_r.read(65536)):
-                    data = data[:cut_after - sent]
+                    data = data[: cut_after - sent]
                     sent += len(data)
                     writer.write(data)
                     await writer.drain()
@@ -339,8 +373,10 @@ async def test_a_link_that_cuts_long_answers_still_reads_the_whole_feed() -> Non
     world = World(seed=7, complaints=120, faults=Faults(rate_limit_per_minute=0))
     got: set[str] = set()
     with served(world) as base, capture_logs() as logs:
-        async with cutting_proxy(base, 8 * 1024) as link, \
-                wire_client(link, call_deadline_s=30) as client:
+        async with (
+            cutting_proxy(base, 8 * 1024) as link,
+            wire_client(link, call_deadline_s=30) as client,
+        ):
             async for page in client.feed(lambda: None, 100):
                 got.update(i.tracking_id for i in page.items)
             assert client.pages.reduced is not None

@@ -26,7 +26,8 @@ from tests.waits import wait_for
 
 @pytest.mark.sqlite_only(reason="the SQLite lock file")
 def test_sqlite_lock_sits_beside_the_database_whatever_the_path_form(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     real = tmp_path / "data" / "connector.db"
     real.parent.mkdir()
     (tmp_path / "link.db").symlink_to(real)
@@ -36,9 +37,13 @@ def test_sqlite_lock_sits_beside_the_database_whatever_the_path_form(
     first.lock_instance()
     try:
         assert (real.parent / "connector.db.lock").exists()
-        for url in ("sqlite:///data/connector.db", "sqlite:///./data/connector.db",
-                    f"sqlite:///{tmp_path}/link.db", "sqlite:///linkdir/connector.db",
-                    f"sqlite:///{tmp_path}/data/../data/connector.db"):
+        for url in (
+            "sqlite:///data/connector.db",
+            "sqlite:///./data/connector.db",
+            f"sqlite:///{tmp_path}/link.db",
+            "sqlite:///linkdir/connector.db",
+            f"sqlite:///{tmp_path}/data/../data/connector.db",
+        ):
             other = Store(url)
             with pytest.raises(InstanceLocked, match="already running"):
                 other.lock_instance()
@@ -52,8 +57,9 @@ def test_sqlite_lock_sits_beside_the_database_whatever_the_path_form(
 
 
 @pytest.mark.sqlite_only(reason="the SQLite lock file")
-def test_settings_relative_path_locks_beside_the_database(tmp_path: Path,
-                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+def test_settings_relative_path_locks_beside_the_database(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     cfg = write_config(tmp_path / "site", "sqlite:///./var/c.db")
     monkeypatch.chdir(tmp_path)  # not the settings folder: the path is relative to the file
     store = open_store(load_config(cfg, environ={}), lock=True)
@@ -117,8 +123,13 @@ def _lease_expiry(url: str) -> float:
     holder's own transactions renew it."""
     probe = Store(url)
     try:
-        return float(probe.run(lambda c: c.execute(text(
-            "SELECT extract(epoch FROM expires_at) FROM connector_lease")).scalar_one()))
+        return float(
+            probe.run(
+                lambda c: c.execute(
+                    text("SELECT extract(epoch FROM expires_at) FROM connector_lease")
+                ).scalar_one()
+            )
+        )
     finally:
         probe.close()
 
@@ -126,9 +137,18 @@ def _lease_expiry(url: str) -> float:
 def _renewed_since_start(probe: Store, lease_s: float) -> bool:
     """Whether the lease was renewed after the server (re)started."""
     try:
-        return bool(probe.run(lambda c: c.execute(text(
-            "SELECT expires_at - make_interval(secs => :s) > pg_postmaster_start_time() "
-            "FROM connector_lease"), {"s": lease_s}).scalar()))
+        return bool(
+            probe.run(
+                lambda c: c.execute(
+                    text(
+                        "SELECT expires_at - make_interval(secs => :s)"
+                        " > pg_postmaster_start_time() "
+                        "FROM connector_lease"
+                    ),
+                    {"s": lease_s},
+                ).scalar()
+            )
+        )
     except StorageBusy:  # the server is still coming back
         return False
 
@@ -170,12 +190,21 @@ def test_pg_lease_taken_over_after_expiry_fences_the_old_holder(pg: PrivatePg) -
     new.lock_instance()  # expired: the newcomer takes over
     try:
         with pytest.raises(LeaseLost):
-            old.run(lambda c: c.execute(text(
-                "INSERT INTO connector_state (key, value) VALUES ('stale', 'x')")))
+            old.run(
+                lambda c: c.execute(
+                    text("INSERT INTO connector_state (key, value) VALUES ('stale', 'x')")
+                )
+            )
         with pytest.raises(LeaseLost):
             old.run(lambda c: None)  # for good
-        assert new.run(lambda c: c.execute(text(
-            "SELECT count(*) FROM connector_state WHERE key = 'stale'")).scalar()) == 0
+        assert (
+            new.run(
+                lambda c: c.execute(
+                    text("SELECT count(*) FROM connector_state WHERE key = 'stale'")
+                ).scalar()
+            )
+            == 0
+        )
     finally:
         old.close()
         new.close()
@@ -183,24 +212,34 @@ def test_pg_lease_taken_over_after_expiry_fences_the_old_holder(pg: PrivatePg) -
 
 @needs_pg
 def test_pg_daemon_keeps_its_lease_over_a_restart_and_stops_when_it_is_taken(
-        pg: PrivatePg, tmp_path: Path) -> None:
+    pg: PrivatePg, tmp_path: Path
+) -> None:
     url = _fresh_db(pg, "lease_daemon")
     cfg = write_config(tmp_path / "site", url, sandbox="complaints = 5\ngenerator = false")
     log = tmp_path / "daemon.log"
-    env = {**os.environ, "LAPOR_CONNECTOR_STORAGE__LEASE_S": "3",
-           "LAPOR_CONNECTOR_LOG__LEVEL": "info"}
-    daemon = subprocess.Popen([sys.executable, "-m", "connector", "--config", str(cfg), "run"],
-                              cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-                              stderr=log.open("wb"))
+    env = {
+        **os.environ,
+        "LAPOR_CONNECTOR_STORAGE__LEASE_S": "3",
+        "LAPOR_CONNECTOR_LOG__LEVEL": "info",
+    }
+    daemon = subprocess.Popen(
+        [sys.executable, "-m", "connector", "--config", str(cfg), "run"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=log.open("wb"),
+    )
     try:
         probe = Store(url)
         deadline = time.monotonic() + 60
         while True:
             try:
-                owner = probe.run(lambda c: c.execute(text(
-                    "SELECT owner FROM connector_lease")).scalar())
-                if owner and probe.run(lambda c: c.execute(text(
-                        "SELECT count(*) FROM runs")).scalar()):
+                owner = probe.run(
+                    lambda c: c.execute(text("SELECT owner FROM connector_lease")).scalar()
+                )
+                if owner and probe.run(
+                    lambda c: c.execute(text("SELECT count(*) FROM runs")).scalar()
+                ):
                     break
             except Exception:  # tables not there yet
                 pass
@@ -208,20 +247,34 @@ def test_pg_daemon_keeps_its_lease_over_a_restart_and_stops_when_it_is_taken(
             time.sleep(0.2)
         pg.restart()
         # The daemon must renew its lease over the restart (3 s, renewed every second).
-        wait_for(lambda: _renewed_since_start(probe, 3), 60,
-                 "the daemon to renew its lease after the restart", every=0.2)
+        wait_for(
+            lambda: _renewed_since_start(probe, 3),
+            60,
+            "the daemon to renew its lease after the restart",
+            every=0.2,
+        )
         assert daemon.poll() is None
-        second = subprocess.run([sys.executable, "-m", "connector", "--config", str(cfg),
-                                 "sync"], cwd=ROOT, env=env, capture_output=True, text=True,
-                                timeout=120)
+        second = subprocess.run(
+            [sys.executable, "-m", "connector", "--config", str(cfg), "sync"],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert second.returncode == 1 and "already running" in second.stderr
-        assert probe.run(lambda c: c.execute(text(
-            "SELECT owner FROM connector_lease")).scalar()) == owner
+        assert (
+            probe.run(lambda c: c.execute(text("SELECT owner FROM connector_lease")).scalar())
+            == owner
+        )
         # Another connector takes the lease (as after an expiry): the daemon stops by itself.
         probe.run(lambda c: c.execute(text("UPDATE connector_lease SET owner = 'other:1:x'")))
         assert daemon.wait(timeout=30) == 1
-        events = [json.loads(line).get("event") for line in log.read_text().splitlines()
-                  if line.startswith("{")]
+        events = [
+            json.loads(line).get("event")
+            for line in log.read_text().splitlines()
+            if line.startswith("{")
+        ]
         assert "instance_lease_lost" in events
         probe.close()
     finally:
@@ -230,8 +283,9 @@ def test_pg_daemon_keeps_its_lease_over_a_restart_and_stops_when_it_is_taken(
             daemon.wait()
 
 
-def test_db_upgrade_refuses_beside_a_running_connector(tmp_path: Path, db_url: str,
-                                                       capsys: Any) -> None:
+def test_db_upgrade_refuses_beside_a_running_connector(
+    tmp_path: Path, db_url: str, capsys: Any
+) -> None:
     from connector.cli import main
 
     cfg = write_config(tmp_path / "site", db_url)

@@ -48,8 +48,7 @@ class Rewriter(httpx.AsyncBaseTransport):
         body = await resp.aread()
         out = self.rewrite(request.url.path, json.loads(body))
         if out is None:
-            return httpx.Response(200, headers={"Content-Type": "application/json"},
-                                  content=body)
+            return httpx.Response(200, headers={"Content-Type": "application/json"}, content=body)
         raw = out if isinstance(out, bytes) else json.dumps(out).encode()
         return httpx.Response(200, headers={"Content-Type": "application/json"}, content=raw)
 
@@ -99,14 +98,21 @@ async def test_hostile_records_never_stop_the_rest(h: Harness, rw: Rewriter) -> 
             data["judul"] = "Jalan rusak \ud800 di kampung"
         elif path == detail_path(nul):
             data["isi"] = "Air\x00 keruh"
-            data["tindak_lanjut"] = [{"id": 99001, "oleh": "pelapor", "unit_id": None,
-                                      "status": None, "isi": "mohon\x00 cepat",
-                                      "dibuat": data["dibuat"]}]
+            data["tindak_lanjut"] = [
+                {
+                    "id": 99001,
+                    "oleh": "pelapor",
+                    "unit_id": None,
+                    "status": None,
+                    "isi": "mohon\x00 cepat",
+                    "dibuat": data["dibuat"],
+                }
+            ]
         elif path == detail_path(cut) and cut not in truncated_once:
             truncated_once.add(cut)
             return json.dumps(doc).encode()[:150]
         elif path == detail_path(deep):
-            return (b'{"status":"ok","data":{"x":' + b"[" * 100000 + b"]" * 100000 + b"}}")
+            return b'{"status":"ok","data":{"x":' + b"[" * 100000 + b"]" * 100000 + b"}}"
         elif path == detail_path(too_long):
             data["kategori"]["nama"] = "K" * 201
         else:
@@ -151,7 +157,8 @@ async def test_hostile_records_never_stop_the_rest(h: Harness, rw: Rewriter) -> 
 
 
 async def test_storage_refusing_one_records_values_quarantines_that_record_alone(
-        h: Harness, rw: Rewriter, monkeypatch: pytest.MonkeyPatch) -> None:
+    h: Harness, rw: Rewriter, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Without the repairs (as if a new kind of bad value slipped through), the database's
     refusal hits one record: it is quarantined and the rest of the chunk commits."""
     await h.sync()
@@ -246,12 +253,19 @@ async def test_a_sweep_cut_short_by_a_stop_is_not_recorded_as_done(h: Harness) -
 
 
 async def test_dedupe_keeps_feed_order_with_a_commit_in_mid_page(
-        tmp_path: Path, db_url: str, fake_time: FakeTime, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, db_url: str, fake_time: FakeTime, monkeypatch: pytest.MonkeyPatch
+) -> None:
     world = World(seed=3, complaints=0, faults=Faults(rate_limit_per_minute=0), clock=fake_time)
     rw = Rewriter(httpx.ASGITransport(app=create_app(world)))
-    h = Harness(tmp_path / "site", db_url, world, fake_time, transport=rw,
-                extra_settings="\n[sync]\noverlap_s = 0\n",
-                settings={"lapor": {"detail_concurrency": 1}})  # two records per batch
+    h = Harness(
+        tmp_path / "site",
+        db_url,
+        world,
+        fake_time,
+        transport=rw,
+        extra_settings="\n[sync]\noverlap_s = 0\n",
+        settings={"lapor": {"detail_concurrency": 1}},
+    )  # two records per batch
     h.ctx.cadence = core.Cadence(records=1)  # a commit after every batch: in mid-page
     ids = new_complaints(h, 6)
     first = ids[0]
@@ -283,22 +297,34 @@ async def test_dedupe_keeps_feed_order_with_a_commit_in_mid_page(
 
 async def test_later_privacy_and_edits_reach_the_ticket(h: Harness) -> None:
     await h.sync()
-    rec = next(r for r in h.world.records.values()
-               if r["pelapor"] and h.world.visible(r["tracking_id"])
-               and r["status"] == "terdisposisi")
+    rec = next(
+        r
+        for r in h.world.records.values()
+        if r["pelapor"] and h.world.visible(r["tracking_id"]) and r["status"] == "terdisposisi"
+    )
     tid, name = rec["tracking_id"], rec["pelapor"]["nama"]
     h.time.t += 5
-    h.world.append_follow_up(rec, "pelapor", None, None, f"Saya {name}, mohon dibantu.",
-                             h.world.now())
+    h.world.append_follow_up(
+        rec, "pelapor", None, None, f"Saya {name}, mohon dibantu.", h.world.now()
+    )
     rec["diperbarui"] = h.world.now()
     await h.sync()
     t = h.ticket(tid)
     reporter = t["reporter"]
-    assert reporter is not None and reporter["name"] == name and any(
-        name in m["text"] for m in t["messages"])
+    assert (
+        reporter is not None
+        and reporter["name"] == name
+        and any(name in m["text"] for m in t["messages"])
+    )
     h.time.t += 5
-    rec.update(anonim=True, pelapor=None, rahasia=True, judul="Judul disunting admin",
-               isi="Isi disunting admin.", diperbarui=h.world.now())
+    rec.update(
+        anonim=True,
+        pelapor=None,
+        rahasia=True,
+        judul="Judul disunting admin",
+        isi="Isi disunting admin.",
+        diperbarui=h.world.now(),
+    )
     pulled, _ = await h.sync()
     assert pulled["updated"] >= 1
     t = h.ticket(tid)
@@ -318,11 +344,25 @@ async def test_later_privacy_and_edits_reach_the_ticket(h: Harness) -> None:
 @pytest.mark.skipif(not PG_URL, reason="the PostgreSQL leg needs LAPOR_TEST_PG_URL")
 def test_same_length_limits_on_both_backends() -> None:
     # Enforced in the wire models, before any database: 31-digit ids, 200-character names.
-    ok = wire.parse_summary({"tracking_id": 10**31 - 1, "judul": "", "status": "selesai",
-                             "diperbarui": "2026-11-27 10:00:00", "unit_ids": []})
+    ok = wire.parse_summary(
+        {
+            "tracking_id": 10**31 - 1,
+            "judul": "",
+            "status": "selesai",
+            "diperbarui": "2026-11-27 10:00:00",
+            "unit_ids": [],
+        }
+    )
     assert not isinstance(ok, m.BadSummary)
-    bad = wire.parse_summary({"tracking_id": 10**31, "judul": "", "status": "selesai",
-                              "diperbarui": "2026-11-27 10:00:00", "unit_ids": []})
+    bad = wire.parse_summary(
+        {
+            "tracking_id": 10**31,
+            "judul": "",
+            "status": "selesai",
+            "diperbarui": "2026-11-27 10:00:00",
+            "unit_ids": [],
+        }
+    )
     assert isinstance(bad, m.BadSummary) and bad.tracking_id == "unknown"
 
 
@@ -334,17 +374,20 @@ def test_zero_dates_and_overflow_are_named_never_raised() -> None:
             with pytest.raises(InvalidRecord) as exc:
                 wire.parse_complaint(raw, "4100001")
             assert exc.value.fields == [key]
-    c = wire.parse_complaint({**good_record(), "batas_tindak_lanjut": "0001-01-01 00:00:00"},
-                             "4100001")
+    c = wire.parse_complaint(
+        {**good_record(), "batas_tindak_lanjut": "0001-01-01 00:00:00"}, "4100001"
+    )
     assert c.deadline is None and c.repairs == ("batas_tindak_lanjut: zero date treated as absent",)
-    far = wire.parse_complaint({**good_record(), "batas_tindak_lanjut": "9999-12-31 23:59:59"},
-                               "4100001")
+    far = wire.parse_complaint(
+        {**good_record(), "batas_tindak_lanjut": "9999-12-31 23:59:59"}, "4100001"
+    )
     assert far.deadline == datetime(9999, 12, 31, 16, 59, 59, tzinfo=UTC)
     assert format_wib(far.deadline).startswith("9999")
 
 
 async def test_one_unsendable_follow_up_does_not_stop_the_others(
-        h: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
     await h.sync()
     opened = [t for t in h.tickets() if t["status"] == "new"][:3]
     for t in opened:
@@ -362,12 +405,14 @@ async def test_one_unsendable_follow_up_does_not_stop_the_others(
     states = {e["tracking_id"]: e for e in h.outbox()}
     assert states[poisoned]["state"] == "failed"
     assert states[poisoned]["last_error"] == "data_lokal_tidak_valid"
-    assert pushed["pushed"] == 2 and all(states[t["tracking_id"]]["state"] == "sent"
-                                         for t in opened[1:])
+    assert pushed["pushed"] == 2 and all(
+        states[t["tracking_id"]]["state"] == "sent" for t in opened[1:]
+    )
 
 
-def test_officer_text_is_repaired_before_storage(tmp_path: Path, db_url: str,
-                                                 capsys: pytest.CaptureFixture[str]) -> None:
+def test_officer_text_is_repaired_before_storage(
+    tmp_path: Path, db_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     from connector.cli import main
     from tests.conftest import write_config
 

@@ -46,15 +46,34 @@ def _engine(cfg: Path) -> Any:
 
 def test_plain_text_is_neutralised_and_json_is_exact(synced: Path, capsys: Any) -> None:
     store = _engine(synced)
-    store.run(lambda c: c.execute(update(schema.tickets).where(schema.tickets.c.id == 1)
-                                  .values(title=HOSTILE, body=HOSTILE)))
-    store.run(lambda c: c.execute(schema.quarantine.insert().values(
-        tracking_id="999", reason="invalid_record", detail="bad \x1b[31m", unit_ids="[]",
-        attempts=1, retry_requested=False, first_seen=datetime.now(UTC),
-        last_seen=datetime.now(UTC))))
+    store.run(
+        lambda c: c.execute(
+            update(schema.tickets)
+            .where(schema.tickets.c.id == 1)
+            .values(title=HOSTILE, body=HOSTILE)
+        )
+    )
+    store.run(
+        lambda c: c.execute(
+            schema.quarantine.insert().values(
+                tracking_id="999",
+                reason="invalid_record",
+                detail="bad \x1b[31m",
+                unit_ids="[]",
+                attempts=1,
+                retry_requested=False,
+                first_seen=datetime.now(UTC),
+                last_seen=datetime.now(UTC),
+            )
+        )
+    )
     store.close()
-    for args in (("tickets", "list"), ("tickets", "show", "1"), ("quarantine", "list"),
-                 ("status",)):
+    for args in (
+        ("tickets", "list"),
+        ("tickets", "show", "1"),
+        ("quarantine", "list"),
+        ("status",),
+    ):
         _, out, err = run(capsys, synced, *args)
         for shown in (out, err):
             assert "\x1b" not in shown and "\x07" not in shown and "\r" not in shown
@@ -67,18 +86,29 @@ def test_plain_text_is_neutralised_and_json_is_exact(synced: Path, capsys: Any) 
     assert json.loads(out)[0]["detail"] == "bad \x1b[31m"
 
 
-def test_status_shows_every_reason_with_count_and_oldest_age(synced: Path,
-                                                            capsys: Any) -> None:
+def test_status_shows_every_reason_with_count_and_oldest_age(synced: Path, capsys: Any) -> None:
     now = datetime.now(UTC)
-    rows = [("1", "not_found", now - timedelta(hours=2)),
-            ("2", "not_found", now - timedelta(minutes=5)),
-            ("3", "outside_instansi", now - timedelta(days=9))]
+    rows = [
+        ("1", "not_found", now - timedelta(hours=2)),
+        ("2", "not_found", now - timedelta(minutes=5)),
+        ("3", "outside_instansi", now - timedelta(days=9)),
+    ]
     store = _engine(synced)
     for tid, reason, first in rows:
-        store.run(lambda c, tid=tid, reason=reason, first=first: c.execute(
-            schema.quarantine.insert().values(
-                tracking_id=tid, reason=reason, detail="", unit_ids="[]", attempts=1,
-                retry_requested=False, first_seen=first, last_seen=first)))
+        store.run(
+            lambda c, tid=tid, reason=reason, first=first: c.execute(
+                schema.quarantine.insert().values(
+                    tracking_id=tid,
+                    reason=reason,
+                    detail="",
+                    unit_ids="[]",
+                    attempts=1,
+                    retry_requested=False,
+                    first_seen=first,
+                    last_seen=first,
+                )
+            )
+        )
     code, out, _ = run(capsys, synced, "status")
     assert code == 0, out  # young, or settled (outside_instansi needs nobody)
     assert "not_found=2 (oldest 2.0 h)" in out and "outside_instansi=1 (oldest 9.0 d)" in out
@@ -87,8 +117,13 @@ def test_status_shows_every_reason_with_count_and_oldest_age(synced: Path,
     assert rep["quarantine"] == {"not_found": 2, "outside_instansi": 1}
     assert 7100 < rep["quarantine_oldest_age_s"]["not_found"] < 7300
     old = now - timedelta(days=1, minutes=1)
-    store.run(lambda c: c.execute(update(schema.quarantine).where(
-        schema.quarantine.c.tracking_id == "1").values(first_seen=old)))
+    store.run(
+        lambda c: c.execute(
+            update(schema.quarantine)
+            .where(schema.quarantine.c.tracking_id == "1")
+            .values(first_seen=old)
+        )
+    )
     store.close()
     code, out, _ = run(capsys, synced, "status")
     assert code == 1 and "quarantine_old" in out and "not_found" in out
@@ -119,8 +154,16 @@ def test_sweep_runs_daily_at_a_quiet_hour_wita() -> None:
     assert sweep_due(_wita(14), _wita(13), 3600.0)
 
 
-@pytest.mark.parametrize("url", ["http://127.0.0.1.example.org", "http://localhost.evil.org:80",
-                                 "http://127.evil.org", "http://10.0.0.1", "http://[::2]:8080"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1.example.org",
+        "http://localhost.evil.org:80",
+        "http://127.evil.org",
+        "http://10.0.0.1",
+        "http://[::2]:8080",
+    ],
+)
 def test_plain_http_only_to_a_loopback_host(tmp_path: Path, url: str) -> None:
     path = tmp_path / "settings.toml"
     path.write_text(f'[lapor]\nbase_url = "{url}"\n', encoding="utf-8")
@@ -128,8 +171,16 @@ def test_plain_http_only_to_a_loopback_host(tmp_path: Path, url: str) -> None:
         load_config(path, environ={})
 
 
-@pytest.mark.parametrize("url", ["http://127.0.0.1:8765", "http://127.8.9.10", "http://[::1]:80",
-                                 "http://localhost:1", "http://LOCALHOST"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:8765",
+        "http://127.8.9.10",
+        "http://[::1]:80",
+        "http://localhost:1",
+        "http://LOCALHOST",
+    ],
+)
 def test_loopback_hosts_are_accepted(tmp_path: Path, url: str) -> None:
     path = tmp_path / "settings.toml"
     path.write_text(f'[lapor]\nbase_url = "{url}"\n', encoding="utf-8")

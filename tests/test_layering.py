@@ -161,8 +161,13 @@ def test_the_cycle_finder_finds_one() -> None:
 
 def test_wire_store_and_trackers_never_import_the_layers_above() -> None:
     graph = _graph()
-    above = ("connector.sync", "connector.cli", "connector.service", "connector.runtime",
-             "connector.daemon")
+    above = (
+        "connector.sync",
+        "connector.cli",
+        "connector.service",
+        "connector.runtime",
+        "connector.daemon",
+    )
     wrong = {
         (module, target)
         for module, targets in graph.items()
@@ -175,9 +180,19 @@ def test_wire_store_and_trackers_never_import_the_layers_above() -> None:
 
 def test_the_core_does_no_io() -> None:
     graph = _graph()
-    io = ("ext:sqlalchemy", "ext:httpx", "ext:aiohttp", "ext:httpx_aiohttp", "ext:alembic",
-          "ext:psycopg", "ext:sqlite3", "connector.store", "connector.lapor.client",
-          "connector.lapor.transport", "connector.tracker.redmine_api")
+    io = (
+        "ext:sqlalchemy",
+        "ext:httpx",
+        "ext:aiohttp",
+        "ext:httpx_aiohttp",
+        "ext:alembic",
+        "ext:psycopg",
+        "ext:sqlite3",
+        "connector.store",
+        "connector.lapor.client",
+        "connector.lapor.transport",
+        "connector.tracker.redmine_api",
+    )
     for core in ("connector.sync.core", "connector.sync.clock"):
         wrong = {t for t in _reachable(graph, core) if t.startswith(io)}
         assert wrong == set(), core
@@ -186,9 +201,13 @@ def test_the_core_does_no_io() -> None:
 def test_the_sync_path_never_imports_the_sandbox() -> None:
     graph = _graph()
     path = ("connector.sync", "connector.store", "connector.lapor", "connector.tracker")
-    wrong = {(module, target) for module, targets in graph.items()
-             if module.startswith(path) for target in targets
-             if target.startswith("connector.sandbox")}
+    wrong = {
+        (module, target)
+        for module, targets in graph.items()
+        if module.startswith(path)
+        for target in targets
+        if target.startswith("connector.sandbox")
+    }
     assert wrong == set()
     assert "connector.sandbox.embedded" in graph["connector.runtime"]
 
@@ -225,32 +244,44 @@ def test_no_package_level_import_cycles() -> None:
 
 def test_the_store_never_imports_the_trackers() -> None:
     graph = _graph()
-    wrong = {(module, target) for module, targets in graph.items()
-             if module.startswith("connector.store") for target in targets
-             if target.startswith("connector.tracker")}
+    wrong = {
+        (module, target)
+        for module, targets in graph.items()
+        if module.startswith("connector.store")
+        for target in targets
+        if target.startswith("connector.tracker")
+    }
     assert wrong == set()
 
 
 def test_the_package_cycle_finder_finds_one() -> None:
-    graph = {"connector.store.intents": {"connector.tracker.port"},
-             "connector.tracker.port": {"connector.domain"},
-             "connector.tracker.builtin": {"connector.store.schema"},
-             "connector.store.schema": set(), "connector.domain": set()}
+    graph = {
+        "connector.store.intents": {"connector.tracker.port"},
+        "connector.tracker.port": {"connector.domain"},
+        "connector.tracker.builtin": {"connector.store.schema"},
+        "connector.store.schema": set(),
+        "connector.domain": set(),
+    }
     assert _cycles(_package_graph(graph)) == [["connector.store", "connector.tracker"]]
 
 
 def _asks_the_kind(path: Path) -> list[int]:
-    return [n for n, line in enumerate(path.read_text("utf-8").splitlines(), 1)
-            if re.search(r"\.inline\b", line)]
+    return [
+        n
+        for n, line in enumerate(path.read_text("utf-8").splitlines(), 1)
+        if re.search(r"\.inline\b", line)
+    ]
 
 
 def test_only_the_sink_knows_which_kind_of_tracker_it_is() -> None:
     """``.inline`` (in the pull's transaction or not) is read where the sink is picked."""
     allowed = {ROOT / "runtime.py"}
-    wrong = {f"{path.relative_to(ROOT)}:{n}"
-             for path in ROOT.rglob("*.py") if path not in allowed
-             and "tracker" not in path.relative_to(ROOT).parts
-             for n in _asks_the_kind(path)}
+    wrong = {
+        f"{path.relative_to(ROOT)}:{n}"
+        for path in ROOT.rglob("*.py")
+        if path not in allowed and "tracker" not in path.relative_to(ROOT).parts
+        for n in _asks_the_kind(path)
+    }
     assert wrong == set()
 
 

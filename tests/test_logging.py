@@ -19,13 +19,19 @@ CASES = [
     ({"event": "x", "reporter": {"name": "Maria Bulan"}}, {"reporter": REDACTED}),
     ({"event": "x", "client_secret": "s3cret-value"}, {"client_secret": REDACTED}),
     ({"event": "x", "free": "Puskesmas di Long Apari tutup"}, {"free": REDACTED}),
-    ({"event": "x", "tracking_id": "4100001", "action": "created"},
-     {"tracking_id": "4100001", "action": "created"}),
+    (
+        {"event": "x", "tracking_id": "4100001", "action": "created"},
+        {"tracking_id": "4100001", "action": "created"},
+    ),
     ({"event": "x", "count": 5, "ok": True, "none": None}, {"count": 5, "ok": True, "none": None}),
-    ({"event": "x", "error": "mail maria@contoh.id or 081234567890"},
-     {"error": f"mail {REDACTED} or {REDACTED}"}),
-    ({"event": "x", "error": "Authorization: Bearer abc.def-ghi"},
-     {"error": f"Authorization: Bearer {REDACTED}"}),
+    (
+        {"event": "x", "error": "mail maria@contoh.id or 081234567890"},
+        {"error": f"mail {REDACTED} or {REDACTED}"},
+    ),
+    (
+        {"event": "x", "error": "Authorization: Bearer abc.def-ghi"},
+        {"error": f"Authorization: Bearer {REDACTED}"},
+    ),
     ({"event": "x", "error": "token aB3dE5fG7hJ9kL1mN3pQ5rS7"}, {"error": f"token {REDACTED}"}),
     ({"event": "x", "fields": ["isi", "pelapor.nama"]}, {"fields": ["isi", "pelapor.nama"]}),
     ({"event": "x", "nested": {"telepon": "0812"}}, {"nested": {"telepon": REDACTED}}),
@@ -48,8 +54,9 @@ def test_short_plain_secret_is_masked_even_on_the_fast_path() -> None:
 
 
 def test_configured_secrets_are_masked_anywhere() -> None:
-    out = Redactor(["rahasia-demo-6411"])(None, "info", {
-        "event": "login with rahasia-demo-6411", "detail": "x rahasia-demo-6411"})
+    out = Redactor(["rahasia-demo-6411"])(
+        None, "info", {"event": "login with rahasia-demo-6411", "detail": "x rahasia-demo-6411"}
+    )
     assert "rahasia-demo-6411" not in json.dumps(out)
 
 
@@ -74,11 +81,13 @@ def personal_strings(world: World) -> set[str]:
 
 @pytest.mark.anyio
 @pytest.mark.parametrize("fmt", ["json", "console"])
-async def test_debug_sync_logs_no_personal_data(tmp_path: Path, fmt: str, db_url: str,
-                                                fake_time: FakeTime) -> None:
+async def test_debug_sync_logs_no_personal_data(
+    tmp_path: Path, fmt: str, db_url: str, fake_time: FakeTime
+) -> None:
     world = World(seed=31, complaints=40, clock=fake_time)
-    world.set_faults({"rate_limit_per_minute": 0, "malformed_rate": 0.2, "rate_429": 0.2,
-                      "token_max_uses": 4})
+    world.set_faults(
+        {"rate_limit_per_minute": 0, "malformed_rate": 0.2, "rate_429": 0.2, "token_max_uses": 4}
+    )
     h = Harness(tmp_path / "s", db_url, world, fake_time)
     out = io.StringIO()
     configure("debug", fmt, secrets=["rahasia-demo-6411"], stream=out)
@@ -91,15 +100,20 @@ async def test_debug_sync_logs_no_personal_data(tmp_path: Path, fmt: str, db_url
         fake_time.t += 5
         await h.sync()
         import structlog
-        structlog.get_logger("probe").info("probe_done", reply=secret_reply,
-                                           reporter={"name": "Maria Bulan"})
+
+        structlog.get_logger("probe").info(
+            "probe_done", reply=secret_reply, reporter={"name": "Maria Bulan"}
+        )
     finally:
         configure("info", "json")
     text = out.getvalue()
     assert "pull_cycle" in text and "record_synced" in text and "probe_done" in text
-    leaks = {s for s in personal_strings(world) | {secret_reply, "catatan sangat internal",
-                                                  "rahasia-demo-6411", "Maria Bulan"}
-             if s and s in text}
+    leaks = {
+        s
+        for s in personal_strings(world)
+        | {secret_reply, "catatan sangat internal", "rahasia-demo-6411", "Maria Bulan"}
+        if s and s in text
+    }
     assert not leaks
     tokens = set(world.tokens)
     assert tokens and not any(tok in text for tok in tokens)

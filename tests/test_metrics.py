@@ -34,8 +34,15 @@ def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
 
 def test_progress_feeds_counters_by_delta_and_cycles_restart_at_zero() -> None:
     m = Metrics()
-    zero = {"fetched": 0, "created": 0, "updated": 0, "unchanged": 0, "held": 0,
-            "quarantined": 0, "pages": 0}
+    zero = {
+        "fetched": 0,
+        "created": 0,
+        "updated": 0,
+        "unchanged": 0,
+        "held": 0,
+        "quarantined": 0,
+        "pages": 0,
+    }
     m.progress("pull", zero)
     m.progress("pull", {**zero, "fetched": 10, "created": 4})
     m.progress("pull", {**zero, "fetched": 20, "created": 7, "held": 1})
@@ -52,8 +59,10 @@ def test_progress_feeds_counters_by_delta_and_cycles_restart_at_zero() -> None:
     assert got[("lapor_connector_followups_total", (("result", "sent"),))] == 1
     assert got[("lapor_connector_followups_total", (("result", "replayed"),))] == 1
     assert got[("lapor_connector_followups_total", (("result", "failed"),))] == 1
-    assert got[("lapor_connector_lapor_requests_total",
-                (("code", "200"), ("endpoint", "detail")))] == 1
+    assert (
+        got[("lapor_connector_lapor_requests_total", (("code", "200"), ("endpoint", "detail")))]
+        == 1
+    )
     assert got[("lapor_connector_build_info", (("version", __version__),))] == 1
 
 
@@ -71,34 +80,67 @@ def test_reachability_counts_answers_not_errors() -> None:
 
 
 @pytest.mark.slow
-def test_daemon_metrics_and_health_against_a_separate_lapor(tmp_path: Path,
-                                                           db_url: str) -> None:
+def test_daemon_metrics_and_health_against_a_separate_lapor(tmp_path: Path, db_url: str) -> None:
     lapor_port, metrics_port = free_port(), free_port()
     sb_dir = tmp_path / "sandbox"
     sb_dir.mkdir()
-    (sb_dir / "settings.toml").write_text("[sandbox]\nrate_limit_per_minute = 0\n"
-                                          "generator = false\n")
+    (sb_dir / "settings.toml").write_text(
+        "[sandbox]\nrate_limit_per_minute = 0\ngenerator = false\n"
+    )
     lapor = subprocess.Popen(
-        [sys.executable, "-m", "connector", "sandbox", "--port", str(lapor_port),
-         "--complaints", "25", "--no-generator"], cwd=sb_dir,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        [
+            sys.executable,
+            "-m",
+            "connector",
+            "sandbox",
+            "--port",
+            str(lapor_port),
+            "--complaints",
+            "25",
+            "--no-generator",
+        ],
+        cwd=sb_dir,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     site = tmp_path / "site"
-    cfg = write_config(site, db_url,
-                       "[sync]\npull_interval_s = 1\npush_interval_s = 1\njitter_s = 0.1\n"
-                       "max_backoff_s = 2\n")
-    cfg.write_text(cfg.read_text().replace(
-        'base_url = "sandbox"', f'base_url = "http://127.0.0.1:{lapor_port}"\n'
-                                'call_deadline_s = 3'))
-    env = {**os.environ, "LAPOR_CLIENT_ID": DEMO_CLIENT_ID,
-           "LAPOR_CLIENT_SECRET": DEMO_CLIENT_SECRET, "LAPOR_CONNECTOR_LOG__LEVEL": "info",
-           "LAPOR_CONNECTOR_METRICS__LISTEN": f"127.0.0.1:{metrics_port}"}
+    cfg = write_config(
+        site,
+        db_url,
+        "[sync]\npull_interval_s = 1\npush_interval_s = 1\njitter_s = 0.1\nmax_backoff_s = 2\n",
+    )
+    cfg.write_text(
+        cfg.read_text().replace(
+            'base_url = "sandbox"',
+            f'base_url = "http://127.0.0.1:{lapor_port}"\ncall_deadline_s = 3',
+        )
+    )
+    env = {
+        **os.environ,
+        "LAPOR_CLIENT_ID": DEMO_CLIENT_ID,
+        "LAPOR_CLIENT_SECRET": DEMO_CLIENT_SECRET,
+        "LAPOR_CONNECTOR_LOG__LEVEL": "info",
+        "LAPOR_CONNECTOR_METRICS__LISTEN": f"127.0.0.1:{metrics_port}",
+    }
     log = (site / "daemon.log").open("w")
     base = f"http://127.0.0.1:{metrics_port}"
-    daemon = subprocess.Popen([sys.executable, "-m", "connector", "--config", str(cfg), "run"],
-                              cwd=site, env=env, stdout=log, stderr=subprocess.STDOUT)
+    daemon = subprocess.Popen(
+        [sys.executable, "-m", "connector", "--config", str(cfg), "run"],
+        cwd=site,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     try:
-        wait_for(lambda: count(site, "SELECT count(*) FROM tickets") + count(
-            site, "SELECT count(*) FROM quarantine") >= 25, 60, "the complaints synced")
+        wait_for(
+            lambda: (
+                count(site, "SELECT count(*) FROM tickets")
+                + count(site, "SELECT count(*) FROM quarantine")
+                >= 25
+            ),
+            60,
+            "the complaints synced",
+        )
         wait_for(lambda: get(base + "/healthz")[0] == 200, 30, "a healthy /healthz")
         code, body = get(base + "/healthz")
         rep = json.loads(body)
@@ -111,16 +153,22 @@ def test_daemon_metrics_and_health_against_a_separate_lapor(tmp_path: Path,
         assert got[("lapor_connector_records_total", (("action", "created"),))] == tickets
         assert time.time() - got[("lapor_connector_pull_last_success_timestamp_seconds", ())] < 30
         assert got[("lapor_connector_build_info", (("version", __version__),))] == 1
-        for name in ("lapor_connector_followups_total", "lapor_connector_outbox_entries",
-                     "lapor_connector_quarantine_entries", "lapor_connector_overdue_tickets",
-                     "lapor_connector_push_last_success_timestamp_seconds",
-                     "lapor_connector_lapor_requests_total",
-                     "lapor_connector_lapor_request_duration_seconds_count"):
+        for name in (
+            "lapor_connector_followups_total",
+            "lapor_connector_outbox_entries",
+            "lapor_connector_quarantine_entries",
+            "lapor_connector_overdue_tickets",
+            "lapor_connector_push_last_success_timestamp_seconds",
+            "lapor_connector_lapor_requests_total",
+            "lapor_connector_lapor_request_duration_seconds_count",
+        ):
             assert any(k[0] == name for k in got), name
-        assert got[("lapor_connector_lapor_requests_total",
-                    (("code", "200"), ("endpoint", "detail")))] >= tickets
+        assert (
+            got[("lapor_connector_lapor_requests_total", (("code", "200"), ("endpoint", "detail")))]
+            >= tickets
+        )
         # No label value is a tracking id (7 digits) or anything but a short word.
-        for (_, labels) in got:
+        for _, labels in got:
             for _key, value in labels:
                 assert not re.fullmatch(r"\d{6,}", value) and len(value) < 40, value
         assert get(base + "/nope")[0] == 404
@@ -151,16 +199,26 @@ def test_a_port_in_use_is_logged_and_the_daemon_runs_on(tmp_path: Path, db_url: 
         busy.listen()
         port = busy.getsockname()[1]
         site = tmp_path / "site"
-        cfg = write_config(site, db_url,
-                           "[sync]\npull_interval_s = 1\njitter_s = 0.1\n"
-                           f'[metrics]\nlisten = "127.0.0.1:{port}"\n',
-                           sandbox="complaints = 5\n")
+        cfg = write_config(
+            site,
+            db_url,
+            "[sync]\npull_interval_s = 1\njitter_s = 0.1\n"
+            f'[metrics]\nlisten = "127.0.0.1:{port}"\n',
+            sandbox="complaints = 5\n",
+        )
         log = site / "d.log"
-        d = subprocess.Popen([sys.executable, str(ROOT / "scheduler.py"), "--config", str(cfg)],
-                             cwd=site, stdout=log.open("w"), stderr=subprocess.STDOUT)
+        d = subprocess.Popen(
+            [sys.executable, str(ROOT / "scheduler.py"), "--config", str(cfg)],
+            cwd=site,
+            stdout=log.open("w"),
+            stderr=subprocess.STDOUT,
+        )
         try:
-            wait_for(lambda: count(site, "SELECT count(*) FROM runs WHERE kind='pull' AND ok")
-                     > 0, 60, "a pull")
+            wait_for(
+                lambda: count(site, "SELECT count(*) FROM runs WHERE kind='pull' AND ok") > 0,
+                60,
+                "a pull",
+            )
         finally:
             d.send_signal(signal.SIGTERM)
             code = d.wait(timeout=30)
@@ -174,8 +232,12 @@ def test_alert_rules_use_only_metrics_the_connector_exports() -> None:
     exported = {f.name for f in text_string_to_metric_families(Metrics().exposition())}
     exported |= {n + "_total" for n in exported}
     alerts = {r["alert"]: r["expr"] for g in rules["groups"] for r in g["rules"]}
-    assert {"LaporConnectorNoPull", "LaporConnectorFollowUpsFailed",
-            "LaporConnectorQuarantineGrowing", "LaporConnectorOverdueTickets"} <= set(alerts)
+    assert {
+        "LaporConnectorNoPull",
+        "LaporConnectorFollowUpsFailed",
+        "LaporConnectorQuarantineGrowing",
+        "LaporConnectorOverdueTickets",
+    } <= set(alerts)
     assert "600" in alerts["LaporConnectorNoPull"]  # ten minutes
     for expr in alerts.values():
         for name in re.findall(r"\blapor_connector_\w+", expr):
@@ -190,11 +252,15 @@ def fake_report(quarantine: dict[str, int], healthy: bool = True) -> HealthRepor
 
     ended = datetime.fromisoformat("2026-11-28T00:00:00+00:00")
     return HealthReport(
-        now=datetime.now(UTC), settings="settings.toml", database="sqlite",
+        now=datetime.now(UTC),
+        settings="settings.toml",
+        database="sqlite",
         findings=() if healthy else (Finding("pull_stale", ""),),
         pull=PullHealth(last_ok=RunRecord(ended, ended, True, {}, None)),
         outbox=OutboxHealth(pending=2, sent=5, failed=1),
-        quarantine=quarantine, overdue=OverdueHealth(count=3))
+        quarantine=quarantine,
+        overdue=OverdueHealth(count=3),
+    )
 
 
 def test_monitor_serves_health_and_gauges_from_what_the_loop_computed() -> None:
@@ -206,8 +272,7 @@ def test_monitor_serves_health_and_gauges_from_what_the_loop_computed() -> None:
     reports = [fake_report({"unmapped_unit": 2}), fake_report({})]
     failures = {"pull": 0, "push": 0}
     reach = Reachability(clock=lambda: now[0])
-    mon = Monitor(Metrics(), lambda: reports[0], lambda: failures, reach,
-                  lambda: datetime.now(UTC))
+    mon = Monitor(Metrics(), lambda: reports[0], lambda: failures, reach, lambda: datetime.now(UTC))
     host, port = mon.start("127.0.0.1", 0)
     base = f"http://{host}:{port}"
     try:
@@ -219,17 +284,20 @@ def test_monitor_serves_health_and_gauges_from_what_the_loop_computed() -> None:
         assert got[("lapor_connector_outbox_entries", (("state", "failed"),))] == 1
         assert got[("lapor_connector_quarantine_entries", ())] == 2
         assert got[("lapor_connector_overdue_tickets", ())] == 3
-        assert got[("lapor_connector_pull_last_success_timestamp_seconds", ())] == \
-            datetime(2026, 11, 28, tzinfo=UTC).timestamp()
+        assert (
+            got[("lapor_connector_pull_last_success_timestamp_seconds", ())]
+            == datetime(2026, 11, 28, tzinfo=UTC).timestamp()
+        )
         reports[0] = reports[1]
         failures["pull"] = 2
         mon.refresh()
         code, body = get(base + "/healthz")
-        assert code == 503 and [f["code"] for f in json.loads(body)["findings"]] == \
-            ["pull_failing"]
+        assert code == 503 and [f["code"] for f in json.loads(body)["findings"]] == ["pull_failing"]
         got = samples(get(base + "/metrics")[1])
-        assert got[("lapor_connector_quarantine_entries_by_reason",
-                    (("reason", "unmapped_unit"),))] == 0
+        assert (
+            got[("lapor_connector_quarantine_entries_by_reason", (("reason", "unmapped_unit"),))]
+            == 0
+        )
         failures["pull"] = 0
         reach.observe("ConnectError")
         now[0] = 11
@@ -254,8 +322,13 @@ def test_a_flood_of_half_open_connections_is_bounded(monkeypatch: pytest.MonkeyP
     from connector import metrics as mod
 
     monkeypatch.setattr(mod._QuietHandler, "timeout", 0.5)
-    mon = mod.Monitor(Metrics(), lambda: fake_report({}), lambda: {"pull": 0, "push": 0},
-                      Reachability(), lambda: datetime.now(UTC))
+    mon = mod.Monitor(
+        Metrics(),
+        lambda: fake_report({}),
+        lambda: {"pull": 0, "push": 0},
+        Reachability(),
+        lambda: datetime.now(UTC),
+    )
     host, port = mon.start("127.0.0.1", 0)
     threads_before = threading.active_count()
     flood: list[socket.socket] = []
@@ -275,8 +348,11 @@ def test_a_flood_of_half_open_connections_is_bounded(monkeypatch: pytest.MonkeyP
             except (TimeoutError, ConnectionError):
                 closed += isinstance(sys.exc_info()[1], ConnectionError)
         assert closed >= len(flood) - mod.MAX_CONNECTIONS
-        wait_for(lambda: get(f"http://{host}:{port}/healthz")[0] == 200, 10,
-                 "/healthz answering through the flood")
+        wait_for(
+            lambda: get(f"http://{host}:{port}/healthz")[0] == 200,
+            10,
+            "/healthz answering through the flood",
+        )
     finally:
         for s in flood:
             s.close()
@@ -291,9 +367,15 @@ def test_healthz_turns_503_when_its_report_goes_stale() -> None:
     from connector.metrics import Monitor
 
     t = [100.0]
-    mon = Monitor(Metrics(), lambda: fake_report({}), lambda: {"pull": 0, "push": 0},
-                  Reachability(clock=lambda: t[0]), lambda: datetime.now(UTC),
-                  stale_after_s=30, clock=lambda: t[0])
+    mon = Monitor(
+        Metrics(),
+        lambda: fake_report({}),
+        lambda: {"pull": 0, "push": 0},
+        Reachability(clock=lambda: t[0]),
+        lambda: datetime.now(UTC),
+        stale_after_s=30,
+        clock=lambda: t[0],
+    )
     mon.refresh()
     assert mon.served()[1] is True
     t[0] += 31
@@ -305,7 +387,8 @@ def test_healthz_turns_503_when_its_report_goes_stale() -> None:
 
 @pytest.mark.parametrize("kind", ["fifo", "device", "huge"])
 def test_a_mapping_file_that_is_no_regular_file_is_refused_without_blocking(
-        tmp_path: Path, kind: str) -> None:
+    tmp_path: Path, kind: str
+) -> None:
     """Issue 23 item 6: a FIFO froze the reader, /dev/zero took 1.9 GB."""
     import shutil
 

@@ -47,17 +47,30 @@ def smtp() -> Iterator[SMTPServer]:
 
 
 def notify_settings(port: int, **kw: Any) -> dict[str, Any]:
-    return {"notify": {"enabled": True, "smtp_host": "127.0.0.1", "smtp_port": port,
-                       "security": "none", "from": "lapor@mahulu.test", "desk_url": DESK,
-                       "bundle_s": 0, "timeout_s": 5, **kw}}
+    return {
+        "notify": {
+            "enabled": True,
+            "smtp_host": "127.0.0.1",
+            "smtp_port": port,
+            "security": "none",
+            "from": "lapor@mahulu.test",
+            "desk_url": DESK,
+            "bundle_s": 0,
+            "timeout_s": 5,
+            **kw,
+        }
+    }
 
 
 def with_mailboxes(h: Harness) -> None:
     """Every agency of the shipped mappings gets a mailbox."""
     path = h.config.mappings_dir / "agencies.toml"
-    text = re.sub(r'^code = "([A-Z0-9_]+)"$',
-                  lambda m: f'{m.group(0)}\nemail = ["{mailbox(m.group(1))}"]',
-                  path.read_text(encoding="utf-8"), flags=re.M)
+    text = re.sub(
+        r'^code = "([A-Z0-9_]+)"$',
+        lambda m: f'{m.group(0)}\nemail = ["{mailbox(m.group(1))}"]',
+        path.read_text(encoding="utf-8"),
+        flags=re.M,
+    )
     path.write_text(text, encoding="utf-8")
     holder = MappingHolder(h.config.mappings_dir)
     holder.load_initial()
@@ -65,8 +78,15 @@ def with_mailboxes(h: Harness) -> None:
     h.ctx.mappings = holder
 
 
-def make(tmp_path: Path, db_url: str, world: World, fake_time: FakeTime, port: int,
-         digest: bool = False, **kw: Any) -> tuple[Harness, send.Sender]:
+def make(
+    tmp_path: Path,
+    db_url: str,
+    world: World,
+    fake_time: FakeTime,
+    port: int,
+    digest: bool = False,
+    **kw: Any,
+) -> tuple[Harness, send.Sender]:
     h = Harness(tmp_path / "site", db_url, world, fake_time, settings=notify_settings(port, **kw))
     with_mailboxes(h)
     if not digest:  # the test is about other messages: no digest comes in between
@@ -112,15 +132,15 @@ def by_agency(h: Harness) -> dict[str, set[str]]:
 
 # -- new complaints ---------------------------------------------------------------------------
 
+
 @pytest.fixture
 def backlog(fake_time: FakeTime) -> World:
-    return World(seed=11, complaints=300, faults=Faults(rate_limit_per_minute=0),
-                 clock=fake_time)
+    return World(seed=11, complaints=300, faults=Faults(rate_limit_per_minute=0), clock=fake_time)
 
 
 async def test_a_backlog_of_300_is_one_message_per_agency_mailbox_with_every_line(
-        tmp_path: Path, db_url: str, backlog: World, fake_time: FakeTime,
-        smtp: SMTPServer) -> None:
+    tmp_path: Path, db_url: str, backlog: World, fake_time: FakeTime, smtp: SMTPServer
+) -> None:
     h, mailer = make(tmp_path, db_url, backlog, fake_time, smtp.port)
     h.ctx.cadence = type(h.ctx.cadence)(records=40, seconds=5.0)  # several commits per pull
     await h.pull()
@@ -158,16 +178,23 @@ async def test_a_backlog_of_300_is_one_message_per_agency_mailbox_with_every_lin
 
 
 async def test_a_pulls_rows_wait_for_the_end_of_the_pull(
-        tmp_path: Path, db_url: str, world: World, fake_time: FakeTime,
-        smtp: SMTPServer) -> None:
+    tmp_path: Path, db_url: str, world: World, fake_time: FakeTime, smtp: SMTPServer
+) -> None:
     h, mailer = make(tmp_path, db_url, world, fake_time, smtp.port)
     await h.pull()
     await mailer.tick()
     fake_time.t += 60
     cfg, now = h.config.settings.notify, h.ctx.now()
     agency = h.tickets()[0]["agency"]
-    h.store.run(lambda c: queue.new_complaints(c, cfg, h.mappings(), [queue.Complaint(
-        "999001", agency, "Jalan rusak", False, None)], now))
+    h.store.run(
+        lambda c: queue.new_complaints(
+            c,
+            cfg,
+            h.mappings(),
+            [queue.Complaint("999001", agency, "Jalan rusak", False, None)],
+            now,
+        )
+    )
     assert (await mailer.tick())["sent"] == 0  # the pull that wrote it is still running
     fake_time.t += 5
     h.store.run(lambda c: state.record_run(c, "pull", now, h.ctx.now(), True, {}, None))
@@ -176,9 +203,10 @@ async def test_a_pulls_rows_wait_for_the_end_of_the_pull(
 
 # -- assignment and replies -------------------------------------------------------------------
 
+
 async def test_assignment_on_the_desk_mails_the_assignee_only(
-        tmp_path: Path, db_url: str, world: World, fake_time: FakeTime,
-        smtp: SMTPServer) -> None:
+    tmp_path: Path, db_url: str, world: World, fake_time: FakeTime, smtp: SMTPServer
+) -> None:
     h, mailer = make(tmp_path, db_url, world, fake_time, smtp.port)
     await h.pull()
     await mailer.tick()
@@ -190,10 +218,19 @@ async def test_assignment_on_the_desk_mails_the_assignee_only(
     async with site.client() as c:
         await login(c, "ani", PASSWORD)
         page = await c.get(f"/tiket/{t['tracking_id']}")
-        r = await c.post(f"/tiket/{t['tracking_id']}", data={
-            "csrf": csrf_of(page.text), "form_id": field(page.text, "form_id"),
-            "versi": field(page.text, "versi"), "status": "", "balasan": "", "catatan": "",
-            "petugas_asal": field(page.text, "petugas_asal"), "petugas": "budi"})
+        r = await c.post(
+            f"/tiket/{t['tracking_id']}",
+            data={
+                "csrf": csrf_of(page.text),
+                "form_id": field(page.text, "form_id"),
+                "versi": field(page.text, "versi"),
+                "status": "",
+                "balasan": "",
+                "catatan": "",
+                "petugas_asal": field(page.text, "petugas_asal"),
+                "petugas": "budi",
+            },
+        )
         assert r.status_code == 303
     await mailer.tick()
     new = smtp.handler.received[before:]
@@ -207,13 +244,14 @@ async def test_assignment_on_the_desk_mails_the_assignee_only(
 
 
 async def test_a_reporter_reply_goes_to_the_assignee_else_to_the_agency(
-        tmp_path: Path, db_url: str, world: World, fake_time: FakeTime,
-        smtp: SMTPServer) -> None:
+    tmp_path: Path, db_url: str, world: World, fake_time: FakeTime, smtp: SMTPServer
+) -> None:
     h, mailer = make(tmp_path, db_url, world, fake_time, smtp.port)
     await h.pull()
     await mailer.tick()
-    open_ = [t for t in h.tickets() if world.records[int(t["tracking_id"])]["status"]
-             == "terdisposisi"]
+    open_ = [
+        t for t in h.tickets() if world.records[int(t["tracking_id"])]["status"] == "terdisposisi"
+    ]
     assigned, free = open_[0], next(t for t in open_[1:] if t["agency"] != open_[0]["agency"])
     add_user(h, "citra", Role.PETUGAS, [assigned["agency"]], "citra@opd.mahulu.test")
     h.store.run(lambda c: queries.assign(c, int(assigned["id"]), "citra", h.ctx.now()))
@@ -221,8 +259,9 @@ async def test_a_reporter_reply_goes_to_the_assignee_else_to_the_agency(
     for t in (assigned, free):
         fake_time.t += 5
         rec = world.records[int(t["tracking_id"])]
-        world.append_follow_up(rec, "pelapor", None, None, "Mohon segera, sudah seminggu.",
-                               world.now())
+        world.append_follow_up(
+            rec, "pelapor", None, None, "Mohon segera, sudah seminggu.", world.now()
+        )
         rec["diperbarui"] = world.now()
     await h.pull()
     await mailer.tick()
@@ -239,18 +278,25 @@ async def test_a_reporter_reply_goes_to_the_assignee_else_to_the_agency(
 
 # -- a follow-up refused for good -------------------------------------------------------------
 
+
 async def test_a_follow_up_refused_for_good_mails_the_admins(
-        tmp_path: Path, db_url: str, world: World, fake_time: FakeTime,
-        smtp: SMTPServer) -> None:
+    tmp_path: Path, db_url: str, world: World, fake_time: FakeTime, smtp: SMTPServer
+) -> None:
     h, mailer = make(tmp_path, db_url, world, fake_time, smtp.port)
     await h.pull()
     await mailer.tick()
     add_user(h, "root", Role.ADMIN, [], "admin@mahulu.test")
     add_user(h, "quiet", Role.ADMIN, [], "quiet@mahulu.test")
-    h.store.run(lambda c: c.execute(update(schema.desk_users).where(
-        schema.desk_users.c.login == "quiet").values(notify=",baru,")))
-    t = next(t for t in h.tickets() if world.records[int(t["tracking_id"])]["status"]
-             == "terdisposisi")
+    h.store.run(
+        lambda c: c.execute(
+            update(schema.desk_users)
+            .where(schema.desk_users.c.login == "quiet")
+            .values(notify=",baru,")
+        )
+    )
+    t = next(
+        t for t in h.tickets() if world.records[int(t["tracking_id"])]["status"] == "terdisposisi"
+    )
     h.officer(t["id"], status="in_progress", reply="Sedang kami periksa.", author="ani")
     world.records[int(t["tracking_id"])]["status"] = "diarsipkan"  # LAPOR! refuses: 409
     before = len(smtp.handler.received)
@@ -264,6 +310,7 @@ async def test_a_follow_up_refused_for_good_mails_the_admins(
 
 
 # -- the daily digest -------------------------------------------------------------------------
+
 
 def working_morning(after: datetime, weekday: int, at: tuple[int, int]) -> datetime:
     day = after.astimezone(WITA).date() + timedelta(days=1)
@@ -288,16 +335,19 @@ def expected_digest(h: Harness) -> dict[str, set[str]]:
 
 
 async def test_the_digest_comes_on_working_mornings_at_digest_time_only(
-        tmp_path: Path, db_url: str, world: World, fake_time: FakeTime,
-        smtp: SMTPServer) -> None:
-    h, mailer = make(tmp_path, db_url, world, fake_time, smtp.port, digest=True,
-                     digest_time="07:30")
+    tmp_path: Path, db_url: str, world: World, fake_time: FakeTime, smtp: SMTPServer
+) -> None:
+    h, mailer = make(
+        tmp_path, db_url, world, fake_time, smtp.port, digest=True, digest_time="07:30"
+    )
     await h.pull()
     await mailer.tick()
     monday = working_morning(h.ctx.now() + timedelta(days=12), 0, (7, 29))
     sunday = monday - timedelta(days=1, hours=-1)
-    digests = lambda: [m for m in smtp.handler.received  # noqa: E731
-                       if "Ringkasan harian" in str(m.message["Subject"])]
+
+    def digests() -> list[Any]:
+        return [m for m in smtp.handler.received if "Ringkasan harian" in str(m.message["Subject"])]
+
     fake_time.t = sunday.timestamp()
     await mailer.tick()
     assert digests() == []  # no message on a Sunday
@@ -322,8 +372,8 @@ async def test_the_digest_comes_on_working_mornings_at_digest_time_only(
 
 
 async def test_no_digest_when_there_is_nothing_to_say(
-        tmp_path: Path, db_url: str, world: World, fake_time: FakeTime,
-        smtp: SMTPServer) -> None:
+    tmp_path: Path, db_url: str, world: World, fake_time: FakeTime, smtp: SMTPServer
+) -> None:
     h, mailer = make(tmp_path, db_url, world, fake_time, smtp.port, digest=True)
     # Nothing pulled: no complaint, nothing due.
     fake_time.t = working_morning(h.ctx.now(), 1, (8, 0)).timestamp()
@@ -334,9 +384,10 @@ async def test_no_digest_when_there_is_nothing_to_say(
 
 # -- delivery -------------------------------------------------------------------------------
 
+
 async def test_5xx_is_final_and_shown_masked_4xx_is_retried(
-        tmp_path: Path, db_url: str, world: World, fake_time: FakeTime,
-        smtp: SMTPServer) -> None:
+    tmp_path: Path, db_url: str, world: World, fake_time: FakeTime, smtp: SMTPServer
+) -> None:
     h, mailer = make(tmp_path, db_url, world, fake_time, smtp.port)
     agencies = sorted(by_agency(h) or {a.code for a in h.mappings().agencies})
     await h.pull()
@@ -361,14 +412,16 @@ async def test_5xx_is_final_and_shown_masked_4xx_is_retried(
     assert not health["healthy"]
 
 
-async def test_the_counters_on_metrics(tmp_path: Path, db_url: str, world: World,
-                                       fake_time: FakeTime, smtp: SMTPServer) -> None:
+async def test_the_counters_on_metrics(
+    tmp_path: Path, db_url: str, world: World, fake_time: FakeTime, smtp: SMTPServer
+) -> None:
     from connector.metrics import Metrics
 
     h, _ = make(tmp_path, db_url, world, fake_time, smtp.port)
     metrics = Metrics()
-    mailer = send.sender_for(h.config, None, h.ctx.db, lambda: h.mappings(), h.ctx.now,
-                             metrics.progress)
+    mailer = send.sender_for(
+        h.config, None, h.ctx.db, lambda: h.mappings(), h.ctx.now, metrics.progress
+    )
     await h.pull()
     smtp.handler.rcpt_answers[mailbox(sorted(by_agency(h))[0])] = ["550 5.1.1 No such user"]
     done = await mailer.tick()
@@ -378,8 +431,8 @@ async def test_the_counters_on_metrics(tmp_path: Path, db_url: str, world: World
 
 
 async def test_an_smtp_outage_delays_mail_but_neither_pull_nor_push(
-        tmp_path: Path, db_url: str, world: World, fake_time: FakeTime,
-        smtp: SMTPServer) -> None:
+    tmp_path: Path, db_url: str, world: World, fake_time: FakeTime, smtp: SMTPServer
+) -> None:
     port = smtp.port
     smtp.stop()  # down: connection refused
     h, mailer = make(tmp_path, db_url, world, fake_time, port)
@@ -388,6 +441,7 @@ async def test_an_smtp_outage_delays_mail_but_neither_pull_nor_push(
     # A server that takes the connection and never answers: the mail job waits on it
     # while pulls and pushes run on the same loop, at their usual speed.
     import socket
+
     hole = socket.socket()
     hole.bind(("127.0.0.1", 0))
     hole.listen()
@@ -398,10 +452,17 @@ async def test_an_smtp_outage_delays_mail_but_neither_pull_nor_push(
         with contextlib.suppress(BlockingIOError):
             taken.append(hole.accept()[0])
         return bool(taken)
-    black = h.config.settings.notify.model_copy(update={"smtp_port": hole.getsockname()[1],
-                                                        "timeout_s": 3.0})
-    stuck = send.Sender(h.config, h.ctx.db, lambda: h.mappings(), h.ctx.now,
-                        send.Transport(black, None, tmp_path / "mail"))
+
+    black = h.config.settings.notify.model_copy(
+        update={"smtp_port": hole.getsockname()[1], "timeout_s": 3.0}
+    )
+    stuck = send.Sender(
+        h.config,
+        h.ctx.db,
+        lambda: h.mappings(),
+        h.ctx.now,
+        send.Transport(black, None, tmp_path / "mail"),
+    )
     fake_time.t += 3600
     tid = str(world.add_complaints(1)[0])
     t0 = time.monotonic()
@@ -421,24 +482,26 @@ async def test_an_smtp_outage_delays_mail_but_neither_pull_nor_push(
     try:
         fake_time.t += 3600
         await mailer.tick()
-        assert {r for m in server.handler.received for r in m.rcpt} == \
-            {mailbox(a) for a in by_agency(h)}
+        assert {r for m in server.handler.received for r in m.rcpt} == {
+            mailbox(a) for a in by_agency(h)
+        }
         assert h.store.run(queue.counts).get("pending", 0) == 0
     finally:
         server.stop()
 
 
 async def test_after_a_crash_the_resend_has_the_same_message_id_and_never_a_third(
-        tmp_path: Path, db_url: str, world: World, fake_time: FakeTime,
-        smtp: SMTPServer) -> None:
+    tmp_path: Path, db_url: str, world: World, fake_time: FakeTime, smtp: SMTPServer
+) -> None:
     h, _ = make(tmp_path, db_url, world, fake_time, smtp.port)
     await h.pull()
     cfg, now = h.config.settings.notify, h.ctx.now()
     # The "crash": a bundle's attempt marked and its message accepted, the answer lost.
     first = h.store.run(lambda c: queue.claim(c, cfg, now, "mahulu.test"))[0]
     assert h.store.run(lambda c: queue.start(c, first.message_id, now))
-    msg = core.message(cfg.from_, first.recipient, *core.render(first.notices, DESK),
-                       first.message_id, first.at)
+    msg = core.message(
+        cfg.from_, first.recipient, *core.render(first.notices, DESK), first.message_id, first.at
+    )
     await send.Transport(cfg, None, tmp_path).send_all([msg])
     await sender(h).tick()  # a new process: resends it, sends the others
     copies = smtp.handler.to(first.recipient)
@@ -458,23 +521,34 @@ async def test_after_a_crash_the_resend_has_the_same_message_id_and_never_a_thir
     assert not h.store.run(lambda c: queue.start(c, mid, h.ctx.now()))
     assert h.store.run(lambda c: queue.claim(c, cfg, h.ctx.now(), "mahulu.test")) == []
     again = [again[0]]
-    row = h.store.run(lambda c: c.execute(select(schema.notifications).where(
-        schema.notifications.c.message_id == again[0].message_id)).first())
+    row = h.store.run(
+        lambda c: c.execute(
+            select(schema.notifications).where(
+                schema.notifications.c.message_id == again[0].message_id
+            )
+        ).first()
+    )
     assert row is not None
     assert row.state == "sent" and row.last_error == "unconfirmed" and row.unsure == 2
 
 
 # -- sandbox mode -----------------------------------------------------------------------------
 
+
 async def test_sandbox_mode_writes_eml_files_and_logs_subjects(
-        tmp_path: Path, db_url: str, world: World, fake_time: FakeTime,
-        capsys: pytest.CaptureFixture[str]) -> None:
+    tmp_path: Path,
+    db_url: str,
+    world: World,
+    fake_time: FakeTime,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     h, mailer = make(tmp_path, db_url, world, fake_time, 0, smtp_host="sandbox")
     await h.pull()
     done = await mailer.tick()
     files = sorted((h.config.base_dir / "var" / "mail").glob("*.eml"))
     assert done["sent"] == len(files) == len(by_agency(h))
     import email
+
     msg = email.message_from_bytes(files[0].read_bytes())
     assert "laporan baru untuk" in str(msg["Subject"]) and msg["Message-ID"]
 
@@ -489,8 +563,10 @@ def test_the_digest_day_is_a_working_day_past_the_time_once() -> None:
     assert core.digest_day(fri, None, (7, 30), frozenset({fri.date()})) is None  # holiday
     assert core.next_working_day(fri.date(), hols).weekday() == 0
     # 23:30 UTC Sunday is 07:30 WITA Monday.
-    assert core.digest_day(datetime(2026, 5, 10, 23, 30, tzinfo=UTC), None, (7, 30), hols) \
+    assert (
+        core.digest_day(datetime(2026, 5, 10, 23, 30, tzinfo=UTC), None, (7, 30), hols)
         == datetime(2026, 5, 11).date()
+    )
 
 
 # -- kill -9 between the server's acceptance and our record -------------------------------------
@@ -518,8 +594,8 @@ print(asyncio.run(send.sender_for(config, None, db, holder, utcnow).tick()), flu
 
 @pytest.mark.slow
 async def test_kill_9_while_the_server_answers_sends_twice_at_most_with_one_message_id(
-        tmp_path: Path, db_url: str, world: World, fake_time: FakeTime,
-        smtp: SMTPServer) -> None:
+    tmp_path: Path, db_url: str, world: World, fake_time: FakeTime, smtp: SMTPServer
+) -> None:
     import os
     import signal
     import subprocess
@@ -534,8 +610,13 @@ async def test_kill_9_while_the_server_answers_sends_twice_at_most_with_one_mess
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)}
 
     def child() -> subprocess.Popen[str]:
-        return subprocess.Popen([sys.executable, "-c", CHILD, str(h.cfg_path)], env=env,
-                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        return subprocess.Popen(
+            [sys.executable, "-c", CHILD, str(h.cfg_path)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
 
     for kills in (1, 2):
         p = child()

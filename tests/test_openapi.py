@@ -22,15 +22,18 @@ SHARED = Path(__file__).resolve().parents[2] / "shared" / "spec" / "lapor-api-v3
 
 def validator(schema: dict[str, Any]) -> jsonschema.Draft202012Validator:
     # "$ref": "#/components/..." points into the whole document, registered as "doc".
-    registry = Registry().with_resource("doc", Resource.from_contents(
-        DOC, default_specification=DRAFT202012))
+    registry = Registry().with_resource(
+        "doc", Resource.from_contents(DOC, default_specification=DRAFT202012)
+    )
     return jsonschema.Draft202012Validator(_rebase(schema), registry=registry)
 
 
 def _rebase(obj: Any) -> Any:
     if isinstance(obj, dict):
-        return {k: ("doc" + v if k == "$ref" and v.startswith("#") else _rebase(v))
-                for k, v in obj.items()}
+        return {
+            k: ("doc" + v if k == "$ref" and v.startswith("#") else _rebase(v))
+            for k, v in obj.items()
+        }
     if isinstance(obj, list):
         return [_rebase(v) for v in obj]
     return obj
@@ -56,37 +59,66 @@ def test_api_part_is_the_shared_contract() -> None:
 async def test_every_documented_operation_answers_as_documented(fake_time: Any) -> None:
     world = World(seed=9, complaints=30, clock=fake_time)
     world.set_faults({"malformed_rate": 0.0, "rate_limit_per_minute": 0})
-    tid = next(t for t, r in world.records.items() if r["status"] == "terdisposisi"
-               and world.visible(t) and r["lampiran"])
+    tid = next(
+        t
+        for t, r in world.records.items()
+        if r["status"] == "terdisposisi" and world.visible(t) and r["lampiran"]
+    )
     unit = world.records[tid]["disposisi"][0]["unit_id"]
     checked: set[tuple[str, str]] = set()
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(world)),
-                                 base_url="http://127.0.0.1:8765") as c:
-        tok = (await c.post("/api/v3/auth/token", json={
-            "client_id": "mahulu-demo", "client_secret": "rahasia-demo-6411"})).json()
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=create_app(world)), base_url="http://127.0.0.1:8765"
+    ) as c:
+        tok = (
+            await c.post(
+                "/api/v3/auth/token",
+                json={"client_id": "mahulu-demo", "client_secret": "rahasia-demo-6411"},
+            )
+        ).json()
         auth = {"Authorization": "Bearer " + tok["data"]["access_token"]}
         att = world.records[tid]["lampiran"][0]["id"]
         calls: list[tuple[str, str, str, dict[str, Any]]] = [
             ("get", "/api/v3/ping", "/api/v3/ping", {}),
-            ("post", "/api/v3/auth/token", "/api/v3/auth/token",
-             {"json": {"client_id": "mahulu-demo", "client_secret": "rahasia-demo-6411"}}),
-            ("post", "/api/v3/auth/token", "/api/v3/auth/token",
-             {"json": {"client_id": "a", "client_secret": "b"}}),
+            (
+                "post",
+                "/api/v3/auth/token",
+                "/api/v3/auth/token",
+                {"json": {"client_id": "mahulu-demo", "client_secret": "rahasia-demo-6411"}},
+            ),
+            (
+                "post",
+                "/api/v3/auth/token",
+                "/api/v3/auth/token",
+                {"json": {"client_id": "a", "client_secret": "b"}},
+            ),
             ("get", "/api/v3/laporan", "/api/v3/laporan", {"params": {"batas": 7}}),
             ("get", "/api/v3/laporan", "/api/v3/laporan", {"params": {"batas": 0}}),
             ("get", "/api/v3/laporan/{tracking_id}", f"/api/v3/laporan/{tid}", {}),
             ("get", "/api/v3/laporan/{tracking_id}", "/api/v3/laporan/5", {}),
-            ("post", "/api/v3/laporan/{tracking_id}/tindak-lanjut",
-             f"/api/v3/laporan/{tid}/tindak-lanjut",
-             {"json": {"unit_id": unit, "status": "diproses", "isi": "ok"},
-              "headers": {"Idempotency-Key": "oa-1"}}),
-            ("post", "/api/v3/laporan/{tracking_id}/tindak-lanjut",
-             f"/api/v3/laporan/{tid}/tindak-lanjut",
-             {"json": {"unit_id": unit, "status": "diproses", "isi": "ok"},
-              "headers": {"Idempotency-Key": "oa-1"}}),
-            ("post", "/api/v3/laporan/{tracking_id}/tindak-lanjut",
-             f"/api/v3/laporan/{tid}/tindak-lanjut", {"json": {"isi": ""},
-                                                     "headers": {"Idempotency-Key": "oa-2"}}),
+            (
+                "post",
+                "/api/v3/laporan/{tracking_id}/tindak-lanjut",
+                f"/api/v3/laporan/{tid}/tindak-lanjut",
+                {
+                    "json": {"unit_id": unit, "status": "diproses", "isi": "ok"},
+                    "headers": {"Idempotency-Key": "oa-1"},
+                },
+            ),
+            (
+                "post",
+                "/api/v3/laporan/{tracking_id}/tindak-lanjut",
+                f"/api/v3/laporan/{tid}/tindak-lanjut",
+                {
+                    "json": {"unit_id": unit, "status": "diproses", "isi": "ok"},
+                    "headers": {"Idempotency-Key": "oa-1"},
+                },
+            ),
+            (
+                "post",
+                "/api/v3/laporan/{tracking_id}/tindak-lanjut",
+                f"/api/v3/laporan/{tid}/tindak-lanjut",
+                {"json": {"isi": ""}, "headers": {"Idempotency-Key": "oa-2"}},
+            ),
             ("get", "/api/v3/lampiran/{id}", f"/api/v3/lampiran/{att}", {}),
             ("get", "/api/v3/unit-kerja", "/api/v3/unit-kerja", {}),
             ("get", "/api/v3/kategori", "/api/v3/kategori", {}),
@@ -100,8 +132,9 @@ async def test_every_documented_operation_answers_as_documented(fake_time: Any) 
             ("get", "/_sandbox/openapi.yaml", "/_sandbox/openapi.yaml", {}),
         ]
         for method, template, url, kw in calls:
-            r = await c.request(method.upper(), url, headers={**auth, **kw.pop("headers", {})},
-                                **kw)
+            r = await c.request(
+                method.upper(), url, headers={**auth, **kw.pop("headers", {})}, **kw
+            )
             documented = DOC["paths"][template][method]["responses"]
             assert str(r.status_code) in documented, (template, r.status_code)
             schema = response_schema(template, method, r.status_code)

@@ -56,8 +56,14 @@ class Slow(httpx.AsyncBaseTransport):
 def setup(tmp_path: Path, db_url: str, fake_time: FakeTime) -> tuple[Harness, Slow]:
     world = World(seed=8, complaints=40, faults=Faults(rate_limit_per_minute=0), clock=fake_time)
     slow = Slow(world)
-    h = Harness(tmp_path / "site", db_url, world, fake_time, transport=slow,
-                settings={"lapor": {"detail_concurrency": WINDOW, "page_size": 7}})
+    h = Harness(
+        tmp_path / "site",
+        db_url,
+        world,
+        fake_time,
+        transport=slow,
+        settings={"lapor": {"detail_concurrency": WINDOW, "page_size": 7}},
+    )
     h.ctx.cadence = core.Cadence(records=5)  # several commits in one pull
     return h, slow
 
@@ -86,10 +92,10 @@ async def test_a_steady_window_over_parts_and_pages(setup: tuple[Harness, Slow])
 
 
 async def test_commits_overlap_fetches_and_never_pass_an_uncommitted_record(
-        setup: tuple[Harness, Slow], monkeypatch: pytest.MonkeyPatch) -> None:
+    setup: tuple[Harness, Slow], monkeypatch: pytest.MonkeyPatch
+) -> None:
     h, slow = setup
-    updated = {str(t): r["diperbarui"] for t, r in h.world.records.items()
-               if str(t) in h.visible()}
+    updated = {str(t): r["diperbarui"] for t, r in h.world.records.items() if str(t) in h.visible()}
     violations: list[str] = []
     in_flight_at_commit: list[int] = []
     original = state.advance_watermark
@@ -131,8 +137,11 @@ async def test_a_stop_commits_what_is_fetched_in_order(setup: tuple[Harness, Slo
     assert 0 < len(linked) < len(h.visible())
     wm = h.store.run(state.get_watermark)
     assert wm is not None
-    behind = {str(t) for t, r in h.world.records.items()
-              if str(t) in h.visible() and r["diperbarui"] <= wm}
+    behind = {
+        str(t)
+        for t, r in h.world.records.items()
+        if str(t) in h.visible() and r["diperbarui"] <= wm
+    }
     assert behind <= linked  # the watermark covers only what was committed
     h.ctx.stopping.clear()
     await h.pull()
@@ -142,7 +151,8 @@ async def test_a_stop_commits_what_is_fetched_in_order(setup: tuple[Harness, Slo
 
 @pytest.mark.parametrize("step_s", [0.0, 10.0])
 async def test_commit_cadence_follows_the_injected_monotonic_clock(
-        setup: tuple[Harness, Slow], monkeypatch: pytest.MonkeyPatch, step_s: float) -> None:
+    setup: tuple[Harness, Slow], monkeypatch: pytest.MonkeyPatch, step_s: float
+) -> None:
     """No record limit in reach: a clock that stands still commits once, at the end; one
     that races past ``Cadence.seconds`` between parts commits every part on its own."""
     h, _ = setup

@@ -44,18 +44,21 @@ def test_each_answer_has_its_outcome(status: int, kode: str | None, outcome: Out
 NOW = datetime(2026, 11, 27, 12, 0, 0, tzinfo=UTC)
 
 
-@pytest.mark.parametrize(("header", "expected"), [
-    ("7", 7.0),
-    ("0", 0.0),
-    ("100000", 300.0),  # capped
-    ("Fri, 27 Nov 2026 12:00:30 GMT", 30.0),
-    ("Fri, 27 Nov 2026 11:00:00 GMT", 0.0),  # in the past: go now
-    ("Sat, 28 Nov 2026 12:00:00 GMT", 300.0),  # capped
-    ("soon", None),
-    ("", None),
-    (None, None),
-    ("-5", None),
-])
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        ("7", 7.0),
+        ("0", 0.0),
+        ("100000", 300.0),  # capped
+        ("Fri, 27 Nov 2026 12:00:30 GMT", 30.0),
+        ("Fri, 27 Nov 2026 11:00:00 GMT", 0.0),  # in the past: go now
+        ("Sat, 28 Nov 2026 12:00:00 GMT", 300.0),  # capped
+        ("soon", None),
+        ("", None),
+        (None, None),
+        ("-5", None),
+    ],
+)
 def test_retry_after_seconds_or_http_date(header: str | None, expected: float | None) -> None:
     assert parse_retry_after(header, NOW, cap=300.0) == expected
 

@@ -33,39 +33,68 @@ KEY = "k" * 40
 SECRET_TEXT = "Isi pengaduan RAHASIA dari Budi"
 
 
-def _issue(issue_id: int = 7, *, status: int = 1, project: int = 1, tid: str | None = "1001",
-           private: bool = False) -> dict[str, Any]:
+def _issue(
+    issue_id: int = 7,
+    *,
+    status: int = 1,
+    project: int = 1,
+    tid: str | None = "1001",
+    private: bool = False,
+) -> dict[str, Any]:
     return {
-        "id": issue_id, "project": {"id": project, "name": "P"},
+        "id": issue_id,
+        "project": {"id": project, "name": "P"},
         "tracker": {"id": 3, "name": "Support"},
         "status": {"id": status, "name": "S", "is_closed": status == 5},
-        "subject": "s", "is_private": private, "due_date": None,
+        "subject": "s",
+        "is_private": private,
+        "due_date": None,
         "updated_on": "2026-11-28T00:49:31Z",
         "custom_fields": [{"id": 1, "name": "LAPOR tracking id", "value": tid}],
     }
 
 
 def _client(handler: Callable[[httpx.Request], httpx.Response], **kw: Any) -> RedmineClient:
-    return RedmineClient(BASE, KEY, tracking_field_id=1,
-                         transport=httpx.MockTransport(handler), **kw)
+    return RedmineClient(
+        BASE, KEY, tracking_field_id=1, transport=httpx.MockTransport(handler), **kw
+    )
 
 
 # -- the URL rule --------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("url", ["https://redmine.mahulukab.go.id", "http://127.0.0.1:3000",
-                                 "http://localhost:3000", "http://[::1]:3000",
-                                 "http://127.0.0.2"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://redmine.mahulukab.go.id",
+        "http://127.0.0.1:3000",
+        "http://localhost:3000",
+        "http://[::1]:3000",
+        "http://127.0.0.2",
+    ],
+)
 def test_https_anywhere_http_only_to_loopback(url: str) -> None:
     assert check_url(url).host
 
 
-@pytest.mark.parametrize("url", ["http://redmine.mahulukab.go.id", "http://10.0.0.5:3000",
-                                 "ftp://127.0.0.1", "redmine.local", "http://localhost.evil.id"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://redmine.mahulukab.go.id",
+        "http://10.0.0.5:3000",
+        "ftp://127.0.0.1",
+        "redmine.local",
+        "http://localhost.evil.id",
+    ],
+)
 def test_plain_http_elsewhere_is_refused_naming_the_setting(url: str) -> None:
     with pytest.raises(ConfigError, match=r"tracker\.redmine\.url"):
-        RedmineClient(url, KEY, tracking_field_id=1, transport=httpx.MockTransport(
-            lambda r: httpx.Response(200)))
+        RedmineClient(
+            url,
+            KEY,
+            tracking_field_id=1,
+            transport=httpx.MockTransport(lambda r: httpx.Response(200)),
+        )
 
 
 def test_an_empty_key_is_a_configuration_error() -> None:
@@ -122,8 +151,10 @@ async def test_server_trouble_is_retry_later(status: int) -> None:
     assert err.value.status == status
 
 
-@pytest.mark.parametrize("exc", [httpx.ConnectError("refused"), httpx.ReadTimeout("slow"),
-                                 httpx.RemoteProtocolError("cut")])
+@pytest.mark.parametrize(
+    "exc",
+    [httpx.ConnectError("refused"), httpx.ReadTimeout("slow"), httpx.RemoteProtocolError("cut")],
+)
 async def test_network_failures_and_timeouts_are_retry_later(exc: Exception) -> None:
     def handler(request: httpx.Request) -> httpx.Response:
         raise exc
@@ -147,8 +178,14 @@ async def test_one_attempt_per_call_never_a_second_post() -> None:
 
     async with _client(handler) as c:
         with pytest.raises(RedmineUnavailable):
-            await c.create_issue(project="dinkes", tracker="Support", status="New",
-                                 subject="s", description="d", tracking_id="1001")
+            await c.create_issue(
+                project="dinkes",
+                tracker="Support",
+                status="New",
+                subject="s",
+                description="d",
+                tracking_id="1001",
+            )
     assert posts == 1
 
 
@@ -177,8 +214,14 @@ async def test_validation_names_the_tracking_id_and_reason_never_the_content() -
 
     async with _client(handler) as c:
         with pytest.raises(RedmineRefused) as err:
-            await c.create_issue(project="dinkes", tracker="Support", status="New",
-                                 subject="", description=SECRET_TEXT, tracking_id="1001")
+            await c.create_issue(
+                project="dinkes",
+                tracker="Support",
+                status="New",
+                subject="",
+                description=SECRET_TEXT,
+                tracking_id="1001",
+            )
     text = str(err.value)
     assert "1001" in text and "invalid" in text and "Subject cannot be blank" in text
     assert SECRET_TEXT not in text and "Budi" not in text
@@ -200,8 +243,14 @@ async def test_unknown_tracker_name_is_refused_before_any_post() -> None:
 
     async with _client(handler) as c:
         with pytest.raises(RedmineRefused, match="unknown_tracker"):
-            await c.create_issue(project="dinkes", tracker="Support", status="New",
-                                 subject="s", description="d", tracking_id="1001")
+            await c.create_issue(
+                project="dinkes",
+                tracker="Support",
+                status="New",
+                subject="s",
+                description="d",
+                tracking_id="1001",
+            )
     assert paths == ["/trackers.json"]
 
 
@@ -215,9 +264,18 @@ async def test_find_uses_the_explicit_filter_form_and_rechecks_each_result() -> 
 
     def handler(request: httpx.Request) -> httpx.Response:
         seen.append(request)
-        return httpx.Response(200, json={"issues": [
-            _issue(9, tid="~10|11"), _issue(3, tid="10"), _issue(4, tid=None),
-            _issue(2, tid="~10|11")], "total_count": 4})
+        return httpx.Response(
+            200,
+            json={
+                "issues": [
+                    _issue(9, tid="~10|11"),
+                    _issue(3, tid="10"),
+                    _issue(4, tid=None),
+                    _issue(2, tid="~10|11"),
+                ],
+                "total_count": 4,
+            },
+        )
 
     async with _client(handler) as c:
         found = await c.find_issues("~10|11")
@@ -231,10 +289,15 @@ async def test_find_uses_the_explicit_filter_form_and_rechecks_each_result() -> 
 
 async def test_an_update_redmine_silently_dropped_is_refused_by_name() -> None:
     """Redmine answers 204 to a status its workflow does not allow, and leaves it."""
+
     def handler(request: httpx.Request) -> httpx.Response:
         if request.url.path == "/issue_statuses.json":
-            return httpx.Response(200, json={"issue_statuses": [
-                {"id": 1, "name": "New"}, {"id": 2, "name": "In Progress"}]})
+            return httpx.Response(
+                200,
+                json={
+                    "issue_statuses": [{"id": 1, "name": "New"}, {"id": 2, "name": "In Progress"}]
+                },
+            )
         if request.method == "PUT":
             assert json.loads(request.content)["issue"]["status_id"] == 2
             return httpx.Response(204)
@@ -269,8 +332,14 @@ async def test_a_created_issue_without_the_tracking_id_is_refused_naming_it() ->
 
     async with _client(handler) as c:
         with pytest.raises(RedmineRefused, match=r"tracking_field_not_set.*#12"):
-            await c.create_issue(project="dinkes", tracker="Support", status="New",
-                                 subject="s", description="d", tracking_id="1001")
+            await c.create_issue(
+                project="dinkes",
+                tracker="Support",
+                status="New",
+                subject="s",
+                description="d",
+                tracking_id="1001",
+            )
 
 
 async def test_updated_since_pages_and_reads_each_issue_with_journals() -> None:
@@ -285,10 +354,18 @@ async def test_updated_since_pages_and_reads_each_issue_with_journals() -> None:
         issue_id = int(request.url.path.split("/")[-1].split(".")[0])
         assert request.url.params["include"] == "journals"
         doc = _issue(issue_id, tid=str(issue_id))
-        doc["journals"] = [{"id": 100 + issue_id, "user": {"id": 5, "name": "x"}, "notes": "",
-                            "private_notes": False, "created_on": "2026-11-28T00:50:00Z",
-                            "details": [{"property": "attr", "name": "status_id",
-                                         "old_value": "1", "new_value": "2"}]}]
+        doc["journals"] = [
+            {
+                "id": 100 + issue_id,
+                "user": {"id": 5, "name": "x"},
+                "notes": "",
+                "private_notes": False,
+                "created_on": "2026-11-28T00:50:00Z",
+                "details": [
+                    {"property": "attr", "name": "status_id", "old_value": "1", "new_value": "2"}
+                ],
+            }
+        ]
         return httpx.Response(200, json={"issue": doc})
 
     since = datetime(2026, 11, 28, 8, 0, 0, 500000, tzinfo=UTC)
@@ -317,9 +394,14 @@ def _tid() -> str:
 
 
 async def _new(c: RedmineClient, tid: str, **kw: Any) -> Any:
-    args: dict[str, Any] = {"project": "dinkes", "tracker": "Support", "status": "New",
-                            "subject": "Jalan rusak", "description": "uji",
-                            "tracking_id": tid}
+    args: dict[str, Any] = {
+        "project": "dinkes",
+        "tracker": "Support",
+        "status": "New",
+        "subject": "Jalan rusak",
+        "description": "uji",
+        "tracking_id": tid,
+    }
     return await c.create_issue(**{**args, **kw})
 
 
@@ -379,8 +461,7 @@ async def test_real_status_move_and_refusals(rm: Any) -> None:
     closed = await connector.update_issue(created.id, status="Closed", notes="Ditutup")
     assert closed.status_closed
     # closed issues are still found (status_id=*)
-    assert (await connector.find_issue(str(created.custom(connector.tracking_field_id)))
-            is not None)
+    assert await connector.find_issue(str(created.custom(connector.tracking_field_id))) is not None
 
 
 @needs_redmine
@@ -391,8 +472,9 @@ async def test_real_public_and_private_notes_and_journals_since(rm: Any) -> None
     since = datetime.now(UTC) - timedelta(seconds=2)
     created = await _new(connector, _tid())
     await officer.update_issue(created.id, status="In Progress", notes="Balasan publik")
-    await officer.update_issue(created.id, status="Resolved", notes="Catatan internal",
-                               private_notes=True)
+    await officer.update_issue(
+        created.id, status="Resolved", notes="Catatan internal", private_notes=True
+    )
     await connector.update_issue(created.id, notes="Balasan pelapor dari LAPOR!")
 
     issues = {i.id: i for i in await connector.updated_since(since)}
@@ -433,23 +515,25 @@ async def test_real_online_mapping_check(rm: Any) -> None:
     mapping = redmine_mapping.load(ROOT / "mappings")
     projects = {"agency[1] DINKES": "dinkes", "agency[2] PUPR": "pupr"}
     problems = await redmine_mapping.check_online(mapping, connector, projects)
-    assert problems == ["agencies.toml: agency[2] PUPR: redmine_project: no project 'pupr' "
-                        "visible to the connector's Redmine user"]
+    assert problems == [
+        "agencies.toml: agency[2] PUPR: redmine_project: no project 'pupr' "
+        "visible to the connector's Redmine user"
+    ]
     bad = redmine_mapping.RedmineMapping(
-        "Pengaduan", {**mapping.to_redmine, "closed": "Resolved", "new": "Baru"},
-        mapping.to_local)
+        "Pengaduan", {**mapping.to_redmine, "closed": "Resolved", "new": "Baru"}, mapping.to_local
+    )
     problems = await redmine_mapping.check_online(bad, connector)
     assert any("tracker: no tracker 'Pengaduan'" in p for p in problems)
     assert any("statuses: new: no status 'Baru'" in p for p in problems)
-    assert any("statuses: closed: Redmine status 'Resolved' is not a closed" in p
-               for p in problems)
+    assert any("statuses: closed: Redmine status 'Resolved' is not a closed" in p for p in problems)
     # a non-admin key cannot list custom fields: said so, not crashed
     problems = await redmine_mapping.check_online(mapping, officer)
     assert any("needs an admin key" in p for p in problems)
 
 
 async def test_a_loopback_redmine_is_never_reached_through_a_proxy(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """Issue 23 item 12: plain http goes to loopback only, and never through a proxy that
     would read the API key in clear."""
     from tests.test_transport import raw_server, replying
@@ -457,10 +541,14 @@ async def test_a_loopback_redmine_is_never_reached_through_a_proxy(
     proxied: list[bytes] = []
     direct: list[bytes] = []
     user = b'{"user": {"id": 1, "login": "connector"}}'
-    answer = (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
-              b"Content-Length: %d\r\n\r\n%s" % (len(user), user))
-    async with raw_server(replying(answer, proxied)) as proxy, \
-            raw_server(replying(answer, direct)) as redmine:
+    answer = (
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+        b"Content-Length: %d\r\n\r\n%s" % (len(user), user)
+    )
+    async with (
+        raw_server(replying(answer, proxied)) as proxy,
+        raw_server(replying(answer, direct)) as redmine,
+    ):
         for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"):
             monkeypatch.setenv(name, proxy)
         monkeypatch.delenv("NO_PROXY", raising=False)

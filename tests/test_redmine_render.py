@@ -98,11 +98,18 @@ async def admin_session() -> AsyncIterator[httpx.AsyncClient]:
     """A browser session of an admin of our own (the settings page has no API)."""
     url, key = os.environ["LAPOR_TEST_REDMINE_URL"], os.environ["LAPOR_TEST_REDMINE_KEY"]
     login, password = "lapor-render", secrets.token_hex(12)
-    async with httpx.AsyncClient(base_url=url, headers={"X-Redmine-API-Key": key},
-                                 timeout=TIMEOUT_S) as api:
+    async with httpx.AsyncClient(
+        base_url=url, headers={"X-Redmine-API-Key": key}, timeout=TIMEOUT_S
+    ) as api:
         found = (await api.get("/users.json", params={"name": login})).json()["users"]
-        user = {"login": login, "firstname": "Render", "lastname": "CI", "admin": True,
-                "mail": f"{login}@example.invalid", "password": password}
+        user = {
+            "login": login,
+            "firstname": "Render",
+            "lastname": "CI",
+            "admin": True,
+            "mail": f"{login}@example.invalid",
+            "password": password,
+        }
         if found:
             r = await api.put(f"/users/{found[0]['id']}.json", json={"user": user})
         else:
@@ -119,13 +126,16 @@ async def _form(web: httpx.AsyncClient, page: str, action: str, data: dict[str, 
     assert token is not None, page
     r = await web.post(action, data={"authenticity_token": token.group(1), **data})
     assert r.status_code == 302 and "/login" not in r.headers.get("location", ""), (
-        action, r.status_code)
+        action,
+        r.status_code,
+    )
 
 
 async def issue_page(url: str) -> httpx.Response:
     """The issue page as HTML; again after a 5xx (Redmine's SQLite is busy now and then)."""
-    async with httpx.AsyncClient(timeout=TIMEOUT_S, headers={
-            "X-Redmine-API-Key": os.environ["LAPOR_TEST_REDMINE_KEY"]}) as web:
+    async with httpx.AsyncClient(
+        timeout=TIMEOUT_S, headers={"X-Redmine-API-Key": os.environ["LAPOR_TEST_REDMINE_KEY"]}
+    ) as web:
         for _ in range(3):
             r = await web.get(url)
             if r.status_code < 500:
@@ -137,9 +147,15 @@ async def issue_page(url: str) -> httpx.Response:
 @pytest.fixture(params=["textile", "common_mark"])
 async def formatting(request: pytest.FixtureRequest) -> AsyncIterator[str]:
     async with admin_session() as web:
+
         async def use(name: str) -> None:
-            await _form(web, "/settings?tab=general", "/settings/edit?tab=general",
-                        {"settings[text_formatting]": name})
+            await _form(
+                web,
+                "/settings?tab=general",
+                "/settings/edit?tab=general",
+                {"settings[text_formatting]": name},
+            )
+
         await use(request.param)
         try:
             yield request.param
@@ -151,13 +167,17 @@ async def test_hostile_text_renders_inert_and_reads_as_typed(formatting: str) ->
     async with redmine_clients() as (connector, officer):
         h = RedmineHarness(connector, officer)
         other = ticket(_tid())
-        other_ref = await h.tracker.apply(intent(other.tracking_id, CREATE,
-                                                 ticket_payload(other)))
+        other_ref = await h.tracker.apply(intent(other.tracking_id, CREATE, ticket_payload(other)))
         lines = hostile(other_ref)
         body, one_line = "\n".join(lines), " ".join(lines)
-        t = ticket(_tid(), title=one_line[:250], body=body, category=one_line,
-                   location={"village": one_line}, reporter={
-                       "name": one_line, "email": "x@evil.example", "phone": "0812"})
+        t = ticket(
+            _tid(),
+            title=one_line[:250],
+            body=body,
+            category=one_line,
+            location={"village": one_line},
+            reporter={"name": one_line, "email": "x@evil.example", "phone": "0812"},
+        )
         ref = await h.tracker.apply(intent(t.tracking_id, CREATE, ticket_payload(t)))
         reply = NewMessage(Direction.IN, one_line, body, datetime.now(UTC), "9001")
         await h.tracker.apply(intent(t.tracking_id, MESSAGE, message_payload(reply), 1, ref))
@@ -180,8 +200,12 @@ async def test_hostile_text_renders_inert_and_reads_as_typed(formatting: str) ->
     # As typed: the complaint text and the follow-up in their blocks, the facts on lines.
     typed = [p.replace(ZWSP, "").strip("\n") for p in page.pres]
     assert typed.count(body) == 2, (formatting, typed)  # the description and the note
-    for fact in (f"Kategori: {one_line}", f"Lokasi: {one_line}",
-                 f"Pelapor: {one_line} / x@evil.example / 0812", f"{one_line} ("):
+    for fact in (
+        f"Kategori: {one_line}",
+        f"Lokasi: {one_line}",
+        f"Pelapor: {one_line} / x@evil.example / 0812",
+        f"{one_line} (",
+    ):
         assert fact in text, (fact, formatting)
     subject = " ".join(one_line[:250].split())
     assert any(x.strip() == subject for x in page.headings), formatting

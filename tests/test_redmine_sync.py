@@ -36,17 +36,20 @@ PROJECT_OF = {"DISDUKCAPIL": "disdukcapil", "DKP2KB": "dinkes"}
 
 def _settings() -> str:
     url = require_redmine()
-    return (f'[tracker]\nkind = "redmine"\n[tracker.redmine]\nurl = "{url}"\n'
-            f'project = "pengaduan"\noverlap_s = 3\n'
-            f'tracking_field_id = {int(os.environ["LAPOR_TEST_REDMINE_FIELD_ID"])}\n')
+    return (
+        f'[tracker]\nkind = "redmine"\n[tracker.redmine]\nurl = "{url}"\n'
+        f'project = "pengaduan"\noverlap_s = 3\n'
+        f"tracking_field_id = {int(os.environ['LAPOR_TEST_REDMINE_FIELD_ID'])}\n"
+    )
 
 
 def _with_projects(mappings_dir: Path) -> None:
     path = mappings_dir / "agencies.toml"
     text = path.read_text(encoding="utf-8")
     for code, project in PROJECT_OF.items():
-        text = text.replace(f'code = "{code}"\n',
-                            f'code = "{code}"\nredmine_project = "{project}"\n', 1)
+        text = text.replace(
+            f'code = "{code}"\n', f'code = "{code}"\nredmine_project = "{project}"\n', 1
+        )
     path.write_text(text, encoding="utf-8")
 
 
@@ -59,13 +62,18 @@ async def rm() -> AsyncIterator[tuple[RedmineClient, RedmineClient]]:
 @pytest.fixture
 async def h(tmp_path: Path, db_url: str, fake_time: FakeTime) -> AsyncIterator[Harness]:
     settings = _settings()
-    world = World(seed=random.randrange(10**6), complaints=24,
-                  faults=Faults(rate_limit_per_minute=0), clock=fake_time)
+    world = World(
+        seed=random.randrange(10**6),
+        complaints=24,
+        faults=Faults(rate_limit_per_minute=0),
+        clock=fake_time,
+    )
     h = Harness(tmp_path / "site", db_url, world, fake_time, settings)
     _with_projects(h.config.mappings_dir)
     h.mappings.load_initial()
-    tracker = open_tracker(h.config, h.mappings,
-                           environ={"REDMINE_API_KEY": os.environ["LAPOR_TEST_REDMINE_KEY"]})
+    tracker = open_tracker(
+        h.config, h.mappings, environ={"REDMINE_API_KEY": os.environ["LAPOR_TEST_REDMINE_KEY"]}
+    )
     h.ctx = type(h.ctx)(h.config, h.store, h.client, tracker, h.mappings, now=h.ctx.now)
     try:
         yield h
@@ -87,7 +95,8 @@ def _instansi_posts(world: World, tid: str) -> list[dict[str, Any]]:
 
 
 async def test_complaints_become_issues_and_officers_answer_from_redmine(
-        h: Harness, rm: Any, fake_time: FakeTime) -> None:
+    h: Harness, rm: Any, fake_time: FakeTime
+) -> None:
     c, officer = rm
     pulled = await h.pull()
     assert pulled["created"] > 0
@@ -108,9 +117,13 @@ async def test_complaints_become_issues_and_officers_answer_from_redmine(
     assert len(by_project) >= 2
     # An officer's public note with In Progress: exactly one `diproses` follow-up.
     # (A Developer does not see private issues: pick one that is not rahasia.)
-    tid = next(t for t, link in links.items() if not link.closed
-               and link.lapor_status in ("terdisposisi", "ditindaklanjuti")
-               and not h.world.records[int(t)]["rahasia"])
+    tid = next(
+        t
+        for t, link in links.items()
+        if not link.closed
+        and link.lapor_status in ("terdisposisi", "ditindaklanjuti")
+        and not h.world.records[int(t)]["rahasia"]
+    )
     ref = int(refs[tid])
     await officer.update_issue(ref, status="In Progress", notes="Petugas sedang memeriksa.")
     await officer.update_issue(ref, notes="catatan internal petugas", private_notes=True)
@@ -118,7 +131,8 @@ async def test_complaints_become_issues_and_officers_answer_from_redmine(
     assert pushed["pushed"] == 1
     posts = _instansi_posts(h.world, tid)
     assert [(p["status"], p["isi"]) for p in posts][-1:] == [
-        ("diproses", "Petugas sedang memeriksa.")]
+        ("diproses", "Petugas sedang memeriksa.")
+    ]
     assert not any("internal" in p["isi"] for p in posts)
     await h.push()
     assert len(_instansi_posts(h.world, tid)) == len(posts)  # read again: not twice
@@ -146,35 +160,48 @@ async def test_a_refused_status_is_a_visible_failure(h: Harness, rm: Any) -> Non
     await h.pull()
     # A project that does not exist: Redmine refuses; the intent fails, visibly.
     (h.config.mappings_dir / "agencies.toml").write_text(
-        (h.config.mappings_dir / "agencies.toml").read_text(encoding="utf-8").replace(
-            'redmine_project = "disdukcapil"', 'redmine_project = "tidak-ada"'),
-        encoding="utf-8")
+        (h.config.mappings_dir / "agencies.toml")
+        .read_text(encoding="utf-8")
+        .replace('redmine_project = "disdukcapil"', 'redmine_project = "tidak-ada"'),
+        encoding="utf-8",
+    )
     h.mappings.load_initial()
     await run_cycle(h.ctx, CycleKind.TRACKER)
     health = h.store.run(intents.health)
     links = h.store.run(lambda conn: state.get_links(conn, sorted(h.visible())))
     if any(link.agency == "DISDUKCAPIL" for link in links.values()):
         assert health["failed"] >= 1
-        assert any("tidak-ada" in (f["reason"] or "") or "Project" in (f["reason"] or "")
-                   for f in health["failures"])
+        assert any(
+            "tidak-ada" in (f["reason"] or "") or "Project" in (f["reason"] or "")
+            for f in health["failures"]
+        )
 
 
 def _sync(cfg: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-m", "connector", "--config", str(cfg), "sync"],
-                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    return subprocess.Popen(
+        [sys.executable, "-m", "connector", "--config", str(cfg), "sync"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
 
 
-async def test_kill_9_at_random_moments_never_makes_a_second_issue(tmp_path: Path, db_url: str,
-                                                                   rm: Any) -> None:
+async def test_kill_9_at_random_moments_never_makes_a_second_issue(
+    tmp_path: Path, db_url: str, rm: Any
+) -> None:
     c, _ = rm
     seed = random.randrange(10**6)
     # PostgreSQL: a killed process leaves its instance lease behind until it expires
     # (SQLite's file lock dies with the process): a short lease, waited out after a kill.
     pg = db_url.startswith("postgresql")
-    cfg = write_config(tmp_path, db_url, _settings(),
-                       sandbox=f"seed = {seed}\ncomplaints = 30\ngenerator = false",
-                       settings={"storage": {"lease_s": 3}} if pg else None)
+    cfg = write_config(
+        tmp_path,
+        db_url,
+        _settings(),
+        sandbox=f"seed = {seed}\ncomplaints = 30\ngenerator = false",
+        settings={"storage": {"lease_s": 3}} if pg else None,
+    )
     _with_projects(tmp_path / "mappings")
     env = {**os.environ, "REDMINE_API_KEY": os.environ["LAPOR_TEST_REDMINE_KEY"]}
     rng = random.Random(seed)

@@ -60,13 +60,18 @@ def test_every_lapor_field_in_the_description_is_inert_textile() -> None:
     import re
 
     for value in HOSTILE:
-        t = ticket("4100004", category=value, channel=value,
-                   location={"village": value, "district": value},
-                   reporter={"name": value, "email": value, "phone": value})
+        t = ticket(
+            "4100004",
+            category=value,
+            channel=value,
+            location={"village": value, "district": value},
+            reporter={"name": value, "email": value, "phone": value},
+        )
         text = describe(t)
         facts = text.split("</pre>", 1)[1]
-        bare = re.sub(r"&#\d+;", "", facts.replace(marker("4100004"), "")
-                      .replace("Diterima di LAPOR!:", ""))
+        bare = re.sub(
+            r"&#\d+;", "", facts.replace(marker("4100004"), "").replace("Diterima di LAPOR!:", "")
+        )
         assert not re.search(r'[!{}\[\]"#*_@%|^~=<>]', bare), value
         assert "http://" not in facts and "\nh1." not in facts
         benign = describe(ticket("4100004")).split("</pre>", 1)[1]
@@ -75,8 +80,7 @@ def test_every_lapor_field_in_the_description_is_inert_textile() -> None:
 
 def test_escaped_reporter_fields_are_still_removed_on_anonim() -> None:
     reporter = {"name": "Budi_Santoso", "email": "budi@example.org", "phone": "081234567890"}
-    t = ticket("4100005", reporter=reporter,
-               body="Saya Budi_Santoso, budi@example.org, mengadu.")
+    t = ticket("4100005", reporter=reporter, body="Saya Budi_Santoso, budi@example.org, mengadu.")
     after = redescribe(describe(t), None, True)
     for v in reporter.values():
         assert v not in after

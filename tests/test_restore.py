@@ -38,26 +38,46 @@ PG_BIN = Path(os.environ.get("PG_BIN", "/usr/lib/postgresql/15/bin"))
 def snapshot(src: str, dest: str) -> None:
     """What an operator's backup holds: `db backup` on SQLite, pg_dump on PostgreSQL."""
     if src.startswith("sqlite"):
-        backup.sqlite_backup(Path(make_url(src).database or ""),
-                             Path(make_url(dest).database or ""))
+        backup.sqlite_backup(
+            Path(make_url(src).database or ""), Path(make_url(dest).database or "")
+        )
         return
-    plain = [make_url(u).set(drivername="postgresql").render_as_string(hide_password=False)
-             for u in (src, dest)]
-    dump = subprocess.run([str(PG_BIN / "pg_dump"), "--format=custom", plain[0]],
-                          capture_output=True, check=True, timeout=120).stdout
-    subprocess.run([str(PG_BIN / "pg_restore"), "--no-owner", f"--dbname={plain[1]}"],
-                   input=dump, capture_output=True, check=True, timeout=120)
+    plain = [
+        make_url(u).set(drivername="postgresql").render_as_string(hide_password=False)
+        for u in (src, dest)
+    ]
+    dump = subprocess.run(
+        [str(PG_BIN / "pg_dump"), "--format=custom", plain[0]],
+        capture_output=True,
+        check=True,
+        timeout=120,
+    ).stdout
+    subprocess.run(
+        [str(PG_BIN / "pg_restore"), "--no-owner", f"--dbname={plain[1]}"],
+        input=dump,
+        capture_output=True,
+        check=True,
+        timeout=120,
+    )
 
 
 def world_posts(world: World) -> Counter[str]:
     """Follow-ups by the agencies on LAPOR!, counted by text."""
-    return Counter(fu["isi"] for rec in world.records.values() for fu in rec["tindak_lanjut"]
-                   if fu["oleh"] == "instansi")
+    return Counter(
+        fu["isi"]
+        for rec in world.records.values()
+        for fu in rec["tindak_lanjut"]
+        if fu["oleh"] == "instansi"
+    )
 
 
 def open_tickets(h: Harness, n: int) -> list[dict[str, Any]]:
-    found = [t for t in h.tickets() if t["status"] == "new"
-             and h.world.records[int(t["tracking_id"])]["status"] == "terdisposisi"]
+    found = [
+        t
+        for t in h.tickets()
+        if t["status"] == "new"
+        and h.world.records[int(t["tracking_id"])]["status"] == "terdisposisi"
+    ]
     assert len(found) >= n
     return found[:n]  # type: ignore[return-value]
 
@@ -71,8 +91,13 @@ def life(world: World, fake_time: FakeTime, seconds: float, steps: int = 6) -> N
 
 @pytest.mark.parametrize("age", list(AGES))
 async def test_restore_with_the_builtin_tracker(
-        tmp_path: Path, db_url: str, another_db: Callable[[], str], world: World,
-        fake_time: FakeTime, age: str) -> None:
+    tmp_path: Path,
+    db_url: str,
+    another_db: Callable[[], str],
+    world: World,
+    fake_time: FakeTime,
+    age: str,
+) -> None:
     live = Harness(tmp_path / "live", db_url, world, fake_time)
     await live.sync()
     before, pending, after = open_tickets(live, 3)
@@ -106,11 +131,13 @@ async def test_restore_with_the_builtin_tracker(
     for tid, t in current.items():
         got = h.ticket(tid)
         assert got["lapor_status"] == t["lapor_status"], tid
-        assert [m["text"] for m in got["messages"] if m["direction"] == "in"] == \
-            [m["text"] for m in t["messages"] if m["direction"] == "in"], tid
+        assert [m["text"] for m in got["messages"] if m["direction"] == "in"] == [
+            m["text"] for m in t["messages"] if m["direction"] == "in"
+        ], tid
     # The follow-up sent after the backup shows on its ticket, as LAPOR! has it.
-    assert "Dikirim setelah backup." in [m["text"] for m in h.ticket(after["tracking_id"])
-                                         ["messages"]]
+    assert "Dikirim setelah backup." in [
+        m["text"] for m in h.ticket(after["tracking_id"])["messages"]
+    ]
     # And status says what happened.
     rep = h.store.run(lambda c: report(c, h.config, h.tracker, h.ctx.now()).as_dict())
     assert rep["restored"] is not None, rep["restored"]
@@ -120,8 +147,8 @@ async def test_restore_with_the_builtin_tracker(
 @pytest.mark.parametrize("meanwhile", ["redispose", "archive"])
 @pytest.mark.parametrize("age", list(AGES))
 async def test_a_change_read_again_after_a_restore_is_found_not_posted_again(
-        tmp_path: Path, db_url: str, world: World, fake_time: FakeTime, age: str,
-        meanwhile: str) -> None:
+    tmp_path: Path, db_url: str, world: World, fake_time: FakeTime, age: str, meanwhile: str
+) -> None:
     """What a restored database does with an external tracker, in one database: the
     officer's change is read again and its entry made anew, after LAPOR! moved the
     complaint to another agency's unit (the plan now names that unit: within the key's
@@ -144,8 +171,11 @@ async def test_a_change_read_again_after_a_restore_is_found_not_posted_again(
     assert first["state"] == "sent"
     if meanwhile == "redispose":
         m = h.mappings()
-        other = next(u for u in sorted(world.units) if u in m.unit_to_agency
-                     and m.unit_to_agency[u] != t["agency"])
+        other = next(
+            u
+            for u in sorted(world.units)
+            if u in m.unit_to_agency and m.unit_to_agency[u] != t["agency"]
+        )
         world.event("redispose", tid, unit_id=other)
     else:
         world.event("archive", tid)
@@ -156,8 +186,7 @@ async def test_a_change_read_again_after_a_restore_is_found_not_posted_again(
     def read_again(conn: Any) -> None:
         conn.execute(delete(outbox))
         if cursor is None:
-            conn.execute(delete(schema.kv).where(
-                schema.kv.c.key == keys.StateKey.TRACKER_CURSOR))
+            conn.execute(delete(schema.kv).where(schema.kv.c.key == keys.StateKey.TRACKER_CURSOR))
         else:
             state.set_value(conn, keys.StateKey.TRACKER_CURSOR, cursor)
 
@@ -166,16 +195,19 @@ async def test_a_change_read_again_after_a_restore_is_found_not_posted_again(
     [again] = h.outbox()
     assert (again["state"], again["remote_id"]) == ("sent", first["remote_id"]), again
     assert [fu["isi"] for fu in world.records[tid]["tindak_lanjut"]].count(
-        "Dibaca lagi setelah pemulihan.") == 1
+        "Dibaca lagi setelah pemulihan."
+    ) == 1
     h.check_follow_ups_once()
 
 
 # -- with Redmine: the officers' notes live there, the cursor in the restored database ---------
 
+
 @needs_redmine
 @pytest.mark.parametrize("age", list(AGES))
-async def test_restore_with_redmine(tmp_path: Path, db_url: str, another_db: Callable[[], str],
-                                    fake_time: FakeTime, age: str) -> None:
+async def test_restore_with_redmine(
+    tmp_path: Path, db_url: str, another_db: Callable[[], str], fake_time: FakeTime, age: str
+) -> None:
     from connector.errors import RetryLater
     from connector.sandbox import Faults
     from connector.sync.cycle import CycleKind, run_cycle
@@ -186,18 +218,28 @@ async def test_restore_with_redmine(tmp_path: Path, db_url: str, another_db: Cal
     seed = int(os.environ.get("LAPOR_TEST_RESTORE_SEED") or random.randrange(10**6))
     print(f"LAPOR_TEST_RESTORE_SEED={seed}")
     rng = random.Random(seed)
-    world = World(seed=seed, complaints=20,
-                  faults=Faults(rate_limit_per_minute=0), clock=fake_time)
+    world = World(seed=seed, complaints=20, faults=Faults(rate_limit_per_minute=0), clock=fake_time)
     tag = f"{random.randrange(10**9):09d}"  # Redmine outlives the test: our own texts
-    texts = [f"{what} {tag}." for what in ("Terkirim sebelum backup", "Tertunda saat backup",
-                                           "Dikirim setelah backup", "Lalu ditutup")]
+    texts = [
+        f"{what} {tag}."
+        for what in (
+            "Terkirim sebelum backup",
+            "Tertunda saat backup",
+            "Dikirim setelah backup",
+            "Lalu ditutup",
+        )
+    ]
     async with redmine_clients() as (connector, officer):
         async with redmine_harness(tmp_path / "live", db_url, world, fake_time) as live:
             await live.pull()
             await run_cycle(live.ctx, CycleKind.TRACKER)
             refs = live.store.run(intents.refs)
-            open_ = [t for t in sorted(refs) if world.records[int(t)]["status"] == "terdisposisi"
-                     and not world.records[int(t)]["rahasia"]][:3]
+            open_ = [
+                t
+                for t in sorted(refs)
+                if world.records[int(t)]["status"] == "terdisposisi"
+                and not world.records[int(t)]["rahasia"]
+            ][:3]
             assert len(open_) == 3
             await officer.update_issue(int(refs[open_[0]]), notes=texts[0])
             await live.push()
@@ -219,23 +261,29 @@ async def test_restore_with_redmine(tmp_path: Path, db_url: str, another_db: Cal
             for i in range(6):
                 fake_time.t += AGES[age] / 6
                 world.event("new")
-                world.event(("reply", "redispose", "close", "archive")[i % 4],
-                            int(rng.choice(sorted(refs))))
+                world.event(
+                    ("reply", "redispose", "close", "archive")[i % 4], int(rng.choice(sorted(refs)))
+                )
             # And then LAPOR! redisposes one of them to another agency's unit (the note's
             # posting unit changes) and closes the other (nothing may be posted on it).
             m = live.mappings()
             agency = live.store.run(lambda c: state.get_link(c, open_[2])).agency  # type: ignore[union-attr]
-            world.event("redispose", int(open_[2]), unit_id=next(
-                u for u in sorted(world.units)
-                if u in m.unit_to_agency and m.unit_to_agency[u] != agency))
+            world.event(
+                "redispose",
+                int(open_[2]),
+                unit_id=next(
+                    u
+                    for u in sorted(world.units)
+                    if u in m.unit_to_agency and m.unit_to_agency[u] != agency
+                ),
+            )
             world.event("archive", int(open_[0]))
             await live.sync()
             await run_cycle(live.ctx, CycleKind.TRACKER)
             assert [world_posts(world)[t] for t in texts] == [1, 1, 1, 1]
             live.store.close()  # the live database is lost
 
-        async with redmine_harness(tmp_path / "restored", restored_url, world,
-                                   fake_time) as h:
+        async with redmine_harness(tmp_path / "restored", restored_url, world, fake_time) as h:
             for _ in range(2):
                 fake_time.t += 120
                 await h.pull()
@@ -244,7 +292,8 @@ async def test_restore_with_redmine(tmp_path: Path, db_url: str, another_db: Cal
             posts = world_posts(world)
             assert [posts[t] for t in texts] == [1, 1, 1, 1]
             assert {e["state"] for e in h.outbox()} == {"sent"}, [
-                (e["tracking_id"], e["state"], e["last_error"]) for e in h.outbox()]
+                (e["tracking_id"], e["state"], e["last_error"]) for e in h.outbox()
+            ]
             h.check_follow_ups_once()
             # One issue per complaint, also for those first seen after the backup.
             for tid in h.visible():
@@ -255,16 +304,18 @@ async def test_restore_with_redmine(tmp_path: Path, db_url: str, another_db: Cal
 
 
 @contextlib.asynccontextmanager
-async def redmine_harness(root: Path, db_url: str, world: World,
-                          fake_time: FakeTime) -> AsyncIterator[Harness]:
+async def redmine_harness(
+    root: Path, db_url: str, world: World, fake_time: FakeTime
+) -> AsyncIterator[Harness]:
     from connector.tracker.registry import open_tracker
     from tests.test_redmine_sync import _settings, _with_projects
 
     h = Harness(root, db_url, world, fake_time, _settings())
     _with_projects(h.config.mappings_dir)
     h.mappings.load_initial()
-    tracker = open_tracker(h.config, h.mappings,
-                           environ={"REDMINE_API_KEY": os.environ["LAPOR_TEST_REDMINE_KEY"]})
+    tracker = open_tracker(
+        h.config, h.mappings, environ={"REDMINE_API_KEY": os.environ["LAPOR_TEST_REDMINE_KEY"]}
+    )
     tracker.bind(h.store)
     h.ctx = type(h.ctx)(h.config, h.store, h.client, tracker, h.mappings, now=h.ctx.now)
     try:

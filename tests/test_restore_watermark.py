@@ -39,11 +39,16 @@ def _plain(url: str) -> str:
 def take_backup(db_url: str, folder: Path) -> Path:
     """What the nightly backup holds: `db backup` on SQLite, pg_dump on PostgreSQL."""
     if db_url.startswith("sqlite"):
-        return backup.sqlite_backup(Path(make_url(db_url).database or ""),
-                                    folder / "backup.db").path
+        return backup.sqlite_backup(
+            Path(make_url(db_url).database or ""), folder / "backup.db"
+        ).path
     dump = folder / "backup.pgdump"
-    subprocess.run([str(PG_BIN / "pg_dump"), "--format=custom", f"--file={dump}",
-                    _plain(db_url)], capture_output=True, check=True, timeout=120)
+    subprocess.run(
+        [str(PG_BIN / "pg_dump"), "--format=custom", f"--file={dump}", _plain(db_url)],
+        capture_output=True,
+        check=True,
+        timeout=120,
+    )
     return dump
 
 
@@ -55,9 +60,19 @@ def restore_in_place(db_url: str, taken: Path) -> None:
             db.with_name(db.name + extra).unlink(missing_ok=True)
         shutil.copyfile(taken, db)
         return
-    subprocess.run([str(PG_BIN / "pg_restore"), "--clean", "--if-exists", "--no-owner",
-                    f"--dbname={_plain(db_url)}", str(taken)],
-                   capture_output=True, check=True, timeout=120)
+    subprocess.run(
+        [
+            str(PG_BIN / "pg_restore"),
+            "--clean",
+            "--if-exists",
+            "--no-owner",
+            f"--dbname={_plain(db_url)}",
+            str(taken),
+        ],
+        capture_output=True,
+        check=True,
+        timeout=120,
+    )
 
 
 def status(h: Harness) -> tuple[dict[str, Any], str]:
@@ -82,7 +97,8 @@ def life(world: World, fake_time: FakeTime, seconds: float, steps: int = 6) -> N
 
 
 async def test_status_tells_a_watermark_behind_the_furthest_committed(
-        tmp_path: Path, db_url: str, world: World, fake_time: FakeTime) -> None:
+    tmp_path: Path, db_url: str, world: World, fake_time: FakeTime
+) -> None:
     root = tmp_path / "site"
     live = Harness(root, db_url, world, fake_time)
     await live.sync()
@@ -104,8 +120,7 @@ async def test_status_tells_a_watermark_behind_the_furthest_committed(
     assert watermark(h) == at_backup
     rep, text = status(h)
     seen = rep["restored_watermark"]
-    assert seen == {"watermark": at_backup, "furthest_watermark": ahead,
-                    "message": seen["message"]}
+    assert seen == {"watermark": at_backup, "furthest_watermark": ahead, "message": seen["message"]}
     assert at_backup in seen["message"] and ahead in seen["message"]
     assert "re-read" in seen["message"] and f"Restored?: {seen['message']}" in text
     # Not a degradation: the connector already does the right thing by itself (the
@@ -121,8 +136,8 @@ async def test_status_tells_a_watermark_behind_the_furthest_committed(
 
 
 async def test_a_database_started_afresh_is_not_taken_for_a_restored_one(
-        tmp_path: Path, db_url: str, another_db: Any, world: World,
-        fake_time: FakeTime) -> None:
+    tmp_path: Path, db_url: str, another_db: Any, world: World, fake_time: FakeTime
+) -> None:
     """The file names the database's nonce: another database in the same place (started
     afresh on purpose) has another, and its own first pull takes the file over."""
     root = tmp_path / "site"
@@ -142,7 +157,8 @@ async def test_a_database_started_afresh_is_not_taken_for_a_restored_one(
 
 
 async def test_a_missing_damaged_or_unwritable_marker_never_breaks_a_cycle(
-        tmp_path: Path, db_url: str, world: World, fake_time: FakeTime) -> None:
+    tmp_path: Path, db_url: str, world: World, fake_time: FakeTime
+) -> None:
     h = Harness(tmp_path / "site", db_url, world, fake_time)
     await h.pull()
     path = marker(h)

@@ -17,10 +17,15 @@ pytestmark = pytest.mark.anyio
 
 @pytest.fixture
 async def http(world: World) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(world)),
-                                 base_url="http://sb") as c:
-        token = (await c.post("/api/v3/auth/token", json={
-            "client_id": "mahulu-demo", "client_secret": "rahasia-demo-6411"})).json()
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=create_app(world)), base_url="http://sb"
+    ) as c:
+        token = (
+            await c.post(
+                "/api/v3/auth/token",
+                json={"client_id": "mahulu-demo", "client_secret": "rahasia-demo-6411"},
+            )
+        ).json()
         c.headers["Authorization"] = "Bearer " + token["data"]["access_token"]
         yield c
 
@@ -32,15 +37,17 @@ def err(resp: httpx.Response) -> str:
 
 
 async def test_ping_needs_no_token(world: World) -> None:
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(world)),
-                                 base_url="http://sb") as c:
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=create_app(world)), base_url="http://sb"
+    ) as c:
         r = await c.get("/api/v3/ping")
     assert r.status_code == 200 and parse_wib(r.json()["data"]["waktu_server"])
 
 
 async def test_token_errors(world: World) -> None:
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(world)),
-                                 base_url="http://sb") as c:
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=create_app(world)), base_url="http://sb"
+    ) as c:
         r = await c.post("/api/v3/auth/token", json={"client_id": "x", "client_secret": "y"})
         assert (r.status_code, err(r)) == (401, "kredensial_tidak_valid")
         r = await c.get("/api/v3/laporan")
@@ -74,8 +81,9 @@ async def test_page_size_bounds(http: httpx.AsyncClient, batas: str) -> None:
     assert (r.status_code, err(r)) == (400, "parameter_tidak_valid")
 
 
-async def test_cursor_paging_and_expiry(http: httpx.AsyncClient, world: World,
-                                        fake_time: FakeTime) -> None:
+async def test_cursor_paging_and_expiry(
+    http: httpx.AsyncClient, world: World, fake_time: FakeTime
+) -> None:
     first = (await http.get("/api/v3/laporan", params={"batas": 5})).json()
     assert len(first["data"]) == 5
     cursor = first["meta"]["kursor_berikutnya"]
@@ -116,8 +124,9 @@ async def test_attachment_bytes(http: httpx.AsyncClient, world: World) -> None:
 
 
 def open_complaint(world: World) -> tuple[int, int]:
-    tid = next(t for t, r in world.records.items()
-               if r["status"] == "terdisposisi" and world.visible(t))
+    tid = next(
+        t for t, r in world.records.items() if r["status"] == "terdisposisi" and world.visible(t)
+    )
     return tid, world.records[tid]["disposisi"][0]["unit_id"]
 
 
@@ -144,8 +153,11 @@ async def test_follow_up_transitions_and_refusals(http: httpx.AsyncClient, world
     url = f"/api/v3/laporan/{tid}/tindak-lanjut"
 
     async def post(key: str, **body: Any) -> httpx.Response:
-        return await http.post(url, json={"unit_id": unit, "status": "diproses", "isi": "x",
-                                          **body}, headers={"Idempotency-Key": key})
+        return await http.post(
+            url,
+            json={"unit_id": unit, "status": "diproses", "isi": "x", **body},
+            headers={"Idempotency-Key": key},
+        )
 
     assert (await post("k1", status="selesai")).status_code == 201
     assert world.records[tid]["status"] == "selesai"
@@ -161,13 +173,15 @@ async def test_follow_up_transitions_and_refusals(http: httpx.AsyncClient, world
     world.event("archive", tid)
     r = await post("k6")
     assert (r.status_code, err(r)) == (409, "laporan_ditutup")
-    r = await http.post("/api/v3/laporan/123/tindak-lanjut", json={},
-                        headers={"Idempotency-Key": "k7"})
+    r = await http.post(
+        "/api/v3/laporan/123/tindak-lanjut", json={}, headers={"Idempotency-Key": "k7"}
+    )
     assert (r.status_code, err(r)) == (404, "laporan_tidak_ditemukan")
 
 
-async def test_rate_limit_answers_429_with_retry_after(http: httpx.AsyncClient,
-                                                        world: World) -> None:
+async def test_rate_limit_answers_429_with_retry_after(
+    http: httpx.AsyncClient, world: World
+) -> None:
     world.set_faults({"rate_limit_per_minute": 3})
     codes = [(await http.get("/api/v3/kategori")).status_code for _ in range(5)]
     assert codes[:3] == [200, 200, 200] and codes[3] == 429
@@ -215,7 +229,12 @@ def test_realistic_mix(fake_time: FakeTime) -> None:
     assert {r["klasifikasi"] for r in recs} == {"pengaduan", "aspirasi", "permintaan_informasi"}
     assert {r["sumber"] for r in recs} >= {"web", "sms", "android"}
     assert {r["lokasi"]["kecamatan"] for r in recs if r["lokasi"]} == {
-        "Long Bagun", "Long Hubung", "Laham", "Long Apari", "Long Pahangai"}
+        "Long Bagun",
+        "Long Hubung",
+        "Laham",
+        "Long Apari",
+        "Long Pahangai",
+    }
     assert all(r["diperbarui"] <= w.now() for r in recs)
 
 
@@ -225,8 +244,9 @@ def test_generator_brings_life(fake_time: FakeTime) -> None:
     assert kinds >= {"new", "reply", "objection", "redispose", "archive", "close"}
 
 
-async def test_the_world_counts_each_fault_it_injects(http: httpx.AsyncClient,
-                                                      world: World) -> None:
+async def test_the_world_counts_each_fault_it_injects(
+    http: httpx.AsyncClient, world: World
+) -> None:
     """``World.fired``: how the fault matrix knows a row's fault really happened."""
     world.set_faults({"rate_5xx": 1.0})
     assert (await http.get("/api/v3/laporan", params={"batas": 5})).status_code >= 500

@@ -10,10 +10,14 @@ from tests.conftest import ROOT, FakeTime
 
 def test_units_carry_mahulus_real_names() -> None:
     names = {u[1] for u in data.UNITS}
-    assert {"Dinas Pemberdayaan Masyarakat dan Kampung", "RS Pratama Nawacita Datah Dawai",
-            "Dinas Kesehatan, Pengendalian Penduduk dan Keluarga Berencana",
-            "Dinas Kepemudaan, Olahraga dan Pariwisata", "Badan Pendapatan Daerah",
-            "RS Pratama Gerbang Sehat Mahulu"} <= names
+    assert {
+        "Dinas Pemberdayaan Masyarakat dan Kampung",
+        "RS Pratama Nawacita Datah Dawai",
+        "Dinas Kesehatan, Pengendalian Penduduk dan Keluarga Berencana",
+        "Dinas Kepemudaan, Olahraga dan Pariwisata",
+        "Badan Pendapatan Daerah",
+        "RS Pratama Gerbang Sehat Mahulu",
+    } <= names
     assert not any("RSUD" in n or "Pemerintahan Kampung" in n for n in names)
 
 
@@ -33,8 +37,14 @@ def test_every_active_unit_and_topic_is_mapped_in_the_shipped_files() -> None:
     assert active <= set(m.unit_to_agency)
     assert set(data.CATEGORY_UNIT.values()) <= active
     codes = {a.code for a in m.agencies}
-    assert {"DKP2KB", "DPMK", "RSP_DATAH_DAWAI", "RSP_GERBANG_SEHAT", "DISPARPORA",
-            "BAPENDA"} <= codes
+    assert {
+        "DKP2KB",
+        "DPMK",
+        "RSP_DATAH_DAWAI",
+        "RSP_GERBANG_SEHAT",
+        "DISPARPORA",
+        "BAPENDA",
+    } <= codes
 
 
 def test_deadlines_are_five_working_days_and_deterministic(fake_time: FakeTime) -> None:

@@ -12,7 +12,7 @@ from connector.sandbox import World
 from tests.conftest import ROOT, FakeTime
 from tests.seeds import CLOCK_ENV, SeededRandom, seeds_in
 
-INNER = '''
+INNER = """
 from connector.sandbox import World
 from tests.seeds import SeededRandom
 
@@ -38,17 +38,33 @@ def test_passes(world):
 
 def test_the_clock_replays(fake_time):
     assert fake_time.start == 1780000000.0
-'''
+"""
 
 
 def _run_inner(tmp_path: Path, env: dict[str, str]) -> str:
     (tmp_path / "conftest.py").write_text("from tests.conftest import *  # noqa: F403\n")
     (tmp_path / "test_inner.py").write_text(INNER)
     (tmp_path / "empty.ini").write_text("")  # not the project's settings (testpaths etc.)
-    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                        "-c", str(tmp_path / "empty.ini"), "--rootdir", str(tmp_path),
-                        str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=120,
-                       env=env)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "-c",
+            str(tmp_path / "empty.ini"),
+            "--rootdir",
+            str(tmp_path),
+            str(tmp_path),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
     return r.stdout
 
 
@@ -78,6 +94,8 @@ def test_seeds_are_found_in_attributes_each_once() -> None:
             self.world, self.rng, self.again = world, SeededRandom(3), world
 
     assert seeds_in([Holder(), "text", 5], depth=1) == [
-        "sandbox World(seed=5); faults fired: none", "random.Random(3)"]
+        "sandbox World(seed=5); faults fired: none",
+        "random.Random(3)",
+    ]
     deeper = seeds_in([Holder()])  # the world's clock is one level further down
     assert len(deeper) == 3 and deeper[2].startswith("fake clock started at ")

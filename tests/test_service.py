@@ -36,14 +36,18 @@ def closed(monkeypatch: pytest.MonkeyPatch) -> Closed:
     def counting(cls: type, name: str, label: str) -> None:
         real = getattr(cls, name)
         if asyncio.iscoroutinefunction(real):
+
             async def aclose(self: Any) -> None:
                 seen[label] += 1
                 await real(self)
+
             monkeypatch.setattr(cls, name, aclose)
         else:
+
             def close(self: Any) -> None:
                 seen[label] += 1
                 real(self)
+
             monkeypatch.setattr(cls, name, close)
 
     counting(Store, "close", "store")
@@ -61,13 +65,19 @@ class _Tracker(BuiltinTracker):
 
 
 def _config(tmp_path: Path, db_url: str) -> Config:
-    return load_config(write_config(
-        tmp_path / "site", db_url, sandbox="complaints = 3\n",
-        settings={"metrics": {"listen": f"127.0.0.1:{free_port()}"}}))
+    return load_config(
+        write_config(
+            tmp_path / "site",
+            db_url,
+            sandbox="complaints = 3\n",
+            settings={"metrics": {"listen": f"127.0.0.1:{free_port()}"}},
+        )
+    )
 
 
-def _openers(opened: list[str],
-             tracker: Callable[[Config, MappingHolder], TrackerPort] | None = None) -> Openers:
+def _openers(
+    opened: list[str], tracker: Callable[[Config, MappingHolder], TrackerPort] | None = None
+) -> Openers:
     def store(config: Config) -> Store:
         s = open_store(config, lock=True)
         opened.append("store")
@@ -92,7 +102,8 @@ def _lock_is_free(config: Config) -> None:
 
 
 def test_a_tracker_that_fails_to_open_closes_what_was_opened_once(
-        tmp_path: Path, db_url: str, closed: Closed, capsys: pytest.CaptureFixture[str]) -> None:
+    tmp_path: Path, db_url: str, closed: Closed, capsys: pytest.CaptureFixture[str]
+) -> None:
     config, opened = _config(tmp_path, db_url), list[str]()
 
     def failing(config: Config, holder: MappingHolder) -> TrackerPort:
@@ -106,7 +117,8 @@ def test_a_tracker_that_fails_to_open_closes_what_was_opened_once(
 
 
 def test_a_start_that_fails_after_the_jobs_began_closes_every_part_once(
-        tmp_path: Path, db_url: str, closed: Closed, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, db_url: str, closed: Closed, monkeypatch: pytest.MonkeyPatch
+) -> None:
     config, opened = _config(tmp_path, db_url), list[str]()
     _Tracker.closed = 0
 
@@ -122,7 +134,8 @@ def test_a_start_that_fails_after_the_jobs_began_closes_every_part_once(
 
 
 def test_a_stopped_daemon_closes_every_part_once(
-        tmp_path: Path, db_url: str, closed: Closed) -> None:
+    tmp_path: Path, db_url: str, closed: Closed
+) -> None:
     config, opened = _config(tmp_path, db_url), list[str]()
     _Tracker.closed = 0
 

@@ -24,20 +24,28 @@ def test_shipped_settings_are_valid_and_embedded() -> None:
     assert cfg.settings.sync.overlap_s >= 300
 
 
-@pytest.mark.parametrize(("text", "env", "expected"), [
-    ("[lapor]\nbogus = 1\n", {}, "lapor.bogus: unknown key"),
-    ("[nosuch]\nx = 1\n", {}, "nosuch: unknown key"),
-    ("[lapor]\ninstansi_id = \"enam\"\n", {}, "lapor.instansi_id: Input should be a valid integer"),
-    ("[sync]\noverlap_s = -1\n", {}, "sync.overlap_s"),
-    ("[log]\nlevel = \"loud\"\n", {}, "log.level"),
-    ("", {"LAPOR_CONNECTOR_SYNC__PULL_INTERVAL_S": "soon"}, "sync.pull_interval_s"),
-    ("", {"LAPOR_CONNECTOR_SYNC__NOPE": "1"}, "sync.nope: unknown key"),
-    ("[lapor\n", {}, "TOML syntax error"),
-    ("[lapor]\nbase_url = \"http://lapor.go.id\"\n", {}, "plain http:// is only allowed"),
-    ("[lapor]\nbase_url = \"ftp://x\"\n", {}, "must be an http(s) URL"),
-])
-def test_bad_settings_name_file_and_key(tmp_path: Path, text: str, env: dict[str, str],
-                                        expected: str) -> None:
+@pytest.mark.parametrize(
+    ("text", "env", "expected"),
+    [
+        ("[lapor]\nbogus = 1\n", {}, "lapor.bogus: unknown key"),
+        ("[nosuch]\nx = 1\n", {}, "nosuch: unknown key"),
+        (
+            '[lapor]\ninstansi_id = "enam"\n',
+            {},
+            "lapor.instansi_id: Input should be a valid integer",
+        ),
+        ("[sync]\noverlap_s = -1\n", {}, "sync.overlap_s"),
+        ('[log]\nlevel = "loud"\n', {}, "log.level"),
+        ("", {"LAPOR_CONNECTOR_SYNC__PULL_INTERVAL_S": "soon"}, "sync.pull_interval_s"),
+        ("", {"LAPOR_CONNECTOR_SYNC__NOPE": "1"}, "sync.nope: unknown key"),
+        ("[lapor\n", {}, "TOML syntax error"),
+        ('[lapor]\nbase_url = "http://lapor.go.id"\n', {}, "plain http:// is only allowed"),
+        ('[lapor]\nbase_url = "ftp://x"\n', {}, "must be an http(s) URL"),
+    ],
+)
+def test_bad_settings_name_file_and_key(
+    tmp_path: Path, text: str, env: dict[str, str], expected: str
+) -> None:
     path = write(tmp_path, text)
     with pytest.raises(ConfigError) as info:
         load_config(path, environ=env)
@@ -45,22 +53,26 @@ def test_bad_settings_name_file_and_key(tmp_path: Path, text: str, env: dict[str
 
 
 def test_environment_overrides_the_file(tmp_path: Path) -> None:
-    path = write(tmp_path, "[storage]\nurl = \"sqlite:///a.db\"\n[sync]\noverlap_s = 400\n")
-    cfg = load_config(path, environ={"LAPOR_CONNECTOR_STORAGE__URL": "sqlite:////tmp/b.db",
-                                     "LAPOR_CONNECTOR_SYNC__OVERLAP_S": "600"})
+    path = write(tmp_path, '[storage]\nurl = "sqlite:///a.db"\n[sync]\noverlap_s = 400\n')
+    cfg = load_config(
+        path,
+        environ={
+            "LAPOR_CONNECTOR_STORAGE__URL": "sqlite:////tmp/b.db",
+            "LAPOR_CONNECTOR_SYNC__OVERLAP_S": "600",
+        },
+    )
     assert cfg.database_url == "sqlite:////tmp/b.db" and cfg.settings.sync.overlap_s == 600
     assert load_config(path, environ={}).database_url == f"sqlite:///{tmp_path}/a.db"
 
 
 def test_https_and_loopback_http_are_accepted(tmp_path: Path) -> None:
     for url in ("https://api.lapor.example", "http://127.0.0.1:8765", "http://localhost:1"):
-        cfg = load_config(write(tmp_path, f"[lapor]\nbase_url = \"{url}\"\n"), environ={})
+        cfg = load_config(write(tmp_path, f'[lapor]\nbase_url = "{url}"\n'), environ={})
         assert cfg.settings.lapor.base_url == url
 
 
 def _real(tmp_path: Path) -> Config:
-    return load_config(write(tmp_path, "[lapor]\nbase_url = \"https://lapor.example\"\n"),
-                       environ={})
+    return load_config(write(tmp_path, '[lapor]\nbase_url = "https://lapor.example"\n'), environ={})
 
 
 def test_secrets_from_environment_or_credentials_directory(tmp_path: Path) -> None:
@@ -79,18 +91,26 @@ def test_secrets_from_environment_or_credentials_directory(tmp_path: Path) -> No
 
 def test_secret_in_settings_file_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="client_secret: unknown key"):
-        load_config(write(tmp_path, "[lapor]\nclient_secret = \"x\"\n"), environ={})
+        load_config(write(tmp_path, '[lapor]\nclient_secret = "x"\n'), environ={})
 
 
 def test_cli_exits_2_with_the_message(tmp_path: Path) -> None:
-    path = write(tmp_path, "[sync]\npull_interval_s = \"x\"\n")
-    r = subprocess.run([sys.executable, "-m", "connector", "--config", str(path), "status"],
-                       capture_output=True, text=True, cwd=tmp_path)
+    path = write(tmp_path, '[sync]\npull_interval_s = "x"\n')
+    r = subprocess.run(
+        [sys.executable, "-m", "connector", "--config", str(path), "status"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
     assert r.returncode == 2
     assert str(path) in r.stderr and "sync.pull_interval_s" in r.stderr
     assert "Traceback" not in r.stderr
-    r = subprocess.run([sys.executable, "-m", "connector", "nosuchcommand"],
-                       capture_output=True, text=True, cwd=tmp_path)
+    r = subprocess.run(
+        [sys.executable, "-m", "connector", "nosuchcommand"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
     assert r.returncode == 2
 
 
@@ -113,8 +133,10 @@ def test_config_resolution_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 
 
 def test_database_display_masks_the_password(tmp_path: Path) -> None:
-    cfg = load_config(write(tmp_path, '[storage]\nurl = "postgresql+psycopg://lapor:geheim'
-                                      '@db.local/lapor"\n'), environ={})
+    cfg = load_config(
+        write(tmp_path, '[storage]\nurl = "postgresql+psycopg://lapor:geheim@db.local/lapor"\n'),
+        environ={},
+    )
     assert cfg.database_display == "postgresql+psycopg://lapor:***@db.local/lapor"
     assert "geheim" not in cfg.database_display
 
@@ -125,17 +147,19 @@ def test_bad_metrics_listen_is_refused(tmp_path: Path, value: str) -> None:
         load_config(write(tmp_path, f'[metrics]\nlisten = "{value}"\n'), environ={})
 
 
-@pytest.mark.parametrize(("section", "key", "value"), [
-    ("sync", "overlap_s", "100000000000"),
-    ("sync", "sweep_window_s", "100000000000"),
-    ("sync", "pull_interval_s", "0.000001"),
-    ("sync", "push_interval_s", "inf"),
-    ("sync", "max_backoff_s", "nan"),
-    ("lapor", "call_deadline_s", "1e12"),
-    ("mappings", "reload_interval_s", "0.0001"),
-])
-def test_absurd_durations_are_refused(tmp_path: Path, section: str, key: str,
-                                      value: str) -> None:
+@pytest.mark.parametrize(
+    ("section", "key", "value"),
+    [
+        ("sync", "overlap_s", "100000000000"),
+        ("sync", "sweep_window_s", "100000000000"),
+        ("sync", "pull_interval_s", "0.000001"),
+        ("sync", "push_interval_s", "inf"),
+        ("sync", "max_backoff_s", "nan"),
+        ("lapor", "call_deadline_s", "1e12"),
+        ("mappings", "reload_interval_s", "0.0001"),
+    ],
+)
+def test_absurd_durations_are_refused(tmp_path: Path, section: str, key: str, value: str) -> None:
     """Issue 23 item 14: 10^11 s overflowed date arithmetic, a microsecond interval spun."""
     env = {f"LAPOR_CONNECTOR_{section.upper()}__{key.upper()}": value}
     with pytest.raises(ConfigError, match=f"{section}.{key}"):

@@ -31,12 +31,16 @@ class Peek:
 
     def progress(self, kind: str, counts: Mapping[str, int]) -> None:
         if kind == "pull" and counts.get("created"):
-            self.seen.append(self.h.store.run(
-                lambda c: report(c, self.h.config, self.h.tracker, self.h.ctx.now())))
+            self.seen.append(
+                self.h.store.run(
+                    lambda c: report(c, self.h.config, self.h.tracker, self.h.ctx.now())
+                )
+            )
 
 
 async def test_status_shows_a_running_pull_and_forgets_it_when_done(
-        tmp_path: Path, db_url: str, world: World, fake_time: FakeTime) -> None:
+    tmp_path: Path, db_url: str, world: World, fake_time: FakeTime
+) -> None:
     h = Harness(tmp_path, db_url, world, fake_time)
     peek = Peek(h)
     h.ctx.observer = peek
@@ -55,7 +59,8 @@ async def test_status_shows_a_running_pull_and_forgets_it_when_done(
 
 
 async def test_every_state_row_is_named_in_the_store(
-        tmp_path: Path, db_url: str, world: World, fake_time: FakeTime) -> None:
+    tmp_path: Path, db_url: str, world: World, fake_time: FakeTime
+) -> None:
     """The key/value rows a pull, a sweep and a push write all have their key in
     ``store/keys.py``, and ``status`` reads them back as written."""
     h = Harness(tmp_path, db_url, world, fake_time)
@@ -64,18 +69,23 @@ async def test_every_state_row_is_named_in_the_store(
     ticket = next(t for t in h.tickets() if t["status"] == "new")
     h.officer(ticket["id"], status="in_progress", reply="Sedang kami tangani.")
     await h.push()
-    rows = dict(h.store.run(lambda c: c.execute(select(schema.kv.c.key, schema.kv.c.value))
-                            .all()))
+    rows = dict(h.store.run(lambda c: c.execute(select(schema.kv.c.key, schema.kv.c.value)).all()))
     assert set(rows) <= {str(k) for k in StateKey}
-    assert {StateKey.WATERMARK, StateKey.PULL_PROGRESS, StateKey.LAST_SWEEP,
-            StateKey.TRACKER_CURSOR, StateKey.DB_NONCE} <= set(rows)
+    assert {
+        StateKey.WATERMARK,
+        StateKey.PULL_PROGRESS,
+        StateKey.LAST_SWEEP,
+        StateKey.TRACKER_CURSOR,
+        StateKey.DB_NONCE,
+    } <= set(rows)
     rep = h.store.run(lambda c: report(c, h.config, h.tracker, h.ctx.now()).as_dict())
     assert rep["last_sweep"] == rows[StateKey.LAST_SWEEP]
     assert rep["pull"]["progress_age_s"] == 0
 
 
 async def test_the_daemon_tells_status_the_mapping_files_it_already_read(
-        tmp_path: Path, db_url: str, world: World, fake_time: FakeTime) -> None:
+    tmp_path: Path, db_url: str, world: World, fake_time: FakeTime
+) -> None:
     """The /healthz refresh runs every few seconds: with ``files`` given, the mapping
     files are not read again; without, they are (the `status` command)."""
     h = Harness(tmp_path, db_url, world, fake_time)
@@ -83,8 +93,10 @@ async def test_the_daemon_tells_status_the_mapping_files_it_already_read(
 
     def mapping(**kw: Any) -> dict[str, Any]:
         rep = h.store.run(lambda c: report(c, h.config, h.tracker, h.ctx.now(), **kw).as_dict())
-        return {"mapping": rep["mapping"],
-                "codes": [f["code"] for f in rep["findings"] if f["code"] == "mapping_error"]}
+        return {
+            "mapping": rep["mapping"],
+            "codes": [f["code"] for f in rep["findings"] if f["code"] == "mapping_error"],
+        }
 
     read = mapping()
     assert read["codes"] == ["mapping_error"] and "agencies.toml" in read["mapping"]["error"]
@@ -95,8 +107,8 @@ async def test_the_daemon_tells_status_the_mapping_files_it_already_read(
 
 
 async def test_the_health_refresh_runs_the_overdue_query_once_a_minute(
-        tmp_path: Path, db_url: str, world: World, fake_time: FakeTime,
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, db_url: str, world: World, fake_time: FakeTime, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from types import SimpleNamespace
 
     from connector import service
@@ -126,8 +138,8 @@ async def test_the_health_refresh_runs_the_overdue_query_once_a_minute(
 
 
 async def test_storage_error_from_the_daemons_jobs_or_a_full_disk(
-        tmp_path: Path, db_url: str, world: World, fake_time: FakeTime,
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, db_url: str, world: World, fake_time: FakeTime, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Issue 22 (4): the daemon tells /healthz its jobs fail on the database; the
     `status` command sees a full SQLite disk itself (no failed run fits on it)."""
     import shutil
@@ -139,8 +151,7 @@ async def test_storage_error_from_the_daemons_jobs_or_a_full_disk(
 
     def storage(**kw: Any) -> tuple[list[str], dict[str, Any]]:
         rep = h.store.run(lambda c: report(c, h.config, h.tracker, h.ctx.now(), **kw).as_dict())
-        return [f["code"] for f in rep["findings"] if f["code"] == "storage_error"], \
-            rep["storage"]
+        return [f["code"] for f in rep["findings"] if f["code"] == "storage_error"], rep["storage"]
 
     codes, info = storage()
     assert codes == [] and info["error"] is None
@@ -149,7 +160,6 @@ async def test_storage_error_from_the_daemons_jobs_or_a_full_disk(
     assert codes == ["storage_error"] and info["error"].startswith("storage full")
     if db_url.startswith("sqlite"):
         real = shutil.disk_usage
-        monkeypatch.setattr(status.shutil, "disk_usage",
-                            lambda p: real(p)._replace(free=8192))
+        monkeypatch.setattr(status.shutil, "disk_usage", lambda p: real(p)._replace(free=8192))
         codes, info = storage()
         assert codes == ["storage_error"] and info["free_bytes"] == 8192

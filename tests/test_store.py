@@ -20,19 +20,49 @@ from connector.tracker.base import NewTicket
 from connector.tracker.builtin import BuiltinTracker
 
 NOW = datetime(2026, 11, 27, 3, 0, tzinfo=UTC)
-TABLES = {"tickets", "messages", "status_history", "tracker_changes", "links",
-          "connector_state", "outbox", "quarantine", "runs", "alembic_version",
-          "followup_complaints", "followup_periods", "tracker_intents", "tracker_issues",
-          "desk_users", "desk_sessions", "desk_login_failures", "desk_audit",
-          "desk_submissions", "notifications"}
+TABLES = {
+    "tickets",
+    "messages",
+    "status_history",
+    "tracker_changes",
+    "links",
+    "connector_state",
+    "outbox",
+    "quarantine",
+    "runs",
+    "alembic_version",
+    "followup_complaints",
+    "followup_periods",
+    "tracker_intents",
+    "tracker_issues",
+    "desk_users",
+    "desk_sessions",
+    "desk_login_failures",
+    "desk_audit",
+    "desk_submissions",
+    "notifications",
+}
 
 
 def ticket(tid: str = "4100001") -> NewTicket:
-    return NewTicket(tracking_id=tid, agency="DINKES", status="new", lapor_status="terdisposisi",
-                     title="t", body="b", classification="pengaduan", category=None,
-                     channel="web", anonymous=False, confidential=True,
-                     reporter={"name": "N", "email": None, "phone": None}, location=None,
-                     attachments=(), submitted_at=NOW, due_at=None)
+    return NewTicket(
+        tracking_id=tid,
+        agency="DINKES",
+        status="new",
+        lapor_status="terdisposisi",
+        title="t",
+        body="b",
+        classification="pengaduan",
+        category=None,
+        channel="web",
+        anonymous=False,
+        confidential=True,
+        reporter={"name": "N", "email": None, "phone": None},
+        location=None,
+        attachments=(),
+        submitted_at=NOW,
+        due_at=None,
+    )
 
 
 def test_migrations_from_empty(db_url: str) -> None:
@@ -62,8 +92,11 @@ def test_failure_mid_transaction_leaves_nothing(db_url: str) -> None:
 
     def half(conn: Connection) -> None:
         ref = tracker.create_ticket(conn, ticket(), NOW)
-        state.save_link(conn, LinkState("4100001", ref, "DINKES", "terdisposisi", NOW, (1,),
-                                        frozenset(), False), NOW)
+        state.save_link(
+            conn,
+            LinkState("4100001", ref, "DINKES", "terdisposisi", NOW, (1,), frozenset(), False),
+            NOW,
+        )
         state.advance_watermark(conn, NOW)
         raise RuntimeError("crash in the middle")
 
@@ -77,8 +110,7 @@ def test_failure_mid_transaction_leaves_nothing(db_url: str) -> None:
 
 
 @pytest.mark.sqlite_only(reason="SQLITE_FULL, SQLite's own answer to a full disk")
-def test_a_full_disk_is_storage_full_and_the_transaction_rolls_back_whole(
-        tmp_path: Path) -> None:
+def test_a_full_disk_is_storage_full_and_the_transaction_rolls_back_whole(tmp_path: Path) -> None:
     """Issue 22 (4): "database or disk is full" (here SQLite's page limit, the same
     SQLITE_FULL a full disk gives; tests/test_disk_full.py fills a real one)."""
     store = Store(f"sqlite:///{tmp_path}/var/c.db")
@@ -87,8 +119,11 @@ def test_a_full_disk_is_storage_full_and_the_transaction_rolls_back_whole(
 
     def fills(conn: Any) -> None:
         ref = tracker.create_ticket(conn, ticket(), NOW)
-        state.save_link(conn, LinkState("4100001", ref, "DINKES", "terdisposisi", NOW, (1,),
-                                        frozenset(), False), NOW)
+        state.save_link(
+            conn,
+            LinkState("4100001", ref, "DINKES", "terdisposisi", NOW, (1,), frozenset(), False),
+            NOW,
+        )
         state.advance_watermark(conn, NOW)
         pages = conn.exec_driver_sql("PRAGMA page_count").scalar()
         conn.exec_driver_sql(f"PRAGMA max_page_count = {pages}")
@@ -150,8 +185,10 @@ def test_outbox_enqueue_is_idempotent_and_ordered(db_url: str) -> None:
     plans = [FollowUpPlan(ChangeId.builtin(i), "41", "1", "diproses", "x") for i in (1, 2)]
     plans.append(FollowUpPlan(ChangeId.builtin(3), "42", "2", "selesai", "y"))
     for plan in plans + plans:
+
         def enqueue(c: Connection, p: FollowUpPlan = plan) -> object:
             return state.enqueue(c, p, f"k{p.change_id[-1]}", None, NOW)
+
         store.run(enqueue)
     assert len(store.run(state.list_outbox)) == 3
     due = store.run(lambda c: state.due_entries(c, NOW, 10))
@@ -197,11 +234,22 @@ def test_followups_migration_backfills_existing_tickets(db_url: str) -> None:
     def before(conn: Any) -> None:
         for tid in ("4100001", "4100002"):
             ref = tracker.create_ticket(conn, replace(ticket(tid), due_at=due), NOW)
-            state.save_link(conn, LinkState(tid, ref, "DINKES", "ditindaklanjuti", NOW, (1,),
-                                            frozenset(), False), NOW)
-        conn.execute(insert(messages).values(ticket_id=1, direction="out", author="x",
-                                             text="y", at=answered, source="lapor",
-                                             lapor_followup_id="9"))
+            state.save_link(
+                conn,
+                LinkState(tid, ref, "DINKES", "ditindaklanjuti", NOW, (1,), frozenset(), False),
+                NOW,
+            )
+        conn.execute(
+            insert(messages).values(
+                ticket_id=1,
+                direction="out",
+                author="x",
+                text="y",
+                at=answered,
+                source="lapor",
+                lapor_followup_id="9",
+            )
+        )
 
     store.run(before)
     store.upgrade()
@@ -227,11 +275,14 @@ def test_migration_0003_keeps_old_entries_safe(db_url: str) -> None:
     made = datetime(2026, 11, 1, 3, 0, tzinfo=UTC)
     with store.engine.begin() as conn:
         for i, attempts in ((1, 2), (2, 0)):
-            conn.execute(text(
-                "INSERT INTO outbox (change_id, tracking_id, ticket_ref, idempotency_key, "
-                "lapor_status, text, state, attempts, created_at) VALUES "
-                "(:c, '4511', '1', :k, 'diproses', 'x', 'pending', :a, :t)"),
-                {"c": f"builtin:{i}", "k": f"mahulu-4511-{i}", "a": attempts, "t": made})
+            conn.execute(
+                text(
+                    "INSERT INTO outbox (change_id, tracking_id, ticket_ref, idempotency_key, "
+                    "lapor_status, text, state, attempts, created_at) VALUES "
+                    "(:c, '4511', '1', :k, 'diproses', 'x', 'pending', :a, :t)"
+                ),
+                {"c": f"builtin:{i}", "k": f"mahulu-4511-{i}", "a": attempts, "t": made},
+            )
     store.upgrade()
     with store.begin() as conn:
         rows = {r.change_id: r for r in conn.execute(select(schema.outbox))}
@@ -244,8 +295,12 @@ def test_migration_0003_keeps_old_entries_safe(db_url: str) -> None:
 
 def _kind(t: Any) -> str:
     """A column type's general kind, as both backends reflect it."""
-    for kind, cls in (("bool", sqltypes.Boolean), ("int", sqltypes.Integer),
-                      ("datetime", sqltypes.DateTime), ("text", sqltypes.Text)):
+    for kind, cls in (
+        ("bool", sqltypes.Boolean),
+        ("int", sqltypes.Integer),
+        ("datetime", sqltypes.DateTime),
+        ("text", sqltypes.Text),
+    ):
         if isinstance(t, cls):
             return kind
     if isinstance(t, sqltypes.String):
@@ -261,11 +316,13 @@ def test_schema_matches_the_migrated_database(db_url: str) -> None:
     db = inspect(store.engine)
     for table in schema.metadata.sorted_tables:
         declared = {c.name: (_kind(c.type), c.nullable) for c in table.columns}
-        migrated = {c["name"]: (_kind(c["type"]), c["nullable"])
-                    for c in db.get_columns(table.name)}
+        migrated = {
+            c["name"]: (_kind(c["type"]), c["nullable"]) for c in db.get_columns(table.name)
+        }
         assert migrated == declared, table.name
-        assert (db.get_pk_constraint(table.name)["constrained_columns"]
-                == [c.name for c in table.primary_key.columns]), table.name
+        assert db.get_pk_constraint(table.name)["constrained_columns"] == [
+            c.name for c in table.primary_key.columns
+        ], table.name
     assert {t.name for t in schema.metadata.sorted_tables} | {"alembic_version"} == TABLES
     store.close()
 
@@ -305,8 +362,9 @@ def test_a_database_file_deleted_replaced_or_corrupted_is_noticed(tmp_path: Path
         f.seek(8192)
         f.write(b"\xff" * 40000)
     broken = Store(f"sqlite:///{db}")
-    assert "corrupt" in (broken.backend.health_problem(broken.engine) or "") or \
-        "cannot be read" in (broken.backend.health_problem(broken.engine) or "")
+    assert "corrupt" in (
+        broken.backend.health_problem(broken.engine) or ""
+    ) or "cannot be read" in (broken.backend.health_problem(broken.engine) or "")
     broken.engine.dispose()
 
 

@@ -45,14 +45,24 @@ async def test_second_sync_with_nothing_new_changes_nothing(h: Harness) -> None:
     assert pulled["created"] == pulled["updated"] == 0 and pushed["pushed"] == 0
 
 
-async def test_sync_under_hostile_faults_over_many_cycles(tmp_path: Path, db_url: str,
-                                                          world: World,
-                                                          fake_time: FakeTime) -> None:
+async def test_sync_under_hostile_faults_over_many_cycles(
+    tmp_path: Path, db_url: str, world: World, fake_time: FakeTime
+) -> None:
     # Many pages, so cursors matter.
     h = Harness(tmp_path / "site", db_url, world, fake_time, settings={"lapor": {"page_size": 10}})
-    world.set_faults({"rate_429": 0.15, "rate_5xx": 0.1, "move_rate": 0.5,
-                      "duplicate_rate": 0.3, "token_max_uses": 5, "late_commit_s": 20,
-                      "late_commit_rate": 0.3, "drop_post_rate": 0.5, "cursor_ttl_s": 120})
+    world.set_faults(
+        {
+            "rate_429": 0.15,
+            "rate_5xx": 0.1,
+            "move_rate": 0.5,
+            "duplicate_rate": 0.3,
+            "token_max_uses": 5,
+            "late_commit_s": 20,
+            "late_commit_rate": 0.3,
+            "drop_post_rate": 0.5,
+            "cursor_ttl_s": 120,
+        }
+    )
     for round_ in range(6):
         for _ in range(3):
             world.tick()
@@ -64,10 +74,21 @@ async def test_sync_under_hostile_faults_over_many_cycles(tmp_path: Path, db_url
         t = h.tickets()
         opened = [x for x in t if x["status"] in ("new", "in_progress")]
         if opened:
-            h.officer(opened[round_ % len(opened)]["id"], status="resolved",
-                      reply=f"Selesai ditangani, putaran {round_}.")
-    world.set_faults({"rate_429": 0, "rate_5xx": 0, "move_rate": 0, "duplicate_rate": 0,
-                      "drop_post_rate": 0, "late_commit_rate": 0})
+            h.officer(
+                opened[round_ % len(opened)]["id"],
+                status="resolved",
+                reply=f"Selesai ditangani, putaran {round_}.",
+            )
+    world.set_faults(
+        {
+            "rate_429": 0,
+            "rate_5xx": 0,
+            "move_rate": 0,
+            "duplicate_rate": 0,
+            "drop_post_rate": 0,
+            "late_commit_rate": 0,
+        }
+    )
     for _ in range(3):
         fake_time.t += 3600  # past any push backoff
         await h.sync()
@@ -76,8 +97,9 @@ async def test_sync_under_hostile_faults_over_many_cycles(tmp_path: Path, db_url
     assert all(e["state"] in ("sent", "failed") for e in h.outbox())
 
 
-async def test_upstream_changes_reach_the_tickets(h: Harness, world: World,
-                                                  fake_time: FakeTime) -> None:
+async def test_upstream_changes_reach_the_tickets(
+    h: Harness, world: World, fake_time: FakeTime
+) -> None:
     await h.sync()
     recs = world.records
     mine = [t for t in recs if world.visible(t)]
@@ -104,7 +126,8 @@ async def test_upstream_changes_reach_the_tickets(h: Harness, world: World,
 
 
 async def test_each_officer_change_is_one_follow_up_even_when_responses_are_lost(
-        h: Harness, world: World, fake_time: FakeTime) -> None:
+    h: Harness, world: World, fake_time: FakeTime
+) -> None:
     await h.sync()
     targets = [t for t in h.tickets() if t["status"] == "new"][:5]
     for t in targets:
@@ -121,8 +144,11 @@ async def test_each_officer_change_is_one_follow_up_even_when_responses_are_lost
     fu = world.records[int(targets[0]["tracking_id"])]["tindak_lanjut"]
     texts = [f["isi"] for f in fu if f["oleh"] == "instansi"]
     assert "Tim kami berangkat besok pagi." in texts
-    assert not any("internal only" in x for r in world.records.values()
-                   for x in (f["isi"] for f in r["tindak_lanjut"]))
+    assert not any(
+        "internal only" in x
+        for r in world.records.values()
+        for x in (f["isi"] for f in r["tindak_lanjut"])
+    )
     # Our own follow-ups are recognised on the next pull and never imported back.
     t0 = h.ticket(targets[0]["tracking_id"])
     outs = [m for m in t0["messages"] if m["text"] == "Tim kami berangkat besok pagi."]
@@ -130,8 +156,9 @@ async def test_each_officer_change_is_one_follow_up_even_when_responses_are_lost
     assert t0["lapor_status"] == "ditindaklanjuti" and t0["status"] == "in_progress"
 
 
-async def test_officer_closing_a_ticket_is_not_undone_by_its_echo(h: Harness, world: World,
-                                                                  fake_time: FakeTime) -> None:
+async def test_officer_closing_a_ticket_is_not_undone_by_its_echo(
+    h: Harness, world: World, fake_time: FakeTime
+) -> None:
     await h.sync()
     t = next(x for x in h.tickets() if x["status"] == "new")
     h.officer(t["id"], status="closed")
@@ -160,7 +187,8 @@ async def test_entries_for_one_complaint_go_in_order(h: Harness, world: World) -
 
 
 async def test_upstream_closure_fails_pending_follow_ups_with_laporan_ditutup(
-        h: Harness, world: World, fake_time: FakeTime) -> None:
+    h: Harness, world: World, fake_time: FakeTime
+) -> None:
     await h.sync()
     t = next(x for x in h.tickets() if x["status"] == "new")
     h.officer(t["id"], reply="Akan kami cek.")
@@ -179,6 +207,7 @@ async def _status(h: Harness) -> tuple[int, str]:
     import json
 
     from connector.status import report
+
     rep = h.store.run(lambda c: report(c, h.config, h.tracker, h.ctx.now()).as_dict())
     return (0 if rep["healthy"] else 1), json.dumps(rep)
 
@@ -198,13 +227,15 @@ async def test_refused_follow_up_is_recorded_and_retried_by_hand(h: Harness, wor
     assert h.outbox()[0]["attempts"] == 1  # never retried automatically
     rec["disposisi"][0]["unit_id"] = real_unit
     from connector.store import state
+
     h.store.run(lambda c: state.retry_failed(c, entry["id"], h.ctx.now()))
     await h.push()
     assert h.outbox()[0]["state"] == "sent" and world.posts_created == 1
 
 
 async def test_transient_push_failure_backs_off_and_keeps_its_key(
-        h: Harness, world: World, fake_time: FakeTime) -> None:
+    h: Harness, world: World, fake_time: FakeTime
+) -> None:
     await h.sync()
     t = next(x for x in h.tickets() if x["status"] == "new")
     h.officer(t["id"], reply="Balasan.")
@@ -223,11 +254,16 @@ async def test_transient_push_failure_backs_off_and_keeps_its_key(
 
 
 async def test_unmapped_unit_is_held_then_processed_once_mapped(
-        h: Harness, world: World, fake_time: FakeTime) -> None:
+    h: Harness, world: World, fake_time: FakeTime
+) -> None:
     agencies = h.config.mappings_dir / "agencies.toml"
     text = agencies.read_text()
-    agencies.write_text(text.replace("lapor_unit_ids = [6411019, 6411021, 6411022, 6411023, "
-                                     "6411024, 6411025]", "lapor_unit_ids = [6411019]"))
+    agencies.write_text(
+        text.replace(
+            "lapor_unit_ids = [6411019, 6411021, 6411022, 6411023, 6411024, 6411025]",
+            "lapor_unit_ids = [6411019]",
+        )
+    )
     h.mappings.reload_if_changed()
     pulled, _ = await h.sync()
     held = [q for q in h.quarantine() if q["reason"] == "unmapped_unit"]
@@ -244,14 +280,16 @@ async def test_unmapped_unit_is_held_then_processed_once_mapped(
     h.check_consistent()
 
 
-async def test_invalid_records_are_quarantined_and_retried(h: Harness, world: World,
-                                                           fake_time: FakeTime) -> None:
+async def test_invalid_records_are_quarantined_and_retried(
+    h: Harness, world: World, fake_time: FakeTime
+) -> None:
     world.set_faults({"malformed_rate": 0.3})
     pulled, _ = await h.sync()
     q = h.quarantine()
     assert q and pulled["quarantined"] == len(q)
-    assert all(x["reason"] == "invalid_record" and x["detail"].startswith("invalid fields:")
-               for x in q)
+    assert all(
+        x["reason"] == "invalid_record" and x["detail"].startswith("invalid fields:") for x in q
+    )
     for x in q:  # names fields, never values
         rec = world.records[int(x["tracking_id"])]
         assert rec["isi"] not in x["detail"] and "keluhan" not in x["detail"]
@@ -265,6 +303,7 @@ async def test_invalid_records_are_quarantined_and_retried(h: Harness, world: Wo
     await h.sync()
     assert fixed not in {x["tracking_id"] for x in h.quarantine()}
     from connector.store import state
+
     h.store.run(lambda c: state.request_retry(c, None))  # `quarantine retry`
     await h.sync()
     assert h.quarantine() == []
@@ -273,8 +312,10 @@ async def test_invalid_records_are_quarantined_and_retried(h: Harness, world: Wo
 
 async def test_due_date_from_working_days_when_lapor_gives_none(h: Harness, world: World) -> None:
     from connector.timeutil import add_working_days
-    tid = next(t for t, r in world.records.items()
-               if r["batas_tindak_lanjut"] is None and world.visible(t))
+
+    tid = next(
+        t for t, r in world.records.items() if r["batas_tindak_lanjut"] is None and world.visible(t)
+    )
     await h.sync()
     t = h.ticket(tid)
     first = world.records[tid]["disposisi"][0]["tanggal"]
@@ -290,12 +331,20 @@ async def test_confidential_complaints_are_marked_restricted(h: Harness, world: 
         assert t["confidential"] == t["restricted"] == world.records[int(tid)]["rahasia"]
 
 
-async def test_attachments_downloaded_when_enabled(tmp_path: Path, db_url: str, world: World,
-                                                   fake_time: FakeTime) -> None:
+async def test_attachments_downloaded_when_enabled(
+    tmp_path: Path, db_url: str, world: World, fake_time: FakeTime
+) -> None:
     import os
 
-    h = Harness(tmp_path / "site", db_url, world, fake_time, extra_settings=(
-        '[attachments]\ndownload = true\nallowed_types = ["image/jpeg", "image/png"]\n'))
+    h = Harness(
+        tmp_path / "site",
+        db_url,
+        world,
+        fake_time,
+        extra_settings=(
+            '[attachments]\ndownload = true\nallowed_types = ["image/jpeg", "image/png"]\n'
+        ),
+    )
     await h.sync()
     files = [a for t in h.tickets() for a in t["attachments"]]
     stored = [a for a in files if "stored" in a]
@@ -313,13 +362,15 @@ async def test_attachments_downloaded_when_enabled(tmp_path: Path, db_url: str, 
 async def test_attachment_metadata_without_downloads(h: Harness, world: World) -> None:
     await h.sync()
     files = [a for t in h.tickets() for a in t["attachments"]]
-    assert files and all("stored" not in a and {"id", "name", "mime", "size"} <= set(a)
-                         for a in files)
+    assert files and all(
+        "stored" not in a and {"id", "name", "mime", "size"} <= set(a) for a in files
+    )
     assert not h.config.attachments_dir.exists()
 
 
 async def test_attachment_downloads_that_fail_transiently_are_retried(
-        tmp_path: Path, db_url: str, world: World, fake_time: FakeTime) -> None:
+    tmp_path: Path, db_url: str, world: World, fake_time: FakeTime
+) -> None:
     import httpx
 
     from connector.sandbox import create_app
@@ -331,13 +382,20 @@ async def test_attachment_downloads_that_fail_transiently_are_retried(
 
         async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
             if self.down and "/lampiran/" in request.url.path:
-                return httpx.Response(503, json={"status": "error", "error": {
-                    "kode": "pemeliharaan", "pesan": "x"}})
+                return httpx.Response(
+                    503, json={"status": "error", "error": {"kode": "pemeliharaan", "pesan": "x"}}
+                )
             return await self.inner.handle_async_request(request)
 
     flaky = FlakyFiles()
-    h = Harness(tmp_path / "site", db_url, world, fake_time, transport=flaky,
-                extra_settings='[attachments]\ndownload = true\n')
+    h = Harness(
+        tmp_path / "site",
+        db_url,
+        world,
+        fake_time,
+        transport=flaky,
+        extra_settings="[attachments]\ndownload = true\n",
+    )
     await h.sync()
     files = [a for t in h.tickets() for a in t["attachments"]]
     assert files and all(a.get("retry") is True for a in files)
@@ -349,7 +407,8 @@ async def test_attachment_downloads_that_fail_transiently_are_retried(
 
 
 async def test_under_the_budget_tickets_are_committed_before_waiting(
-        tmp_path: Path, db_url: str, world: World, fake_time: FakeTime) -> None:
+    tmp_path: Path, db_url: str, world: World, fake_time: FakeTime
+) -> None:
     committed_before_wait: list[int] = []
     h: Harness  # made below, with this sleep
 
@@ -357,15 +416,17 @@ async def test_under_the_budget_tickets_are_committed_before_waiting(
         committed_before_wait.append(len(h.tickets()))
         await fake_time.sleep(seconds)
 
-    h = Harness(tmp_path / "site", db_url, world, fake_time, requests_per_minute=30,
-                sleep=watching_sleep)
+    h = Harness(
+        tmp_path / "site", db_url, world, fake_time, requests_per_minute=30, sleep=watching_sleep
+    )
     await h.pull()
     assert committed_before_wait and committed_before_wait[0] > 0  # tickets before the wait
     assert len(h.tickets()) == len(h.visible())
 
 
 async def test_an_outage_during_detail_fetches_is_a_plain_retry_later(
-        tmp_path: Path, db_url: str, world: World, fake_time: FakeTime) -> None:
+    tmp_path: Path, db_url: str, world: World, fake_time: FakeTime
+) -> None:
     import httpx
 
     from connector.errors import LaporUnavailable
@@ -380,8 +441,9 @@ async def test_an_outage_during_detail_fetches_is_a_plain_retry_later(
                 raise httpx.ConnectError("down", request=request)
             return await self.inner.handle_async_request(request)
 
-    h = Harness(tmp_path / "site", db_url, world, fake_time, transport=DetailsDown(),
-                call_deadline_s=5)
+    h = Harness(
+        tmp_path / "site", db_url, world, fake_time, transport=DetailsDown(), call_deadline_s=5
+    )
     with pytest.raises(LaporUnavailable):  # not an ExceptionGroup: callers map it to exit 1
         await h.pull()
     assert h.tickets() == []
@@ -392,12 +454,18 @@ def _attachments_of(h: Harness) -> list[dict[str, object]]:
 
 
 async def test_an_attachment_that_cannot_be_written_is_retried_never_fails_the_pull(
-        tmp_path: Path, db_url: str, world: World, fake_time: FakeTime) -> None:
+    tmp_path: Path, db_url: str, world: World, fake_time: FakeTime
+) -> None:
     """Issue 23 item 10: a write that fails (here the folder is a file) is that file's
     matter: the pull succeeds, the attachment is due again, and lands once writable."""
-    h = Harness(tmp_path / "site", db_url, world, fake_time,
-                extra_settings='[attachments]\ndownload = true\n'
-                               'allowed_types = ["image/jpeg", "image/png", "application/pdf"]\n')
+    h = Harness(
+        tmp_path / "site",
+        db_url,
+        world,
+        fake_time,
+        extra_settings="[attachments]\ndownload = true\n"
+        'allowed_types = ["image/jpeg", "image/png", "application/pdf"]\n',
+    )
     folder = h.config.attachments_dir
     folder.parent.mkdir(parents=True, exist_ok=True)
     folder.write_text("not a folder")
@@ -415,7 +483,8 @@ async def test_an_attachment_that_cannot_be_written_is_retried_never_fails_the_p
 
 
 async def test_a_trickling_attachment_is_cut_at_the_deadline_and_never_holds_the_pull(
-        tmp_path: Path, db_url: str, world: World, fake_time: FakeTime) -> None:
+    tmp_path: Path, db_url: str, world: World, fake_time: FakeTime
+) -> None:
     """Issue 23 item 2: one byte every 0.2 s. Each download is cut at call_deadline_s,
     the pull ends at most one deadline after its last commit, the files stay due."""
     import asyncio
@@ -438,15 +507,21 @@ async def test_a_trickling_attachment_is_cut_at_the_deadline_and_never_holds_the
 
         async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
             if self.slow and "/lampiran/" in request.url.path:
-                return httpx.Response(200, headers={"Content-Type": "image/png"},
-                                      stream=Trickle())
+                return httpx.Response(200, headers={"Content-Type": "image/png"}, stream=Trickle())
             return await self.inner.handle_async_request(request)
 
     slow = SlowFiles()
-    h = Harness(tmp_path / "site", db_url, world, fake_time, transport=slow,
-                call_deadline_s=1.0, settings={"lapor": {"call_deadline_s": 1.0}},
-                extra_settings='[attachments]\ndownload = true\n'
-                               'allowed_types = ["image/jpeg", "image/png", "application/pdf"]\n')
+    h = Harness(
+        tmp_path / "site",
+        db_url,
+        world,
+        fake_time,
+        transport=slow,
+        call_deadline_s=1.0,
+        settings={"lapor": {"call_deadline_s": 1.0}},
+        extra_settings="[attachments]\ndownload = true\n"
+        'allowed_types = ["image/jpeg", "image/png", "application/pdf"]\n',
+    )
     t0 = time.monotonic()
     pulled = await h.pull()
     assert time.monotonic() - t0 < 5

@@ -35,8 +35,21 @@ def test_ticket_json_shape(synced: Path, capsys: Any) -> None:
     code, out, _ = run(capsys, synced, "tickets", "list", "--json")
     rows = json.loads(out)
     assert code == 0 and len(rows) == 60
-    keys = {"id", "tracking_id", "agency", "status", "lapor_status", "title", "body",
-            "anonymous", "confidential", "reporter", "submitted_at", "due_at", "messages"}
+    keys = {
+        "id",
+        "tracking_id",
+        "agency",
+        "status",
+        "lapor_status",
+        "title",
+        "body",
+        "anonymous",
+        "confidential",
+        "reporter",
+        "submitted_at",
+        "due_at",
+        "messages",
+    }
     for r in rows:
         assert keys <= set(r)
         assert isinstance(r["id"], str) and isinstance(r["tracking_id"], str)
@@ -72,8 +85,19 @@ def first_open(cfg: Path, capsys: Any) -> dict[str, Any]:
 
 def test_update_records_and_queues(synced: Path, capsys: Any) -> None:
     t = first_open(synced, capsys)
-    code, out, _ = run(capsys, synced, "tickets", "update", t["id"], "--status", "in_progress",
-                       "--reply", "Petugas dijadwalkan.", "--note", "catatan internal")
+    code, out, _ = run(
+        capsys,
+        synced,
+        "tickets",
+        "update",
+        t["id"],
+        "--status",
+        "in_progress",
+        "--reply",
+        "Petugas dijadwalkan.",
+        "--note",
+        "catatan internal",
+    )
     assert code == 0 and "queued" in out
     _, out, _ = run(capsys, synced, "outbox", "list", "--json")
     entries = json.loads(out)
@@ -90,14 +114,18 @@ def test_update_records_and_queues(synced: Path, capsys: Any) -> None:
     assert len(json.loads(out)) == 1
 
 
-@pytest.mark.parametrize(("args", "exit_code", "message"), [
-    (["--status", "done"], 2, "unknown status"),
-    (["--reply", "x" * 5001], 2, "at most 5000"),
-    (["--reply", "   "], 2, "empty"),
-    ([], 2, "at least one"),
-])
-def test_update_refusals(synced: Path, capsys: Any, args: list[str], exit_code: int,
-                         message: str) -> None:
+@pytest.mark.parametrize(
+    ("args", "exit_code", "message"),
+    [
+        (["--status", "done"], 2, "unknown status"),
+        (["--reply", "x" * 5001], 2, "at most 5000"),
+        (["--reply", "   "], 2, "empty"),
+        ([], 2, "at least one"),
+    ],
+)
+def test_update_refusals(
+    synced: Path, capsys: Any, args: list[str], exit_code: int, message: str
+) -> None:
     t = first_open(synced, capsys)
     code, _, err = run(capsys, synced, "tickets", "update", t["id"], *args)
     assert code == exit_code and message in err
@@ -180,8 +208,15 @@ def test_outbox_dismiss(synced: Path, capsys: Any) -> None:
         store.close()
     code, out, _ = run(capsys, synced, "status", "--json")
     assert code == 1 and "push_failed" in out
-    code, out, _ = run(capsys, synced, "outbox", "dismiss", str(entry["id"]), "--reason",
-                       "sudah dijawab langsung di LAPOR!")
+    code, out, _ = run(
+        capsys,
+        synced,
+        "outbox",
+        "dismiss",
+        str(entry["id"]),
+        "--reason",
+        "sudah dijawab langsung di LAPOR!",
+    )
     assert code == 0 and "dismissed" in out
     code, out, _ = run(capsys, synced, "status", "--json")
     rep = json.loads(out)

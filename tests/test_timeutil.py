@@ -13,8 +13,9 @@ from connector.timeutil import (
     parse_wib,
 )
 
-moments = st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2090, 1, 1),
-                       timezones=st.just(UTC)).map(lambda d: d.replace(microsecond=0))
+moments = st.datetimes(
+    min_value=datetime(2000, 1, 1), max_value=datetime(2090, 1, 1), timezones=st.just(UTC)
+).map(lambda d: d.replace(microsecond=0))
 
 
 @given(moments)
@@ -36,9 +37,17 @@ def test_wire_strings_sort_like_instants(a: datetime, b: datetime) -> None:
     assert (format_wib(a) < format_wib(b)) == (a < b)
 
 
-@pytest.mark.parametrize("bad", ["2026-11-27T10:00:00", "27/11/2026 10:00:00", "",
-                                 "2026-13-01 00:00:00", "2026-11-27 10:00",
-                                 "2026-11-27 10:00:00+07"])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "2026-11-27T10:00:00",
+        "27/11/2026 10:00:00",
+        "",
+        "2026-13-01 00:00:00",
+        "2026-11-27 10:00",
+        "2026-11-27 10:00:00+07",
+    ],
+)
 def test_parse_wib_rejects_other_shapes(bad: str) -> None:
     with pytest.raises(ValueError):
         parse_wib(bad)

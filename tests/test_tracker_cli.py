@@ -15,8 +15,10 @@ from connector.settings import load_config, load_redmine_key
 from tests.conftest import write_config
 
 DOWN = "http://127.0.0.1:9"  # discard port on loopback: nothing listens
-REDMINE = (f'[tracker]\nkind = "redmine"\n[tracker.redmine]\nurl = "{DOWN}"\n'
-           f'project = "pengaduan"\ntracking_field_id = 1\ntimeout_s = 2\n')
+REDMINE = (
+    f'[tracker]\nkind = "redmine"\n[tracker.redmine]\nurl = "{DOWN}"\n'
+    f'project = "pengaduan"\ntracking_field_id = 1\ntimeout_s = 2\n'
+)
 
 
 def run(capsys: Any, cfg: Path, *args: str) -> tuple[int, str, str]:
@@ -28,12 +30,12 @@ def run(capsys: Any, cfg: Path, *args: str) -> tuple[int, str, str]:
 @pytest.fixture
 def cfg(tmp_path: Path, db_url: str, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("REDMINE_API_KEY", "k" * 40)
-    return write_config(tmp_path / "site", db_url, REDMINE,
-                        sandbox="complaints = 12\ngenerator = false")
+    return write_config(
+        tmp_path / "site", db_url, REDMINE, sandbox="complaints = 12\ngenerator = false"
+    )
 
 
-def test_redmine_down_intake_goes_on_and_status_shows_the_queue(cfg: Path,
-                                                                capsys: Any) -> None:
+def test_redmine_down_intake_goes_on_and_status_shows_the_queue(cfg: Path, capsys: Any) -> None:
     code, out, err = run(capsys, cfg, "sync")
     assert code == 0, err
     assert "created=" in out and "created=0" not in out
@@ -62,12 +64,16 @@ def test_mappings_check_validates_redmine_toml(cfg: Path, capsys: Any) -> None:
     code, out, _ = run(capsys, cfg, "mappings", "check")
     assert code == 0 and "redmine.toml" in out
     path = cfg.parent / "mappings" / "redmine.toml"
-    path.write_text(path.read_text(encoding="utf-8").replace('resolved = "Resolved"\n', ""),
-                    encoding="utf-8")
+    path.write_text(
+        path.read_text(encoding="utf-8").replace('resolved = "Resolved"\n', ""), encoding="utf-8"
+    )
     agencies = cfg.parent / "mappings" / "agencies.toml"
-    agencies.write_text(agencies.read_text(encoding="utf-8").replace(
-        'code = "DINSOS"\n', 'code = "DINSOS"\nredmine_project = "Bukan Identifier"\n'),
-        encoding="utf-8")
+    agencies.write_text(
+        agencies.read_text(encoding="utf-8").replace(
+            'code = "DINSOS"\n', 'code = "DINSOS"\nredmine_project = "Bukan Identifier"\n'
+        ),
+        encoding="utf-8",
+    )
     code, _, err = run(capsys, cfg, "mappings", "check")
     assert code == 1
     assert "redmine.toml" in err and "resolved" in err
@@ -78,12 +84,17 @@ def test_redmine_settings_are_checked(tmp_path: Path) -> None:
     incomplete = write_config(tmp_path / "a", "sqlite:///x.db", '[tracker]\nkind = "redmine"\n')
     with pytest.raises(ConfigError, match=r"tracker\.redmine\.url, tracker\.redmine\.project"):
         load_config(incomplete, environ={})
-    plain = write_config(tmp_path / "b", "sqlite:///x.db", REDMINE.replace(
-        DOWN, "http://redmine.example.org"))
+    plain = write_config(
+        tmp_path / "b", "sqlite:///x.db", REDMINE.replace(DOWN, "http://redmine.example.org")
+    )
     with pytest.raises(ConfigError, match="only allowed for loopback"):
         load_config(plain, environ={})
-    assert load_config(write_config(tmp_path / "c", "sqlite:///x.db", REDMINE),
-                       environ={}).settings.tracker.redmine.tracking_field_id == 1
+    assert (
+        load_config(
+            write_config(tmp_path / "c", "sqlite:///x.db", REDMINE), environ={}
+        ).settings.tracker.redmine.tracking_field_id
+        == 1
+    )
 
 
 def test_redmine_key_from_environment_or_credentials_directory(tmp_path: Path) -> None:

@@ -49,8 +49,11 @@ from tests.conftest import (
 pytestmark = pytest.mark.anyio
 ROOT = Path(__file__).resolve().parent.parent
 STATUSES = ("new", "in_progress", "resolved", "closed")
-REPORTER = {"name": "Budi Santoso Kontrak", "email": "budi.kontrak@example.org",
-            "phone": "081234567890"}
+REPORTER = {
+    "name": "Budi Santoso Kontrak",
+    "email": "budi.kontrak@example.org",
+    "phone": "081234567890",
+}
 PROJECTS = {"DINKES": "dinkes", "DISDUKCAPIL": "disdukcapil"}
 
 
@@ -61,19 +64,37 @@ def _tid() -> str:
 def ticket(tid: str, **kw: Any) -> NewTicket:
     now = datetime.now(UTC).replace(microsecond=0)
     base: dict[str, Any] = dict(
-        tracking_id=tid, agency="DISDUKCAPIL", status="new", lapor_status="diproses",
-        title="Jalan rusak di Long Bagun", body="Jalan <b>rusak</b> *parah*.",
-        classification="pengaduan", category="Infrastruktur", channel="web", anonymous=False,
-        confidential=False, reporter=REPORTER, location={"village": "Ujoh Bilang"},
-        attachments=(), submitted_at=now, due_at=now + timedelta(days=5))
+        tracking_id=tid,
+        agency="DISDUKCAPIL",
+        status="new",
+        lapor_status="diproses",
+        title="Jalan rusak di Long Bagun",
+        body="Jalan <b>rusak</b> *parah*.",
+        classification="pengaduan",
+        category="Infrastruktur",
+        channel="web",
+        anonymous=False,
+        confidential=False,
+        reporter=REPORTER,
+        location={"village": "Ujoh Bilang"},
+        attachments=(),
+        submitted_at=now,
+        due_at=now + timedelta(days=5),
+    )
     return NewTicket(**{**base, **kw})
 
 
 _ids = iter(range(10**6, 10**7))
 
 
-def intent(tid: str, kind: str, payload: Payload, attempts: int = 1,
-           ref: str | None = None, intent_id: int | None = None) -> Intent:
+def intent(
+    tid: str,
+    kind: str,
+    payload: Payload,
+    attempts: int = 1,
+    ref: str | None = None,
+    intent_id: int | None = None,
+) -> Intent:
     return Intent(intent_id or next(_ids), tid, kind, payload, attempts, ref)
 
 
@@ -93,8 +114,14 @@ class Harness:
     tracker: TrackerPort
     kind: str
 
-    async def officer(self, ref: str, *, status: str | None = None, reply: str | None = None,
-                      note: str | None = None) -> None:
+    async def officer(
+        self,
+        ref: str,
+        *,
+        status: str | None = None,
+        reply: str | None = None,
+        note: str | None = None,
+    ) -> None:
         raise NotImplementedError
 
     async def view(self, ref: str) -> View:
@@ -108,12 +135,21 @@ class BuiltinHarness(Harness):
         self.store = store
         self.tracker = BuiltinTracker(STATUSES, store)
 
-    async def officer(self, ref: str, *, status: str | None = None, reply: str | None = None,
-                      note: str | None = None) -> None:
+    async def officer(
+        self,
+        ref: str,
+        *,
+        status: str | None = None,
+        reply: str | None = None,
+        note: str | None = None,
+    ) -> None:
         desk = self.tracker.desk()
         assert desk is not None
-        self.store.run(lambda c: desk.officer_update(c, ref, OfficerAction(status, reply, note),
-                                                     datetime.now(UTC)))
+        self.store.run(
+            lambda c: desk.officer_update(
+                c, ref, OfficerAction(status, reply, note), datetime.now(UTC)
+            )
+        )
 
     async def view(self, ref: str) -> View:
         desk = self.tracker.desk()
@@ -138,17 +174,28 @@ class RedmineHarness(Harness):
                 return SimpleNamespace(redmine_project=PROJECTS.get(code))
 
         self.mapping = mapping
-        self.tracker = RedmineTracker(lambda: connector, mapping, "pengaduan",
-                                      lambda: _M(), str(connector.base_url))  # type: ignore[arg-type,return-value]
+        self.tracker = RedmineTracker(
+            lambda: connector,
+            mapping,
+            "pengaduan",
+            lambda: _M(),  # type: ignore[arg-type,return-value]
+            str(connector.base_url),
+        )
 
-    async def officer(self, ref: str, *, status: str | None = None, reply: str | None = None,
-                      note: str | None = None) -> None:
+    async def officer(
+        self,
+        ref: str,
+        *,
+        status: str | None = None,
+        reply: str | None = None,
+        note: str | None = None,
+    ) -> None:
         if note:
             await self.hands.update_issue(int(ref), notes=note, private_notes=True)
         if status or reply:
             await self.hands.update_issue(
-                int(ref), status=self.mapping.to_redmine[status] if status else None,
-                notes=reply)
+                int(ref), status=self.mapping.to_redmine[status] if status else None, notes=reply
+            )
 
     async def view(self, ref: str) -> View:
         issue = await self.rm.issue(int(ref), journals=True)
@@ -164,14 +211,16 @@ class RedmineHarness(Harness):
         # What a reader sees: the entities that keep LAPOR!'s fields inert Textile shown as
         # the characters they stand for, and not the zero-width spaces that keep a "<", "#"
         # or "@" from starting markup (tests/test_redmine_render.py renders them).
-        seen = html.unescape("\n".join([issue.subject, issue.description or "", *notes])
-                             ).replace("\u200b", "")
+        seen = html.unescape("\n".join([issue.subject, issue.description or "", *notes])).replace(
+            "\u200b", ""
+        )
         return View(local, by_id.get(issue.project_id), issue.is_private, seen, notes)
 
 
 # The built-in tracker on every backend; Redmine keeps nothing in the connector's database.
-@pytest.fixture(params=[*(f"builtin-{b}" for b in BACKENDS),
-                        pytest.param("redmine", marks=needs_redmine)])
+@pytest.fixture(
+    params=[*(f"builtin-{b}" for b in BACKENDS), pytest.param("redmine", marks=needs_redmine)]
+)
 async def harness(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Harness]:
     if request.param.startswith("builtin-"):
         with database(request.param.removeprefix("builtin-"), tmp_path, request.node) as url:
@@ -195,8 +244,9 @@ async def test_create_is_find_or_create(harness: Harness) -> None:
     ref = await _create(harness, t)
     assert await harness.tracker.find(t.tracking_id) == ref
     # The worker was killed after the create, before recording it: the repeat finds it.
-    again = await harness.tracker.apply(intent(t.tracking_id, CREATE, ticket_payload(t),
-                                               attempts=2))
+    again = await harness.tracker.apply(
+        intent(t.tracking_id, CREATE, ticket_payload(t), attempts=2)
+    )
     assert again == ref
     v = await harness.view(ref)
     assert v.status == "new" and not v.private
@@ -216,8 +266,10 @@ async def test_update_moves_and_closes(harness: Harness) -> None:
     tid = t.tracking_id
     up = TicketUpdate("diproses", status="in_progress", agency="DINKES")
     for attempts in (1, 2):  # a repeat changes nothing
-        assert await harness.tracker.apply(intent(tid, UPDATE, update_payload(up),
-                                                  attempts, ref)) == ref
+        assert (
+            await harness.tracker.apply(intent(tid, UPDATE, update_payload(up), attempts, ref))
+            == ref
+        )
     v = await harness.view(ref)
     assert (v.status, v.agency) == ("in_progress", "DINKES")
     close = TicketUpdate("ditutup", status="closed", reason="ditutup di LAPOR!")
@@ -229,8 +281,13 @@ async def test_later_anonim_and_rahasia_reach_the_ticket(harness: Harness) -> No
     t = ticket(_tid())
     ref = await _create(harness, t)
     assert REPORTER["email"] in (await harness.view(ref)).text
-    up = TicketUpdate("diproses", title=t.title, body="Teks yang sudah disunting admin.",
-                      anonymous=True, confidential=True)
+    up = TicketUpdate(
+        "diproses",
+        title=t.title,
+        body="Teks yang sudah disunting admin.",
+        anonymous=True,
+        confidential=True,
+    )
     await harness.tracker.apply(intent(t.tracking_id, UPDATE, update_payload(up), 1, ref))
     v = await harness.view(ref)
     assert v.private and "disunting admin" in v.text
@@ -241,12 +298,18 @@ async def test_later_anonim_and_rahasia_reach_the_ticket(harness: Harness) -> No
 async def test_a_message_is_written_once(harness: Harness) -> None:
     t = ticket(_tid())
     ref = await _create(harness, t)
-    msg = NewMessage(Direction.IN, "Pelapor (LAPOR!)", "Mohon segera ditangani.",
-                     datetime.now(UTC).replace(microsecond=0), "tl-" + t.tracking_id)
+    msg = NewMessage(
+        Direction.IN,
+        "Pelapor (LAPOR!)",
+        "Mohon segera ditangani.",
+        datetime.now(UTC).replace(microsecond=0),
+        "tl-" + t.tracking_id,
+    )
     iid = next(_ids)
     for attempts in (1, 2, 3):  # killed after the write, before it was recorded: twice more
-        await harness.tracker.apply(intent(t.tracking_id, MESSAGE, message_payload(msg),
-                                           attempts, ref, iid))
+        await harness.tracker.apply(
+            intent(t.tracking_id, MESSAGE, message_payload(msg), attempts, ref, iid)
+        )
     v = await harness.view(ref)
     assert sum("Mohon segera ditangani." in n for n in v.notes) == 1
 
@@ -270,16 +333,20 @@ async def test_officer_changes_come_back_and_echoes_do_not(harness: Harness) -> 
     changes, cursor2 = await tr.changes_since(cursor)
     mine = [c for c in changes if c.tracking_id == t.tracking_id]
     assert [(c.status, c.reply) for c in mine] == [
-        (None, "Sedang kami periksa."), ("resolved", "Sudah diperbaiki.")] or [
-        (c.status, c.reply) for c in mine] == [
-        ("in_progress", "Sedang kami periksa."), ("resolved", "Sudah diperbaiki.")]
+        (None, "Sedang kami periksa."),
+        ("resolved", "Sudah diperbaiki."),
+    ] or [(c.status, c.reply) for c in mine] == [
+        ("in_progress", "Sedang kami periksa."),
+        ("resolved", "Sudah diperbaiki."),
+    ]
     assert all(c.change_id.startswith(f"{tr.kind}:") and c.ticket_ref == ref for c in mine)
     assert mine[-1].ticket_status == "resolved"
     assert len({c.change_id for c in mine}) == 2
     # Read again from the same cursor: the same ids (the outbox is idempotent by them).
     again, _ = await tr.changes_since(cursor)
     assert [c.change_id for c in again if c.tracking_id == t.tracking_id] == [
-        c.change_id for c in mine]
+        c.change_id for c in mine
+    ]
     assert "catatan internal" not in {c.reply for c in mine}
     assert cursor2 is not None
 

@@ -45,18 +45,24 @@ class Outside(BuiltinTracker):
         if self.down:
             raise RedmineUnavailable("Redmine unavailable during apply: ConnectError")
         if intent.tracking_id in self.refuse:
-            raise RedmineRefused(f"update of issue for {intent.tracking_id}", "ignored",
-                                 errors=["status 'Closed' not applied (workflow)"])
+            raise RedmineRefused(
+                f"update of issue for {intent.tracking_id}",
+                "ignored",
+                errors=["status 'Closed' not applied (workflow)"],
+            )
         self.applied.append((intent.tracking_id, intent.kind))
         return await super().apply(intent)
 
-    async def changes_since(self, cursor: str | None,
-                            limit: int = 500) -> tuple[list[OfficerChange], str | None]:
+    async def changes_since(
+        self, cursor: str | None, limit: int = 500
+    ) -> tuple[list[OfficerChange], str | None]:
         if self.down:
             raise RedmineUnavailable("Redmine unavailable during changes: ConnectError")
         changes, new = await super().changes_since(cursor, limit)
-        return [dataclasses.replace(c, change_id=c.change_id.replace("builtin:", "outside:"))
-                for c in changes], new
+        return [
+            dataclasses.replace(c, change_id=c.change_id.replace("builtin:", "outside:"))
+            for c in changes
+        ], new
 
 
 @pytest.fixture
@@ -82,8 +88,9 @@ def _status(h: Harness) -> dict[str, Any]:
     return h.store.run(lambda c: report(c, h.config, h.ctx.tracker, h.ctx.now()).as_dict())
 
 
-async def test_pull_writes_intents_and_the_worker_makes_the_tickets(h: OutsideHarness,
-                                                                    world: World) -> None:
+async def test_pull_writes_intents_and_the_worker_makes_the_tickets(
+    h: OutsideHarness, world: World
+) -> None:
     pulled = await h.pull()
     assert pulled["created"] > 0
     assert h.tickets() == []  # nothing in the tracker inside the pull's transaction
@@ -103,7 +110,8 @@ async def test_pull_writes_intents_and_the_worker_makes_the_tickets(h: OutsideHa
 
 
 async def test_upstream_changes_and_officer_changes_through_the_port(
-        h: OutsideHarness, world: World, fake_time: FakeTime) -> None:
+    h: OutsideHarness, world: World, fake_time: FakeTime
+) -> None:
     await h.pull()
     await run_cycle(h.ctx, CycleKind.TRACKER)
     mine = [t for t in world.records if world.visible(t)]
@@ -119,9 +127,11 @@ async def test_upstream_changes_and_officer_changes_through_the_port(
     h.check_consistent()
     # An officer acts in the tracker; the push reads it through the port.
     target = next(t for t in h.tickets() if t["status"] == "new")
-    h.store.run(lambda c: h.tracker.officer_update(
-        c, target["id"], OfficerAction("in_progress", "Sedang ditangani petugas."),
-        h.ctx.now()))
+    h.store.run(
+        lambda c: h.tracker.officer_update(
+            c, target["id"], OfficerAction("in_progress", "Sedang ditangani petugas."), h.ctx.now()
+        )
+    )
     pushed = await h.push()
     assert pushed["queued"] == 1 and pushed["pushed"] == 1
     entry = h.outbox()[0]
@@ -183,12 +193,16 @@ async def test_a_refusal_is_visible_holds_its_complaint_and_is_retried(h: Outsid
     assert _status(h)["tracker"]["failed"] == 0
 
 
-async def test_later_anonim_removes_the_reporter_from_waiting_creates(h: OutsideHarness,
-                                                                      world: World) -> None:
+async def test_later_anonim_removes_the_reporter_from_waiting_creates(
+    h: OutsideHarness, world: World
+) -> None:
     h.tracker.down = True
     await h.pull()
-    tid = next(t for t in world.records if world.visible(t)
-               and not world.records[t]["anonim"] and world.records[t].get("pelapor"))
+    tid = next(
+        t
+        for t in world.records
+        if world.visible(t) and not world.records[t]["anonim"] and world.records[t].get("pelapor")
+    )
     name = world.records[tid]["pelapor"]["nama"]
     h.store.run(lambda c: intents.forget_reporter(c, str(tid)))
     waiting = h.store.run(lambda c: intents.due(c, h.ctx.now(), 1000))

@@ -52,8 +52,7 @@ async def test_the_default_transport_reads_what_httpx_own_stack_reads() -> None:
 
 
 async def test_a_cut_off_detail_is_that_records_skip_on_both_stacks() -> None:
-    world = World(seed=7, complaints=3, faults=Faults(rate_limit_per_minute=0,
-                                                      truncated_rate=1.0))
+    world = World(seed=7, complaints=3, faults=Faults(rate_limit_per_minute=0, truncated_rate=1.0))
     with served(world) as base:
         tid = str(sorted(world.visible_ids())[0])
         for transport in (None, httpx.AsyncHTTPTransport()):
@@ -63,11 +62,13 @@ async def test_a_cut_off_detail_is_that_records_skip_on_both_stacks() -> None:
 
 
 PING = b'{"data": {"waktu_server": "2026-11-28 10:00:00"}}'
+
+
 async def test_an_answer_dropped_mid_body_is_transient_and_retried() -> None:
     """Headers promise 100 bytes, 10 arrive, the connection closes: the client retries
     (a transport error, never a parsed record) and gives up as LAPOR! unavailable."""
     hits: list[bytes] = []
-    cut = replying(JSON_200 + b"Content-Length: 100\r\n\r\n{\"data\": {", hits)
+    cut = replying(JSON_200 + b'Content-Length: 100\r\n\r\n{"data": {', hits)
     async with raw_server(cut) as base, wire_client(base, call_deadline_s=5) as client:
         with pytest.raises(LaporUnavailable):
             await client.ping()
@@ -96,8 +97,10 @@ async def test_plain_http_and_loopback_targets_never_go_through_a_proxy(
     """Issue 23 item 12: the token request (client secret included) in clear through a
     proxy. Every proxy variable set: the loopback LAPOR! is still reached directly."""
     through_proxy: list[bytes] = []
-    async with raw_server(replying(_answer(JSON_200), through_proxy)) as proxy_url, \
-            raw_server(replying(_answer(JSON_200))) as lapor:
+    async with (
+        raw_server(replying(_answer(JSON_200), through_proxy)) as proxy_url,
+        raw_server(replying(_answer(JSON_200))) as lapor,
+    ):
         for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"):
             monkeypatch.setenv(name, proxy_url)
         monkeypatch.delenv("NO_PROXY", raising=False)
@@ -111,22 +114,45 @@ async def test_plain_http_and_loopback_targets_never_go_through_a_proxy(
     assert through_proxy == []
 
 
-@pytest.mark.parametrize(("env", "url", "expected"), [
-    ({}, "https://api.lapor.go.id/", None),
-    ({"ALL_PROXY": "http://proxy.mahulu:3128"}, "https://api.lapor.go.id/",
-     "http://proxy.mahulu:3128"),
-    ({"HTTPS_PROXY": "http://proxy.mahulu:3128"}, "https://api.lapor.go.id/",
-     "http://proxy.mahulu:3128"),
-    ({"HTTPS_PROXY": "http://proxy.mahulu:3128"}, "http://api.lapor.go.id/", None),
-    ({"HTTP_PROXY": "http://proxy.mahulu:3128"}, "http://api.lapor.go.id/", None),
-    ({"HTTPS_PROXY": "http://proxy.mahulu:3128", "NO_PROXY": "lapor.go.id"},
-     "https://api.lapor.go.id/", None),
-])
+@pytest.mark.parametrize(
+    ("env", "url", "expected"),
+    [
+        ({}, "https://api.lapor.go.id/", None),
+        (
+            {"ALL_PROXY": "http://proxy.mahulu:3128"},
+            "https://api.lapor.go.id/",
+            "http://proxy.mahulu:3128",
+        ),
+        (
+            {"HTTPS_PROXY": "http://proxy.mahulu:3128"},
+            "https://api.lapor.go.id/",
+            "http://proxy.mahulu:3128",
+        ),
+        ({"HTTPS_PROXY": "http://proxy.mahulu:3128"}, "http://api.lapor.go.id/", None),
+        ({"HTTP_PROXY": "http://proxy.mahulu:3128"}, "http://api.lapor.go.id/", None),
+        (
+            {"HTTPS_PROXY": "http://proxy.mahulu:3128", "NO_PROXY": "lapor.go.id"},
+            "https://api.lapor.go.id/",
+            None,
+        ),
+    ],
+)
 def test_env_proxy_follows_the_usual_variables(
-    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], url: str, expected: str | None,
+    monkeypatch: pytest.MonkeyPatch,
+    env: dict[str, str],
+    url: str,
+    expected: str | None,
 ) -> None:
-    for name in ("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy",
-                 "no_proxy", "ALL_PROXY", "all_proxy"):
+    for name in (
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "NO_PROXY",
+        "http_proxy",
+        "https_proxy",
+        "no_proxy",
+        "ALL_PROXY",
+        "all_proxy",
+    ):
         monkeypatch.delenv(name, raising=False)
     for name, value in env.items():
         monkeypatch.setenv(name, value)
@@ -196,6 +222,7 @@ async def test_headers_as_long_as_httpx_own_parser_took_are_read() -> None:
 
 async def test_an_answer_that_trickles_is_cut_at_the_calls_deadline() -> None:
     """The read timeout restarts with every byte; the attempt as a whole may not."""
+
     async def trickle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.readuntil(b"\r\n\r\n")
         writer.write(JSON_200 + b"Content-Length: 100000\r\n\r\n")

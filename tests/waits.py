@@ -8,8 +8,9 @@ import time
 from collections.abc import Callable
 
 
-def wait_for(cond: Callable[[], object], timeout: float = 60, what: str = "",
-             every: float = 0.3) -> None:
+def wait_for(
+    cond: Callable[[], object], timeout: float = 60, what: str = "", every: float = 0.3
+) -> None:
     """Return as soon as ``cond()`` is true; fail naming ``what`` after ``timeout`` s."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -19,8 +20,9 @@ def wait_for(cond: Callable[[], object], timeout: float = 60, what: str = "",
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
-async def until(cond: Callable[[], object], timeout: float = 30, what: str = "",
-                every: float = 0.02) -> None:
+async def until(
+    cond: Callable[[], object], timeout: float = 30, what: str = "", every: float = 0.02
+) -> None:
     """``wait_for`` inside an event loop: the loop keeps running while it waits."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

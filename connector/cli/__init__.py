@@ -21,8 +21,9 @@ from connector.term import SafeWriter, safe
 __all__ = ["EXIT_FAIL", "EXIT_OK", "EXIT_USAGE", "build_parser", "check_identity", "main"]
 
 # Commands whose plain-text output carries LAPOR!'s text: neutralised on the way out.
-SAFE_STDOUT = frozenset({"sync", "tickets", "status", "quarantine", "outbox", "mappings", "db",
-                         "users"})
+SAFE_STDOUT = frozenset(
+    {"sync", "tickets", "status", "quarantine", "outbox", "mappings", "db", "users"}
+)
 SAFE_STDERR = SAFE_STDOUT - {"sync"}  # sync's stderr carries the (coloured) log
 
 # (command, action) -> "module:function", imported when that command runs.

@@ -33,10 +33,17 @@ def note_local_settings(config: Config, given: Path | None) -> None:
 
     from connector import settings
 
-    if (given is None and not os.environ.get(settings.CONFIG_ENV)
-            and config.path != settings.SYSTEM_CONFIG and settings.SYSTEM_CONFIG.exists()):
-        print(f"note: using {config.path}, not the service's {settings.SYSTEM_CONFIG} "
-              "(run from another folder, or give --config)", file=sys.stderr)
+    if (
+        given is None
+        and not os.environ.get(settings.CONFIG_ENV)
+        and config.path != settings.SYSTEM_CONFIG
+        and settings.SYSTEM_CONFIG.exists()
+    ):
+        print(
+            f"note: using {config.path}, not the service's {settings.SYSTEM_CONFIG} "
+            "(run from another folder, or give --config)",
+            file=sys.stderr,
+        )
 
 
 def check_identity(config: Config, euid: int | None = None) -> None:
@@ -61,9 +68,11 @@ def check_identity(config: Config, euid: int | None = None) -> None:
             name = pwd.getpwuid(owner).pw_name
         except KeyError:
             name = str(owner)
-        raise ConfigError(f"{folder} belongs to {name}: run this command as that user "
-                          f"(sudo -u {name} lapor-connector ...), not as root, so that the "
-                          "database files keep their owner")
+        raise ConfigError(
+            f"{folder} belongs to {name}: run this command as that user "
+            f"(sudo -u {name} lapor-connector ...), not as root, so that the "
+            "database files keep their owner"
+        )
 
 
 def runtime_of(config: Config, need_mappings: bool = True, lock: bool = False) -> Runtime:
@@ -78,8 +87,9 @@ def store_of(config: Config, lock: bool = False) -> Store:
     from connector.store.base import open_store
 
     s = config.settings.storage
-    return open_store(config.database_url, busy_timeout_s=s.busy_timeout_s, lease_s=s.lease_s,
-                      lock=lock)
+    return open_store(
+        config.database_url, busy_timeout_s=s.busy_timeout_s, lease_s=s.lease_s, lock=lock
+    )
 
 
 def in_store(config: Config, fn: Callable[[Connection], T]) -> T:
@@ -120,8 +130,14 @@ def print_json(obj: object) -> None:
     print(json.dumps(obj, ensure_ascii=False, indent=2))
 
 
-def show_rows(as_json: bool, rows: Sequence[Row], empty: str, header: str,
-               line: Callable[[Row], str], footer: str | None = None) -> int:
+def show_rows(
+    as_json: bool,
+    rows: Sequence[Row],
+    empty: str,
+    header: str,
+    line: Callable[[Row], str],
+    footer: str | None = None,
+) -> int:
     """JSON for programs, or a table for a person (``footer`` under a table, when given)."""
     if as_json:
         print_json(rows)
@@ -134,4 +150,3 @@ def show_rows(as_json: bool, rows: Sequence[Row], empty: str, header: str,
         if footer is not None:
             print(footer)
     return EXIT_OK
-

@@ -34,11 +34,15 @@ def cmd_mappings_check(config: Config, args: argparse.Namespace) -> int:
             for unit in agency.lapor_unit_ids:
                 found = known.get(unit)
                 if found is None:
-                    problems.append(f"agencies.toml: agency[{i}] {agency.code}: lapor_unit_ids: "
-                                    f"unit {unit} does not exist on LAPOR!")
+                    problems.append(
+                        f"agencies.toml: agency[{i}] {agency.code}: lapor_unit_ids: "
+                        f"unit {unit} does not exist on LAPOR!"
+                    )
                 elif not found.active:
-                    problems.append(f"agencies.toml: agency[{i}] {agency.code}: lapor_unit_ids: "
-                                    f"unit {unit} is not active on LAPOR!")
+                    problems.append(
+                        f"agencies.toml: agency[{i}] {agency.code}: lapor_unit_ids: "
+                        f"unit {unit} is not active on LAPOR!"
+                    )
         if problems:
             for line in problems:
                 print(line, file=sys.stderr)
@@ -49,15 +53,19 @@ def cmd_mappings_check(config: Config, args: argparse.Namespace) -> int:
             for line in problems:
                 print(line, file=sys.stderr)
             return EXIT_FAIL
-    print(f"mappings OK (version {mappings.version}, {len(mappings.agencies)} agencies, "
-          f"{len(mappings.unit_to_agency)} units"
-          + (", redmine.toml" if config.settings.tracker.kind == "redmine" else "") + ")")
+    print(
+        f"mappings OK (version {mappings.version}, {len(mappings.agencies)} agencies, "
+        f"{len(mappings.unit_to_agency)} units"
+        + (", redmine.toml" if config.settings.tracker.kind == "redmine" else "")
+        + ")"
+    )
     return EXIT_OK
 
 
 def _redmine_projects(config: Config, mappings: Mappings) -> dict[str, str]:
-    projects = {f"agency {a.code}": a.redmine_project for a in mappings.agencies
-                if a.redmine_project}
+    projects = {
+        f"agency {a.code}": a.redmine_project for a in mappings.agencies if a.redmine_project
+    }
     projects["settings.toml: tracker.redmine.project"] = config.settings.tracker.redmine.project
     return projects
 
@@ -90,10 +98,12 @@ def _redmine_online(config: Config, mappings: Mappings) -> list[str]:
     mapping = redmine_mapping.load(config.mappings_dir)
 
     async def check() -> list[str]:
-        async with RedmineClient(r.url, load_redmine_key(),
-                                 tracking_field_id=r.tracking_field_id) as client:
-            return await redmine_mapping.check_online(mapping, client,
-                                                      _redmine_projects(config, mappings))
+        async with RedmineClient(
+            r.url, load_redmine_key(), tracking_field_id=r.tracking_field_id
+        ) as client:
+            return await redmine_mapping.check_online(
+                mapping, client, _redmine_projects(config, mappings)
+            )
 
     return asyncio.run(check())
 
@@ -115,4 +125,3 @@ def cmd_mappings_suggest(config: Config, args: argparse.Namespace) -> int:
     text = suggest_mappings(found, existing)
     print(text if text else "# every active unit of the instansi is already mapped")
     return EXIT_OK
-

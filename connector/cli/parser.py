@@ -26,19 +26,27 @@ def build_parser() -> argparse.ArgumentParser:
     # --config is accepted before or after the command; SUPPRESS keeps a subcommand's
     # default from overwriting a value given before it.
     common = _Parser(add_help=False)
-    common.add_argument("--config", type=Path, default=argparse.SUPPRESS,
-                        help="settings file (default: $LAPOR_CONNECTOR_CONFIG, else "
-                             "./settings.toml if it exists, else "
-                             "/etc/lapor-connector/settings.toml)")
-    p = _Parser(prog="lapor-connector", parents=[common],
-                description="Mahulu SP4N-LAPOR! connector")
+    common.add_argument(
+        "--config",
+        type=Path,
+        default=argparse.SUPPRESS,
+        help="settings file (default: $LAPOR_CONNECTOR_CONFIG, else "
+        "./settings.toml if it exists, else "
+        "/etc/lapor-connector/settings.toml)",
+    )
+    p = _Parser(
+        prog="lapor-connector", parents=[common], description="Mahulu SP4N-LAPOR! connector"
+    )
     p.add_argument("--version", action="version", version=__version__)
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     sub.add_parser("run", parents=[common], help="the daemon (same as python scheduler.py)")
     sy = sub.add_parser("sync", parents=[common], help="one pull and one push cycle, then exit")
-    sy.add_argument("--sweep", action="store_true",
-                    help="a reconciliation sweep over sync.sweep_window_s instead of the pull")
+    sy.add_argument(
+        "--sweep",
+        action="store_true",
+        help="a reconciliation sweep over sync.sweep_window_s instead of the pull",
+    )
 
     t = sub.add_parser("tickets", parents=[common], help="local tickets (built-in tracker)")
     ts = t.add_subparsers(dest="action", required=True, parser_class=_Parser)
@@ -59,8 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
     mp = sub.add_parser("mappings", parents=[common], help="check or suggest mapping files")
     ms = mp.add_subparsers(dest="action", required=True, parser_class=_Parser)
     mc = ms.add_parser("check", parents=[common])
-    mc.add_argument("--online", action="store_true",
-                    help="also check unit ids against LAPOR!'s /unit-kerja")
+    mc.add_argument(
+        "--online", action="store_true", help="also check unit ids against LAPOR!'s /unit-kerja"
+    )
     ms.add_parser("suggest", parents=[common])
 
     st = sub.add_parser("status", parents=[common], help="health report; exit 1 when degraded")
@@ -80,13 +89,15 @@ def build_parser() -> argparse.ArgumentParser:
     ol.add_argument("--state", choices=tuple(OutboxState))
     orr = os_.add_parser("retry", parents=[common])
     orr.add_argument("id", nargs="?", type=int)
-    od = os_.add_parser("dismiss", parents=[common],
-                        help="accept a failed follow-up as final (it is never sent)")
+    od = os_.add_parser(
+        "dismiss", parents=[common], help="accept a failed follow-up as final (it is never sent)"
+    )
     od.add_argument("id", type=int)
     od.add_argument("--reason", required=True, help="why; kept and shown in `outbox list`")
 
-    it = sub.add_parser("intents", parents=[common],
-                        help="changes waiting for an external tracker (Redmine)")
+    it = sub.add_parser(
+        "intents", parents=[common], help="changes waiting for an external tracker (Redmine)"
+    )
     its = it.add_subparsers(dest="action", required=True, parser_class=_Parser)
     itr = its.add_parser("retry", parents=[common], help="try refused changes again now")
     itr.add_argument("id", nargs="?", type=int)
@@ -98,12 +109,25 @@ def build_parser() -> argparse.ArgumentParser:
     sb.add_argument("--no-generator", action="store_true")
     sb.add_argument("--faults", help="JSON object of initial faults")
 
-    rp = sub.add_parser("report", parents=[common],
-                        help="on-time follow-up per agency for complaints received in a period")
-    rp.add_argument("--from", dest="date_from", type=_date, metavar="DATE",
-                    help="first WITA date (YYYY-MM-DD; default: first of this month)")
-    rp.add_argument("--to", dest="date_to", type=_date, metavar="DATE",
-                    help="last WITA date, inclusive (default: end of this month)")
+    rp = sub.add_parser(
+        "report",
+        parents=[common],
+        help="on-time follow-up per agency for complaints received in a period",
+    )
+    rp.add_argument(
+        "--from",
+        dest="date_from",
+        type=_date,
+        metavar="DATE",
+        help="first WITA date (YYYY-MM-DD; default: first of this month)",
+    )
+    rp.add_argument(
+        "--to",
+        dest="date_to",
+        type=_date,
+        metavar="DATE",
+        help="last WITA date, inclusive (default: end of this month)",
+    )
     rp.add_argument("--agency", help="one agency code (default: every agency)")
     rp.add_argument("--format", choices=("table", "csv", "json", "html"), default="table")
     rp.add_argument("--out", type=Path, metavar="FILE", help="write here instead of stdout")
@@ -111,16 +135,26 @@ def build_parser() -> argparse.ArgumentParser:
     db = sub.add_parser("db", parents=[common], help="database maintenance")
     dbs = db.add_subparsers(dest="action", required=True, parser_class=_Parser)
     dbs.add_parser("upgrade", parents=[common])
-    dbb = dbs.add_parser("backup", parents=[common],
-                         help="a consistent copy of the SQLite database, also while the "
-                              "daemon runs (PostgreSQL: prints the pg_dump command)")
-    dbb.add_argument("path", type=Path,
-                     help="the backup file, or a folder: then connector-<UTC time>.db in it")
-    dbb.add_argument("--keep", type=int, default=0, metavar="N",
-                     help="with a folder: keep only the N newest backups in it")
+    dbb = dbs.add_parser(
+        "backup",
+        parents=[common],
+        help="a consistent copy of the SQLite database, also while the "
+        "daemon runs (PostgreSQL: prints the pg_dump command)",
+    )
+    dbb.add_argument(
+        "path", type=Path, help="the backup file, or a folder: then connector-<UTC time>.db in it"
+    )
+    dbb.add_argument(
+        "--keep",
+        type=int,
+        default=0,
+        metavar="N",
+        help="with a folder: keep only the N newest backups in it",
+    )
 
-    w = sub.add_parser("web", parents=[common],
-                       help="serve the officer's desk on web.listen (beside the daemon)")
+    w = sub.add_parser(
+        "web", parents=[common], help="serve the officer's desk on web.listen (beside the daemon)"
+    )
     w.set_defaults(action=None)
 
     us = sub.add_parser("users", parents=[common], help="accounts of the officer's desk")
@@ -129,11 +163,20 @@ def build_parser() -> argparse.ArgumentParser:
     ua.add_argument("login")
     ua.add_argument("--name", required=True)
     ua.add_argument("--role", required=True, help="petugas, pimpinan or admin")
-    ua.add_argument("--agency", action="append", default=[], metavar="CODE",
-                    help="an agency of agencies.toml (repeat for several)")
+    ua.add_argument(
+        "--agency",
+        action="append",
+        default=[],
+        metavar="CODE",
+        help="an agency of agencies.toml (repeat for several)",
+    )
     ua.add_argument("--email")
-    ua.add_argument("--password-stdin", action="store_true", required=True,
-                    help="read the password from the first line of standard input")
+    ua.add_argument(
+        "--password-stdin",
+        action="store_true",
+        required=True,
+        help="read the password from the first line of standard input",
+    )
     ul = uss.add_parser("list", parents=[common])
     ul.add_argument("--json", action="store_true")
     for name in ("disable", "enable"):
@@ -143,8 +186,11 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--password-stdin", action="store_true", required=True)
     notify_commands.add_parsers(sub, uss, common)  # notify test; users notify
 
-    rel = sub.add_parser("reliability", parents=[common],
-                         help="run the crash and fault campaign and print the figures")
+    rel = sub.add_parser(
+        "reliability",
+        parents=[common],
+        help="run the crash and fault campaign and print the figures",
+    )
     rel.add_argument("--kills", type=int, default=25)
     rel.add_argument("--complaints", type=int, default=1500)
     rel.add_argument("--changes", type=int, default=30)
@@ -157,4 +203,3 @@ def _date(text: str) -> date:
         return date.fromisoformat(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {text!r}") from None
-

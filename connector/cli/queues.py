@@ -16,10 +16,15 @@ def cmd_quarantine_list(config: Config, args: argparse.Namespace) -> int:
     from connector.store import state
 
     return show_rows(
-        args.json, in_store(config, state.list_quarantine), "quarantine is empty",
+        args.json,
+        in_store(config, state.list_quarantine),
+        "quarantine is empty",
         f"{'TRACKING':<12} {'REASON':<18} {'TRIES':>5}  {'SINCE':<25} DETAIL",
-        lambda r: f"{r['tracking_id']:<12} {r['reason']:<18} {r['attempts']:>5}  "
-                  f"{r['first_seen']:<25} {safe(r['detail'], inline=True)}")
+        lambda r: (
+            f"{r['tracking_id']:<12} {r['reason']:<18} {r['attempts']:>5}  "
+            f"{r['first_seen']:<25} {safe(r['detail'], inline=True)}"
+        ),
+    )
 
 
 def cmd_quarantine_retry(config: Config, args: argparse.Namespace) -> int:
@@ -37,14 +42,21 @@ def cmd_outbox_list(config: Config, args: argparse.Namespace) -> int:
     from connector.store import state
 
     return show_rows(
-        args.json, in_store(config, lambda c: state.list_outbox(c, args.state)),
+        args.json,
+        in_store(config, lambda c: state.list_outbox(c, args.state)),
         "outbox is empty",
         f"{'ID':>5}  {'TRACKING':<10} {'STATUS':<9} {'STATE':<8} {'TRIES':>5}  ERROR",
-        lambda r: f"{r['id']:>5}  {r['tracking_id']:<10} {r['lapor_status']:<9} "
-                  f"{r['state']:<8} {r['attempts']:>5}  "
-                  f"{safe(r['last_error'] or '', inline=True)}"
-                  + (f"  (dismissed: {safe(r['dismiss_reason'], inline=True)})"
-                     if r["dismiss_reason"] else ""))
+        lambda r: (
+            f"{r['id']:>5}  {r['tracking_id']:<10} {r['lapor_status']:<9} "
+            f"{r['state']:<8} {r['attempts']:>5}  "
+            f"{safe(r['last_error'] or '', inline=True)}"
+            + (
+                f"  (dismissed: {safe(r['dismiss_reason'], inline=True)})"
+                if r["dismiss_reason"]
+                else ""
+            )
+        ),
+    )
 
 
 def cmd_outbox_retry(config: Config, args: argparse.Namespace) -> int:
@@ -78,9 +90,7 @@ def cmd_intents_retry(config: Config, args: argparse.Namespace) -> int:
 
     n = in_store(config, lambda c: intents.retry(c, args.id, utcnow()))
     if args.id is not None and not n:
-        print(f"error: tracker change {args.id} is not failed (or does not exist)",
-              file=sys.stderr)
+        print(f"error: tracker change {args.id} is not failed (or does not exist)", file=sys.stderr)
         return EXIT_FAIL
     print(f"{n} tracker change(s) queued again")
     return EXIT_OK
-

@@ -46,17 +46,21 @@ def cmd_report(config: Config, args: argparse.Namespace) -> int:
         return EXIT_USAGE
     start, end = report.bounds(date_from, date_to)
     facts = in_store(config, lambda c: followups.received_between(c, start, end))
-    if args.agency and mappings.agency(args.agency) is None and not any(
-            f.first_response().agency == args.agency for f in facts):
-        print(f"error: --agency: unknown agency {args.agency!r} (see agencies.toml)",
-              file=sys.stderr)
+    if (
+        args.agency
+        and mappings.agency(args.agency) is None
+        and not any(f.first_response().agency == args.agency for f in facts)
+    ):
+        print(
+            f"error: --agency: unknown agency {args.agency!r} (see agencies.toml)", file=sys.stderr
+        )
         return EXIT_USAGE
-    text = report.render(report.build(facts, mappings, date_from, date_to, now, args.agency),
-                         args.format)
+    text = report.render(
+        report.build(facts, mappings, date_from, date_to, now, args.agency), args.format
+    )
     if args.out is None:
         sys.stdout.write(text)
     else:
         args.out.write_text(text, encoding="utf-8")
         print(f"report written to {args.out}")
     return EXIT_OK
-

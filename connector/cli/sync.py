@@ -32,8 +32,13 @@ def cmd_sync(config: Config, args: argparse.Namespace) -> int:
                 try:
                     await run_cycle(ctx, CycleKind.TRACKER)
                 except RetryLater as exc:
-                    print(safe(f"warning: the tracker is unreachable ({exc}); the changes "
-                               "wait and are applied later"), file=sys.stderr)
+                    print(
+                        safe(
+                            f"warning: the tracker is unreachable ({exc}); the changes "
+                            "wait and are applied later"
+                        ),
+                        file=sys.stderr,
+                    )
             pushed = await run_cycle(ctx, CycleKind.PUSH)
             line = summary_line(pulled, pushed)
             if args.sweep:
@@ -47,4 +52,3 @@ def cmd_sync(config: Config, args: argparse.Namespace) -> int:
             await rt.aclose()
 
     return asyncio.run(go())
-

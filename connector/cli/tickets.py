@@ -35,21 +35,30 @@ def cmd_tickets_list(config: Config, args: argparse.Namespace) -> int:
     tracker = tracker_of(config)
     desk = tracker.desk()
     if desk is None:
+
         def issue(r: ExternalTicketView) -> str:
-            return (f"#{r['issue']}  {r['issue_url']}" if r["issue"]
-                    else "(not created yet: see `status`)")
+            return (
+                f"#{r['issue']}  {r['issue_url']}"
+                if r["issue"]
+                else "(not created yet: see `status`)"
+            )
 
         return show_rows(
             args.json,
-            in_store(config, lambda c: listing.external_view(c, tracker, args.agency,
-                                                             args.status, utcnow())),
+            in_store(
+                config,
+                lambda c: listing.external_view(c, tracker, args.agency, args.status, utcnow()),
+            ),
             "no tickets",
             f"{'TRACKING':<10} {'AGENCY':<12} {'STATUS':<12} {'LAPOR':<16} "
             f"{'DUE (WITA)':<16} !  {tracker.kind.upper()} ISSUE",
-            lambda r: f"{r['tracking_id']:<10} {r['agency']:<12} {r['status']:<12} "
-                      # The row has no due_at_wita (the clock adds settle_by_wita only).
-                      f"{r['lapor_status']:<16} {'-':<16} "
-                      f"{'!' if r['overdue'] else ' '}  {issue(r)}")
+            lambda r: (
+                f"{r['tracking_id']:<10} {r['agency']:<12} {r['status']:<12} "
+                # The row has no due_at_wita (the clock adds settle_by_wita only).
+                f"{r['lapor_status']:<16} {'-':<16} "
+                f"{'!' if r['overdue'] else ' '}  {issue(r)}"
+            ),
+        )
 
     def line(r: TicketView) -> str:
         flag = "[RAHASIA] " if r["confidential"] else ""
@@ -57,25 +66,36 @@ def cmd_tickets_list(config: Config, args: argparse.Namespace) -> int:
             flag += f"[juga {args.agency}] "
         mark = "!" if r["overdue"] else " "
         due = (r["due_at_wita"] or "-")[:16].replace("T", " ")
-        return (f"{r['id']:>5}  {r['tracking_id']:<10} {r['agency']:<12} {r['status']:<12} "
-                f"{r['lapor_status']:<16} {due:<16} {mark}  "
-                f"{flag}{safe(r['title'][:60], inline=True)}")
+        return (
+            f"{r['id']:>5}  {r['tracking_id']:<10} {r['agency']:<12} {r['status']:<12} "
+            f"{r['lapor_status']:<16} {due:<16} {mark}  "
+            f"{flag}{safe(r['title'][:60], inline=True)}"
+        )
 
-    rows = in_store(config, lambda c: listing.desk_view(c, desk, args.agency, args.status,
-                                                        utcnow()))
+    rows = in_store(
+        config, lambda c: listing.desk_view(c, desk, args.agency, args.status, utcnow())
+    )
     return show_rows(
-        args.json, rows, "no tickets",
+        args.json,
+        rows,
+        "no tickets",
         f"{'ID':>5}  {'TRACKING':<10} {'AGENCY':<12} {'STATUS':<12} {'LAPOR':<16} "
-        f"{'DUE (WITA)':<16} !  TITLE", line,
+        f"{'DUE (WITA)':<16} !  TITLE",
+        line,
         footer="! = overdue: no follow-up on LAPOR! by the due time"
-        if any(r["overdue"] for r in rows) else None)
+        if any(r["overdue"] for r in rows)
+        else None,
+    )
 
 
 def _officers_work_in(tracker: TrackerPort) -> int:
-    print(f"error: tickets are kept in {tracker.kind.capitalize()} (tracker.kind = "
-          f"\"{tracker.kind}\"): officers work on the issues there, and their public notes "
-          "and status changes go to LAPOR! by themselves. `tickets list` shows each "
-          "complaint's issue and its URL.", file=sys.stderr)
+    print(
+        f"error: tickets are kept in {tracker.kind.capitalize()} (tracker.kind = "
+        f'"{tracker.kind}"): officers work on the issues there, and their public notes '
+        "and status changes go to LAPOR! by themselves. `tickets list` shows each "
+        "complaint's issue and its URL.",
+        file=sys.stderr,
+    )
     return EXIT_USAGE
 
 
@@ -84,8 +104,7 @@ def cmd_tickets_show(config: Config, args: argparse.Namespace) -> int:
     desk = tracker.desk()
     if desk is None:
         return _officers_work_in(tracker)
-    found = in_store(config, lambda c: listing.desk_view(c, desk, None, None, utcnow(),
-                                                         args.id))
+    found = in_store(config, lambda c: listing.desk_view(c, desk, None, None, utcnow(), args.id))
     ticket = found[0] if found else None
     if ticket is None:
         print(f"error: no ticket with id {args.id}", file=sys.stderr)
@@ -94,23 +113,34 @@ def cmd_tickets_show(config: Config, args: argparse.Namespace) -> int:
         print_json(ticket)
         return EXIT_OK
     rep = ticket["reporter"]
-    print(f"Ticket {ticket['id']}  (LAPOR! {ticket['tracking_id']})"
-          + ("  [RAHASIA: restricted]" if ticket["confidential"] else ""))
+    print(
+        f"Ticket {ticket['id']}  (LAPOR! {ticket['tracking_id']})"
+        + ("  [RAHASIA: restricted]" if ticket["confidential"] else "")
+    )
     others = [a for a in ticket["agencies"] if a != ticket["agency"]]
-    print(f"  Agency:    {ticket['agency']}"
-          + (f"   (also disposed to: {', '.join(others)})" if others else ""))
+    print(
+        f"  Agency:    {ticket['agency']}"
+        + (f"   (also disposed to: {', '.join(others)})" if others else "")
+    )
     print(f"  Status:    {ticket['status']}  (LAPOR!: {ticket['lapor_status']})")
     print(f"  Category:  {ticket['category']}   Channel: {ticket['channel']}")
     print(f"  Submitted: {human_iso(ticket['submitted_at'])}")
-    print(f"  Due:       {human_iso(ticket['due_at'])}"
-          + ("   OVERDUE: no follow-up on LAPOR! yet" if ticket["overdue"] else ""))
+    print(
+        f"  Due:       {human_iso(ticket['due_at'])}"
+        + ("   OVERDUE: no follow-up on LAPOR! yet" if ticket["overdue"] else "")
+    )
     print(f"  Settle by: {human_iso(ticket['settle_by'])}   (Perpres 76/2013: 60 days)")
     for p in ticket["due_periods"]:
-        fu = ("no follow-up yet" if p["first_follow_up_at"] is None else
-              f"first follow-up {human_iso(p['first_follow_up_at'])} "
-              + ("on time" if p["on_time"] else "LATE"))
-        print(f"  Period {p['seq']}:  {p['start']} {human_iso(p['started_at'])} ({p['agency']}), "
-              f"due {human_iso(p['due_at'])} ({p['due_source']}); {fu}")
+        fu = (
+            "no follow-up yet"
+            if p["first_follow_up_at"] is None
+            else f"first follow-up {human_iso(p['first_follow_up_at'])} "
+            + ("on time" if p["on_time"] else "LATE")
+        )
+        print(
+            f"  Period {p['seq']}:  {p['start']} {human_iso(p['started_at'])} ({p['agency']}), "
+            f"due {human_iso(p['due_at'])} ({p['due_source']}); {fu}"
+        )
     if ticket["anonymous"]:
         print("  Reporter:  anonim")
     elif rep:
@@ -147,13 +177,19 @@ def cmd_tickets_update(config: Config, args: argparse.Namespace) -> int:
         mappings = holder.load_initial()
     except ConfigError as exc:
         mappings = None
-        print(f"warning: {exc}\nthe change is recorded; the daemon sends it once the mapping "
-              "is valid", file=sys.stderr)
+        print(
+            f"warning: {exc}\nthe change is recorded; the daemon sends it once the mapping "
+            "is valid",
+            file=sys.stderr,
+        )
     outbound = mappings.outbound.get(args.status or "") if mappings is not None else None
     if outbound is not None and outbound.requires_reply and not args.reply:
-        print(f"error: status {args.status} needs a public reply in the officer's own words "
-              "(--reply TEXT): LAPOR!'s admins reject a template alone (statuses.toml: "
-              "requires_reply)", file=sys.stderr)
+        print(
+            f"error: status {args.status} needs a public reply in the officer's own words "
+            "(--reply TEXT): LAPOR!'s admins reject a template alone (statuses.toml: "
+            "requires_reply)",
+            file=sys.stderr,
+        )
         return EXIT_USAGE
     action = OfficerAction(args.status, args.reply, args.note, args.author)
 
@@ -172,4 +208,3 @@ def cmd_tickets_update(config: Config, args: argparse.Namespace) -> int:
         return exc.exit_code
     print(f"ticket {args.id} updated" + (" (queued for LAPOR!)" if change else ""))
     return EXIT_OK
-

@@ -17,4 +17,3 @@ def cmd_reliability(config: Config, args: argparse.Namespace) -> int:
     from connector.reliability import main as reliability_main
 
     return reliability_main(config, args)
-

@@ -48,18 +48,38 @@ def cmd_users_add(config: Config, args: argparse.Namespace) -> int:
         return EXIT_USAGE
     password = _password_stdin()
     try:
-        role = accounts.validate(args.login, args.name, args.role, args.agency, args.email,
-                                 {a.code for a in mappings.agencies})
+        role = accounts.validate(
+            args.login,
+            args.name,
+            args.role,
+            args.agency,
+            args.email,
+            {a.code for a in mappings.agencies},
+        )
         new_hash = accounts.hash_new(password)
         # The operator chose this password for someone: they change it at first login.
-        user = _users(config, lambda c: accounts.add_user(
-            c, args.login, args.name, role, args.agency if role != "admin" else [],
-            args.email, new_hash, utcnow(), must_change=True))
+        user = _users(
+            config,
+            lambda c: accounts.add_user(
+                c,
+                args.login,
+                args.name,
+                role,
+                args.agency if role != "admin" else [],
+                args.email,
+                new_hash,
+                utcnow(),
+                must_change=True,
+            ),
+        )
     except accounts.AccountError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
-    print(f"user {user.login} added ({user.role}"
-          + (f", {', '.join(user.agencies)}" if user.agencies else "") + ")")
+    print(
+        f"user {user.login} added ({user.role}"
+        + (f", {', '.join(user.agencies)}" if user.agencies else "")
+        + ")"
+    )
     return EXIT_OK
 
 
@@ -68,22 +88,34 @@ def cmd_users_list(config: Config, args: argparse.Namespace) -> int:
 
     users = _users(config, accounts.list_users)
     if args.json:
-        print_json([{"login": u.login, "name": u.name, "role": str(u.role),
-                      "agencies": list(u.agencies), "email": u.email, "disabled": u.disabled,
-                      "must_change_password": u.must_change} for u in users])
+        print_json(
+            [
+                {
+                    "login": u.login,
+                    "name": u.name,
+                    "role": str(u.role),
+                    "agencies": list(u.agencies),
+                    "email": u.email,
+                    "disabled": u.disabled,
+                    "must_change_password": u.must_change,
+                }
+                for u in users
+            ]
+        )
         return EXIT_OK
     if not users:
         print("no users (add one: lapor-connector users add LOGIN ...)")
         return EXIT_OK
     print(f"{'LOGIN':<20} {'ROLE':<9} {'STATE':<9} {'AGENCIES':<24} NAME")
     for u in users:
-        print(f"{u.login:<20} {u.role:<9} {'disabled' if u.disabled else 'active':<9} "
-              f"{','.join(u.agencies) or '*':<24} {safe(u.name, inline=True)}")
+        print(
+            f"{u.login:<20} {u.role:<9} {'disabled' if u.disabled else 'active':<9} "
+            f"{','.join(u.agencies) or '*':<24} {safe(u.name, inline=True)}"
+        )
     return EXIT_OK
 
 
-def _users_change(config: Config, login: str, fn: Callable[[Connection], object],
-                  done: str) -> int:
+def _users_change(config: Config, login: str, fn: Callable[[Connection], object], done: str) -> int:
     from connector.desk import accounts
 
     try:
@@ -98,15 +130,23 @@ def _users_change(config: Config, login: str, fn: Callable[[Connection], object]
 def cmd_users_disable(config: Config, args: argparse.Namespace) -> int:
     from connector.desk import accounts
 
-    return _users_change(config, args.login, lambda c: accounts.set_disabled(
-        c, args.login, True, utcnow()), "disabled; every session of it ended")
+    return _users_change(
+        config,
+        args.login,
+        lambda c: accounts.set_disabled(c, args.login, True, utcnow()),
+        "disabled; every session of it ended",
+    )
 
 
 def cmd_users_enable(config: Config, args: argparse.Namespace) -> int:
     from connector.desk import accounts
 
-    return _users_change(config, args.login, lambda c: accounts.set_disabled(
-        c, args.login, False, utcnow()), "enabled")
+    return _users_change(
+        config,
+        args.login,
+        lambda c: accounts.set_disabled(c, args.login, False, utcnow()),
+        "enabled",
+    )
 
 
 def cmd_users_password(config: Config, args: argparse.Namespace) -> int:
@@ -117,7 +157,9 @@ def cmd_users_password(config: Config, args: argparse.Namespace) -> int:
     except accounts.AccountError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    return _users_change(config, args.login, lambda c: accounts.set_password(
-        c, args.login, new_hash, utcnow(), must_change=True),
-        "has a new password (to be changed at the next login); every session of it ended")
-
+    return _users_change(
+        config,
+        args.login,
+        lambda c: accounts.set_password(c, args.login, new_hash, utcnow(), must_change=True),
+        "has a new password (to be changed at the next login); every session of it ended",
+    )

@@ -70,8 +70,9 @@ class User:
 
 def check_new_password(password: str) -> None:
     if len(password) < MIN_PASSWORD:
-        raise InvalidAccount(f"the password has {len(password)} characters; at least "
-                             f"{MIN_PASSWORD} are needed")
+        raise InvalidAccount(
+            f"the password has {len(password)} characters; at least {MIN_PASSWORD} are needed"
+        )
 
 
 def hash_new(password: str) -> str:
@@ -89,19 +90,28 @@ def password_matches(stored: str, password: str) -> bool:
         return False
 
 
-def validate(login: str, name: str, role: str, agencies: list[str], email: str | None,
-             known_agencies: set[str]) -> Role:
+def validate(
+    login: str,
+    name: str,
+    role: str,
+    agencies: list[str],
+    email: str | None,
+    known_agencies: set[str],
+) -> Role:
     """The checks of ``users add`` (exit 2, naming the problem); returns the role."""
     if not LOGIN_RE.fullmatch(login):
-        raise InvalidAccount(f"login {login!r}: 2 to 64 lowercase letters, digits, '.', '_' "
-                             "or '-', starting with a letter or digit")
+        raise InvalidAccount(
+            f"login {login!r}: 2 to 64 lowercase letters, digits, '.', '_' "
+            "or '-', starting with a letter or digit"
+        )
     if not name.strip() or len(name) > 200:
         raise InvalidAccount("--name: give the person's name (at most 200 characters)")
     try:
         parsed = Role(role)
     except ValueError:
-        raise InvalidAccount(f"--role: unknown role {role!r} (petugas, pimpinan or admin)") \
-            from None
+        raise InvalidAccount(
+            f"--role: unknown role {role!r} (petugas, pimpinan or admin)"
+        ) from None
     for code in agencies:
         if code not in known_agencies:
             raise InvalidAccount(f"--agency: unknown agency {code!r} (see agencies.toml)")
@@ -113,21 +123,45 @@ def validate(login: str, name: str, role: str, agencies: list[str], email: str |
 
 
 def _user(r: Row[Any]) -> User:
-    return User(id=r.id, login=r.login, name=r.name, role=Role(r.role),
-                agencies=tuple(a for a in r.agencies.split(",") if a), email=r.email,
-                must_change=bool(r.must_change), disabled=bool(r.disabled))
+    return User(
+        id=r.id,
+        login=r.login,
+        name=r.name,
+        role=Role(r.role),
+        agencies=tuple(a for a in r.agencies.split(",") if a),
+        email=r.email,
+        must_change=bool(r.must_change),
+        disabled=bool(r.disabled),
+    )
 
 
-def add_user(conn: Connection, login: str, name: str, role: Role, agencies: list[str],
-             email: str | None, password_hash: str, now: datetime,
-             must_change: bool) -> User:
+def add_user(
+    conn: Connection,
+    login: str,
+    name: str,
+    role: Role,
+    agencies: list[str],
+    email: str | None,
+    password_hash: str,
+    now: datetime,
+    must_change: bool,
+) -> User:
     if conn.execute(select(desk_users.c.id).where(desk_users.c.login == login)).first():
         raise AccountError(f"login {login!r} exists already")
-    conn.execute(insert(desk_users).values(
-        login=login, name=name.strip(), role=str(role),
-        agencies="," + ",".join(dict.fromkeys(agencies)) + ",", email=email,
-        password_hash=password_hash, must_change=must_change, disabled=False,
-        created_at=now, updated_at=now))
+    conn.execute(
+        insert(desk_users).values(
+            login=login,
+            name=name.strip(),
+            role=str(role),
+            agencies="," + ",".join(dict.fromkeys(agencies)) + ",",
+            email=email,
+            password_hash=password_hash,
+            must_change=must_change,
+            disabled=False,
+            created_at=now,
+            updated_at=now,
+        )
+    )
     found = get_user(conn, login)
     assert found is not None
     return found
@@ -144,10 +178,15 @@ def list_users(conn: Connection) -> list[User]:
 
 def officers_of(conn: Connection, agency: str) -> list[User]:
     """Enabled officers of an agency: who a ticket may be assigned to."""
-    q = (select(desk_users).where(desk_users.c.role == str(Role.PETUGAS),
-                                  desk_users.c.disabled.is_(False),
-                                  desk_users.c.agencies.contains(f",{agency},", autoescape=True))
-         .order_by(desk_users.c.name))
+    q = (
+        select(desk_users)
+        .where(
+            desk_users.c.role == str(Role.PETUGAS),
+            desk_users.c.disabled.is_(False),
+            desk_users.c.agencies.contains(f",{agency},", autoescape=True),
+        )
+        .order_by(desk_users.c.name)
+    )
     return [_user(r) for r in conn.execute(q)]
 
 
@@ -160,20 +199,27 @@ def _must_exist(conn: Connection, login: str) -> User:
 
 def set_disabled(conn: Connection, login: str, disabled: bool, now: datetime) -> User:
     user = _must_exist(conn, login)
-    conn.execute(update(desk_users).where(desk_users.c.id == user.id)
-                 .values(disabled=disabled, updated_at=now))
+    conn.execute(
+        update(desk_users)
+        .where(desk_users.c.id == user.id)
+        .values(disabled=disabled, updated_at=now)
+    )
     if disabled:
         end_sessions(conn, user.id)
     return user
 
 
-def set_password(conn: Connection, login: str, password_hash: str, now: datetime,
-                 must_change: bool) -> User:
+def set_password(
+    conn: Connection, login: str, password_hash: str, now: datetime, must_change: bool
+) -> User:
     """A new password (``hash_new``); every session of the user ends (the caller opens a
     new one)."""
     user = _must_exist(conn, login)
-    conn.execute(update(desk_users).where(desk_users.c.id == user.id).values(
-        password_hash=password_hash, must_change=must_change, updated_at=now))
+    conn.execute(
+        update(desk_users)
+        .where(desk_users.c.id == user.id)
+        .values(password_hash=password_hash, must_change=must_change, updated_at=now)
+    )
     end_sessions(conn, user.id)
     return user
 
@@ -190,6 +236,7 @@ _DUMMY = _hasher.hash(secrets.token_hex(16))
 
 # -- sessions ---------------------------------------------------------------------------------
 
+
 def _digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
@@ -197,16 +244,21 @@ def _digest(token: str) -> str:
 def open_session(conn: Connection, user: User, now: datetime) -> str:
     """A new session; returns the cookie's token (stored only as its hash)."""
     token = secrets.token_urlsafe(32)
-    conn.execute(insert(desk_sessions).values(token_hash=_digest(token), user_id=user.id,
-                                              created_at=now, last_seen_at=now))
+    conn.execute(
+        insert(desk_sessions).values(
+            token_hash=_digest(token), user_id=user.id, created_at=now, last_seen_at=now
+        )
+    )
     return token
 
 
 def find_session(conn: Connection, token: str) -> tuple[User, datetime] | None:
     """The session's user and when it was last used (a read: no write lock)."""
-    r = conn.execute(select(desk_sessions.c.last_seen_at, desk_users)
-                     .join(desk_users, desk_users.c.id == desk_sessions.c.user_id)
-                     .where(desk_sessions.c.token_hash == _digest(token))).first()
+    r = conn.execute(
+        select(desk_sessions.c.last_seen_at, desk_users)
+        .join(desk_users, desk_users.c.id == desk_sessions.c.user_id)
+        .where(desk_sessions.c.token_hash == _digest(token))
+    ).first()
     return None if r is None else (_user(r), as_utc(r.last_seen_at))
 
 
@@ -219,8 +271,11 @@ def session_verdict(user: User, last_seen: datetime, now: datetime) -> str:
 
 
 def touch_session(conn: Connection, token: str, now: datetime) -> None:
-    conn.execute(update(desk_sessions).where(desk_sessions.c.token_hash == _digest(token))
-                 .values(last_seen_at=now))
+    conn.execute(
+        update(desk_sessions)
+        .where(desk_sessions.c.token_hash == _digest(token))
+        .values(last_seen_at=now)
+    )
 
 
 def csrf_token(token: str) -> str:
@@ -239,27 +294,37 @@ def end_sessions(conn: Connection, user_id: int) -> None:
 def purge(conn: Connection, now: datetime) -> None:
     """Forget idle sessions and old login failures."""
     conn.execute(delete(desk_sessions).where(desk_sessions.c.last_seen_at < now - SESSION_IDLE))
-    conn.execute(delete(desk_login_failures)
-                 .where(desk_login_failures.c.at < now - THROTTLE_WINDOW))
+    conn.execute(
+        delete(desk_login_failures).where(desk_login_failures.c.at < now - THROTTLE_WINDOW)
+    )
 
 
 # -- throttling -------------------------------------------------------------------------------
+
 
 def throttled(conn: Connection, login: str, address: str, now: datetime) -> timedelta | None:
     """How long this address must wait before trying this login again, or None."""
     since = now - THROTTLE_WINDOW
     here = conn.execute(
-        select(func.count(), func.min(desk_login_failures.c.at))
-        .where(desk_login_failures.c.login == login, desk_login_failures.c.address == address,
-               desk_login_failures.c.at >= since)).one()
+        select(func.count(), func.min(desk_login_failures.c.at)).where(
+            desk_login_failures.c.login == login,
+            desk_login_failures.c.address == address,
+            desk_login_failures.c.at >= since,
+        )
+    ).one()
     if here[0] >= MAX_FAILURES_PER_ADDRESS:
         return as_utc(here[1]) + THROTTLE_WINDOW - now
-    total = conn.execute(select(func.count()).where(
-        desk_login_failures.c.login == login, desk_login_failures.c.at >= since)).scalar_one()
+    total = conn.execute(
+        select(func.count()).where(
+            desk_login_failures.c.login == login, desk_login_failures.c.at >= since
+        )
+    ).scalar_one()
     if total >= ACCOUNT_CEILING:
-        last = conn.execute(select(func.max(desk_login_failures.c.at)).where(and_(
-            desk_login_failures.c.login == login,
-            desk_login_failures.c.address == address))).scalar_one()
+        last = conn.execute(
+            select(func.max(desk_login_failures.c.at)).where(
+                and_(desk_login_failures.c.login == login, desk_login_failures.c.address == address)
+            )
+        ).scalar_one()
         if last is not None and now - as_utc(last) < CEILING_SPACING:
             return as_utc(last) + CEILING_SPACING - now
     return None
@@ -284,14 +349,27 @@ def throttle_key(login: str, address: str) -> tuple[str, str]:
 
 
 def clear_failures(conn: Connection, login: str, address: str) -> None:
-    conn.execute(delete(desk_login_failures).where(desk_login_failures.c.login == login,
-                                                   desk_login_failures.c.address == address))
+    conn.execute(
+        delete(desk_login_failures).where(
+            desk_login_failures.c.login == login, desk_login_failures.c.address == address
+        )
+    )
 
 
 # -- the audit log ----------------------------------------------------------------------------
 
-def audit(conn: Connection, login: str, action: str, tracking_id: str | None, now: datetime,
-          detail: str | None = None) -> None:
+
+def audit(
+    conn: Connection,
+    login: str,
+    action: str,
+    tracking_id: str | None,
+    now: datetime,
+    detail: str | None = None,
+) -> None:
     """Who did what to which complaint: never the complaint's text."""
-    conn.execute(insert(desk_audit).values(at=now, login=login, action=action,
-                                           tracking_id=tracking_id, detail=detail))
+    conn.execute(
+        insert(desk_audit).values(
+            at=now, login=login, action=action, tracking_id=tracking_id, detail=detail
+        )
+    )

@@ -38,6 +38,7 @@ TRACKING_ID = re.compile(r"[0-9A-Za-z-]{1,32}")
 
 # -- who may do what (pure) -------------------------------------------------------------------
 
+
 def holds(user: User, agencies: set[str]) -> bool:
     return bool(set(user.agencies) & agencies)
 
@@ -62,9 +63,18 @@ def sees_contact(user: User, agencies: set[str]) -> bool:
 
 # -- the inbox --------------------------------------------------------------------------------
 
-_INBOX_COLS = (tickets.c.id, tickets.c.tracking_id, tickets.c.agency, tickets.c.title,
-               tickets.c.category, tickets.c.location, tickets.c.submitted_at,
-               tickets.c.status, tickets.c.assignee, tickets.c.confidential)
+_INBOX_COLS = (
+    tickets.c.id,
+    tickets.c.tracking_id,
+    tickets.c.agency,
+    tickets.c.title,
+    tickets.c.category,
+    tickets.c.location,
+    tickets.c.submitted_at,
+    tickets.c.status,
+    tickets.c.assignee,
+    tickets.c.confidential,
+)
 
 
 def _open_rows(conn: Connection, user: User) -> list[Any]:
@@ -74,14 +84,24 @@ def _open_rows(conn: Connection, user: User) -> list[Any]:
     if user.role == Role.ADMIN:
         return list(conn.execute(q))
     rows: dict[int, Any] = {
-        r.id: r for r in conn.execute(q.where(tickets.c.agency.in_(user.agencies)))}
-    also = [r.tracking_id for r in conn.execute(
-        select(followup_complaints.c.tracking_id).where(
-            followup_complaints.c.closed.is_(False),
-            or_(*[followup_complaints.c.agencies.contains(f",{a},", autoescape=True)
-                  for a in user.agencies])))]
+        r.id: r for r in conn.execute(q.where(tickets.c.agency.in_(user.agencies)))
+    }
+    also = [
+        r.tracking_id
+        for r in conn.execute(
+            select(followup_complaints.c.tracking_id).where(
+                followup_complaints.c.closed.is_(False),
+                or_(
+                    *[
+                        followup_complaints.c.agencies.contains(f",{a},", autoescape=True)
+                        for a in user.agencies
+                    ]
+                ),
+            )
+        )
+    ]
     for start in range(0, len(also), 500):
-        for r in conn.execute(q.where(tickets.c.tracking_id.in_(also[start:start + 500]))):
+        for r in conn.execute(q.where(tickets.c.tracking_id.in_(also[start : start + 500]))):
             rows.setdefault(r.id, r)
     return list(rows.values())
 
@@ -102,8 +122,9 @@ def _place(stored: str | None) -> tuple[str | None, str | None]:
     return loc.get("village"), loc.get("district")
 
 
-def inbox(conn: Connection, user: User, now: datetime,
-          holidays: frozenset[date]) -> list[views.InboxRow]:
+def inbox(
+    conn: Connection, user: User, now: datetime, holidays: frozenset[date]
+) -> list[views.InboxRow]:
     """Every open ticket the user may list, with its due state (unsorted, unfiltered)."""
     found = _open_rows(conn, user)
     facts = followups.get_facts(conn, [r.tracking_id for r in found])
@@ -115,25 +136,42 @@ def inbox(conn: Connection, user: User, now: datetime,
         # A rahasia complaint this user may not open: its place and category could point
         # to the reporter, so only that it exists and its clock are listed.
         hidden = r.confidential and not may_open(user, agencies, True)
-        out.append(views.InboxRow(
-            id=r.id, tracking_id=r.tracking_id, agency=r.agency,
-            title="Laporan rahasia" if hidden else r.title,
-            category=None if hidden else r.category,
-            kampung=None if hidden else kampung, kecamatan=None if hidden else kecamatan,
-            submitted_at=as_utc(r.submitted_at), status=r.status,
-            assignee=None if hidden else r.assignee, confidential=bool(r.confidential),
-            due=views.due_state(f, False, now, holidays), hidden=hidden))
+        out.append(
+            views.InboxRow(
+                id=r.id,
+                tracking_id=r.tracking_id,
+                agency=r.agency,
+                title="Laporan rahasia" if hidden else r.title,
+                category=None if hidden else r.category,
+                kampung=None if hidden else kampung,
+                kecamatan=None if hidden else kecamatan,
+                submitted_at=as_utc(r.submitted_at),
+                status=r.status,
+                assignee=None if hidden else r.assignee,
+                confidential=bool(r.confidential),
+                due=views.due_state(f, False, now, holidays),
+                hidden=hidden,
+            )
+        )
     return out
 
 
-def external_inbox(conn: Connection, user: User, now: datetime, holidays: frozenset[date],
-                   issue_url: Any) -> list[views.InboxRow]:
+def external_inbox(
+    conn: Connection, user: User, now: datetime, holidays: frozenset[date], issue_url: Any
+) -> list[views.InboxRow]:
     """With an external tracker (Redmine) the desk lists what the connector knows of each
     open complaint (no text: it lives in the tracker) and links its issue."""
-    q = (select(links.c.tracking_id, links.c.agency, links.c.created_at,
-                tracker_issues.c.issue_ref, tracker_issues.c.officer_status)
-         .outerjoin(tracker_issues, tracker_issues.c.tracking_id == links.c.tracking_id)
-         .where(links.c.closed.is_(False)))
+    q = (
+        select(
+            links.c.tracking_id,
+            links.c.agency,
+            links.c.created_at,
+            tracker_issues.c.issue_ref,
+            tracker_issues.c.officer_status,
+        )
+        .outerjoin(tracker_issues, tracker_issues.c.tracking_id == links.c.tracking_id)
+        .where(links.c.closed.is_(False))
+    )
     found = list(conn.execute(q))
     facts = followups.get_facts(conn, [r.tracking_id for r in found])
     out = []
@@ -142,17 +180,28 @@ def external_inbox(conn: Connection, user: User, now: datetime, holidays: frozen
         agencies = {r.agency, *(f.agencies if f else ())}
         if user.role != Role.ADMIN and not holds(user, agencies):
             continue
-        out.append(views.InboxRow(
-            id=i, tracking_id=r.tracking_id, agency=r.agency, title=f"Laporan {r.tracking_id}",
-            category=None, kampung=None, kecamatan=None,
-            submitted_at=as_utc(f.received_at if f else r.created_at),
-            status=r.officer_status or LocalStatus.NEW, assignee=None, confidential=False,
-            due=views.due_state(f, False, now, holidays),
-            issue_url=issue_url(r.issue_ref) if r.issue_ref else None))
+        out.append(
+            views.InboxRow(
+                id=i,
+                tracking_id=r.tracking_id,
+                agency=r.agency,
+                title=f"Laporan {r.tracking_id}",
+                category=None,
+                kampung=None,
+                kecamatan=None,
+                submitted_at=as_utc(f.received_at if f else r.created_at),
+                status=r.officer_status or LocalStatus.NEW,
+                assignee=None,
+                confidential=False,
+                due=views.due_state(f, False, now, holidays),
+                issue_url=issue_url(r.issue_ref) if r.issue_ref else None,
+            )
+        )
     return out
 
 
 # -- one complaint ----------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Entry:
@@ -187,16 +236,24 @@ def find_ticket(conn: Connection, user: User, tracking_id: str) -> TicketPage | 
     agencies = {row.agency, *(facts.agencies if facts else ())}
     if not may_open(user, agencies, bool(row.confidential)):
         return None
-    return TicketPage(row=row, facts=facts, agencies=agencies,
-                      timeline=_timeline(conn, row.id), attachments=json.loads(row.attachments),
-                      version=version(conn, row.id, row.status))
+    return TicketPage(
+        row=row,
+        facts=facts,
+        agencies=agencies,
+        timeline=_timeline(conn, row.id),
+        attachments=json.loads(row.attachments),
+        version=version(conn, row.id, row.status),
+    )
 
 
 def version(conn: Connection, ticket_id: int, status: str) -> str:
     """What a page's status was drawn from: a status change since makes the page stale."""
-    last = conn.execute(select(status_history.c.id).where(status_history.c.ticket_id ==
-                                                          ticket_id)
-                        .order_by(status_history.c.id.desc()).limit(1)).scalar_one_or_none()
+    last = conn.execute(
+        select(status_history.c.id)
+        .where(status_history.c.ticket_id == ticket_id)
+        .order_by(status_history.c.id.desc())
+        .limit(1)
+    ).scalar_one_or_none()
     return f"{status}.{last or 0}"
 
 
@@ -204,11 +261,20 @@ def _deliveries(conn: Connection, change_ids: list[int]) -> dict[int, views.Deli
     if not change_ids:
         return {}
     keys = {ChangeId.builtin(i): i for i in change_ids}
-    found = {keys[r.change_id]: views.delivery(r.state, r.sent_at and as_utc(r.sent_at),
-                                               r.last_error, r.dismiss_reason)
-             for r in conn.execute(select(outbox.c.change_id, outbox.c.state, outbox.c.sent_at,
-                                          outbox.c.last_error, outbox.c.dismiss_reason)
-                                   .where(outbox.c.change_id.in_(list(keys))))}
+    found = {
+        keys[r.change_id]: views.delivery(
+            r.state, r.sent_at and as_utc(r.sent_at), r.last_error, r.dismiss_reason
+        )
+        for r in conn.execute(
+            select(
+                outbox.c.change_id,
+                outbox.c.state,
+                outbox.c.sent_at,
+                outbox.c.last_error,
+                outbox.c.dismiss_reason,
+            ).where(outbox.c.change_id.in_(list(keys)))
+        )
+    }
     # Recorded but not (yet) in the outbox: the push turns it into an entry within a cycle.
     waiting = views.delivery("pending", None, None, None)
     return {i: found.get(i, waiting) for i in change_ids}
@@ -216,10 +282,10 @@ def _deliveries(conn: Connection, change_ids: list[int]) -> dict[int, views.Deli
 
 def _timeline(conn: Connection, ticket_id: int) -> list[Entry]:
     msgs = list(conn.execute(select(messages).where(messages.c.ticket_id == ticket_id)))
-    hist = list(conn.execute(select(status_history)
-                             .where(status_history.c.ticket_id == ticket_id)))
-    deliveries = _deliveries(conn, sorted(
-        {r.change_id for r in [*msgs, *hist] if r.change_id is not None}))
+    hist = list(conn.execute(select(status_history).where(status_history.c.ticket_id == ticket_id)))
+    deliveries = _deliveries(
+        conn, sorted({r.change_id for r in [*msgs, *hist] if r.change_id is not None})
+    )
     out: list[Entry] = []
     for m in msgs:
         if m.direction == "internal":
@@ -228,46 +294,73 @@ def _timeline(conn: Connection, ticket_id: int) -> list[Entry]:
             kind = "reporter"
         else:
             kind = "officer_reply" if m.source == "officer" else "agency"
-        out.append(Entry(as_utc(m.at), kind, m.author, m.text,
-                         deliveries.get(m.change_id) if m.change_id else None))
+        out.append(
+            Entry(
+                as_utc(m.at),
+                kind,
+                m.author,
+                m.text,
+                deliveries.get(m.change_id) if m.change_id else None,
+            )
+        )
     for h in hist:
         words = views.STATUS_WORDS.get(h.to_status, h.to_status)
-        text = (f"Status: {views.STATUS_WORDS.get(h.from_status, h.from_status)} → {words}"
-                if h.from_status else f"Tiket dibuat ({words})")
+        text = (
+            f"Status: {views.STATUS_WORDS.get(h.from_status, h.from_status)} → {words}"
+            if h.from_status
+            else f"Tiket dibuat ({words})"
+        )
         # A status change with a reply shows its delivery on the reply.
         with_reply = any(m.change_id == h.change_id for m in msgs if h.change_id)
-        out.append(Entry(as_utc(h.at), "status",
-                         "petugas" if h.source == "officer" else "LAPOR!", text,
-                         deliveries.get(h.change_id) if h.change_id and not with_reply
-                         else None))
+        out.append(
+            Entry(
+                as_utc(h.at),
+                "status",
+                "petugas" if h.source == "officer" else "LAPOR!",
+                text,
+                deliveries.get(h.change_id) if h.change_id and not with_reply else None,
+            )
+        )
     out.sort(key=lambda e: e.at)
     return out
 
 
 def ticket_state(conn: Connection, ticket_id: int) -> views.TicketState:
-    r = conn.execute(select(tickets.c.status, tickets.c.lapor_status, tickets.c.assignee)
-                     .where(tickets.c.id == ticket_id)).one()
-    return views.TicketState(r.status, r.lapor_status, r.assignee,
-                             version(conn, ticket_id, r.status))
+    r = conn.execute(
+        select(tickets.c.status, tickets.c.lapor_status, tickets.c.assignee).where(
+            tickets.c.id == ticket_id
+        )
+    ).one()
+    return views.TicketState(
+        r.status, r.lapor_status, r.assignee, version(conn, ticket_id, r.status)
+    )
 
 
 def assign(conn: Connection, ticket_id: int, login: str | None, now: datetime) -> None:
-    conn.execute(update(tickets).where(tickets.c.id == ticket_id)
-                 .values(assignee=login, updated_at=now))
+    conn.execute(
+        update(tickets).where(tickets.c.id == ticket_id).values(assignee=login, updated_at=now)
+    )
 
 
-def claim_form(conn: Connection, form_id: str, user: User, ticket_id: int,
-               now: datetime) -> bool:
+def claim_form(conn: Connection, form_id: str, user: User, ticket_id: int, now: datetime) -> bool:
     """Record that this form was submitted; False when it was already (a double click,
     back and resubmit). A concurrent twin fails on the primary key at commit."""
-    if conn.execute(select(desk_submissions.c.form_id)
-                    .where(desk_submissions.c.form_id == form_id)).first():
+    if conn.execute(
+        select(desk_submissions.c.form_id).where(desk_submissions.c.form_id == form_id)
+    ).first():
         return False
-    conn.execute(desk_submissions.insert().values(form_id=form_id, user_id=user.id,
-                                                  ticket_id=ticket_id, at=now))
+    conn.execute(
+        desk_submissions.insert().values(
+            form_id=form_id, user_id=user.id, ticket_id=ticket_id, at=now
+        )
+    )
     return True
 
 
 def form_claimed(conn: Connection, form_id: str) -> bool:
-    return conn.execute(select(desk_submissions.c.form_id)
-                        .where(desk_submissions.c.form_id == form_id)).first() is not None
+    return (
+        conn.execute(
+            select(desk_submissions.c.form_id).where(desk_submissions.c.form_id == form_id)
+        ).first()
+        is not None
+    )

@@ -34,9 +34,11 @@ def open_desk_store(config: Config) -> Store:
     if current != head:
         store.close()
         what = "has no schema yet" if current is None else f"is at revision {current}"
-        raise ConfigError(f"the database ({config.database_display}) {what}, this version "
-                          f"needs {head}: run `lapor-connector db upgrade` first (or start "
-                          "the connector's daemon, which migrates), then start the desk")
+        raise ConfigError(
+            f"the database ({config.database_display}) {what}, this version "
+            f"needs {head}: run `lapor-connector db upgrade` first (or start "
+            "the connector's daemon, which migrates), then start the desk"
+        )
     return store
 
 
@@ -55,8 +57,10 @@ def demo_logins(config: Config, store: Store, mappings: Mappings) -> list[tuple[
     if not config.sandbox_mode:
         return []
     out = [(DEMO_ADMIN[0], DEMO_ADMIN[1], "admin")]
-    out += [(f"petugas.{a.code.lower().replace('_', '-')}", DEMO_OFFICER_PASSWORD, a.name)
-            for a in mappings.agencies]
+    out += [
+        (f"petugas.{a.code.lower().replace('_', '-')}", DEMO_OFFICER_PASSWORD, a.name)
+        for a in mappings.agencies
+    ]
 
     admin_hash = accounts.hash_new(DEMO_ADMIN[1])
     officer_hash = accounts.hash_new(DEMO_OFFICER_PASSWORD)  # one hash: a public password
@@ -65,11 +69,29 @@ def demo_logins(config: Config, store: Store, mappings: Mappings) -> list[tuple[
         if accounts.list_users(conn):
             return False
         now = utcnow()
-        accounts.add_user(conn, DEMO_ADMIN[0], "Admin (demo)", Role.ADMIN, [], None,
-                          admin_hash, now, must_change=False)
+        accounts.add_user(
+            conn,
+            DEMO_ADMIN[0],
+            "Admin (demo)",
+            Role.ADMIN,
+            [],
+            None,
+            admin_hash,
+            now,
+            must_change=False,
+        )
         for a, (login, _, _) in zip(mappings.agencies, out[1:], strict=True):
-            accounts.add_user(conn, login, f"Petugas {a.code} (demo)", Role.PETUGAS,
-                              [a.code], None, officer_hash, now, must_change=False)
+            accounts.add_user(
+                conn,
+                login,
+                f"Petugas {a.code} (demo)",
+                Role.PETUGAS,
+                [a.code],
+                None,
+                officer_hash,
+                now,
+                must_change=False,
+            )
         return True
 
     return out if store.run(seed) else []
@@ -97,10 +119,18 @@ def serve(config: Config, tracker: TrackerPort) -> int:
         print(file=sys.stderr)
     try:
         # Proxy headers are the app's own middleware (web.trusted_proxies): not uvicorn's.
-        uvicorn.run(app, host=host, port=port, proxy_headers=False, access_log=False,
-                    server_header=False, log_config=None,
-                    timeout_keep_alive=5, limit_concurrency=200,
-                    h11_max_incomplete_event_size=16384)
+        uvicorn.run(
+            app,
+            host=host,
+            port=port,
+            proxy_headers=False,
+            access_log=False,
+            server_header=False,
+            log_config=None,
+            timeout_keep_alive=5,
+            limit_concurrency=200,
+            h11_max_incomplete_event_size=16384,
+        )
     finally:
         store.close()
     return 0

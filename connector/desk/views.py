@@ -21,12 +21,18 @@ LOCALE = "id"
 # LAPOR! statuses after which the complaint is read-only on the desk.
 LAPOR_FINAL = CLOSED_STATUSES
 STATUS_WORDS: dict[str, str] = {
-    LocalStatus.NEW: "Baru", LocalStatus.IN_PROGRESS: "Sedang ditangani",
-    LocalStatus.RESOLVED: "Selesai", LocalStatus.CLOSED: "Ditutup"}
+    LocalStatus.NEW: "Baru",
+    LocalStatus.IN_PROGRESS: "Sedang ditangani",
+    LocalStatus.RESOLVED: "Selesai",
+    LocalStatus.CLOSED: "Ditutup",
+}
 LAPOR_WORDS: dict[str, str] = {
-    LaporStatus.TERDISPOSISI: "Terdisposisi", LaporStatus.DITINDAKLANJUTI: "Ditindaklanjuti",
-    LaporStatus.SELESAI: "Selesai", LaporStatus.DITUTUP: "Ditutup",
-    LaporStatus.DIARSIPKAN: "Diarsipkan"}
+    LaporStatus.TERDISPOSISI: "Terdisposisi",
+    LaporStatus.DITINDAKLANJUTI: "Ditindaklanjuti",
+    LaporStatus.SELESAI: "Selesai",
+    LaporStatus.DITUTUP: "Ditutup",
+    LaporStatus.DIARSIPKAN: "Diarsipkan",
+}
 
 
 class Due(enum.StrEnum):
@@ -47,8 +53,9 @@ class DueState:
     words: str
 
 
-def due_state(facts: Facts | None, closed: bool, now: datetime,
-              holidays: frozenset[date] = frozenset()) -> DueState:
+def due_state(
+    facts: Facts | None, closed: bool, now: datetime, holidays: frozenset[date] = frozenset()
+) -> DueState:
     """LAPOR!'s clock in words: the current period's due time, counted in working days."""
     if closed or (facts is not None and facts.closed):
         return DueState(Due.CLOSED, None, 0, "ditutup")
@@ -60,14 +67,16 @@ def due_state(facts: Facts | None, closed: bool, now: datetime,
         return DueState(Due.ANSWERED, due, 0, "sudah ditindaklanjuti")
     if due < now:
         late = working_days_between(due, now, holidays)
-        return DueState(Due.OVERDUE, due, late,
-                        f"lewat {late} hari kerja" if late else "lewat batas hari ini")
+        return DueState(
+            Due.OVERDUE, due, late, f"lewat {late} hari kerja" if late else "lewat batas hari ini"
+        )
     left = working_days_between(now, due, holidays)
     if wita_date(due) == wita_date(now):
         return DueState(Due.TODAY, due, 0, "batas hari ini")
     if left <= 1:
-        return DueState(Due.TOMORROW, due, left, "batas besok" if left == 1
-                        else "batas hari kerja berikutnya")
+        return DueState(
+            Due.TOMORROW, due, left, "batas besok" if left == 1 else "batas hari kerja berikutnya"
+        )
     return DueState(Due.LATER, due, left, f"{left} hari kerja lagi")
 
 
@@ -87,6 +96,7 @@ def due_sentence(state: DueState) -> str:
 
 
 # -- the inbox --------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class InboxRow:
@@ -171,8 +181,10 @@ def apply_filters(rows: Iterable[InboxRow], f: Filters, me: str) -> list[InboxRo
             continue
         if f.assignee not in ("", "-") and r.assignee != f.assignee:
             continue
-        if words and not (f.q.strip().upper() == r.tracking_id.upper()
-                          or all(w in r.title.casefold() for w in words)):
+        if words and not (
+            f.q.strip().upper() == r.tracking_id.upper()
+            or all(w in r.title.casefold() for w in words)
+        ):
             continue
         out.append(r)
     return sorted(out, key=order_key)
@@ -185,10 +197,11 @@ def tab_counts(rows: Sequence[InboxRow], me: str) -> dict[str, int]:
 def page_of(rows: Sequence[InboxRow], page: int) -> tuple[list[InboxRow], int]:
     pages = max(1, -(-len(rows) // PAGE_SIZE))
     page = min(max(page, 1), pages)
-    return list(rows[(page - 1) * PAGE_SIZE:page * PAGE_SIZE]), pages
+    return list(rows[(page - 1) * PAGE_SIZE : page * PAGE_SIZE]), pages
 
 
 # -- the answer form --------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Answer:
@@ -216,48 +229,72 @@ class TicketState:
     version: str  # what the page was drawn from: status and the last status change
 
 
-def check_answer(a: Answer, t: TicketState, page_version: str, outbound: Outbound | None,
-                 statuses: Sequence[str], officers: Sequence[str]) -> dict[str, str]:
+def check_answer(
+    a: Answer,
+    t: TicketState,
+    page_version: str,
+    outbound: Outbound | None,
+    statuses: Sequence[str],
+    officers: Sequence[str],
+) -> dict[str, str]:
     """Problems by form field, in words for the officer; empty when the answer can be
     recorded. The same rules as ``tickets update`` (the tracker checks them again)."""
     problems: dict[str, str] = {}
     changes_status = bool(a.status) and a.status != t.status
     if t.lapor_status in LAPOR_FINAL:
-        problems["status"] = ("Laporan ini sudah ditutup atau diarsipkan di LAPOR!: tidak "
-                              "dapat dijawab lagi.")
+        problems["status"] = (
+            "Laporan ini sudah ditutup atau diarsipkan di LAPOR!: tidak dapat dijawab lagi."
+        )
         return problems
     if a.status and a.status not in statuses:
         problems["status"] = "Pilih status dari daftar."
     if t.status == LocalStatus.CLOSED and (changes_status or a.reply):
         problems["status" if changes_status else "balasan"] = (
             "Tiket sudah ditutup: status dan balasan publik tidak dapat diubah lagi. "
-            "Catatan internal tetap bisa ditambahkan.")
+            "Catatan internal tetap bisa ditambahkan."
+        )
     if changes_status and page_version != t.version:
-        problems["status"] = ("Status tiket ini sudah diubah orang lain sejak halaman dibuka "
-                              f"(kini: {STATUS_WORDS.get(t.status, t.status)}). Periksa "
-                              "riwayat di bawah, lalu kirim lagi bila masih perlu.")
+        problems["status"] = (
+            "Status tiket ini sudah diubah orang lain sejak halaman dibuka "
+            f"(kini: {STATUS_WORDS.get(t.status, t.status)}). Periksa "
+            "riwayat di bawah, lalu kirim lagi bila masih perlu."
+        )
     if len(a.reply) > MAX_REPLY:
-        problems["balasan"] = (f"Balasan terlalu panjang: {len(a.reply)} karakter. LAPOR! "
-                               f"menerima paling banyak {MAX_REPLY} karakter.")
-    if (changes_status and outbound is not None and outbound.requires_reply and not a.reply
-            and "status" not in problems):
-        problems["balasan"] = (f"Status {STATUS_WORDS.get(a.status, a.status)} perlu balasan "
-                               "publik dengan kata-kata Anda sendiri: admin LAPOR! menolak "
-                               "tindak lanjut yang hanya berisi kalimat baku.")
+        problems["balasan"] = (
+            f"Balasan terlalu panjang: {len(a.reply)} karakter. LAPOR! "
+            f"menerima paling banyak {MAX_REPLY} karakter."
+        )
+    if (
+        changes_status
+        and outbound is not None
+        and outbound.requires_reply
+        and not a.reply
+        and "status" not in problems
+    ):
+        problems["balasan"] = (
+            f"Status {STATUS_WORDS.get(a.status, a.status)} perlu balasan "
+            "publik dengan kata-kata Anda sendiri: admin LAPOR! menolak "
+            "tindak lanjut yang hanya berisi kalimat baku."
+        )
     if a.reassigns and a.assignee and a.assignee not in officers:
         problems["petugas"] = "Pilih petugas dari daftar petugas OPD ini."
     if a.reassigns and (t.assignee or "") != a.assignee_before:
-        problems["petugas"] = ("Petugas tiket ini sudah diubah orang lain sejak halaman dibuka "
-                               f"(kini: {t.assignee or 'belum ditugaskan'}). Periksa, lalu "
-                               "kirim lagi bila masih perlu.")
+        problems["petugas"] = (
+            "Petugas tiket ini sudah diubah orang lain sejak halaman dibuka "
+            f"(kini: {t.assignee or 'belum ditugaskan'}). Periksa, lalu "
+            "kirim lagi bila masih perlu."
+        )
     assign_changes = a.reassigns and (a.assignee or None) != t.assignee
     if not problems and not (changes_status or a.reply or a.note or assign_changes):
-        problems["balasan"] = ("Tidak ada yang disimpan: pilih status baru, tulis balasan "
-                               "atau catatan, atau ubah petugas.")
+        problems["balasan"] = (
+            "Tidak ada yang disimpan: pilih status baru, tulis balasan "
+            "atau catatan, atau ubah petugas."
+        )
     return problems
 
 
 # -- delivery ---------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Delivery:
@@ -265,22 +302,30 @@ class Delivery:
     words: str
 
 
-def delivery(state: str | None, sent_at: datetime | None, error: str | None,
-             dismiss_reason: str | None) -> Delivery:
+def delivery(
+    state: str | None, sent_at: datetime | None, error: str | None, dismiss_reason: str | None
+) -> Delivery:
     """An officer's public reply or status change, as the outbox has it."""
     if state is None:
-        return Delivery("none", "Tidak dikirim ke LAPOR! (tidak ada tindak lanjut untuk "
-                                "status ini).")
+        return Delivery(
+            "none", "Tidak dikirim ke LAPOR! (tidak ada tindak lanjut untuk status ini)."
+        )
     if state in (OutboxState.PENDING, OutboxState.UNCONFIRMED):
         return Delivery("waiting", "Menunggu dikirim ke LAPOR! (biasanya dalam satu menit).")
     if state == OutboxState.SENT:
         return Delivery("sent", f"Terkirim ke LAPOR! pada {when(sent_at)}.")
     if state == OutboxState.DISMISSED:
-        return Delivery("dismissed", "Tidak dikirim: dibatalkan oleh operator"
-                        + (f" ({dismiss_reason})." if dismiss_reason else "."))
-    return Delivery("refused", f"Ditolak LAPOR! ({error or 'tanpa alasan'}). Hubungi "
-                               "operator konektor: ia dapat mengirim ulang setelah "
-                               "masalahnya diperbaiki.")
+        return Delivery(
+            "dismissed",
+            "Tidak dikirim: dibatalkan oleh operator"
+            + (f" ({dismiss_reason})." if dismiss_reason else "."),
+        )
+    return Delivery(
+        "refused",
+        f"Ditolak LAPOR! ({error or 'tanpa alasan'}). Hubungi "
+        "operator konektor: ia dapat mengirim ulang setelah "
+        "masalahnya diperbaiki.",
+    )
 
 
 def anonymous_name(index: int, mime: str) -> str:

@@ -51,8 +51,10 @@ from connector.tracker.port import TrackerPort
 log = structlog.get_logger("connector.desk")
 T = TypeVar("T")
 MAX_BODY = 64 * 1024
-CSP = ("default-src 'none'; style-src 'self'; script-src 'self'; img-src 'self' data:; "
-       "form-action 'self'; base-uri 'none'; frame-ancestors 'none'")
+CSP = (
+    "default-src 'none'; style-src 'self'; script-src 'self'; img-src 'self' data:; "
+    "form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
+)
 # The public report may be embedded in an OPD's website (informasi berkala).
 CSP_PUBLIC = CSP.replace("frame-ancestors 'none'", "frame-ancestors *")
 # Attachments: never a document that runs anything.
@@ -79,10 +81,12 @@ class SecurityHeaders:
             if message["type"] == "http.response.start":
                 headers = list(message.get("headers", []))
                 names = {k.lower() for k, _ in headers}
-                extra = {b"content-security-policy": (CSP_PUBLIC if public else CSP).encode(),
-                         b"referrer-policy": b"same-origin",
-                         b"x-content-type-options": b"nosniff",
-                         b"cache-control": b"no-store" if not public else b"max-age=300"}
+                extra = {
+                    b"content-security-policy": (CSP_PUBLIC if public else CSP).encode(),
+                    b"referrer-policy": b"same-origin",
+                    b"x-content-type-options": b"nosniff",
+                    b"cache-control": b"no-store" if not public else b"max-age=300",
+                }
                 if not public:
                     extra[b"x-frame-options"] = b"DENY"
                 headers += [(k, v) for k, v in extra.items() if k not in names]
@@ -122,9 +126,16 @@ class BodyLimit:
 
 async def _plain(send: Send, status: int, text: str) -> None:
     body = text.encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"text/plain; charset=utf-8"),
-                            (b"content-length", str(len(body)).encode())]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"text/plain; charset=utf-8"),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": body})
 
 
@@ -143,12 +154,18 @@ class Desk:
     _hash_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(2))
 
     def __post_init__(self) -> None:
-        self.env = Environment(loader=PackageLoader("connector.desk", "templates"),
-                               autoescape=select_autoescape(default=True,
-                                                            default_for_string=True),
-                               trim_blocks=True, lstrip_blocks=True)
-        self.env.globals.update(status_words=views.STATUS_WORDS, lapor_words=views.LAPOR_WORDS,
-                                when=views.when, tabs=views.TABS)
+        self.env = Environment(
+            loader=PackageLoader("connector.desk", "templates"),
+            autoescape=select_autoescape(default=True, default_for_string=True),
+            trim_blocks=True,
+            lstrip_blocks=True,
+        )
+        self.env.globals.update(
+            status_words=views.STATUS_WORDS,
+            lapor_words=views.LAPOR_WORDS,
+            when=views.when,
+            tabs=views.TABS,
+        )
 
     @property
     def builtin(self) -> BuiltinTracker | None:
@@ -177,8 +194,9 @@ class Desk:
         async with self._hash_slots:
             return await run_in_threadpool(fn)
 
-    def render(self, request: Request, name: str, status: int = 200,
-               **context: Any) -> HTMLResponse:
+    def render(
+        self, request: Request, name: str, status: int = 200, **context: Any
+    ) -> HTMLResponse:
         context.setdefault("user", request.scope.get("desk_user"))
         context.setdefault("csrf", request.scope.get("desk_csrf", ""))
         context.setdefault("external", self.builtin is None)
@@ -186,8 +204,13 @@ class Desk:
         return HTMLResponse(html, status_code=status)
 
 
-def create_app(config: Config, store: Store, holder: MappingHolder,
-               tracker: TrackerPort, clock: Callable[[], datetime] = utcnow) -> Starlette:
+def create_app(
+    config: Config,
+    store: Store,
+    holder: MappingHolder,
+    tracker: TrackerPort,
+    clock: Callable[[], datetime] = utcnow,
+) -> Starlette:
     desk = Desk(config, store, holder, tracker, clock)
     h = _Handlers(desk)
     static = Path(__file__).parent / "static"
@@ -216,8 +239,13 @@ def create_app(config: Config, store: Store, holder: MappingHolder,
         code = exc.status_code if isinstance(exc, HTTPException) else 500
         if code == 500:
             log.error("desk_error", error=exc.__class__.__name__, path=request.url.path)
-        return desk.render(request, "error.html", status=code, code=code,
-                           title=ERROR_TITLES.get(code, "Terjadi kesalahan"))
+        return desk.render(
+            request,
+            "error.html",
+            status=code,
+            code=code,
+            title=ERROR_TITLES.get(code, "Terjadi kesalahan"),
+        )
 
     proxies = list(config.settings.web.trusted_proxies)
     # X-Forwarded-Proto and -For count only from web.trusted_proxies (uvicorn's
@@ -225,14 +253,24 @@ def create_app(config: Config, store: Store, holder: MappingHolder,
     front = [Middleware(ProxyHeadersMiddleware, trusted_hosts=proxies)] if proxies else []
     return Starlette(
         routes=routes,
-        middleware=[*front, Middleware(SecurityHeaders), Middleware(BodyLimit),
-                    Middleware(GZipMiddleware, minimum_size=500)],
-        exception_handlers={HTTPException: on_error, Exception: on_error})
+        middleware=[
+            *front,
+            Middleware(SecurityHeaders),
+            Middleware(BodyLimit),
+            Middleware(GZipMiddleware, minimum_size=500),
+        ],
+        exception_handlers={HTTPException: on_error, Exception: on_error},
+    )
 
 
-ERROR_TITLES = {400: "Permintaan tidak dapat dibaca", 403: "Tidak diizinkan",
-                404: "Halaman tidak ditemukan", 405: "Cara membuka halaman ini salah",
-                413: "Isian terlalu besar", 500: "Terjadi kesalahan pada server"}
+ERROR_TITLES = {
+    400: "Permintaan tidak dapat dibaca",
+    403: "Tidak diizinkan",
+    404: "Halaman tidak ditemukan",
+    405: "Cara membuka halaman ini salah",
+    413: "Isian terlalu besar",
+    500: "Terjadi kesalahan pada server",
+}
 
 Handler = Callable[[Request], Awaitable[Response]]
 
@@ -315,39 +353,71 @@ class _Handlers:
     def _check_csrf(self, request: Request, form: FormData) -> None:
         expected = request.scope.get("desk_csrf", "")
         given = form.get("csrf", "")
-        if not expected or not isinstance(given, str) or not secrets.compare_digest(
-                given, expected):
+        if (
+            not expected
+            or not isinstance(given, str)
+            or not secrets.compare_digest(given, expected)
+        ):
             log.warning("desk_csrf_refused", path=request.url.path)
             raise HTTPException(403)
 
     async def login_form(self, request: Request) -> Response:
         return self._login_page(request, {}, "", request.query_params.get("lanjut"))
 
-    def _login_page(self, request: Request, errors: dict[str, str], login: str,
-                    lanjut: str | None, status: int = 200) -> Response:
+    def _login_page(
+        self,
+        request: Request,
+        errors: dict[str, str],
+        login: str,
+        lanjut: str | None,
+        status: int = 200,
+    ) -> Response:
         name = _login_cookie(request)
         token = request.cookies.get(name) or secrets.token_urlsafe(24)
-        resp = self.d.render(request, "login.html", status=status, errors=errors, login=login,
-                             csrf=token, lanjut=_local_path(lanjut))
+        resp = self.d.render(
+            request,
+            "login.html",
+            status=status,
+            errors=errors,
+            login=login,
+            csrf=token,
+            lanjut=_local_path(lanjut),
+        )
         # Behind HTTPS a __Host- cookie: no sibling subdomain can plant a token of its own.
-        resp.set_cookie(name, token, httponly=True, samesite="lax", secure=_secure(request),
-                        path="/" if _secure(request) else "/masuk")
+        resp.set_cookie(
+            name,
+            token,
+            httponly=True,
+            samesite="lax",
+            secure=_secure(request),
+            path="/" if _secure(request) else "/masuk",
+        )
         return resp
 
-    def _throttled_page(self, request: Request, login: str, lanjut: str | None,
-                        wait: timedelta, template: str = "login.html") -> Response:
+    def _throttled_page(
+        self,
+        request: Request,
+        login: str,
+        lanjut: str | None,
+        wait: timedelta,
+        template: str = "login.html",
+    ) -> Response:
         minutes = max(1, int(wait.total_seconds() // 60) + 1)
         log.warning("desk_login_throttled", login=login, address=_address(request))
-        message = ("Terlalu banyak percobaan kata sandi yang salah untuk akun ini dari alamat "
-                   f"Anda. Coba lagi dalam {minutes} menit, atau minta admin mengatur ulang "
-                   "kata sandi.")
+        message = (
+            "Terlalu banyak percobaan kata sandi yang salah untuk akun ini dari alamat "
+            f"Anda. Coba lagi dalam {minutes} menit, atau minta admin mengatur ulang "
+            "kata sandi."
+        )
         if template == "password.html":
-            return self.d.render(request, template, status=429, errors={"lama": message},
-                                 forced=False)
+            return self.d.render(
+                request, template, status=429, errors={"lama": message}, forced=False
+            )
         return self._login_page(request, {"password": message}, login, lanjut, 429)
 
-    async def _check_password(self, login: str, password: str, address: str
-                              ) -> tuple[User | None, timedelta | None]:
+    async def _check_password(
+        self, login: str, password: str, address: str
+    ) -> tuple[User | None, timedelta | None]:
         """The throttle, then argon2 outside any transaction (a write lock held across a
         verification would stall the daemon), then the outcome recorded in a short write."""
         now = self.d.clock()
@@ -361,6 +431,7 @@ class _Handlers:
             return None, wait
         ok = await self.d.hashing(lambda: accounts.password_matches(stored, password))
         if not ok or user is None or user.disabled:
+
             def failed(conn: Connection) -> None:
                 accounts.purge(conn, now)
                 accounts.record_failure(conn, key, where, now)
@@ -391,9 +462,13 @@ class _Handlers:
             return self._throttled_page(request, login, lanjut, wait)
         if user is None:
             log.info("desk_login_failed", login=login[:64], address=address)
-            return self._login_page(request, {"password": (
-                "Nama pengguna atau kata sandi salah, atau akun dinonaktifkan.")}, login,
-                lanjut, 422)
+            return self._login_page(
+                request,
+                {"password": ("Nama pengguna atau kata sandi salah, atau akun dinonaktifkan.")},
+                login,
+                lanjut,
+                422,
+            )
         key, where = accounts.throttle_key(login, address)
 
         def opened(conn: Connection) -> str:
@@ -403,12 +478,18 @@ class _Handlers:
 
         token = await self.d.db(opened)
         log.info("desk_login", user=user.login)
-        resp = RedirectResponse("/sandi" if user.must_change else _local_path(lanjut),
-                                status_code=303)
-        resp.set_cookie(_cookie_name(request), token, httponly=True, samesite="lax",
-                        secure=_secure(request), path="/")
-        resp.delete_cookie(_login_cookie(request),
-                           path="/" if _secure(request) else "/masuk")
+        resp = RedirectResponse(
+            "/sandi" if user.must_change else _local_path(lanjut), status_code=303
+        )
+        resp.set_cookie(
+            _cookie_name(request),
+            token,
+            httponly=True,
+            samesite="lax",
+            secure=_secure(request),
+            path="/",
+        )
+        resp.delete_cookie(_login_cookie(request), path="/" if _secure(request) else "/masuk")
         return resp
 
     async def logout(self, request: Request) -> Response:
@@ -439,16 +520,21 @@ class _Handlers:
         elif new == old:
             errors["baru"] = "Kata sandi baru harus berbeda dari yang lama."
         if errors:
-            return self.d.render(request, "password.html", status=422, errors=errors,
-                                 forced=user.must_change)
+            return self.d.render(
+                request, "password.html", status=422, errors=errors, forced=user.must_change
+            )
         # The current password is guessed no faster here than at the login page.
         checked, wait = await self._check_password(user.login, old, _address(request))
         if wait is not None:
             return self._throttled_page(request, user.login, None, wait, "password.html")
         if checked is None:
-            return self.d.render(request, "password.html", status=422,
-                                 errors={"lama": "Kata sandi sekarang salah."},
-                                 forced=user.must_change)
+            return self.d.render(
+                request,
+                "password.html",
+                status=422,
+                errors={"lama": "Kata sandi sekarang salah."},
+                forced=user.must_change,
+            )
         new_hash = await self.d.hashing(lambda: accounts.hash_new(new))
 
         def change(conn: Connection) -> str:
@@ -458,8 +544,14 @@ class _Handlers:
 
         token = await self.d.db(change)
         resp = RedirectResponse("/?sandi=1", status_code=303)
-        resp.set_cookie(_cookie_name(request), token, httponly=True, samesite="lax",
-                        secure=_secure(request), path="/")
+        resp.set_cookie(
+            _cookie_name(request),
+            token,
+            httponly=True,
+            samesite="lax",
+            secure=_secure(request),
+            path="/",
+        )
         return resp
 
     # -- the inbox --------------------------------------------------------------------------
@@ -472,20 +564,32 @@ class _Handlers:
             page = int(q.get("hal", "1"))
         except ValueError:
             page = 1
-        f = views.Filters(tab=q.get("tab", "semua"), status=q.get("status", ""),
-                          category=q.get("kategori", ""), kecamatan=q.get("kecamatan", ""),
-                          assignee=q.get("petugas", ""), q=q.get("cari", "")[:200], page=page)
+        f = views.Filters(
+            tab=q.get("tab", "semua"),
+            status=q.get("status", ""),
+            category=q.get("kategori", ""),
+            kecamatan=q.get("kecamatan", ""),
+            assignee=q.get("petugas", ""),
+            q=q.get("cari", "")[:200],
+            page=page,
+        )
         if self.d.builtin is None:
             port = self.d.tracker
-            rows = await self.d.read(lambda c: queries.external_inbox(
-                c, user, now, m.holidays, port.issue_url))
+            rows = await self.d.read(
+                lambda c: queries.external_inbox(c, user, now, m.holidays, port.issue_url)
+            )
         else:
             rows = await self.d.read(lambda c: queries.inbox(c, user, now, m.holidays))
         # The exact tracking id of a ticket outside the open list (closed, say) goes
         # straight to its page, which answers 404 to whoever may not see it.
         wanted = f.q.strip().upper()
-        if wanted and all(r.tracking_id != wanted for r in rows) and " " not in wanted \
-                and len(wanted) <= 32 and self.d.builtin is not None:
+        if (
+            wanted
+            and all(r.tracking_id != wanted for r in rows)
+            and " " not in wanted
+            and len(wanted) <= 32
+            and self.d.builtin is not None
+        ):
             found = await self.d.read(lambda c: queries.find_ticket(c, user, wanted))
             if found is not None:
                 return RedirectResponse(f"/tiket/{_quote(wanted)}", status_code=303)
@@ -494,13 +598,22 @@ class _Handlers:
         agencies = {a.code: a.name for a in m.agencies}
         officers = sorted({r.assignee for r in rows if r.assignee})
         return self.d.render(
-            request, "inbox.html", rows=page_rows, total=len(shown), pages=pages,
-            page=min(max(f.page, 1), pages), f=f, counts=views.tab_counts(rows, user.login),
+            request,
+            "inbox.html",
+            rows=page_rows,
+            total=len(shown),
+            pages=pages,
+            page=min(max(f.page, 1), pages),
+            f=f,
+            counts=views.tab_counts(rows, user.login),
             categories=sorted({r.category for r in rows if r.category}),
             kecamatan=sorted({r.kecamatan for r in rows if r.kecamatan}),
-            officers=officers, agencies=agencies, statuses=queries.OPEN,
-            query=_query_without(q, "hal"), notice=(
-                "Kata sandi Anda sudah diganti." if q.get("sandi") else ""))
+            officers=officers,
+            agencies=agencies,
+            statuses=queries.OPEN,
+            query=_query_without(q, "hal"),
+            notice=("Kata sandi Anda sudah diganti." if q.get("sandi") else ""),
+        )
 
     # -- one complaint ----------------------------------------------------------------------
 
@@ -516,19 +629,28 @@ class _Handlers:
     async def ticket(self, request: Request) -> Response:
         user = await self._user(request)
         page = await self._page(request, user)
-        notice = {"1": "Jawaban tersimpan. Konektor mengirimnya ke LAPOR! dalam satu menit.",
-                  "2": "Jawaban ini sudah tersimpan sebelumnya: tidak dicatat dua kali."}.get(
-            request.query_params.get("tersimpan", ""), "")
+        notice = {
+            "1": "Jawaban tersimpan. Konektor mengirimnya ke LAPOR! dalam satu menit.",
+            "2": "Jawaban ini sudah tersimpan sebelumnya: tidak dicatat dua kali.",
+        }.get(request.query_params.get("tersimpan", ""), "")
         return await self._ticket_page(request, user, page, {}, None, notice)
 
-    async def _ticket_page(self, request: Request, user: User, page: queries.TicketPage,
-                           errors: dict[str, str], answer: views.Answer | None,
-                           notice: str = "", status: int = 200) -> Response:
+    async def _ticket_page(
+        self,
+        request: Request,
+        user: User,
+        page: queries.TicketPage,
+        errors: dict[str, str],
+        answer: views.Answer | None,
+        notice: str = "",
+        status: int = 200,
+    ) -> Response:
         m, now = self.d.mappings(), self.d.clock()
         row = page.row
         if row.confidential:  # every showing of a rahasia complaint, a refused answer too
-            await self.d.db(lambda c: accounts.audit(c, user.login, "buka_rahasia",
-                                                     row.tracking_id, now))
+            await self.d.db(
+                lambda c: accounts.audit(c, user.login, "buka_rahasia", row.tracking_id, now)
+            )
             log.info("desk_open_confidential", user=user.login, tracking_id=row.tracking_id)
         agency = m.agency(row.agency)
         agency_name = agency.name if agency else row.agency
@@ -538,40 +660,76 @@ class _Handlers:
             gone = await self.d.read(lambda c: accounts.get_user(c, row.assignee))
             if gone is not None:
                 officers = [*officers, gone]
-        templates = [(local, views.STATUS_WORDS.get(local, local), ob.text(agency_name))
-                     for local, ob in m.outbound.items()]
+        templates = [
+            (local, views.STATUS_WORDS.get(local, local), ob.text(agency_name))
+            for local, ob in m.outbound.items()
+        ]
         use = request.query_params.get("templat", "")
         chosen = next((t for t in templates if t[0] == use), None)
         if answer is None:
-            answer = views.Answer(status=chosen[0] if chosen else "",
-                                  reply=chosen[2] if chosen else "", note="",
-                                  assignee=row.assignee or "", assignee_given=True)
+            answer = views.Answer(
+                status=chosen[0] if chosen else "",
+                reply=chosen[2] if chosen else "",
+                note="",
+                assignee=row.assignee or "",
+                assignee_given=True,
+            )
         due = views.due_state(page.facts, row.status == LocalStatus.CLOSED, now, m.holidays)
         reporter = None
         if not row.anonymous and row.reporter_name:
             contact = queries.sees_contact(user, page.agencies)
-            reporter = {"name": row.reporter_name,
-                        "email": row.reporter_email if contact else None,
-                        "phone": row.reporter_phone if contact else None, "contact": contact}
+            reporter = {
+                "name": row.reporter_name,
+                "email": row.reporter_email if contact else None,
+                "phone": row.reporter_phone if contact else None,
+                "contact": contact,
+            }
         files = []
         for i, a in enumerate(page.attachments):
-            name = views.anonymous_name(i + 1, a.get("mime", "")) if row.anonymous \
+            name = (
+                views.anonymous_name(i + 1, a.get("mime", ""))
+                if row.anonymous
                 else a.get("name", "")
-            files.append({"index": i, "name": name, "mime": a.get("mime"),
-                          "size": a.get("size"), "stored": bool(a.get("stored")),
-                          "error": a.get("error")})
+            )
+            files.append(
+                {
+                    "index": i,
+                    "name": name,
+                    "mime": a.get("mime"),
+                    "size": a.get("size"),
+                    "stored": bool(a.get("stored")),
+                    "error": a.get("error"),
+                }
+            )
         loc = queries.location(row.location)
         read_only = row.lapor_status in views.LAPOR_FINAL
         return self.d.render(
-            request, "ticket.html", status=status, t=row, facts=page.facts, due=due,
-            due_sentence=views.due_sentence(due), timeline=page.timeline, reporter=reporter,
-            files=files, location=loc, agency_name=agency_name, errors=errors, a=answer,
-            templates=templates, officers=officers, statuses=LOCAL_STATUSES,
+            request,
+            "ticket.html",
+            status=status,
+            t=row,
+            facts=page.facts,
+            due=due,
+            due_sentence=views.due_sentence(due),
+            timeline=page.timeline,
+            reporter=reporter,
+            files=files,
+            location=loc,
+            agency_name=agency_name,
+            errors=errors,
+            a=answer,
+            templates=templates,
+            officers=officers,
+            statuses=LOCAL_STATUSES,
             can_act=queries.may_act(user, page.agencies) and not read_only,
-            read_only=read_only, version=page.version, form_id=secrets.token_urlsafe(18),
+            read_only=read_only,
+            version=page.version,
+            form_id=secrets.token_urlsafe(18),
             assignee_before=row.assignee or "",
-            notice=notice, max_reply=views.MAX_REPLY, download=self.d.config.settings
-            .attachments.download)
+            notice=notice,
+            max_reply=views.MAX_REPLY,
+            download=self.d.config.settings.attachments.download,
+        )
 
     async def answer(self, request: Request) -> Response:
         user = await self._user(request)
@@ -581,12 +739,14 @@ class _Handlers:
         if not queries.may_act(user, page.agencies):
             raise HTTPException(403)
         row = page.row
-        a = views.Answer(status=_text(form, "status", 40).strip(),
-                         reply=_text(form, "balasan").strip(),
-                         note=_text(form, "catatan").strip(),
-                         assignee=_text(form, "petugas", 64).strip(),
-                         assignee_given="petugas" in form,
-                         assignee_before=_text(form, "petugas_asal", 64).strip())
+        a = views.Answer(
+            status=_text(form, "status", 40).strip(),
+            reply=_text(form, "balasan").strip(),
+            note=_text(form, "catatan").strip(),
+            assignee=_text(form, "petugas", 64).strip(),
+            assignee_given="petugas" in form,
+            assignee_before=_text(form, "petugas_asal", 64).strip(),
+        )
         form_id = _text(form, "form_id", 64).strip()
         page_version = _text(form, "versi", 64).strip()
         if not form_id:
@@ -594,15 +754,17 @@ class _Handlers:
         m, now = self.d.mappings(), self.d.clock()
         tracker = self.d.builtin
         assert tracker is not None
-        officer_logins = [o.login for o in await self.d.read(
-            lambda c: accounts.officers_of(c, row.agency))]
+        officer_logins = [
+            o.login for o in await self.d.read(lambda c: accounts.officers_of(c, row.agency))
+        ]
 
         def tx(conn: Connection) -> tuple[str, dict[str, str]]:
             if queries.form_claimed(conn, form_id):
                 return "duplicate", {}
             current = queries.ticket_state(conn, row.id)
-            problems = views.check_answer(a, current, page_version, m.outbound.get(a.status),
-                                          LOCAL_STATUSES, officer_logins)
+            problems = views.check_answer(
+                a, current, page_version, m.outbound.get(a.status), LOCAL_STATUSES, officer_logins
+            )
             if problems:
                 return "refused", problems
             queries.claim_form(conn, form_id, user, row.id, now)
@@ -616,12 +778,13 @@ class _Handlers:
             if a.reassigns and (a.assignee or None) != current.assignee:
                 queries.assign(conn, row.id, a.assignee or None, now)
                 notify.assigned(conn, self.d.config.settings.notify, row.id, a.assignee, user, now)
-                accounts.audit(conn, user.login, "tugaskan", row.tracking_id, now,
-                               a.assignee or "-")
-            done = [k for k, v in (("status", status), ("balasan", a.reply),
-                                   ("catatan", a.note)) if v]
-            accounts.audit(conn, user.login, "jawab", row.tracking_id, now,
-                           ",".join(done) or None)
+                accounts.audit(
+                    conn, user.login, "tugaskan", row.tracking_id, now, a.assignee or "-"
+                )
+            done = [
+                k for k, v in (("status", status), ("balasan", a.reply), ("catatan", a.note)) if v
+            ]
+            accounts.audit(conn, user.login, "jawab", row.tracking_id, now, ",".join(done) or None)
             return "recorded", {}
 
         try:
@@ -635,13 +798,18 @@ class _Handlers:
             outcome, problems = "duplicate", {}
         if outcome == "refused":
             fresh = await self._page(request, user)
-            log.info("desk_answer_refused", user=user.login, tracking_id=row.tracking_id,
-                     fields=sorted(problems))
+            log.info(
+                "desk_answer_refused",
+                user=user.login,
+                tracking_id=row.tracking_id,
+                fields=sorted(problems),
+            )
             return await self._ticket_page(request, user, fresh, problems, a, status=422)
         log.info("desk_answer", user=user.login, tracking_id=row.tracking_id, outcome=outcome)
         flag = "1" if outcome == "recorded" else "2"
-        return RedirectResponse(f"/tiket/{_quote(row.tracking_id)}?tersimpan={flag}",
-                                status_code=303)
+        return RedirectResponse(
+            f"/tiket/{_quote(row.tracking_id)}?tersimpan={flag}", status_code=303
+        )
 
     async def attachment(self, request: Request) -> Response:
         user = await self._user(request)
@@ -659,15 +827,25 @@ class _Handlers:
         path = (path if path.is_absolute() else self.d.config.base_dir / path).resolve()
         if root not in path.parents or not path.is_file():
             raise HTTPException(404)
-        name = (views.anonymous_name(index + 1, meta["mime"]) if page.row.anonymous
-                else meta.get("name") or f"lampiran-{index + 1}")
+        name = (
+            views.anonymous_name(index + 1, meta["mime"])
+            if page.row.anonymous
+            else meta.get("name") or f"lampiran-{index + 1}"
+        )
         inline = meta["mime"].startswith("image/") and request.query_params.get("lihat") == "1"
         now = self.d.clock()
-        await self.d.db(lambda c: accounts.audit(c, user.login, "unduh_lampiran",
-                                                 page.row.tracking_id, now, str(index)))
-        return FileResponse(path, media_type=meta["mime"],
-                            content_disposition_type="inline" if inline else "attachment",
-                            filename=name, headers={"content-security-policy": CSP_FILE})
+        await self.d.db(
+            lambda c: accounts.audit(
+                c, user.login, "unduh_lampiran", page.row.tracking_id, now, str(index)
+            )
+        )
+        return FileResponse(
+            path,
+            media_type=meta["mime"],
+            content_disposition_type="inline" if inline else "attachment",
+            filename=name,
+            headers={"content-security-policy": CSP_FILE},
+        )
 
     # -- accounts (admins) ------------------------------------------------------------------
 
@@ -681,15 +859,27 @@ class _Handlers:
         await self._admin(request)
         return await self._users_page(request, {}, {})
 
-    async def _users_page(self, request: Request, errors: dict[str, str],
-                          values: dict[str, Any], status: int = 200,
-                          notice: str = "") -> Response:
+    async def _users_page(
+        self,
+        request: Request,
+        errors: dict[str, str],
+        values: dict[str, Any],
+        status: int = 200,
+        notice: str = "",
+    ) -> Response:
         found = await self.d.read(accounts.list_users)
         m = self.d.mappings()
-        return self.d.render(request, "users.html", status=status, users=found, errors=errors,
-                             v=values, agencies=[(a.code, a.name) for a in m.agencies],
-                             roles=list(Role), notice=notice or _USER_NOTICES.get(
-                                 request.query_params.get("ok", ""), ""))
+        return self.d.render(
+            request,
+            "users.html",
+            status=status,
+            users=found,
+            errors=errors,
+            v=values,
+            agencies=[(a.code, a.name) for a in m.agencies],
+            roles=list(Role),
+            notice=notice or _USER_NOTICES.get(request.query_params.get("ok", ""), ""),
+        )
 
     async def user_add(self, request: Request) -> Response:
         admin = await self._admin(request)
@@ -700,8 +890,13 @@ class _Handlers:
         role_text = _text(form, "peran", 20).strip()
         chosen = [v for v in form.getlist("opd") if isinstance(v, str)]
         email = _text(form, "email", 300).strip() or None
-        values: dict[str, Any] = {"login": login, "name": name, "role": role_text,
-                                  "agencies": chosen, "email": email}
+        values: dict[str, Any] = {
+            "login": login,
+            "name": name,
+            "role": role_text,
+            "agencies": chosen,
+            "email": email,
+        }
         password = _text(form, "sandi", 1000)
         known = {a.code for a in self.d.mappings().agencies}
         now = self.d.clock()
@@ -711,15 +906,24 @@ class _Handlers:
             new_hash = await self.d.hashing(lambda: accounts.hash_new(password))
 
             def tx(conn: Connection) -> None:
-                accounts.add_user(conn, login, name, role,
-                                  chosen if role != Role.ADMIN else [], email, new_hash, now,
-                                  must_change=True)
+                accounts.add_user(
+                    conn,
+                    login,
+                    name,
+                    role,
+                    chosen if role != Role.ADMIN else [],
+                    email,
+                    new_hash,
+                    now,
+                    must_change=True,
+                )
                 accounts.audit(conn, admin.login, "tambah_pengguna", None, now, login)
 
             await self.d.db(tx)
         except AccountError as exc:
-            return await self._users_page(request, {"tambah": _indonesian(str(exc))}, values,
-                                          status=422)
+            return await self._users_page(
+                request, {"tambah": _indonesian(str(exc))}, values, status=422
+            )
         log.info("desk_user_added", user=admin.login, login=values["login"])
         return RedirectResponse("/pengguna?ok=tambah", status_code=303)
 
@@ -736,8 +940,9 @@ class _Handlers:
             try:
                 new_hash = await self.d.hashing(lambda: accounts.hash_new(password))
             except AccountError as exc:
-                return await self._users_page(request, {login: _indonesian(str(exc))}, {},
-                                              status=422)
+                return await self._users_page(
+                    request, {login: _indonesian(str(exc))}, {}, status=422
+                )
 
         def tx(conn: Connection) -> None:
             if action == "nonaktifkan":
@@ -755,8 +960,7 @@ class _Handlers:
         try:
             await self.d.db(tx)
         except AccountError as exc:
-            return await self._users_page(request, {login: _indonesian(str(exc))}, {},
-                                          status=422)
+            return await self._users_page(request, {login: _indonesian(str(exc))}, {}, status=422)
         log.info("desk_user_changed", user=admin.login, login=login, action=action)
         return RedirectResponse(f"/pengguna?ok={action}", status_code=303)
 
@@ -768,11 +972,12 @@ class _Handlers:
         first, last = report.current_month(now)
         prev_last = first - timedelta(days=1)
         prev_first = prev_last.replace(day=1)
-        return [("bulan-ini", "Bulan ini", first, last),
-                ("bulan-lalu", "Bulan lalu", prev_first, prev_last),
-                ("tahun-ini", "Tahun ini", date(today.year, 1, 1), date(today.year, 12, 31)),
-                ("tahun-lalu", "Tahun lalu", date(today.year - 1, 1, 1),
-                 date(today.year - 1, 12, 31))]
+        return [
+            ("bulan-ini", "Bulan ini", first, last),
+            ("bulan-lalu", "Bulan lalu", prev_first, prev_last),
+            ("tahun-ini", "Tahun ini", date(today.year, 1, 1), date(today.year, 12, 31)),
+            ("tahun-lalu", "Tahun lalu", date(today.year - 1, 1, 1), date(today.year - 1, 12, 31)),
+        ]
 
     async def _reports(self) -> list[tuple[str, str, report.Report]]:
         m, now = self.d.mappings(), self.d.clock()
@@ -785,30 +990,50 @@ class _Handlers:
 
     async def report(self, request: Request) -> Response:
         await self._user(request)
-        return self.d.render(request, "report.html", reports=await self._reports(),
-                             chart=_chart, tanggal=report.tanggal, headings=report.HEADINGS,
-                             columns=report.COLUMNS, public=False)
+        return self.d.render(
+            request,
+            "report.html",
+            reports=await self._reports(),
+            chart=_chart,
+            tanggal=report.tanggal,
+            headings=report.HEADINGS,
+            columns=report.COLUMNS,
+            public=False,
+        )
 
     async def public(self, request: Request) -> Response:
-        return self.d.render(request, "report.html", reports=await self._reports(),
-                             chart=_chart, tanggal=report.tanggal, headings=report.HEADINGS,
-                             columns=report.COLUMNS, public=True, user=None)
+        return self.d.render(
+            request,
+            "report.html",
+            reports=await self._reports(),
+            chart=_chart,
+            tanggal=report.tanggal,
+            headings=report.HEADINGS,
+            columns=report.COLUMNS,
+            public=True,
+            user=None,
+        )
 
     async def public_csv(self, request: Request) -> Response:
         wanted = request.query_params.get("periode", "bulan-ini")
         for key, _label, rep in await self._reports():
             if key == wanted:
-                return Response(report.as_csv(rep), media_type="text/csv; charset=utf-8",
-                                headers={"content-disposition":
-                                         f'attachment; filename="tindak-lanjut-{key}.csv"'})
+                return Response(
+                    report.as_csv(rep),
+                    media_type="text/csv; charset=utf-8",
+                    headers={
+                        "content-disposition": f'attachment; filename="tindak-lanjut-{key}.csv"'
+                    },
+                )
         raise HTTPException(404)
 
 
-_USER_NOTICES = {"tambah": "Pengguna ditambahkan. Ia harus mengganti kata sandinya saat "
-                           "pertama masuk.",
-                 "nonaktifkan": "Akun dinonaktifkan; semua sesinya berakhir.",
-                 "aktifkan": "Akun diaktifkan kembali.",
-                 "sandi": "Kata sandi diatur ulang; pengguna harus menggantinya saat masuk."}
+_USER_NOTICES = {
+    "tambah": "Pengguna ditambahkan. Ia harus mengganti kata sandinya saat pertama masuk.",
+    "nonaktifkan": "Akun dinonaktifkan; semua sesinya berakhir.",
+    "aktifkan": "Akun diaktifkan kembali.",
+    "sandi": "Kata sandi diatur ulang; pengguna harus menggantinya saat masuk.",
+}
 
 _ACCOUNT_WORDS = (
     ("exists already", "sudah ada"),
@@ -828,8 +1053,13 @@ def _indonesian(message: str) -> str:
     """The account checks' messages (shared with the CLI, in English) for the browser."""
     for en, idn in _ACCOUNT_WORDS:
         message = message.replace(en, idn)
-    return message.replace("--role ", "peran ").replace("--agency: ", "OPD: ").replace(
-        "--name: ", "nama: ").replace("--email: ", "e-mail: ").replace("login ", "nama pengguna ")
+    return (
+        message.replace("--role ", "peran ")
+        .replace("--agency: ", "OPD: ")
+        .replace("--name: ", "nama: ")
+        .replace("--email: ", "e-mail: ")
+        .replace("login ", "nama pengguna ")
+    )
 
 
 def _received(start: datetime, end: datetime) -> Callable[[Connection], list[Facts]]:

@@ -120,7 +120,8 @@ class _Tokens:
 
     async def _fetch(self) -> None:
         answer = await self._client.call(
-            "POST", f"{API}/auth/token",
+            "POST",
+            f"{API}/auth/token",
             json={"client_id": self._creds.client_id, "client_secret": self._creds.client_secret},
             auth=False,
         )
@@ -168,8 +169,10 @@ class LaporClient:
             transport=transport,
             timeout=httpx.Timeout(timeout_s),
             follow_redirects=False,
-            headers={"User-Agent": f"mahulu-lapor-connector/{__version__}",
-                     "Accept-Encoding": ACCEPT_ENCODING},
+            headers={
+                "User-Agent": f"mahulu-lapor-connector/{__version__}",
+                "Accept-Encoding": ACCEPT_ENCODING,
+            },
         )
         self.budget = RequestBudget(requests_per_minute, clock, sleep)
         self.pages = PageSizer()
@@ -181,14 +184,22 @@ class LaporClient:
 
     @classmethod
     def from_config(
-        cls, config: Config, credentials: Credentials, *,
-        transport: httpx.AsyncBaseTransport | None = None, base_url: str | None = None,
+        cls,
+        config: Config,
+        credentials: Credentials,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+        base_url: str | None = None,
         **overrides: Any,
     ) -> LaporClient:
         s = config.settings.lapor
         return cls(
-            base_url or s.base_url, credentials, transport=transport, timeout_s=s.timeout_s,
-            call_deadline_s=s.call_deadline_s, max_retry_after_s=s.max_retry_after_s,
+            base_url or s.base_url,
+            credentials,
+            transport=transport,
+            timeout_s=s.timeout_s,
+            call_deadline_s=s.call_deadline_s,
+            max_retry_after_s=s.max_retry_after_s,
             token_refresh_margin_s=s.token_refresh_margin_s,
             max_response_bytes=s.max_response_bytes,
             **{"requests_per_minute": s.requests_per_minute, **overrides},
@@ -213,9 +224,16 @@ class LaporClient:
         return backoff(state.attempt_number, base, cap, self._rng())
 
     async def call(
-        self, method: str, path: str, *, params: dict[str, Any] | None = None,
-        json: Any = None, headers: dict[str, str] | None = None, auth: bool = True,
-        guard: Callable[[], Awaitable[None]] | None = None, cut_ends: bool = False,
+        self,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, Any] | None = None,
+        json: Any = None,
+        headers: dict[str, str] | None = None,
+        auth: bool = True,
+        guard: Callable[[], Awaitable[None]] | None = None,
+        cut_ends: bool = False,
     ) -> _Answer:
         """One logical call: retried on transient failures within the call's deadline.
 
@@ -234,28 +252,36 @@ class LaporClient:
             return state.attempt_number >= MAX_ATTEMPTS or self.clock() + upcoming > deadline
 
         retrying = AsyncRetrying(
-            retry=retry_if_exception_type(AttemptFailed), stop=stop, wait=self._wait,
-            sleep=self._sleep, reraise=True,
+            retry=retry_if_exception_type(AttemptFailed),
+            stop=stop,
+            wait=self._wait,
+            sleep=self._sleep,
+            reraise=True,
         )
         try:
             async for attempt in retrying:
                 with attempt:
                     if attempt.retry_state.attempt_number > 1:
                         self.retries += 1
-                    return await self._attempt(method, path, params, json, headers, auth,
-                                               guard)
+                    return await self._attempt(method, path, params, json, headers, auth, guard)
         except AttemptFailed as exc:
             if cut_ends and exc.cut:
                 raise PageCut(exc.what) from None
             raise LaporUnavailable(
                 f"LAPOR! unavailable: {exc.what} (gave up after the call's deadline)",
-                status=exc.status, kode=exc.kode,
+                status=exc.status,
+                kode=exc.kode,
             ) from None
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _attempt(
-        self, method: str, path: str, params: dict[str, Any] | None, body: Any,
-        headers: dict[str, str] | None, auth: bool,
+        self,
+        method: str,
+        path: str,
+        params: dict[str, Any] | None,
+        body: Any,
+        headers: dict[str, str] | None,
+        auth: bool,
         guard: Callable[[], Awaitable[None]] | None = None,
     ) -> _Answer:
         refreshed = False
@@ -290,12 +316,17 @@ class LaporClient:
                 retry_after = parse_retry_after(
                     answer.headers.get("Retry-After"), self._wall(), self._max_retry_after
                 )
-                raise AttemptFailed(f"HTTP {answer.status} {kode or ''}".strip(),
-                                    answer.status, kode, retry_after)
+                raise AttemptFailed(
+                    f"HTTP {answer.status} {kode or ''}".strip(), answer.status, kode, retry_after
+                )
             raise Rejected(answer.status, kode or f"http_{answer.status}", fields)
 
     async def _send(
-        self, method: str, path: str, params: dict[str, Any] | None, body: Any,
+        self,
+        method: str,
+        path: str,
+        params: dict[str, Any] | None,
+        body: Any,
         headers: dict[str, str],
     ) -> _Answer:
         kind = _kind(method, path)
@@ -304,8 +335,10 @@ class LaporClient:
         try:
             # The read timeout restarts with every byte: a server that trickles an answer
             # would hold this attempt (and the pull's commit order) forever without a cap.
-            async with asyncio.timeout(self._deadline_s), self._http.stream(
-                    method, path, params=params, json=body, headers=headers) as resp:
+            async with (
+                asyncio.timeout(self._deadline_s),
+                self._http.stream(method, path, params=params, json=body, headers=headers) as resp,
+            ):
                 code = str(resp.status_code)
                 declared = resp.headers.get("Content-Length")
                 if declared and declared.isdigit() and int(declared) > self._max_bytes:
@@ -315,12 +348,14 @@ class LaporClient:
         except TimeoutError:
             code = "ReadTimeout"
             raise AttemptFailed(
-                "ReadTimeout (the answer took longer than the call's deadline)") from None
+                "ReadTimeout (the answer took longer than the call's deadline)"
+            ) from None
         except httpx.RequestError as exc:  # transport errors, and a body that won't decode
             code = exc.__class__.__name__
-            raise AttemptFailed(exc.__class__.__name__,
-                                cut=isinstance(exc, httpx.RemoteProtocolError | httpx.ReadError)) \
-                from None
+            raise AttemptFailed(
+                exc.__class__.__name__,
+                cut=isinstance(exc, httpx.RemoteProtocolError | httpx.ReadError),
+            ) from None
         finally:
             if self.observer is not None:
                 self.observer(kind, code, time.monotonic() - t0)
@@ -355,8 +390,9 @@ class LaporClient:
         while True:
             if cursor is None:
                 start = since()
-                begin = reached if reached is not None and (
-                    start is None or reached > start) else start
+                begin = (
+                    reached if reached is not None and (start is None or reached > start) else start
+                )
                 params: dict[str, Any] = {"batas": self.pages.size(page_size)}
                 if begin is not None:
                     params["diperbarui_sejak"] = wire.since_param(begin)
@@ -364,8 +400,9 @@ class LaporClient:
                 params = {"kursor": cursor}
             shrinkable = self.pages.can_shrink(page_size)
             try:
-                answer = await self.call("GET", f"{API}/laporan", params=params,
-                                         cut_ends=shrinkable)
+                answer = await self.call(
+                    "GET", f"{API}/laporan", params=params, cut_ends=shrinkable
+                )
                 try:
                     data, meta = _envelope(answer, f"{API}/laporan")
                 except LaporUnavailable:
@@ -384,8 +421,8 @@ class LaporClient:
                 # Logged once when it first shrinks (a warning), then each step (info).
                 first = self.pages.cut(page_size)
                 (log.warning if first else log.info)(
-                    "feed_page_size_reduced", batas=self.pages.size(page_size),
-                    configured=page_size)
+                    "feed_page_size_reduced", batas=self.pages.size(page_size), configured=page_size
+                )
                 cursor, seen = None, set()
                 continue
             # Most pages hold nothing to clean: skip copying every summary then.
@@ -395,7 +432,8 @@ class LaporClient:
             if not progress.page((i.tracking_id, i.updated_at) for i in page.items):
                 raise LaporUnavailable(
                     f"LAPOR! feed made no progress over {NO_PROGRESS_PAGES} pages (no new "
-                    "complaint, nothing newer); stopping this pass")
+                    "complaint, nothing newer); stopping this pass"
+                )
             stamps = [i.updated_at for i in page.items if i.updated_at is not None]
             if stamps:
                 reached = max([*stamps, *([reached] if reached else [])])
@@ -418,30 +456,44 @@ class LaporClient:
             if reason is None:
                 raise
             raise SkipRecord(tracking_id, reason) from None
-        with mapped({
-            RecursionError: lambda _: SkipRecord(tracking_id, "invalid_record",
-                                                 "invalid fields: (nesting too deep)"),
-            # A body cut off mid-JSON (or otherwise unreadable): transient-looking.
-            MALFORMED: lambda _: SkipRecord(tracking_id, "truncated_response",
-                                            "the detail answer is not complete JSON"),
-        }):
+        with mapped(
+            {
+                RecursionError: lambda _: SkipRecord(
+                    tracking_id, "invalid_record", "invalid fields: (nesting too deep)"
+                ),
+                # A body cut off mid-JSON (or otherwise unreadable): transient-looking.
+                MALFORMED: lambda _: SkipRecord(
+                    tracking_id, "truncated_response", "the detail answer is not complete JSON"
+                ),
+            }
+        ):
             data = answer.json()["data"]
         # This record alone (e.g. OverflowError on a date): push's verify too, not only the
         # pull, must see it as one record's problem. A KeyError or TypeError here is ours.
-        with mapped({RECORD_ERRORS: lambda exc: SkipRecord(
-                tracking_id, "invalid_record", f"cannot be read: {exc.__class__.__name__}")}):
+        with mapped(
+            {
+                RECORD_ERRORS: lambda exc: SkipRecord(
+                    tracking_id, "invalid_record", f"cannot be read: {exc.__class__.__name__}"
+                )
+            }
+        ):
             return wire.parse_complaint(data, tracking_id, wire.needs_cleaning(answer.body))
 
     async def post_follow_up(
-        self, tracking_id: str, request: m.FollowUpRequest, idempotency_key: str,
+        self,
+        tracking_id: str,
+        request: m.FollowUpRequest,
+        idempotency_key: str,
         guard: Callable[[], Awaitable[None]] | None = None,
     ) -> m.Receipt:
         """POST one follow-up. A success answer that fails validation raises
         ``AnswerUnreadable``: the follow-up exists, only its id is unknown."""
         try:
             answer = await self.call(
-                "POST", f"{API}/laporan/{tracking_id}/tindak-lanjut",
-                json=wire.follow_up_body(request), headers={"Idempotency-Key": idempotency_key},
+                "POST",
+                f"{API}/laporan/{tracking_id}/tindak-lanjut",
+                json=wire.follow_up_body(request),
+                headers={"Idempotency-Key": idempotency_key},
                 guard=guard,
             )
         except Rejected as exc:
@@ -452,8 +504,9 @@ class LaporClient:
             got = wire.TindakLanjutDibuat.model_validate(answer.json()["data"])
             if str(got.tracking_id) != tracking_id:
                 raise ValueError("answer names another complaint")
-        return m.Receipt(str(got.id), str(got.tracking_id), got.dibuat,
-                         replayed=answer.status == 200)
+        return m.Receipt(
+            str(got.id), str(got.tracking_id), got.dibuat, replayed=answer.status == 200
+        )
 
     async def units(self) -> list[m.Unit]:
         return [u.to_domain() for u in await self._list("unit-kerja", wire.UnitKerja)]
@@ -467,7 +520,11 @@ class LaporClient:
             return [model.model_validate(item) for item in data]
 
     async def download(
-        self, attachment: m.Attachment, dest_dir: Path, *, max_bytes: int,
+        self,
+        attachment: m.Attachment,
+        dest_dir: Path,
+        *,
+        max_bytes: int,
         allowed_types: tuple[str, ...],
     ) -> Path:
         """Stream one attachment into ``dest_dir`` (mode 0700, files 0600).
@@ -477,7 +534,9 @@ class LaporClient:
         """
         url = httpx.URL(attachment.url)
         if (url.scheme, url.host, url.port) != (
-            self.base_url.scheme, self.base_url.host, self.base_url.port
+            self.base_url.scheme,
+            self.base_url.host,
+            self.base_url.port,
         ):
             raise Rejected(0, "lampiran_host_asing")
         dest_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -488,12 +547,14 @@ class LaporClient:
         with mapped(_DOWNLOAD_FAILED):
             # One deadline for the whole download: the read timeout restarts with every
             # byte, so a server sending one byte every few seconds would hold it forever.
-            async with asyncio.timeout(self._deadline_s), self._http.stream(
-                "GET", url, headers={"Authorization": f"Bearer {token}"}
-            ) as resp:
+            async with (
+                asyncio.timeout(self._deadline_s),
+                self._http.stream("GET", url, headers={"Authorization": f"Bearer {token}"}) as resp,
+            ):
                 if resp.status_code in RETRY_STATUSES:
-                    raise LaporUnavailable(f"attachment download: HTTP {resp.status_code}",
-                                           status=resp.status_code)
+                    raise LaporUnavailable(
+                        f"attachment download: HTTP {resp.status_code}", status=resp.status_code
+                    )
                 if resp.status_code != 200:
                     raise Rejected(resp.status_code, f"http_{resp.status_code}")
                 mime = resp.headers.get("Content-Type", "").split(";")[0].strip().lower()
@@ -516,13 +577,17 @@ class LaporClient:
                     raise
 
 
-async def _bounded(resp: httpx.Response, limit: int,
-                   too_large: str = "respons_terlalu_besar") -> AsyncIterator[bytes]:
+async def _bounded(
+    resp: httpx.Response, limit: int, too_large: str = "respons_terlalu_besar"
+) -> AsyncIterator[bytes]:
     """The decoded body, never more than ``limit`` bytes on the wire or decoded; refused
     (``Rejected``) past it, or when it stacks content codings."""
-    with mapped({TooLarge: lambda _: Rejected(resp.status_code, too_large),
-                 UnsupportedEncoding: lambda _: Rejected(resp.status_code,
-                                                         "pengodean_tidak_didukung")}):
+    with mapped(
+        {
+            TooLarge: lambda _: Rejected(resp.status_code, too_large),
+            UnsupportedEncoding: lambda _: Rejected(resp.status_code, "pengodean_tidak_didukung"),
+        }
+    ):
         if resp.is_stream_consumed:  # built in memory (a test's MockTransport): decoded
             decoder = BoundedDecoder(None, limit)
             raws: AsyncIterator[bytes] = _one_chunk(resp.content)
@@ -557,7 +622,8 @@ def attachment_file_name(attachment_id: str, mime: str) -> str:
 _DOWNLOAD_FAILED: Rules = {
     TimeoutError: lambda _: LaporUnavailable("attachment download cut at the call's deadline"),
     httpx.RequestError: lambda exc: LaporUnavailable(
-        f"attachment download failed: {exc.__class__.__name__}"),
+        f"attachment download failed: {exc.__class__.__name__}"
+    ),
 }
 
 

@@ -67,8 +67,7 @@ class BoundedDecoder:
                 piece = self._z.decompress(data, self._limit - self._out + 1)
             except zlib.error:
                 if not self._deflate_first:
-                    raise httpx.DecodingError("the answer's compressed body is corrupt") \
-                        from None
+                    raise httpx.DecodingError("the answer's compressed body is corrupt") from None
                 # "deflate" without its zlib header, as some servers send it (httpx too
                 # accepts both).
                 self._z, self._deflate_first = self._new(raw=True), False

@@ -30,6 +30,7 @@ BY_KODE: dict[tuple[int, str], Outcome] = {
     (410, "kursor_kedaluwarsa"): Outcome.CURSOR_EXPIRED,
 }
 
+
 def classify(status: int, kode: str | None) -> Outcome:
     if 200 <= status < 300:
         return Outcome.OK

@@ -47,8 +47,10 @@ def env_proxy(url: httpx.URL) -> httpx.Proxy | None:
         return None
     parsed = httpx.Proxy(proxy)
     if parsed.url.scheme not in ("http", "https"):
-        raise ConfigError(f"the proxy for {url.scheme}:// ({parsed.url.scheme}://, from the "
-                          "environment) is not supported: use an http:// proxy")
+        raise ConfigError(
+            f"the proxy for {url.scheme}:// ({parsed.url.scheme}://, from the "
+            "environment) is not supported: use an http:// proxy"
+        )
     return parsed
 
 
@@ -105,8 +107,7 @@ class _Stream(httpx.AsyncByteStream):
 
 
 class _Transport(AiohttpTransport):
-    def __init__(self, session: Callable[[], aiohttp.ClientSession],
-                 proxy: httpx.Proxy | None):
+    def __init__(self, session: Callable[[], aiohttp.ClientSession], proxy: httpx.Proxy | None):
         super().__init__(client=session, proxy=proxy)
         self._session = session
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -124,15 +125,19 @@ class _Transport(AiohttpTransport):
         return response
 
 
-def default_transport(base_url: httpx.URL, *, max_connections: int,
-                      keepalive_s: float = 5.0) -> httpx.AsyncBaseTransport:
+def default_transport(
+    base_url: httpx.URL, *, max_connections: int, keepalive_s: float = 5.0
+) -> httpx.AsyncBaseTransport:
     tls = httpx.create_ssl_context()  # certifi's store, as httpx's own transport
 
     def session() -> aiohttp.ClientSession:
         # Built on the first request, inside the running event loop.
         return aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=max_connections, keepalive_timeout=keepalive_s,
-                                           ssl=tls),
-            max_line_size=MAX_HEADER_BYTES, max_field_size=MAX_HEADER_BYTES,
+            connector=aiohttp.TCPConnector(
+                limit=max_connections, keepalive_timeout=keepalive_s, ssl=tls
+            ),
+            max_line_size=MAX_HEADER_BYTES,
+            max_field_size=MAX_HEADER_BYTES,
         )
+
     return _Transport(session, env_proxy(base_url))

@@ -270,8 +270,7 @@ def parse_summary(raw: Any, cleaning: bool = True) -> m.Summary | m.BadSummary:
 def needs_cleaning(body: bytes) -> bool:
     """Whether a JSON answer can hold a NUL or a lone surrogate (escaped, or a raw NUL
     inside a string, which the client's lenient decoding lets through)."""
-    return (b"\\u0000" in body or b"\x00" in body
-            or _ESCAPED_SURROGATE.search(body) is not None)
+    return b"\\u0000" in body or b"\x00" in body or _ESCAPED_SURROGATE.search(body) is not None
 
 
 def parse_complaint(raw: Any, expected_id: str, cleaning: bool = True) -> m.Complaint:
@@ -294,8 +293,11 @@ def parse_complaint(raw: Any, expected_id: str, cleaning: bool = True) -> m.Comp
 
 
 def follow_up_body(req: m.FollowUpRequest) -> dict[str, Any]:
-    body: dict[str, Any] = {"unit_id": req.unit_id, "status": req.status,
-                            "isi": clean_text(req.text)}
+    body: dict[str, Any] = {
+        "unit_id": req.unit_id,
+        "status": req.status,
+        "isi": clean_text(req.text),
+    }
     if req.attachments:
         body["lampiran"] = [dict(a) for a in req.attachments]
     return body

@@ -26,12 +26,17 @@ def add_parsers(sub: Any, users: Any, common: argparse.ArgumentParser) -> None:
     ns = n.add_subparsers(dest="action", required=True, parser_class=type(common))
     t = ns.add_parser("test", parents=[common], help="send one test message; print the answer")
     t.add_argument("address")
-    un = users.add_parser("notify", parents=[common],
-                          help="show or choose the e-mail a user receives")
+    un = users.add_parser(
+        "notify", parents=[common], help="show or choose the e-mail a user receives"
+    )
     un.add_argument("login")
-    un.add_argument("--receive", metavar="LIST",
-                    help="comma-separated: " + ", ".join(str(e) for e in core.Event)
-                         + ' ("" for none, "default" for the default)')
+    un.add_argument(
+        "--receive",
+        metavar="LIST",
+        help="comma-separated: "
+        + ", ".join(str(e) for e in core.Event)
+        + ' ("" for none, "default" for the default)',
+    )
 
 
 def _checked(config: Config) -> NotifySettings:
@@ -40,8 +45,11 @@ def _checked(config: Config) -> NotifySettings:
     try:
         return NotifySettings.model_validate({**cfg.model_dump(by_alias=True), "enabled": True})
     except ValidationError as exc:
-        raise ConfigError(format_validation_error(config.path, exc).replace(
-            f"{config.path}: : ", f"{config.path}: notify: ")) from None
+        raise ConfigError(
+            format_validation_error(config.path, exc).replace(
+                f"{config.path}: : ", f"{config.path}: notify: "
+            )
+        ) from None
 
 
 def cmd_notify_test(config: Config, args: argparse.Namespace) -> int:
@@ -58,9 +66,11 @@ def cmd_notify_test(config: Config, args: argparse.Namespace) -> int:
     if outcome.kind == "sent":
         print(f"sent to {args.address} via {where}: {outcome.detail}")
         return 0
-    print(f"error: not sent to {args.address} via {where} "
-          f"({'refused' if outcome.kind == 'final' else 'failed'}): {outcome.detail}",
-          file=sys.stderr)
+    print(
+        f"error: not sent to {args.address} via {where} "
+        f"({'refused' if outcome.kind == 'final' else 'failed'}): {outcome.detail}",
+        file=sys.stderr,
+    )
     return 1
 
 
@@ -76,16 +86,29 @@ def cmd_users_notify(config: Config, args: argparse.Namespace) -> int:
             return 2
     store = open_desk_store(config)
     try:
+
         def tx(conn: Any) -> Any:
-            r = conn.execute(select(desk_users.c.id, desk_users.c.email, desk_users.c.notify)
-                             .where(desk_users.c.login == args.login)).first()
+            r = conn.execute(
+                select(desk_users.c.id, desk_users.c.email, desk_users.c.notify).where(
+                    desk_users.c.login == args.login
+                )
+            ).first()
             if r is None or args.receive is None:
                 return r
-            conn.execute(update(desk_users).where(desk_users.c.id == r.id).values(
-                notify=None if choice is None else core.format_choice(choice),
-                updated_at=utcnow()))
-            return conn.execute(select(desk_users.c.id, desk_users.c.email, desk_users.c.notify)
-                                .where(desk_users.c.id == r.id)).first()
+            conn.execute(
+                update(desk_users)
+                .where(desk_users.c.id == r.id)
+                .values(
+                    notify=None if choice is None else core.format_choice(choice),
+                    updated_at=utcnow(),
+                )
+            )
+            return conn.execute(
+                select(desk_users.c.id, desk_users.c.email, desk_users.c.notify).where(
+                    desk_users.c.id == r.id
+                )
+            ).first()
+
         row = store.run(tx)
     finally:
         store.close()
@@ -93,8 +116,9 @@ def cmd_users_notify(config: Config, args: argparse.Namespace) -> int:
         print(f"error: no user with login {args.login!r}", file=sys.stderr)
         return 1
     chosen = sorted(core.parse_choice(row.notify))
-    print(f"user {args.login} receives: {', '.join(chosen) or '(nothing)'}"
-          + (" (the default)" if row.notify is None else "")
-          + ("" if row.email else "; no e-mail address, so nothing is sent"))
+    print(
+        f"user {args.login} receives: {', '.join(chosen) or '(nothing)'}"
+        + (" (the default)" if row.notify is None else "")
+        + ("" if row.email else "; no e-mail address, so nothing is sent")
+    )
     return 0
-

@@ -46,11 +46,16 @@ class Line(TypedDict):
     due_at: str | None  # ISO, UTC
 
 
-def line(tracking_id: str, agency: str, title: str | None, confidential: bool,
-         due_at: datetime | None) -> Line:
+def line(
+    tracking_id: str, agency: str, title: str | None, confidential: bool, due_at: datetime | None
+) -> Line:
     shown = SECRET_TITLE if confidential else (title or "").strip()[:200] or "(tanpa judul)"
-    return {"tracking_id": tracking_id, "agency": agency, "title": shown,
-            "due_at": None if due_at is None else as_utc(due_at).isoformat()}
+    return {
+        "tracking_id": tracking_id,
+        "agency": agency,
+        "title": shown,
+        "due_at": None if due_at is None else as_utc(due_at).isoformat(),
+    }
 
 
 def parse_choice(raw: str | None) -> frozenset[Event]:
@@ -85,8 +90,9 @@ def retry_delay_s(attempts: int) -> float:
     return min(MAX_DELAY_S, 30.0 * 2 ** max(0, attempts - 1))
 
 
-def digest_day(now: datetime, last: date | None, at: tuple[int, int],
-               holidays: frozenset[date]) -> date | None:
+def digest_day(
+    now: datetime, last: date | None, at: tuple[int, int], holidays: frozenset[date]
+) -> date | None:
     """The WITA date whose digest is due now, or None: a working day, past ``at`` WITA,
     not yet done. A daemon started late the same morning still sends it."""
     local = as_utc(now).astimezone(WITA)
@@ -111,6 +117,7 @@ def end_of(day: date) -> datetime:
 
 # -- the message ------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class Notice:
     """One stored notification as the message needs it."""
@@ -121,8 +128,20 @@ class Notice:
 
 
 _DAYS = ("Senin", "Selasa", "Rabu", "Kamis", "Jumat", "Sabtu", "Minggu")
-_MONTHS = ("Januari", "Februari", "Maret", "April", "Mei", "Juni", "Juli", "Agustus",
-           "September", "Oktober", "November", "Desember")
+_MONTHS = (
+    "Januari",
+    "Februari",
+    "Maret",
+    "April",
+    "Mei",
+    "Juni",
+    "Juli",
+    "Agustus",
+    "September",
+    "Oktober",
+    "November",
+    "Desember",
+)
 
 
 def tanggal(day: date) -> str:
@@ -157,12 +176,16 @@ class _Doc:
         self.html.append("<ul>")
         for ln in rows:
             url = link(self.desk_url, ln["tracking_id"])
-            self.text += [f"- {ln['tracking_id']} ({ln['agency']}): {ln['title']}",
-                          f"  Batas tindak lanjut: {_due(ln)}", f"  {url}"]
+            self.text += [
+                f"- {ln['tracking_id']} ({ln['agency']}): {ln['title']}",
+                f"  Batas tindak lanjut: {_due(ln)}",
+                f"  {url}",
+            ]
             self.html.append(
                 f'<li><a href="{html.escape(url)}">{html.escape(ln["tracking_id"])}</a> '
-                f'({html.escape(ln["agency"])}): {html.escape(ln["title"])}<br>'
-                f"Batas tindak lanjut: {html.escape(_due(ln))}</li>")
+                f"({html.escape(ln['agency'])}): {html.escape(ln['title'])}<br>"
+                f"Batas tindak lanjut: {html.escape(_due(ln))}</li>"
+            )
         self.html.append("</ul>")
         self.text.append("")
 
@@ -177,8 +200,10 @@ def subject(n: Notice) -> str:
         case Event.REPLIED:
             return f"{PREFIX} Pelapor membalas laporan {p['line']['tracking_id']}"
         case Event.DIGEST:
-            return (f"{PREFIX} Ringkasan harian {n.agency}: {len(p['overdue'])} terlambat, "
-                    f"{len(p['today'])} jatuh tempo hari ini")
+            return (
+                f"{PREFIX} Ringkasan harian {n.agency}: {len(p['overdue'])} terlambat, "
+                f"{len(p['today'])} jatuh tempo hari ini"
+            )
         case Event.REFUSED:
             return f"{PREFIX} Tindak lanjut laporan {p['line']['tracking_id']} ditolak LAPOR!"
     raise ValueError(n.event)
@@ -202,18 +227,25 @@ def _section(doc: _Doc, n: Notice) -> None:
         case Event.DIGEST:
             day = date.fromisoformat(p["date"])
             doc.heading(f"Ringkasan harian {n.agency}, {tanggal(day)}")
-            for key, words in (("overdue", "Terlambat (melewati batas tindak lanjut)"),
-                               ("today", "Jatuh tempo hari ini"),
-                               ("tomorrow", "Jatuh tempo hari kerja berikutnya, "
-                                            + tanggal(date.fromisoformat(p["next_date"])))):
+            for key, words in (
+                ("overdue", "Terlambat (melewati batas tindak lanjut)"),
+                ("today", "Jatuh tempo hari ini"),
+                (
+                    "tomorrow",
+                    "Jatuh tempo hari kerja berikutnya, "
+                    + tanggal(date.fromisoformat(p["next_date"])),
+                ),
+            ):
                 if p[key]:
                     doc.para(f"{words}: {len(p[key])}")
                     doc.lines(p[key])
         case Event.REFUSED:
             doc.heading(f"Tindak lanjut laporan {p['line']['tracking_id']} ditolak LAPOR!")
-            doc.para(f"LAPOR! menolak tindak lanjut ini untuk selamanya (kode: {p['code']}). "
-                     "Periksa dengan `lapor-connector outbox list`, lalu `outbox retry` "
-                     "atau `outbox dismiss`.")
+            doc.para(
+                f"LAPOR! menolak tindak lanjut ini untuk selamanya (kode: {p['code']}). "
+                "Periksa dengan `lapor-connector outbox list`, lalu `outbox retry` "
+                "atau `outbox dismiss`."
+            )
             doc.lines([p["line"]])
 
 
@@ -239,18 +271,27 @@ def render(notices: list[Notice], desk_url: str) -> tuple[str, str, str]:
     doc = _Doc(desk_url, [], [])
     for n in notices:
         _section(doc, n)
-    doc.para("Pesan ini dikirim otomatis oleh konektor LAPOR! Kabupaten Mahakam Ulu. "
-             "Isi laporan dan identitas pelapor tidak pernah dikirim lewat e-mail; "
-             "bukalah tautan di atas.")
-    subj = subject(notices[0]) if len(notices) == 1 else \
-        f"{PREFIX} {len(notices)} pemberitahuan LAPOR!"
-    body = ("<!DOCTYPE html><html lang=\"id\"><body style=\"font-family:sans-serif\">"
-            + "".join(doc.html) + "</body></html>")
+    doc.para(
+        "Pesan ini dikirim otomatis oleh konektor LAPOR! Kabupaten Mahakam Ulu. "
+        "Isi laporan dan identitas pelapor tidak pernah dikirim lewat e-mail; "
+        "bukalah tautan di atas."
+    )
+    subj = (
+        subject(notices[0])
+        if len(notices) == 1
+        else f"{PREFIX} {len(notices)} pemberitahuan LAPOR!"
+    )
+    body = (
+        '<!DOCTYPE html><html lang="id"><body style="font-family:sans-serif">'
+        + "".join(doc.html)
+        + "</body></html>"
+    )
     return subj, "\n".join(doc.text).rstrip() + "\n", body
 
 
-def message(sender: str, recipient: str, subj: str, text: str, body: str, message_id: str,
-            at: datetime) -> EmailMessage:
+def message(
+    sender: str, recipient: str, subj: str, text: str, body: str, message_id: str, at: datetime
+) -> EmailMessage:
     """The e-mail; everything in it is fixed by the stored bundle, so a resend is the same
     message with the same Message-ID."""
     msg = EmailMessage()
@@ -265,11 +306,16 @@ def message(sender: str, recipient: str, subj: str, text: str, body: str, messag
     return msg
 
 
-def trial_message(sender: str, recipient: str, desk_url: str, message_id: str,
-                 at: datetime) -> EmailMessage:
-    text = ("Ini pesan uji dari konektor LAPOR! Kabupaten Mahakam Ulu.\n"
-            f"Pengaturan e-mail bekerja. Meja petugas: {desk_url}\n")
-    body = (f"<p>Ini pesan uji dari konektor LAPOR! Kabupaten Mahakam Ulu.</p>"
-            f"<p>Pengaturan e-mail bekerja. Meja petugas: "
-            f"<a href=\"{html.escape(desk_url)}\">{html.escape(desk_url)}</a></p>")
+def trial_message(
+    sender: str, recipient: str, desk_url: str, message_id: str, at: datetime
+) -> EmailMessage:
+    text = (
+        "Ini pesan uji dari konektor LAPOR! Kabupaten Mahakam Ulu.\n"
+        f"Pengaturan e-mail bekerja. Meja petugas: {desk_url}\n"
+    )
+    body = (
+        f"<p>Ini pesan uji dari konektor LAPOR! Kabupaten Mahakam Ulu.</p>"
+        f"<p>Pengaturan e-mail bekerja. Meja petugas: "
+        f'<a href="{html.escape(desk_url)}">{html.escape(desk_url)}</a></p>'
+    )
     return message(sender, recipient, f"{PREFIX} Pesan uji", text, body, message_id, at)

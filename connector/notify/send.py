@@ -63,17 +63,20 @@ class Transport:
     def __init__(self, cfg: NotifySettings, password: str | None, mail_dir: Path):
         self.cfg, self.password, self.mail_dir = cfg, password, mail_dir
 
-    async def send_all(self, messages: list[EmailMessage],
-                       before: Callable[[int], Awaitable[bool]] | None = None
-                       ) -> list[Outcome]:
+    async def send_all(
+        self, messages: list[EmailMessage], before: Callable[[int], Awaitable[bool]] | None = None
+    ) -> list[Outcome]:
         """One connection for all of them; a connection that fails retries the rest.
         ``before(i)`` runs once message i's recipient is accepted, just before its DATA:
         False skips it (``skipped``)."""
         if self.cfg.sandbox:
             out = []
             for i, m in enumerate(messages):
-                out.append(self._write(m) if before is None or await before(i)
-                           else Outcome("skipped", "unconfirmed"))
+                out.append(
+                    self._write(m)
+                    if before is None or await before(i)
+                    else Outcome("skipped", "unconfirmed")
+                )
             return out
         try:
             smtp = await self._connect()
@@ -101,8 +104,12 @@ class Transport:
         return out + [broken] * (len(messages) - len(out))
 
     @staticmethod
-    async def _one(smtp: aiosmtplib.SMTP, m: EmailMessage, i: int,
-                   before: Callable[[int], Awaitable[bool]] | None) -> Outcome:
+    async def _one(
+        smtp: aiosmtplib.SMTP,
+        m: EmailMessage,
+        i: int,
+        before: Callable[[int], Awaitable[bool]] | None,
+    ) -> Outcome:
         # MAIL, RCPT, then the attempt's mark, then DATA: only a crash after DATA is sent
         # leaves the server's acceptance unknown.
         await smtp.mail(str(m["From"]))
@@ -116,10 +123,13 @@ class Transport:
     async def _connect(self) -> aiosmtplib.SMTP:
         cfg = self.cfg
         smtp = aiosmtplib.SMTP(
-            hostname=cfg.smtp_host, port=cfg.port, timeout=cfg.timeout_s,
-            use_tls=cfg.security == "tls", start_tls=cfg.security == "starttls",
-            tls_context=ssl.create_default_context()
-            if cfg.security != "none" else None)
+            hostname=cfg.smtp_host,
+            port=cfg.port,
+            timeout=cfg.timeout_s,
+            use_tls=cfg.security == "tls",
+            start_tls=cfg.security == "starttls",
+            tls_context=ssl.create_default_context() if cfg.security != "none" else None,
+        )
         await smtp.connect()
         if cfg.smtp_user:
             await smtp.login(cfg.smtp_user, self.password or "")
@@ -132,8 +142,9 @@ class Transport:
         tmp = self.mail_dir / (name + ".tmp")
         tmp.write_bytes(m.as_bytes())
         os.replace(tmp, self.mail_dir / name)
-        log.info("notify_sandbox_mail", subject=str(m["Subject"]), file=name,
-                 to=core.mask(str(m["To"])))
+        log.info(
+            "notify_sandbox_mail", subject=str(m["Subject"]), file=name, to=core.mask(str(m["To"]))
+        )
         return Outcome("sent", f"written to {name}")
 
 
@@ -172,8 +183,13 @@ class Sender:
         bundles = await self.db(lambda c: queue.claim(c, cfg, now, domain_of(cfg.from_)))
         if not bundles:
             return {"sent": 0, "failed": 0, "retry": 0}
-        msgs = [core.message(cfg.from_, b.recipient, *core.render(b.notices, cfg.desk_url),
-                             b.message_id, b.at) for b in bundles]
+        msgs = [
+            core.message(
+                cfg.from_, b.recipient, *core.render(b.notices, cfg.desk_url), b.message_id, b.at
+            )
+            for b in bundles
+        ]
+
         async def before(i: int) -> bool:
             return await self.db(lambda c: queue.start(c, bundles[i].message_id, self.now()))
 
@@ -188,8 +204,9 @@ class Sender:
                 if o.kind == "sent":
                     queue.sent(conn, b.message_id, when)
                     done["sent"] += 1
-                elif o.kind == "final" or not queue.retry(conn, b.message_id, o.detail,
-                                                          b.attempts, when):
+                elif o.kind == "final" or not queue.retry(
+                    conn, b.message_id, o.detail, b.attempts, when
+                ):
                     if o.kind == "final":
                         queue.failed(conn, b.message_id, o.detail)
                     done["failed"] += 1
@@ -199,8 +216,13 @@ class Sender:
         await self.db(record)
         for b, o in zip(bundles, outcomes, strict=True):
             if o.kind not in ("sent", "skipped"):
-                log.warning("notify_not_sent", to=core.mask(b.recipient), outcome=o.kind,
-                            detail=o.detail, attempts=b.attempts + 1)
+                log.warning(
+                    "notify_not_sent",
+                    to=core.mask(b.recipient),
+                    outcome=o.kind,
+                    detail=o.detail,
+                    attempts=b.attempts + 1,
+                )
         self.totals["sent"] += done["sent"]
         self.totals["failed"] += done["failed"]
         if self.observer is not None:
@@ -210,12 +232,12 @@ class Sender:
         return done
 
 
-async def send_test(config: Config, password: str | None, to: str,
-                    now: datetime) -> Outcome:
+async def send_test(config: Config, password: str | None, to: str, now: datetime) -> Outcome:
     """``notify test ADDR``: one message, straight to the server (no table)."""
     cfg = config.settings.notify
-    msg = core.trial_message(cfg.from_, to, cfg.desk_url,
-                             make_msgid("lapor-uji", domain=domain_of(cfg.from_)), now)
+    msg = core.trial_message(
+        cfg.from_, to, cfg.desk_url, make_msgid("lapor-uji", domain=domain_of(cfg.from_)), now
+    )
     return (await Transport(cfg, password, mail_dir(config)).send_all([msg]))[0]
 
 
@@ -227,17 +249,25 @@ def password_for(config: Config, environ: Mapping[str, str] | None = None) -> st
         return None
     password = load_smtp_password(environ)
     if password is None:
-        raise ConfigError(f"{config.path}: notify.smtp_user is set but SMTP_PASSWORD is not "
-                          "(environment, or a file in $CREDENTIALS_DIRECTORY)")
+        raise ConfigError(
+            f"{config.path}: notify.smtp_user is set but SMTP_PASSWORD is not "
+            "(environment, or a file in $CREDENTIALS_DIRECTORY)"
+        )
     return password
 
 
-def sender_for(config: Config, password: str | None, db: Db[Any],
-               mappings: Callable[[], Mappings], now: Callable[[], datetime],
-               observe: Callable[[str, dict[str, int]], None] | None = None) -> Sender:
+def sender_for(
+    config: Config,
+    password: str | None,
+    db: Db[Any],
+    mappings: Callable[[], Mappings],
+    now: Callable[[], datetime],
+    observe: Callable[[str, dict[str, int]], None] | None = None,
+) -> Sender:
     cfg = config.settings.notify
-    return Sender(config, db, mappings, now, Transport(cfg, password, mail_dir(config)),
-                  observer=observe)
+    return Sender(
+        config, db, mappings, now, Transport(cfg, password, mail_dir(config)), observer=observe
+    )
 
 
 async def job(sender: Sender) -> None:

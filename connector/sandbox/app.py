@@ -25,8 +25,9 @@ class _Json(JSONResponse):
     # ASCII-escaped: a lone surrogate (the dirty-data knobs) travels as "\ud83d", as a
     # real server's JSON would carry it, instead of failing to encode.
     def render(self, content: Any) -> bytes:
-        return json.dumps(content, ensure_ascii=True, allow_nan=False,
-                          separators=(",", ":")).encode("ascii")
+        return json.dumps(
+            content, ensure_ascii=True, allow_nan=False, separators=(",", ":")
+        ).encode("ascii")
 
 
 def _ok(payload: Any, meta: dict[str, Any] | None = None, status: int = 200) -> JSONResponse:
@@ -40,8 +41,9 @@ def _error(fault: ApiFault) -> JSONResponse:
     err: dict[str, Any] = {"kode": fault.kode, "pesan": fault.pesan}
     if fault.rincian is not None:
         err["rincian"] = fault.rincian
-    return JSONResponse({"status": "error", "error": err}, status_code=fault.status,
-                        headers=fault.headers)
+    return JSONResponse(
+        {"status": "error", "error": err}, status_code=fault.status, headers=fault.headers
+    )
 
 
 def _base_url(request: Request) -> str:
@@ -55,8 +57,7 @@ def create_app(world: World) -> Starlette:
             await asyncio.sleep(world.faults.latency_ms / 1000)
         try:
             world.before_request()
-            instansi = world.authorize(request.headers.get("Authorization")).instansi \
-                if auth else 0
+            instansi = world.authorize(request.headers.get("Authorization")).instansi if auth else 0
             return await handler(request, instansi)
         except ApiFault as fault:
             return _error(fault)
@@ -64,6 +65,7 @@ def create_app(world: World) -> Starlette:
     async def ping(request: Request) -> Response:
         async def h(_: Request, __: int) -> Response:
             return _ok({"waktu_server": world.summary_time()})
+
         return await api(request, h, auth=False)
 
     async def token(request: Request) -> Response:
@@ -73,12 +75,14 @@ def create_app(world: World) -> Starlette:
             except ValueError:
                 body = None
             return _ok(world.issue_token(body))
+
         return await api(request, h, auth=False)
 
     async def feed(request: Request) -> Response:
         async def h(req: Request, instansi: int) -> Response:
             items, meta = world.feed(instansi, dict(req.query_params))
             return _ok(items, meta)
+
         return await api(request, h)
 
     def _tid(request: Request) -> int:
@@ -95,9 +99,9 @@ def create_app(world: World) -> Starlette:
                 raise ApiFault(404, "laporan_tidak_ditemukan", "Laporan tidak ditemukan.")
             answer = _ok(world.detail(record, _base_url(req)))
             if fault == "truncated":  # cut off mid-JSON, as a dropped proxy connection does
-                return Response(answer.body[: len(answer.body) // 2],
-                                media_type="application/json")
+                return Response(answer.body[: len(answer.body) // 2], media_type="application/json")
             return answer
+
         return await api(request, h)
 
     async def follow_up(request: Request) -> Response:
@@ -107,32 +111,56 @@ def create_app(world: World) -> Starlette:
             except ValueError:
                 body = None
             status, result = world.post_follow_up(
-                _tid(req), instansi, req.headers.get("Idempotency-Key"), body)
-            if status == 201 and world.faults.drop_post_rate and \
-                    world.fault_rng.random() < world.faults.drop_post_rate:
+                _tid(req), instansi, req.headers.get("Idempotency-Key"), body
+            )
+            if (
+                status == 201
+                and world.faults.drop_post_rate
+                and world.fault_rng.random() < world.faults.drop_post_rate
+            ):
                 # Committed, but the answer is "lost" on the way back.
                 world.fired["drop_post_rate"] += 1
                 world.drop_answer()
                 raise ApiFault(504, "kesalahan_server", "Gateway timeout.")
             return _ok(result, status=status)
+
         return await api(request, h)
 
     async def lampiran(request: Request) -> Response:
         async def h(req: Request, _: int) -> Response:
             body, mime = world.attachment(req.path_params["id"])
             return Response(body, media_type=mime)
+
         return await api(request, h)
 
     async def units(request: Request) -> Response:
         async def h(_: Request, __: int) -> Response:
-            return _ok([world._extra({"id": u[0], "nama": u[1], "instansi_id": data.INSTANSI,
-                                      "induk_id": u[2], "aktif": u[3]}) for u in data.UNITS])
+            return _ok(
+                [
+                    world._extra(
+                        {
+                            "id": u[0],
+                            "nama": u[1],
+                            "instansi_id": data.INSTANSI,
+                            "induk_id": u[2],
+                            "aktif": u[3],
+                        }
+                    )
+                    for u in data.UNITS
+                ]
+            )
+
         return await api(request, h)
 
     async def kategori(request: Request) -> Response:
         async def h(_: Request, __: int) -> Response:
-            return _ok([world._extra({"id": c[0], "nama": c[1], "induk_id": c[2]})
-                        for c in data.CATEGORIES])
+            return _ok(
+                [
+                    world._extra({"id": c[0], "nama": c[1], "induk_id": c[2]})
+                    for c in data.CATEGORIES
+                ]
+            )
+
         return await api(request, h)
 
     # -- control surface ------------------------------------------------------------------
@@ -168,13 +196,17 @@ def create_app(world: World) -> Starlette:
             return JSONResponse({"error": "unknown"}, status_code=404)
 
     async def stats(_: Request) -> Response:
-        return JSONResponse({
-            "complaints": len(world.records), "requests": world.requests,
-            "posts_created": world.posts_created, "posts_replayed": world.posts_replayed,
-            "keys_forgotten": world.keys_forgotten,
-            "tracking_ids": sorted(world.records),
-            "visible_ids": world.visible_ids(),
-        })
+        return JSONResponse(
+            {
+                "complaints": len(world.records),
+                "requests": world.requests,
+                "posts_created": world.posts_created,
+                "posts_replayed": world.posts_replayed,
+                "keys_forgotten": world.keys_forgotten,
+                "tracking_ids": sorted(world.records),
+                "visible_ids": world.visible_ids(),
+            }
+        )
 
     async def openapi(_: Request) -> Response:
         text = resources.files("connector.sandbox").joinpath("openapi.yaml").read_text("utf-8")
@@ -209,7 +241,3 @@ async def run_generator(world: World, interval_s: float, stop: asyncio.Event) ->
             await asyncio.wait_for(stop.wait(), timeout=interval_s)
         except TimeoutError:
             world.tick()
-
-
-
-

@@ -20,8 +20,12 @@ class Auth(WorldState):
         if not isinstance(body, dict) or not all(
             isinstance(body.get(k), str) and body.get(k) for k in ("client_id", "client_secret")
         ):
-            raise ApiFault(422, "validasi_gagal", "client_id dan client_secret wajib diisi.",
-                           {"client_id": "wajib", "client_secret": "wajib"})
+            raise ApiFault(
+                422,
+                "validasi_gagal",
+                "client_id dan client_secret wajib diisi.",
+                {"client_id": "wajib", "client_secret": "wajib"},
+            )
         known = DEMO_CLIENTS.get(body["client_id"])
         if known is None or not secrets.compare_digest(known[0], body["client_secret"]):
             raise ApiFault(401, "kredensial_tidak_valid", "Client id atau secret salah.")
@@ -49,7 +53,11 @@ class Auth(WorldState):
                 token.requests.popleft()
             if len(token.requests) >= limit:
                 wait = max(1, int(60 - (now - token.requests[0])) + 1)
-                raise ApiFault(429, "batas_permintaan", "Batas 60 permintaan per menit.",
-                               headers={"Retry-After": str(wait)})
+                raise ApiFault(
+                    429,
+                    "batas_permintaan",
+                    "Batas 60 permintaan per menit.",
+                    headers={"Retry-After": str(wait)},
+                )
             token.requests.append(now)
         return token

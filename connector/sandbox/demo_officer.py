@@ -23,18 +23,23 @@ class DemoOfficer:
         from connector.sync.push import ingest
         from connector.tracker.builtin import OfficerAction
 
-        open_ = tracker.list_tickets(conn, status="new") + \
-            tracker.list_tickets(conn, status="in_progress")
+        open_ = tracker.list_tickets(conn, status="new") + tracker.list_tickets(
+            conn, status="in_progress"
+        )
         if not open_:
             return None
         ticket = self.rng.choice(open_)
         if ticket["status"] == "new":
-            action = OfficerAction(status="in_progress", reply=self.rng.choice(self.REPLIES),
-                                   author="demo-petugas")
+            action = OfficerAction(
+                status="in_progress", reply=self.rng.choice(self.REPLIES), author="demo-petugas"
+            )
         else:
             # statuses.toml requires the officer's own words for "resolved".
-            action = OfficerAction(status="resolved", author="demo-petugas",
-                                   reply="Perbaikan sudah selesai dikerjakan oleh petugas kami.")
+            action = OfficerAction(
+                status="resolved",
+                author="demo-petugas",
+                reply="Perbaikan sudah selesai dikerjakan oleh petugas kami.",
+            )
         tracker.officer_update(conn, ticket["id"], action, now)
         ingest(conn, tracker, mappings, now)
         return str(ticket["tracking_id"])

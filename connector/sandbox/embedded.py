@@ -15,8 +15,11 @@ SANDBOX_URL = "http://sandbox.invalid"  # in-process only: never resolved
 
 def sandbox_world(config: Config) -> World:
     s = config.settings.sandbox
-    faults = Faults(rate_limit_per_minute=s.rate_limit_per_minute, extra_keys=s.extra_keys,
-                    cursor_ttl_s=s.cursor_ttl_s)
+    faults = Faults(
+        rate_limit_per_minute=s.rate_limit_per_minute,
+        extra_keys=s.extra_keys,
+        cursor_ttl_s=s.cursor_ttl_s,
+    )
     return World(seed=s.seed, complaints=s.complaints, faults=faults, token_ttl_s=s.token_ttl_s)
 
 

@@ -60,8 +60,14 @@ class Faults:
 class ApiFault(Exception):
     """An error answer: HTTP status, LAPOR! kode, message, optional rincian and headers."""
 
-    def __init__(self, status: int, kode: str, pesan: str, rincian: dict[str, Any] | None = None,
-                 headers: dict[str, str] | None = None):
+    def __init__(
+        self,
+        status: int,
+        kode: str,
+        pesan: str,
+        rincian: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+    ):
         super().__init__(pesan)
         self.status = status
         self.kode = kode

@@ -17,8 +17,9 @@ from connector.timeutil import format_wib, parse_wib
 class Feed(Habits):
     """The read side of the API: ``/laporan``, ``/laporan/{id}``, ``/lampiran/{id}``."""
 
-    def feed(self, instansi: int, params: dict[str, str]) -> tuple[list[dict[str, Any]],
-                                                                    dict[str, Any]]:
+    def feed(
+        self, instansi: int, params: dict[str, str]
+    ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
         now = self._clock()
         kursor = params.get("kursor")
         if kursor:
@@ -37,30 +38,47 @@ class Feed(Habits):
             try:
                 batas = int(params.get("batas", "50"))
             except ValueError:
-                raise ApiFault(400, "parameter_tidak_valid", "batas harus bilangan.",
-                               {"batas": "bilangan 1..100"}) from None
+                raise ApiFault(
+                    400,
+                    "parameter_tidak_valid",
+                    "batas harus bilangan.",
+                    {"batas": "bilangan 1..100"},
+                ) from None
             if not 1 <= batas <= 100:
-                raise ApiFault(400, "parameter_tidak_valid", "batas harus 1 sampai 100.",
-                               {"batas": "bilangan 1..100"})
+                raise ApiFault(
+                    400,
+                    "parameter_tidak_valid",
+                    "batas harus 1 sampai 100.",
+                    {"batas": "bilangan 1..100"},
+                )
             since = None
             if params.get("diperbarui_sejak"):
                 try:
                     since = parse_wib(params["diperbarui_sejak"])
                 except ValueError:
-                    raise ApiFault(400, "parameter_tidak_valid",
-                                   "diperbarui_sejak harus YYYY-MM-DD HH:MM:SS.",
-                                   {"diperbarui_sejak": "format"}) from None
+                    raise ApiFault(
+                        400,
+                        "parameter_tidak_valid",
+                        "diperbarui_sejak harus YYYY-MM-DD HH:MM:SS.",
+                        {"diperbarui_sejak": "format"},
+                    ) from None
             after = None
         rows = sorted(
-            ((r["diperbarui"], tid) for tid, r in self.records.items()
-             if self.visible(tid, instansi)
-             and (since is None or r["diperbarui"] >= since)
-             and (after is None or (r["diperbarui"], tid) > after)),
+            (
+                (r["diperbarui"], tid)
+                for tid, r in self.records.items()
+                if self.visible(tid, instansi)
+                and (since is None or r["diperbarui"] >= since)
+                and (after is None or (r["diperbarui"], tid) > after)
+            ),
         )
         page = rows[:batas]
         items = [self.summary(self.records[tid]) for _, tid in page]
-        if items and self.faults.duplicate_rate and self.fault_rng.random() < \
-                self.faults.duplicate_rate:
+        if (
+            items
+            and self.faults.duplicate_rate
+            and self.fault_rng.random() < self.faults.duplicate_rate
+        ):
             self.fired["duplicate_rate"] += 1
             items.insert(self.fault_rng.randrange(len(items)), dict(items[0]))
         next_cursor = None
@@ -71,11 +89,15 @@ class Feed(Habits):
 
     def summary(self, record: dict[str, Any]) -> dict[str, Any]:
         tid = record["tracking_id"]
-        out = self._extra({
-            "tracking_id": tid, "judul": record["judul"], "status": record["status"],
-            "diperbarui": format_wib(record["diperbarui"]),
-            "unit_ids": [d["unit_id"] for d in record["disposisi"]],
-        })
+        out = self._extra(
+            {
+                "tracking_id": tid,
+                "judul": record["judul"],
+                "status": record["status"],
+                "diperbarui": format_wib(record["diperbarui"]),
+                "unit_ids": [d["unit_id"] for d in record["disposisi"]],
+            }
+        )
         if self._malformed(tid) and tid % 2 == 0:
             self.fired["malformed_rate"] += 1
             out["diperbarui"] = "kemarin sore"
@@ -85,23 +107,43 @@ class Feed(Habits):
     def detail(self, record: dict[str, Any], base_url: str) -> dict[str, Any]:
         tid = record["tracking_id"]
         ts = format_wib
-        out = self._extra({
-            **{k: record[k] for k in ("tracking_id", "judul", "isi", "klasifikasi", "status",
-                                      "anonim", "rahasia", "sumber")},
-            "kategori": self._extra(dict(record["kategori"])),
-            "pelapor": None if record["pelapor"] is None else self._extra(dict(record["pelapor"])),
-            "lokasi": None if record["lokasi"] is None else self._extra(dict(record["lokasi"])),
-            "disposisi": [self._extra({**d, "tanggal": ts(d["tanggal"])})
-                          for d in record["disposisi"]],
-            "lampiran": [self._extra({**a, "url": f"{base_url}/api/v3/lampiran/{a['id']}"})
-                         for a in record["lampiran"]],
-            "tindak_lanjut": [self._extra({**t, "dibuat": ts(t["dibuat"])})
-                              for t in record["tindak_lanjut"]],
-            "dibuat": ts(record["dibuat"]),
-            "diperbarui": ts(record["diperbarui"]),
-            "batas_tindak_lanjut": None if record["batas_tindak_lanjut"] is None
-            else ts(record["batas_tindak_lanjut"]),
-        })
+        out = self._extra(
+            {
+                **{
+                    k: record[k]
+                    for k in (
+                        "tracking_id",
+                        "judul",
+                        "isi",
+                        "klasifikasi",
+                        "status",
+                        "anonim",
+                        "rahasia",
+                        "sumber",
+                    )
+                },
+                "kategori": self._extra(dict(record["kategori"])),
+                "pelapor": None
+                if record["pelapor"] is None
+                else self._extra(dict(record["pelapor"])),
+                "lokasi": None if record["lokasi"] is None else self._extra(dict(record["lokasi"])),
+                "disposisi": [
+                    self._extra({**d, "tanggal": ts(d["tanggal"])}) for d in record["disposisi"]
+                ],
+                "lampiran": [
+                    self._extra({**a, "url": f"{base_url}/api/v3/lampiran/{a['id']}"})
+                    for a in record["lampiran"]
+                ],
+                "tindak_lanjut": [
+                    self._extra({**t, "dibuat": ts(t["dibuat"])}) for t in record["tindak_lanjut"]
+                ],
+                "dibuat": ts(record["dibuat"]),
+                "diperbarui": ts(record["diperbarui"]),
+                "batas_tindak_lanjut": None
+                if record["batas_tindak_lanjut"] is None
+                else ts(record["batas_tindak_lanjut"]),
+            }
+        )
         if self._malformed(tid) and tid % 2 == 1:
             self.fired["malformed_rate"] += 1
             out["klasifikasi"] = "keluhan"

@@ -26,24 +26,34 @@ class Habits(WorldState):
         if now < self.maintenance_until:
             left = max(1, int(self.maintenance_until - now))
             self.fired["maintenance_s"] += 1
-            raise ApiFault(503, "pemeliharaan", "LAPOR! sedang dalam pemeliharaan.",
-                           headers={"Retry-After": str(left)})
+            raise ApiFault(
+                503,
+                "pemeliharaan",
+                "LAPOR! sedang dalam pemeliharaan.",
+                headers={"Retry-After": str(left)},
+            )
         f = self.faults
         if f.rate_429 and self.fault_rng.random() < f.rate_429:
             self.fired["rate_429"] += 1
-            raise ApiFault(429, "batas_permintaan", "Terlalu banyak permintaan.",
-                           headers={"Retry-After": str(f.retry_after_s)})
+            raise ApiFault(
+                429,
+                "batas_permintaan",
+                "Terlalu banyak permintaan.",
+                headers={"Retry-After": str(f.retry_after_s)},
+            )
         if f.rate_5xx and self.fault_rng.random() < f.rate_5xx:
             self.fired["rate_5xx"] += 1
-            raise ApiFault(self.fault_rng.choice([500, 502, 504]), "kesalahan_server",
-                           "Kesalahan pada server.")
+            raise ApiFault(
+                self.fault_rng.choice([500, 502, 504]), "kesalahan_server", "Kesalahan pada server."
+            )
 
     def drop_answer(self) -> None:
         """A POST answer was lost: with ``down_after_drop_s``, LAPOR! then stays down."""
         if self.faults.down_after_drop_s > 0:
             self.fired["down_after_drop_s"] += 1
-            self.maintenance_until = max(self.maintenance_until,
-                                         self._clock() + self.faults.down_after_drop_s)
+            self.maintenance_until = max(
+                self.maintenance_until, self._clock() + self.faults.down_after_drop_s
+            )
 
     def _malformed(self, tid: int) -> bool:
         rate = self.faults.malformed_rate

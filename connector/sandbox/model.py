@@ -80,11 +80,13 @@ class WorldState:
         # Initial data is anchored on today's midnight (WIB) so a restart on the same day
         # serves the same world, deterministic for the seed.
         today = datetime.fromtimestamp(self._clock(), WIB).replace(
-            hour=0, minute=0, second=0, microsecond=0)
+            hour=0, minute=0, second=0, microsecond=0
+        )
         self.anchor = today.astimezone(UTC)
         for _ in range(complaints):
-            self._new_complaint(today - timedelta(seconds=self.rng.randint(3600, 45 * 86400)),
-                                initial=True)
+            self._new_complaint(
+                today - timedelta(seconds=self.rng.randint(3600, 45 * 86400)), initial=True
+            )
         # A few complaints of other instansi only: the feed never lists them; detail is 403.
         for _ in range(3):
             record = self._new_complaint(today - timedelta(days=2), initial=True)
@@ -129,29 +131,43 @@ class WorldState:
         if rng.random() < 0.1:
             unit = data.KECAMATAN_UNIT[kecamatan]
         first, last = rng.choice(data.FIRST_NAMES), rng.choice(data.LAST_NAMES)
-        pelapor = None if anonim else {
-            "nama": f"{first} {last}",
-            "email": f"{first.lower()}.{last.lower()}{rng.randint(1, 99)}@contoh.id"
-            if rng.random() < 0.6 else None,
-            "telepon": f"08{rng.randint(1100000000, 1399999999)}" if rng.random() < 0.8 else None,
-        }
+        pelapor = (
+            None
+            if anonim
+            else {
+                "nama": f"{first} {last}",
+                "email": f"{first.lower()}.{last.lower()}{rng.randint(1, 99)}@contoh.id"
+                if rng.random() < 0.6
+                else None,
+                "telepon": f"08{rng.randint(1100000000, 1399999999)}"
+                if rng.random() < 0.8
+                else None,
+            }
+        )
         disposed = created + timedelta(hours=rng.randint(2, 30)) if initial else created
         record: dict[str, Any] = {
             "tracking_id": tid,
             "judul": title.format(kampung=kampung, kecamatan=kecamatan),
             "isi": body.format(kampung=kampung, kecamatan=kecamatan),
             "klasifikasi": rng.choices(
-                ["pengaduan", "aspirasi", "permintaan_informasi"], [0.75, 0.15, 0.1])[0],
+                ["pengaduan", "aspirasi", "permintaan_informasi"], [0.75, 0.15, 0.1]
+            )[0],
             "kategori": self._kategori(kategori_id),
             "status": "terdisposisi",
             "anonim": anonim,
             "rahasia": rahasia,
             "pelapor": pelapor,
-            "sumber": rng.choices(["web", "sms", "android", "ios", "twitter", "integrasi"],
-                                  [0.3, 0.3, 0.25, 0.05, 0.05, 0.05])[0],
-            "lokasi": None if rng.random() < 0.1 else {
-                "provinsi": "Kalimantan Timur", "kabupaten": "Mahakam Ulu",
-                "kecamatan": kecamatan, "desa": kampung,
+            "sumber": rng.choices(
+                ["web", "sms", "android", "ios", "twitter", "integrasi"],
+                [0.3, 0.3, 0.25, 0.05, 0.05, 0.05],
+            )[0],
+            "lokasi": None
+            if rng.random() < 0.1
+            else {
+                "provinsi": "Kalimantan Timur",
+                "kabupaten": "Mahakam Ulu",
+                "kecamatan": kecamatan,
+                "desa": kampung,
                 "lat": round(0.4 + rng.random() * 1.0, 5) if rng.random() < 0.5 else None,
                 "lon": round(114.2 + rng.random() * 1.8, 5) if rng.random() < 0.5 else None,
             },
@@ -166,12 +182,17 @@ class WorldState:
             # As LAPOR!: the end of the 5th working day after disposition.
             record["batas_tindak_lanjut"] = add_working_days(disposed, 5)
         for n in range(rng.choices([0, 1, 2], [0.6, 0.3, 0.1])[0]):
-            mime, ext = rng.choice([("image/jpeg", "jpg"), ("image/png", "png"),
-                                    ("application/pdf", "pdf")])
-            record["lampiran"].append({
-                "id": f"lmp-{tid}-{n + 1}", "nama": f"bukti-{n + 1}.{ext}", "mime": mime,
-                "ukuran": rng.randint(2_000, 60_000),
-            })
+            mime, ext = rng.choice(
+                [("image/jpeg", "jpg"), ("image/png", "png"), ("application/pdf", "pdf")]
+            )
+            record["lampiran"].append(
+                {
+                    "id": f"lmp-{tid}-{n + 1}",
+                    "nama": f"bukti-{n + 1}.{ext}",
+                    "mime": mime,
+                    "ukuran": rng.randint(2_000, 60_000),
+                }
+            )
         if initial:
             self._age(record, disposed, created)
         self.records[tid] = record
@@ -193,20 +214,33 @@ class WorldState:
         unit = record["disposisi"][0]["unit_id"]
         if roll > 0.45:
             moment += timedelta(seconds=step * rng.random())
-            self.append_follow_up(record, "instansi", unit, "diproses",
-                            "Laporan sudah kami terima dan sedang ditindaklanjuti.", moment)
+            self.append_follow_up(
+                record,
+                "instansi",
+                unit,
+                "diproses",
+                "Laporan sudah kami terima dan sedang ditindaklanjuti.",
+                moment,
+            )
             record["status"] = "ditindaklanjuti"
         if roll > 0.7:
             moment += timedelta(seconds=step * rng.random())
-            self.append_follow_up(record, "instansi", unit, "selesai",
-                            "Perbaikan sudah dilaksanakan. Terima kasih atas laporannya.", moment)
+            self.append_follow_up(
+                record,
+                "instansi",
+                unit,
+                "selesai",
+                "Perbaikan sudah dilaksanakan. Terima kasih atas laporannya.",
+                moment,
+            )
             record["status"] = "selesai"
         if roll > 0.85:
             record["status"] = "ditutup"
         if 0.2 < roll < 0.25:
             moment += timedelta(seconds=step * rng.random())
-            self.append_follow_up(record, "pelapor", None, None, rng.choice(data.REPORTER_REPLIES),
-                            moment)
+            self.append_follow_up(
+                record, "pelapor", None, None, rng.choice(data.REPORTER_REPLIES), moment
+            )
         record["diperbarui"] = moment
 
     def _kategori(self, kategori_id: int) -> dict[str, Any]:
@@ -223,11 +257,24 @@ class WorldState:
             name, instansi = self.foreign[unit_id][1], self.foreign[unit_id][2]
         return {"unit_id": unit_id, "unit_nama": name, "instansi_id": instansi, "tanggal": at}
 
-    def append_follow_up(self, record: dict[str, Any], oleh: str, unit_id: int | None,
-                         status: str | None, isi: str, at: datetime) -> dict[str, Any]:
+    def append_follow_up(
+        self,
+        record: dict[str, Any],
+        oleh: str,
+        unit_id: int | None,
+        status: str | None,
+        isi: str,
+        at: datetime,
+    ) -> dict[str, Any]:
         """Add a follow-up to ``record`` as LAPOR! would (the caller stamps ``diperbarui``)."""
-        fu = {"id": self._next_fu, "oleh": oleh, "unit_id": unit_id, "status": status,
-              "isi": isi, "dibuat": at}
+        fu = {
+            "id": self._next_fu,
+            "oleh": oleh,
+            "unit_id": unit_id,
+            "status": status,
+            "isi": isi,
+            "dibuat": at,
+        }
         self._next_fu += 1
         record["tindak_lanjut"].append(fu)
         return fu

@@ -18,14 +18,19 @@ OPEN_FOR_POSTING = ("terdisposisi", "ditindaklanjuti", "selesai")
 class Posting(Feed):
     """``POST /laporan/{id}/tindak-lanjut``."""
 
-    def post_follow_up(self, tid: int, instansi: int, key: str | None,
-                       body: Any) -> tuple[int, dict[str, Any]]:
+    def post_follow_up(
+        self, tid: int, instansi: int, key: str | None, body: Any
+    ) -> tuple[int, dict[str, Any]]:
         if not key or len(key) > 128 or not all(0x21 <= ord(c) <= 0x7E for c in key):
-            raise ApiFault(400, "kunci_idempotensi_wajib",
-                           "Header Idempotency-Key wajib (1-128 karakter ASCII).")
+            raise ApiFault(
+                400,
+                "kunci_idempotensi_wajib",
+                "Header Idempotency-Key wajib (1-128 karakter ASCII).",
+            )
         record = self.get(tid, instansi)
         fingerprint = hashlib.sha256(
-            json.dumps([tid, body], sort_keys=True, ensure_ascii=True).encode()).hexdigest()
+            json.dumps([tid, body], sort_keys=True, ensure_ascii=True).encode()
+        ).hexdigest()
         seen = self.idempotency.get(key)
         if seen is not None and self._clock() - seen[3] > self.faults.idempotency_ttl_s:
             # The spec: after its lifetime the same key is a new key (a second follow-up).
@@ -34,8 +39,11 @@ class Posting(Feed):
             seen = None
         if seen is not None:
             if seen[0] != fingerprint:
-                raise ApiFault(422, "kunci_idempotensi_dipakai",
-                               "Idempotency-Key sudah dipakai untuk permintaan lain.")
+                raise ApiFault(
+                    422,
+                    "kunci_idempotensi_dipakai",
+                    "Idempotency-Key sudah dipakai untuk permintaan lain.",
+                )
             self.posts_replayed += 1
             return 200, seen[2]
         problems = _validate_follow_up(body)
@@ -46,8 +54,9 @@ class Posting(Feed):
         if body["unit_id"] not in [d["unit_id"] for d in record["disposisi"]]:
             raise ApiFault(403, "bukan_disposisi", "Unit tidak memegang disposisi laporan ini.")
         stamp = self._stamp()
-        fu = self.append_follow_up(record, "instansi", body["unit_id"], body["status"], body["isi"],
-                             stamp)
+        fu = self.append_follow_up(
+            record, "instansi", body["unit_id"], body["status"], body["isi"], stamp
+        )
         record["status"] = "selesai" if body["status"] == "selesai" else "ditindaklanjuti"
         record["diperbarui"] = stamp
         result = {"id": fu["id"], "tracking_id": tid, "dibuat": format_wib(stamp)}
@@ -75,10 +84,10 @@ def _validate_follow_up(body: Any) -> dict[str, str]:
     else:
         for i, item in enumerate(lampiran):
             ok = isinstance(item, dict) and all(
-                isinstance(item.get(k), str) and item.get(k) for k in ("nama", "mime"))
+                isinstance(item.get(k), str) and item.get(k) for k in ("nama", "mime")
+            )
             try:
-                raw = base64.b64decode(item.get("konten_base64", ""), validate=True) \
-                    if ok else b""
+                raw = base64.b64decode(item.get("konten_base64", ""), validate=True) if ok else b""
                 ok = ok and len(raw) <= 5 * 1024 * 1024
             except (ValueError, TypeError):
                 ok = False

@@ -26,11 +26,17 @@ def serve(args: argparse.Namespace) -> int:
     except Exception as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    faults = Faults(rate_limit_per_minute=s.rate_limit_per_minute, extra_keys=s.extra_keys,
-                    cursor_ttl_s=s.cursor_ttl_s)
-    world = World(seed=args.seed if args.seed is not None else s.seed,
-                  complaints=args.complaints if args.complaints is not None else s.complaints,
-                  faults=faults, token_ttl_s=s.token_ttl_s)
+    faults = Faults(
+        rate_limit_per_minute=s.rate_limit_per_minute,
+        extra_keys=s.extra_keys,
+        cursor_ttl_s=s.cursor_ttl_s,
+    )
+    world = World(
+        seed=args.seed if args.seed is not None else s.seed,
+        complaints=args.complaints if args.complaints is not None else s.complaints,
+        faults=faults,
+        token_ttl_s=s.token_ttl_s,
+    )
     if args.faults:
         try:
             world.set_faults(json.loads(args.faults))
@@ -42,12 +48,21 @@ def serve(args: argparse.Namespace) -> int:
 
     async def main() -> None:
         stop = asyncio.Event()
-        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=args.port,
-                                               log_level="warning", lifespan="off"))
-        gen = asyncio.create_task(run_generator(world, s.generator_interval_s, stop)) \
-            if generator else None
-        print(f"LAPOR! sandbox on http://127.0.0.1:{args.port}  (client_id mahulu-demo, "
-              f"client_secret rahasia-demo-6411; {len(world.records)} complaints)", flush=True)
+        server = uvicorn.Server(
+            uvicorn.Config(
+                app, host="127.0.0.1", port=args.port, log_level="warning", lifespan="off"
+            )
+        )
+        gen = (
+            asyncio.create_task(run_generator(world, s.generator_interval_s, stop))
+            if generator
+            else None
+        )
+        print(
+            f"LAPOR! sandbox on http://127.0.0.1:{args.port}  (client_id mahulu-demo, "
+            f"client_secret rahasia-demo-6411; {len(world.records)} complaints)",
+            flush=True,
+        )
         try:
             await server.serve()
         finally:

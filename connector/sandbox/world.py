@@ -47,16 +47,21 @@ class World(Posting, Auth):
             record["diperbarui"] = stamp
             return tid
         if kind == "reply":
-            self.append_follow_up(record, "pelapor", None, None,
-                            self.rng.choice(data.REPORTER_REPLIES), stamp)
+            self.append_follow_up(
+                record, "pelapor", None, None, self.rng.choice(data.REPORTER_REPLIES), stamp
+            )
         elif kind == "objection":
-            self.append_follow_up(record, "pelapor", None, None, self.rng.choice(data.OBJECTIONS),
-                            stamp)
+            self.append_follow_up(
+                record, "pelapor", None, None, self.rng.choice(data.OBJECTIONS), stamp
+            )
             record["status"] = "ditindaklanjuti"
         elif kind in ("redispose", "redispose_out"):
             current = {d["unit_id"] for d in record["disposisi"]}
-            pool = [u for u in (self.units if kind == "redispose" else self.foreign)
-                    if u not in current and (kind == "redispose_out" or self.units[u][3])]
+            pool = [
+                u
+                for u in (self.units if kind == "redispose" else self.foreign)
+                if u not in current and (kind == "redispose_out" or self.units[u][3])
+            ]
             target = unit_id if unit_id is not None else self.rng.choice(sorted(pool))
             record["disposisi"] = [self.disposition(target, stamp)]
             record["status"] = "terdisposisi"
@@ -65,12 +70,14 @@ class World(Posting, Auth):
                 self.ever_instansi[tid].add(data.INSTANSI)
         elif kind == "archive":
             record["status"] = "diarsipkan"
-            self.append_follow_up(record, "admin", None, "diarsipkan", data.ADMIN_NOTES["archive"],
-                            stamp)
+            self.append_follow_up(
+                record, "admin", None, "diarsipkan", data.ADMIN_NOTES["archive"], stamp
+            )
         elif kind == "close":
             record["status"] = "ditutup"
-            self.append_follow_up(record, "admin", None, "ditutup", data.ADMIN_NOTES["close"],
-                                  stamp)
+            self.append_follow_up(
+                record, "admin", None, "ditutup", data.ADMIN_NOTES["close"], stamp
+            )
         record["diperbarui"] = stamp
         return tid
 

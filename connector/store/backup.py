@@ -56,8 +56,9 @@ def sqlite_backup(source: Path, dest: Path, busy_timeout_s: float = 10.0) -> Bac
                 src.backup(dst)
                 check = [r[0] for r in dst.execute("PRAGMA integrity_check")]
                 if check != ["ok"]:
-                    raise StorageError(f"db backup: the copy failed its integrity check: "
-                                       f"{'; '.join(check)[:300]}")
+                    raise StorageError(
+                        f"db backup: the copy failed its integrity check: {'; '.join(check)[:300]}"
+                    )
                 dst.execute("PRAGMA journal_mode=DELETE")
                 revision = _revision(dst)
             finally:

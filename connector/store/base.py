@@ -37,8 +37,8 @@ T = TypeVar("T")
 VERSION_TABLE = "alembic_version"  # Alembic's own
 # A migration file's ``revision = "..."`` and ``down_revision = "..."`` (or None) lines.
 _REVISION_LINE = re.compile(
-    r"""^(revision|down_revision)\s*(?::[^=\n]*)?=\s*(None|"[^"\n]*"|'[^'\n]*')\s*$""",
-    re.MULTILINE)
+    r"""^(revision|down_revision)\s*(?::[^=\n]*)?=\s*(None|"[^"\n]*"|'[^'\n]*')\s*$""", re.MULTILINE
+)
 
 
 def backend_for(url: str, busy_timeout_s: float = 10.0) -> Backend:
@@ -76,16 +76,22 @@ def revisions() -> list[str]:
     own walk."""
     parents: dict[str, str | None] = {}
     for path in sorted(Path(migrations_dir(), "versions").glob("*.py")):
-        found = {k: None if v == "None" else v[1:-1]
-                 for k, v in _REVISION_LINE.findall(path.read_text("utf-8"))}
+        found = {
+            k: None if v == "None" else v[1:-1]
+            for k, v in _REVISION_LINE.findall(path.read_text("utf-8"))
+        }
         if found.get("revision"):
             parents[str(found["revision"])] = found.get("down_revision")
     heads = [r for r in parents if r not in set(parents.values())]
     chain = heads if len(heads) == 1 else []
     while chain and len(chain) <= len(parents) and parents.get(chain[-1]) is not None:
         chain.append(str(parents[chain[-1]]))
-    if not chain or len(chain) != len(parents) or chain[-1] not in parents \
-            or parents[chain[-1]] is not None:
+    if (
+        not chain
+        or len(chain) != len(parents)
+        or chain[-1] not in parents
+        or parents[chain[-1]] is not None
+    ):
         return _alembic_revisions()
     return chain[::-1]
 
@@ -116,8 +122,9 @@ class Store:
         try:
             self.engine = self.backend.create_engine()
         except SQLAlchemyError as exc:
-            raise StorageError(f"storage: cannot open {self.backend.describe()}: "
-                               f"{exc.__class__.__name__}") from None
+            raise StorageError(
+                f"storage: cannot open {self.backend.describe()}: {exc.__class__.__name__}"
+            ) from None
 
     def upgrade(self) -> None:
         """Apply every pending migration (idempotent). A daemon takes its lock first.
@@ -136,10 +143,11 @@ class Store:
                         f"newer than this version of the connector knows (its newest is "
                         f"{known[-1]!r}): a newer connector upgraded it. Install that "
                         "version again, or restore a backup taken before the upgrade; "
-                        "nothing was changed")
+                        "nothing was changed"
+                    )
                 if current is None:
                     self.backend.check_schema_missing()
-                pending = known[known.index(current) + 1:] if current else known
+                pending = known[known.index(current) + 1 :] if current else known
                 step = current
                 try:
                     if pending:  # Alembic only when there is something to do
@@ -152,11 +160,11 @@ class Store:
                         f"storage: migration {step!r} failed on {where} ({detail}); rolled "
                         f"back, the database is still at revision {current!r} and this "
                         "version cannot run on it: run the previous version, or fix the "
-                        "cause and start again") from None
+                        "cause and start again"
+                    ) from None
                 self.backend.fence(conn)
         except DBAPIError as exc:
-            raise StorageError(f"storage: migration failed on {where}: "
-                               f"{_short(exc)}") from None
+            raise StorageError(f"storage: migration failed on {where}: {_short(exc)}") from None
         if current is None:
             self.backend.schema_created()
 
@@ -208,16 +216,19 @@ class Store:
         try:
             self.backend.acquire_instance_lock(self.engine)
         except DBAPIError as exc:
-            raise StorageError(f"storage: cannot take the instance lock on "
-                               f"{self.backend.describe()}: {_short(exc)}") from None
+            raise StorageError(
+                f"storage: cannot take the instance lock on "
+                f"{self.backend.describe()}: {_short(exc)}"
+            ) from None
 
     def close(self) -> None:
         self.backend.release_instance_lock()
         self.engine.dispose()
 
 
-def open_store(url: str, *, busy_timeout_s: float = 10.0, lease_s: float = 60.0,
-               lock: bool = False) -> Store:
+def open_store(
+    url: str, *, busy_timeout_s: float = 10.0, lease_s: float = 60.0, lock: bool = False
+) -> Store:
     """Open (and migrate) the database; with ``lock``, as the one running connector: the
     instance lock is taken before migrating."""
     store = Store(url, busy_timeout_s=busy_timeout_s, lease_s=lease_s)
@@ -233,8 +244,11 @@ def open_store(url: str, *, busy_timeout_s: float = 10.0, lease_s: float = 60.0,
 
 def _first_line(exc: BaseException) -> str:
     text = str(exc)
-    return f"{exc.__class__.__name__}: {text.splitlines()[0][:200]}" if text else \
-        exc.__class__.__name__
+    return (
+        f"{exc.__class__.__name__}: {text.splitlines()[0][:200]}"
+        if text
+        else exc.__class__.__name__
+    )
 
 
 def _short(exc: DBAPIError) -> str:

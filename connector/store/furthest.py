@@ -60,16 +60,21 @@ def advanced(known: Furthest | None, watermark: datetime, nonce: str) -> bool:
 
 def behind(known: Furthest | None, watermark: datetime | None, nonce: str | None) -> bool:
     """The database's watermark is behind the furthest this same database ever had."""
-    return (known is not None and nonce == known.nonce
-            and (watermark is None or watermark < known.watermark))
+    return (
+        known is not None
+        and nonce == known.nonce
+        and (watermark is None or watermark < known.watermark)
+    )
 
 
 def write(path: Path, furthest: Furthest) -> None:
     """Whole or not at all: a crash mid-write leaves the old file (or none)."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)  # made before attachments
     tmp = path.with_name(path.name + ".tmp")
-    body = json.dumps({"watermark": as_utc(furthest.watermark).isoformat(),
-                       "nonce": furthest.nonce}) + "\n"
+    body = (
+        json.dumps({"watermark": as_utc(furthest.watermark).isoformat(), "nonce": furthest.nonce})
+        + "\n"
+    )
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:

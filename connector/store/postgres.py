@@ -24,16 +24,24 @@ from connector.store.backend import Backend
 
 LOCK_KEY = zlib.crc32(b"mahulu-lapor-connector")
 # Created here, not by a migration: the lease is taken before migrating.
-_CREATE = text("CREATE TABLE IF NOT EXISTS connector_lease ("
-               "id integer PRIMARY KEY, owner text NOT NULL, "
-               "expires_at timestamptz NOT NULL)")
-_READ = text("SELECT owner, expires_at > clock_timestamp() AS live FROM connector_lease "
-             "WHERE id = 1 FOR UPDATE")
-_TAKE = text("INSERT INTO connector_lease (id, owner, expires_at) VALUES "
-             "(1, :me, clock_timestamp() + make_interval(secs => :s)) "
-             "ON CONFLICT (id) DO UPDATE SET owner = :me, expires_at = EXCLUDED.expires_at")
-_RENEW = text("UPDATE connector_lease SET expires_at = clock_timestamp() + "
-              "make_interval(secs => :s) WHERE id = 1 AND owner = :me")
+_CREATE = text(
+    "CREATE TABLE IF NOT EXISTS connector_lease ("
+    "id integer PRIMARY KEY, owner text NOT NULL, "
+    "expires_at timestamptz NOT NULL)"
+)
+_READ = text(
+    "SELECT owner, expires_at > clock_timestamp() AS live FROM connector_lease "
+    "WHERE id = 1 FOR UPDATE"
+)
+_TAKE = text(
+    "INSERT INTO connector_lease (id, owner, expires_at) VALUES "
+    "(1, :me, clock_timestamp() + make_interval(secs => :s)) "
+    "ON CONFLICT (id) DO UPDATE SET owner = :me, expires_at = EXCLUDED.expires_at"
+)
+_RENEW = text(
+    "UPDATE connector_lease SET expires_at = clock_timestamp() + "
+    "make_interval(secs => :s) WHERE id = 1 AND owner = :me"
+)
 
 
 class PostgresBackend(Backend):
@@ -50,8 +58,13 @@ class PostgresBackend(Backend):
 
     def create_engine(self) -> Engine:
         # pre_ping: a server restarted between cycles costs one reconnect, not a failed cycle.
-        return create_engine(self.url, pool_pre_ping=True, pool_size=5, max_overflow=5,
-                             connect_args={"connect_timeout": 10})
+        return create_engine(
+            self.url,
+            pool_pre_ping=True,
+            pool_size=5,
+            max_overflow=5,
+            connect_args={"connect_timeout": 10},
+        )
 
     def acquire_instance_lock(self, engine: Engine) -> None:
         with engine.begin() as conn:
@@ -62,7 +75,8 @@ class PostgresBackend(Backend):
             if row is not None and row.live and row.owner != self.owner:
                 raise InstanceLocked(
                     f"another connector is already running on {self.describe()} "
-                    f"(lease held by {row.owner.rsplit(':', 1)[0]}); stop it first")
+                    f"(lease held by {row.owner.rsplit(':', 1)[0]}); stop it first"
+                )
             conn.execute(_TAKE, {"me": self.owner, "s": self.lease_s})
         self._engine = engine
         self.holding = True
@@ -70,19 +84,21 @@ class PostgresBackend(Backend):
     def fence(self, conn: Connection) -> None:
         if not self.holding:
             return
-        if self.lost or conn.execute(_RENEW, {"me": self.owner,
-                                               "s": self.lease_s}).rowcount != 1:
+        if self.lost or conn.execute(_RENEW, {"me": self.owner, "s": self.lease_s}).rowcount != 1:
             self.lost = True  # for good: this process commits nothing more
             raise LeaseLost(
                 f"the instance lease on {self.describe()} was taken over by another "
-                "connector; stopping")
+                "connector; stopping"
+            )
 
     def release_instance_lock(self) -> None:
         if self.holding and not self.lost and self._engine is not None:
             self.holding = False
             with contextlib.suppress(DBAPIError), self._engine.begin() as conn:
-                conn.execute(text("DELETE FROM connector_lease WHERE id = 1 AND owner = :me"),
-                             {"me": self.owner})
+                conn.execute(
+                    text("DELETE FROM connector_lease WHERE id = 1 AND owner = :me"),
+                    {"me": self.owner},
+                )
 
     def is_busy(self, exc: DBAPIError) -> bool:
         return isinstance(exc, (OperationalError, InterfaceError)) or exc.connection_invalidated

@@ -21,7 +21,8 @@ TS = DateTime(timezone=True)
 # -- the built-in tracker -------------------------------------------------------------------
 
 tickets = Table(
-    "tickets", metadata,
+    "tickets",
+    metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("tracking_id", String(32), nullable=False, unique=True),
     Column("agency", String(64), nullable=False),
@@ -47,7 +48,8 @@ tickets = Table(
 )
 
 messages = Table(
-    "messages", metadata,
+    "messages",
+    metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("ticket_id", Integer, ForeignKey("tickets.id"), nullable=False, index=True),
     Column("direction", String(10), nullable=False),  # in | out | internal
@@ -61,7 +63,8 @@ messages = Table(
 )
 
 status_history = Table(
-    "status_history", metadata,
+    "status_history",
+    metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("ticket_id", Integer, ForeignKey("tickets.id"), nullable=False, index=True),
     Column("from_status", String(20)),
@@ -74,7 +77,8 @@ status_history = Table(
 
 # Officer actions only: what the push side reads. Sync-applied changes never land here.
 tracker_changes = Table(
-    "tracker_changes", metadata,
+    "tracker_changes",
+    metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("ticket_id", Integer, ForeignKey("tickets.id"), nullable=False, index=True),
     Column("status", String(20)),  # the new status, when the officer changed it
@@ -86,7 +90,8 @@ tracker_changes = Table(
 # -- the officer's desk (`lapor-connector web`) ------------------------------------------------
 
 desk_users = Table(
-    "desk_users", metadata,
+    "desk_users",
+    metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("login", String(64), nullable=False, unique=True),
     Column("name", String(200), nullable=False),
@@ -103,7 +108,8 @@ desk_users = Table(
 
 # Only a hash of the cookie's token is stored: a copy of the database opens no session.
 desk_sessions = Table(
-    "desk_sessions", metadata,
+    "desk_sessions",
+    metadata,
     Column("token_hash", String(64), primary_key=True),
     Column("user_id", Integer, ForeignKey("desk_users.id"), nullable=False, index=True),
     Column("created_at", TS, nullable=False),
@@ -111,7 +117,8 @@ desk_sessions = Table(
 )
 
 desk_login_failures = Table(
-    "desk_login_failures", metadata,
+    "desk_login_failures",
+    metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("login", String(64), nullable=False, index=True),
     Column("address", String(64), nullable=False),
@@ -119,7 +126,8 @@ desk_login_failures = Table(
 )
 
 desk_audit = Table(
-    "desk_audit", metadata,
+    "desk_audit",
+    metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("at", TS, nullable=False),
     Column("login", String(64), nullable=False),
@@ -130,7 +138,8 @@ desk_audit = Table(
 
 # One row per answer form submitted: the same form twice records one change.
 desk_submissions = Table(
-    "desk_submissions", metadata,
+    "desk_submissions",
+    metadata,
     Column("form_id", String(64), primary_key=True),
     Column("user_id", Integer, nullable=False),
     Column("ticket_id", Integer, nullable=False),
@@ -143,7 +152,8 @@ desk_submissions = Table(
 # it. The sender bundles a recipient's rows into one message, whose Message-ID is stored
 # before the first attempt: a resend after a crash carries the same one.
 notifications = Table(
-    "notifications", metadata,
+    "notifications",
+    metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("event", String(12), nullable=False),  # baru | tugas | balasan | ringkasan | gagal
     Column("recipient", String(254), nullable=False, index=True),
@@ -166,7 +176,8 @@ notifications = Table(
 # -- the connector's own state --------------------------------------------------------------
 
 links = Table(
-    "links", metadata,
+    "links",
+    metadata,
     Column("tracking_id", String(32), primary_key=True),
     Column("ticket_ref", String(64), nullable=False),
     Column("agency", String(64), nullable=False),
@@ -181,13 +192,15 @@ links = Table(
 )
 
 kv = Table(
-    "connector_state", metadata,
+    "connector_state",
+    metadata,
     Column("key", String(64), primary_key=True),
     Column("value", Text, nullable=False),
 )
 
 outbox = Table(
-    "outbox", metadata,
+    "outbox",
+    metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("change_id", String(100), nullable=False, unique=True),
     Column("tracking_id", String(32), nullable=False, index=True),
@@ -214,7 +227,8 @@ outbox = Table(
 )
 
 quarantine = Table(
-    "quarantine", metadata,
+    "quarantine",
+    metadata,
     Column("tracking_id", String(32), primary_key=True),
     Column("reason", String(40), nullable=False),
     Column("detail", String(500), nullable=False),
@@ -227,7 +241,8 @@ quarantine = Table(
 )
 
 runs = Table(
-    "runs", metadata,
+    "runs",
+    metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("kind", String(10), nullable=False, index=True),  # pull | push
     Column("started_at", TS, nullable=False),
@@ -240,7 +255,8 @@ runs = Table(
 # -- LAPOR!'s clock: facts for `report`, `status` and the overdue metric ------------------------
 
 followup_complaints = Table(
-    "followup_complaints", metadata,
+    "followup_complaints",
+    metadata,
     Column("tracking_id", String(32), primary_key=True),
     Column("agency", String(64), nullable=False, index=True),  # the lead agency (the ticket's)
     Column("agencies", Text, nullable=False),  # ",A,B," every Mahulu agency holding it
@@ -252,7 +268,8 @@ followup_complaints = Table(
 )
 
 followup_periods = Table(
-    "followup_periods", metadata,
+    "followup_periods",
+    metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("tracking_id", String(32), nullable=False, index=True),
     Column("seq", Integer, nullable=False),
@@ -274,7 +291,8 @@ followup_periods = Table(
 # The pull's outbox towards the tracker: written in the pull's transaction, applied by the
 # tracker worker outside any transaction, strictly in id order per complaint.
 tracker_intents = Table(
-    "tracker_intents", metadata,
+    "tracker_intents",
+    metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("tracking_id", String(32), nullable=False, index=True),
     Column("kind", String(10), nullable=False),  # create | update | message
@@ -290,7 +308,8 @@ tracker_intents = Table(
 
 # Each complaint's issue in the external tracker, and the last status an officer set there.
 tracker_issues = Table(
-    "tracker_issues", metadata,
+    "tracker_issues",
+    metadata,
     Column("tracking_id", String(32), primary_key=True),
     Column("kind", String(20), nullable=False),
     Column("issue_ref", String(64), nullable=False),

@@ -40,7 +40,10 @@ class SqliteBackend(Backend):
         # A small pool: connections (and their PRAGMAs) are reused across transactions;
         # check_same_thread is off: a pooled connection may serve another thread later.
         engine = create_engine(
-            self.url, pool_size=4, max_overflow=4, pool_pre_ping=False,
+            self.url,
+            pool_size=4,
+            max_overflow=4,
+            pool_pre_ping=False,
             connect_args={"timeout": self.busy_timeout_s, "check_same_thread": False},
         )
 
@@ -80,7 +83,8 @@ class SqliteBackend(Backend):
                 f"storage: the database {self.path} is empty, but {marker} shows a "
                 "connector database was here: it was deleted or lost. Restore the last "
                 "backup (README: Backup and restore); to start afresh on purpose, delete "
-                f"{marker} first. Nothing was created")
+                f"{marker} first. Nothing was created"
+            )
 
     def schema_created(self) -> None:
         marker = self.marker
@@ -102,8 +106,7 @@ class SqliteBackend(Backend):
         except BlockingIOError:
             os.close(fd)
             raise InstanceLocked(
-                f"another connector is already running on {real} (lock {lock_path}); "
-                "stop it first"
+                f"another connector is already running on {real} (lock {lock_path}); stop it first"
             ) from None
         os.ftruncate(fd, 0)
         os.write(fd, str(os.getpid()).encode())
@@ -130,13 +133,17 @@ class SqliteBackend(Backend):
         try:
             st = os.stat(self.path)
         except FileNotFoundError:
-            return (f"storage: the database file {self.path} was deleted while the connector "
-                    "ran; stop it and restore the file from a backup")
+            return (
+                f"storage: the database file {self.path} was deleted while the connector "
+                "ran; stop it and restore the file from a backup"
+            )
         except OSError as exc:
             return f"storage: cannot stat {self.path}: {exc.__class__.__name__}"
         if (st.st_dev, st.st_ino) != self._identity:
-            return (f"storage: the database file {self.path} was replaced while the connector "
-                    "ran; restart it to use the new file")
+            return (
+                f"storage: the database file {self.path} was replaced while the connector "
+                "ran; restart it to use the new file"
+            )
         return None
 
     def health_problem(self, engine: Engine) -> str | None:
@@ -150,11 +157,14 @@ class SqliteBackend(Backend):
         except DBAPIError as exc:
             if self.is_busy(exc):
                 return None  # a writer holds it: the next check will tell
-            return (f"storage: the database file {self.path} cannot be read "
-                    f"({exc.__class__.__name__})")
+            return (
+                f"storage: the database file {self.path} cannot be read ({exc.__class__.__name__})"
+            )
         if rows != ["ok"]:
-            return (f"storage: the database file {self.path} is corrupt (quick_check: "
-                    f"{len(rows)} problem(s)); stop and restore it from a backup")
+            return (
+                f"storage: the database file {self.path} is corrupt (quick_check: "
+                f"{len(rows)} problem(s)); stop and restore it from a backup"
+            )
         return None
 
     def is_full(self, exc: DBAPIError) -> bool:

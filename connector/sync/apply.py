@@ -44,9 +44,12 @@ class Work:
     @staticmethod
     def merge(works: list[Work]) -> Work:
         highs = [w.high for w in works if w.high is not None]
-        return Work([i for w in works for i in w.items],
-                    {k: v for w in works for k, v in w.fetched.items()},
-                    [b for w in works for b in w.bad], max(highs) if highs else None)
+        return Work(
+            [i for w in works for i in w.items],
+            {k: v for w in works for k, v in w.fetched.items()},
+            [b for w in works for b in w.bad],
+            max(highs) if highs else None,
+        )
 
 
 @dataclass
@@ -84,8 +87,7 @@ def commit(ctx: SyncContext, conn: Connection, work: Work) -> Committed:
     return Committed(watermark, decisions, new_files)
 
 
-def _decide(ctx: SyncContext, conn: Connection,
-            work: Work) -> tuple[list[core.Decision], _State]:
+def _decide(ctx: SyncContext, conn: Connection, work: Work) -> tuple[list[core.Decision], _State]:
     mappings = ctx.mappings()
     instansi = ctx.config.settings.lapor.instansi_id
     ids = list(work.fetched)
@@ -101,9 +103,17 @@ def _decide(ctx: SyncContext, conn: Connection,
             continue
         link = links.get(tid)
         try:
-            decisions.append(core.decide(got, link, mappings, instansi, own.get(tid, ()),
-                                         local.get(tid) if link else None,
-                                         known.facts.get(tid)))
+            decisions.append(
+                core.decide(
+                    got,
+                    link,
+                    mappings,
+                    instansi,
+                    own.get(tid, ()),
+                    local.get(tid) if link else None,
+                    known.facts.get(tid),
+                )
+            )
         except RECORD_ERRORS as exc:  # e.g. OverflowError on a date at the calendar's end
             decisions.append(core.undecidable(got, exc.__class__.__name__))
         if got.repairs:
@@ -111,8 +121,9 @@ def _decide(ctx: SyncContext, conn: Connection,
     return decisions, known
 
 
-def _new_files(ctx: SyncContext, conn: Connection, work: Work,
-               decisions: list[core.Decision]) -> NewFiles:
+def _new_files(
+    ctx: SyncContext, conn: Connection, work: Work, decisions: list[core.Decision]
+) -> NewFiles:
     """The attachments of the tickets just created, noted as due before any download."""
     if not ctx.config.settings.attachments.download:
         return []
@@ -130,14 +141,16 @@ def _new_files(ctx: SyncContext, conn: Connection, work: Work,
 def _record_caused(exc: BaseException) -> bool:
     """Whether a database error comes from one record's values (too long, NUL on
     PostgreSQL, unencodable text, a constraint) rather than from the database itself."""
-    if isinstance(exc, DataError | IntegrityError | UnicodeError | ValueError | OverflowError |
-                  TypeError):
+    if isinstance(
+        exc, DataError | IntegrityError | UnicodeError | ValueError | OverflowError | TypeError
+    ):
         return True
     return isinstance(exc, StatementError) and not isinstance(exc, DBAPIError)
 
 
-def _apply_each(ctx: SyncContext, conn: Connection, decisions: list[core.Decision],
-                known: _State) -> None:
+def _apply_each(
+    ctx: SyncContext, conn: Connection, decisions: list[core.Decision], known: _State
+) -> None:
     """The part again, one record per savepoint: the one whose values the database
     refuses is quarantined (in ``decisions`` too), and the rest commits."""
     for n, d in enumerate(decisions):
@@ -147,35 +160,44 @@ def _apply_each(ctx: SyncContext, conn: Connection, decisions: list[core.Decisio
         except Exception as exc:
             if not _record_caused(exc):
                 raise
-            log.bind(tracking_id=d.tracking_id).warning("record_refused_by_storage",
-                                                        error=exc.__class__.__name__)
+            log.bind(tracking_id=d.tracking_id).warning(
+                "record_refused_by_storage", error=exc.__class__.__name__
+            )
             decisions[n] = core.refused_by_storage(d, exc.__class__.__name__)
             apply(ctx, conn, [decisions[n]], known, ctx.now())
 
 
-def apply(ctx: SyncContext, conn: Connection, decisions: list[core.Decision], known: _State,
-          now: datetime) -> None:
+def apply(
+    ctx: SyncContext, conn: Connection, decisions: list[core.Decision], known: _State, now: datetime
+) -> None:
     """Execute decisions inside the caller's transaction (the watermark is ``commit``'s)."""
     sink = ctx.sink
     creates = [d for d in decisions if isinstance(d, core.Create)]
     refs = sink.create(conn, [d.ticket for d in creates], now)
-    state.insert_links(conn, [replace(d.link, ticket_ref=ref)
-                              for d, ref in zip(creates, refs, strict=True)], now)
+    state.insert_links(
+        conn, [replace(d.link, ticket_ref=ref) for d, ref in zip(creates, refs, strict=True)], now
+    )
     for d in decisions:
         _apply_one(ctx, conn, d, known, now)
-    followups.save_many(conn, [(d.facts, known.facts.get(d.tracking_id)) for d in decisions
-                               if isinstance(d, core.Linked)],
-                        now)
+    followups.save_many(
+        conn,
+        [
+            (d.facts, known.facts.get(d.tracking_id))
+            for d in decisions
+            if isinstance(d, core.Linked)
+        ],
+        now,
+    )
     _notify(ctx, conn, creates, decisions, now)
 
 
-def _apply_one(ctx: SyncContext, conn: Connection, d: core.Decision, known: _State,
-               now: datetime) -> None:
+def _apply_one(
+    ctx: SyncContext, conn: Connection, d: core.Decision, known: _State, now: datetime
+) -> None:
     rlog = log.bind(tracking_id=d.tracking_id)  # once per record
     match d:
         case core.Hold() | core.Quarantine():
-            state.hold(conn, d.tracking_id, d.reason, d.detail, d.lapor_updated_at,
-                       d.unit_ids, now)
+            state.hold(conn, d.tracking_id, d.reason, d.detail, d.lapor_updated_at, d.unit_ids, now)
             rlog.info("record_held", action=d.kind.value, reason=d.reason)
             return
         case core.Create():
@@ -193,21 +215,39 @@ def _apply_one(ctx: SyncContext, conn: Connection, d: core.Decision, known: _Sta
         rlog.debug("record_synced", action=d.kind.value)
 
 
-def _notify(ctx: SyncContext, conn: Connection, creates: list[core.Create],
-            decisions: list[core.Decision], now: datetime) -> None:
+def _notify(
+    ctx: SyncContext,
+    conn: Connection,
+    creates: list[core.Create],
+    decisions: list[core.Decision],
+    now: datetime,
+) -> None:
     """E-mail about new complaints and reporters' replies, in this same transaction."""
     cfg = ctx.config.settings.notify
     if not cfg.enabled:
         return
-    notify.new_complaints(conn, cfg, ctx.mappings(), [notify.Complaint(
-        d.tracking_id, d.ticket.agency, d.ticket.title, d.ticket.confidential,
-        d.facts.current.due_at) for d in creates], now)
+    notify.new_complaints(
+        conn,
+        cfg,
+        ctx.mappings(),
+        [
+            notify.Complaint(
+                d.tracking_id,
+                d.ticket.agency,
+                d.ticket.title,
+                d.ticket.confidential,
+                d.facts.current.due_at,
+            )
+            for d in creates
+        ],
+        now,
+    )
     for d in decisions:
         if isinstance(d, core.Update) and any(
-                msg.direction == Direction.IN and msg.author == core.AUTHORS["pelapor"]
-                for msg in d.update.messages):
-            notify.reporter_replied(conn, cfg, ctx.mappings(), d.tracking_id, d.link.agency,
-                                    now)
+            msg.direction == Direction.IN and msg.author == core.AUTHORS["pelapor"]
+            for msg in d.update.messages
+        ):
+            notify.reporter_replied(conn, cfg, ctx.mappings(), d.tracking_id, d.link.agency, now)
 
 
 def _save_link(conn: Connection, d: core.Update | core.Unchanged, now: datetime) -> None:

@@ -32,14 +32,16 @@ def note_due(ctx: SyncContext, conn: Connection, new_files: NewFiles) -> None:
         recorder(ctx, ref, [{**core.attachment_meta(a), "retry": True} for a in files])(conn)
 
 
-def recorder(ctx: SyncContext, ref: str,
-             meta: list[AttachmentMeta]) -> Callable[[Connection], None]:
+def recorder(
+    ctx: SyncContext, ref: str, meta: list[AttachmentMeta]
+) -> Callable[[Connection], None]:
     files = ctx.sink.files()
     return lambda conn: files.record_attachments(conn, ref, meta) if files else None
 
 
-async def download(ctx: SyncContext, new_files: NewFiles,
-                   stored: dict[str, str] | None = None) -> None:
+async def download(
+    ctx: SyncContext, new_files: NewFiles, stored: dict[str, str] | None = None
+) -> None:
     """Fetch the files of new tickets (``stored``: those already on disk, by id)."""
     for ref, tid, files in new_files:
         rlog = log.bind(tracking_id=tid)  # once per record
@@ -47,22 +49,33 @@ async def download(ctx: SyncContext, new_files: NewFiles,
         await ctx.db(recorder(ctx, ref, meta))
 
 
-async def _one(ctx: SyncContext, rlog: FilteringBoundLogger, tid: str,
-               att: m.Attachment, stored: dict[str, str] | None) -> AttachmentMeta:
+async def _one(
+    ctx: SyncContext,
+    rlog: FilteringBoundLogger,
+    tid: str,
+    att: m.Attachment,
+    stored: dict[str, str] | None,
+) -> AttachmentMeta:
     cfg = ctx.config.settings.attachments
     entry = core.attachment_meta(att)
     if stored and att.id in stored:
         return {**entry, "stored": stored[att.id]}
     try:
         path = await ctx.client.download(
-            att, ctx.config.attachments_dir / safe_dir(tid), max_bytes=cfg.max_bytes,
-            allowed_types=cfg.allowed_types)
+            att,
+            ctx.config.attachments_dir / safe_dir(tid),
+            max_bytes=cfg.max_bytes,
+            allowed_types=cfg.allowed_types,
+        )
         entry["stored"] = str(path)
     except (Rejected, RetryLater, OSError) as exc:
         # A file that cannot be written (disk full, a name the file system refuses)
         # is this attachment's matter: noted for retry, never the pull's failure.
-        entry["error"] = ("penulisan_gagal" if isinstance(exc, OSError)
-                          else getattr(exc, "kode", None) or "unavailable")
+        entry["error"] = (
+            "penulisan_gagal"
+            if isinstance(exc, OSError)
+            else getattr(exc, "kode", None) or "unavailable"
+        )
         entry["retry"] = not isinstance(exc, Rejected)
         rlog.warning("attachment_skipped", attachment=att.id, reason=entry["error"])
     return entry
@@ -73,8 +86,7 @@ class Downloads:
 
     def __init__(self, ctx: SyncContext):
         self._ctx = ctx
-        self._jobs: asyncio.Queue[Callable[[], Coroutine[Any, Any, None]] | None] = \
-            asyncio.Queue()
+        self._jobs: asyncio.Queue[Callable[[], Coroutine[Any, Any, None]] | None] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
         self.queued: set[str] = set()  # ticket refs whose files this pull already fetches
 

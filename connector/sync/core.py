@@ -43,8 +43,9 @@ from connector.tracker.rows import AttachmentMeta
 AUTHORS = {"pelapor": "Pelapor (LAPOR!)", "admin": "Admin LAPOR!", "instansi": "Instansi (LAPOR!)"}
 
 # Reasons that look transient (a lagging replica, a cut-off answer): retried by themselves.
-TRANSIENT_REASONS = frozenset({Reason.NOT_FOUND, Reason.TRUNCATED_RESPONSE,
-                               Reason.RESPONSE_TOO_LARGE})
+TRANSIENT_REASONS = frozenset(
+    {Reason.NOT_FOUND, Reason.TRUNCATED_RESPONSE, Reason.RESPONSE_TOO_LARGE}
+)
 # Reasons that need nobody: they do not make `status` degraded however old.
 SETTLED_REASONS = frozenset({Reason.OUTSIDE_INSTANSI})
 
@@ -135,8 +136,9 @@ Linked = Create | Update | Unchanged  # the decisions that keep a link
 # -- what to fetch -------------------------------------------------------------------------
 
 
-def needs_detail(summary: m.Summary, link: LinkState | None, held: Held | None,
-                 mappings: Mappings) -> bool:
+def needs_detail(
+    summary: m.Summary, link: LinkState | None, held: Held | None, mappings: Mappings
+) -> bool:
     """Whether a feed summary warrants a detail request. An idle feed needs none."""
     if held is not None:
         if held.retry_requested:
@@ -148,9 +150,11 @@ def needs_detail(summary: m.Summary, link: LinkState | None, held: Held | None,
         return held.reason == Reason.UNMAPPED_UNIT and unmapped_now_mapped(held, mappings)
     if link is None:
         return True
-    return (summary.updated_at > link.lapor_updated_at
-            or tuple(sorted(summary.unit_ids)) != tuple(sorted(link.unit_ids))
-            or summary.status != link.lapor_status)
+    return (
+        summary.updated_at > link.lapor_updated_at
+        or tuple(sorted(summary.unit_ids)) != tuple(sorted(link.unit_ids))
+        or summary.status != link.lapor_status
+    )
 
 
 def unmapped_now_mapped(held: Held, mappings: Mappings) -> bool:
@@ -161,8 +165,12 @@ def requarantine(item: m.BadSummary, held: Held | None) -> Hold | Quarantine | N
     """A feed item that failed validation: quarantined (again) when it is new, changed
     since it was quarantined, or an operator asked for a retry; None: nothing new."""
     if held is None or held.retry_requested or held.lapor_updated_at != item.updated_at:
-        return quarantine(item.tracking_id, Reason.INVALID_RECORD,
-                          "invalid fields: " + ", ".join(item.fields), item.updated_at)
+        return quarantine(
+            item.tracking_id,
+            Reason.INVALID_RECORD,
+            "invalid fields: " + ", ".join(item.fields),
+            item.updated_at,
+        )
     return None
 
 
@@ -176,9 +184,13 @@ class Triage:
     unreadable: tuple[tuple[str, ...], ...]  # fields of invalid items without a tracking id
 
 
-def triage(items: Iterable[m.Summary | m.BadSummary], links: Mapping[str, LinkState],
-           held: Mapping[str, Held], processed: Mapping[str, datetime | None],
-           mappings: Mappings) -> Triage:
+def triage(
+    items: Iterable[m.Summary | m.BadSummary],
+    links: Mapping[str, LinkState],
+    held: Mapping[str, Held],
+    processed: Mapping[str, datetime | None],
+    mappings: Mappings,
+) -> Triage:
     """Sort feed items by what they need. ``processed``: what this pull already took up
     (an item seen again at the same time, on a later page, costs nothing)."""
     wanted: list[str] = []
@@ -196,7 +208,8 @@ def triage(items: Iterable[m.Summary | m.BadSummary], links: Mapping[str, LinkSt
             else:
                 bad.append(d)
         elif processed.get(item.tracking_id) != item.updated_at and needs_detail(
-                item, links.get(item.tracking_id), held.get(item.tracking_id), mappings):
+            item, links.get(item.tracking_id), held.get(item.tracking_id), mappings
+        ):
             wanted.append(item.tracking_id)
         else:
             unchanged += 1
@@ -206,8 +219,10 @@ def triage(items: Iterable[m.Summary | m.BadSummary], links: Mapping[str, LinkSt
 FUTURE_TOLERANCE = timedelta(seconds=60)  # clocks of LAPOR!'s nodes differ a little
 
 
-def part_high(items: Iterable[m.Summary | m.BadSummary], server_time: datetime | None,
-              ) -> tuple[datetime | None, tuple[tuple[str, timedelta], ...]]:
+def part_high(
+    items: Iterable[m.Summary | m.BadSummary],
+    server_time: datetime | None,
+) -> tuple[datetime | None, tuple[tuple[str, timedelta], ...]]:
     """How far a committed part moves the watermark, and the records dated ahead of
     LAPOR!'s own clock (with how far) beyond the tolerance.
 
@@ -217,13 +232,18 @@ def part_high(items: Iterable[m.Summary | m.BadSummary], server_time: datetime |
     high = max((at for _, at in dated), default=None)
     if high is None or server_time is None or high <= server_time:
         return high, ()
-    ahead = tuple((tid, at - server_time) for tid, at in dated
-                  if at > server_time + FUTURE_TOLERANCE)
+    ahead = tuple(
+        (tid, at - server_time) for tid, at in dated if at > server_time + FUTURE_TOLERANCE
+    )
     return server_time, ahead
 
 
-def feed_since(watermark: datetime | None, overlap: timedelta,
-               sweep_from: datetime | None = None, sweep: bool = False) -> datetime | None:
+def feed_since(
+    watermark: datetime | None,
+    overlap: timedelta,
+    sweep_from: datetime | None = None,
+    sweep: bool = False,
+) -> datetime | None:
     """Where the feed starts: always from the committed watermark (less the overlap),
     never this machine's clock; a sweep from its fixed point further back."""
     if sweep:
@@ -235,8 +255,9 @@ def sweep_from(watermark: datetime | None, window: timedelta) -> datetime | None
     return None if watermark is None else watermark - window
 
 
-def late_lag(updated: datetime | None, watermark: datetime | None,
-             overlap: timedelta) -> timedelta | None:
+def late_lag(
+    updated: datetime | None, watermark: datetime | None, overlap: timedelta
+) -> timedelta | None:
     """For a sweep: how far behind the watermark (at the sweep's start) LAPOR! committed a
     record the ordinary pulls could not see (None: they could)."""
     if updated is None or watermark is None or updated >= watermark - overlap:
@@ -244,8 +265,10 @@ def late_lag(updated: datetime | None, watermark: datetime | None,
     return watermark - updated
 
 
-def remember_summary(d: Hold | Quarantine, summary: m.Summary | m.BadSummary,
-                     ) -> Hold | Quarantine:
+def remember_summary(
+    d: Hold | Quarantine,
+    summary: m.Summary | m.BadSummary,
+) -> Hold | Quarantine:
     """A detail that could not be had keeps what the feed said: an unchanged summary then
     costs no detail request, and transient reasons are retried on their backoff instead."""
     if d.lapor_updated_at is None and isinstance(summary, m.Summary):
@@ -258,16 +281,24 @@ def detail_refused(tracking_id: str, reason: str, detail: str) -> Hold | Quarant
     return quarantine(tracking_id, reason, detail)
 
 
-def to_retry(held: Mapping[str, Held], processed: Iterable[str], mappings: Mappings,
-             now: datetime) -> list[str]:
+def to_retry(
+    held: Mapping[str, Held], processed: Iterable[str], mappings: Mappings, now: datetime
+) -> list[str]:
     """Quarantined records to fetch again after a pull: an operator asked, the mapping now
     exists, or a transient reason's backoff has run out (``retry_due``); not those this
     pull just took up."""
     done = set(processed)
-    return [tid for tid, h in held.items()
-            if tid not in done and tid != m.UNIDENTIFIED
-            and (h.retry_requested or retry_due(h, now)
-                 or (h.reason == Reason.UNMAPPED_UNIT and unmapped_now_mapped(h, mappings)))]
+    return [
+        tid
+        for tid, h in held.items()
+        if tid not in done
+        and tid != m.UNIDENTIFIED
+        and (
+            h.retry_requested
+            or retry_due(h, now)
+            or (h.reason == Reason.UNMAPPED_UNIT and unmapped_now_mapped(h, mappings))
+        )
+    ]
 
 
 def retry_due(held: Held, now: datetime) -> bool:
@@ -308,8 +339,12 @@ def commit_due(batch: Batch, cadence: Cadence, now: float) -> bool:
     return batch.records >= cadence.records or now - batch.since >= cadence.seconds
 
 
-def commit_wait_s(batch: Batch, cadence: Cadence, now: float, budget_room: float,
-                  ) -> float | None:
+def commit_wait_s(
+    batch: Batch,
+    cadence: Cadence,
+    now: float,
+    budget_room: float,
+) -> float | None:
     """How long to wait for the next part before committing what is fetched; None: nothing
     waits to be committed. No wait once the request budget is spent: what is fetched must
     not wait for the budget to be committed."""
@@ -359,16 +394,26 @@ def content_hash(c: m.Complaint) -> str:
 # -- what to do with one complaint -----------------------------------------------------------
 
 
-def quarantine(tracking_id: str, reason: str, detail: str, updated_at: datetime | None = None,
-               unit_ids: tuple[int, ...] = ()) -> Hold | Quarantine:
+def quarantine(
+    tracking_id: str,
+    reason: str,
+    detail: str,
+    updated_at: datetime | None = None,
+    unit_ids: tuple[int, ...] = (),
+) -> Hold | Quarantine:
     kind = Hold if reason == Reason.UNMAPPED_UNIT else Quarantine
     return kind(tracking_id, reason, detail[:500], updated_at, unit_ids)
 
 
 def undecidable(c: m.Complaint, error: str) -> Hold | Quarantine:
     """A complaint whose data the core cannot decide on (e.g. a date at the calendar's end)."""
-    return quarantine(c.tracking_id, Reason.INVALID_RECORD, f"cannot be processed: {error}",
-                      c.updated_at, c.unit_ids)
+    return quarantine(
+        c.tracking_id,
+        Reason.INVALID_RECORD,
+        f"cannot be processed: {error}",
+        c.updated_at,
+        c.unit_ids,
+    )
 
 
 def refused_by_storage(d: Decision, error: str) -> Hold | Quarantine:
@@ -378,8 +423,13 @@ def refused_by_storage(d: Decision, error: str) -> Hold | Quarantine:
         updated, units = d.lapor_updated_at, d.unit_ids
     else:
         updated, units = d.link.lapor_updated_at, d.link.unit_ids
-    return quarantine(d.tracking_id, Reason.INVALID_RECORD,
-                      f"values refused by the database ({error})", updated, units)
+    return quarantine(
+        d.tracking_id,
+        Reason.INVALID_RECORD,
+        f"values refused by the database ({error})",
+        updated,
+        units,
+    )
 
 
 def attachment_meta(a: m.Attachment) -> AttachmentMeta:
@@ -387,9 +437,15 @@ def attachment_meta(a: m.Attachment) -> AttachmentMeta:
     return {"id": a.id, "name": a.name, "mime": a.mime, "size": a.size}
 
 
-def decide(c: m.Complaint, link: LinkState | None, mappings: Mappings, instansi_id: int,
-           own_posts: tuple[OwnPost, ...] = (), current_status: str | None = None,
-           facts: clock.Facts | None = None) -> Decision:
+def decide(
+    c: m.Complaint,
+    link: LinkState | None,
+    mappings: Mappings,
+    instansi_id: int,
+    own_posts: tuple[OwnPost, ...] = (),
+    current_status: str | None = None,
+    facts: clock.Facts | None = None,
+) -> Decision:
     """The one decision for a complaint's current detail.
 
     ``current_status`` is the ticket's local status: an upstream status that this status
@@ -403,8 +459,11 @@ def decide(c: m.Complaint, link: LinkState | None, mappings: Mappings, instansi_
     """
     prior = Prior(link, own_posts, current_status, facts)
     ours = tuple(d for d in c.dispositions if d.instansi_id == instansi_id)
-    routed = [(d, mappings.unit_to_agency[d.unit_id]) for d in ours
-              if d.unit_id in mappings.unit_to_agency]
+    routed = [
+        (d, mappings.unit_to_agency[d.unit_id])
+        for d in ours
+        if d.unit_id in mappings.unit_to_agency
+    ]
     aside = _set_aside(c, prior, ours, routed)
     if aside is not None:
         return aside
@@ -439,61 +498,107 @@ class _Read:
     facts: clock.Facts
 
 
-def _set_aside(c: m.Complaint, prior: Prior, ours: tuple[m.Disposition, ...],
-               routed: list[tuple[m.Disposition, str]]) -> Hold | Quarantine | None:
+def _set_aside(
+    c: m.Complaint,
+    prior: Prior,
+    ours: tuple[m.Disposition, ...],
+    routed: list[tuple[m.Disposition, str]],
+) -> Hold | Quarantine | None:
     """A complaint kept out of the tracker: disposed to units no agency has (held for a
     mapping), or never ours (a new complaint disposed only to other instansi)."""
     if ours and not routed:
         units = tuple(d.unit_id for d in ours)
-        return quarantine(c.tracking_id, Reason.UNMAPPED_UNIT,
-                          "unit " + ", ".join(map(str, units)) + " is in no agency of "
-                          "agencies.toml", c.updated_at, units)
+        return quarantine(
+            c.tracking_id,
+            Reason.UNMAPPED_UNIT,
+            "unit " + ", ".join(map(str, units)) + " is in no agency of agencies.toml",
+            c.updated_at,
+            units,
+        )
     if prior.link is None and not ours:
-        return quarantine(c.tracking_id, Reason.OUTSIDE_INSTANSI,
-                          "disposed only to units of other instansi", c.updated_at, c.unit_ids)
+        return quarantine(
+            c.tracking_id,
+            Reason.OUTSIDE_INSTANSI,
+            "disposed only to units of other instansi",
+            c.updated_at,
+            c.unit_ids,
+        )
     return None
 
 
-def _read(c: m.Complaint, prior: Prior, ours: tuple[m.Disposition, ...],
-          routed: list[tuple[m.Disposition, str]], mappings: Mappings) -> _Read:
+def _read(
+    c: m.Complaint,
+    prior: Prior,
+    ours: tuple[m.Disposition, ...],
+    routed: list[tuple[m.Disposition, str]],
+    mappings: Mappings,
+) -> _Read:
     link = prior.link
     local_status = mappings.inbound[c.status]
     new_msgs, seen = _messages(c, link.seen_followups if link else frozenset(), prior.own_posts)
     # Never flips because LAPOR! reordered its list: see clock.lead_agency.
     agency = clock.lead_agency(routed, link.agency if link else None)
     new_link = LinkState(
-        tracking_id=c.tracking_id, ticket_ref=link.ticket_ref if link else "", agency=agency,
-        lapor_status=c.status, lapor_updated_at=c.updated_at,
-        unit_ids=tuple(sorted(c.unit_ids)), seen_followups=seen,
-        closed=c.status in CLOSED_STATUSES or not ours, content_hash=content_hash(c),
+        tracking_id=c.tracking_id,
+        ticket_ref=link.ticket_ref if link else "",
+        agency=agency,
+        lapor_status=c.status,
+        lapor_updated_at=c.updated_at,
+        unit_ids=tuple(sorted(c.unit_ids)),
+        seen_followups=seen,
+        closed=c.status in CLOSED_STATUSES or not ours,
+        content_hash=content_hash(c),
     )
-    new_facts = clock.advance(c, prior.facts, routed, agency, new_link.closed, mappings,
-                              link.lapor_status if link else None, link.closed if link else False,
-                              link.unit_ids if link else ())
+    new_facts = clock.advance(
+        c,
+        prior.facts,
+        routed,
+        agency,
+        new_link.closed,
+        mappings,
+        link.lapor_status if link else None,
+        link.closed if link else False,
+        link.unit_ids if link else (),
+    )
     return _Read(c, ours, routed, local_status, new_msgs, new_link, new_facts)
 
 
 def _create(r: _Read, mappings: Mappings) -> Create:
     """A new ticket, with a note of the other agencies it went to and of repaired data."""
     c, agency = r.c, r.link.agency
-    extra = [f"Juga didisposisikan ke unit {d.unit_id} ({a})" for d, a in r.routed
-             if a != agency]
+    extra = [f"Juga didisposisikan ke unit {d.unit_id} ({a})" for d, a in r.routed if a != agency]
     if c.repairs:
-        extra.append("Data dari LAPOR! diperbaiki saat diterima (makna tetap): "
-                     + "; ".join(c.repairs)[:900])
+        extra.append(
+            "Data dari LAPOR! diperbaiki saat diterima (makna tetap): " + "; ".join(c.repairs)[:900]
+        )
     first_msgs = r.messages + tuple(
-        NewMessage(Direction.INTERNAL, CONNECTOR, t, c.updated_at) for t in extra)
+        NewMessage(Direction.INTERNAL, CONNECTOR, t, c.updated_at) for t in extra
+    )
     ticket = NewTicket(
-        tracking_id=c.tracking_id, agency=agency, status=r.local_status, lapor_status=c.status,
-        title=c.title, body=c.body, classification=c.classification,
+        tracking_id=c.tracking_id,
+        agency=agency,
+        status=r.local_status,
+        lapor_status=c.status,
+        title=c.title,
+        body=c.body,
+        classification=c.classification,
         category=mappings.category_for(c.category.id, c.category.parent_id) or c.category.name,
-        channel=c.channel, anonymous=c.anonymous, confidential=c.confidential,
-        reporter=None if c.anonymous or c.reporter is None else {
-            "name": c.reporter.name, "email": c.reporter.email, "phone": c.reporter.phone},
-        location=None if c.location is None else {
-            "province": c.location.province, "regency": c.location.regency,
-            "district": c.location.district, "village": c.location.village,
-            "lat": c.location.lat, "lon": c.location.lon},
+        channel=c.channel,
+        anonymous=c.anonymous,
+        confidential=c.confidential,
+        reporter=None
+        if c.anonymous or c.reporter is None
+        else {"name": c.reporter.name, "email": c.reporter.email, "phone": c.reporter.phone},
+        location=None
+        if c.location is None
+        else {
+            "province": c.location.province,
+            "regency": c.location.regency,
+            "district": c.location.district,
+            "village": c.location.village,
+            "lat": c.location.lat,
+            "lon": c.location.lon,
+        },
         attachments=tuple(attachment_meta(a) for a in c.attachments),
         submitted_at=c.submitted_at,
         due_at=r.facts.current.due_at,
@@ -505,27 +610,44 @@ def _create(r: _Read, mappings: Mappings) -> Create:
 CONNECTOR = "Konektor LAPOR!"  # the author of the connector's own notes on a ticket
 
 
-def _existing(r: _Read, link: LinkState, current_status: str | None,
-              mappings: Mappings) -> Update | Unchanged:
+def _existing(
+    r: _Read, link: LinkState, current_status: str | None, mappings: Mappings
+) -> Update | Unchanged:
     """An existing ticket: what of its status, agency, messages and text changes."""
     c = r.c
     status, reason, msgs = _status_change(r, link, current_status, mappings)
     moved = None
     if r.ours and r.link.agency != link.agency:
         moved = r.link.agency
-        msgs.append(NewMessage(Direction.INTERNAL, CONNECTOR,
-                               f"Didisposisikan ulang di LAPOR!: dipindah dari {link.agency} "
-                               f"ke {moved}.", c.updated_at))
-    changed = status is not None or moved is not None or bool(msgs) or r.link != replace(
-        link, lapor_updated_at=r.link.lapor_updated_at)
+        msgs.append(
+            NewMessage(
+                Direction.INTERNAL,
+                CONNECTOR,
+                f"Didisposisikan ulang di LAPOR!: dipindah dari {link.agency} ke {moved}.",
+                c.updated_at,
+            )
+        )
+    changed = (
+        status is not None
+        or moved is not None
+        or bool(msgs)
+        or r.link != replace(link, lapor_updated_at=r.link.lapor_updated_at)
+    )
     # Edited text and later privacy reach the ticket (LAPOR!'s admins remove personal data
     # by editing; privacy only ever tightens locally).
     edited = link.content_hash != r.link.content_hash
-    update = TicketUpdate(lapor_status=c.status, status=status, agency=moved,
-                          due_at=r.facts.current.due_at, reason=reason, messages=tuple(msgs),
-                          title=c.title if edited else None, body=c.body if edited else None,
-                          anonymous=c.anonymous if edited else None,
-                          confidential=c.confidential if edited else None)
+    update = TicketUpdate(
+        lapor_status=c.status,
+        status=status,
+        agency=moved,
+        due_at=r.facts.current.due_at,
+        reason=reason,
+        messages=tuple(msgs),
+        title=c.title if edited else None,
+        body=c.body if edited else None,
+        anonymous=c.anonymous if edited else None,
+        confidential=c.confidential if edited else None,
+    )
     failed = _fail_reason(c, r.ours)
     if changed:
         return Update(c.tracking_id, update, r.link, r.facts, failed)
@@ -533,20 +655,32 @@ def _existing(r: _Read, link: LinkState, current_status: str | None,
 
 
 # Why a ticket's status follows LAPOR!'s, by the status it follows (else "menjadi ...").
-_STATUS_REASONS: dict[str, str] = {LaporStatus.DITUTUP: "ditutup di LAPOR!",
-                                    LaporStatus.DIARSIPKAN: "diarsipkan di LAPOR!"}
+_STATUS_REASONS: dict[str, str] = {
+    LaporStatus.DITUTUP: "ditutup di LAPOR!",
+    LaporStatus.DIARSIPKAN: "diarsipkan di LAPOR!",
+}
 
 
-def _status_change(r: _Read, link: LinkState, current_status: str | None, mappings: Mappings,
-                   ) -> tuple[str | None, str | None, list[NewMessage]]:
+def _status_change(
+    r: _Read,
+    link: LinkState,
+    current_status: str | None,
+    mappings: Mappings,
+) -> tuple[str | None, str | None, list[NewMessage]]:
     """The ticket's new local status (None: it keeps its own), why, and the messages so far.
 
     Disposed away from Mahulu closes it; disposed back, or a LAPOR! status that is not the
     echo of our own follow-up, sets the mapped status."""
     c, msgs = r.c, list(r.messages)
     if not r.ours:
-        msgs.append(NewMessage(Direction.INTERNAL, CONNECTOR,
-                               "Laporan dialihkan ke instansi lain; tiket ditutup.", c.updated_at))
+        msgs.append(
+            NewMessage(
+                Direction.INTERNAL,
+                CONNECTOR,
+                "Laporan dialihkan ke instansi lain; tiket ditutup.",
+                c.updated_at,
+            )
+        )
         return LocalStatus.CLOSED, "didisposisikan ke instansi lain di LAPOR!", msgs
     if link.closed and not r.link.closed:
         return r.local_status, "didisposisikan kembali ke Mahulu", msgs
@@ -571,8 +705,9 @@ def _fail_reason(c: m.Complaint, ours: Collection[m.Disposition]) -> FailReason 
     return None
 
 
-def _messages(c: m.Complaint, seen: frozenset[str],
-              own_posts: tuple[OwnPost, ...]) -> tuple[tuple[NewMessage, ...], frozenset[str]]:
+def _messages(
+    c: m.Complaint, seen: frozenset[str], own_posts: tuple[OwnPost, ...]
+) -> tuple[tuple[NewMessage, ...], frozenset[str]]:
     """New follow-ups as messages; our own posts are recognised, never re-imported."""
     out: list[NewMessage] = []
     own = list(own_posts)
@@ -582,8 +717,14 @@ def _messages(c: m.Complaint, seen: frozenset[str],
             continue
         now_seen.add(fu.id)
         if fu.by == "instansi":
-            match = next((p for p in own if p.text == fu.text
-                          and (fu.status is None or fu.status == p.lapor_status)), None)
+            match = next(
+                (
+                    p
+                    for p in own
+                    if p.text == fu.text and (fu.status is None or fu.status == p.lapor_status)
+                ),
+                None,
+            )
             if match is not None:
                 own.remove(match)
                 continue
@@ -596,8 +737,12 @@ def _messages(c: m.Complaint, seen: frozenset[str],
 # -- push -------------------------------------------------------------------------------------
 
 
-def plan_outbox(change: OfficerChange, link: LinkState | None,
-                mappings: Mappings, last_queued: str | None = None) -> FollowUpPlan | None:
+def plan_outbox(
+    change: OfficerChange,
+    link: LinkState | None,
+    mappings: Mappings,
+    last_queued: str | None = None,
+) -> FollowUpPlan | None:
     """The outbox entry for one officer change, or None when nothing goes to LAPOR!.
 
     ``last_queued`` is the LAPOR! status of the complaint's latest outbox entry that was
@@ -606,31 +751,45 @@ def plan_outbox(change: OfficerChange, link: LinkState | None,
     if change.status is None and not change.reply:
         return None
     outbound = mappings.outbound.get(
-        change.ticket_status if change.status is None else change.status)
-    if change.status is not None and not change.reply and _nothing_to_say(outbound, link,
-                                                                          last_queued):
+        change.ticket_status if change.status is None else change.status
+    )
+    if (
+        change.status is not None
+        and not change.reply
+        and _nothing_to_say(outbound, link, last_queued)
+    ):
         return None
     lapor_status = outbound.lapor if outbound else PostStatus.DIPROSES
     agency = mappings.agency(link.agency) if link is not None else None
-    text = change.reply or (outbound.text(agency.name if agency else "Pemerintah Kabupaten "
-                                          "Mahakam Ulu") if outbound else "")
+    text = change.reply or (
+        outbound.text(agency.name if agency else "Pemerintah Kabupaten Mahakam Ulu")
+        if outbound
+        else ""
+    )
     failed, unit = _posting(link, mappings)
     return FollowUpPlan(
-        change_id=ChangeId.of(change.change_id), tracking_id=change.tracking_id,
-        ticket_ref=change.ticket_ref, lapor_status=lapor_status, text=text, failed=failed,
-        unit_id=unit, at=change.at,
+        change_id=ChangeId.of(change.change_id),
+        tracking_id=change.tracking_id,
+        ticket_ref=change.ticket_ref,
+        lapor_status=lapor_status,
+        text=text,
+        failed=failed,
+        unit_id=unit,
+        at=change.at,
     )
 
 
-def _nothing_to_say(outbound: Outbound | None, link: LinkState | None,
-                    last_queued: str | None) -> bool:
+def _nothing_to_say(
+    outbound: Outbound | None, link: LinkState | None, last_queued: str | None
+) -> bool:
     """A status change without a reply that posts nothing: LAPOR! has no agency status for
     it (e.g. back to "new"), or it is done on LAPOR! already (the template would say it
     twice)."""
     if outbound is None:
         return True
     done = last_queued == PostStatus.SELESAI or (
-        link is not None and link.lapor_status == LaporStatus.SELESAI)
+        link is not None and link.lapor_status == LaporStatus.SELESAI
+    )
     return outbound.lapor == PostStatus.SELESAI and done
 
 
@@ -699,12 +858,16 @@ class LookUp:
 SendStep = Verify | Fail | Post | LookUp
 
 
-def send_step(state: str, unit_id: int | None, link: LinkState | None,
-              mappings: Mappings) -> SendStep:
+def send_step(
+    state: str, unit_id: int | None, link: LinkState | None, mappings: Mappings
+) -> SendStep:
     """The first step for a due outbox entry."""
     # The unit was fixed when the entry was made; entries older than that get it now, once.
-    unit = unit_id if unit_id is not None else (
-        posting_unit(link, mappings) if link is not None else None)
+    unit = (
+        unit_id
+        if unit_id is not None
+        else (posting_unit(link, mappings) if link is not None else None)
+    )
     if state == OutboxState.UNCONFIRMED and unit is not None:
         return Verify(unit)  # even if the complaint closed meanwhile
     if link is None:
@@ -721,8 +884,9 @@ def failed_at_once(plan: FollowUpPlan) -> FailReason | None:
     return plan.failed if plan.failed is FailReason.COMPLAINT_NOT_FOUND else None
 
 
-def own_units(unit: int | None, link: LinkState | None, facts: Facts | None,
-              mappings: Mappings) -> frozenset[int]:
+def own_units(
+    unit: int | None, link: LinkState | None, facts: Facts | None, mappings: Mappings
+) -> frozenset[int]:
     """The units a post of ours on this complaint may carry: the entry's, and those of
     every Mahulu agency that held it (its due periods, its holders now, the link). A change
     read again after a restore is planned for the unit holding the complaint now; the lost
@@ -742,8 +906,10 @@ def rekey_on_refusal(reason: FailReason | None, key_changes: int) -> bool:
     return reason is FailReason.KEY_TAKEN and key_changes < MAX_KEY_CHANGES
 
 
-_VERIFY_FAILS: dict[str, FailReason] = {Reason.NOT_FOUND: FailReason.COMPLAINT_NOT_FOUND,
-                                         Reason.NOT_DISPOSED: FailReason.NOT_DISPOSED_TO_US}
+_VERIFY_FAILS: dict[str, FailReason] = {
+    Reason.NOT_FOUND: FailReason.COMPLAINT_NOT_FOUND,
+    Reason.NOT_DISPOSED: FailReason.NOT_DISPOSED_TO_US,
+}
 
 
 def verify_refused(reason: str) -> FailReason | None:
@@ -777,8 +943,13 @@ def post_window_end(key_first_used_at: datetime, ttl_s: float) -> datetime:
     return key_first_used_at + timedelta(seconds=ttl_s) - verify_margin(ttl_s)
 
 
-def must_verify(state: str, key_first_used_at: datetime | None, now: datetime,
-                ttl_s: float, created_at: datetime | None = None) -> bool:
+def must_verify(
+    state: str,
+    key_first_used_at: datetime | None,
+    now: datetime,
+    ttl_s: float,
+    created_at: datetime | None = None,
+) -> bool:
     """Whether to read the complaint before any POST: never re-POST blindly once the key
     may be forgotten, nor after a success answer we could not read.
 
@@ -798,9 +969,15 @@ def looks_restored(never_tried: bool, posted_at: datetime, tried_at: datetime) -
     return never_tried and posted_at < tried_at - VERIFY_SKEW
 
 
-def find_own_post(follow_ups: tuple[m.FollowUp, ...], units: Collection[int], status: str,
-                  text: str, since: datetime, taken: frozenset[str] = frozenset(),
-                  server_offset: timedelta = timedelta(0)) -> m.FollowUp | None:
+def find_own_post(
+    follow_ups: tuple[m.FollowUp, ...],
+    units: Collection[int],
+    status: str,
+    text: str,
+    since: datetime,
+    taken: frozenset[str] = frozenset(),
+    server_offset: timedelta = timedelta(0),
+) -> m.FollowUp | None:
     """Our post among a complaint's follow-ups: by one of ``units`` (``own_units``), same
     status and text, dated no earlier than our first attempt (less skew); ``taken`` ids
     already belong to other entries.

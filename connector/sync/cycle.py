@@ -41,8 +41,11 @@ class CycleResult:
     @property
     def summary(self) -> dict[str, float]:
         """The counts as the run record and the cycle's log line carry them."""
-        return {**self.counts, **({"sweep": 1} if self.kind is CycleKind.SWEEP else {}),
-                "duration_s": self.duration_s}
+        return {
+            **self.counts,
+            **({"sweep": 1} if self.kind is CycleKind.SWEEP else {}),
+            "duration_s": self.duration_s,
+        }
 
 
 async def run_cycle(ctx: SyncContext, kind: CycleKind) -> CycleResult:
@@ -69,8 +72,14 @@ async def run_cycle(ctx: SyncContext, kind: CycleKind) -> CycleResult:
                 when = ctx.now()
                 await ctx.db(lambda conn: state.set_last_sweep(conn, when))
     except (ConnectorError, OSError) as exc:
-        await _record(ctx, recorded, started, False,
-                      {"duration_s": _dur(ctx, t0), **({"sweep": 1} if sweep else {})}, str(exc))
+        await _record(
+            ctx,
+            recorded,
+            started,
+            False,
+            {"duration_s": _dur(ctx, t0), **({"sweep": 1} if sweep else {})},
+            str(exc),
+        )
         raise
     result = CycleResult(kind, counts, _dur(ctx, t0))
     await _record(ctx, recorded, started, True, result.summary, None)
@@ -84,11 +93,18 @@ def _dur(ctx: SyncContext, t0: float) -> float:
     return round(ctx.monotonic() - t0, 3)
 
 
-async def _record(ctx: SyncContext, kind: CycleKind, started: datetime, ok: bool,
-                  summary: Mapping[str, float], error: str | None) -> None:
+async def _record(
+    ctx: SyncContext,
+    kind: CycleKind,
+    started: datetime,
+    ok: bool,
+    summary: Mapping[str, float],
+    error: str | None,
+) -> None:
     try:
-        await ctx.db(lambda conn: state.record_run(conn, kind, started, ctx.now(), ok, summary,
-                                                   error))
+        await ctx.db(
+            lambda conn: state.record_run(conn, kind, started, ctx.now(), ok, summary, error)
+        )
     except ConnectorError:
         # The storage itself failed; the caller reports the original error.
         log.warning("run_record_failed", kind=kind)
@@ -114,5 +130,4 @@ async def _remember_furthest(ctx: SyncContext) -> None:
     try:
         furthest.write(path, furthest.Furthest(watermark, nonce))
     except OSError as exc:
-        log.warning("furthest_watermark_unwritten", path=str(path),
-                    error=exc.__class__.__name__)
+        log.warning("furthest_watermark_unwritten", path=str(path), error=exc.__class__.__name__)

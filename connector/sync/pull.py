@@ -142,7 +142,8 @@ class _Pull:
         await _progress(ctx, self.stats, self.started)
         self.watermark = await ctx.db(state.get_watermark)
         self.sweep_from = core.sweep_from(
-            self.watermark, timedelta(seconds=ctx.config.settings.sync.sweep_window_s))
+            self.watermark, timedelta(seconds=ctx.config.settings.sync.sweep_window_s)
+        )
         self.late_watermark = self.watermark if self.sweep else None
         try:
             await self._pipeline()
@@ -212,8 +213,13 @@ class _Pull:
         the cadence's time is up, or the request budget is spent)."""
         ctx, both = self.ctx, {aw, self._stop}
         try:
-            wait = None if aw.done() else core.commit_wait_s(
-                self.batch, ctx.cadence, ctx.monotonic(), ctx.client.budget.room())
+            wait = (
+                None
+                if aw.done()
+                else core.commit_wait_s(
+                    self.batch, ctx.cadence, ctx.monotonic(), ctx.client.budget.room()
+                )
+            )
             if wait is not None:
                 if wait > 0:
                     await asyncio.wait(both, timeout=wait, return_when=asyncio.FIRST_COMPLETED)
@@ -273,10 +279,11 @@ class _Pull:
             for start in range(0, len(items), self.part_size):
                 if ctx.stopping.is_set():
                     return
-                await self._put(items[start:start + self.part_size], known, page.server_time)
+                await self._put(items[start : start + self.part_size], known, page.server_time)
 
-    async def _put(self, part: list[m.Summary | m.BadSummary], known: Known,
-                   server_time: datetime | None) -> None:
+    async def _put(
+        self, part: list[m.Summary | m.BadSummary], known: Known, server_time: datetime | None
+    ) -> None:
         fetch = self._fetch(part, known, server_time)
         self.processed.update((i.tracking_id, i.updated_at) for i in part)
         if core.commit_before_part(self.ctx.client.budget.room(), self.window.unfinished):
@@ -296,8 +303,9 @@ class _Pull:
             task.cancel()
             raise
 
-    def _fetch(self, items: list[m.Summary | m.BadSummary], known: Known,
-               server_time: datetime | None) -> Coroutine[Any, Any, Work]:
+    def _fetch(
+        self, items: list[m.Summary | m.BadSummary], known: Known, server_time: datetime | None
+    ) -> Coroutine[Any, Any, Work]:
         """Pick what needs a detail request (on possibly stale state) now, against
         ``processed`` as it is now; the coroutine returned fetches it."""
         ctx, (links, held) = self.ctx, known
@@ -311,23 +319,31 @@ class _Pull:
         for tid, skew in ahead:
             if tid not in ctx.warned_future:
                 ctx.warned_future.add(tid)
-                log.bind(tracking_id=tid).warning("record_from_the_future",
-                                                  skew_s=int(skew.total_seconds()))
+                log.bind(tracking_id=tid).warning(
+                    "record_from_the_future", skew_s=int(skew.total_seconds())
+                )
         return self._fetched(items, list(picked.wanted), list(picked.bad), high)
 
-    async def _fetched(self, items: list[m.Summary | m.BadSummary], wanted: list[str],
-                       bad: list[core.Hold | core.Quarantine], high: datetime | None) -> Work:
+    async def _fetched(
+        self,
+        items: list[m.Summary | m.BadSummary],
+        wanted: list[str],
+        bad: list[core.Hold | core.Quarantine],
+        high: datetime | None,
+    ) -> Work:
         fetched = await fetch_details(self.ctx, wanted, self.window)
         by_id = {i.tracking_id: i for i in items}
         for tid, got in fetched.items():
             summary = by_id[tid]
             if not isinstance(got, m.Complaint):
                 fetched[tid] = core.remember_summary(got, summary)
-            elif (lag := core.late_lag(summary.updated_at, self.late_watermark,
-                                       self.overlap)) is not None:
+            elif (
+                lag := core.late_lag(summary.updated_at, self.late_watermark, self.overlap)
+            ) is not None:
                 self.stats.late += 1
-                log.bind(tracking_id=tid).warning("late_record_recovered",
-                                                  lag_s=int(lag.total_seconds()))
+                log.bind(tracking_id=tid).warning(
+                    "late_record_recovered", lag_s=int(lag.total_seconds())
+                )
         return Work([i.tracking_id for i in items], fetched, bad, high)
 
     # -- after the feed -----------------------------------------------------------------------
@@ -355,8 +371,9 @@ async def _progress(ctx: SyncContext, stats: PullStats, started: datetime) -> No
     await ctx.db(lambda conn: state.set_pull_running(conn, started, ctx.now(), counts))
 
 
-async def fetch_details(ctx: SyncContext, ids: list[str],
-                        window: _Window | None = None) -> dict[str, Fetched]:
+async def fetch_details(
+    ctx: SyncContext, ids: list[str], window: _Window | None = None
+) -> dict[str, Fetched]:
     """Details, concurrently within ``window`` (shared by all parts of a pull; the
     client's budget paces them); skips become quarantine."""
     if not ids:
@@ -386,8 +403,9 @@ async def _detail(ctx: SyncContext, tid: str) -> Fetched:
     except Rejected as exc:
         return core.detail_refused(tid, exc.kode, f"LAPOR! answered {exc.status}")
     except RECORD_ERRORS as exc:  # this record alone: never the rest of the page
-        return core.detail_refused(tid, core.Reason.INVALID_RECORD,
-                                   f"cannot be read: {exc.__class__.__name__}")
+        return core.detail_refused(
+            tid, core.Reason.INVALID_RECORD, f"cannot be read: {exc.__class__.__name__}"
+        )
 
 
 def _loader(ids: list[str]) -> Callable[[Connection], Known]:

@@ -48,8 +48,9 @@ class PushStats:
         return asdict(self)
 
 
-def ingest(conn: Connection, tracker: Tracker, mappings: Mappings, now: datetime,
-           batch: int = 500) -> int:
+def ingest(
+    conn: Connection, tracker: Tracker, mappings: Mappings, now: datetime, batch: int = 500
+) -> int:
     """Turn officer changes after the tracker cursor into outbox entries (same transaction)."""
     added = 0
     while True:
@@ -59,8 +60,12 @@ def ingest(conn: Connection, tracker: Tracker, mappings: Mappings, now: datetime
             return added
         nonce = state.db_nonce(conn)
         for change in changes:
-            plan = core.plan_outbox(change, state.get_link(conn, change.tracking_id), mappings,
-                                    state.last_queued_status(conn, change.tracking_id))
+            plan = core.plan_outbox(
+                change,
+                state.get_link(conn, change.tracking_id),
+                mappings,
+                state.last_queued_status(conn, change.tracking_id),
+            )
             if plan is not None and _enqueue(conn, plan, nonce, now):
                 added += 1
         state.set_value(conn, keys.StateKey.TRACKER_CURSOR, changes[-1].change_id)
@@ -70,8 +75,12 @@ def _enqueue(conn: Connection, plan: core.FollowUpPlan, nonce: str, now: datetim
     """The core's plan into the outbox, with its key and its failure in LAPOR!'s words."""
     failed = core.failed_at_once(plan)
     return state.enqueue(
-        conn, plan, reasons.idempotency_key(nonce, plan.tracking_id, plan.change_id),
-        reasons.wire_code(failed) if failed is not None else None, now)
+        conn,
+        plan,
+        reasons.idempotency_key(nonce, plan.tracking_id, plan.change_id),
+        reasons.wire_code(failed) if failed is not None else None,
+        now,
+    )
 
 
 async def ingest_port(ctx: SyncContext, mappings: Mappings) -> int:
@@ -104,8 +113,9 @@ async def ingest_port(ctx: SyncContext, mappings: Mappings) -> int:
             if plan is not None and _enqueue(conn, plan, nonce, now):
                 added += 1
             if change.status is not None:
-                intents.set_officer_status(conn, tid, port.kind, change.ticket_ref,
-                                           change.status, now)
+                intents.set_officer_status(
+                    conn, tid, port.kind, change.ticket_ref, change.status, now
+                )
         if new_cursor is not None and new_cursor != cursor:
             state.set_value(conn, key, new_cursor)
         intents.contact(conn, now)
@@ -125,8 +135,9 @@ async def push(ctx: SyncContext) -> PushStats:
         stats.queued = await ingest_port(ctx, mappings)
     sends = 0
     while sends < MAX_SENDS_PER_CYCLE:
-        entries = await ctx.db(lambda conn: state.due_entries(
-            conn, ctx.now(), ctx.config.settings.sync.push_batch))
+        entries = await ctx.db(
+            lambda conn: state.due_entries(conn, ctx.now(), ctx.config.settings.sync.push_batch)
+        )
         if not entries:
             break
         for entry in entries:
@@ -163,8 +174,9 @@ async def _send(ctx: SyncContext, e: OutboxEntry, mappings: Mappings, stats: Pus
             assert_never(step)
 
 
-async def _post(ctx: SyncContext, e: OutboxEntry, unit: int, mappings: Mappings,
-                stats: PushStats) -> None:
+async def _post(
+    ctx: SyncContext, e: OutboxEntry, unit: int, mappings: Mappings, stats: PushStats
+) -> None:
     eid, tid = e.id, e.tracking_id
     ttl = ctx.config.settings.lapor.idempotency_ttl_s
     key = e.idempotency_key
@@ -188,17 +200,18 @@ async def _post(ctx: SyncContext, e: OutboxEntry, unit: int, mappings: Mappings,
         # (the empty transaction is fenced), and LAPOR! still remembers the key.
         await ctx.db(_fence)
         if ctx.now() >= window_end:
-            raise VerifyFirst(f"record {tid}: LAPOR! did not answer within the Idempotency-Key's "
-                              "lifetime; the follow-up is looked up on LAPOR! before any new "
-                              "POST")
+            raise VerifyFirst(
+                f"record {tid}: LAPOR! did not answer within the Idempotency-Key's "
+                "lifetime; the follow-up is looked up on LAPOR! before any new "
+                "POST"
+            )
 
     request = m.FollowUpRequest(unit, e.lapor_status, e.text)
     try:
         receipt = await ctx.client.post_follow_up(tid, request, key, guard=guard)
     except (UnicodeError, ValueError, TypeError, OverflowError) as exc:
         # This entry's own data cannot be sent: it alone fails, the others go on.
-        log.warning("followup_unsendable", outbox_id=eid,
-                    error=exc.__class__.__name__)
+        log.warning("followup_unsendable", outbox_id=eid, error=exc.__class__.__name__)
         await _fail(ctx, eid, reasons.wire_code(FailReason.LOCAL_DATA_INVALID), stats)
         return
     except Rejected as exc:
@@ -214,8 +227,9 @@ async def _post(ctx: SyncContext, e: OutboxEntry, unit: int, mappings: Mappings,
         return
     except AnswerUnreadable:
         now = ctx.now()
-        await ctx.db(lambda conn: state.mark_unconfirmed(conn, eid,
-                                                         core.UNCONFIRMED_FIRST_CHECK_S, now))
+        await ctx.db(
+            lambda conn: state.mark_unconfirmed(conn, eid, core.UNCONFIRMED_FIRST_CHECK_S, now)
+        )
         stats.unconfirmed += 1
         log.warning("followup_answer_unreadable", outbox_id=eid)
         return
@@ -227,13 +241,27 @@ async def _post(ctx: SyncContext, e: OutboxEntry, unit: int, mappings: Mappings,
         await _defer(ctx, e, exc.kode or "unavailable", stats)
         raise
 
-    await _sent(ctx, e, unit, receipt, mappings, stats,
-                restored=receipt.replayed and core.looks_restored(
-                    never_tried, as_utc(receipt.at), key_used_at))
+    await _sent(
+        ctx,
+        e,
+        unit,
+        receipt,
+        mappings,
+        stats,
+        restored=receipt.replayed
+        and core.looks_restored(never_tried, as_utc(receipt.at), key_used_at),
+    )
 
 
-async def _sent(ctx: SyncContext, e: OutboxEntry, unit: int, receipt: m.Receipt,
-                mappings: Mappings, stats: PushStats, restored: bool) -> None:
+async def _sent(
+    ctx: SyncContext,
+    e: OutboxEntry,
+    unit: int,
+    receipt: m.Receipt,
+    mappings: Mappings,
+    stats: PushStats,
+    restored: bool,
+) -> None:
     """LAPOR! has the follow-up: the entry is sent, and the complaint's clock knows it."""
     eid, tid = e.id, e.tracking_id
 
@@ -253,8 +281,11 @@ async def _sent(ctx: SyncContext, e: OutboxEntry, unit: int, receipt: m.Receipt,
     stats.replayed += int(receipt.replayed)
     log.info("followup_sent", outbox_id=eid, replayed=receipt.replayed)
     if restored:
-        log.warning("followup_already_on_lapor", outbox_id=eid,
-                    hint="this database never sent it: restored from a backup?")
+        log.warning(
+            "followup_already_on_lapor",
+            outbox_id=eid,
+            hint="this database never sent it: restored from a backup?",
+        )
 
 
 async def _rekey_after_collision(ctx: SyncContext, e: OutboxEntry, stats: PushStats) -> None:
@@ -271,8 +302,11 @@ async def _rekey_after_collision(ctx: SyncContext, e: OutboxEntry, stats: PushSt
 
     await ctx.db(tx)
     stats.key_changes += 1
-    log.warning("idempotency_key_collision", outbox_id=e.id,
-                hint="the database has a new nonce (restored from a backup?)")
+    log.warning(
+        "idempotency_key_collision",
+        outbox_id=e.id,
+        hint="the database has a new nonce (restored from a backup?)",
+    )
 
 
 def _fence(conn: Connection) -> None:
@@ -291,18 +325,23 @@ async def _fail(ctx: SyncContext, eid: int, code: str, stats: PushStats) -> None
     log.warning("followup_failed", outbox_id=eid, code=code)
 
 
-async def _defer(ctx: SyncContext, e: OutboxEntry, reason: str, stats: PushStats,
-                 delay_s: float | None = None) -> None:
+async def _defer(
+    ctx: SyncContext, e: OutboxEntry, reason: str, stats: PushStats, delay_s: float | None = None
+) -> None:
     attempts = e.attempts + 1
-    delay = delay_s if delay_s is not None else core.defer_delay_s(
-        attempts, ctx.config.settings.sync.max_backoff_s)
+    delay = (
+        delay_s
+        if delay_s is not None
+        else core.defer_delay_s(attempts, ctx.config.settings.sync.max_backoff_s)
+    )
     now = ctx.now()
     await ctx.db(lambda conn: state.mark_retry(conn, e.id, reason, delay, now))
     stats.deferred += 1
 
 
-async def _look(ctx: SyncContext, e: OutboxEntry, unit: int | None, mappings: Mappings,
-                stats: PushStats) -> tuple[m.FollowUp | None, timedelta] | None:
+async def _look(
+    ctx: SyncContext, e: OutboxEntry, unit: int | None, mappings: Mappings, stats: PushStats
+) -> tuple[m.FollowUp | None, timedelta] | None:
     """Read the complaint for our own post (by ``unit`` or another unit of an agency that
     held the complaint): (the post or None, how far LAPOR!'s clock is ahead of ours), or
     None when the entry is settled for now (failed: the complaint is gone or not ours;
@@ -324,18 +363,21 @@ async def _look(ctx: SyncContext, e: OutboxEntry, unit: int | None, mappings: Ma
         raise
 
     def known(conn: Connection) -> tuple[frozenset[str], frozenset[int]]:
-        units = core.own_units(unit, state.get_link(conn, tid),
-                               followups.get_facts(conn, [tid]).get(tid), mappings)
+        units = core.own_units(
+            unit, state.get_link(conn, tid), followups.get_facts(conn, [tid]).get(tid), mappings
+        )
         return state.taken_remote_ids(conn, tid, eid), units
 
     taken, units = await ctx.db(known)
     since = e.first_attempt_at or e.created_at
-    return core.find_own_post(complaint.follow_ups, units, e.lapor_status, e.text, since,
-                              taken, offset), offset
+    return core.find_own_post(
+        complaint.follow_ups, units, e.lapor_status, e.text, since, taken, offset
+    ), offset
 
 
-async def _confirm(ctx: SyncContext, e: OutboxEntry, found: m.FollowUp | None, offset: timedelta,
-                   stats: PushStats) -> bool:
+async def _confirm(
+    ctx: SyncContext, e: OutboxEntry, found: m.FollowUp | None, offset: timedelta, stats: PushStats
+) -> bool:
     """Mark the entry sent when its post was ``found`` on LAPOR!; whether it was."""
     if found is None:
         return False
@@ -347,8 +389,12 @@ async def _confirm(ctx: SyncContext, e: OutboxEntry, found: m.FollowUp | None, o
         state.add_seen(conn, tid, found.id)
         if restored:
             state.note_restored(conn, ctx.now())
-            log.warning("followup_already_on_lapor", outbox_id=eid,
-                        hint="this database never sent it: restored from a backup?")
+            log.warning(
+                "followup_already_on_lapor",
+                outbox_id=eid,
+                hint="this database never sent it: restored from a backup?",
+            )
+
     await ctx.db(done)
     stats.pushed += 1
     stats.verified += 1
@@ -356,8 +402,9 @@ async def _confirm(ctx: SyncContext, e: OutboxEntry, found: m.FollowUp | None, o
     return True
 
 
-async def _verify(ctx: SyncContext, e: OutboxEntry, unit: int, mappings: Mappings,
-                  stats: PushStats) -> str | None:
+async def _verify(
+    ctx: SyncContext, e: OutboxEntry, unit: int, mappings: Mappings, stats: PushStats
+) -> str | None:
     """Read the complaint for our own post before any POST that could double it.
 
     Returns the key to POST with (a fresh one: LAPOR! may have forgotten the old), or None
@@ -377,13 +424,11 @@ async def _verify(ctx: SyncContext, e: OutboxEntry, unit: int, mappings: Mapping
         return None
 
     def rekey(conn: Connection) -> str:
-        key = reasons.idempotency_key(state.db_nonce(conn), tid, e.change_id,
-                                      e.key_changes + 1)
+        key = reasons.idempotency_key(state.db_nonce(conn), tid, e.change_id, e.key_changes + 1)
         state.change_key(conn, eid, key, now)
         return key
 
     key = await ctx.db(rekey)
     stats.key_changes += 1
-    log.warning("followup_key_changed", outbox_id=eid,
-                key_changes=e.key_changes + 1)
+    log.warning("followup_key_changed", outbox_id=eid, key_changes=e.key_changes + 1)
     return key

@@ -58,8 +58,9 @@ async def work(ctx: SyncContext) -> WorkStats:
     return stats
 
 
-async def _apply_one(ctx: SyncContext, intent: Intent, stats: WorkStats,
-                     max_backoff: float) -> None:
+async def _apply_one(
+    ctx: SyncContext, intent: Intent, stats: WorkStats, max_backoff: float
+) -> None:
     port = ctx.tracker
     await ctx.db(lambda conn: intents.start(conn, intent.id))
     try:
@@ -71,21 +72,35 @@ async def _apply_one(ctx: SyncContext, intent: Intent, stats: WorkStats,
         error = str(exc)
         await ctx.db(lambda conn: intents.retry_later(conn, intent.id, error, delay, now))
         stats.deferred += 1
-        log.warning("tracker_intent_deferred", tracking_id=intent.tracking_id,
-                    intent=intent.id, kind=intent.kind, error=error)
+        log.warning(
+            "tracker_intent_deferred",
+            tracking_id=intent.tracking_id,
+            intent=intent.id,
+            kind=intent.kind,
+            error=error,
+        )
         raise
     except (ConnectorError, KeyError, ValueError) as exc:
         # Refused (or a payload this tracker cannot map): visible, never skipped.
-        reason = str(exc) if isinstance(exc, ConnectorError) else (
-            f"cannot apply: {exc.__class__.__name__}")
+        reason = (
+            str(exc)
+            if isinstance(exc, ConnectorError)
+            else (f"cannot apply: {exc.__class__.__name__}")
+        )
         now = ctx.now()
         delay = min(max_backoff * 8, REFUSED_RETRY_S * 2 ** min(intent.attempts - 1, 4))
         await ctx.db(lambda conn: intents.fail(conn, intent.id, reason, delay, now))
         stats.failed += 1
-        log.warning("tracker_intent_failed", tracking_id=intent.tracking_id,
-                    intent=intent.id, kind=intent.kind, reason=reason)
+        log.warning(
+            "tracker_intent_failed",
+            tracking_id=intent.tracking_id,
+            intent=intent.id,
+            kind=intent.kind,
+            reason=reason,
+        )
         return
     now = ctx.now()
-    await ctx.db(lambda conn: intents.done(conn, intent.id, intent.tracking_id, ref,
-                                           port.kind, now))
+    await ctx.db(
+        lambda conn: intents.done(conn, intent.id, intent.tracking_id, ref, port.kind, now)
+    )
     stats.applied += 1

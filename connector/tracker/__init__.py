@@ -3,5 +3,12 @@
 from connector.tracker.base import NewMessage, NewTicket, OfficerChange, TicketUpdate, Tracker
 from connector.tracker.port import Intent, TrackerPort
 
-__all__ = ["Intent", "NewMessage", "NewTicket", "OfficerChange", "TicketUpdate", "Tracker",
-           "TrackerPort"]
+__all__ = [
+    "Intent",
+    "NewMessage",
+    "NewTicket",
+    "OfficerChange",
+    "TicketUpdate",
+    "Tracker",
+    "TrackerPort",
+]

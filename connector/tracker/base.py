@@ -105,8 +105,7 @@ class Tracker(abc.ABC):
     def create_ticket(self, conn: Connection, ticket: NewTicket, now: datetime) -> str:
         """Create the ticket; returns its reference (local id, as text)."""
 
-    def create_tickets(self, conn: Connection, new: list[NewTicket],
-                       now: datetime) -> list[str]:
+    def create_tickets(self, conn: Connection, new: list[NewTicket], now: datetime) -> list[str]:
         """Create several tickets at once (a backlog); the same as one by one, in order."""
         return [self.create_ticket(conn, t, now) for t in new]
 
@@ -115,22 +114,24 @@ class Tracker(abc.ABC):
         """The local status of each ticket (by reference)."""
 
     @abc.abstractmethod
-    def apply_update(self, conn: Connection, ref: str, update: TicketUpdate,
-                     now: datetime) -> None:
+    def apply_update(self, conn: Connection, ref: str, update: TicketUpdate, now: datetime) -> None:
         """Apply upstream changes. Never recorded as officer changes (no echo)."""
 
-    def record_attachments(self, conn: Connection, ref: str,
-                           attachments: Sequence[AttachmentMeta]) -> None:
+    def record_attachments(
+        self, conn: Connection, ref: str, attachments: Sequence[AttachmentMeta]
+    ) -> None:
         """Store attachment metadata after downloads (where the files went, or why not)."""
         return None
 
-    def attachments_to_retry(self, conn: Connection,
-                             limit: int) -> list[tuple[str, str, list[AttachmentMeta]]]:
+    def attachments_to_retry(
+        self, conn: Connection, limit: int
+    ) -> list[tuple[str, str, list[AttachmentMeta]]]:
         """Tickets whose attachment downloads failed for a transient reason:
         (ref, tracking id, metadata). Trackers that keep no files return none."""
         return []
 
     @abc.abstractmethod
-    def officer_changes(self, conn: Connection, cursor: str | None,
-                        limit: int) -> list[OfficerChange]:
+    def officer_changes(
+        self, conn: Connection, cursor: str | None, limit: int
+    ) -> list[OfficerChange]:
         """Officer changes after ``cursor`` (oldest first); ``change_id`` is the next cursor."""

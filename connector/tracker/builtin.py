@@ -88,30 +88,39 @@ class BuiltinTracker(Tracker, TrackerPort):
             self.apply_update(conn, ref, intent.update(), now)
         elif intent.kind == MESSAGE:
             msg = intent.message()
-            q = select(messages.c.id).where(messages.c.ticket_id == int(ref),
-                                            messages.c.text == msg.text, messages.c.at == msg.at)
+            q = select(messages.c.id).where(
+                messages.c.ticket_id == int(ref),
+                messages.c.text == msg.text,
+                messages.c.at == msg.at,
+            )
             if msg.followup_id is not None:
-                q = select(messages.c.id).where(messages.c.ticket_id == int(ref),
-                                                messages.c.lapor_followup_id == msg.followup_id)
+                q = select(messages.c.id).where(
+                    messages.c.ticket_id == int(ref),
+                    messages.c.lapor_followup_id == msg.followup_id,
+                )
             if conn.execute(q).first() is None:
                 self._add_messages(conn, int(ref), (msg,), "lapor")
         return ref
 
     def _find(self, conn: Connection, tracking_id: str) -> str | None:
-        found = conn.execute(select(tickets.c.id).where(
-            tickets.c.tracking_id == tracking_id)).scalar_one_or_none()
+        found = conn.execute(
+            select(tickets.c.id).where(tickets.c.tracking_id == tracking_id)
+        ).scalar_one_or_none()
         return None if found is None else str(found)
 
     async def find(self, tracking_id: str) -> str | None:
         return self._run(lambda conn: self._find(conn, tracking_id))
 
-    async def changes_since(self, cursor: str | None,
-                            limit: int = 500) -> tuple[list[OfficerChange], str | None]:
+    async def changes_since(
+        self, cursor: str | None, limit: int = 500
+    ) -> tuple[list[OfficerChange], str | None]:
         found = self._run(lambda conn: self.officer_changes(conn, cursor, limit))
         if not found:
             return [], cursor
-        return ([replace(c, change_id=ChangeId.builtin(c.change_id)) for c in found],
-                found[-1].change_id)
+        return (
+            [replace(c, change_id=ChangeId.builtin(c.change_id)) for c in found],
+            found[-1].change_id,
+        )
 
     def reporting(self) -> Reporting:
         return self
@@ -122,19 +131,34 @@ class BuiltinTracker(Tracker, TrackerPort):
     def create_ticket(self, conn: Connection, ticket: NewTicket, now: datetime) -> str:
         return self.create_tickets(conn, [ticket], now)[0]
 
-    def create_tickets(self, conn: Connection, new: list[NewTicket],
-                       now: datetime) -> list[str]:
+    def create_tickets(self, conn: Connection, new: list[NewTicket], now: datetime) -> list[str]:
         if not new:
             return []
         # One executemany for the batch, then the new ids by tracking id (unique): portable
         # and far cheaper than RETURNING row by row on SQLite.
         conn.execute(insert(tickets), [_ticket_values(t, now) for t in new])
-        by_tid = dict(conn.execute(select(tickets.c.tracking_id, tickets.c.id).where(
-            tickets.c.tracking_id.in_([t.tracking_id for t in new]))).all())
+        by_tid = dict(
+            conn.execute(
+                select(tickets.c.tracking_id, tickets.c.id).where(
+                    tickets.c.tracking_id.in_([t.tracking_id for t in new])
+                )
+            ).all()
+        )
         ids = [by_tid[t.tracking_id] for t in new]
-        conn.execute(insert(status_history), [
-            {"ticket_id": i, "from_status": None, "to_status": t.status, "source": "lapor",
-             "reason": "dibuat dari LAPOR!", "at": now} for i, t in zip(ids, new, strict=True)])
+        conn.execute(
+            insert(status_history),
+            [
+                {
+                    "ticket_id": i,
+                    "from_status": None,
+                    "to_status": t.status,
+                    "source": "lapor",
+                    "reason": "dibuat dari LAPOR!",
+                    "at": now,
+                }
+                for i, t in zip(ids, new, strict=True)
+            ],
+        )
         msgs = [(i, m) for i, t in zip(ids, new, strict=True) for m in t.messages]
         if msgs:
             conn.execute(insert(messages), [_message_values(i, m, "lapor") for i, m in msgs])
@@ -145,8 +169,7 @@ class BuiltinTracker(Tracker, TrackerPort):
         q = select(tickets.c.id, tickets.c.status).where(tickets.c.id.in_(ids))
         return {str(i): s for i, s in conn.execute(q)}
 
-    def apply_update(self, conn: Connection, ref: str, upd: TicketUpdate,
-                     now: datetime) -> None:
+    def apply_update(self, conn: Connection, ref: str, upd: TicketUpdate, now: datetime) -> None:
         ticket_id = int(ref)
         row = conn.execute(select(tickets).where(tickets.c.id == ticket_id)).one()
         values: dict[str, object] = {"lapor_status": upd.lapor_status, "updated_at": now}
@@ -157,15 +180,30 @@ class BuiltinTracker(Tracker, TrackerPort):
             values["due_at"] = upd.due_at
         if upd.status is not None and upd.status != row.status:
             values["status"] = upd.status
-            conn.execute(insert(status_history), {
-                "ticket_id": ticket_id, "from_status": row.status, "to_status": upd.status,
-                "source": "lapor", "reason": (upd.reason or "")[:200] or None, "at": now})
-        conn.execute(update(tickets).where(tickets.c.id == bindparam("tid")),
-                     {"tid": ticket_id, **values})
+            conn.execute(
+                insert(status_history),
+                {
+                    "ticket_id": ticket_id,
+                    "from_status": row.status,
+                    "to_status": upd.status,
+                    "source": "lapor",
+                    "reason": (upd.reason or "")[:200] or None,
+                    "at": now,
+                },
+            )
+        conn.execute(
+            update(tickets).where(tickets.c.id == bindparam("tid")), {"tid": ticket_id, **values}
+        )
         self._add_messages(conn, ticket_id, upd.messages + notes, "lapor")
 
-    def _privacy(self, conn: Connection, row: Row[Any], upd: TicketUpdate,
-                 values: dict[str, object], now: datetime) -> tuple[NewMessage, ...]:
+    def _privacy(
+        self,
+        conn: Connection,
+        row: Row[Any],
+        upd: TicketUpdate,
+        values: dict[str, object],
+        now: datetime,
+    ) -> tuple[NewMessage, ...]:
         """Edited text replaces the local copy; anonim later removes the reporter from the
         ticket, its messages and attachment metadata; rahasia later restricts it."""
         notes: list[str] = []
@@ -175,8 +213,12 @@ class BuiltinTracker(Tracker, TrackerPort):
             values["body"] = upd.body
         if "title" in values or "body" in values:
             notes.append("Judul/isi laporan diubah di LAPOR!; salinan di tiket diganti.")
-        change = PrivacyChange.of(upd.anonymous, upd.confidential,
-                                  was_anonymous=row.anonymous, was_confidential=row.confidential)
+        change = PrivacyChange.of(
+            upd.anonymous,
+            upd.confidential,
+            was_anonymous=row.anonymous,
+            was_confidential=row.confidential,
+        )
         if change.forget_reporter:
             self._forget_reporter(conn, row, upd, values)
             notes.append("Laporan kini anonim di LAPOR!; identitas pelapor dihapus dari tiket.")
@@ -185,107 +227,187 @@ class BuiltinTracker(Tracker, TrackerPort):
             notes.append("Laporan kini rahasia di LAPOR!; tiket dibatasi (restricted).")
         return tuple(NewMessage(Direction.INTERNAL, "Konektor LAPOR!", n, now) for n in notes)
 
-    def _forget_reporter(self, conn: Connection, row: Row[Any], upd: TicketUpdate,
-                         values: dict[str, object]) -> None:
+    def _forget_reporter(
+        self, conn: Connection, row: Row[Any], upd: TicketUpdate, values: dict[str, object]
+    ) -> None:
         """Apply a later anonim: the reporter off the ticket, its messages and attachment
         metadata (``connector/privacy.py`` decides what counts as their identity)."""
         ident = privacy.identity((row.reporter_name, row.reporter_email, row.reporter_phone))
-        values.update(anonymous=True, reporter_name=None, reporter_email=None,
-                      reporter_phone=None)
+        values.update(anonymous=True, reporter_name=None, reporter_email=None, reporter_phone=None)
         for key, new in (("title", upd.title), ("body", upd.body)):  # as set above
             values[key] = privacy.scrub(getattr(row, key) if new is None else new, ident)
         if row.attachments:
-            values["attachments"] = json.dumps(privacy.scrub_json(json.loads(row.attachments),
-                                                                  ident))
-        for m in conn.execute(select(messages.c.id, messages.c.text, messages.c.author)
-                              .where(messages.c.ticket_id == row.id)).all():
+            values["attachments"] = json.dumps(
+                privacy.scrub_json(json.loads(row.attachments), ident)
+            )
+        for m in conn.execute(
+            select(messages.c.id, messages.c.text, messages.c.author).where(
+                messages.c.ticket_id == row.id
+            )
+        ).all():
             text, author = privacy.scrub(m.text, ident), privacy.scrub(m.author, ident)
             if (text, author) != (m.text, m.author):
-                conn.execute(update(messages).where(messages.c.id == m.id).values(
-                    text=text, author=author))
+                conn.execute(
+                    update(messages).where(messages.c.id == m.id).values(text=text, author=author)
+                )
 
-    def record_attachments(self, conn: Connection, ref: str,
-                           attachments: Sequence[AttachmentMeta]) -> None:
-        conn.execute(update(tickets).where(tickets.c.id == int(ref)).values(
-            attachments=json.dumps(list(attachments))))
+    def record_attachments(
+        self, conn: Connection, ref: str, attachments: Sequence[AttachmentMeta]
+    ) -> None:
+        conn.execute(
+            update(tickets)
+            .where(tickets.c.id == int(ref))
+            .values(attachments=json.dumps(list(attachments)))
+        )
 
-    def attachments_to_retry(self, conn: Connection,
-                             limit: int) -> list[tuple[str, str, list[AttachmentMeta]]]:
-        q = (select(tickets.c.id, tickets.c.tracking_id, tickets.c.attachments)
-             .where(tickets.c.attachments.contains('"retry": true')).limit(limit))
+    def attachments_to_retry(
+        self, conn: Connection, limit: int
+    ) -> list[tuple[str, str, list[AttachmentMeta]]]:
+        q = (
+            select(tickets.c.id, tickets.c.tracking_id, tickets.c.attachments)
+            .where(tickets.c.attachments.contains('"retry": true'))
+            .limit(limit)
+        )
         return [(str(i), tid, json.loads(meta)) for i, tid, meta in conn.execute(q)]
 
-    def _add_messages(self, conn: Connection, ticket_id: int, msgs: tuple[NewMessage, ...],
-                      source: str) -> None:
+    def _add_messages(
+        self, conn: Connection, ticket_id: int, msgs: tuple[NewMessage, ...], source: str
+    ) -> None:
         if msgs:
             conn.execute(insert(messages), [_message_values(ticket_id, m, source) for m in msgs])
 
-    def officer_changes(self, conn: Connection, cursor: str | None,
-                        limit: int) -> list[OfficerChange]:
-        q = (select(tracker_changes, tickets.c.tracking_id)
-             .join(tickets, tickets.c.id == tracker_changes.c.ticket_id)
-             .where(tracker_changes.c.id > int(cursor or 0))
-             .order_by(tracker_changes.c.id).limit(limit))
-        return [OfficerChange(str(r.id), str(r.ticket_id), r.tracking_id, r.status,
-                              r.ticket_status, r.reply, as_utc(r.at))
-                for r in conn.execute(q)]
+    def officer_changes(
+        self, conn: Connection, cursor: str | None, limit: int
+    ) -> list[OfficerChange]:
+        q = (
+            select(tracker_changes, tickets.c.tracking_id)
+            .join(tickets, tickets.c.id == tracker_changes.c.ticket_id)
+            .where(tracker_changes.c.id > int(cursor or 0))
+            .order_by(tracker_changes.c.id)
+            .limit(limit)
+        )
+        return [
+            OfficerChange(
+                str(r.id),
+                str(r.ticket_id),
+                r.tracking_id,
+                r.status,
+                r.ticket_status,
+                r.reply,
+                as_utc(r.at),
+            )
+            for r in conn.execute(q)
+        ]
 
     # -- the officer's side (the `tickets` commands) ---------------------------------------
 
-    def officer_update(self, conn: Connection, ticket_id: str, action: OfficerAction,
-                       now: datetime) -> OfficerChange | None:
+    def officer_update(
+        self, conn: Connection, ticket_id: str, action: OfficerAction, now: datetime
+    ) -> OfficerChange | None:
         """Record an officer action and, when it is public, its change record."""
         # Text from a terminal can carry NUL or undecodable bytes (as lone surrogates):
         # the same repair as for LAPOR!'s text, so every backend can store it.
-        action = OfficerAction(action.status,
-                               None if action.reply is None else clean_text(action.reply),
-                               None if action.note is None else clean_text(action.note),
-                               clean_text(action.author))
+        action = OfficerAction(
+            action.status,
+            None if action.reply is None else clean_text(action.reply),
+            None if action.note is None else clean_text(action.note),
+            clean_text(action.author),
+        )
         check_status(action.status, self.local_statuses)
         if action.reply is not None and not action.reply.strip():
             raise TrackerRefusal("the public reply is empty", 2)
         if action.reply is not None and len(action.reply) > MAX_REPLY:
-            raise TrackerRefusal(f"the public reply has {len(action.reply)} characters; "
-                                 f"LAPOR! accepts at most {MAX_REPLY}", 2)
-        row = conn.execute(select(tickets.c.id, tickets.c.status, tickets.c.tracking_id)
-                           .where(tickets.c.id == _int(ticket_id))).one_or_none()
+            raise TrackerRefusal(
+                f"the public reply has {len(action.reply)} characters; "
+                f"LAPOR! accepts at most {MAX_REPLY}",
+                2,
+            )
+        row = conn.execute(
+            select(tickets.c.id, tickets.c.status, tickets.c.tracking_id).where(
+                tickets.c.id == _int(ticket_id)
+            )
+        ).one_or_none()
         if row is None:
             raise TrackerRefusal(f"no ticket with id {ticket_id}", 1)
         if row.status == "closed" and (action.status is not None or action.reply is not None):
-            raise TrackerRefusal(f"ticket {ticket_id} is closed: no status change or public "
-                                 "reply is possible (an internal note is)", 1)
+            raise TrackerRefusal(
+                f"ticket {ticket_id} is closed: no status change or public "
+                "reply is possible (an internal note is)",
+                1,
+            )
         new_status = action.status if action.status not in (None, row.status) else None
         change_id: int | None = None
         if new_status is not None or action.reply:
             # The change record first: the status and reply rows carry its id, so the
             # desk shows each reply's delivery (outbox ``builtin:<id>``).
-            change_id = _new_id(conn.execute(insert(tracker_changes).values(
-                ticket_id=row.id, status=new_status, ticket_status=new_status or row.status,
-                reply=action.reply or None, at=now)))
+            change_id = _new_id(
+                conn.execute(
+                    insert(tracker_changes).values(
+                        ticket_id=row.id,
+                        status=new_status,
+                        ticket_status=new_status or row.status,
+                        reply=action.reply or None,
+                        at=now,
+                    )
+                )
+            )
         if new_status is not None:
-            conn.execute(update(tickets).where(tickets.c.id == row.id)
-                         .values(status=new_status, updated_at=now))
-            conn.execute(insert(status_history).values(
-                ticket_id=row.id, from_status=row.status, to_status=new_status,
-                source="officer", reason=None, at=now, change_id=change_id))
+            conn.execute(
+                update(tickets)
+                .where(tickets.c.id == row.id)
+                .values(status=new_status, updated_at=now)
+            )
+            conn.execute(
+                insert(status_history).values(
+                    ticket_id=row.id,
+                    from_status=row.status,
+                    to_status=new_status,
+                    source="officer",
+                    reason=None,
+                    at=now,
+                    change_id=change_id,
+                )
+            )
         if action.note:
-            self._add_messages(conn, row.id, (NewMessage(Direction.INTERNAL, action.author,
-                                                         action.note, now),), "officer")
+            self._add_messages(
+                conn,
+                row.id,
+                (NewMessage(Direction.INTERNAL, action.author, action.note, now),),
+                "officer",
+            )
         if action.reply:
-            conn.execute(insert(messages), {
-                **_message_values(row.id, NewMessage(Direction.OUT, action.author,
-                                                     action.reply, now), "officer"),
-                "change_id": change_id})
+            conn.execute(
+                insert(messages),
+                {
+                    **_message_values(
+                        row.id,
+                        NewMessage(Direction.OUT, action.author, action.reply, now),
+                        "officer",
+                    ),
+                    "change_id": change_id,
+                },
+            )
         if change_id is None:
             return None
-        return OfficerChange(str(change_id), str(row.id), row.tracking_id, new_status,
-                             new_status or row.status, action.reply or None, now)
+        return OfficerChange(
+            str(change_id),
+            str(row.id),
+            row.tracking_id,
+            new_status,
+            new_status or row.status,
+            action.reply or None,
+            now,
+        )
 
     # -- reading ------------------------------------------------------------------------
 
-    def list_tickets(self, conn: Connection, agency: str | None = None,
-             status: str | None = None,
-             also: list[str] | None = None) -> list[TicketJSON]:
+    def list_tickets(
+        self,
+        conn: Connection,
+        agency: str | None = None,
+        status: str | None = None,
+        also: list[str] | None = None,
+    ) -> list[TicketJSON]:
         """Tickets, filtered; ``also``: tracking ids listed under ``agency`` besides its
         own (a complaint disposed to several agencies is visible to each)."""
         q = select(tickets).order_by(tickets.c.id)
@@ -297,8 +419,11 @@ class BuiltinTracker(Tracker, TrackerPort):
         ids = [r.id for r in rows]
         msgs: dict[int, list[MessageJSON]] = {i: [] for i in ids}
         if ids:
-            for m in conn.execute(select(messages).where(messages.c.ticket_id.in_(ids))
-                                  .order_by(messages.c.at, messages.c.id)):
+            for m in conn.execute(
+                select(messages)
+                .where(messages.c.ticket_id.in_(ids))
+                .order_by(messages.c.at, messages.c.id)
+            ):
                 msgs[m.ticket_id].append(_message(m))
         return [_ticket(r, msgs[r.id]) for r in rows]
 
@@ -306,52 +431,91 @@ class BuiltinTracker(Tracker, TrackerPort):
         row = conn.execute(select(tickets).where(tickets.c.id == _int(ticket_id))).one_or_none()
         if row is None:
             return None
-        msgs = [_message(m) for m in conn.execute(
-            select(messages).where(messages.c.ticket_id == row.id)
-            .order_by(messages.c.at, messages.c.id))]
+        msgs = [
+            _message(m)
+            for m in conn.execute(
+                select(messages)
+                .where(messages.c.ticket_id == row.id)
+                .order_by(messages.c.at, messages.c.id)
+            )
+        ]
         out = _ticket(row, msgs)
         out["status_history"] = [
-            {"from": h.from_status, "to": h.to_status, "source": h.source, "reason": h.reason,
-             "at": iso(h.at)}
-            for h in conn.execute(select(status_history)
-                                  .where(status_history.c.ticket_id == row.id)
-                                  .order_by(status_history.c.id))]
+            {
+                "from": h.from_status,
+                "to": h.to_status,
+                "source": h.source,
+                "reason": h.reason,
+                "at": iso(h.at),
+            }
+            for h in conn.execute(
+                select(status_history)
+                .where(status_history.c.ticket_id == row.id)
+                .order_by(status_history.c.id)
+            )
+        ]
         return out
 
     def counts(self, conn: Connection) -> list[tuple[str, str, int]]:
-        q = (select(tickets.c.agency, tickets.c.status, func.count())
-             .group_by(tickets.c.agency, tickets.c.status)
-             .order_by(tickets.c.agency, tickets.c.status))
+        q = (
+            select(tickets.c.agency, tickets.c.status, func.count())
+            .group_by(tickets.c.agency, tickets.c.status)
+            .order_by(tickets.c.agency, tickets.c.status)
+        )
         return [(a, s, n) for a, s, n in conn.execute(q)]
 
     def refs(self, conn: Connection, tracking_ids: list[str]) -> dict[str, str]:
-        return {tid: str(ref) for tid, ref in conn.execute(
-            select(tickets.c.tracking_id, tickets.c.id).where(
-                tickets.c.tracking_id.in_(tracking_ids)))}
+        return {
+            tid: str(ref)
+            for tid, ref in conn.execute(
+                select(tickets.c.tracking_id, tickets.c.id).where(
+                    tickets.c.tracking_id.in_(tracking_ids)
+                )
+            )
+        }
 
 
 def _ticket_values(ticket: NewTicket, now: datetime) -> dict[str, object]:
-    reporter: Reporter = (ticket.reporter if ticket.reporter is not None and not ticket.anonymous
-                          else {"name": None, "email": None, "phone": None})
+    reporter: Reporter = (
+        ticket.reporter
+        if ticket.reporter is not None and not ticket.anonymous
+        else {"name": None, "email": None, "phone": None}
+    )
     return {
-        "tracking_id": ticket.tracking_id, "agency": ticket.agency, "status": ticket.status,
-        "lapor_status": ticket.lapor_status, "title": ticket.title, "body": ticket.body,
-        "classification": ticket.classification, "category": ticket.category,
-        "channel": ticket.channel, "anonymous": ticket.anonymous,
+        "tracking_id": ticket.tracking_id,
+        "agency": ticket.agency,
+        "status": ticket.status,
+        "lapor_status": ticket.lapor_status,
+        "title": ticket.title,
+        "body": ticket.body,
+        "classification": ticket.classification,
+        "category": ticket.category,
+        "channel": ticket.channel,
+        "anonymous": ticket.anonymous,
         "confidential": ticket.confidential,
         "location": json.dumps(ticket.location) if ticket.location else None,
         "attachments": json.dumps(list(ticket.attachments)),
-        "submitted_at": ticket.submitted_at, "due_at": ticket.due_at,
-        "created_at": now, "updated_at": now,
+        "submitted_at": ticket.submitted_at,
+        "due_at": ticket.due_at,
+        "created_at": now,
+        "updated_at": now,
         # Never identity for an anonymous complaint, whatever the caller passed.
-        "reporter_name": reporter.get("name"), "reporter_email": reporter.get("email"),
+        "reporter_name": reporter.get("name"),
+        "reporter_email": reporter.get("email"),
         "reporter_phone": reporter.get("phone"),
     }
 
 
 def _message_values(ticket_id: int, m: NewMessage, source: str) -> dict[str, object]:
-    return {"ticket_id": ticket_id, "direction": m.direction, "author": m.author[:200],
-            "text": m.text, "at": m.at, "source": source, "lapor_followup_id": m.followup_id}
+    return {
+        "ticket_id": ticket_id,
+        "direction": m.direction,
+        "author": m.author[:200],
+        "text": m.text,
+        "at": m.at,
+        "source": source,
+        "lapor_followup_id": m.followup_id,
+    }
 
 
 def _new_id(result: CursorResult[Any]) -> int:
@@ -363,8 +527,7 @@ def _new_id(result: CursorResult[Any]) -> int:
 def check_status(status: str | None, local_statuses: Sequence[str]) -> None:
     """The one check of an officer's new status (the CLI asks it before anything else)."""
     if status is not None and status not in local_statuses:
-        raise TrackerRefusal(f"unknown status {status!r} (one of "
-                             f"{', '.join(local_statuses)})", 2)
+        raise TrackerRefusal(f"unknown status {status!r} (one of {', '.join(local_statuses)})", 2)
 
 
 def _int(value: str) -> int:
@@ -383,15 +546,26 @@ def _ticket(r: Row[Any], msgs: list[MessageJSON]) -> TicketJSON:
     if not r.anonymous and r.reporter_name is not None:
         reporter = {"name": r.reporter_name, "email": r.reporter_email, "phone": r.reporter_phone}
     return {
-        "id": str(r.id), "tracking_id": r.tracking_id, "agency": r.agency, "status": r.status,
-        "lapor_status": r.lapor_status, "title": r.title, "body": r.body,
-        "classification": r.classification, "category": r.category, "channel": r.channel,
-        "anonymous": r.anonymous, "confidential": r.confidential,
-        "restricted": r.confidential, "reporter": reporter,
+        "id": str(r.id),
+        "tracking_id": r.tracking_id,
+        "agency": r.agency,
+        "status": r.status,
+        "lapor_status": r.lapor_status,
+        "title": r.title,
+        "body": r.body,
+        "classification": r.classification,
+        "category": r.category,
+        "channel": r.channel,
+        "anonymous": r.anonymous,
+        "confidential": r.confidential,
+        "restricted": r.confidential,
+        "reporter": reporter,
         "location": json.loads(r.location) if r.location else None,
         "attachments": json.loads(r.attachments),
-        "submitted_at": iso(r.submitted_at), "due_at": iso(r.due_at),
+        "submitted_at": iso(r.submitted_at),
+        "due_at": iso(r.due_at),
         "due_at_wita": iso_wita(r.due_at),
-        "created_at": iso(r.created_at), "updated_at": iso(r.updated_at),
+        "created_at": iso(r.created_at),
+        "updated_at": iso(r.updated_at),
         "messages": msgs,
     }

@@ -107,8 +107,14 @@ class Intent:
     @staticmethod
     def of(stored: StoredIntent) -> Intent:
         """The store's row, read as the payload its kind says (JSON, so not checked)."""
-        return Intent(stored.id, stored.tracking_id, stored.kind,
-                      cast(Payload, stored.payload), stored.attempts, stored.issue_ref)
+        return Intent(
+            stored.id,
+            stored.tracking_id,
+            stored.kind,
+            cast(Payload, stored.payload),
+            stored.attempts,
+            stored.issue_ref,
+        )
 
     def ticket(self) -> NewTicket:
         """A ``create`` intent's ticket."""
@@ -139,14 +145,19 @@ class Reporting(Protocol):
 class Desk(Protocol):
     """The officer's desk of the ``tickets`` commands (and the demo officer)."""
 
-    def list_tickets(self, conn: Connection, agency: str | None = None,
-                     status: str | None = None,
-                     also: list[str] | None = None) -> list[TicketJSON]: ...
+    def list_tickets(
+        self,
+        conn: Connection,
+        agency: str | None = None,
+        status: str | None = None,
+        also: list[str] | None = None,
+    ) -> list[TicketJSON]: ...
 
     def show(self, conn: Connection, ticket_id: str) -> TicketJSON | None: ...
 
-    def officer_update(self, conn: Connection, ticket_id: str, action: OfficerAction,
-                       now: datetime) -> OfficerChange | None: ...
+    def officer_update(
+        self, conn: Connection, ticket_id: str, action: OfficerAction, now: datetime
+    ) -> OfficerChange | None: ...
 
 
 class TrackerPort(abc.ABC):
@@ -169,8 +180,9 @@ class TrackerPort(abc.ABC):
         """The issue of a complaint, by its tracking id."""
 
     @abc.abstractmethod
-    async def changes_since(self, cursor: str | None,
-                            limit: int = 500) -> tuple[list[OfficerChange], str | None]:
+    async def changes_since(
+        self, cursor: str | None, limit: int = 500
+    ) -> tuple[list[OfficerChange], str | None]:
         """Officer changes after ``cursor`` (oldest first; the tracker's own changes are
         never among them) and the cursor to store with their outbox entries."""
 
@@ -207,51 +219,94 @@ def _from_iso(value: str | None) -> datetime | None:
 
 
 def message_payload(m: NewMessage) -> MessagePayload:
-    return {"direction": m.direction.value, "author": m.author, "text": m.text, "at": _iso(m.at),
-            "followup_id": m.followup_id}
+    return {
+        "direction": m.direction.value,
+        "author": m.author,
+        "text": m.text,
+        "at": _iso(m.at),
+        "followup_id": m.followup_id,
+    }
 
 
 def message_from(p: MessagePayload) -> NewMessage:
-    return NewMessage(Direction(p["direction"]), p["author"], p["text"],
-                      datetime.fromisoformat(p["at"]), p.get("followup_id"))
+    return NewMessage(
+        Direction(p["direction"]),
+        p["author"],
+        p["text"],
+        datetime.fromisoformat(p["at"]),
+        p.get("followup_id"),
+    )
 
 
 def ticket_payload(t: NewTicket) -> TicketPayload:
     """The new ticket without its messages (they become message intents of their own)."""
     return {
-        "tracking_id": t.tracking_id, "agency": t.agency, "status": t.status,
-        "lapor_status": t.lapor_status, "title": t.title, "body": t.body,
-        "classification": t.classification, "category": t.category, "channel": t.channel,
-        "anonymous": t.anonymous, "confidential": t.confidential,
+        "tracking_id": t.tracking_id,
+        "agency": t.agency,
+        "status": t.status,
+        "lapor_status": t.lapor_status,
+        "title": t.title,
+        "body": t.body,
+        "classification": t.classification,
+        "category": t.category,
+        "channel": t.channel,
+        "anonymous": t.anonymous,
+        "confidential": t.confidential,
         "reporter": None if t.reporter is None else Reporter(**t.reporter),
         "location": None if t.location is None else Location(**t.location),
         "attachments": [AttachmentMeta(**a) for a in t.attachments],
-        "submitted_at": _iso(t.submitted_at), "due_at": _iso_or_none(t.due_at),
+        "submitted_at": _iso(t.submitted_at),
+        "due_at": _iso_or_none(t.due_at),
     }
 
 
 def ticket_from(p: TicketPayload) -> NewTicket:
     return NewTicket(
-        tracking_id=p["tracking_id"], agency=p["agency"], status=p["status"],
-        lapor_status=p["lapor_status"], title=p["title"], body=p["body"],
-        classification=p["classification"], category=p["category"], channel=p["channel"],
-        anonymous=p["anonymous"], confidential=p["confidential"], reporter=p["reporter"],
-        location=p["location"], attachments=tuple(p.get("attachments") or ()),
+        tracking_id=p["tracking_id"],
+        agency=p["agency"],
+        status=p["status"],
+        lapor_status=p["lapor_status"],
+        title=p["title"],
+        body=p["body"],
+        classification=p["classification"],
+        category=p["category"],
+        channel=p["channel"],
+        anonymous=p["anonymous"],
+        confidential=p["confidential"],
+        reporter=p["reporter"],
+        location=p["location"],
+        attachments=tuple(p.get("attachments") or ()),
         submitted_at=datetime.fromisoformat(p["submitted_at"]),
-        due_at=_from_iso(p.get("due_at")), messages=())
+        due_at=_from_iso(p.get("due_at")),
+        messages=(),
+    )
 
 
 def update_payload(u: TicketUpdate) -> UpdatePayload:
     """The update without its messages (they become message intents of their own)."""
-    return {"lapor_status": u.lapor_status, "status": u.status, "agency": u.agency,
-            "due_at": _iso_or_none(u.due_at), "reason": u.reason, "title": u.title,
-            "body": u.body, "anonymous": u.anonymous, "confidential": u.confidential}
+    return {
+        "lapor_status": u.lapor_status,
+        "status": u.status,
+        "agency": u.agency,
+        "due_at": _iso_or_none(u.due_at),
+        "reason": u.reason,
+        "title": u.title,
+        "body": u.body,
+        "anonymous": u.anonymous,
+        "confidential": u.confidential,
+    }
 
 
 def update_from(p: UpdatePayload) -> TicketUpdate:
     # ``get``: an update stored before a field existed leaves that field as it is.
-    return TicketUpdate(lapor_status=p["lapor_status"], status=p.get("status"),
-                        agency=p.get("agency"), due_at=_from_iso(p.get("due_at")),
-                        reason=p.get("reason"), title=p.get("title"), body=p.get("body"),
-                        anonymous=p.get("anonymous"), confidential=p.get("confidential"))
-
+    return TicketUpdate(
+        lapor_status=p["lapor_status"],
+        status=p.get("status"),
+        agency=p.get("agency"),
+        due_at=_from_iso(p.get("due_at")),
+        reason=p.get("reason"),
+        title=p.get("title"),
+        body=p.get("body"),
+        anonymous=p.get("anonymous"),
+        confidential=p.get("confidential"),
+    )

@@ -92,17 +92,22 @@ def describe(t: NewTicket) -> str:
         lines.append(f"Kategori: {_inline(t.category)}")
     lines.append(f"Kanal: {_inline(t.channel)}")
     if t.location:
-        loc = ", ".join(_inline(t.location[k]) for k in ("village", "district", "regency",
-                                                         "province") if t.location.get(k))
+        loc = ", ".join(
+            _inline(t.location[k])
+            for k in ("village", "district", "regency", "province")
+            if t.location.get(k)
+        )
         if loc:
             lines.append(f"Lokasi: {loc}")
     lines.append(f"Diterima di LAPOR!: {human(t.submitted_at)}")
     if t.confidential:
         lines.append("RAHASIA: laporan rahasia, isu privat.")
     if not t.anonymous and t.reporter:
-        contact = " / ".join(_inline(v) for v in (t.reporter.get("name"),
-                                                  t.reporter.get("email"),
-                                                  t.reporter.get("phone")) if v)
+        contact = " / ".join(
+            _inline(v)
+            for v in (t.reporter.get("name"), t.reporter.get("email"), t.reporter.get("phone"))
+            if v
+        )
         if contact:
             lines.append(REPORTER + contact)
     lines += ["", marker(t.tracking_id)]
@@ -123,10 +128,13 @@ def redescribe(current: str, body: str | None, anonymous: bool) -> str:
         for line in text.split("\n"):
             if line.startswith(REPORTER):
                 # As written on the line (escaped), as typed, and as in the text block.
-                for v in line[len(REPORTER):].split(" / "):
+                for v in line[len(REPORTER) :].split(" / "):
                     typed = html.unescape(v.strip()).replace(ZWSP, "")
-                    identity += [form for form in (v.strip(), typed, _pre_text(typed))
-                                 if len(form) >= privacy.MIN_IDENTITY]
+                    identity += [
+                        form
+                        for form in (v.strip(), typed, _pre_text(typed))
+                        if len(form) >= privacy.MIN_IDENTITY
+                    ]
                 continue
             out.append(line)
         text = "\n".join(out)
@@ -137,10 +145,16 @@ def redescribe(current: str, body: str | None, anonymous: bool) -> str:
 class RedmineTracker(TrackerPort):
     kind = "redmine"
 
-    def __init__(self, make_client: Callable[[], RedmineClient], mapping: RedmineMapping,
-                 default_project: str, mappings: Callable[[], Mappings], base_url: str,
-                 now: Callable[[], datetime] = lambda: datetime.now(UTC),
-                 overlap: timedelta = OVERLAP):
+    def __init__(
+        self,
+        make_client: Callable[[], RedmineClient],
+        mapping: RedmineMapping,
+        default_project: str,
+        mappings: Callable[[], Mappings],
+        base_url: str,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        overlap: timedelta = OVERLAP,
+    ):
         self._make_client = make_client
         self._client: RedmineClient | None = None
         self.mapping = mapping
@@ -174,8 +188,7 @@ class RedmineTracker(TrackerPort):
             found = self.mappings().agency(agency)
         except Exception:  # no valid mapping loaded: the default project
             found = None
-        return (found.redmine_project if found and found.redmine_project
-                else self.default_project)
+        return found.redmine_project if found and found.redmine_project else self.default_project
 
     def issue_url(self, ref: str) -> str | None:
         return f"{self.base_url}/issues/{ref}" if ref else None
@@ -203,11 +216,16 @@ class RedmineTracker(TrackerPort):
                 due = None if t.due_at is None else wita_date(t.due_at)
                 start = wita_date(t.submitted_at)
                 issue = await c.create_issue(
-                    project=self.project_of(t.agency), tracker=self.mapping.tracker,
-                    status=self.mapping.to_redmine[t.status], subject=_subject(t.title),
-                    description=describe(t), tracking_id=t.tracking_id,
-                    due_date=due, start_date=start if due is None else min(start, due),
-                    is_private=t.confidential)
+                    project=self.project_of(t.agency),
+                    tracker=self.mapping.tracker,
+                    status=self.mapping.to_redmine[t.status],
+                    subject=_subject(t.title),
+                    description=describe(t),
+                    tracking_id=t.tracking_id,
+                    due_date=due,
+                    start_date=start if due is None else min(start, due),
+                    is_private=t.confidential,
+                )
                 log.info("redmine_issue_created", tracking_id=t.tracking_id, issue=issue.id)
             if intent.ticket().confidential and not issue.is_private:
                 # Redmine drops is_private silently without the permission: read back, so
@@ -215,9 +233,11 @@ class RedmineTracker(TrackerPort):
                 await c.update_issue(issue.id, is_private=True)
             return str(issue.id)
         if issue is None:
-            raise RedmineRefused(f"{intent.kind} for tracking id {intent.tracking_id}",
-                                 "issue_not_found",
-                                 errors=["no issue carries this tracking id"])
+            raise RedmineRefused(
+                f"{intent.kind} for tracking id {intent.tracking_id}",
+                "issue_not_found",
+                errors=["no issue carries this tracking id"],
+            )
         if intent.kind == UPDATE:
             await self._update(issue, intent, intent.update())
         elif intent.kind == MESSAGE:
@@ -231,7 +251,8 @@ class RedmineTracker(TrackerPort):
         full = await self.client().issue(issue.id, journals=True)
         me = await self.me()
         return full is not None and any(
-            j.user_id == me and j.notes.rstrip().endswith(marker(key)) for j in full.journals)
+            j.user_id == me and j.notes.rstrip().endswith(marker(key)) for j in full.journals
+        )
 
     async def _update(self, issue: Issue, intent: Intent, u: TicketUpdate) -> None:
         kw: IssueChanges = {}
@@ -246,8 +267,9 @@ class RedmineTracker(TrackerPort):
             due = wita_date(u.due_at)
             if due != issue.due_date and (issue.start_date is None or due >= issue.start_date):
                 kw["due_date"] = due
-        if PrivacyChange.of(None, u.confidential, was_anonymous=False,
-                            was_confidential=issue.is_private).restrict:
+        if PrivacyChange.of(
+            None, u.confidential, was_anonymous=False, was_confidential=issue.is_private
+        ).restrict:
             kw["is_private"] = True
             notes.append("Laporan kini rahasia di LAPOR!; isu dijadikan privat.")
         if u.title is not None:
@@ -261,8 +283,9 @@ class RedmineTracker(TrackerPort):
                 current = (full.description if full is not None else None) or ""
             # An issue keeps no anonim flag: the decision always applies, and removes the
             # reporter's line (this tracker's copy of the identity) when there is one.
-            forget = PrivacyChange.of(u.anonymous, None, was_anonymous=False,
-                                      was_confidential=False).forget_reporter
+            forget = PrivacyChange.of(
+                u.anonymous, None, was_anonymous=False, was_confidential=False
+            ).forget_reporter
             new = redescribe(current, u.body, forget)
             if new != current:
                 kw["description"] = new
@@ -292,8 +315,9 @@ class RedmineTracker(TrackerPort):
         name = self._status_names.get(int(status_id))
         return None if name is None else self.mapping.local_status(name)
 
-    async def changes_since(self, cursor: str | None,
-                            limit: int = 500) -> tuple[list[OfficerChange], str | None]:
+    async def changes_since(
+        self, cursor: str | None, limit: int = 500
+    ) -> tuple[list[OfficerChange], str | None]:
         me = await self.me()
         since = datetime.fromisoformat(cursor) if cursor else self.now() - self.overlap
         issues = await self.client().updated_since(since - self.overlap)
@@ -315,15 +339,25 @@ class RedmineTracker(TrackerPort):
                 if reply is None and status is None:
                     continue  # a private note, a move, an edit: nothing for LAPOR!
                 after = await self._status_after(issue, journals, j)
-                out.append((j.created_on, j.id, OfficerChange(
-                    change_id=f"redmine:{j.id}", ticket_ref=str(issue.id), tracking_id=str(tid),
-                    status=status, ticket_status=after or "in_progress", reply=reply,
-                    at=j.created_on)))
+                out.append(
+                    (
+                        j.created_on,
+                        j.id,
+                        OfficerChange(
+                            change_id=f"redmine:{j.id}",
+                            ticket_ref=str(issue.id),
+                            tracking_id=str(tid),
+                            status=status,
+                            ticket_status=after or "in_progress",
+                            reply=reply,
+                            at=j.created_on,
+                        ),
+                    )
+                )
         out.sort(key=lambda x: (x[0], x[1]))
         return [c for _, _, c in out], high.isoformat()
 
-    async def _status_after(self, issue: Issue, journals: list[Journal],
-                            j: Journal) -> str | None:
+    async def _status_after(self, issue: Issue, journals: list[Journal], j: Journal) -> str | None:
         """The issue's local status right after journal ``j``."""
         last = None
         for k in journals:
@@ -350,9 +384,11 @@ class _Reporting:
         from connector.store.schema import links, tracker_issues
 
         status = func.coalesce(tracker_issues.c.officer_status, "new")
-        q = (select(links.c.agency, links.c.closed, status, func.count())
-             .outerjoin(tracker_issues, tracker_issues.c.tracking_id == links.c.tracking_id)
-             .group_by(links.c.agency, links.c.closed, status))
+        q = (
+            select(links.c.agency, links.c.closed, status, func.count())
+            .outerjoin(tracker_issues, tracker_issues.c.tracking_id == links.c.tracking_id)
+            .group_by(links.c.agency, links.c.closed, status)
+        )
         out: dict[tuple[str, str], int] = {}
         for agency, closed, s, n in conn.execute(q):
             key = (agency, "closed" if closed else s)

@@ -202,13 +202,24 @@ class RedmineClient:
 
     # -- the request machinery -----------------------------------------------------------
 
-    async def _call(self, method: str, path: str, what: str, *,
-                    params: Params | None = None,
-                    body: Mapping[str, object] | None = None) -> JSON:
+    async def _call(
+        self,
+        method: str,
+        path: str,
+        what: str,
+        *,
+        params: Params | None = None,
+        body: Mapping[str, object] | None = None,
+    ) -> JSON:
         """One attempt; the decoded JSON body (``None`` for an empty answer): unchecked
         JSON, which the ``_issue``/``_list``/``_named`` readers check."""
-        with mapped({httpx.TransportError: lambda exc: RedmineUnavailable(  # timeouts too
-                f"Redmine unavailable during {what}: {exc.__class__.__name__}")}):
+        with mapped(
+            {
+                httpx.TransportError: lambda exc: RedmineUnavailable(  # timeouts too
+                    f"Redmine unavailable during {what}: {exc.__class__.__name__}"
+                )
+            }
+        ):
             async with self._http.stream(method, path, params=params, json=body) as resp:
                 raw = await self._read_capped(resp, what)
         status = resp.status_code
@@ -218,17 +229,23 @@ class RedmineClient:
             try:
                 return json.loads(raw)
             except ValueError:
-                raise RedmineUnavailable(f"Redmine answered {what} with malformed JSON",
-                                         status=status) from None
+                raise RedmineUnavailable(
+                    f"Redmine answered {what} with malformed JSON", status=status
+                ) from None
         if status in (408, 429) or status >= 500:
             raise RedmineUnavailable(f"Redmine answered {what} with HTTP {status}", status=status)
         if status == 401:
             raise RedmineAuthRefused(
                 "Redmine refused the API key (HTTP 401): check REDMINE_API_KEY and that "
-                "the REST API is enabled (Administration > Settings > API)")
+                "the REST API is enabled (Administration > Settings > API)"
+            )
         if 300 <= status < 400:
-            raise RedmineRefused(what, "redirected", status=status,
-                                 errors=["check tracker.redmine.url (redirects are not followed)"])
+            raise RedmineRefused(
+                what,
+                "redirected",
+                status=status,
+                errors=["check tracker.redmine.url (redirects are not followed)"],
+            )
         reason = {403: "forbidden", 404: "not_found", 422: "invalid"}.get(status, f"http_{status}")
         raise RedmineRefused(what, reason, status=status, errors=_errors(raw))
 
@@ -249,8 +266,9 @@ class RedmineClient:
 
     async def current_user(self) -> User:
         doc = await self._call("GET", "/users/current.json", "current user")
-        with mapped({MALFORMED: lambda _: RedmineUnavailable(
-                "Redmine answered current user malformed")}):
+        with mapped(
+            {MALFORMED: lambda _: RedmineUnavailable("Redmine answered current user malformed")}
+        ):
             u = doc["user"]
             return User(int(u["id"]), str(u["login"]), bool(u.get("admin", False)))
 
@@ -267,25 +285,38 @@ class RedmineClient:
         doc = await self._call("GET", "/custom_fields.json", "custom fields")
         out = []
         for c in _list(doc, "custom_fields"):
-            with mapped({MALFORMED: lambda _: RedmineUnavailable(
-                    "Redmine answered custom fields malformed")}):
-                out.append(CustomField(
-                    int(c["id"]), str(c["name"]), str(c.get("customized_type", "")),
-                    str(c.get("field_format", "")), bool(c.get("is_filter", False)),
-                    tuple(int(t["id"]) for t in c.get("trackers") or ())))
+            with mapped(
+                {
+                    MALFORMED: lambda _: RedmineUnavailable(
+                        "Redmine answered custom fields malformed"
+                    )
+                }
+            ):
+                out.append(
+                    CustomField(
+                        int(c["id"]),
+                        str(c["name"]),
+                        str(c.get("customized_type", "")),
+                        str(c.get("field_format", "")),
+                        bool(c.get("is_filter", False)),
+                        tuple(int(t["id"]) for t in c.get("trackers") or ()),
+                    )
+                )
         return out
 
     async def project(self, identifier: str) -> Named | None:
         """The project, or ``None`` when it does not exist (or the user cannot see it)."""
         try:
-            doc = await self._call("GET", f"/projects/{_segment(identifier)}.json",
-                                   f"project {identifier}")
+            doc = await self._call(
+                "GET", f"/projects/{_segment(identifier)}.json", f"project {identifier}"
+            )
         except RedmineRefused as exc:
             if exc.reason in ("not_found", "forbidden"):
                 return None
             raise
-        with mapped({MALFORMED: lambda _: RedmineUnavailable(
-                "Redmine answered project malformed")}):
+        with mapped(
+            {MALFORMED: lambda _: RedmineUnavailable("Redmine answered project malformed")}
+        ):
             return _named(doc["project"])
 
     async def tracker_id(self, name: str, *, refresh: bool = False) -> int:
@@ -293,8 +324,11 @@ class RedmineClient:
             self._trackers = {t.name: t for t in await self.trackers()}
         found = self._trackers.get(name)
         if found is None:
-            raise RedmineRefused(f"tracker {name!r}", "unknown_tracker",
-                                 errors=["no Redmine tracker of that name (mappings/redmine.toml)"])
+            raise RedmineRefused(
+                f"tracker {name!r}",
+                "unknown_tracker",
+                errors=["no Redmine tracker of that name (mappings/redmine.toml)"],
+            )
         return found.id
 
     async def status(self, name: str, *, refresh: bool = False) -> Named:
@@ -302,8 +336,11 @@ class RedmineClient:
             self._statuses = {s.name: s for s in await self.statuses()}
         found = self._statuses.get(name)
         if found is None:
-            raise RedmineRefused(f"status {name!r}", "unknown_status",
-                                 errors=["no Redmine status of that name (mappings/redmine.toml)"])
+            raise RedmineRefused(
+                f"status {name!r}",
+                "unknown_status",
+                errors=["no Redmine status of that name (mappings/redmine.toml)"],
+            )
         return found
 
     # -- issues -------------------------------------------------------------------------
@@ -311,8 +348,9 @@ class RedmineClient:
     async def issue(self, issue_id: int, *, journals: bool = False) -> Issue | None:
         params = {"include": "journals"} if journals else None
         try:
-            doc = await self._call("GET", f"/issues/{int(issue_id)}.json", f"issue #{issue_id}",
-                                   params=params)
+            doc = await self._call(
+                "GET", f"/issues/{int(issue_id)}.json", f"issue #{issue_id}", params=params
+            )
         except RedmineRefused as exc:
             if exc.reason == "not_found":
                 return None
@@ -323,24 +361,42 @@ class RedmineClient:
         """Issues whose tracking-id field equals ``tracking_id`` exactly, in every project
         the user sees, open or closed, lowest id first."""
         cf = f"cf_{self.tracking_field_id}"
-        params: Pairs = [("set_filter", "1"), ("f[]", "status_id"), ("op[status_id]", "*"),
-                         ("f[]", cf), (f"op[{cf}]", "="), (f"v[{cf}][]", tracking_id),
-                         ("sort", "id"), ("limit", str(PAGE_LIMIT))]
-        doc = await self._call("GET", "/issues.json", f"find tracking id {tracking_id}",
-                               params=params)
+        params: Pairs = [
+            ("set_filter", "1"),
+            ("f[]", "status_id"),
+            ("op[status_id]", "*"),
+            ("f[]", cf),
+            (f"op[{cf}]", "="),
+            (f"v[{cf}][]", tracking_id),
+            ("sort", "id"),
+            ("limit", str(PAGE_LIMIT)),
+        ]
+        doc = await self._call(
+            "GET", "/issues.json", f"find tracking id {tracking_id}", params=params
+        )
         found = [_issue(raw, None) for raw in _list(doc, "issues")]
         # An unknown or unfilterable field makes Redmine ignore the filter: check each one.
-        return sorted((i for i in found if i.custom(self.tracking_field_id) == tracking_id),
-                      key=lambda i: i.id)
+        return sorted(
+            (i for i in found if i.custom(self.tracking_field_id) == tracking_id),
+            key=lambda i: i.id,
+        )
 
     async def find_issue(self, tracking_id: str) -> Issue | None:
         found = await self.find_issues(tracking_id)
         return found[0] if found else None
 
     async def create_issue(
-        self, *, project: str, tracker: str, status: str, subject: str,
-        description: str, tracking_id: str, due_date: date | None = None,
-        is_private: bool = False, start_date: date | None = None,
+        self,
+        *,
+        project: str,
+        tracker: str,
+        status: str,
+        subject: str,
+        description: str,
+        tracking_id: str,
+        due_date: date | None = None,
+        is_private: bool = False,
+        start_date: date | None = None,
     ) -> Issue:
         """Create one issue (NOT find-or-create: the caller looks first)."""
         what = f"create issue for tracking id {tracking_id}"
@@ -362,16 +418,28 @@ class RedmineClient:
         created = _issue(doc, "issue")
         if created.custom(self.tracking_field_id) != tracking_id:
             # Issue exists but find-by-tracking-id cannot see it: a person must fix the field.
-            raise RedmineRefused(what, "tracking_field_not_set", errors=[
-                f"issue #{created.id} was created without custom field "
-                f"{self.tracking_field_id}: enable it for this tracker and project"])
+            raise RedmineRefused(
+                what,
+                "tracking_field_not_set",
+                errors=[
+                    f"issue #{created.id} was created without custom field "
+                    f"{self.tracking_field_id}: enable it for this tracker and project"
+                ],
+            )
         return created
 
     async def update_issue(
-        self, issue_id: int, *, status: str | None = None, project: str | None = None,
-        notes: str | None = None, private_notes: bool = False,
-        is_private: bool | None = None, due_date: date | None = None,
-        subject: str | None = None, description: str | None = None,
+        self,
+        issue_id: int,
+        *,
+        status: str | None = None,
+        project: str | None = None,
+        notes: str | None = None,
+        private_notes: bool = False,
+        is_private: bool | None = None,
+        due_date: date | None = None,
+        subject: str | None = None,
+        description: str | None = None,
     ) -> Issue:
         """Apply a change and read the issue back; raises ``RedmineRefused`` when Redmine
         dropped part of it (a workflow forbids the status, the project does not exist)."""
@@ -380,8 +448,11 @@ class RedmineClient:
         want_status = await self.status(status) if status is not None else None
         want_project = await self.project(project) if project is not None else None
         if project is not None and want_project is None:
-            raise RedmineRefused(what, "project_not_found",
-                                 errors=[f"no project {project!r} visible to the connector"])
+            raise RedmineRefused(
+                what,
+                "project_not_found",
+                errors=[f"no project {project!r} visible to the connector"],
+            )
         if want_status is not None:
             body["status_id"] = want_status.id
         if want_project is not None:
@@ -413,25 +484,38 @@ class RedmineClient:
             raise RedmineRefused(what, "ignored", errors=dropped)
         return after
 
-    async def updated_since(self, since: datetime, *, project: str | None = None,
-                            journals: bool = True) -> list[Issue]:
+    async def updated_since(
+        self, since: datetime, *, project: str | None = None, journals: bool = True
+    ) -> list[Issue]:
         """Issues carrying a tracking id and updated at or after ``since`` (Redmine keeps
         whole seconds: callers overlap and de-duplicate by journal id), oldest update
         first, each with its journals (the list call ignores ``include=journals``, so each
         issue is read on its own)."""
         cf = f"cf_{self.tracking_field_id}"
         stamp = since.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        base: Pairs = [("set_filter", "1"), ("f[]", "status_id"), ("op[status_id]", "*"),
-                       ("f[]", "updated_on"), ("op[updated_on]", ">="), ("v[updated_on][]", stamp),
-                       ("f[]", cf), (f"op[{cf}]", "*"), ("sort", "updated_on,id"),
-                       ("limit", str(PAGE_LIMIT))]
+        base: Pairs = [
+            ("set_filter", "1"),
+            ("f[]", "status_id"),
+            ("op[status_id]", "*"),
+            ("f[]", "updated_on"),
+            ("op[updated_on]", ">="),
+            ("v[updated_on][]", stamp),
+            ("f[]", cf),
+            (f"op[{cf}]", "*"),
+            ("sort", "updated_on,id"),
+            ("limit", str(PAGE_LIMIT)),
+        ]
         if project is not None:
             base.append(("project_id", project))
         seen: dict[int, Issue] = {}
         offset = 0
         for _ in range(MAX_PAGES):
-            doc = await self._call("GET", "/issues.json", "issues updated since",
-                                   params=[*base, ("offset", str(offset))])
+            doc = await self._call(
+                "GET",
+                "/issues.json",
+                "issues updated since",
+                params=[*base, ("offset", str(offset))],
+            )
             page = [_issue(raw, None) for raw in _list(doc, "issues")]
             for i in page:
                 seen.setdefault(i.id, i)
@@ -480,10 +564,15 @@ def _list(doc: JSON, key: str) -> list[dict[str, JSON]]:
 
 
 def _named(raw: JSON) -> Named:
-    with mapped({MALFORMED: lambda _: RedmineUnavailable(
-            "Redmine answered a malformed name/id pair")}):
-        return Named(int(raw["id"]), str(raw["name"]), bool(raw.get("is_closed", False)),
-                     raw.get("identifier"))
+    with mapped(
+        {MALFORMED: lambda _: RedmineUnavailable("Redmine answered a malformed name/id pair")}
+    ):
+        return Named(
+            int(raw["id"]),
+            str(raw["name"]),
+            bool(raw.get("is_closed", False)),
+            raw.get("identifier"),
+        )
 
 
 def _time(value: JSON) -> datetime:
@@ -520,8 +609,12 @@ def _journal(raw: dict[str, JSON]) -> Journal:
         private_notes=bool(raw.get("private_notes", False)),
         created_on=_time(raw["created_on"]),
         details=tuple(
-            JournalDetail(str(d.get("property", "")), str(d.get("name", "")),
-                          d.get("old_value"), d.get("new_value"))
+            JournalDetail(
+                str(d.get("property", "")),
+                str(d.get("name", "")),
+                d.get("old_value"),
+                d.get("new_value"),
+            )
             for d in raw.get("details") or ()
         ),
     )

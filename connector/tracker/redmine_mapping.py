@@ -62,33 +62,38 @@ def parse(data: Mapping[str, object], problems: list[str]) -> RedmineMapping | N
     statuses = data.get("statuses")
     to_redmine: dict[str, str] = {}
     if not isinstance(statuses, dict):
-        problems.append(f"{f}: statuses: -: missing table [statuses] "
-                        f"({', '.join(LOCAL_STATUSES)})")
+        problems.append(f"{f}: statuses: -: missing table [statuses] ({', '.join(LOCAL_STATUSES)})")
     else:
         for local, value in statuses.items():
             if local not in LOCAL_STATUSES:
-                problems.append(f"{f}: statuses: {local}: unknown local status "
-                                f"(expected: {', '.join(LOCAL_STATUSES)})")
+                problems.append(
+                    f"{f}: statuses: {local}: unknown local status "
+                    f"(expected: {', '.join(LOCAL_STATUSES)})"
+                )
             elif (msg := _name(value)) is not None:
                 problems.append(f"{f}: statuses: {local}: {msg}")
             else:
                 to_redmine[local] = value
         for local in LOCAL_STATUSES:
             if local not in statuses:
-                problems.append(f"{f}: statuses: {local}: missing: every local status "
-                                f"needs a Redmine status")
+                problems.append(
+                    f"{f}: statuses: {local}: missing: every local status needs a Redmine status"
+                )
         seen: dict[str, str] = {}
         for local, name in to_redmine.items():
             if name in seen:
-                problems.append(f"{f}: statuses: {local}: Redmine status {name!r} is already "
-                                f"used for {seen[name]}; each needs its own (changes map back)")
+                problems.append(
+                    f"{f}: statuses: {local}: Redmine status {name!r} is already "
+                    f"used for {seen[name]}; each needs its own (changes map back)"
+                )
             seen.setdefault(name, local)
 
     extra = data.get("from_redmine", {})
     to_local = {name: local for local, name in to_redmine.items()}
     if not isinstance(extra, dict):
-        problems.append(f"{f}: from_redmine: -: must be a table of "
-                        f"\"Redmine status\" = \"local status\"")
+        problems.append(
+            f'{f}: from_redmine: -: must be a table of "Redmine status" = "local status"'
+        )
     else:
         for name, local in extra.items():
             if (msg := _name(name)) is not None:
@@ -96,8 +101,10 @@ def parse(data: Mapping[str, object], problems: list[str]) -> RedmineMapping | N
             elif name in to_local:
                 problems.append(f"{f}: from_redmine: {name}: already in [statuses]")
             elif local not in LOCAL_STATUSES:
-                problems.append(f"{f}: from_redmine: {name}: unknown local status {local!r} "
-                                f"(expected: {', '.join(LOCAL_STATUSES)})")
+                problems.append(
+                    f"{f}: from_redmine: {name}: unknown local status {local!r} "
+                    f"(expected: {', '.join(LOCAL_STATUSES)})"
+                )
             else:
                 to_local[name] = local
     if len(problems) > start:
@@ -106,15 +113,18 @@ def parse(data: Mapping[str, object], problems: list[str]) -> RedmineMapping | N
     return RedmineMapping(tracker, to_redmine, to_local)
 
 
-def check_projects(projects: dict[str, str], problems: list[str], *,
-                   file: str = "agencies.toml") -> None:
+def check_projects(
+    projects: dict[str, str], problems: list[str], *, file: str = "agencies.toml"
+) -> None:
     """Offline check of project identifiers; ``projects`` maps an entry label (an agency
     code, or the settings key) to its identifier."""
     for entry, ident in projects.items():
         if not PROJECT_IDENTIFIER.match(ident):
-            problems.append(f"{file}: {entry}: redmine_project: {ident!r} is not a Redmine "
-                            f"project identifier (lower-case letters, digits, - and _, "
-                            f"starting with a letter)")
+            problems.append(
+                f"{file}: {entry}: redmine_project: {ident!r} is not a Redmine "
+                f"project identifier (lower-case letters, digits, - and _, "
+                f"starting with a letter)"
+            )
 
 
 def load(directory: Path) -> RedmineMapping:
@@ -124,8 +134,12 @@ def load(directory: Path) -> RedmineMapping:
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise MappingError([f"{REDMINE}: -: -: file not found in {directory} "
-                            f"(needed when tracker.kind = \"redmine\")"]) from None
+        raise MappingError(
+            [
+                f"{REDMINE}: -: -: file not found in {directory} "
+                f'(needed when tracker.kind = "redmine")'
+            ]
+        ) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise MappingError([f"{REDMINE}: -: -: cannot read ({exc.__class__.__name__})"]) from None
     except tomllib.TOMLDecodeError as exc:
@@ -136,8 +150,9 @@ def load(directory: Path) -> RedmineMapping:
     return parsed
 
 
-async def check_online(mapping: RedmineMapping, client: RedmineClient,
-                       projects: dict[str, str] | None = None) -> list[str]:
+async def check_online(
+    mapping: RedmineMapping, client: RedmineClient, projects: dict[str, str] | None = None
+) -> list[str]:
     """What only Redmine can tell: the tracker, the statuses, the tracking-id field and
     the projects exist and fit. ``projects``: entry label -> identifier, as for
     ``check_projects``. Connection failures propagate (the caller reports them)."""
@@ -146,17 +161,21 @@ async def check_online(mapping: RedmineMapping, client: RedmineClient,
     trackers = {t.name: t for t in await client.trackers()}
     tracker = trackers.get(mapping.tracker)
     if tracker is None:
-        problems.append(f"{f}: -: tracker: no tracker {mapping.tracker!r} in Redmine "
-                        f"(has: {_names(trackers)})")
+        problems.append(
+            f"{f}: -: tracker: no tracker {mapping.tracker!r} in Redmine (has: {_names(trackers)})"
+        )
     statuses = {s.name: s for s in await client.statuses()}
     for local, name in mapping.to_redmine.items():
         found = statuses.get(name)
         if found is None:
-            problems.append(f"{f}: statuses: {local}: no status {name!r} in Redmine "
-                            f"(has: {_names(statuses)})")
+            problems.append(
+                f"{f}: statuses: {local}: no status {name!r} in Redmine (has: {_names(statuses)})"
+            )
         elif local == LocalStatus.CLOSED and not found.is_closed:
-            problems.append(f"{f}: statuses: closed: Redmine status {name!r} is not a "
-                            f"closed status (Administration > Issue statuses)")
+            problems.append(
+                f"{f}: statuses: closed: Redmine status {name!r} is not a "
+                f"closed status (Administration > Issue statuses)"
+            )
     for name in mapping.to_local:
         if name not in mapping.to_redmine.values() and name not in statuses:
             problems.append(f"{f}: from_redmine: {name}: no status {name!r} in Redmine")
@@ -168,38 +187,49 @@ async def check_online(mapping: RedmineMapping, client: RedmineClient,
     except RedmineRefused as exc:
         if exc.reason != "forbidden":
             raise
-        problems.append(f"settings.toml: -: {key}: cannot check custom field {field_id}: "
-                        f"listing custom fields needs an admin key in Redmine")
+        problems.append(
+            f"settings.toml: -: {key}: cannot check custom field {field_id}: "
+            f"listing custom fields needs an admin key in Redmine"
+        )
     else:
         cf = fields.get(field_id)
         if cf is None:
             problems.append(f"settings.toml: -: {key}: no custom field {field_id} in Redmine")
         else:
             if cf.customized_type != "issue":
-                problems.append(f"settings.toml: -: {key}: custom field {field_id} is not "
-                                f"an issue field")
+                problems.append(
+                    f"settings.toml: -: {key}: custom field {field_id} is not an issue field"
+                )
             if cf.field_format != "string":
-                problems.append(f"settings.toml: -: {key}: custom field {field_id} has "
-                                f"format {cf.field_format!r}; use Text (string)")
+                problems.append(
+                    f"settings.toml: -: {key}: custom field {field_id} has "
+                    f"format {cf.field_format!r}; use Text (string)"
+                )
             if not cf.is_filter:
-                problems.append(f"settings.toml: -: {key}: custom field {field_id} is not "
-                                f"\"Used as a filter\": issues could not be found by tracking id")
+                problems.append(
+                    f"settings.toml: -: {key}: custom field {field_id} is not "
+                    f'"Used as a filter": issues could not be found by tracking id'
+                )
             if tracker is not None and tracker.id not in cf.tracker_ids:
-                problems.append(f"settings.toml: -: {key}: custom field {field_id} is not "
-                                f"enabled for tracker {mapping.tracker!r}")
+                problems.append(
+                    f"settings.toml: -: {key}: custom field {field_id} is not "
+                    f"enabled for tracker {mapping.tracker!r}"
+                )
     for entry, ident in (projects or {}).items():
         try:
             found_project = await client.project(ident)
         except RedmineRefused as exc:
-            problems.append(f"agencies.toml: {entry}: redmine_project: cannot check "
-                            f"{ident!r}: {exc.reason}")
+            problems.append(
+                f"agencies.toml: {entry}: redmine_project: cannot check {ident!r}: {exc.reason}"
+            )
             continue
         if found_project is None:
-            problems.append(f"agencies.toml: {entry}: redmine_project: no project {ident!r} "
-                            f"visible to the connector's Redmine user")
+            problems.append(
+                f"agencies.toml: {entry}: redmine_project: no project {ident!r} "
+                f"visible to the connector's Redmine user"
+            )
     return problems
 
 
 def _names(items: Iterable[str]) -> str:
     return ", ".join(sorted(items)) or "none"
-

@@ -45,8 +45,10 @@ class MessageJSON(TypedDict):
 
 
 # "from" is a keyword: the functional form.
-StatusChangeJSON = TypedDict("StatusChangeJSON", {
-    "from": str | None, "to": str, "source": str, "reason": str | None, "at": str | None})
+StatusChangeJSON = TypedDict(
+    "StatusChangeJSON",
+    {"from": str | None, "to": str, "source": str, "reason": str | None, "at": str | None},
+)
 
 
 class DuePeriodJSON(TypedDict):

@@ -30,11 +30,13 @@ from connector.tracker.rows import AttachmentMeta
 class Files(Protocol):
     """Attachment metadata kept with each ticket (where a file went, or why not)."""
 
-    def record_attachments(self, conn: Connection, ref: str,
-                           attachments: Sequence[AttachmentMeta]) -> None: ...
+    def record_attachments(
+        self, conn: Connection, ref: str, attachments: Sequence[AttachmentMeta]
+    ) -> None: ...
 
-    def attachments_to_retry(self, conn: Connection,
-                             limit: int) -> list[tuple[str, str, list[AttachmentMeta]]]: ...
+    def attachments_to_retry(
+        self, conn: Connection, limit: int
+    ) -> list[tuple[str, str, list[AttachmentMeta]]]: ...
 
 
 class Sink(abc.ABC):
@@ -49,8 +51,9 @@ class Sink(abc.ABC):
         """New tickets, in order; their references ("" until the tracker has them)."""
 
     @abc.abstractmethod
-    def update(self, conn: Connection, ref: str, tracking_id: str, upd: TicketUpdate,
-               now: datetime) -> None:
+    def update(
+        self, conn: Connection, ref: str, tracking_id: str, upd: TicketUpdate, now: datetime
+    ) -> None:
         """Upstream changes to one ticket (``ref``: its reference, "" when unknown)."""
 
     @abc.abstractmethod
@@ -76,8 +79,9 @@ class InTransaction(Sink):
     def create(self, conn: Connection, new: list[NewTicket], now: datetime) -> list[str]:
         return self._tracker.create_tickets(conn, new, now)
 
-    def update(self, conn: Connection, ref: str, tracking_id: str, upd: TicketUpdate,
-               now: datetime) -> None:
+    def update(
+        self, conn: Connection, ref: str, tracking_id: str, upd: TicketUpdate, now: datetime
+    ) -> None:
         self._tracker.apply_update(conn, ref, upd, now)
 
     def statuses(self, conn: Connection, refs: Mapping[str, str]) -> dict[str, str]:
@@ -99,11 +103,13 @@ class Intents(Sink):
         intents.add(conn, [row for t in new for row in _create_intents(t)], now)
         return [""] * len(new)
 
-    def update(self, conn: Connection, ref: str, tracking_id: str, upd: TicketUpdate,
-               now: datetime) -> None:
+    def update(
+        self, conn: Connection, ref: str, tracking_id: str, upd: TicketUpdate, now: datetime
+    ) -> None:
         # A create still waiting has no anonim flag of its own to compare with.
-        if PrivacyChange.of(upd.anonymous, None, was_anonymous=False,
-                            was_confidential=False).forget_reporter:
+        if PrivacyChange.of(
+            upd.anonymous, None, was_anonymous=False, was_confidential=False
+        ).forget_reporter:
             intents.forget_reporter(conn, tracking_id)
         intents.add(conn, _update_intents(tracking_id, upd), now)
 
@@ -119,9 +125,10 @@ def sink_for(tracker: TrackerPort) -> Sink:
 
 
 def _create_intents(ticket: NewTicket) -> list[tuple[str, str, port.Payload]]:
-    return [(ticket.tracking_id, port.CREATE, port.ticket_payload(ticket)),
-            *((ticket.tracking_id, port.MESSAGE, port.message_payload(msg))
-              for msg in ticket.messages)]
+    return [
+        (ticket.tracking_id, port.CREATE, port.ticket_payload(ticket)),
+        *((ticket.tracking_id, port.MESSAGE, port.message_payload(msg)) for msg in ticket.messages),
+    ]
 
 
 def _update_intents(tid: str, upd: TicketUpdate) -> list[tuple[str, str, port.Payload]]:

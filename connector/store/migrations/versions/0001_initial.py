@@ -135,6 +135,15 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    for table in ("runs", "quarantine", "outbox", "connector_state", "links",
-                  "tracker_changes", "status_history", "messages", "tickets"):
+    for table in (
+        "runs",
+        "quarantine",
+        "outbox",
+        "connector_state",
+        "links",
+        "tracker_changes",
+        "status_history",
+        "messages",
+        "tickets",
+    ):
         op.drop_table(table)

@@ -21,21 +21,28 @@ def upgrade() -> None:
         batch.add_column(sa.Column("unit_id", sa.Integer))
         batch.add_column(sa.Column("first_attempt_at", TS))
         batch.add_column(sa.Column("key_first_used_at", TS))
-        batch.add_column(sa.Column("key_changes", sa.Integer, nullable=False,
-                                   server_default="0"))
+        batch.add_column(sa.Column("key_changes", sa.Integer, nullable=False, server_default="0"))
         batch.add_column(sa.Column("checks", sa.Integer, nullable=False, server_default="0"))
         batch.add_column(sa.Column("dismiss_reason", sa.String(500)))
         batch.add_column(sa.Column("dismissed_at", TS))
         # "unconfirmed" (delivered, answer unreadable) is longer than the old states.
-        batch.alter_column("state", type_=sa.String(12), existing_type=sa.String(10),
-                           existing_nullable=False)
+        batch.alter_column(
+            "state", type_=sa.String(12), existing_type=sa.String(10), existing_nullable=False
+        )
     # Entries tried before this version: when is unknown, so take their creation as the
     # first attempt; an old one is then looked up on LAPOR! before it is posted again.
-    outbox = sa.table("outbox", sa.column("attempts", sa.Integer),
-                      sa.column("created_at", TS), sa.column("first_attempt_at", TS),
-                      sa.column("key_first_used_at", TS))
-    op.execute(outbox.update().where(outbox.c.attempts > 0).values(
-        first_attempt_at=outbox.c.created_at, key_first_used_at=outbox.c.created_at))
+    outbox = sa.table(
+        "outbox",
+        sa.column("attempts", sa.Integer),
+        sa.column("created_at", TS),
+        sa.column("first_attempt_at", TS),
+        sa.column("key_first_used_at", TS),
+    )
+    op.execute(
+        outbox.update()
+        .where(outbox.c.attempts > 0)
+        .values(first_attempt_at=outbox.c.created_at, key_first_used_at=outbox.c.created_at)
+    )
     # Made once, at creation: a fresh database never reuses an old database's keys.
     kv = sa.table("connector_state", sa.column("key", sa.String), sa.column("value", sa.Text))
     conn = op.get_bind()
@@ -45,9 +52,17 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     with op.batch_alter_table("outbox") as batch:
-        batch.alter_column("state", type_=sa.String(10), existing_type=sa.String(12),
-                           existing_nullable=False)
-        for name in ("dismissed_at", "dismiss_reason", "checks", "key_changes",
-                     "key_first_used_at", "first_attempt_at", "unit_id"):
+        batch.alter_column(
+            "state", type_=sa.String(10), existing_type=sa.String(12), existing_nullable=False
+        )
+        for name in (
+            "dismissed_at",
+            "dismiss_reason",
+            "checks",
+            "key_changes",
+            "key_first_used_at",
+            "first_attempt_at",
+            "unit_id",
+        ):
             batch.drop_column(name)
     op.execute(sa.text("DELETE FROM connector_state WHERE key = 'db_nonce'"))

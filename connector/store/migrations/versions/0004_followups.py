@@ -29,8 +29,7 @@ def upgrade() -> None:
         sa.Column("updated_at", TS, nullable=False),
     )
     op.create_index("ix_followup_complaints_agency", "followup_complaints", ["agency"])
-    op.create_index("ix_followup_complaints_received_at", "followup_complaints",
-                    ["received_at"])
+    op.create_index("ix_followup_complaints_received_at", "followup_complaints", ["received_at"])
     op.create_table(
         "followup_periods",
         sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
@@ -73,33 +72,62 @@ def _backfill() -> None:
     periods = sa.Table("followup_periods", meta, autoload_with=conn)
     first: dict[str, datetime] = {}
     for tid, at in conn.execute(
-            sa.select(tickets.c.tracking_id, sa.func.min(messages.c.at))
-            .join(messages, messages.c.ticket_id == tickets.c.id)
-            .where(messages.c.direction == "out", messages.c.source == "lapor")
-            .group_by(tickets.c.tracking_id)):
+        sa.select(tickets.c.tracking_id, sa.func.min(messages.c.at))
+        .join(messages, messages.c.ticket_id == tickets.c.id)
+        .where(messages.c.direction == "out", messages.c.source == "lapor")
+        .group_by(tickets.c.tracking_id)
+    ):
         first[tid] = utc(at)
     for tid, at in conn.execute(
-            sa.select(outbox.c.tracking_id, sa.func.min(outbox.c.sent_at))
-            .where(outbox.c.state == "sent").group_by(outbox.c.tracking_id)):
+        sa.select(outbox.c.tracking_id, sa.func.min(outbox.c.sent_at))
+        .where(outbox.c.state == "sent")
+        .group_by(outbox.c.tracking_id)
+    ):
         if at is not None and (tid not in first or utc(at) < first[tid]):
             first[tid] = utc(at)
     now = datetime.now(UTC)
-    rows = conn.execute(sa.select(links.c.tracking_id, links.c.agency, links.c.lapor_status,
-                                  links.c.closed, tickets.c.submitted_at, tickets.c.due_at)
-                        .join(tickets, tickets.c.tracking_id == links.c.tracking_id)).all()
+    rows = conn.execute(
+        sa.select(
+            links.c.tracking_id,
+            links.c.agency,
+            links.c.lapor_status,
+            links.c.closed,
+            tickets.c.submitted_at,
+            tickets.c.due_at,
+        ).join(tickets, tickets.c.tracking_id == links.c.tracking_id)
+    ).all()
     for r in rows:
         start = utc(r.submitted_at)
         due = utc(r.due_at) if r.due_at is not None else add_working_days(start, 5)
         fu = first.get(r.tracking_id)
-        conn.execute(sa.insert(complaints).values(
-            tracking_id=r.tracking_id, agency=r.agency, agencies=f",{r.agency},",
-            received_at=start, settle_by=add_calendar_days(start, 60),
-            lapor_status=r.lapor_status, closed=r.closed, updated_at=now))
-        conn.execute(sa.insert(periods).values(
-            tracking_id=r.tracking_id, seq=1, agency=r.agency, start="received",
-            started_at=start, due_at=due, due_source="lapor" if r.due_at else "computed",
-            lapor_deadline=None, first_follow_up_at=fu, first_follow_up_id=None,
-            on_time=None if fu is None else fu <= due, ended_at=None))
+        conn.execute(
+            sa.insert(complaints).values(
+                tracking_id=r.tracking_id,
+                agency=r.agency,
+                agencies=f",{r.agency},",
+                received_at=start,
+                settle_by=add_calendar_days(start, 60),
+                lapor_status=r.lapor_status,
+                closed=r.closed,
+                updated_at=now,
+            )
+        )
+        conn.execute(
+            sa.insert(periods).values(
+                tracking_id=r.tracking_id,
+                seq=1,
+                agency=r.agency,
+                start="received",
+                started_at=start,
+                due_at=due,
+                due_source="lapor" if r.due_at else "computed",
+                lapor_deadline=None,
+                first_follow_up_at=fu,
+                first_follow_up_id=None,
+                on_time=None if fu is None else fu <= due,
+                ended_at=None,
+            )
+        )
 
 
 def downgrade() -> None:

@@ -31,8 +31,9 @@ def upgrade() -> None:
     op.create_table(
         "desk_sessions",
         sa.Column("token_hash", sa.String(64), primary_key=True),
-        sa.Column("user_id", sa.Integer, sa.ForeignKey("desk_users.id"), nullable=False,
-                  index=True),
+        sa.Column(
+            "user_id", sa.Integer, sa.ForeignKey("desk_users.id"), nullable=False, index=True
+        ),
         sa.Column("created_at", TS, nullable=False),
         sa.Column("last_seen_at", TS, nullable=False),
     )
@@ -79,6 +80,11 @@ def downgrade() -> None:
         batch.drop_column("change_id")
     with op.batch_alter_table("tickets") as batch:
         batch.drop_column("assignee")
-    for name in ("desk_submissions", "desk_audit", "desk_login_failures", "desk_sessions",
-                 "desk_users"):
+    for name in (
+        "desk_submissions",
+        "desk_audit",
+        "desk_login_failures",
+        "desk_sessions",
+        "desk_users",
+    ):
         op.drop_table(name)
