@@ -19,6 +19,7 @@ import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -32,9 +33,6 @@ from connector.settings import DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, Config
 from connector.store.schema import outbox
 from connector.store.state import OPEN_STATES
 
-# A source checkout's mappings; an installed connector passes its own (mappings.dir),
-# since a non-editable package carries none.
-SOURCE_MAPPINGS = Path(__file__).resolve().parent.parent / "mappings"
 _OPEN = (LocalStatus.NEW, LocalStatus.IN_PROGRESS)  # tickets the campaign's officers change
 
 
@@ -73,6 +71,19 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def shipped_mappings() -> Path:
+    """The mapping files the package carries: ``connector/shipped_mappings``, a link to the
+    source tree's ``mappings/`` that the wheel fills with copies (package data), so an
+    installed connector has them without a source tree."""
+    return Path(str(resources.files("connector").joinpath("shipped_mappings")))
+
+
+def campaign_mappings(configured: Path) -> Path:
+    """The configured mappings folder (``mappings.dir``) if it holds mapping files, else
+    the package's own: the campaign runs anywhere the connector is installed."""
+    return configured if any(configured.glob("*.toml")) else shipped_mappings()
 
 
 class Sandbox:
@@ -142,10 +153,11 @@ class Connector:
         workdir: Path,
         sandbox: Sandbox,
         db_url: str | None = None,
-        mappings: Path = SOURCE_MAPPINGS,
+        mappings: Path | None = None,
     ):
         self.workdir = workdir
         (workdir / "mappings").mkdir(exist_ok=True)
+        mappings = mappings or shipped_mappings()
         found = sorted(mappings.glob("*.toml"))
         if not found:
             raise ConfigError(f"{mappings}: no mapping files to run the campaign with")
@@ -264,6 +276,16 @@ class Connector:
         )
 
 
+_FAULTS: dict[str, Any] = {
+    "rate_5xx": 0.03,
+    "move_rate": 0.3,
+    "duplicate_rate": 0.2,
+    "token_max_uses": 50,
+    "late_commit_s": 20,
+    "late_commit_rate": 0.05,
+}
+
+
 def campaign(
     workdir: Path,
     *,
@@ -273,94 +295,106 @@ def campaign(
     seed: int = 6411,
     faults: dict[str, Any] | None = None,
     db_url: str | None = None,
-    mappings: Path = SOURCE_MAPPINGS,
+    mappings: Path | None = None,
 ) -> Figures:
     """``db_url``: the connector's database (default: SQLite in ``workdir``); ``mappings``:
-    the folder of mapping files to run with."""
+    the folder of mapping files to run with (default: the package's own)."""
     rng = random.Random(seed)
-    faults = (
-        faults
-        if faults is not None
-        else {
-            "rate_5xx": 0.03,
-            "move_rate": 0.3,
-            "duplicate_rate": 0.2,
-            "token_max_uses": 50,
-            "late_commit_s": 20,
-            "late_commit_rate": 0.05,
-        }
-    )
+    faults = faults if faults is not None else dict(_FAULTS)
     fig = Figures(complaints=complaints, faults=[*sorted(faults), "sigkill"])
     sandbox = Sandbox(workdir, complaints, seed, faults)
     try:
         conn = Connector(workdir, sandbox, db_url, mappings)
-        # 1. Pulls of the whole backlog, killed at random moments.
-        for _ in range(kills):
-            fig.kills_pull += conn.kill_at_random(rng, 0.4, 4.0, "sync")
-        conn.sync_to_completion()
-        # 2. Officer changes, some `tickets update` processes killed mid-way.
-        open_tickets = [t for t in conn.tickets() if t["status"] in _OPEN]
-        for t in rng.sample(open_tickets, min(changes, len(open_tickets))):
-            fig.changes_requested += 1
-            args = (
-                "tickets",
-                "update",
-                t["id"],
-                "--reply",
-                f"Tindak lanjut untuk tiket {t['id']}.",
-            )
-            if rng.random() < 0.3:
-                fig.kills_update += conn.kill_at_random(rng, 0.05, 0.8, *args)
-            else:
-                conn.run(*args)
-        # 3. Pushes with lost POST answers, killed at random moments.
-        sandbox.faults(drop_post_rate=0.4)
-        fig.faults.append("drop_post_rate")
-        for _ in range(max(3, kills // 2)):
-            fig.kills_push += conn.kill_at_random(rng, 0.3, 2.5, "sync")
-        sandbox.faults(
-            drop_post_rate=0.0,
-            rate_5xx=0.0,
-            move_rate=0.0,
-            duplicate_rate=0.0,
-            late_commit_rate=0.0,
-        )
-        conn.sync_to_completion()
-        # 4. LAPOR! forgets keys after 2 s, loses every POST answer and then stays down for
-        #    a moment: each sync first verifies the entry left waiting by the one before
-        #    (looks its follow-up up on LAPOR!), then posts the next. Syncs are killed at
-        #    random moments, many of them inside that verify step.
-        ttl = 2.0
-        conn.env["LAPOR_CONNECTOR_LAPOR__IDEMPOTENCY_TTL_S"] = str(ttl)
-        open_tickets = [t for t in conn.tickets() if t["status"] in _OPEN]
-        for t in rng.sample(open_tickets, min(max(2, changes // 2), len(open_tickets))):
-            fig.changes_requested += 1
-            conn.run(
-                "tickets",
-                "update",
-                t["id"],
-                "--reply",
-                f"Tindak lanjut kedua untuk tiket {t['id']}.",
-            )
-        sandbox.faults(
-            idempotency_ttl_s=ttl, drop_post_rate=1.0, down_after_drop_s=1.5, latency_ms=150
-        )
-        fig.faults += ["idempotency_ttl_s", "down_after_drop_s"]
-        conn.run("sync")  # its first POST loses its answer: that entry now waits
-        for _ in range(max(6, kills // 2)):
-            time.sleep(rng.uniform(0.5, 2.0))  # keys age past their lifetime
-            awaiting = conn.awaiting_verify(ttl)
-            if conn.kill_at_random(rng, 0.5, 3.0, "sync") and awaiting:
-                fig.kills_verify += 1
-        sandbox.faults(drop_post_rate=0.0, down_after_drop_s=0.0, latency_ms=0)
-        time.sleep(ttl)
-        conn.due_now()
-        conn.sync_to_completion()
-        conn.sync_to_completion()
+        _pulls(fig, conn, rng, kills)
+        _changes(fig, conn, rng, changes)
+        _pushes(fig, conn, sandbox, rng, kills)
+        _verifies(fig, conn, sandbox, rng, changes, kills)
         _count(fig, conn, sandbox)
     finally:
         sandbox.stop()
     return fig
+
+
+def _pulls(fig: Figures, conn: Connector, rng: random.Random, kills: int) -> None:
+    """1. Pulls of the whole backlog, killed at random moments."""
+    for _ in range(kills):
+        fig.kills_pull += conn.kill_at_random(rng, 0.4, 4.0, "sync")
+    conn.sync_to_completion()
+
+
+def _changes(fig: Figures, conn: Connector, rng: random.Random, changes: int) -> None:
+    """2. Officer changes, some `tickets update` processes killed mid-way."""
+    open_tickets = [t for t in conn.tickets() if t["status"] in _OPEN]
+    for t in rng.sample(open_tickets, min(changes, len(open_tickets))):
+        fig.changes_requested += 1
+        args = (
+            "tickets",
+            "update",
+            t["id"],
+            "--reply",
+            f"Tindak lanjut untuk tiket {t['id']}.",
+        )
+        if rng.random() < 0.3:
+            fig.kills_update += conn.kill_at_random(rng, 0.05, 0.8, *args)
+        else:
+            conn.run(*args)
+
+
+def _pushes(
+    fig: Figures, conn: Connector, sandbox: Sandbox, rng: random.Random, kills: int
+) -> None:
+    """3. Pushes with lost POST answers, killed at random moments."""
+    sandbox.faults(drop_post_rate=0.4)
+    fig.faults.append("drop_post_rate")
+    for _ in range(max(3, kills // 2)):
+        fig.kills_push += conn.kill_at_random(rng, 0.3, 2.5, "sync")
+    sandbox.faults(
+        drop_post_rate=0.0,
+        rate_5xx=0.0,
+        move_rate=0.0,
+        duplicate_rate=0.0,
+        late_commit_rate=0.0,
+    )
+    conn.sync_to_completion()
+
+
+def _verifies(
+    fig: Figures,
+    conn: Connector,
+    sandbox: Sandbox,
+    rng: random.Random,
+    changes: int,
+    kills: int,
+) -> None:
+    """4. LAPOR! forgets keys after 2 s, loses every POST answer and then stays down for a
+    moment: each sync first verifies the entry left waiting by the one before (looks its
+    follow-up up on LAPOR!), then posts the next. Syncs are killed at random moments, many
+    of them inside that verify step."""
+    ttl = 2.0
+    conn.env["LAPOR_CONNECTOR_LAPOR__IDEMPOTENCY_TTL_S"] = str(ttl)
+    open_tickets = [t for t in conn.tickets() if t["status"] in _OPEN]
+    for t in rng.sample(open_tickets, min(max(2, changes // 2), len(open_tickets))):
+        fig.changes_requested += 1
+        conn.run(
+            "tickets",
+            "update",
+            t["id"],
+            "--reply",
+            f"Tindak lanjut kedua untuk tiket {t['id']}.",
+        )
+    sandbox.faults(idempotency_ttl_s=ttl, drop_post_rate=1.0, down_after_drop_s=1.5, latency_ms=150)
+    fig.faults += ["idempotency_ttl_s", "down_after_drop_s"]
+    conn.run("sync")  # its first POST loses its answer: that entry now waits
+    for _ in range(max(6, kills // 2)):
+        time.sleep(rng.uniform(0.5, 2.0))  # keys age past their lifetime
+        awaiting = conn.awaiting_verify(ttl)
+        if conn.kill_at_random(rng, 0.5, 3.0, "sync") and awaiting:
+            fig.kills_verify += 1
+    sandbox.faults(drop_post_rate=0.0, down_after_drop_s=0.0, latency_ms=0)
+    time.sleep(ttl)
+    conn.due_now()
+    conn.sync_to_completion()
+    conn.sync_to_completion()
 
 
 def _count(fig: Figures, conn: Connector, sandbox: Sandbox) -> None:
@@ -404,6 +438,13 @@ def _count(fig: Figures, conn: Connector, sandbox: Sandbox) -> None:
 
 
 def main(config: Config, args: argparse.Namespace) -> int:
+    mappings = campaign_mappings(config.mappings_dir)
+    if mappings != config.mappings_dir:
+        print(
+            f"note: {config.mappings_dir} holds no mapping files; "
+            f"the campaign runs with the package's own ({mappings})",
+            file=sys.stderr,
+        )
     with tempfile.TemporaryDirectory(prefix="lapor-reliability-") as tmp:
         started = time.monotonic()
         fig = campaign(
@@ -412,7 +453,7 @@ def main(config: Config, args: argparse.Namespace) -> int:
             changes=args.changes,
             kills=args.kills,
             seed=args.seed,
-            mappings=config.mappings_dir,
+            mappings=mappings,
         )
     report = {**asdict(fig), "ok": fig.ok, "seconds": round(time.monotonic() - started, 1)}
     print(json.dumps(report, indent=2))

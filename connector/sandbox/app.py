@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Awaitable, Callable
 from importlib import resources
 from typing import Any
 
@@ -50,23 +51,49 @@ def _base_url(request: Request) -> str:
     return str(request.base_url).rstrip("/")
 
 
-def create_app(world: World) -> Starlette:
-    async def api(request: Request, handler: Any, *, auth: bool = True) -> Response:
-        if world.faults.latency_ms:
-            world.fired["latency_ms"] += 1
-            await asyncio.sleep(world.faults.latency_ms / 1000)
-        try:
-            world.before_request()
-            instansi = world.authorize(request.headers.get("Authorization")).instansi if auth else 0
-            return await handler(request, instansi)
-        except ApiFault as fault:
-            return _error(fault)
+# An /api/v3 handler: the request and the caller's instansi (0 before authorization).
+_Handler = Callable[[Request, int], Awaitable[Response]]
 
+
+def create_app(world: World) -> Starlette:
+    routes = [
+        *_auth_routes(world),
+        *_laporan_routes(world),
+        *_reference_routes(world),
+        *_control_routes(world),
+    ]
+    app = Starlette(routes=routes)
+    app.state.world = world
+    return app
+
+
+async def _api(world: World, request: Request, handler: _Handler, *, auth: bool = True) -> Response:
+    """One ``/api/v3`` call: the latency knob, the world's request faults, the bearer token
+    (the caller's instansi), then the handler; an ``ApiFault`` becomes LAPOR!'s error body."""
+    if world.faults.latency_ms:
+        world.fired["latency_ms"] += 1
+        await asyncio.sleep(world.faults.latency_ms / 1000)
+    try:
+        world.before_request()
+        instansi = world.authorize(request.headers.get("Authorization")).instansi if auth else 0
+        return await handler(request, instansi)
+    except ApiFault as fault:
+        return _error(fault)
+
+
+def _tid(request: Request) -> int:
+    raw = request.path_params["tracking_id"]
+    if not raw.isdigit() or int(raw) < 1:
+        raise ApiFault(404, "laporan_tidak_ditemukan", "Laporan tidak ditemukan.")
+    return int(raw)
+
+
+def _auth_routes(world: World) -> list[Route]:
     async def ping(request: Request) -> Response:
         async def h(_: Request, __: int) -> Response:
             return _ok({"waktu_server": world.summary_time()})
 
-        return await api(request, h, auth=False)
+        return await _api(world, request, h, auth=False)
 
     async def token(request: Request) -> Response:
         async def h(req: Request, _: int) -> Response:
@@ -76,20 +103,21 @@ def create_app(world: World) -> Starlette:
                 body = None
             return _ok(world.issue_token(body))
 
-        return await api(request, h, auth=False)
+        return await _api(world, request, h, auth=False)
 
+    return [
+        Route("/api/v3/ping", ping),
+        Route("/api/v3/auth/token", token, methods=["POST"]),
+    ]
+
+
+def _laporan_routes(world: World) -> list[Route]:
     async def feed(request: Request) -> Response:
         async def h(req: Request, instansi: int) -> Response:
             items, meta = world.feed(instansi, dict(req.query_params))
             return _ok(items, meta)
 
-        return await api(request, h)
-
-    def _tid(request: Request) -> int:
-        raw = request.path_params["tracking_id"]
-        if not raw.isdigit() or int(raw) < 1:
-            raise ApiFault(404, "laporan_tidak_ditemukan", "Laporan tidak ditemukan.")
-        return int(raw)
+        return await _api(world, request, h)
 
     async def detail(request: Request) -> Response:
         async def h(req: Request, instansi: int) -> Response:
@@ -102,7 +130,7 @@ def create_app(world: World) -> Starlette:
                 return Response(answer.body[: len(answer.body) // 2], media_type="application/json")
             return answer
 
-        return await api(request, h)
+        return await _api(world, request, h)
 
     async def follow_up(request: Request) -> Response:
         async def h(req: Request, instansi: int) -> Response:
@@ -124,15 +152,24 @@ def create_app(world: World) -> Starlette:
                 raise ApiFault(504, "kesalahan_server", "Gateway timeout.")
             return _ok(result, status=status)
 
-        return await api(request, h)
+        return await _api(world, request, h)
 
     async def lampiran(request: Request) -> Response:
         async def h(req: Request, _: int) -> Response:
             body, mime = world.attachment(req.path_params["id"])
             return Response(body, media_type=mime)
 
-        return await api(request, h)
+        return await _api(world, request, h)
 
+    return [
+        Route("/api/v3/laporan", feed),
+        Route("/api/v3/laporan/{tracking_id}", detail),
+        Route("/api/v3/laporan/{tracking_id}/tindak-lanjut", follow_up, methods=["POST"]),
+        Route("/api/v3/lampiran/{id}", lampiran),
+    ]
+
+
+def _reference_routes(world: World) -> list[Route]:
     async def units(request: Request) -> Response:
         async def h(_: Request, __: int) -> Response:
             return _ok(
@@ -150,7 +187,7 @@ def create_app(world: World) -> Starlette:
                 ]
             )
 
-        return await api(request, h)
+        return await _api(world, request, h)
 
     async def kategori(request: Request) -> Response:
         async def h(_: Request, __: int) -> Response:
@@ -161,9 +198,16 @@ def create_app(world: World) -> Starlette:
                 ]
             )
 
-        return await api(request, h)
+        return await _api(world, request, h)
 
-    # -- control surface ------------------------------------------------------------------
+    return [
+        Route("/api/v3/unit-kerja", units),
+        Route("/api/v3/kategori", kategori),
+    ]
+
+
+def _control_routes(world: World) -> list[Route]:
+    """``/_sandbox/...``: faults, life events, inspection; the real API never has it."""
 
     async def faults(request: Request) -> Response:
         if request.method == "PUT":
@@ -212,15 +256,7 @@ def create_app(world: World) -> Starlette:
         text = resources.files("connector.sandbox").joinpath("openapi.yaml").read_text("utf-8")
         return Response(text, media_type="application/yaml")
 
-    routes = [
-        Route("/api/v3/ping", ping),
-        Route("/api/v3/auth/token", token, methods=["POST"]),
-        Route("/api/v3/laporan", feed),
-        Route("/api/v3/laporan/{tracking_id}", detail),
-        Route("/api/v3/laporan/{tracking_id}/tindak-lanjut", follow_up, methods=["POST"]),
-        Route("/api/v3/lampiran/{id}", lampiran),
-        Route("/api/v3/unit-kerja", units),
-        Route("/api/v3/kategori", kategori),
+    return [
         Route("/_sandbox/faults", faults, methods=["GET", "PUT"]),
         Route("/_sandbox/event", event, methods=["POST"]),
         Route("/_sandbox/tick", tick, methods=["POST"]),
@@ -229,9 +265,6 @@ def create_app(world: World) -> Starlette:
         Route("/_sandbox/stats", stats),
         Route("/_sandbox/openapi.yaml", openapi),
     ]
-    app = Starlette(routes=routes)
-    app.state.world = world
-    return app
 
 
 async def run_generator(world: World, interval_s: float, stop: asyncio.Event) -> None:
