@@ -10,8 +10,7 @@ from typing import NoReturn
 
 from connector import __version__
 from connector.cli.common import EXIT_USAGE
-from connector.domain import OutboxState
-from connector.mappings import LOCAL_STATUSES
+from connector.domain import LocalStatus, OutboxState
 from connector.notify import commands as notify_commands
 
 
@@ -53,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     tl = ts.add_parser("list", parents=[common])
     tl.add_argument("--json", action="store_true")
     tl.add_argument("--agency")
-    tl.add_argument("--status", choices=LOCAL_STATUSES)
+    tl.add_argument("--status", choices=tuple(LocalStatus))
     tsh = ts.add_parser("show", parents=[common])
     tsh.add_argument("id")
     tsh.add_argument("--json", action="store_true")
