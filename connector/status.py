@@ -38,7 +38,6 @@ from connector.store.base import backend_for
 from connector.store.keys import StateKey
 from connector.store.sqlite import SqliteBackend
 from connector.store.state import RunRecord
-from connector.sync.core import SETTLED_REASONS
 from connector.timeutil import iso
 from connector.tracker.port import TrackerPort
 from connector.tracker.rows import OverdueJSON, OverdueTicketJSON
@@ -114,9 +113,7 @@ def report(
         findings.append(Finding("mapping_error", mapping_error))
     quarantine = state.quarantine_by_reason(conn)
     oldest = {r: round((now - t).total_seconds()) for r, t in state.quarantine_oldest(conn).items()}
-    stuck = sorted(
-        r for r, age in oldest.items() if age > QUARANTINE_MAX_AGE_S and r not in SETTLED_REASONS
-    )
+    stuck = _stuck(oldest)
     if stuck:
         findings.append(
             Finding(
@@ -347,6 +344,16 @@ def _read_files(config: Config) -> tuple[str | None, str | None]:
         return load(config.mappings_dir).version, None
     except MappingError as exc:
         return None, "; ".join(exc.problems)
+
+
+def _stuck(oldest: Mapping[str, int]) -> list[str]:
+    """The reasons held longer than a day that need somebody."""
+    old = [r for r, age in oldest.items() if age > QUARANTINE_MAX_AGE_S]
+    if not old:
+        return []
+    from connector.sync.core import SETTLED_REASONS  # the pull's core: only when needed
+
+    return sorted(r for r in old if r not in SETTLED_REASONS)
 
 
 def _tracker_health(

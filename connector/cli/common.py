@@ -10,14 +10,14 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
+from connector.domain import LocalStatus
 from connector.errors import ConfigError
-from connector.mappings import LOCAL_STATUSES, MappingError, Mappings
-from connector.mappings import load as load_mappings
 from connector.settings import Config
 
 if TYPE_CHECKING:
     from sqlalchemy import Connection
 
+    from connector.mappings import Mappings
     from connector.runtime import Runtime
     from connector.store import Store
     from connector.tracker.port import TrackerPort
@@ -106,7 +106,7 @@ def tracker_of(config: Config | None = None) -> TrackerPort:
     from connector.tracker.builtin import BuiltinTracker
 
     if config is None or config.settings.tracker.kind == "builtin":
-        return BuiltinTracker(LOCAL_STATUSES)
+        return BuiltinTracker(tuple(LocalStatus))
     from connector.mapping_reload import MappingHolder
     from connector.tracker.registry import open_tracker
 
@@ -118,6 +118,9 @@ def tracker_of(config: Config | None = None) -> TrackerPort:
 
 def mappings_or_say_why(config: Config) -> Mappings | None:
     """The mappings, or None after printing each problem (``file: entry: field: why``)."""
+    from connector.mappings import MappingError
+    from connector.mappings import load as load_mappings
+
     try:
         return load_mappings(config.mappings_dir)
     except MappingError as exc:

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from datetime import date
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from connector import __version__
 from connector.cli.common import EXIT_USAGE
-from connector.domain import OutboxState
-from connector.mappings import LOCAL_STATUSES
+from connector.domain import LocalStatus, OutboxState
 from connector.notify import commands as notify_commands
 
 
@@ -39,7 +39,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--version", action="version", version=__version__)
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    for group in GROUPS:
+        group(sub, common)
+    return p
 
+
+def _daemon(sub: Any, common: argparse.ArgumentParser) -> None:
     sub.add_parser("run", parents=[common], help="the daemon (same as python scheduler.py)")
     sy = sub.add_parser("sync", parents=[common], help="one pull and one push cycle, then exit")
     sy.add_argument(
@@ -48,12 +53,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="a reconciliation sweep over sync.sweep_window_s instead of the pull",
     )
 
+
+def _tickets(sub: Any, common: argparse.ArgumentParser) -> None:
     t = sub.add_parser("tickets", parents=[common], help="local tickets (built-in tracker)")
     ts = t.add_subparsers(dest="action", required=True, parser_class=_Parser)
     tl = ts.add_parser("list", parents=[common])
     tl.add_argument("--json", action="store_true")
     tl.add_argument("--agency")
-    tl.add_argument("--status", choices=LOCAL_STATUSES)
+    tl.add_argument("--status", choices=tuple(LocalStatus))
     tsh = ts.add_parser("show", parents=[common])
     tsh.add_argument("id")
     tsh.add_argument("--json", action="store_true")
@@ -64,6 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     tu.add_argument("--note", help="internal note: never leaves this system")
     tu.add_argument("--author", default="petugas")
 
+
+def _mappings(sub: Any, common: argparse.ArgumentParser) -> None:
     mp = sub.add_parser("mappings", parents=[common], help="check or suggest mapping files")
     ms = mp.add_subparsers(dest="action", required=True, parser_class=_Parser)
     mc = ms.add_parser("check", parents=[common])
@@ -72,9 +81,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ms.add_parser("suggest", parents=[common])
 
+
+def _status(sub: Any, common: argparse.ArgumentParser) -> None:
     st = sub.add_parser("status", parents=[common], help="health report; exit 1 when degraded")
     st.add_argument("--json", action="store_true")
 
+
+def _queues(sub: Any, common: argparse.ArgumentParser) -> None:
     q = sub.add_parser("quarantine", parents=[common], help="records held back")
     qs = q.add_subparsers(dest="action", required=True, parser_class=_Parser)
     ql = qs.add_parser("list", parents=[common])
@@ -102,6 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
     itr = its.add_parser("retry", parents=[common], help="try refused changes again now")
     itr.add_argument("id", nargs="?", type=int)
 
+
+def _sandbox(sub: Any, common: argparse.ArgumentParser) -> None:
     sb = sub.add_parser("sandbox", parents=[common], help="serve the LAPOR! sandbox on loopback")
     sb.add_argument("--port", type=int, default=8765)
     sb.add_argument("--seed", type=int)
@@ -109,6 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
     sb.add_argument("--no-generator", action="store_true")
     sb.add_argument("--faults", help="JSON object of initial faults")
 
+
+def _report(sub: Any, common: argparse.ArgumentParser) -> None:
     rp = sub.add_parser(
         "report",
         parents=[common],
@@ -132,6 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--format", choices=("table", "csv", "json", "html"), default="table")
     rp.add_argument("--out", type=Path, metavar="FILE", help="write here instead of stdout")
 
+
+def _db(sub: Any, common: argparse.ArgumentParser) -> None:
     db = sub.add_parser("db", parents=[common], help="database maintenance")
     dbs = db.add_subparsers(dest="action", required=True, parser_class=_Parser)
     dbs.add_parser("upgrade", parents=[common])
@@ -152,6 +171,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="with a folder: keep only the N newest backups in it",
     )
 
+
+def _desk(sub: Any, common: argparse.ArgumentParser) -> None:
     w = sub.add_parser(
         "web", parents=[common], help="serve the officer's desk on web.listen (beside the daemon)"
     )
@@ -186,6 +207,8 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--password-stdin", action="store_true", required=True)
     notify_commands.add_parsers(sub, uss, common)  # notify test; users notify
 
+
+def _reliability(sub: Any, common: argparse.ArgumentParser) -> None:
     rel = sub.add_parser(
         "reliability",
         parents=[common],
@@ -195,7 +218,21 @@ def build_parser() -> argparse.ArgumentParser:
     rel.add_argument("--complaints", type=int, default=1500)
     rel.add_argument("--changes", type=int, default=30)
     rel.add_argument("--seed", type=int, default=6411)
-    return p
+
+
+# The command groups, in the order `--help` lists them.
+GROUPS: tuple[Callable[[Any, argparse.ArgumentParser], None], ...] = (
+    _daemon,
+    _tickets,
+    _mappings,
+    _status,
+    _queues,
+    _sandbox,
+    _report,
+    _db,
+    _desk,
+    _reliability,
+)
 
 
 def _date(text: str) -> date:

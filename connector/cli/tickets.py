@@ -16,8 +16,8 @@ from connector.cli.common import (
     show_rows,
     tracker_of,
 )
+from connector.domain import LocalStatus
 from connector.errors import ConfigError
-from connector.mappings import LOCAL_STATUSES
 from connector.settings import Config
 from connector.term import safe
 from connector.timeutil import human_iso, utcnow
@@ -168,7 +168,7 @@ def cmd_tickets_update(config: Config, args: argparse.Namespace) -> int:
         print("error: give at least one of --status, --reply, --note", file=sys.stderr)
         return EXIT_USAGE
     try:
-        check_status(args.status, LOCAL_STATUSES)
+        check_status(args.status, tuple(LocalStatus))
     except TrackerRefusal as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
