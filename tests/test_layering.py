@@ -230,16 +230,10 @@ def _package_graph(graph: dict[str, set[str]]) -> dict[str, set[str]]:
     return packages
 
 
-# A cycle outside the tracker seam, left to the engineer who moves the commands:
-# ``notify/commands.py`` opens the desk's store (``desk.serve``), while the desk queues
-# notifications (``notify.queue``) and the sync path does too.
-KNOWN_PACKAGE_CYCLES = [["connector.desk", "connector.notify", "connector.sync"]]
-
-
 def test_no_package_level_import_cycles() -> None:
     packages = _package_graph(_graph())
     assert "connector.tracker" in packages["connector.sync"]  # the walk sees packages
-    assert _cycles(packages) == KNOWN_PACKAGE_CYCLES
+    assert _cycles(packages) == []
 
 
 def test_the_store_never_imports_the_trackers() -> None:

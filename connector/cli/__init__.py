@@ -53,8 +53,8 @@ HANDLERS: dict[tuple[str, str | None], str] = {
     ("users", "disable"): "connector.cli.users:cmd_users_disable",
     ("users", "enable"): "connector.cli.users:cmd_users_enable",
     ("users", "password"): "connector.cli.users:cmd_users_password",
-    ("users", "notify"): "connector.notify.commands:cmd_users_notify",
-    ("notify", "test"): "connector.notify.commands:cmd_notify_test",
+    ("users", "notify"): "connector.cli.notify:cmd_users_notify",
+    ("notify", "test"): "connector.cli.notify:cmd_notify_test",
 }
 
 

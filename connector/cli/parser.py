@@ -12,7 +12,7 @@ from typing import Any, NoReturn
 from connector import __version__
 from connector.cli.common import EXIT_USAGE
 from connector.domain import LocalStatus, OutboxState
-from connector.notify import commands as notify_commands
+from connector.cli import notify as notify_commands
 
 
 class _Parser(argparse.ArgumentParser):
