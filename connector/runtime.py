@@ -1,10 +1,13 @@
 """The part factories: from validated settings, the store, the LAPOR! client, the tracker
-(and the mapping in force), bundled as a ``Runtime``. The tracker's sink (where the pull's
+(and the mapping in force), bundled as a ``Runtime`` by ``open_runtime``, the one place
+that opens them (for the daemon and for ``sync``). The tracker's sink (where the pull's
 decisions go: ``tracker/sink.py``) is picked once, with the sync context."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import httpx
 
@@ -28,7 +31,6 @@ class Runtime:
     client: LaporClient
     mappings: MappingHolder
     world: World | None = None
-    _closed: bool = field(default=False)
 
     def context(self, observer: Observer | None = None) -> SyncContext:
         return SyncContext(
@@ -39,13 +41,6 @@ class Runtime:
             self.mappings,
             observer=observer or NullObserver(),
         )
-
-    async def aclose(self) -> None:
-        if not self._closed:
-            self._closed = True
-            await self.client.aclose()
-            await self.tracker.aclose()
-            self.store.close()
 
 
 def open_store(config: Config, *, lock: bool = False) -> Store:
@@ -74,27 +69,39 @@ def make_client(
     return LaporClient.from_config(config, creds, transport=transport)
 
 
+def _locked_store(config: Config) -> Store:
+    return open_store(config, lock=True)
+
+
+@dataclass(frozen=True)
+class Openers:
+    """How the parts are opened, in this order; a test puts in one that fails. By default
+    the store is taken as the one running connector (the daemon, ``sync``)."""
+
+    store: Callable[[Config], Store] = _locked_store
+    client: Callable[[Config, World | None], LaporClient] = make_client
+    tracker: Callable[[Config, MappingHolder], TrackerPort] = open_tracker
+
+
 def open_runtime(
     config: Config,
-    *,
-    need_mappings: bool = True,
-    transport: httpx.AsyncBaseTransport | None = None,
-    lock: bool = False,
+    stack: contextlib.AsyncExitStack,
+    openers: Openers = Openers(),
+    observer: Callable[[str, str, float], None] | None = None,
 ) -> Runtime:
+    """The mapping, the store, the LAPOR! client and the tracker. Each part goes on
+    ``stack`` as soon as it is open, so it is closed once, in reverse order, also when a
+    later part fails to open. ``observer`` hears every LAPOR! request (the metrics)."""
     holder = MappingHolder(config.mappings_dir)
-    if need_mappings:
-        holder.load_initial()
-    store = open_store(config, lock=lock)
-    world = sandbox_world(config) if config.sandbox_mode and transport is None else None
-    try:
-        client = make_client(config, world, transport)
-    except Exception:
-        store.close()
-        raise
-    try:
-        tracker = open_tracker(config, holder)
-    except Exception:
-        store.close()
-        raise
+    holder.load_initial()
+    store = openers.store(config)
+    stack.callback(store.close)
+    world = sandbox_world(config) if config.sandbox_mode else None
+    client = openers.client(config, world)
+    stack.push_async_callback(client.aclose)
+    if observer is not None:
+        client.observer = observer
+    tracker = openers.tracker(config, holder)
+    stack.push_async_callback(tracker.aclose)
     tracker.bind(store)
     return Runtime(config, store, tracker, client, holder, world)

@@ -29,25 +29,19 @@ from connector.errors import (
     StorageError,
 )
 from connector.health import HealthReport
-from connector.lapor.client import LaporClient
 from connector.logging import configure_for
-from connector.mapping_reload import MappingHolder
 from connector.metrics import Metrics, Monitor, Reachability, probe
 from connector.notify import send as notify_send
-from connector.runtime import Runtime, make_client, open_store
+from connector.runtime import Openers, Runtime, open_runtime
 from connector.sandbox.app import run_generator
 from connector.sandbox.demo_officer import DemoOfficer
-from connector.sandbox.embedded import sandbox_world
-from connector.sandbox.world import World
 from connector.settings import Config, is_loopback, load_config
 from connector.status import OVERDUE_SHOWN, report
-from connector.store import Store, followups, state
+from connector.store import followups, state
 from connector.sync.context import Observer, SyncContext
 from connector.sync.cycle import CycleKind, run_cycle
 from connector.sync.sweep import sweep_due
 from connector.systemd import sd_notify, watchdog_interval
-from connector.tracker.port import TrackerPort
-from connector.tracker.registry import open_tracker
 from connector.tracker.rows import OverdueJSON
 
 log = structlog.get_logger("connector.service")
@@ -80,19 +74,6 @@ def run(config: Config) -> int:
     return asyncio.run(Daemon(config, smtp_password).run())
 
 
-def _daemon_store(config: Config) -> Store:
-    return open_store(config, lock=True)
-
-
-@dataclass(frozen=True)
-class Openers:
-    """How the daemon opens its parts, in this order; a test puts in one that fails."""
-
-    store: Callable[[Config], Store] = _daemon_store
-    client: Callable[[Config, World | None], LaporClient] = make_client
-    tracker: Callable[[Config, MappingHolder], TrackerPort] = open_tracker
-
-
 class _Observed:
     """What the metrics listen to, given to the context and the client as they are made."""
 
@@ -122,7 +103,12 @@ class Daemon:
     async def run(self) -> int:
         async with contextlib.AsyncExitStack() as stack:
             try:
-                rt = self._open(stack)
+                rt = open_runtime(
+                    self.config,
+                    stack,
+                    self._openers,
+                    self._observed.request if self._observed else None,
+                )
             except ConfigError as exc:
                 print(f"error: {exc}", file=sys.stderr)
                 return 2
@@ -143,23 +129,6 @@ class Daemon:
             code = await jobs.drain(first)
         log.info("daemon_stopped")
         return code
-
-    def _open(self, stack: contextlib.AsyncExitStack) -> Runtime:
-        """The store, the LAPOR! client and the tracker, each closed by the stack."""
-        config, o = self.config, self._openers
-        holder = MappingHolder(config.mappings_dir)
-        holder.load_initial()
-        store = o.store(config)
-        stack.callback(store.close)
-        world = sandbox_world(config) if config.sandbox_mode else None
-        client = o.client(config, world)
-        stack.push_async_callback(client.aclose)
-        if self._observed is not None:
-            client.observer = self._observed.request
-        tracker = o.tracker(config, holder)
-        stack.push_async_callback(tracker.aclose)
-        tracker.bind(store)
-        return Runtime(config, store, tracker, client, holder, world)
 
     def _serve_metrics(self, stack: contextlib.AsyncExitStack, jobs: Jobs) -> Monitor | None:
         """/metrics and /healthz on metrics.listen; a port in use is logged, never fatal."""

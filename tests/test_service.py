@@ -16,8 +16,8 @@ from connector.lapor.client import LaporClient
 from connector.mapping_reload import MappingHolder
 from connector.mappings import LOCAL_STATUSES
 from connector.metrics import Monitor
-from connector.runtime import open_store
-from connector.service import Daemon, Openers
+from connector.runtime import Openers, open_store
+from connector.service import Daemon
 from connector.settings import Config, load_config
 from connector.store import Store, state
 from connector.tracker.builtin import BuiltinTracker

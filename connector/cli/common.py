@@ -18,7 +18,6 @@ if TYPE_CHECKING:
     from sqlalchemy import Connection
 
     from connector.mappings import Mappings
-    from connector.runtime import Runtime
     from connector.store import Store
     from connector.tracker.port import TrackerPort
 
@@ -73,12 +72,6 @@ def check_identity(config: Config, euid: int | None = None) -> None:
             f"(sudo -u {name} lapor-connector ...), not as root, so that the "
             "database files keep their owner"
         )
-
-
-def runtime_of(config: Config, need_mappings: bool = True, lock: bool = False) -> Runtime:
-    from connector.runtime import open_runtime
-
-    return open_runtime(config, need_mappings=need_mappings, lock=lock)
 
 
 def store_of(config: Config, lock: bool = False) -> Store:

@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from connector import __version__
+from connector.cli import notify as notify_commands
 from connector.cli.common import EXIT_USAGE
 from connector.domain import LocalStatus, OutboxState
-from connector.cli import notify as notify_commands
 
 
 class _Parser(argparse.ArgumentParser):
