@@ -58,7 +58,7 @@ class ChangeId(str):
     ``redmine:<journal id>``. It is a ``str`` (``outbox.change_id`` stores it as it is);
     constructing one through ``of``, ``make`` or ``builtin`` keeps the namespace rule here.
 
-    The built-in tracker reads its changes in the pull's transaction without a kind: a bare
+    The built-in tracker reads its changes in the push's transaction without a kind: a bare
     id is a built-in one. Its Idempotency-Keys carry the bare id (``key_part``): they were
     made before trackers had kinds, and a stored key is replayed as it is.
     """

@@ -1,6 +1,6 @@
 """The connector's error hierarchy, named by what the caller does next.
 
-Every exception the connector raises on purpose is defined here, under one of five
+Every exception the connector raises on purpose is defined here, under one of four
 what-next bases:
 
 - ``Fatal``: stop and ask a person (bad settings, refused credentials).

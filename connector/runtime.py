@@ -103,5 +103,4 @@ def open_runtime(
         client.observer = observer
     tracker = openers.tracker(config, holder)
     stack.push_async_callback(tracker.aclose)
-    tracker.bind(store)
     return Runtime(config, store, tracker, client, holder, world)

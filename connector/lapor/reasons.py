@@ -57,7 +57,8 @@ def idempotency_key(nonce: str, tracking_id: str, change_id: str, generation: in
     """The one place a key is built: ``mahulu-<nonce>-<tracking id>-<change id>[-k<n>]``.
 
     ``nonce`` is made when the database is created, so a fresh database never reuses an
-    old one's keys; ``generation`` counts keys replaced after LAPOR! forgot the old one.
+    old one's keys; ``generation`` counts keys replaced, after LAPOR! forgot the old one or held it
+    for another body (a collision).
     Stored keys are replayed as they are: this format never changes.
     """
     change = ChangeId(change_id).key_part

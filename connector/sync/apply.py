@@ -140,7 +140,10 @@ def _new_files(
 
 def _record_caused(exc: BaseException) -> bool:
     """Whether a database error comes from one record's values (too long, NUL on
-    PostgreSQL, unencodable text, a constraint) rather than from the database itself."""
+    PostgreSQL, unencodable text, a constraint) rather than from the database itself.
+    ``TypeError`` counts here, unlike in ``RECORD_ERRORS``: raised while one record's
+    values are bound, in its own savepoint, it is that record's (a driver refusing a
+    value), and quarantining it keeps the rest of the part committing."""
     if isinstance(
         exc, DataError | IntegrityError | UnicodeError | ValueError | OverflowError | TypeError
     ):

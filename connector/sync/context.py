@@ -58,7 +58,7 @@ class SyncContext:
     sink: Sink = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        self.tracker.bind(self.store)
+        self.tracker.bind(self.store)  # here, not where parts open: a test's context too
         self.sink = sink_for(self.tracker)
 
     async def db(self, fn: Callable[[Connection], T]) -> T:

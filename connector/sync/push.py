@@ -210,7 +210,8 @@ async def _post(
     try:
         receipt = await ctx.client.post_follow_up(tid, request, key, guard=guard)
     except (UnicodeError, ValueError, TypeError, OverflowError) as exc:
-        # This entry's own data cannot be sent: it alone fails, the others go on.
+        # This entry's own data cannot be sent: it alone fails, the others go on. TypeError
+        # too: raised while this body is encoded for the wire, it is the entry's, not ours.
         log.warning("followup_unsendable", outbox_id=eid, error=exc.__class__.__name__)
         await _fail(ctx, eid, reasons.wire_code(FailReason.LOCAL_DATA_INVALID), stats)
         return

@@ -1,4 +1,5 @@
-"""Local tracking systems behind one interface (``Tracker``)."""
+"""Local tracking systems behind one port (``port.TrackerPort``); the built-in one also
+offers the in-transaction ``base.Tracker``."""
 
 from connector.tracker.base import NewMessage, NewTicket, OfficerChange, TicketUpdate, Tracker
 from connector.tracker.port import Intent, TrackerPort

@@ -1,8 +1,9 @@
-"""The tracker adapter interface: what the sync engine needs of a local tracker.
+"""The in-transaction interface of a tracker kept in our own database (the built-in one,
+``TrackerPort.inline``): what the pull and the push need of it.
 
-Methods take the store's open transaction so the built-in tracker commits
-ticket and connector state together. An adapter for an external tracker
-would make ``create_ticket`` idempotent by tracking id instead.
+Methods take the store's open transaction so the built-in tracker commits ticket and
+connector state together. External trackers implement ``TrackerPort`` (``port.py``)
+instead, through intents.
 """
 
 from __future__ import annotations

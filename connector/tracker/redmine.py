@@ -19,6 +19,7 @@ import structlog
 from sqlalchemy import Connection, func, select
 
 from connector import privacy
+from connector.domain import ChangeId
 from connector.mappings import Mappings
 from connector.privacy import PrivacyChange
 from connector.timeutil import human, wita_date
@@ -344,7 +345,7 @@ class RedmineTracker(TrackerPort):
                         j.created_on,
                         j.id,
                         OfficerChange(
-                            change_id=f"redmine:{j.id}",
+                            change_id=ChangeId.make("redmine", j.id),
                             ticket_ref=str(issue.id),
                             tracking_id=str(tid),
                             status=status,
