@@ -20,10 +20,13 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
+from connector.domain import LaporStatus, PostStatus
 from connector.errors import UNREADABLE, FileTooLarge, MappingError, NotRegularFile
-from connector.lapor.models import LAPOR_STATUSES, PUSH_STATUSES
 
 LOCAL_STATUSES = ("new", "in_progress", "resolved", "closed")
+# From domain, not lapor.models: checking the mapping files loads no wire models.
+LAPOR_STATUSES = tuple(LaporStatus)
+PUSH_STATUSES = tuple(PostStatus)  # what LAPOR! accepts from an agency
 AGENCIES = "agencies.toml"
 STATUSES = "statuses.toml"
 CATEGORIES = "categories.toml"
