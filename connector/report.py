@@ -32,7 +32,7 @@ from typing import Any
 
 from connector.domain import Facts, LaporStatus
 from connector.mappings import Mappings
-from connector.timeutil import UTC, WITA, human, working_days_between
+from connector.timeutil import UTC, WITA, human, tanggal_panjang, working_days_between
 
 COLUMNS = (
     "agency",
@@ -199,25 +199,11 @@ def as_table(rep: Report) -> str:
     return "\n".join(lines) + "\n"
 
 
-BULAN = (
-    "Januari",
-    "Februari",
-    "Maret",
-    "April",
-    "Mei",
-    "Juni",
-    "Juli",
-    "Agustus",
-    "September",
-    "Oktober",
-    "November",
-    "Desember",
-)
 COLORS = {"on_time": "#2e7d32", "late": "#ef6c00", "overdue": "#c62828"}
 
 
 def tanggal(d: date) -> str:
-    return f"{d.day} {BULAN[d.month - 1]} {d.year}"
+    return tanggal_panjang(d, weekday=False)
 
 
 def _chart(rows: Sequence[Row]) -> str:

@@ -120,3 +120,27 @@ def human(moment: datetime | None) -> str:
 def human_iso(text: str | None) -> str:
     """``human`` for an ISO string as the JSON faces carry it."""
     return human(datetime.fromisoformat(text)) if text else "-"
+
+
+HARI = ("Senin", "Selasa", "Rabu", "Kamis", "Jumat", "Sabtu", "Minggu")
+BULAN = (
+    "Januari",
+    "Februari",
+    "Maret",
+    "April",
+    "Mei",
+    "Juni",
+    "Juli",
+    "Agustus",
+    "September",
+    "Oktober",
+    "November",
+    "Desember",
+)
+
+
+def tanggal_panjang(day: date, *, weekday: bool = True) -> str:
+    """A date in Bahasa Indonesia, as e-mail and reports write it: ``Senin, 7 Desember
+    2026`` (without the weekday: ``7 Desember 2026``)."""
+    text = f"{day.day} {BULAN[day.month - 1]} {day.year}"
+    return f"{HARI[day.weekday()]}, {text}" if weekday else text

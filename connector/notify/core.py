@@ -17,7 +17,7 @@ from email.utils import format_datetime
 from typing import Any, TypedDict
 from urllib.parse import quote
 
-from connector.timeutil import WITA, as_utc, human, is_working_day
+from connector.timeutil import WITA, as_utc, human, is_working_day, tanggal_panjang
 
 SECRET_TITLE = "Laporan rahasia"  # noqa: S105 - a title, not a password
 PREFIX = "[LAPOR! Mahulu]"
@@ -127,25 +127,8 @@ class Notice:
     payload: dict[str, Any]
 
 
-_DAYS = ("Senin", "Selasa", "Rabu", "Kamis", "Jumat", "Sabtu", "Minggu")
-_MONTHS = (
-    "Januari",
-    "Februari",
-    "Maret",
-    "April",
-    "Mei",
-    "Juni",
-    "Juli",
-    "Agustus",
-    "September",
-    "Oktober",
-    "November",
-    "Desember",
-)
-
-
 def tanggal(day: date) -> str:
-    return f"{_DAYS[day.weekday()]}, {day.day} {_MONTHS[day.month - 1]} {day.year}"
+    return tanggal_panjang(day)
 
 
 def _due(ln: Line) -> str:
