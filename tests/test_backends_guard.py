@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
-from tests.conftest import ROOT
+from tests.inner import run_inner_suite
 
 INNER = '''
 import sqlite3
@@ -48,36 +46,15 @@ def test_no_database() -> None:
 
 
 def test_the_guard_fails_sqlite_only_tests_that_do_not_say_so(tmp_path: Path) -> None:
-    (tmp_path / "conftest.py").write_text(
+    out = run_inner_suite(
+        tmp_path,
         "from tests.conftest import *  # noqa: F403\n"
-        "from tests.conftest import _every_backend, pytest_configure  # noqa: F401\n"
-    )
-    (tmp_path / "test_inner.py").write_text(INNER)
-    (tmp_path / "empty.ini").write_text("")  # not the project's settings (testpaths etc.)
-    r = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pytest",
-            "-q",
-            "-p",
-            "no:cacheprovider",
-            "-c",
-            str(tmp_path / "empty.ini"),
-            "--rootdir",
-            str(tmp_path),
-            str(tmp_path),
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
+        "from tests.conftest import _every_backend, pytest_configure  # noqa: F401\n",
+        INNER,
     )
     errors = {
-        line.split("::")[1].split(" ")[0]
-        for line in r.stdout.splitlines()
-        if line.startswith("ERROR ")
+        line.split("::")[1].split(" ")[0] for line in out.splitlines() if line.startswith("ERROR ")
     }
-    assert errors == {"test_engine_without_db_url", "test_file_left_by_a_subprocess"}, r.stdout
-    assert "opened a SQLite database (y.db) without the db_url fixture" in r.stdout
-    assert " failed" not in r.stdout and "passed" in r.stdout
+    assert errors == {"test_engine_without_db_url", "test_file_left_by_a_subprocess"}, out
+    assert "opened a SQLite database (y.db) without the db_url fixture" in out
+    assert " failed" not in out and "passed" in out

@@ -4,12 +4,11 @@ fake clock's start replays."""
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 from connector.sandbox import World
-from tests.conftest import ROOT, FakeTime
+from tests.conftest import FakeTime
+from tests.inner import run_inner_suite
 from tests.seeds import CLOCK_ENV, SeededRandom, seeds_in
 
 INNER = """
@@ -42,30 +41,7 @@ def test_the_clock_replays(fake_time):
 
 
 def _run_inner(tmp_path: Path, env: dict[str, str]) -> str:
-    (tmp_path / "conftest.py").write_text("from tests.conftest import *  # noqa: F403\n")
-    (tmp_path / "test_inner.py").write_text(INNER)
-    (tmp_path / "empty.ini").write_text("")  # not the project's settings (testpaths etc.)
-    r = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pytest",
-            "-q",
-            "-p",
-            "no:cacheprovider",
-            "-c",
-            str(tmp_path / "empty.ini"),
-            "--rootdir",
-            str(tmp_path),
-            str(tmp_path),
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=env,
-    )
-    return r.stdout
+    return run_inner_suite(tmp_path, "from tests.conftest import *  # noqa: F403\n", INNER, env)
 
 
 def test_a_failed_test_names_its_worlds_generators_and_clock(tmp_path: Path) -> None:
