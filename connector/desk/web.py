@@ -321,6 +321,23 @@ def _text(form: FormData, name: str, limit: int = 20000) -> str:
     return value.replace("\r\n", "\n").replace("\r", "\n")
 
 
+def _answer_form(form: FormData) -> tuple[views.Answer, str, str]:
+    """The answer, the form's id (its one-time claim) and the page version it was drawn on."""
+    a = views.Answer(
+        status=_text(form, "status", 40).strip(),
+        reply=_text(form, "balasan").strip(),
+        note=_text(form, "catatan").strip(),
+        assignee=_text(form, "petugas", 64).strip(),
+        assignee_given="petugas" in form,
+        assignee_before=_text(form, "petugas_asal", 64).strip(),
+    )
+    form_id = _text(form, "form_id", 64).strip()
+    page_version = _text(form, "versi", 64).strip()
+    if not form_id:
+        raise HTTPException(400)
+    return a, form_id, page_version
+
+
 # -- the ticket page's parts -----------------------------------------------------------------
 
 Template = tuple[str, str, str]  # local status, its words, the reply text for the agency
@@ -763,18 +780,7 @@ class _Handlers:
         if not queries.may_act(user, page.agencies):
             raise HTTPException(403)
         row = page.row
-        a = views.Answer(
-            status=_text(form, "status", 40).strip(),
-            reply=_text(form, "balasan").strip(),
-            note=_text(form, "catatan").strip(),
-            assignee=_text(form, "petugas", 64).strip(),
-            assignee_given="petugas" in form,
-            assignee_before=_text(form, "petugas_asal", 64).strip(),
-        )
-        form_id = _text(form, "form_id", 64).strip()
-        page_version = _text(form, "versi", 64).strip()
-        if not form_id:
-            raise HTTPException(400)
+        a, form_id, page_version = _answer_form(form)
         m, now = self.d.mappings(), self.d.clock()
         tracker = self.d.builtin
         assert tracker is not None
