@@ -48,11 +48,23 @@ class Metrics:
     """The connector's own registry (never the process-global one)."""
 
     def __init__(self, version: str = __version__):
+        # The exposition lists the families in the order they are declared here: kept so
+        # that a scrape's text stays the same release after release.
         r = self.registry = CollectorRegistry()
         self.build_info = Gauge(
             "lapor_connector_build_info", "Version of the connector", ["version"], registry=r
         )
         self.build_info.labels(version).set(1)
+        self._cycles(r)
+        self._backlog(r)
+        self._lapor(r)
+        self._health(r)
+        self._tracker(r)
+        self._running(r)
+        self._last: dict[str, dict[str, int]] = {}
+
+    def _cycles(self, r: CollectorRegistry) -> None:
+        """What the pulls and pushes did, fed by ``progress``."""
         self.records = Counter(
             "lapor_connector_records",
             "Complaints processed by pulls, by decision",
@@ -75,6 +87,14 @@ class Metrics:
             "End of the last successful push (Unix time)",
             registry=r,
         )
+        # Each label at 0 from the start: its first increment then shows in a rate().
+        for a in ACTIONS:
+            self.records.labels(a)
+        for res in RESULTS:
+            self.followups.labels(res)
+
+    def _backlog(self, r: CollectorRegistry) -> None:
+        """What waits in the database, set by ``Monitor.refresh``."""
         self.outbox = Gauge(
             "lapor_connector_outbox_entries", "Outbox entries by state", ["state"], registry=r
         )
@@ -90,6 +110,11 @@ class Metrics:
         self.overdue = Gauge(
             "lapor_connector_overdue_tickets", "Tickets past their due date", registry=r
         )
+        for st in OUTBOX_STATES:
+            self.outbox.labels(st)
+
+    def _lapor(self, r: CollectorRegistry) -> None:
+        """The client's requests, fed by ``request``."""
         self.requests = Counter(
             "lapor_connector_lapor_requests",
             "HTTP requests to LAPOR!, by endpoint and HTTP code (or error class)",
@@ -103,6 +128,8 @@ class Metrics:
             buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
             registry=r,
         )
+
+    def _health(self, r: CollectorRegistry) -> None:
         self.healthy = Gauge("lapor_connector_healthy", "1 when /healthz answers 200", registry=r)
         self.failures = Gauge(
             "lapor_connector_consecutive_failures",
@@ -110,6 +137,11 @@ class Metrics:
             ["job"],
             registry=r,
         )
+        for job in ("pull", "push"):
+            self.failures.labels(job)
+
+    def _tracker(self, r: CollectorRegistry) -> None:
+        """An external tracker's queue of intents and its last answer."""
         self.intents = Gauge(
             "lapor_connector_tracker_intents",
             "Tracker intents (changes for an external tracker), by state",
@@ -121,6 +153,9 @@ class Metrics:
             "The last successful call to the tracker (Unix time)",
             registry=r,
         )
+
+    def _running(self, r: CollectorRegistry) -> None:
+        """The pull under way and the e-mail sent, fed by ``progress``."""
         self.pull_running = Gauge(
             "lapor_connector_pull_running_records",
             "Records fetched so far by the pull now running",
@@ -134,15 +169,6 @@ class Metrics:
         )
         for res in ("sent", "failed"):
             self.notifications.labels(res)
-        for a in ACTIONS:
-            self.records.labels(a)
-        for res in RESULTS:
-            self.followups.labels(res)
-        for st in OUTBOX_STATES:
-            self.outbox.labels(st)
-        for job in ("pull", "push"):
-            self.failures.labels(job)
-        self._last: dict[str, dict[str, int]] = {}
 
     def exposition(self) -> str:
         return generate_latest(self.registry).decode()

@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 import structlog
 from jinja2 import Environment, PackageLoader, select_autoescape
-from sqlalchemy import Connection
+from sqlalchemy import Connection, Row
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
@@ -47,6 +47,7 @@ from connector.sync.push import ingest
 from connector.timeutil import WITA, utcnow
 from connector.tracker.builtin import BuiltinTracker, OfficerAction, TrackerRefusal
 from connector.tracker.port import TrackerPort
+from connector.tracker.rows import AttachmentMeta
 
 log = structlog.get_logger("connector.desk")
 T = TypeVar("T")
@@ -318,6 +319,78 @@ def _text(form: FormData, name: str, limit: int = 20000) -> str:
         raise HTTPException(400)
     # Browsers send CRLF: store the officer's line breaks as LF.
     return value.replace("\r\n", "\n").replace("\r", "\n")
+
+
+def _answer_form(form: FormData) -> tuple[views.Answer, str, str]:
+    """The answer, the form's id (its one-time claim) and the page version it was drawn on."""
+    a = views.Answer(
+        status=_text(form, "status", 40).strip(),
+        reply=_text(form, "balasan").strip(),
+        note=_text(form, "catatan").strip(),
+        assignee=_text(form, "petugas", 64).strip(),
+        assignee_given="petugas" in form,
+        assignee_before=_text(form, "petugas_asal", 64).strip(),
+    )
+    form_id = _text(form, "form_id", 64).strip()
+    page_version = _text(form, "versi", 64).strip()
+    if not form_id:
+        raise HTTPException(400)
+    return a, form_id, page_version
+
+
+# -- the ticket page's parts -----------------------------------------------------------------
+
+Template = tuple[str, str, str]  # local status, its words, the reply text for the agency
+
+
+def _templates(m: Mappings, agency_name: str) -> list[Template]:
+    return [
+        (local, views.STATUS_WORDS.get(local, local), ob.text(agency_name))
+        for local, ob in m.outbound.items()
+    ]
+
+
+def _first_answer(row: Row[Any], templates: list[Template], use: str) -> views.Answer:
+    """The form as first drawn: the template asked for by ``?templat=``, if any."""
+    chosen = next((t for t in templates if t[0] == use), None)
+    return views.Answer(
+        status=chosen[0] if chosen else "",
+        reply=chosen[2] if chosen else "",
+        note="",
+        assignee=row.assignee or "",
+        assignee_given=True,
+    )
+
+
+def _reporter(row: Row[Any], user: User, agencies: set[str]) -> dict[str, Any] | None:
+    """Who reported it, never for an anonymous complaint; contact details only for the
+    holding agency's officers."""
+    if row.anonymous or not row.reporter_name:
+        return None
+    contact = queries.sees_contact(user, agencies)
+    return {
+        "name": row.reporter_name,
+        "email": row.reporter_email if contact else None,
+        "phone": row.reporter_phone if contact else None,
+        "contact": contact,
+    }
+
+
+def _files(attachments: list[AttachmentMeta], anonymous: bool) -> list[dict[str, Any]]:
+    # An anonymous complaint's file names may carry the reporter's name: numbered instead.
+    return [
+        {
+            "index": i,
+            "name": views.anonymous_name(i + 1, a.get("mime", ""))
+            if anonymous
+            else a.get("name", ""),
+            "mime": a.get("mime"),
+            "size": a.get("size"),
+            "stored": bool(a.get("stored")),
+            "error": a.get("error"),
+        }
+        for i, a in enumerate(attachments)
+    ]
 
 
 class _Handlers:
@@ -648,60 +721,14 @@ class _Handlers:
         m, now = self.d.mappings(), self.d.clock()
         row = page.row
         if row.confidential:  # every showing of a rahasia complaint, a refused answer too
-            await self.d.db(
-                lambda c: accounts.audit(c, user.login, "buka_rahasia", row.tracking_id, now)
-            )
-            log.info("desk_open_confidential", user=user.login, tracking_id=row.tracking_id)
+            await self._audit_confidential(user, row.tracking_id, now)
         agency = m.agency(row.agency)
         agency_name = agency.name if agency else row.agency
-        officers = await self.d.read(lambda c: accounts.officers_of(c, row.agency))
-        if row.assignee and all(o.login != row.assignee for o in officers):
-            # Disabled since (or moved): still shown as the assignee, never dropped silently.
-            gone = await self.d.read(lambda c: accounts.get_user(c, row.assignee))
-            if gone is not None:
-                officers = [*officers, gone]
-        templates = [
-            (local, views.STATUS_WORDS.get(local, local), ob.text(agency_name))
-            for local, ob in m.outbound.items()
-        ]
-        use = request.query_params.get("templat", "")
-        chosen = next((t for t in templates if t[0] == use), None)
+        officers = await self._officers(row.agency, row.assignee)
+        templates = _templates(m, agency_name)
         if answer is None:
-            answer = views.Answer(
-                status=chosen[0] if chosen else "",
-                reply=chosen[2] if chosen else "",
-                note="",
-                assignee=row.assignee or "",
-                assignee_given=True,
-            )
+            answer = _first_answer(row, templates, request.query_params.get("templat", ""))
         due = views.due_state(page.facts, row.status == LocalStatus.CLOSED, now, m.holidays)
-        reporter = None
-        if not row.anonymous and row.reporter_name:
-            contact = queries.sees_contact(user, page.agencies)
-            reporter = {
-                "name": row.reporter_name,
-                "email": row.reporter_email if contact else None,
-                "phone": row.reporter_phone if contact else None,
-                "contact": contact,
-            }
-        files = []
-        for i, a in enumerate(page.attachments):
-            name = (
-                views.anonymous_name(i + 1, a.get("mime", ""))
-                if row.anonymous
-                else a.get("name", "")
-            )
-            files.append(
-                {
-                    "index": i,
-                    "name": name,
-                    "mime": a.get("mime"),
-                    "size": a.get("size"),
-                    "stored": bool(a.get("stored")),
-                    "error": a.get("error"),
-                }
-            )
-        loc = queries.location(row.location)
         read_only = row.lapor_status in views.LAPOR_FINAL
         return self.d.render(
             request,
@@ -712,9 +739,9 @@ class _Handlers:
             due=due,
             due_sentence=views.due_sentence(due),
             timeline=page.timeline,
-            reporter=reporter,
-            files=files,
-            location=loc,
+            reporter=_reporter(row, user, page.agencies),
+            files=_files(page.attachments, bool(row.anonymous)),
+            location=queries.location(row.location),
             agency_name=agency_name,
             errors=errors,
             a=answer,
@@ -731,6 +758,20 @@ class _Handlers:
             download=self.d.config.settings.attachments.download,
         )
 
+    async def _audit_confidential(self, user: User, tracking_id: str, now: datetime) -> None:
+        await self.d.db(lambda c: accounts.audit(c, user.login, "buka_rahasia", tracking_id, now))
+        log.info("desk_open_confidential", user=user.login, tracking_id=tracking_id)
+
+    async def _officers(self, agency: str, assignee: str | None) -> list[User]:
+        """Who the ticket may be assigned to, and its assignee whoever that is now."""
+        officers = await self.d.read(lambda c: accounts.officers_of(c, agency))
+        if assignee and all(o.login != assignee for o in officers):
+            # Disabled since (or moved): still shown as the assignee, never dropped silently.
+            gone = await self.d.read(lambda c: accounts.get_user(c, assignee))
+            if gone is not None:
+                officers = [*officers, gone]
+        return officers
+
     async def answer(self, request: Request) -> Response:
         user = await self._user(request)
         form = await _form(request)
@@ -739,18 +780,7 @@ class _Handlers:
         if not queries.may_act(user, page.agencies):
             raise HTTPException(403)
         row = page.row
-        a = views.Answer(
-            status=_text(form, "status", 40).strip(),
-            reply=_text(form, "balasan").strip(),
-            note=_text(form, "catatan").strip(),
-            assignee=_text(form, "petugas", 64).strip(),
-            assignee_given="petugas" in form,
-            assignee_before=_text(form, "petugas_asal", 64).strip(),
-        )
-        form_id = _text(form, "form_id", 64).strip()
-        page_version = _text(form, "versi", 64).strip()
-        if not form_id:
-            raise HTTPException(400)
+        a, form_id, page_version = _answer_form(form)
         m, now = self.d.mappings(), self.d.clock()
         tracker = self.d.builtin
         assert tracker is not None

@@ -130,20 +130,9 @@ class WorldState:
         unit = data.CATEGORY_UNIT[kategori_id]
         if rng.random() < 0.1:
             unit = data.KECAMATAN_UNIT[kecamatan]
+        # Drawn for an anonymous complaint too: the draws that follow stay where they were.
         first, last = rng.choice(data.FIRST_NAMES), rng.choice(data.LAST_NAMES)
-        pelapor = (
-            None
-            if anonim
-            else {
-                "nama": f"{first} {last}",
-                "email": f"{first.lower()}.{last.lower()}{rng.randint(1, 99)}@contoh.id"
-                if rng.random() < 0.6
-                else None,
-                "telepon": f"08{rng.randint(1100000000, 1399999999)}"
-                if rng.random() < 0.8
-                else None,
-            }
-        )
+        pelapor = None if anonim else self._reporter(first, last)
         disposed = created + timedelta(hours=rng.randint(2, 30)) if initial else created
         record: dict[str, Any] = {
             "tracking_id": tid,
@@ -161,16 +150,7 @@ class WorldState:
                 ["web", "sms", "android", "ios", "twitter", "integrasi"],
                 [0.3, 0.3, 0.25, 0.05, 0.05, 0.05],
             )[0],
-            "lokasi": None
-            if rng.random() < 0.1
-            else {
-                "provinsi": "Kalimantan Timur",
-                "kabupaten": "Mahakam Ulu",
-                "kecamatan": kecamatan,
-                "desa": kampung,
-                "lat": round(0.4 + rng.random() * 1.0, 5) if rng.random() < 0.5 else None,
-                "lon": round(114.2 + rng.random() * 1.8, 5) if rng.random() < 0.5 else None,
-            },
+            "lokasi": self._location(kecamatan, kampung),
             "disposisi": [self.disposition(unit, disposed)],
             "lampiran": [],
             "tindak_lanjut": [],
@@ -181,11 +161,47 @@ class WorldState:
         if rng.random() < 0.5:
             # As LAPOR!: the end of the 5th working day after disposition.
             record["batas_tindak_lanjut"] = add_working_days(disposed, 5)
+        record["lampiran"] = self._attachments(tid)
+        if initial:
+            self._age(record, disposed, created)
+        self.records[tid] = record
+        self.ever_instansi[tid] = {data.INSTANSI}
+        return record
+
+    # The helpers below draw from the seeded RNG in the order the record's fields were
+    # always drawn: the same seed keeps serving the same world.
+
+    def _reporter(self, first: str, last: str) -> dict[str, Any]:
+        rng = self.rng
+        return {
+            "nama": f"{first} {last}",
+            "email": f"{first.lower()}.{last.lower()}{rng.randint(1, 99)}@contoh.id"
+            if rng.random() < 0.6
+            else None,
+            "telepon": f"08{rng.randint(1100000000, 1399999999)}" if rng.random() < 0.8 else None,
+        }
+
+    def _location(self, kecamatan: str, kampung: str) -> dict[str, Any] | None:
+        rng = self.rng
+        if rng.random() < 0.1:
+            return None
+        return {
+            "provinsi": "Kalimantan Timur",
+            "kabupaten": "Mahakam Ulu",
+            "kecamatan": kecamatan,
+            "desa": kampung,
+            "lat": round(0.4 + rng.random() * 1.0, 5) if rng.random() < 0.5 else None,
+            "lon": round(114.2 + rng.random() * 1.8, 5) if rng.random() < 0.5 else None,
+        }
+
+    def _attachments(self, tid: int) -> list[dict[str, Any]]:
+        rng = self.rng
+        found = []
         for n in range(rng.choices([0, 1, 2], [0.6, 0.3, 0.1])[0]):
             mime, ext = rng.choice(
                 [("image/jpeg", "jpg"), ("image/png", "png"), ("application/pdf", "pdf")]
             )
-            record["lampiran"].append(
+            found.append(
                 {
                     "id": f"lmp-{tid}-{n + 1}",
                     "nama": f"bukti-{n + 1}.{ext}",
@@ -193,11 +209,7 @@ class WorldState:
                     "ukuran": rng.randint(2_000, 60_000),
                 }
             )
-        if initial:
-            self._age(record, disposed, created)
-        self.records[tid] = record
-        self.ever_instansi[tid] = {data.INSTANSI}
-        return record
+        return found
 
     def _age(self, record: dict[str, Any], disposed: datetime, created: datetime) -> None:
         """Give an initial complaint a plausible history, all of it before the anchor."""

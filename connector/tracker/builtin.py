@@ -305,36 +305,8 @@ class BuiltinTracker(Tracker, TrackerPort):
         self, conn: Connection, ticket_id: str, action: OfficerAction, now: datetime
     ) -> OfficerChange | None:
         """Record an officer action and, when it is public, its change record."""
-        # Text from a terminal can carry NUL or undecodable bytes (as lone surrogates):
-        # the same repair as for LAPOR!'s text, so every backend can store it.
-        action = OfficerAction(
-            action.status,
-            None if action.reply is None else clean_text(action.reply),
-            None if action.note is None else clean_text(action.note),
-            clean_text(action.author),
-        )
-        check_status(action.status, self.local_statuses)
-        if action.reply is not None and not action.reply.strip():
-            raise TrackerRefusal("the public reply is empty", 2)
-        if action.reply is not None and len(action.reply) > MAX_REPLY:
-            raise TrackerRefusal(
-                f"the public reply has {len(action.reply)} characters; "
-                f"LAPOR! accepts at most {MAX_REPLY}",
-                2,
-            )
-        row = conn.execute(
-            select(tickets.c.id, tickets.c.status, tickets.c.tracking_id).where(
-                tickets.c.id == _int(ticket_id)
-            )
-        ).one_or_none()
-        if row is None:
-            raise TrackerRefusal(f"no ticket with id {ticket_id}", 1)
-        if row.status == "closed" and (action.status is not None or action.reply is not None):
-            raise TrackerRefusal(
-                f"ticket {ticket_id} is closed: no status change or public "
-                "reply is possible (an internal note is)",
-                1,
-            )
+        action = _checked_action(action, self.local_statuses)
+        row = _open_ticket(conn, ticket_id, action)
         new_status = action.status if action.status not in (None, row.status) else None
         change_id: int | None = None
         if new_status is not None or action.reply:
@@ -352,22 +324,7 @@ class BuiltinTracker(Tracker, TrackerPort):
                 )
             )
         if new_status is not None:
-            conn.execute(
-                update(tickets)
-                .where(tickets.c.id == row.id)
-                .values(status=new_status, updated_at=now)
-            )
-            conn.execute(
-                insert(status_history).values(
-                    ticket_id=row.id,
-                    from_status=row.status,
-                    to_status=new_status,
-                    source="officer",
-                    reason=None,
-                    at=now,
-                    change_id=change_id,
-                )
-            )
+            _officer_status(conn, row.id, row.status, new_status, change_id, now)
         if action.note:
             self._add_messages(
                 conn,
@@ -376,17 +333,7 @@ class BuiltinTracker(Tracker, TrackerPort):
                 "officer",
             )
         if action.reply:
-            conn.execute(
-                insert(messages),
-                {
-                    **_message_values(
-                        row.id,
-                        NewMessage(Direction.OUT, action.author, action.reply, now),
-                        "officer",
-                    ),
-                    "change_id": change_id,
-                },
-            )
+            _officer_reply(conn, row.id, action.author, action.reply, change_id, now)
         if change_id is None:
             return None
         return OfficerChange(
@@ -522,6 +469,88 @@ def _new_id(result: CursorResult[Any]) -> int:
     key = result.inserted_primary_key
     assert key is not None
     return int(key[0])
+
+
+def _checked_action(action: OfficerAction, local_statuses: Sequence[str]) -> OfficerAction:
+    """The action repaired and checked, before anything is read or written."""
+    # Text from a terminal can carry NUL or undecodable bytes (as lone surrogates):
+    # the same repair as for LAPOR!'s text, so every backend can store it.
+    action = OfficerAction(
+        action.status,
+        None if action.reply is None else clean_text(action.reply),
+        None if action.note is None else clean_text(action.note),
+        clean_text(action.author),
+    )
+    check_status(action.status, local_statuses)
+    if action.reply is not None and not action.reply.strip():
+        raise TrackerRefusal("the public reply is empty", 2)
+    if action.reply is not None and len(action.reply) > MAX_REPLY:
+        raise TrackerRefusal(
+            f"the public reply has {len(action.reply)} characters; "
+            f"LAPOR! accepts at most {MAX_REPLY}",
+            2,
+        )
+    return action
+
+
+def _open_ticket(conn: Connection, ticket_id: str, action: OfficerAction) -> Row[int, str, str]:
+    """The ticket's id, status and tracking id; a closed one takes an internal note only."""
+    row = conn.execute(
+        select(tickets.c.id, tickets.c.status, tickets.c.tracking_id).where(
+            tickets.c.id == _int(ticket_id)
+        )
+    ).one_or_none()
+    if row is None:
+        raise TrackerRefusal(f"no ticket with id {ticket_id}", 1)
+    if row.status == "closed" and (action.status is not None or action.reply is not None):
+        raise TrackerRefusal(
+            f"ticket {ticket_id} is closed: no status change or public "
+            "reply is possible (an internal note is)",
+            1,
+        )
+    return row
+
+
+def _officer_status(
+    conn: Connection,
+    ticket_id: int,
+    from_status: str,
+    new_status: str,
+    change_id: int | None,
+    now: datetime,
+) -> None:
+    conn.execute(
+        update(tickets).where(tickets.c.id == ticket_id).values(status=new_status, updated_at=now)
+    )
+    conn.execute(
+        insert(status_history).values(
+            ticket_id=ticket_id,
+            from_status=from_status,
+            to_status=new_status,
+            source="officer",
+            reason=None,
+            at=now,
+            change_id=change_id,
+        )
+    )
+
+
+def _officer_reply(
+    conn: Connection,
+    ticket_id: int,
+    author: str,
+    reply: str,
+    change_id: int | None,
+    now: datetime,
+) -> None:
+    """The public reply as a message that carries its change record's id."""
+    conn.execute(
+        insert(messages),
+        {
+            **_message_values(ticket_id, NewMessage(Direction.OUT, author, reply, now), "officer"),
+            "change_id": change_id,
+        },
+    )
 
 
 def check_status(status: str | None, local_statuses: Sequence[str]) -> None:
