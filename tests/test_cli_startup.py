@@ -33,6 +33,8 @@ NOT_NEEDED = (
     "connector.metrics",
     "connector.sync.core",
     "connector.lapor.policy",
+    "connector.lapor.wire",
+    "connector.lapor.models",
 )
 # And what the two listings never use (`status` checks the mapping files).
 NOT_NEEDED_BY_LISTINGS = ("connector.mappings",)

@@ -263,17 +263,17 @@ def _asks_the_kind(path: Path) -> list[int]:
     return [
         n
         for n, line in enumerate(path.read_text("utf-8").splitlines(), 1)
-        if re.search(r"\.inline\b", line)
+        if re.search(r"\.inline\b|isinstance\([^)]*BuiltinTracker", line)
     ]
 
 
 def test_only_the_sink_knows_which_kind_of_tracker_it_is() -> None:
-    """``.inline`` (in the pull's transaction or not) is read where the sink is picked."""
-    allowed = {ROOT / "runtime.py"}
+    """``.inline`` (in the pull's transaction or not), or an ``isinstance`` test for the
+    built-in tracker, is read only under ``tracker/``, where the sink is picked."""
     wrong = {
         f"{path.relative_to(ROOT)}:{n}"
         for path in ROOT.rglob("*.py")
-        if path not in allowed and "tracker" not in path.relative_to(ROOT).parts
+        if "tracker" not in path.relative_to(ROOT).parts
         for n in _asks_the_kind(path)
     }
     assert wrong == set()
@@ -281,5 +281,8 @@ def test_only_the_sink_knows_which_kind_of_tracker_it_is() -> None:
 
 def test_the_kind_finder_finds_one(tmp_path: Path) -> None:
     src = tmp_path / "shell.py"
-    src.write_text("x = 1\nif rt.tracker.inline is None:\n    pass\ny = inline_ok\n")
-    assert _asks_the_kind(src) == [2]
+    src.write_text(
+        "x = 1\nif rt.tracker.inline is None:\n    pass\ny = inline_ok\n"
+        "z = isinstance(t, BuiltinTracker)\n"
+    )
+    assert _asks_the_kind(src) == [2, 5]

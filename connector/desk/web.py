@@ -45,9 +45,11 @@ from connector.settings import Config
 from connector.store import Store, followups
 from connector.sync.push import ingest
 from connector.timeutil import WITA, utcnow
-from connector.tracker.builtin import BuiltinTracker, OfficerAction, TrackerRefusal
+from connector.tracker.base import Tracker
+from connector.tracker.builtin import OfficerAction, TrackerRefusal
 from connector.tracker.port import TrackerPort
 from connector.tracker.rows import AttachmentMeta
+from connector.tracker.sink import sink_for
 
 log = structlog.get_logger("connector.desk")
 T = TypeVar("T")
@@ -169,9 +171,10 @@ class Desk:
         )
 
     @property
-    def builtin(self) -> BuiltinTracker | None:
-        t = self.tracker
-        return t if isinstance(t, BuiltinTracker) else None
+    def builtin(self) -> Tracker | None:
+        """The tracker kept in this database (the built-in one), else None: the sink
+        says which kind it is, as for ``tickets update``."""
+        return sink_for(self.tracker).in_database
 
     def mappings(self) -> Mappings:
         # An admin's edit takes effect within seconds; a broken one keeps the last good.
@@ -782,8 +785,8 @@ class _Handlers:
         row = page.row
         a, form_id, page_version = _answer_form(form)
         m, now = self.d.mappings(), self.d.clock()
-        tracker = self.d.builtin
-        assert tracker is not None
+        tracker, desk = self.d.builtin, self.d.tracker.desk()
+        assert tracker is not None and desk is not None
         officer_logins = [
             o.login for o in await self.d.read(lambda c: accounts.officers_of(c, row.agency))
         ]
@@ -801,7 +804,7 @@ class _Handlers:
             status = a.status if a.status and a.status != current.status else None
             if status or a.reply or a.note:
                 action = OfficerAction(status, a.reply or None, a.note or None, user.name)
-                change = tracker.officer_update(conn, str(row.id), action, now)
+                change = desk.officer_update(conn, str(row.id), action, now)
                 if change is not None:
                     # The outbox entry in the same transaction, as `tickets update` does.
                     ingest(conn, tracker, m, now)

@@ -13,7 +13,6 @@ from sqlalchemy import Connection, CursorResult, Row, bindparam, func, insert, o
 from connector import privacy
 from connector.domain import ChangeId
 from connector.errors import TrackerRefusal
-from connector.lapor.wire import clean_text
 from connector.privacy import PrivacyChange
 from connector.store.schema import messages, status_history, tickets, tracker_changes
 from connector.timeutil import as_utc, iso, iso_wita
@@ -473,6 +472,9 @@ def _new_id(result: CursorResult[Any]) -> int:
 
 def _checked_action(action: OfficerAction, local_statuses: Sequence[str]) -> OfficerAction:
     """The action repaired and checked, before anything is read or written."""
+    # Here, not at the top: `status` and `tickets list` load no wire models.
+    from connector.lapor.wire import clean_text
+
     # Text from a terminal can carry NUL or undecodable bytes (as lone surrogates):
     # the same repair as for LAPOR!'s text, so every backend can store it.
     action = OfficerAction(
