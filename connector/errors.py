@@ -41,6 +41,7 @@ The tree (``[OSError]``, ``[ValueError]``: also that built-in, for callers that 
           ├── InvalidRequest          exit 2: the request itself is malformed
           ├── ApiError                an HTTP error answer from LAPOR!
           │    └── Rejected           refused for good (4xx): never retried by itself
+          ├── AttachmentRefused       an attachment's host or type: the client's own no
           ├── TooLarge                an answer past the size limit (wire or decoded)
           ├── UnsupportedEncoding     stacked or unknown content codings
           ├── RedmineRefused          Redmine refused or silently dropped a change
@@ -268,6 +269,16 @@ class ApiError(Refused):
 
 class Rejected(ApiError):
     """A permanent refusal of a request (409, 403, 422, 400, 404): never retried automatically."""
+
+
+class AttachmentRefused(Refused):
+    """An attachment the client refuses by itself: a link to another host (never asked
+    for) or a type it was not told to accept. No LAPOR! status is to blame; ``kode`` says
+    why, as a ``Rejected``'s does. Never retried by itself."""
+
+    def __init__(self, kode: str) -> None:
+        super().__init__(f"attachment refused: {kode}")
+        self.kode = kode
 
 
 class TooLarge(Refused):

@@ -9,7 +9,14 @@ from typing import Any
 import httpx
 import pytest
 
-from connector.errors import AuthRefused, InvalidRecord, LaporUnavailable, Rejected, SkipRecord
+from connector.errors import (
+    AttachmentRefused,
+    AuthRefused,
+    InvalidRecord,
+    LaporUnavailable,
+    Rejected,
+    SkipRecord,
+)
 from connector.lapor import models as m
 from connector.sandbox import World, create_app
 from connector.settings import Credentials
@@ -344,9 +351,9 @@ async def test_attachment_download_only_from_the_api_host(
     assert oct(path.stat().st_mode & 0o777) == "0o600"
     assert oct((tmp_path / "att").stat().st_mode & 0o777) == "0o700"
     evil = m.Attachment("x", "x", att.mime, 1, "http://evil.example/api/v3/lampiran/x")
-    with pytest.raises(Rejected, match="lampiran_host_asing"):
+    with pytest.raises(AttachmentRefused, match="lampiran_host_asing"):
         await client.download(evil, tmp_path / "att", max_bytes=10**6, allowed_types=(att.mime,))
-    with pytest.raises(Rejected, match="lampiran_jenis_ditolak"):
+    with pytest.raises(AttachmentRefused, match="lampiran_jenis_ditolak"):
         await client.download(att, tmp_path / "att", max_bytes=10**6, allowed_types=("x/y",))
     with pytest.raises(Rejected, match="lampiran_terlalu_besar"):
         await client.download(att, tmp_path / "att", max_bytes=10, allowed_types=(att.mime,))

@@ -33,6 +33,7 @@ from connector.errors import (
     MALFORMED,
     RECORD_ERRORS,
     AnswerUnreadable,
+    AttachmentRefused,
     AttemptFailed,
     AuthRefused,
     CursorExpired,
@@ -538,7 +539,7 @@ class LaporClient:
             self.base_url.host,
             self.base_url.port,
         ):
-            raise Rejected(0, "lampiran_host_asing")
+            raise AttachmentRefused("lampiran_host_asing")
         dest_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         os.chmod(dest_dir, 0o700)
         token = await self.tokens.get()
@@ -559,7 +560,7 @@ class LaporClient:
                     raise Rejected(resp.status_code, f"http_{resp.status_code}")
                 mime = resp.headers.get("Content-Type", "").split(";")[0].strip().lower()
                 if mime not in allowed_types:
-                    raise Rejected(200, "lampiran_jenis_ditolak")
+                    raise AttachmentRefused("lampiran_jenis_ditolak")
                 declared = resp.headers.get("Content-Length", "")
                 if declared.isdigit() and int(declared) > max_bytes:
                     raise Rejected(200, "lampiran_terlalu_besar")

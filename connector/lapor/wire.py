@@ -252,7 +252,7 @@ def raw_tracking_id(raw: Any) -> str:
         return str(tid)
     if isinstance(tid, str) and tid.isdigit() and len(tid) < 30:
         return tid
-    return "unknown"
+    return m.UNIDENTIFIED
 
 
 def parse_summary(raw: Any, cleaning: bool = True) -> m.Summary | m.BadSummary:

@@ -14,7 +14,7 @@ import structlog
 from sqlalchemy import Connection
 from structlog.typing import FilteringBoundLogger
 
-from connector.errors import Rejected, RetryLater, SkipRecord
+from connector.errors import AttachmentRefused, Rejected, RetryLater, SkipRecord
 from connector.lapor import models as m
 from connector.sync import core
 from connector.sync.context import SyncContext
@@ -68,7 +68,7 @@ async def _one(
             allowed_types=cfg.allowed_types,
         )
         entry["stored"] = str(path)
-    except (Rejected, RetryLater, OSError) as exc:
+    except (Rejected, AttachmentRefused, RetryLater, OSError) as exc:
         # A file that cannot be written (disk full, a name the file system refuses)
         # is this attachment's matter: noted for retry, never the pull's failure.
         entry["error"] = (
@@ -76,7 +76,7 @@ async def _one(
             if isinstance(exc, OSError)
             else getattr(exc, "kode", None) or "unavailable"
         )
-        entry["retry"] = not isinstance(exc, Rejected)
+        entry["retry"] = not isinstance(exc, Rejected | AttachmentRefused)
         rlog.warning("attachment_skipped", attachment=att.id, reason=entry["error"])
     return entry
 

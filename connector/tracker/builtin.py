@@ -164,7 +164,7 @@ class BuiltinTracker(Tracker, TrackerPort):
         return [str(i) for i in ids]
 
     def statuses(self, conn: Connection, refs: list[str]) -> dict[str, str]:
-        ids = [_int(r) for r in refs]
+        ids = [i for i in map(_ticket_id, refs) if i is not None]
         q = select(tickets.c.id, tickets.c.status).where(tickets.c.id.in_(ids))
         return {str(i): s for i, s in conn.execute(q)}
 
@@ -374,7 +374,12 @@ class BuiltinTracker(Tracker, TrackerPort):
         return [_ticket(r, msgs[r.id]) for r in rows]
 
     def show(self, conn: Connection, ticket_id: str) -> TicketJSON | None:
-        row = conn.execute(select(tickets).where(tickets.c.id == _int(ticket_id))).one_or_none()
+        tid = _ticket_id(ticket_id)
+        row = (
+            None
+            if tid is None
+            else conn.execute(select(tickets).where(tickets.c.id == tid)).one_or_none()
+        )
         if row is None:
             return None
         msgs = [
@@ -497,11 +502,14 @@ def _checked_action(action: OfficerAction, local_statuses: Sequence[str]) -> Off
 
 def _open_ticket(conn: Connection, ticket_id: str, action: OfficerAction) -> Row[int, str, str]:
     """The ticket's id, status and tracking id; a closed one takes an internal note only."""
-    row = conn.execute(
-        select(tickets.c.id, tickets.c.status, tickets.c.tracking_id).where(
-            tickets.c.id == _int(ticket_id)
-        )
-    ).one_or_none()
+    tid = _ticket_id(ticket_id)
+    row = (
+        None
+        if tid is None
+        else conn.execute(
+            select(tickets.c.id, tickets.c.status, tickets.c.tracking_id).where(tickets.c.id == tid)
+        ).one_or_none()
+    )
     if row is None:
         raise TrackerRefusal(f"no ticket with id {ticket_id}", 1)
     if row.status == "closed" and (action.status is not None or action.reply is not None):
@@ -561,11 +569,12 @@ def check_status(status: str | None, local_statuses: Sequence[str]) -> None:
         raise TrackerRefusal(f"unknown status {status!r} (one of {', '.join(local_statuses)})", 2)
 
 
-def _int(value: str) -> int:
+def _ticket_id(value: str) -> int | None:
+    """A ticket reference as its id; None for one that names no ticket (``abc``)."""
     try:
         return int(value)
     except ValueError:
-        return -1
+        return None
 
 
 def _message(m: Row[Any]) -> MessageJSON:
