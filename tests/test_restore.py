@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from sqlalchemy.engine import make_url
 
@@ -200,6 +201,61 @@ async def test_a_change_read_again_after_a_restore_is_found_not_posted_again(
     h.check_follow_ups_once()
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="the pull fails every pending entry of a complaint LAPOR! closed "
+    "(sync/apply.py _save_link -> store/state.py fail_pending, from core._existing's "
+    "fail_outbox) without looking on LAPOR! first; the push's LookUp would find it",
+)
+@pytest.mark.parametrize("meanwhile", ["close", "archive"])
+@pytest.mark.parametrize("age", list(AGES))
+async def test_an_entry_pending_at_backup_on_a_complaint_closed_since_is_found_not_failed(
+    tmp_path: Path,
+    db_url: str,
+    another_db: Callable[[], str],
+    world: World,
+    fake_time: FakeTime,
+    age: str,
+    meanwhile: str,
+) -> None:
+    """The Redmine restore test's flake, with the built-in tracker (LAPOR_TEST_RESTORE_SEED
+    1105, 3803, 2927 hit it there): an entry pending at backup time (LAPOR! was down) is
+    sent by the lost database, then LAPOR! closes the complaint. The restored database
+    still holds the entry pending; LAPOR! has the follow-up, so the entry is sent, not
+    failed with laporan_ditutup."""
+    from connector.errors import RetryLater
+
+    live = Harness(tmp_path / "live", db_url, world, fake_time)
+    await live.sync()
+    [t] = open_tickets(live, 1)
+    tid = int(t["tracking_id"])
+    text = "Tertunda saat backup, lalu ditutup."
+    live.officer(t["id"], reply=text)
+    world.set_faults({"rate_5xx": 1.0})
+    with contextlib.suppress(RetryLater):
+        await live.push()
+    world.set_faults({"rate_5xx": 0.0})
+    assert [e["state"] for e in live.outbox()] == ["pending"]
+    restored_url = another_db()
+    snapshot(db_url, restored_url)
+    fake_time.t += 600
+    await live.push()
+    [sent] = live.outbox()
+    assert sent["state"] == "sent"
+    fake_time.t += AGES[age]
+    world.event(meanwhile, tid)
+    live.store.close()  # the live database is lost
+
+    h = Harness(tmp_path / "restored", restored_url, world, fake_time)
+    for _ in range(2):
+        fake_time.t += 120
+        await h.sync()
+    assert world_posts(world)[text] == 1
+    [again] = h.outbox()
+    assert (again["state"], again["remote_id"]) == ("sent", sent["remote_id"]), again
+    h.check_follow_ups_once()
+
+
 # -- with Redmine: the officers' notes live there, the cursor in the restored database ---------
 
 
@@ -219,6 +275,7 @@ async def test_restore_with_redmine(
     print(f"LAPOR_TEST_RESTORE_SEED={seed}")
     rng = random.Random(seed)
     world = World(seed=seed, complaints=20, faults=Faults(rate_limit_per_minute=0), clock=fake_time)
+    await forget_issues(world)
     tag = f"{random.randrange(10**9):09d}"  # Redmine outlives the test: our own texts
     texts = [
         f"{what} {tag}."
@@ -301,6 +358,48 @@ async def test_restore_with_redmine(
                     assert len(await connector.find_issues(tid)) == 1, tid
             rep = h.store.run(lambda c: report(c, h.config, h.ctx.tracker, h.ctx.now()).as_dict())
             assert rep["restored"] is not None and rep["restored"]["followups_found"] >= 1
+
+
+async def forget_issues(world: World) -> None:
+    """Delete the issues an earlier world left in the test Redmine for this world's
+    tracking ids. Redmine outlives the test, and a world's ids follow from its seed alone
+    (``seed % 1000`` picks a block of 1000 ids): a replayed seed, this test's other
+    parameters and any world sharing the block would adopt those issues, closed, private
+    (the officer is then refused, HTTP 403: seed 1 after seed 900001) and with old notes
+    that the first tracker read takes for new officer changes."""
+    from tests.conftest import require_redmine
+
+    field = int(os.environ["LAPOR_TEST_REDMINE_FIELD_ID"])
+    block = str(min(world.records))[:-3]
+    assert str(max(world.records)).startswith(block), "a world's ids span one block"
+    cf = f"cf_{field}"
+    params: dict[str, str | list[str]] = {
+        "set_filter": "1",
+        "f[]": ["status_id", cf],
+        "op[status_id]": "*",
+        f"op[{cf}]": "^",  # starts with
+        f"v[{cf}][]": block,
+        "limit": "100",
+    }
+
+    def ours(issue: dict[str, Any]) -> bool:  # a filter Redmine ignored deletes nothing
+        return any(
+            c["id"] == field and str(c.get("value") or "").startswith(block)
+            for c in issue.get("custom_fields", [])
+        )
+
+    async with httpx.AsyncClient(
+        base_url=require_redmine(),
+        headers={"X-Redmine-API-Key": os.environ["LAPOR_TEST_REDMINE_KEY"]},
+        timeout=60,
+    ) as http:
+        while True:
+            found = (await http.get("/issues.json", params=params)).raise_for_status().json()
+            left = [i["id"] for i in found["issues"] if ours(i)]
+            if not left:
+                return
+            for issue_id in left:
+                (await http.delete(f"/issues/{issue_id}.json")).raise_for_status()
 
 
 @contextlib.asynccontextmanager
