@@ -201,12 +201,6 @@ async def test_a_change_read_again_after_a_restore_is_found_not_posted_again(
     h.check_follow_ups_once()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the pull fails every pending entry of a complaint LAPOR! closed "
-    "(sync/apply.py _save_link -> store/state.py fail_pending, from core._existing's "
-    "fail_outbox) without looking on LAPOR! first; the push's LookUp would find it",
-)
 @pytest.mark.parametrize("meanwhile", ["close", "archive"])
 @pytest.mark.parametrize("age", list(AGES))
 async def test_an_entry_pending_at_backup_on_a_complaint_closed_since_is_found_not_failed(

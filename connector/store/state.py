@@ -581,15 +581,6 @@ def mark_retry(conn: Connection, entry_id: int, code: str, delay_s: float, now: 
     )
 
 
-def fail_pending(conn: Connection, tracking_id: str, code: str) -> int:
-    # Not "unconfirmed": those were delivered; the push confirms them by reading.
-    return conn.execute(
-        update(outbox)
-        .where(outbox.c.tracking_id == tracking_id, outbox.c.state == OutboxState.PENDING)
-        .values(state=OutboxState.FAILED, last_error=code)
-    ).rowcount
-
-
 def retry_failed(conn: Connection, entry_id: int | None, now: datetime) -> int:
     q = (
         update(outbox)

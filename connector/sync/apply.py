@@ -19,7 +19,6 @@ from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, StatementError
 
 from connector.errors import RECORD_ERRORS
 from connector.lapor import models as m
-from connector.lapor import reasons
 from connector.notify import queue as notify
 from connector.store import followups, state
 from connector.sync import attachments, core
@@ -254,6 +253,7 @@ def _notify(
 
 
 def _save_link(conn: Connection, d: core.Update | core.Unchanged, now: datetime) -> None:
+    # Pending follow-ups of a complaint closed or moved away are not failed here: the
+    # link is saved closed, and the push looks each up on LAPOR! first (``LookUp``), since
+    # after a restore the lost database may have sent it before the close.
     state.save_link(conn, d.link, now)
-    if d.fail_outbox is not None:  # a new ticket has no outbox entries yet
-        state.fail_pending(conn, d.tracking_id, reasons.wire_code(d.fail_outbox))

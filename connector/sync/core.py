@@ -91,7 +91,6 @@ class Update:
     update: TicketUpdate
     link: LinkState
     facts: clock.Facts
-    fail_outbox: FailReason | None = None  # why pending follow-ups can no longer go
 
 
 @dataclass(frozen=True)
@@ -102,7 +101,6 @@ class Unchanged:
     tracking_id: str
     link: LinkState
     facts: clock.Facts
-    fail_outbox: FailReason | None = None
 
 
 @dataclass(frozen=True)
@@ -648,10 +646,9 @@ def _existing(
         anonymous=c.anonymous if edited else None,
         confidential=c.confidential if edited else None,
     )
-    failed = _fail_reason(c, r.ours)
     if changed:
-        return Update(c.tracking_id, update, r.link, r.facts, failed)
-    return Unchanged(c.tracking_id, r.link, r.facts, failed)
+        return Update(c.tracking_id, update, r.link, r.facts)
+    return Unchanged(c.tracking_id, r.link, r.facts)
 
 
 # Why a ticket's status follows LAPOR!'s, by the status it follows (else "menjadi ...").
@@ -695,14 +692,6 @@ def _status_change(
 def _echo(current_status: str | None, lapor_status: str, mappings: Mappings) -> bool:
     outbound = mappings.outbound.get(current_status or "")
     return outbound is not None and POSTED_RESULT.get(outbound.lapor) == lapor_status
-
-
-def _fail_reason(c: m.Complaint, ours: Collection[m.Disposition]) -> FailReason | None:
-    if c.status in CLOSED_STATUSES:
-        return FailReason.COMPLAINT_CLOSED
-    if not ours:
-        return FailReason.NOT_DISPOSED_TO_US
-    return None
 
 
 def _messages(
